@@ -1,0 +1,3 @@
+"""codemode session runtime: storage, namespaces, executor, session server, store CLI."""
+
+__version__ = "0.1.0"

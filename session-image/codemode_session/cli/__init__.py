@@ -1,0 +1,1 @@
+"""The `codemode` command line."""

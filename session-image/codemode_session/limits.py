@@ -1,0 +1,84 @@
+"""Resource limits for a worker running untrusted code.
+
+The worker limits itself before it runs any user code: address space (memory),
+process count, no core dumps. Hard limits equal soft ones, so non-root code
+cannot lift them. Where the process count limit cannot hold (root ignores
+RLIMIT_NPROC), a cgroup pids controller is used if one is writable; the server
+kills every process in it when the worker is recycled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+CGROUP_PARENT = "codemode-workers"
+
+
+def _set(limit: int, value: int) -> None:
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(limit, (value, value))
+
+
+def pids_cgroup_dir(worker_pid: int) -> Path | None:
+    """Where this worker's pids cgroup lives (v1 or v2), if the host lets us make one."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+            if root.name != "pids" and not (root / "cgroup.controllers").exists():
+                continue
+            return root / CGROUP_PARENT / str(worker_pid)
+    return None
+
+
+def apply_worker_limits(memory_mb: int, max_processes: int) -> None:
+    """Called by the worker on itself, before any user code runs."""
+    _set(resource.RLIMIT_CORE, 0)
+    if memory_mb > 0:
+        _set(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    if max_processes > 0:
+        if os.geteuid() != 0:
+            _set(resource.RLIMIT_NPROC, max_processes)
+        else:
+            _join_pids_cgroup(max_processes)
+
+
+def _join_pids_cgroup(max_processes: int) -> None:
+    directory = pids_cgroup_dir(os.getpid())
+    if directory is None:
+        return
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "pids.max").write_text(str(max_processes))
+        (directory / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def kill_worker_tree(pid: int) -> None:
+    """SIGKILL the worker's process group and its cgroup members, then drop the cgroup.
+
+    The caller still reaps the worker itself; members of the group that called
+    setsid() are caught by the cgroup where there is one.
+    """
+    directory = pids_cgroup_dir(pid)
+    for attempt in range(100):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if directory is None or not directory.exists():
+            if attempt >= 2:
+                return
+        else:
+            try:
+                members = (directory / "cgroup.procs").read_text().split()
+            except OSError:
+                members = []
+            for member in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.kill(int(member), signal.SIGKILL)
+            if not members:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+                return
+        time.sleep(0.005)

@@ -1,0 +1,273 @@
+"""The four names ready inside executed code: tools, workflows, artifacts, deps.
+
+They are synchronous facades over async storage (see bridge.py), so agent code
+stays simple: `artifacts.save("x", data)`, `workflows.summarize(text=t)`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from codemode_session.bridge import SyncBridge, run_coroutine_sync
+from codemode_session.deps_install import pip_install
+from codemode_session.errors import ForbiddenError, NotFoundError, ValidationError
+from codemode_session.names import (
+    RESERVED_WORKFLOW_NAMES,
+    validate_artifact_name,
+    validate_package_spec,
+)
+from codemode_session.storage.base import ArtifactInfo, Storage
+from codemode_session.tools import (
+    ToolSpec,
+    get_spec,
+    load_tools_dir,
+    run_tool,
+    search_score,
+    tool_specs,
+)
+from codemode_session.workflow_model import Workflow, parse_workflow
+
+
+def encode_artifact(data: Any) -> tuple[bytes, str]:
+    """Bytes stay bytes, str is text, anything else must be JSON."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), "bytes"
+    if isinstance(data, str):
+        return data.encode(), "text"
+    try:
+        return json.dumps(data).encode(), "json"
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"artifact data must be bytes, str or JSON-serializable: {exc}"
+        ) from None
+
+
+def decode_artifact(info: ArtifactInfo, data: bytes) -> Any:
+    if info.data_type == "text":
+        return data.decode()
+    if info.data_type == "json":
+        return json.loads(data)
+    return data
+
+
+class ArtifactsNamespace:
+    """Persistent data shared by every session of the workspace."""
+
+    def __init__(self, storage: Storage, bridge: SyncBridge) -> None:
+        self._storage = storage
+        self._bridge = bridge
+
+    def save(
+        self, name: str, data: Any, description: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        validate_artifact_name(name)
+        payload, data_type = encode_artifact(data)
+        meta = dict(metadata or {})
+        meta["_data_type"] = data_type
+        info = ArtifactInfo(name=name, description=description, created_at=time.time(),
+                            metadata=meta)
+        self._bridge.call(self._storage.save_artifact(info, payload))
+        return info.to_dict()
+
+    def load(self, name: str) -> Any:
+        found = self._bridge.call(self._storage.load_artifact(name))
+        if found is None:
+            raise NotFoundError(f"no artifact named {name!r}")
+        return decode_artifact(*found)
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        info = self._bridge.call(self._storage.get_artifact(name))
+        return info.to_dict() if info else None
+
+    def exists(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    def list(self) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self._bridge.call(self._storage.list_artifacts())]
+
+    def delete(self, name: str) -> bool:
+        return self._bridge.call(self._storage.delete_artifact(name))
+
+    def __repr__(self) -> str:
+        return "<artifacts: save, load, list, exists, get, delete>"
+
+
+class _Tool:
+    """`tools.curl(...)` runs the tool; `tools.curl.get(...)` runs a recipe."""
+
+    def __init__(self, spec: ToolSpec) -> None:
+        self._spec = spec
+
+    def __call__(self, **kwargs: Any) -> str:
+        return run_tool(self._spec, kwargs)
+
+    def __getattr__(self, name: str) -> Callable[..., str]:
+        recipe = next((r for r in self._spec.recipes if r.name == name), None)
+        if recipe is None:
+            raise AttributeError(f"tool {self._spec.name!r} has no recipe {name!r}")
+
+        def run_recipe(**kwargs: Any) -> str:
+            return run_tool(self._spec, {**recipe.preset, **kwargs})
+
+        run_recipe.__doc__ = recipe.description
+        return run_recipe
+
+    def __repr__(self) -> str:
+        recipes = ", ".join(r.name for r in self._spec.recipes)
+        return f"<tool {self._spec.name}: {self._spec.description} (recipes: {recipes or '-'})>"
+
+
+class ToolsNamespace:
+    """CLI tools from TOOLS_PATH and the prefix's Redis tool hash."""
+
+    def __init__(self, storage: Storage, bridge: SyncBridge, tools_path: str | None) -> None:
+        self._storage = storage
+        self._bridge = bridge
+        self._tools_path = tools_path
+        self._cache: tuple[float, dict[str, ToolSpec]] | None = None
+
+    def _specs(self) -> dict[str, ToolSpec]:
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > 5.0:
+            texts = load_tools_dir(self._tools_path)
+            texts.update(self._bridge.call(self._storage.list_tools()))
+            self._cache = (now, tool_specs(texts))
+        return self._cache[1]
+
+    def list(self) -> list[dict[str, Any]]:
+        return [s.summary() for s in self._specs().values()]
+
+    def search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        scored = [(search_score(query, s.name, s.description), s) for s in self._specs().values()]
+        hits = sorted((x for x in scored if x[0] > 0), key=lambda x: -x[0])[:limit]
+        return [s.summary() for _, s in hits]
+
+    def __getattr__(self, name: str) -> _Tool:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return _Tool(get_spec(self._specs(), name))
+        except NotFoundError:
+            raise AttributeError(f"no tool named {name!r}") from None
+
+    def __repr__(self) -> str:
+        return f"<tools: {', '.join(self._specs()) or 'none'}>"
+
+
+class WorkflowsNamespace:
+    """Reusable async recipes shared by every agent of the workspace."""
+
+    def __init__(self, storage: Storage, bridge: SyncBridge,
+                 globals_factory: Callable[[], dict[str, Any]]) -> None:
+        self._storage = storage
+        self._bridge = bridge
+        self._globals_factory = globals_factory
+        self._compiled: dict[str, tuple[str, Callable[..., Any]]] = {}
+
+    def list(self) -> list[dict[str, Any]]:
+        return [w.summary() for w in self._bridge.call(self._storage.list_workflows())]
+
+    def search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        workflows = self._bridge.call(self._storage.list_workflows())
+        scored = [(search_score(query, w.name, w.description), w) for w in workflows]
+        hits = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1].name))
+        return [w.summary() for _, w in hits[:limit]]
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        workflow = self._bridge.call(self._storage.get_workflow(name))
+        return workflow.to_dict() if workflow else None
+
+    def create(self, name: str, source: str, description: str = "") -> dict[str, Any]:
+        workflow = parse_workflow(name, source, description or None)
+        self._bridge.call(self._storage.save_workflow(workflow))
+        return workflow.summary()
+
+    def delete(self, name: str) -> bool:
+        return self._bridge.call(self._storage.delete_workflow(name))
+
+    def _function(self, workflow: Workflow) -> Callable[..., Any]:
+        cached = self._compiled.get(workflow.name)
+        if cached and cached[0] == workflow.digest:
+            return cached[1]
+        module_globals = self._globals_factory()
+        module_globals["__name__"] = f"workflow_{workflow.name}"
+        code = compile(workflow.source, f"<workflow {workflow.name}>", "exec")
+        exec(code, module_globals)
+        run = module_globals.get("run")
+        if not callable(run):
+            raise ValidationError(f"workflow {workflow.name!r} does not define run()")
+        self._compiled[workflow.name] = (workflow.digest, run)
+        return run
+
+    def invoke(self, name: str, /, **kwargs: Any) -> Any:
+        workflow = self._bridge.call(self._storage.get_workflow(name))
+        if workflow is None:
+            raise NotFoundError(f"no workflow named {name!r}")
+        result = self._function(workflow)(**kwargs)
+        if hasattr(result, "__await__"):
+            return run_coroutine_sync(_awaited(result))
+        return result
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or name in RESERVED_WORKFLOW_NAMES:
+            raise AttributeError(name)
+
+        def call(**kwargs: Any) -> Any:
+            return self.invoke(name, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __repr__(self) -> str:
+        return "<workflows: list, search, get, create, delete, invoke, or workflows.NAME(...)>"
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class DepsNamespace:
+    """Python packages of the prefix; installing them needs ALLOW_RUNTIME_DEPS."""
+
+    def __init__(self, storage: Storage, bridge: SyncBridge, allow_runtime: bool,
+                 target_dir: str | None) -> None:
+        self._storage = storage
+        self._bridge = bridge
+        self._allow = allow_runtime
+        self._target = target_dir
+
+    def _require_allowed(self, verb: str) -> None:
+        if not self._allow:
+            raise ForbiddenError(
+                f"deps.{verb}() is disabled: runtime dependencies are off for this session "
+                "(ALLOW_RUNTIME_DEPS=false); ask an operator to add the package to the image "
+                "or the workspace"
+            )
+
+    def list(self) -> list[str]:
+        return self._bridge.call(self._storage.list_deps())
+
+    def add(self, spec: str) -> dict[str, Any]:
+        self._require_allowed("add")
+        spec = validate_package_spec(spec)
+        pip_install([spec], self._target)
+        self._bridge.call(self._storage.add_dep(spec))
+        return {"installed": [spec]}
+
+    def remove(self, spec: str) -> bool:
+        self._require_allowed("remove")
+        spec = validate_package_spec(spec)
+        return self._bridge.call(self._storage.remove_dep(spec))
+
+    def sync(self) -> dict[str, Any]:
+        self._require_allowed("sync")
+        specs = self.list()
+        pip_install(specs, self._target)
+        return {"installed": specs}
+
+    def __repr__(self) -> str:
+        return "<deps: list, add, remove, sync>"

@@ -1,0 +1,1 @@
+"""The HTTP session server (py-code-mode SessionServer compatible)."""

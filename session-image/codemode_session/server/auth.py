@@ -1,0 +1,28 @@
+"""Bearer-token auth that fails closed, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import HTTPException, Request
+
+from codemode_session.server import metrics
+
+
+def check_bearer(request: Request) -> None:
+    """FastAPI dependency: 401 unless the request carries the server's token."""
+    config = request.app.state.config
+    if config.auth_disabled:
+        return
+    expected: str | None = config.auth_token
+    header = request.headers.get("authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if expected is None or scheme.lower() != "bearer" or not hmac.compare_digest(
+        supplied.strip().encode(), expected.encode()
+    ):
+        metrics.AUTH_FAILURES.inc()
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid bearer token (send 'Authorization: Bearer <token>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

@@ -1,0 +1,68 @@
+"""Server settings, read once from the environment (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from codemode_session.errors import ValidationError
+from codemode_session.names import validate_workspace_id
+
+TRUE = ("1", "true", "yes", "on")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ValidationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    auth_token: str | None
+    auth_disabled: bool
+    workspace_id: str | None
+    default_timeout: float
+    max_execution_time: float
+    allow_runtime_deps: bool
+    session_idle_timeout: float
+    max_sessions: int
+    worker_spares: int
+    accept_client_session_ids: bool
+    max_code_bytes: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if env is None else env
+        token = env.get("CONTAINER_AUTH_TOKEN") or None
+        disabled = env.get("CONTAINER_AUTH_DISABLED", "").lower() in TRUE
+        if token is None and not disabled:
+            raise ValidationError(
+                "refusing to start without auth: set CONTAINER_AUTH_TOKEN, or "
+                "CONTAINER_AUTH_DISABLED=true to serve without a token"
+            )
+        default_timeout = _float(env, "DEFAULT_TIMEOUT", 30.0)
+        max_time = _float(env, "MAX_EXECUTION_TIME", 300.0)
+        if not env.get("REDIS_URL") and not env.get("STORAGE_DIR"):
+            raise ValidationError("no storage configured: set REDIS_URL (or STORAGE_DIR)")
+        return cls(
+            auth_token=token,
+            auth_disabled=disabled and token is None,
+            workspace_id=validate_workspace_id(env.get("WORKSPACE_ID") or None),
+            default_timeout=min(default_timeout, max_time),
+            max_execution_time=max_time,
+            allow_runtime_deps=env.get("ALLOW_RUNTIME_DEPS", "false").lower() in TRUE,
+            session_idle_timeout=_float(env, "SESSION_IDLE_TIMEOUT", 3600.0),
+            max_sessions=int(_float(env, "MAX_SESSIONS", 32)),
+            worker_spares=int(env.get("WORKER_SPARES", "1") or 0),
+            accept_client_session_ids=env.get("ACCEPT_CLIENT_SESSION_IDS", "").lower() in TRUE,
+            max_code_bytes=int(_float(env, "MAX_CODE_BYTES", 1024 * 1024)),
+        )

@@ -1,0 +1,124 @@
+"""The storage interface every backend implements, and its records."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from codemode_session.workflow_model import Workflow
+
+DataType = Literal["bytes", "text", "json"]
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    name: str
+    description: str = ""
+    created_at: float = field(default_factory=time.time)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_type(self) -> DataType:
+        value = self.metadata.get("_data_type", "bytes")
+        return value if value in ("bytes", "text", "json") else "bytes"
+
+    def index_entry(self) -> dict[str, Any]:
+        """The JSON stored in the artifacts index hash (py-code-mode's shape)."""
+        return {
+            "description": self.description,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.index_entry(), "data_type": self.data_type}
+
+    @classmethod
+    def from_index_entry(cls, name: str, entry: dict[str, Any]) -> ArtifactInfo:
+        created = entry.get("created_at", 0.0)
+        if isinstance(created, str):  # py-code-mode may write ISO timestamps
+            from datetime import datetime
+
+            try:
+                created = datetime.fromisoformat(created).timestamp()
+            except ValueError:
+                created = 0.0
+        return cls(
+            name=name,
+            description=str(entry.get("description", "")),
+            created_at=float(created),
+            metadata=dict(entry.get("metadata") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class LibraryRecord:
+    """What the last bootstrap of one WorkflowLibrary published."""
+
+    revision: str
+    digest: str
+    count: int
+    synced_at: float
+
+    def to_mapping(self) -> dict[str, str]:
+        return {
+            "revision": self.revision,
+            "digest": self.digest,
+            "count": str(self.count),
+            "synced_at": str(self.synced_at),
+        }
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, str]) -> LibraryRecord:
+        return cls(
+            revision=data.get("revision", ""),
+            digest=data.get("digest", ""),
+            count=int(data.get("count", "0") or 0),
+            synced_at=float(data.get("synced_at", "0") or 0),
+        )
+
+
+class Storage(Protocol):
+    """Everything a session or a library bootstrap keeps, scoped to one namespace."""
+
+    prefix: str
+    workspace_id: str | None
+
+    @property
+    def description(self) -> str: ...
+
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # workflows
+    async def list_workflows(self) -> list[Workflow]: ...
+    async def get_workflow(self, name: str) -> Workflow | None: ...
+    async def save_workflow(self, workflow: Workflow) -> None: ...
+    async def delete_workflow(self, name: str) -> bool: ...
+    async def workflow_owners(self) -> dict[str, str]: ...
+    async def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None: ...
+    async def get_library(self, library: str) -> LibraryRecord | None: ...
+
+    # artifacts
+    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None: ...
+    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None: ...
+    async def get_artifact(self, name: str) -> ArtifactInfo | None: ...
+    async def list_artifacts(self) -> list[ArtifactInfo]: ...
+    async def delete_artifact(self, name: str) -> bool: ...
+
+    # deps (shared by every workspace of a prefix)
+    async def list_deps(self) -> list[str]: ...
+    async def add_dep(self, spec: str) -> bool: ...
+    async def remove_dep(self, spec: str) -> bool: ...
+
+    # tools (shared by every workspace of a prefix): name -> YAML text
+    async def list_tools(self) -> dict[str, str]: ...
+    async def save_tool(self, name: str, yaml_text: str) -> None: ...
+    async def delete_tool(self, name: str) -> bool: ...

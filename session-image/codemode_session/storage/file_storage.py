@@ -1,0 +1,267 @@
+"""File backend: the same namespaces as Redis, mirrored as a directory tree.
+
+Layout: base/[workspaces/{id}/]{workflows,artifacts,libraries}, plus the
+prefix-wide base/deps.txt and base/tools/. Every write goes to a temp file and
+is renamed into place, and index updates hold an flock, so concurrent workers
+never see torn files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from codemode_session.errors import ConflictError
+from codemode_session.names import (
+    validate_artifact_name,
+    validate_library_name,
+    validate_workflow_name,
+    validate_workspace_id,
+)
+from codemode_session.storage.base import ArtifactInfo, LibraryRecord
+from codemode_session.workflow_model import Workflow, parse_workflow
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class FileStorage:
+    def __init__(
+        self, base_path: str | os.PathLike[str], workspace_id: str | None = None
+    ) -> None:
+        validate_workspace_id(workspace_id)
+        self.base = Path(base_path)
+        self.prefix = str(self.base)
+        self.workspace_id = workspace_id
+        self.scope = self.base if workspace_id is None else self.base / "workspaces" / workspace_id
+        self.workflows_dir = self.scope / "workflows"
+        self.artifacts_dir = self.scope / "artifacts"
+        self.libraries_dir = self.scope / "libraries"
+        self.tools_dir = self.base / "tools"
+        self.deps_file = self.base / "deps.txt"
+
+    @property
+    def description(self) -> str:
+        ws = self.workspace_id if self.workspace_id is not None else "(unscoped)"
+        return f"file://{self.base} workspace={ws}"
+
+    @contextlib.contextmanager
+    def _lock(self, directory: Path) -> Iterator[None]:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    async def ping(self) -> None:
+        self.scope.mkdir(parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        return None
+
+    # ---- workflows -------------------------------------------------------------------
+
+    def _read_workflow(self, name: str) -> Workflow | None:
+        try:
+            source = (self.workflows_dir / f"{name}.py").read_text()
+        except FileNotFoundError:
+            return None
+        meta = _read_json(self.workflows_dir / f"{name}.meta.json")
+        return parse_workflow(name, source, meta.get("description"))
+
+    def _write_workflow(self, workflow: Workflow) -> None:
+        _atomic_write(self.workflows_dir / f"{workflow.name}.meta.json",
+                      json.dumps({"description": workflow.description}).encode())
+        _atomic_write(self.workflows_dir / f"{workflow.name}.py", workflow.source.encode())
+
+    def _remove_workflow(self, name: str) -> bool:
+        existed = False
+        for suffix in (".py", ".meta.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.workflows_dir / f"{name}{suffix}").unlink()
+                existed = existed or suffix == ".py"
+        return existed
+
+    async def list_workflows(self) -> list[Workflow]:
+        if not self.workflows_dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.workflows_dir.glob("*.py")):
+            workflow = self._read_workflow(path.stem)
+            if workflow is not None:
+                found.append(workflow)
+        return found
+
+    async def get_workflow(self, name: str) -> Workflow | None:
+        validate_workflow_name(name)
+        return self._read_workflow(name)
+
+    def _owner(self, name: str) -> str | None:
+        owner = _read_json(self.workflows_dir / "__owners__.json").get(name)
+        return str(owner) if owner is not None else None
+
+    def _check_not_owned(self, name: str, verb: str) -> None:
+        owner = self._owner(name)
+        if owner is not None:
+            raise ConflictError(
+                f"cannot {verb} workflow {name!r}: it is managed by WorkflowLibrary {owner!r}"
+            )
+
+    async def save_workflow(self, workflow: Workflow) -> None:
+        validate_workflow_name(workflow.name)
+        with self._lock(self.workflows_dir):
+            self._check_not_owned(workflow.name, "overwrite")
+            self._write_workflow(workflow)
+
+    async def delete_workflow(self, name: str) -> bool:
+        validate_workflow_name(name)
+        with self._lock(self.workflows_dir):
+            self._check_not_owned(name, "delete")
+            return self._remove_workflow(name)
+
+    async def workflow_owners(self) -> dict[str, str]:
+        return {k: str(v) for k, v in _read_json(self.workflows_dir / "__owners__.json").items()}
+
+    async def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
+        validate_library_name(library)
+        with self._lock(self.workflows_dir):
+            owners = _read_json(self.workflows_dir / "__owners__.json")
+            for workflow in upserts:
+                self._write_workflow(workflow)
+                owners[workflow.name] = library
+            for name in removals:
+                self._remove_workflow(name)
+                owners.pop(name, None)
+            _atomic_write(self.workflows_dir / "__owners__.json", json.dumps(owners).encode())
+            path = self.libraries_dir / f"{library}.json"
+            if record is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                _atomic_write(path, json.dumps(record.to_mapping()).encode())
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        validate_library_name(library)
+        data = _read_json(self.libraries_dir / f"{library}.json")
+        return LibraryRecord.from_mapping({k: str(v) for k, v in data.items()}) if data else None
+
+    # ---- artifacts -------------------------------------------------------------------
+
+    def _index(self) -> dict[str, Any]:
+        return _read_json(self.artifacts_dir / "__index__.json")
+
+    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
+        validate_artifact_name(info.name)
+        with self._lock(self.artifacts_dir):
+            _atomic_write(self.artifacts_dir / info.name, data)
+            index = self._index()
+            index[info.name] = info.index_entry()
+            _atomic_write(self.artifacts_dir / "__index__.json", json.dumps(index).encode())
+
+    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
+        validate_artifact_name(name)
+        try:
+            data = (self.artifacts_dir / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return ArtifactInfo.from_index_entry(name, self._index().get(name) or {}), data
+
+    async def get_artifact(self, name: str) -> ArtifactInfo | None:
+        validate_artifact_name(name)
+        entry = self._index().get(name)
+        return ArtifactInfo.from_index_entry(name, entry) if entry is not None else None
+
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        return [ArtifactInfo.from_index_entry(k, v) for k, v in sorted(self._index().items())]
+
+    async def delete_artifact(self, name: str) -> bool:
+        validate_artifact_name(name)
+        with self._lock(self.artifacts_dir):
+            existed = False
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                (self.artifacts_dir / name).unlink()
+                existed = True
+            index = self._index()
+            if index.pop(name, None) is not None:
+                existed = True
+                _atomic_write(self.artifacts_dir / "__index__.json", json.dumps(index).encode())
+            return existed
+
+    # ---- deps and tools ----------------------------------------------------------------
+
+    def _deps(self) -> list[str]:
+        try:
+            lines = self.deps_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return sorted({line.strip() for line in lines if line.strip()})
+
+    async def list_deps(self) -> list[str]:
+        return self._deps()
+
+    async def add_dep(self, spec: str) -> bool:
+        with self._lock(self.base):
+            deps = self._deps()
+            if spec in deps:
+                return False
+            _atomic_write(self.deps_file, ("\n".join(sorted([*deps, spec])) + "\n").encode())
+            return True
+
+    async def remove_dep(self, spec: str) -> bool:
+        with self._lock(self.base):
+            deps = self._deps()
+            if spec not in deps:
+                return False
+            rest = [d for d in deps if d != spec]
+            _atomic_write(self.deps_file, ("\n".join(rest) + "\n" if rest else "").encode())
+            return True
+
+    async def list_tools(self) -> dict[str, str]:
+        if not self.tools_dir.is_dir():
+            return {}
+        return {
+            p.stem: p.read_text()
+            for p in sorted([*self.tools_dir.glob("*.yaml"), *self.tools_dir.glob("*.yml")])
+        }
+
+    async def save_tool(self, name: str, yaml_text: str) -> None:
+        _atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
+
+    async def delete_tool(self, name: str) -> bool:
+        try:
+            (self.tools_dir / f"{name}.yaml").unlink()
+        except FileNotFoundError:
+            return False
+        return True

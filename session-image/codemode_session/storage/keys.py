@@ -1,0 +1,64 @@
+"""The Redis key layout of DESIGN.md §3, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codemode_session.names import validate_prefix, validate_workspace_id
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Keys for `prefix` and an optional `workspace_id`.
+
+    `root` (R) holds what every workspace of a prefix shares (deps, tools);
+    `scope` (P) holds what one workspace owns. With no workspace id, P is R:
+    py-code-mode's legacy unscoped layout.
+    """
+
+    prefix: str
+    workspace_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+        validate_workspace_id(self.workspace_id)
+
+    @property
+    def root(self) -> str:
+        return self.prefix
+
+    @property
+    def scope(self) -> str:
+        if self.workspace_id is None:
+            return self.prefix
+        return f"{self.prefix}:ws:{self.workspace_id}"
+
+    @property
+    def workflows(self) -> str:
+        return f"{self.scope}:workflows:__workflows__"
+
+    @property
+    def workflow_owners(self) -> str:
+        return f"{self.scope}:workflows:__owners__"
+
+    def artifact(self, name: str) -> str:
+        return f"{self.scope}:artifacts:{name}"
+
+    @property
+    def artifact_index(self) -> str:
+        return f"{self.scope}:artifacts:__index__"
+
+    def library(self, name: str) -> str:
+        return f"{self.scope}:libraries:{name}"
+
+    @property
+    def deps(self) -> str:
+        return f"{self.root}:deps"
+
+    @property
+    def tools(self) -> str:
+        return f"{self.root}:tools:__tools__"
+
+    def workspace_patterns(self) -> list[str]:
+        """Glob patterns covering every key this workspace may touch (for Redis ACLs)."""
+        return [f"{self.scope}:*", self.deps, f"{self.root}:tools:*"]

@@ -1,0 +1,271 @@
+"""Redis backend (redis-py asyncio) with py-code-mode's key layout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from codemode_session.errors import (
+    ConflictError,
+    ForbiddenError,
+    StorageUnavailableError,
+    ValidationError,
+)
+from codemode_session.names import validate_artifact_name, validate_workflow_name
+from codemode_session.storage.base import ArtifactInfo, LibraryRecord
+from codemode_session.storage.keys import KeyLayout
+from codemode_session.workflow_model import Workflow
+
+T = TypeVar("T")
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages and /info."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{parts.path}"
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStorage:
+    """Storage in one Redis namespace: `prefix` plus an optional `workspace_id`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        redis: aioredis.Redis | None = None,
+        prefix: str = "codemode",
+        workspace_id: str | None = None,
+        socket_timeout: float = 10.0,
+    ) -> None:
+        self.keys = KeyLayout(prefix=prefix, workspace_id=workspace_id)
+        self.prefix = prefix
+        self.workspace_id = workspace_id
+        if redis is None:
+            if not url:
+                raise ValidationError("RedisStorage needs url= or redis=")
+            scheme = urlsplit(url).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValidationError(
+                    f"invalid Redis URL scheme {scheme!r}: use redis://, rediss:// or unix://"
+                )
+            redis = aioredis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                health_check_interval=30,
+            )
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self._url = redacted_url(url) if url else "redis://(client)"
+        self.redis: aioredis.Redis = redis
+
+    @property
+    def description(self) -> str:
+        ws = self.workspace_id if self.workspace_id is not None else "(unscoped)"
+        return f"{self._url} prefix={self.prefix} workspace={ws}"
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except NoPermissionError as exc:
+            raise ForbiddenError(f"Redis refused the operation: {exc}") from None
+        except AuthenticationError as exc:
+            raise StorageUnavailableError(f"Redis authentication failed at {self._url}: {exc}") from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StorageUnavailableError(f"Redis unreachable at {self._url}: {exc}") from None
+        except ResponseError as exc:
+            raise StorageUnavailableError(f"Redis error at {self._url}: {exc}") from None
+
+    async def ping(self) -> None:
+        await self._call(self.redis.ping)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()
+
+    # ---- workflows -------------------------------------------------------------------
+
+    async def list_workflows(self) -> list[Workflow]:
+        raw: dict[bytes, bytes] = await self._call(
+            lambda: self.redis.hgetall(self.keys.workflows)  # type: ignore[arg-type,return-value]
+        )
+        workflows = [Workflow.from_json(v) for v in raw.values()]
+        return sorted(workflows, key=lambda w: w.name)
+
+    async def get_workflow(self, name: str) -> Workflow | None:
+        validate_workflow_name(name)
+        raw = await self._call(
+            lambda: self.redis.hget(self.keys.workflows, name)  # type: ignore[arg-type,return-value]
+        )
+        return Workflow.from_json(raw) if raw is not None else None
+
+    async def _check_not_owned(self, name: str, verb: str) -> None:
+        owner = await self._call(
+            lambda: self.redis.hget(self.keys.workflow_owners, name)  # type: ignore[arg-type,return-value]
+        )
+        if owner is not None:
+            raise ConflictError(
+                f"cannot {verb} workflow {name!r}: it is managed by WorkflowLibrary "
+                f"{_s(owner)!r} (change it in that library's git repository)"
+            )
+
+    async def save_workflow(self, workflow: Workflow) -> None:
+        validate_workflow_name(workflow.name)
+        await self._check_not_owned(workflow.name, "overwrite")
+        await self._call(
+            lambda: self.redis.hset(self.keys.workflows, workflow.name, workflow.to_json())  # type: ignore[arg-type,return-value]
+        )
+
+    async def delete_workflow(self, name: str) -> bool:
+        validate_workflow_name(name)
+        await self._check_not_owned(name, "delete")
+        removed = await self._call(
+            lambda: self.redis.hdel(self.keys.workflows, name)  # type: ignore[arg-type,return-value]
+        )
+        return bool(removed)
+
+    async def workflow_owners(self) -> dict[str, str]:
+        raw: dict[bytes, bytes] = await self._call(
+            lambda: self.redis.hgetall(self.keys.workflow_owners)  # type: ignore[arg-type,return-value]
+        )
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
+        """Publish one library's change in a single MULTI/EXEC: readers see all or none.
+
+        `record=None` forgets the library (used when a library is deleted).
+        """
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if upserts:
+                    pipe.hset(
+                        self.keys.workflows,
+                        mapping={w.name: w.to_json() for w in upserts},
+                    )
+                    pipe.hset(self.keys.workflow_owners, mapping={w.name: library for w in upserts})
+                if removals:
+                    pipe.hdel(self.keys.workflows, *removals)
+                    pipe.hdel(self.keys.workflow_owners, *removals)
+                if record is None:
+                    pipe.delete(self.keys.library(library))
+                else:
+                    pipe.delete(self.keys.library(library))
+                    pipe.hset(self.keys.library(library), mapping=record.to_mapping())  # type: ignore[arg-type]
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        raw: dict[bytes, bytes] = await self._call(
+            lambda: self.redis.hgetall(self.keys.library(library))  # type: ignore[arg-type,return-value]
+        )
+        if not raw:
+            return None
+        return LibraryRecord.from_mapping({_s(k): _s(v) for k, v in raw.items()})
+
+    # ---- artifacts -------------------------------------------------------------------
+
+    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
+        validate_artifact_name(info.name)
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.artifact(info.name), data)
+                pipe.hset(self.keys.artifact_index, info.name, json.dumps(info.index_entry()))
+                await pipe.execute()
+
+        await self._call(run)
+
+    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
+        validate_artifact_name(name)
+
+        async def run() -> tuple[Any, Any]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.artifact(name))
+                pipe.hget(self.keys.artifact_index, name)
+                data, entry = await pipe.execute()
+                return data, entry
+
+        data, entry = await self._call(run)
+        if data is None:
+            return None
+        info = ArtifactInfo.from_index_entry(name, json.loads(entry) if entry else {})
+        return info, bytes(data)
+
+    async def get_artifact(self, name: str) -> ArtifactInfo | None:
+        validate_artifact_name(name)
+        entry = await self._call(
+            lambda: self.redis.hget(self.keys.artifact_index, name)  # type: ignore[arg-type,return-value]
+        )
+        return ArtifactInfo.from_index_entry(name, json.loads(entry)) if entry else None
+
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        raw: dict[bytes, bytes] = await self._call(
+            lambda: self.redis.hgetall(self.keys.artifact_index)  # type: ignore[arg-type,return-value]
+        )
+        infos = [ArtifactInfo.from_index_entry(_s(k), json.loads(v)) for k, v in raw.items()]
+        return sorted(infos, key=lambda i: i.name)
+
+    async def delete_artifact(self, name: str) -> bool:
+        validate_artifact_name(name)
+
+        async def run() -> bool:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.keys.artifact(name))
+                pipe.hdel(self.keys.artifact_index, name)
+                deleted, unindexed = await pipe.execute()
+                return bool(deleted or unindexed)
+
+        return await self._call(run)
+
+    # ---- deps and tools ----------------------------------------------------------------
+
+    async def list_deps(self) -> list[str]:
+        raw: set[bytes] = await self._call(
+            lambda: self.redis.smembers(self.keys.deps)  # type: ignore[arg-type,return-value]
+        )
+        return sorted(_s(v) for v in raw)
+
+    async def add_dep(self, spec: str) -> bool:
+        added = await self._call(lambda: self.redis.sadd(self.keys.deps, spec))  # type: ignore[arg-type,return-value]
+        return bool(added)
+
+    async def remove_dep(self, spec: str) -> bool:
+        removed = await self._call(lambda: self.redis.srem(self.keys.deps, spec))  # type: ignore[arg-type,return-value]
+        return bool(removed)
+
+    async def list_tools(self) -> dict[str, str]:
+        raw: dict[bytes, bytes] = await self._call(
+            lambda: self.redis.hgetall(self.keys.tools)  # type: ignore[arg-type,return-value]
+        )
+        return {_s(k): _s(v) for k, v in sorted(raw.items())}
+
+    async def save_tool(self, name: str, yaml_text: str) -> None:
+        await self._call(lambda: self.redis.hset(self.keys.tools, name, yaml_text))  # type: ignore[arg-type,return-value]
+
+    async def delete_tool(self, name: str) -> bool:
+        removed = await self._call(lambda: self.redis.hdel(self.keys.tools, name))  # type: ignore[arg-type,return-value]
+        return bool(removed)

@@ -1,0 +1,265 @@
+"""CLI tools described in YAML, run without a shell.
+
+A tool maps keyword arguments to argv: booleans become flags, strings
+`--opt value`, lists repeat the option, positionals follow in schema order.
+Recipes are named presets (`tools.curl.get(url=...)`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codemode_session.errors import CodemodeError, NotFoundError, ValidationError
+from codemode_session.names import validate_tool_name
+
+MAX_TOOL_OUTPUT = 4 * 1024 * 1024
+_OPTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class ToolError(CodemodeError):
+    """A tool exited non-zero, timed out or could not start."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    type: str = "string"
+    short: str | None = None
+    flag: str | None = None
+    description: str = ""
+    required: bool = False
+
+    def argv(self, value: Any) -> list[str]:
+        flag = self.flag or (f"-{self.short}" if self.short else f"--{self.name.replace('_', '-')}")
+        if self.type == "boolean":
+            return [flag] if value else []
+        if value is None:
+            return []
+        values = value if isinstance(value, list | tuple) else [value]
+        out: list[str] = []
+        for item in values:
+            out += [flag, _scalar(item, self.name)]
+        return out
+
+
+@dataclass(frozen=True)
+class PositionalSpec:
+    name: str
+    type: str = "string"
+    description: str = ""
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str = ""
+    preset: dict[str, Any] = field(default_factory=dict)
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    command: str
+    description: str = ""
+    timeout: float = 60.0
+    options: tuple[OptionSpec, ...] = ()
+    positional: tuple[PositionalSpec, ...] = ()
+    recipes: tuple[Recipe, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "command": self.command,
+            "options": [
+                {"name": o.name, "type": o.type, "description": o.description,
+                 "required": o.required}
+                for o in self.options
+            ],
+            "positional": [
+                {"name": p.name, "type": p.type, "description": p.description,
+                 "required": p.required}
+                for p in self.positional
+            ],
+            "recipes": [{"name": r.name, "description": r.description} for r in self.recipes],
+        }
+
+    def build_argv(self, kwargs: dict[str, Any]) -> list[str]:
+        options = {o.name: o for o in self.options}
+        positional = {p.name: p for p in self.positional}
+        unknown = sorted(set(kwargs) - set(options) - set(positional))
+        if unknown:
+            raise ValidationError(
+                f"tool {self.name!r} has no argument {', '.join(unknown)}; "
+                f"options: {', '.join(sorted(options)) or '-'}; "
+                f"positional: {', '.join(positional) or '-'}"
+            )
+        argv = [self.command]
+        for name, spec in options.items():
+            if spec.required and kwargs.get(name) is None:
+                raise ValidationError(f"tool {self.name!r}: option {name!r} is required")
+            if name in kwargs:
+                argv += spec.argv(kwargs[name])
+        for spec in self.positional:
+            value = kwargs.get(spec.name)
+            if value is None:
+                if spec.required:
+                    raise ValidationError(f"tool {self.name!r}: argument {spec.name!r} is required")
+                continue
+            values = value if isinstance(value, list | tuple) else [value]
+            argv += [_scalar(v, spec.name) for v in values]
+        return argv
+
+
+def _scalar(value: Any, name: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValidationError(f"argument {name!r}: expected a string or number, got {type(value).__name__}")
+
+
+def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
+    """Parse one tool definition; raises ValidationError naming what is wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"tool {default_name or '?'}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"tool {default_name or '?'}: YAML must be a mapping")
+    name = validate_tool_name(str(data.get("name") or default_name or ""))
+    command = data.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ValidationError(f"tool {name!r}: 'command' must be a program name")
+    schema = data.get("schema") or {}
+    if not isinstance(schema, dict):
+        raise ValidationError(f"tool {name!r}: 'schema' must be a mapping")
+    options: list[OptionSpec] = []
+    for opt_name, opt in (schema.get("options") or {}).items():
+        opt = opt or {}
+        if not _OPTION_RE.match(str(opt_name)) or not isinstance(opt, dict):
+            raise ValidationError(f"tool {name!r}: invalid option {opt_name!r}")
+        options.append(OptionSpec(
+            name=str(opt_name).replace("-", "_"),
+            type=str(opt.get("type", "string")),
+            short=opt.get("short"),
+            flag=opt.get("flag"),
+            description=str(opt.get("description", "")),
+            required=bool(opt.get("required", False)),
+        ))
+    positional: list[PositionalSpec] = []
+    for pos in schema.get("positional") or []:
+        if not isinstance(pos, dict) or not _OPTION_RE.match(str(pos.get("name", ""))):
+            raise ValidationError(f"tool {name!r}: every positional needs a 'name'")
+        positional.append(PositionalSpec(
+            name=str(pos["name"]).replace("-", "_"),
+            type=str(pos.get("type", "string")),
+            description=str(pos.get("description", "")),
+            required=bool(pos.get("required", True)),
+        ))
+    recipes: list[Recipe] = []
+    for recipe_name, recipe in (data.get("recipes") or {}).items():
+        recipe = recipe or {}
+        if not str(recipe_name).isidentifier() or not isinstance(recipe, dict):
+            raise ValidationError(f"tool {name!r}: invalid recipe {recipe_name!r}")
+        params = recipe.get("params") or {}
+        recipes.append(Recipe(
+            name=str(recipe_name),
+            description=str(recipe.get("description", "")),
+            preset=dict(recipe.get("preset") or {}),
+            params=tuple(params) if isinstance(params, dict | list) else (),
+        ))
+    timeout = data.get("timeout", 60)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValidationError(f"tool {name!r}: 'timeout' must be a positive number of seconds")
+    return ToolSpec(
+        name=name,
+        command=command.strip(),
+        description=str(data.get("description", "")),
+        timeout=float(timeout),
+        options=tuple(options),
+        positional=tuple(positional),
+        recipes=tuple(recipes),
+    )
+
+
+def load_tools_dir(path: str | os.PathLike[str] | None) -> dict[str, str]:
+    """Tool YAML texts from a directory (TOOLS_PATH), by tool name."""
+    if not path:
+        return {}
+    directory = Path(path)
+    if not directory.is_dir():
+        return {}
+    texts: dict[str, str] = {}
+    for file in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
+        texts[file.stem] = file.read_text()
+    return texts
+
+
+def run_tool(spec: ToolSpec, kwargs: dict[str, Any], timeout: float | None = None) -> str:
+    """Run the tool's command (never through a shell) and return its stdout."""
+    argv = spec.build_argv(kwargs)
+    if shutil.which(argv[0]) is None:
+        raise ToolError(f"tool {spec.name!r}: command {argv[0]!r} is not installed")
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout or spec.timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"tool {spec.name!r} timed out after {timeout or spec.timeout}s") from None
+    except OSError as exc:
+        raise ToolError(f"tool {spec.name!r} could not start: {exc.strerror}") from None
+    stdout = proc.stdout[:MAX_TOOL_OUTPUT].decode(errors="replace")
+    if proc.returncode != 0:
+        stderr = proc.stderr[-2000:].decode(errors="replace").strip()
+        raise ToolError(f"tool {spec.name!r} exited with {proc.returncode}: {stderr}")
+    return stdout
+
+
+def search_score(query: str, *texts: str) -> float:
+    """Lexical relevance: share of query words found in the texts, name hits first."""
+    words = [w for w in re.split(r"\W+", query.lower()) if w]
+    if not words:
+        return 0.0
+    name, *rest = [t.lower() for t in texts] or [""]
+    body = " ".join(rest)
+    score = 0.0
+    for word in words:
+        if word in name:
+            score += 2.0
+        if word in body:
+            score += 1.0
+    return score / (3.0 * len(words))
+
+
+def tool_specs(texts: dict[str, str]) -> dict[str, ToolSpec]:
+    """Parse every tool; one broken YAML does not hide the others."""
+    specs: dict[str, ToolSpec] = {}
+    for name, text in texts.items():
+        try:
+            spec = parse_tool_yaml(text, default_name=name)
+        except ValidationError:
+            continue
+        specs[spec.name] = spec
+    return specs
+
+
+def get_spec(specs: dict[str, ToolSpec], name: str) -> ToolSpec:
+    try:
+        return specs[name]
+    except KeyError:
+        raise NotFoundError(f"no tool named {name!r}") from None

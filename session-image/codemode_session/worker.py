@@ -1,0 +1,100 @@
+"""A worker process: one session's interpreter, run as `python -m codemode_session.worker FD`.
+
+It imports everything first (so pooled spares start fast), limits itself,
+then waits for `init` naming its workspace, and serves `exec` requests on the
+socket it inherited. It never exits on agent errors; the server kills and
+replaces it on timeout, crash or reset.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+from codemode_session import protocol
+from codemode_session.bridge import SyncBridge
+from codemode_session.limits import apply_worker_limits
+from codemode_session.names import validate_workspace_id
+from codemode_session.namespaces import (
+    ArtifactsNamespace,
+    DepsNamespace,
+    ToolsNamespace,
+    WorkflowsNamespace,
+)
+from codemode_session.runner import CellRunner
+from codemode_session.storage.factory import storage_from_env
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def build_namespace(workspace_id: str | None) -> dict[str, Any]:
+    """The globals agent code starts with."""
+    env = os.environ
+    bridge = SyncBridge()
+    storage = storage_from_env(env, validate_workspace_id(workspace_id))
+    deps_dir = env.get("DEPS_DIR") or None
+    allow_deps = env.get("ALLOW_RUNTIME_DEPS", "false").lower() in ("1", "true", "yes")
+    tools = ToolsNamespace(storage, bridge, env.get("TOOLS_PATH"))
+    artifacts = ArtifactsNamespace(storage, bridge)
+    deps = DepsNamespace(storage, bridge, allow_deps, deps_dir)
+
+    def workflow_globals() -> dict[str, Any]:
+        return {"tools": tools, "workflows": workflows, "artifacts": artifacts, "deps": deps,
+                "__builtins__": __builtins__}
+
+    workflows = WorkflowsNamespace(storage, bridge, workflow_globals)
+    namespace = workflow_globals()
+    namespace["__name__"] = "__main__"
+    return namespace
+
+
+def serve(sock: socket.socket) -> None:
+    runner: CellRunner | None = None
+    output_limit = _env_int("OUTPUT_LIMIT_BYTES", 1024 * 1024)
+    while True:
+        try:
+            request = protocol.recv_blocking(sock)
+        except (protocol.ProtocolError, OSError):
+            return
+        op = request.get("op")
+        if op == "init":
+            try:
+                runner = CellRunner(build_namespace(request.get("workspace_id")), output_limit)
+                reply: dict[str, Any] = {"ok": True}
+            except Exception as exc:
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        elif op == "exec" and runner is not None:
+            reply = runner.run(str(request.get("code", "")))
+        elif op == "ping":
+            reply = {"ok": True}
+        else:
+            reply = {"ok": False, "error": f"unexpected request {op!r}"}
+        sock.sendall(protocol.encode(reply))
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    sock = socket.socket(fileno=fd)
+    # Secrets of the server are not the agent's business.
+    for name in ("CONTAINER_AUTH_TOKEN",):
+        os.environ.pop(name, None)
+    deps_dir = os.environ.get("DEPS_DIR")
+    if deps_dir and deps_dir not in sys.path:
+        sys.path.insert(0, deps_dir)
+    apply_worker_limits(
+        memory_mb=_env_int("WORKER_MEMORY_MB", 1024),
+        max_processes=_env_int("WORKER_MAX_PROCESSES", 256),
+    )
+    sock.sendall(protocol.encode({"ok": True, "pid": os.getpid()}))
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main()
