@@ -1,0 +1,1 @@
+"""A real local Kubernetes cluster for tests, built without any registry (DESIGN.md §6)."""

@@ -1,0 +1,205 @@
+"""Container images without a registry.
+
+Images are built with buildah into a private store under the cache, saved as
+docker-archive tarballs in ``images/``, and imported into containerd's
+``k8s.io`` namespace under fully qualified ``localhost/...`` names, which pods
+use with ``imagePullPolicy: IfNotPresent`` so nothing is ever pulled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from . import paths, versions
+
+PAUSE = "localhost/codemode/pause:3.10"
+BASE = f"localhost/codemode/base:{versions.DEBIAN_SUITE}"
+BASE_PACKAGES = ("python3", "ca-certificates")
+
+# A pause process: PID 1 of every pod sandbox. It only holds the namespaces,
+# reaps orphans, and exits cleanly on SIGINT/SIGTERM.
+PAUSE_C = r"""
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void on_term(int sig) { (void)sig; _exit(0); }
+static void on_child(int sig) {
+    (void)sig;
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+}
+
+int main(void) {
+    struct sigaction term = {.sa_handler = on_term};
+    struct sigaction child = {.sa_handler = on_child, .sa_flags = SA_NOCLDSTOP};
+    sigaction(SIGINT, &term, NULL);
+    sigaction(SIGTERM, &term, NULL);
+    sigaction(SIGCHLD, &child, NULL);
+    for (;;) pause();
+}
+"""
+
+
+def _slug(tag: str) -> str:
+    return tag.replace("/", "_").replace(":", "_")
+
+
+def archive_path(tag: str) -> Path:
+    return paths.images_dir() / f"{_slug(tag)}.tar"
+
+
+def buildah(*args: str) -> str:
+    """buildah with a private store, so the machine's own store is untouched;
+    chroot isolation works inside unprivileged-looking containers too."""
+    store = paths.cache_root() / "buildah"
+    cmd = [
+        "buildah",
+        f"--root={store / 'storage'}",
+        f"--runroot={Path('/run/codemode/buildah')}",
+        "--storage-driver=overlay",
+        *args,
+    ]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _save(tag: str) -> Path:
+    out = archive_path(tag)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    buildah("push", tag, f"docker-archive:{tmp}:{tag}")
+    tmp.rename(out)
+    return out
+
+
+def build_pause() -> Path:
+    """A static pause binary in an otherwise empty image."""
+    if archive_path(PAUSE).exists():
+        return archive_path(PAUSE)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "pause.c"
+        src.write_text(PAUSE_C)
+        binary = Path(tmp) / "pause"
+        subprocess.run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(src)], check=True)
+        ctr = buildah("from", "scratch")
+        try:
+            buildah("copy", ctr, str(binary), "/pause")
+            buildah("config", "--entrypoint", '["/pause"]', "--user", "65535:65535", ctr)
+            buildah("commit", ctr, PAUSE)
+        finally:
+            buildah("rm", ctr)
+    return _save(PAUSE)
+
+
+def _rootfs_tarball() -> Path:
+    """debootstrap once per (suite, packages); the slow step, so it is cached."""
+    key = hashlib.sha256(
+        f"{versions.DEBIAN_SUITE} {versions.DEBIAN_MIRROR} {' '.join(BASE_PACKAGES)}".encode()
+    ).hexdigest()[:12]
+    tarball = paths.images_dir() / f"rootfs-{versions.DEBIAN_SUITE}-{key}.tar"
+    if tarball.exists():
+        return tarball
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=paths.cache_root()) as tmp:
+        root = Path(tmp) / "rootfs"
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                versions.DEBIAN_SUITE,
+                str(root),
+                versions.DEBIAN_MIRROR,
+            ],
+            check=True,
+        )
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (root / junk).glob("*"):
+                if f.is_file():
+                    f.unlink()
+        tmp_tar = tarball.with_suffix(".tmp")
+        subprocess.run(
+            ["tar", "-C", str(root), "--numeric-owner", "-cf", str(tmp_tar), "."], check=True
+        )
+        tmp_tar.rename(tarball)
+    return tarball
+
+
+def build_base() -> Path:
+    """Debian with python3: the BASE_IMAGE our Dockerfiles build FROM."""
+    if archive_path(BASE).exists():
+        return archive_path(BASE)
+    tarball = _rootfs_tarball()
+    ctr = buildah("from", "scratch")
+    try:
+        buildah("add", ctr, str(tarball), "/")
+        buildah(
+            "config",
+            "--env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--cmd",
+            '["python3"]',
+            ctr,
+        )
+        buildah("commit", ctr, BASE)
+    finally:
+        buildah("rm", ctr)
+    return _save(BASE)
+
+
+def build_image(
+    dockerfile: Path, context: Path, tag: str, build_args: Mapping[str, str] | None = None
+) -> Path:
+    """Build a Dockerfile on our base image (``BASE_IMAGE`` build arg) and save
+    it for import; call again after a source change to rebuild."""
+    build_base()
+    args = {"BASE_IMAGE": BASE, **(build_args or {})}
+    flags = [f"--build-arg={k}={v}" for k, v in args.items()]
+    buildah(
+        "bud",
+        "--isolation=chroot",
+        "--pull-never",
+        f"--file={dockerfile}",
+        f"--tag={tag}",
+        *flags,
+        str(context),
+    )
+    return _save(tag)
+
+
+def build_defaults() -> list[Path]:
+    return [build_pause(), build_base()]
+
+
+def import_all(ctr: Callable[..., str]) -> list[str]:
+    """Import every saved archive containerd does not have in its current
+    version (a stamp next to the archive records what was imported)."""
+    imported: list[str] = []
+    present = set(ctr("images", "list", "-q").split())
+    for archive in sorted(paths.images_dir().glob("*.tar")) if paths.images_dir().exists() else []:
+        if archive.name.startswith("rootfs-"):
+            continue
+        stamp = archive.with_suffix(".imported")
+        tag = stamp.read_text().strip() if stamp.exists() else ""
+        fresh = stamp.exists() and stamp.stat().st_mtime >= archive.stat().st_mtime
+        if fresh and tag in present:
+            continue
+        start = time.monotonic()
+        out = ctr("images", "import", "--snapshotter=overlayfs", str(archive))
+        names = [line.split()[1] for line in out.splitlines() if line.startswith("unpacking ")]
+        stamp.write_text((names[0] if names else archive.stem) + "\n")
+        print(f"imported {archive.name} in {time.monotonic() - start:.1f}s", flush=True)
+        imported.append(archive.name)
+    return imported
+
+
+def have_buildah() -> bool:
+    return shutil.which("buildah") is not None

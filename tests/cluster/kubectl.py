@@ -1,0 +1,26 @@
+"""Run the pinned kubectl against a cluster (no system kubectl is trusted)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from . import paths
+from .layout import Layout
+
+
+def kubectl(lay: Layout, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    """Run kubectl with the admin kubeconfig and return its stdout."""
+    proc = subprocess.run(
+        [str(paths.binary("kubectl")), f"--kubeconfig={lay.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def apply(lay: Layout, manifest: str) -> None:
+    kubectl(lay, "apply", "-f", "-", stdin=manifest)

@@ -1,0 +1,61 @@
+"""A kwok-simulated node for control-plane mode: pods get scheduled and become
+Running without any container runtime, so operator tests stay fast."""
+
+from __future__ import annotations
+
+import json
+
+from . import build, paths, procs, wait
+from .kubectl import apply, kubectl
+from .layout import Layout
+
+
+def _node_manifest(name: str) -> str:
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "type": "kwok",
+            },
+        },
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+    return json.dumps(node)
+
+
+def start(lay: Layout) -> None:
+    procs.start(
+        lay.run,
+        "kwok",
+        [
+            str(paths.binary("kwok")),
+            f"--kubeconfig={lay.kubeconfig}",
+            f"--config={build.kwok_stages_path()}",
+            f"--manage-single-node={lay.node_name}",
+            "--server-address=",
+        ],
+    )
+    apply(lay, _node_manifest(lay.node_name))
+
+    def node_ready() -> bool:
+        out = kubectl(
+            lay,
+            "get",
+            "node",
+            lay.node_name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+            check=False,
+        )
+        return out.strip() == "True"
+
+    wait.until(lay.run, "kwok", node_ready, timeout=30)
