@@ -1,0 +1,276 @@
+"""Python clients for the session server: `SessionClient` (sync) and `AsyncSessionClient`.
+
+Both speak the same HTTP API, keep the server-issued session id, and turn
+4xx answers into `SessionError` carrying the server's reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class SessionError(Exception):
+    """The server refused a request; `status` and the server's `detail` explain why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    value: Any
+    stdout: str
+    error: str | None
+    execution_time_ms: float
+    session_id: str
+    stderr: str = ""
+    error_type: str | None = None
+    worker_restarted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecuteResult:
+        return cls(
+            value=data.get("value"),
+            stdout=data.get("stdout", ""),
+            error=data.get("error"),
+            execution_time_ms=float(data.get("execution_time_ms", 0.0)),
+            session_id=data.get("session_id", ""),
+            stderr=data.get("stderr", ""),
+            error_type=data.get("error_type"),
+            worker_restarted=bool(data.get("worker_restarted", False)),
+        )
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise SessionError(response.status_code, str(detail))
+    return response
+
+
+def _artifact_value(response: httpx.Response) -> Any:
+    if response.headers.get("content-type", "").startswith("application/octet-stream"):
+        return response.content
+    return response.json()
+
+
+def _artifact_body(name: str, data: Any, description: str,
+                   metadata: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "description": description, "metadata": metadata}
+    if isinstance(data, bytes | bytearray):
+        body["data_base64"] = base64.b64encode(bytes(data)).decode()
+    else:
+        body["data"] = data
+    return body
+
+
+class _Base:
+    def __init__(self, base_url: str, token: str | None, session_id: str | None,
+                 workspace_id: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.session_id = session_id
+        self.workspace_id = workspace_id
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.session_id:
+            headers["X-Session-ID"] = self.session_id
+        return headers
+
+
+class SessionClient(_Base):
+    """Blocking client. `with SessionClient(url, token=t) as c: c.execute("1+1").value`."""
+
+    def __init__(self, base_url: str, token: str | None = None, *, session_id: str | None = None,
+                 workspace_id: str | None = None, timeout: float = 330.0) -> None:
+        super().__init__(base_url, token, session_id, workspace_id)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> SessionClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _req(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return _check(self._http.request(method, path, headers=self._headers(), **kw))
+
+    def health(self) -> dict[str, Any]:
+        return dict(_check(self._http.get("/health")).json())
+
+    def create_session(self, workspace_id: str | None = None) -> str:
+        ws = workspace_id or self.workspace_id
+        data = self._req("POST", "/sessions", json={"workspace_id": ws} if ws else None).json()
+        self.session_id = str(data["session_id"])
+        return self.session_id
+
+    def end_session(self) -> None:
+        if self.session_id:
+            self._req("DELETE", "/sessions")
+            self.session_id = None
+
+    def execute(self, code: str, timeout: float | None = None) -> ExecuteResult:
+        if self.session_id is None:
+            self.create_session()
+        body: dict[str, Any] = {"code": code}
+        if timeout is not None:
+            body["timeout"] = timeout
+        result = ExecuteResult.from_json(self._req("POST", "/execute", json=body).json())
+        self.session_id = result.session_id
+        return result
+
+    def reset(self) -> None:
+        self._req("POST", "/reset")
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._req("GET", "/info").json())
+
+    def list_tools(self) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/api/tools").json())
+
+    def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/api/tools/search",
+                              params={"query": query, "limit": limit}).json())
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/api/workflows").json())
+
+    def search_workflows(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/api/workflows/search",
+                              params={"query": query, "limit": limit}).json())
+
+    def get_workflow(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._req("GET", f"/api/workflows/{name}").json())
+        except SessionError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_workflow(self, name: str, source: str, description: str = "") -> dict[str, Any]:
+        body = {"name": name, "source": source, "description": description}
+        return dict(self._req("POST", "/api/workflows", json=body).json())
+
+    def delete_workflow(self, name: str) -> bool:
+        try:
+            self._req("DELETE", f"/api/workflows/{name}")
+        except SessionError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def list_artifacts(self) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/api/artifacts").json())
+
+    def load_artifact(self, name: str) -> Any:
+        return _artifact_value(self._req("GET", f"/api/artifacts/{name}"))
+
+    def save_artifact(self, name: str, data: Any, description: str = "",
+                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = _artifact_body(name, data, description, metadata)
+        return dict(self._req("POST", "/api/artifacts", json=body).json())
+
+    def delete_artifact(self, name: str) -> None:
+        self._req("DELETE", f"/api/artifacts/{name}")
+
+    def list_deps(self) -> list[str]:
+        return list(self._req("GET", "/api/deps").json())
+
+    def add_dep(self, package: str) -> dict[str, Any]:
+        return dict(self._req("POST", "/api/deps/add", json={"package": package}).json())
+
+    def remove_dep(self, package: str) -> dict[str, Any]:
+        return dict(self._req("POST", "/api/deps/remove", json={"package": package}).json())
+
+    def sync_deps(self) -> dict[str, Any]:
+        return dict(self._req("POST", "/api/deps/sync").json())
+
+
+class AsyncSessionClient(_Base):
+    """Asyncio client with the same methods as SessionClient, awaited."""
+
+    def __init__(self, base_url: str, token: str | None = None, *, session_id: str | None = None,
+                 workspace_id: str | None = None, timeout: float = 330.0) -> None:
+        super().__init__(base_url, token, session_id, workspace_id)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncSessionClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _req(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return _check(await self._http.request(method, path, headers=self._headers(), **kw))
+
+    async def health(self) -> dict[str, Any]:
+        return dict(_check(await self._http.get("/health")).json())
+
+    async def create_session(self, workspace_id: str | None = None) -> str:
+        ws = workspace_id or self.workspace_id
+        response = await self._req("POST", "/sessions", json={"workspace_id": ws} if ws else None)
+        self.session_id = str(response.json()["session_id"])
+        return self.session_id
+
+    async def end_session(self) -> None:
+        if self.session_id:
+            await self._req("DELETE", "/sessions")
+            self.session_id = None
+
+    async def execute(self, code: str, timeout: float | None = None) -> ExecuteResult:
+        if self.session_id is None:
+            await self.create_session()
+        body: dict[str, Any] = {"code": code}
+        if timeout is not None:
+            body["timeout"] = timeout
+        result = ExecuteResult.from_json((await self._req("POST", "/execute", json=body)).json())
+        self.session_id = result.session_id
+        return result
+
+    async def reset(self) -> None:
+        await self._req("POST", "/reset")
+
+    async def info(self) -> dict[str, Any]:
+        return dict((await self._req("GET", "/info")).json())
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/api/workflows")).json())
+
+    async def create_workflow(self, name: str, source: str,
+                              description: str = "") -> dict[str, Any]:
+        body = {"name": name, "source": source, "description": description}
+        return dict((await self._req("POST", "/api/workflows", json=body)).json())
+
+    async def list_artifacts(self) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/api/artifacts")).json())
+
+    async def load_artifact(self, name: str) -> Any:
+        return _artifact_value(await self._req("GET", f"/api/artifacts/{name}"))
+
+    async def save_artifact(self, name: str, data: Any, description: str = "",
+                            metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = _artifact_body(name, data, description, metadata)
+        return dict((await self._req("POST", "/api/artifacts", json=body)).json())
