@@ -6,6 +6,7 @@ stays simple: `artifacts.save("x", data)`, `workflows.summarize(text=t)`.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable
@@ -141,7 +142,7 @@ class ToolsNamespace:
     def list(self) -> list[dict[str, Any]]:
         return [s.summary() for s in self._specs().values()]
 
-    def search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
         scored = [(search_score(query, s.name, s.description), s) for s in self._specs().values()]
         hits = sorted((x for x in scored if x[0] > 0), key=lambda x: -x[0])[:limit]
         return [s.summary() for _, s in hits]
@@ -171,7 +172,7 @@ class WorkflowsNamespace:
     def list(self) -> list[dict[str, Any]]:
         return [w.summary() for w in self._bridge.call(self._storage.list_workflows())]
 
-    def search(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
         workflows = self._bridge.call(self._storage.list_workflows())
         scored = [(search_score(query, w.name, w.description), w) for w in workflows]
         hits = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1].name))
@@ -197,8 +198,8 @@ class WorkflowsNamespace:
         module_globals["__name__"] = f"workflow_{workflow.name}"
         code = compile(workflow.source, f"<workflow {workflow.name}>", "exec")
         exec(code, module_globals)
-        run = module_globals.get("run")
-        if not callable(run):
+        run: Callable[..., Any] | None = module_globals.get("run")
+        if run is None or not callable(run):
             raise ValidationError(f"workflow {workflow.name!r} does not define run()")
         self._compiled[workflow.name] = (workflow.digest, run)
         return run

@@ -103,7 +103,8 @@ class CellRunner:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 tree = compile(code, filename, "exec", flags=FLAGS | ast.PyCF_ONLY_AST)
-                last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                ends_with_expr = bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
+                last = tree.body.pop() if ends_with_expr else None
                 if tree.body:
                     self._resolve(eval(compile(tree, filename, "exec", flags=FLAGS), self.globals))
                 if last is not None:

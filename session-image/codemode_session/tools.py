@@ -110,14 +110,14 @@ class ToolSpec:
                 raise ValidationError(f"tool {self.name!r}: option {name!r} is required")
             if name in kwargs:
                 argv += spec.argv(kwargs[name])
-        for spec in self.positional:
-            value = kwargs.get(spec.name)
+        for pos in self.positional:
+            value = kwargs.get(pos.name)
             if value is None:
-                if spec.required:
-                    raise ValidationError(f"tool {self.name!r}: argument {spec.name!r} is required")
+                if pos.required:
+                    raise ValidationError(f"tool {self.name!r}: argument {pos.name!r} is required")
                 continue
             values = value if isinstance(value, list | tuple) else [value]
-            argv += [_scalar(v, spec.name) for v in values]
+            argv += [_scalar(v, pos.name) for v in values]
         return argv
 
 
@@ -126,7 +126,8 @@ def _scalar(value: Any, name: str) -> str:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
-    raise ValidationError(f"argument {name!r}: expected a string or number, got {type(value).__name__}")
+    kind = type(value).__name__
+    raise ValidationError(f"argument {name!r}: expected a string or number, got {kind}")
 
 
 def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -51,7 +52,7 @@ class Worker:
                 env=dict(env),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                stderr=None if env.get("WORKER_STDERR") == "inherit" else asyncio.subprocess.DEVNULL,
+                stderr=None if env.get("WORKER_STDERR") == "inherit" else subprocess.DEVNULL,
                 start_new_session=True,
             )
         finally:

@@ -60,7 +60,8 @@ class Strict(BaseModel):
 
 class ExecuteRequest(Strict):
     code: str = Field(description="Python source; a trailing expression's value is returned")
-    timeout: float | None = Field(default=None, gt=0, description="Seconds before the worker is killed")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds before the worker is killed")
 
 
 class ExecuteResponse(BaseModel):
@@ -245,7 +246,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         timeout = body.timeout or config.default_timeout
         if timeout > config.max_execution_time:
             raise HTTPException(
-                422, f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME={config.max_execution_time:g}s"
+                422,
+                f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME={config.max_execution_time:g}s"
             )
         session = await session_for_execute(x_session_id)
         return await sessions().execute(session, body.code, timeout)

@@ -120,7 +120,8 @@ class SessionManager:
             restarted = False
             try:
                 await self._ensure_worker(session)
-                reply = await session.worker.request({"op": "exec", "code": code}, timeout)
+                reply: dict[str, Any] = await session.worker.request(
+                    {"op": "exec", "code": code}, timeout)
                 outcome = "error" if reply.get("error") else "ok"
             except WorkerTimeout:
                 reply = self._lost(session, "TimeoutError",

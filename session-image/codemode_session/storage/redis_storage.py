@@ -86,14 +86,15 @@ class RedisStorage:
         except NoPermissionError as exc:
             raise ForbiddenError(f"Redis refused the operation: {exc}") from None
         except AuthenticationError as exc:
-            raise StorageUnavailableError(f"Redis authentication failed at {self._url}: {exc}") from None
+            raise StorageUnavailableError(
+                f"Redis authentication failed at {self._url}: {exc}") from None
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StorageUnavailableError(f"Redis unreachable at {self._url}: {exc}") from None
         except ResponseError as exc:
             raise StorageUnavailableError(f"Redis error at {self._url}: {exc}") from None
 
     async def ping(self) -> None:
-        await self._call(self.redis.ping)  # type: ignore[arg-type]
+        await self._call(self.redis.ping)
 
     async def close(self) -> None:
         if self._owns_client:
@@ -102,8 +103,8 @@ class RedisStorage:
     # ---- workflows -------------------------------------------------------------------
 
     async def list_workflows(self) -> list[Workflow]:
-        raw: dict[bytes, bytes] = await self._call(
-            lambda: self.redis.hgetall(self.keys.workflows)  # type: ignore[arg-type,return-value]
+        raw: dict[bytes | str, bytes | str] = await self._call(
+            lambda: self.redis.hgetall(self.keys.workflows)
         )
         workflows = [Workflow.from_json(v) for v in raw.values()]
         return sorted(workflows, key=lambda w: w.name)
@@ -111,13 +112,13 @@ class RedisStorage:
     async def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
         raw = await self._call(
-            lambda: self.redis.hget(self.keys.workflows, name)  # type: ignore[arg-type,return-value]
+            lambda: self.redis.hget(self.keys.workflows, name)
         )
         return Workflow.from_json(raw) if raw is not None else None
 
     async def _check_not_owned(self, name: str, verb: str) -> None:
         owner = await self._call(
-            lambda: self.redis.hget(self.keys.workflow_owners, name)  # type: ignore[arg-type,return-value]
+            lambda: self.redis.hget(self.keys.workflow_owners, name)
         )
         if owner is not None:
             raise ConflictError(
@@ -129,20 +130,20 @@ class RedisStorage:
         validate_workflow_name(workflow.name)
         await self._check_not_owned(workflow.name, "overwrite")
         await self._call(
-            lambda: self.redis.hset(self.keys.workflows, workflow.name, workflow.to_json())  # type: ignore[arg-type,return-value]
+            lambda: self.redis.hset(self.keys.workflows, workflow.name, workflow.to_json())
         )
 
     async def delete_workflow(self, name: str) -> bool:
         validate_workflow_name(name)
         await self._check_not_owned(name, "delete")
         removed = await self._call(
-            lambda: self.redis.hdel(self.keys.workflows, name)  # type: ignore[arg-type,return-value]
+            lambda: self.redis.hdel(self.keys.workflows, name)
         )
         return bool(removed)
 
     async def workflow_owners(self) -> dict[str, str]:
-        raw: dict[bytes, bytes] = await self._call(
-            lambda: self.redis.hgetall(self.keys.workflow_owners)  # type: ignore[arg-type,return-value]
+        raw: dict[bytes | str, bytes | str] = await self._call(
+            lambda: self.redis.hgetall(self.keys.workflow_owners)
         )
         return {_s(k): _s(v) for k, v in raw.items()}
 
@@ -173,14 +174,14 @@ class RedisStorage:
                     pipe.delete(self.keys.library(library))
                 else:
                     pipe.delete(self.keys.library(library))
-                    pipe.hset(self.keys.library(library), mapping=record.to_mapping())  # type: ignore[arg-type]
+                    pipe.hset(self.keys.library(library), mapping=dict(record.to_mapping().items()))
                 await pipe.execute()
 
         await self._call(run)
 
     async def get_library(self, library: str) -> LibraryRecord | None:
-        raw: dict[bytes, bytes] = await self._call(
-            lambda: self.redis.hgetall(self.keys.library(library))  # type: ignore[arg-type,return-value]
+        raw: dict[bytes | str, bytes | str] = await self._call(
+            lambda: self.redis.hgetall(self.keys.library(library))
         )
         if not raw:
             return None
@@ -218,13 +219,13 @@ class RedisStorage:
     async def get_artifact(self, name: str) -> ArtifactInfo | None:
         validate_artifact_name(name)
         entry = await self._call(
-            lambda: self.redis.hget(self.keys.artifact_index, name)  # type: ignore[arg-type,return-value]
+            lambda: self.redis.hget(self.keys.artifact_index, name)
         )
         return ArtifactInfo.from_index_entry(name, json.loads(entry)) if entry else None
 
     async def list_artifacts(self) -> list[ArtifactInfo]:
-        raw: dict[bytes, bytes] = await self._call(
-            lambda: self.redis.hgetall(self.keys.artifact_index)  # type: ignore[arg-type,return-value]
+        raw: dict[bytes | str, bytes | str] = await self._call(
+            lambda: self.redis.hgetall(self.keys.artifact_index)
         )
         infos = [ArtifactInfo.from_index_entry(_s(k), json.loads(v)) for k, v in raw.items()]
         return sorted(infos, key=lambda i: i.name)
@@ -244,28 +245,28 @@ class RedisStorage:
     # ---- deps and tools ----------------------------------------------------------------
 
     async def list_deps(self) -> list[str]:
-        raw: set[bytes] = await self._call(
-            lambda: self.redis.smembers(self.keys.deps)  # type: ignore[arg-type,return-value]
+        raw: set[bytes | str] = await self._call(
+            lambda: self.redis.smembers(self.keys.deps)
         )
         return sorted(_s(v) for v in raw)
 
     async def add_dep(self, spec: str) -> bool:
-        added = await self._call(lambda: self.redis.sadd(self.keys.deps, spec))  # type: ignore[arg-type,return-value]
+        added = await self._call(lambda: self.redis.sadd(self.keys.deps, spec))
         return bool(added)
 
     async def remove_dep(self, spec: str) -> bool:
-        removed = await self._call(lambda: self.redis.srem(self.keys.deps, spec))  # type: ignore[arg-type,return-value]
+        removed = await self._call(lambda: self.redis.srem(self.keys.deps, spec))
         return bool(removed)
 
     async def list_tools(self) -> dict[str, str]:
-        raw: dict[bytes, bytes] = await self._call(
-            lambda: self.redis.hgetall(self.keys.tools)  # type: ignore[arg-type,return-value]
+        raw: dict[bytes | str, bytes | str] = await self._call(
+            lambda: self.redis.hgetall(self.keys.tools)
         )
         return {_s(k): _s(v) for k, v in sorted(raw.items())}
 
     async def save_tool(self, name: str, yaml_text: str) -> None:
-        await self._call(lambda: self.redis.hset(self.keys.tools, name, yaml_text))  # type: ignore[arg-type,return-value]
+        await self._call(lambda: self.redis.hset(self.keys.tools, name, yaml_text))
 
     async def delete_tool(self, name: str) -> bool:
-        removed = await self._call(lambda: self.redis.hdel(self.keys.tools, name))  # type: ignore[arg-type,return-value]
+        removed = await self._call(lambda: self.redis.hdel(self.keys.tools, name))
         return bool(removed)
