@@ -1,0 +1,306 @@
+"""`codemode store bootstrap|pull|diff|list`: move workflows, tools and deps
+between folders, git repositories and storage (Redis or a FileStorage dir).
+
+Secrets for git are read from files or environment variables only, so they
+never show up in `ps`, shell history or a Job spec. Every failure is a
+`CodemodeError`, which `cli.main` prints as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from codemode_session.errors import CodemodeError, ValidationError
+from codemode_session.names import validate_library_name
+from codemode_session.storage import Storage
+from codemode_session.store.bootstrap import (
+    SyncResult,
+    bootstrap_workflows,
+    sync_deps,
+    sync_tools,
+    unpublish_library,
+)
+from codemode_session.store.catalog import KINDS, Catalog, Kind, build_catalog
+from codemode_session.store.diff import diff_catalog
+from codemode_session.store.gitfetch import DEFAULT_TIMEOUT, GitAuth
+from codemode_session.store.pull import list_entries, pull_to_folder
+from codemode_session.store.sources import SourceSpec, load_snapshot
+from codemode_session.store.target import TargetSpec, open_storage
+
+T = TypeVar("T")
+
+EPILOG = """\
+Sources are the files directly inside one folder: workflows are NAME.py (the
+module docstring is the description), tools NAME.yaml, deps requirements.txt.
+Git credentials come only from --token-file/--token-env (sent as a bearer
+token) or --username with --password-file/--password-env (basic auth).
+"""
+
+
+# ---- shared options -------------------------------------------------------------------
+
+
+def _add_target(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target (Redis by default, or a FileStorage folder)")
+    g.add_argument("--redis-url", help="redis:// or rediss:// URL (default: $REDIS_URL)")
+    g.add_argument("--prefix", help="key prefix (default: $STORAGE_PREFIX or 'codemode')")
+    g.add_argument("--workspace-id", help="workspace to scope to (default: $WORKSPACE_ID)")
+    g.add_argument("--dir", dest="target_dir", metavar="PATH",
+                   help="use a FileStorage folder instead of Redis")
+    g.add_argument("--redis-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="Redis connect and socket timeout (default: 10)")
+
+
+def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("source")
+    one = g.add_mutually_exclusive_group(required=required)
+    one.add_argument("--folder", metavar="DIR", help="a local folder")
+    one.add_argument("--git", metavar="URL",
+                     help="a git repository: http(s)://, file:// or a local repository path")
+    g.add_argument("--ref", help="branch, tag or commit sha (default: the remote HEAD)")
+    g.add_argument("--path", default="", help="sub-folder (or file) inside the source")
+    g.add_argument("--git-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"overall git timeout (default: {DEFAULT_TIMEOUT:g})")
+    a = p.add_argument_group("git credentials for http(s) (never on the command line)")
+    a.add_argument("--token-file", metavar="PATH", help="file holding a bearer token")
+    a.add_argument("--token-env", metavar="NAME", help="env var holding a bearer token")
+    a.add_argument("--username", help="basic-auth user name")
+    a.add_argument("--username-file", metavar="PATH", help="file holding the user name")
+    a.add_argument("--password-file", metavar="PATH", help="file holding the password")
+    a.add_argument("--password-env", metavar="NAME", help="env var holding the password")
+
+
+def _add_kind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", dest="kind", choices=KINDS, default="workflows",
+                   help="what to move (default: workflows)")
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValidationError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if not value:
+        raise ValidationError(f"{what} file {path} is empty")
+    return value
+
+
+def _read_secret_env(name: str, what: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ValidationError(f"{what} environment variable {name} is not set or empty")
+    return value
+
+
+def _auth(args: argparse.Namespace) -> GitAuth:
+    token_sources = [s for s in (args.token_file, args.token_env) if s]
+    password_sources = [s for s in (args.password_file, args.password_env) if s]
+    if len(token_sources) > 1 or len(password_sources) > 1:
+        raise ValidationError("give each credential once (a file or an env var, not both)")
+    if args.username and args.username_file:
+        raise ValidationError("give --username or --username-file, not both")
+    username = args.username or (
+        _read_secret_file(args.username_file, "username") if args.username_file else None
+    )
+    if token_sources and (password_sources or username):
+        raise ValidationError("use either a token or a username and password, not both")
+    if args.token_file:
+        return GitAuth(token=_read_secret_file(args.token_file, "token"))
+    if args.token_env:
+        return GitAuth(token=_read_secret_env(args.token_env, "token"))
+    if bool(username) != bool(password_sources):
+        raise ValidationError("basic auth needs both a username and --password-file/--password-env")
+    if not username:
+        return GitAuth()
+    password = (_read_secret_file(args.password_file, "password") if args.password_file
+                else _read_secret_env(args.password_env, "password"))
+    return GitAuth(username=username, password=password)
+
+
+def _source(args: argparse.Namespace) -> SourceSpec:
+    return SourceSpec(folder=args.folder, git_url=args.git, ref=args.ref, path=args.path,
+                      auth=_auth(args), timeout=args.git_timeout)
+
+
+def _target(args: argparse.Namespace) -> TargetSpec:
+    return TargetSpec(redis_url=args.redis_url, directory=args.target_dir, prefix=args.prefix,
+                      workspace_id=args.workspace_id, timeout=args.redis_timeout)
+
+
+def _library(args: argparse.Namespace) -> str | None:
+    return validate_library_name(args.library) if args.library else None
+
+
+async def _with_storage(args: argparse.Namespace, fn: Callable[[Storage], Awaitable[T]]) -> T:
+    storage = await open_storage(_target(args))
+    try:
+        return await fn(storage)
+    finally:
+        await storage.close()
+
+
+def _load(args: argparse.Namespace) -> tuple[Catalog, str, str]:
+    """The source's catalog of `--type`, its revision, and where it came from."""
+    snapshot = load_snapshot(_source(args))
+    catalog = build_catalog(args.kind, snapshot.files)
+    revision = snapshot.revision or f"folder:{catalog.digest}"
+    return catalog, revision, snapshot.origin
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+def _write_result(path: str | None, data: dict[str, Any]) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, sort_keys=True))
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    try:
+        result = _bootstrap(args)
+    except CodemodeError as exc:
+        _write_result(args.result_file, {"error": str(exc)})
+        raise
+    data = result.to_dict()
+    _print_json(data)
+    _write_result(args.result_file, data)
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> SyncResult:
+    kind: Kind = args.kind
+    library = _library(args)
+    if args.delete:
+        if library is None or kind != "workflows":
+            raise ValidationError("--delete needs --library and --type workflows")
+        if args.folder or args.git:
+            raise ValidationError("--delete takes no source")
+        return asyncio.run(_with_storage(args, lambda s: unpublish_library(s, library)))
+    if not (args.folder or args.git):
+        raise ValidationError("give a source: --folder DIR or --git URL")
+    if kind == "workflows" and library is None:
+        raise ValidationError("bootstrap of workflows needs --library NAME (the owner)")
+    prune = args.prune if args.prune is not None else kind == "workflows"
+
+    async def run(storage: Storage) -> SyncResult:
+        # Storage is connected first so an unreachable Redis fails before any fetch.
+        catalog, revision, origin = _load(args)
+        if not len(catalog) and not args.allow_empty:
+            raise ValidationError(
+                f"no {kind} found in {origin} (path {args.path or '.'!r}); "
+                "pass --allow-empty to publish an empty set"
+            )
+        if kind == "workflows":
+            assert library is not None
+            return await bootstrap_workflows(storage, library, catalog, revision, prune)
+        sync = sync_tools if kind == "tools" else sync_deps
+        result = await sync(storage, catalog, revision, prune)
+        result.library = library
+        return result
+
+    return asyncio.run(_with_storage(args, run))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    library = _library(args)
+
+    async def run(storage: Storage) -> Any:
+        catalog, _, _ = _load(args)
+        return await diff_catalog(storage, catalog, library)
+
+    diff = asyncio.run(_with_storage(args, run))
+    if args.json:
+        _print_json(diff.to_dict())
+    else:
+        for line in diff.lines():
+            print(line)
+    return 1 if args.exit_code and diff.differs else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    library = _library(args)
+    entries = asyncio.run(_with_storage(args, lambda s: list_entries(s, args.kind, library)))
+    if args.json:
+        _print_json([e.to_dict() for e in entries])
+        return 0
+    for entry in entries:
+        owner = f" [{entry.owner}]" if entry.owner else ""
+        desc = entry.description.splitlines()[0] if entry.description else ""
+        print(f"{entry.name}{owner}" + (f"  {desc}" if desc else ""))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    library = _library(args)
+    written = asyncio.run(
+        _with_storage(args, lambda s: pull_to_folder(s, args.kind, args.to, library))
+    )
+    _print_json({"to": args.to, "type": args.kind, "written": len(written)})
+    return 0
+
+
+# ---- registration ---------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    """Add `store` and its subcommands to the top-level `codemode` parser."""
+    store = subparsers.add_parser(
+        "store", help="move workflows, tools and deps between folders, git and storage",
+        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
+
+    boot = sub.add_parser(
+        "bootstrap", help="publish a source into storage (atomic, prunes what the library owns)",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    boot.add_argument("--library", help="the WorkflowLibrary that owns what is published")
+    _add_kind(boot)
+    _add_source(boot, required=False)  # --delete takes none
+    boot.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                      help="remove what the library owns but the source no longer has "
+                           "(default: on for workflows, off for tools and deps)")
+    boot.add_argument("--delete", action="store_true",
+                      help="remove everything --library owns, and its record; no source")
+    boot.add_argument("--allow-empty", action="store_true",
+                      help="allow publishing an empty source (prunes everything it owned)")
+    boot.add_argument("--result-file", metavar="PATH",
+                      help="also write the JSON result here (e.g. /dev/termination-log)")
+    _add_target(boot)
+    boot.set_defaults(func=cmd_bootstrap)
+
+    diff = sub.add_parser("diff", help="compare a source with storage (+ - ~ = lines)")
+    diff.add_argument("--library", help="only this library's workflows can show as removed")
+    _add_kind(diff)
+    _add_source(diff)
+    diff.add_argument("--json", action="store_true", help="print one JSON object")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes")
+    _add_target(diff)
+    diff.set_defaults(func=cmd_diff)
+
+    lst = sub.add_parser("list", help="list what storage holds")
+    lst.add_argument("--library", help="only workflows this library owns")
+    _add_kind(lst)
+    lst.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_target(lst)
+    lst.set_defaults(func=cmd_list)
+
+    pull = sub.add_parser("pull", help="write what storage holds into a folder as files")
+    pull.add_argument("--to", required=True, metavar="DIR", help="destination folder")
+    pull.add_argument("--library", help="only workflows this library owns")
+    _add_kind(pull)
+    _add_target(pull)
+    pull.set_defaults(func=cmd_pull)

@@ -1,0 +1,184 @@
+"""Publish a catalog into storage: the library bootstrap a WorkflowLibrary Job runs.
+
+Workflows are published per library, atomically (one `apply_library` call is
+one MULTI/EXEC), and ownership decides what may be touched:
+
+- a workflow this library owns is updated, or removed when it left the source
+  (unless pruning is off);
+- a workflow nobody owns (created by an agent) is left alone, unless the
+  source defines the same name: git is authoritative, so the library takes it
+  over ("adopted") and from then on owns it;
+- a workflow another library owns is a conflict: nothing is written.
+
+A re-sync whose raw-content digest equals the stored record's, with the owner
+map still matching, skips parsing and comparing and only refreshes the record.
+
+Tools and deps are prefix-wide and have no owner records, so their sync adds
+and updates, and removes entries missing from the source only when pruning
+is asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from codemode_session.errors import ForbiddenError
+from codemode_session.names import validate_library_name
+from codemode_session.storage import LibraryRecord, Storage
+from codemode_session.store.catalog import Catalog, parse_workflows
+from codemode_session.workflow_model import Workflow
+
+
+@dataclass
+class SyncResult:
+    """What a bootstrap did; printed as JSON and read back by the operator."""
+
+    revision: str
+    digest: str
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    count: int = 0
+    library: str | None = None
+    workspace_id: str | None = None
+    type: str = "workflows"
+    adopted: int = 0
+    deleted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.deleted:
+            del data["deleted"]
+        return data
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    upserts: list[Workflow]
+    removals: list[str]
+    added: int
+    updated: int
+    unchanged: int
+    adopted: int
+
+
+def plan_workflows(
+    library: str,
+    wanted: dict[str, Workflow],
+    existing: dict[str, Workflow],
+    owners: dict[str, str],
+    prune: bool,
+) -> WorkflowPlan:
+    """Decide the writes that make `library`'s share of storage equal `wanted`."""
+    conflicts = sorted(n for n in wanted if owners.get(n) not in (None, library))
+    if conflicts:
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ForbiddenError(
+            f"workflow {first!r}{more} is owned by WorkflowLibrary {owners[first]!r}; "
+            f"library {library!r} will not take it over"
+        )
+    upserts: list[Workflow] = []
+    added = updated = unchanged = adopted = 0
+    for name, workflow in wanted.items():
+        current = existing.get(name)
+        owned = owners.get(name) == library
+        if current is None:
+            added += 1
+        elif owned and current.to_json() == workflow.to_json():
+            unchanged += 1
+            continue
+        else:
+            updated += 1
+            adopted += 0 if owned else 1
+        upserts.append(workflow)
+    removals: list[str] = []
+    if prune:
+        removals = sorted(n for n, lib in owners.items() if lib == library and n not in wanted)
+    return WorkflowPlan(upserts, removals, added, updated, unchanged, adopted)
+
+
+async def bootstrap_workflows(
+    storage: Storage,
+    library: str,
+    catalog: Catalog,
+    revision: str,
+    prune: bool = True,
+) -> SyncResult:
+    """Make the workflows `library` owns equal the catalog, in one atomic write."""
+    validate_library_name(library)
+    digest = catalog.digest
+    result = SyncResult(revision=revision, digest=digest, count=len(catalog),
+                        library=library, workspace_id=storage.workspace_id)
+    owners = await storage.workflow_owners()
+    record = await storage.get_library(library)
+    owned = {n for n, lib in owners.items() if lib == library}
+    fresh = LibraryRecord(revision=revision, digest=digest, count=len(catalog),
+                          synced_at=time.time())
+    if record is not None and record.digest == digest and owned == set(catalog.texts):
+        await storage.apply_library(library, [], [], fresh)
+        result.unchanged = len(catalog)
+        return result
+    wanted = parse_workflows(catalog)
+    existing = {w.name: w for w in await storage.list_workflows()}
+    plan = plan_workflows(library, wanted, existing, owners, prune)
+    await storage.apply_library(library, plan.upserts, plan.removals, fresh)
+    result.added, result.updated, result.unchanged = plan.added, plan.updated, plan.unchanged
+    result.removed, result.adopted = len(plan.removals), plan.adopted
+    return result
+
+
+async def unpublish_library(storage: Storage, library: str) -> SyncResult:
+    """Remove every workflow `library` owns and its record (the library was deleted)."""
+    validate_library_name(library)
+    record = await storage.get_library(library)
+    owners = await storage.workflow_owners()
+    owned = sorted(n for n, lib in owners.items() if lib == library)
+    await storage.apply_library(library, [], owned, None)
+    return SyncResult(
+        revision=record.revision if record else "",
+        digest=record.digest if record else "",
+        removed=len(owned),
+        library=library,
+        workspace_id=storage.workspace_id,
+        deleted=True,
+    )
+
+
+async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: bool
+                     ) -> SyncResult:
+    current = await storage.list_tools()
+    result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
+                        workspace_id=None, type="tools")
+    for name, text in sorted(catalog.texts.items()):
+        if current.get(name) == text:
+            result.unchanged += 1
+            continue
+        if name in current:
+            result.updated += 1
+        else:
+            result.added += 1
+        await storage.save_tool(name, text)
+    if prune:
+        for name in sorted(set(current) - set(catalog.texts)):
+            result.removed += int(await storage.delete_tool(name))
+    return result
+
+
+async def sync_deps(storage: Storage, catalog: Catalog, revision: str, prune: bool
+                    ) -> SyncResult:
+    current = set(await storage.list_deps())
+    result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
+                        workspace_id=None, type="deps")
+    for spec in sorted(catalog.texts):
+        if spec in current:
+            result.unchanged += 1
+        else:
+            result.added += int(await storage.add_dep(spec))
+    if prune:
+        for spec in sorted(current - set(catalog.texts)):
+            result.removed += int(await storage.remove_dep(spec))
+    return result

@@ -1,0 +1,292 @@
+"""Fetch one folder of one commit from a git repository, shallowly and safely.
+
+Credentials never reach git's argv (where `ps` and logs would show them): they
+go in through GIT_CONFIG_* environment variables as an `http.<url>.extraHeader`
+scoped to the repository's origin. Every git failure becomes one readable line
+with the URL redacted and any secret scrubbed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from codemode_session.errors import CodemodeError, NotFoundError, ValidationError
+
+DEFAULT_TIMEOUT = 120.0
+_REF_RE = re.compile(r"^[A-Za-z0-9._/@+-]{1,255}$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]{4,64}$")
+
+
+class GitError(CodemodeError):
+    """A git operation failed; the message is one line, safe to show and log."""
+
+
+class GitAuthError(GitError):
+    """The server refused our credentials (or asked for some we do not have)."""
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    """HTTP credentials: a bearer token, or a username and password (basic auth)."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    def header(self) -> str | None:
+        if self.token:
+            return f"Authorization: Bearer {self.token}"
+        if self.username is not None and self.password is not None:
+            raw = f"{self.username}:{self.password}".encode()
+            return f"Authorization: Basic {base64.b64encode(raw).decode()}"
+        return None
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in a message we print."""
+        found = [s for s in (self.token, self.password) if s]
+        header = self.header()
+        if header:
+            found.append(header.split(" ", 2)[-1])
+        return found
+
+
+@dataclass(frozen=True)
+class GitTree:
+    """The files of one folder (not recursive) at one commit."""
+
+    commit: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo, query or fragment, for messages."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def normalize_url(url: str) -> str:
+    """Accept file://, http(s):// and local paths; refuse everything else.
+
+    Other transports (ssh, git://, ext::) are refused: a bootstrap Job has no
+    keys for them, and `ext::` would run arbitrary commands.
+    """
+    if not url or url.startswith("-"):
+        raise ValidationError(f"invalid git URL {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValidationError(f"invalid git URL {redact_url(url)!r}: no host")
+        if parts.password is not None:
+            raise ValidationError(
+                "git URL must not embed a password: use --token-file, --password-file, "
+                "--token-env or --password-env"
+            )
+        return url
+    if parts.scheme == "file":
+        return url
+    if "://" in url or url.startswith("ext::") or re.match(r"^[\w.-]+@[\w.-]+:", url):
+        raise ValidationError(
+            f"unsupported git URL {redact_url(url)!r}: use http(s)://, file:// or a local path"
+        )
+    path = Path(url).expanduser().resolve()
+    if not path.exists():
+        raise GitError(f"git repository not found: {url} does not exist")
+    return str(path)
+
+
+def validate_ref(ref: str) -> str:
+    if not _REF_RE.match(ref) or ref.startswith("-") or ".." in ref or ref.endswith(".lock"):
+        raise ValidationError(f"invalid git ref {ref!r}")
+    return ref
+
+
+def validate_subpath(path: str) -> str:
+    """A folder inside the repository, as git wants it: relative, no `..`."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValidationError(f"invalid path {path!r}: must stay inside the repository")
+    return "/".join(parts)
+
+
+class _Git:
+    """Runs git in one scratch repository with a shared deadline and scrubbed errors."""
+
+    def __init__(self, gitdir: Path, url: str, auth: GitAuth, timeout: float) -> None:
+        self.gitdir = gitdir
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.auth = auth
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.env = self._env()
+
+    def _env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("GIT_") and k not in ("SSH_ASKPASS",)
+        }
+        env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="", GCM_INTERACTIVE="never")
+        config = [("credential.helper", ""), ("core.hooksPath", os.devnull)]
+        header = self.auth.header()
+        if header and urlsplit(self.url).scheme in ("http", "https"):
+            origin = urlsplit(self.url)
+            scope = urlunsplit((origin.scheme, origin.netloc, "/", "", ""))
+            config.append((f"http.{scope}.extraHeader", header))
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for i, (key, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        return env
+
+    def scrub(self, text: str) -> str:
+        for secret in self.auth.secrets():
+            text = text.replace(secret, "***")
+        if self.url != self.shown_url:
+            text = text.replace(self.url, self.shown_url)
+        return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)
+
+    def run(self, *args: str, stdin: bytes | None = None, check: bool = True
+            ) -> subprocess.CompletedProcess[bytes]:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise GitError(f"git timed out after {self.timeout:g}s on {self.shown_url}")
+        try:
+            proc = subprocess.run(
+                ["git", f"--git-dir={self.gitdir}", *args],
+                input=stdin,
+                capture_output=True,
+                env=self.env,
+                timeout=remaining,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(
+                f"git timed out after {self.timeout:g}s on {self.shown_url}"
+            ) from None
+        except FileNotFoundError:
+            raise GitError("git is not installed (it is needed for git sources)") from None
+        if check and proc.returncode != 0:
+            raise self.error(proc.stderr, "git " + args[0])
+        return proc
+
+    def last_line(self, stderr: bytes) -> str:
+        lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+        picked = [ln for ln in lines if ln.startswith(("fatal:", "error:"))] or lines or ["?"]
+        line = picked[-1]
+        for tag in ("fatal: ", "error: "):
+            line = line.removeprefix(tag)
+        return self.scrub(line)[:300]
+
+    def error(self, stderr: bytes, what: str) -> GitError:
+        """Classify git's stderr into one line a user can act on."""
+        low = stderr.decode(errors="replace").lower()
+        url = self.shown_url
+        if any(s in low for s in ("authentication failed", "could not read username",
+                                  "could not read password", "401", "403 forbidden",
+                                  "the requested url returned error: 403")):
+            return GitAuthError(f"git authentication failed for {url} (check the credentials)")
+        if any(s in low for s in ("not found", "does not appear to be a git repository",
+                                  "404", "no such file or directory")) and (
+            "remote ref" not in low
+        ):
+            return GitError(f"git repository not found: {url}")
+        if any(s in low for s in ("could not resolve host", "failed to connect",
+                                  "connection refused", "couldn't connect",
+                                  "timed out", "ssl", "certificate")):
+            return GitError(f"cannot reach git repository {url}: {self.last_line(stderr)}")
+        return GitError(f"{what} failed for {url}: {self.last_line(stderr)}")
+
+
+def _missing_ref(stderr: bytes) -> bool:
+    low = stderr.decode(errors="replace").lower()
+    return any(s in low for s in ("couldn't find remote ref", "not our ref",
+                                  "unadvertised object", "no such remote ref",
+                                  "invalid refspec", "remote error: upload-pack"))
+
+
+def _fetch_commit(git: _Git, ref: str) -> str:
+    """Fetch `ref` (branch, tag, full or short sha) at depth 1 where possible."""
+    proc = git.run("fetch", "--quiet", "--no-tags", "--depth", "1", "--", git.url, ref,
+                   check=False)
+    if proc.returncode == 0:
+        out = git.run("rev-parse", "--verify", "FETCH_HEAD^{commit}").stdout
+        return out.decode().strip()
+    if not _missing_ref(proc.stderr):
+        raise git.error(proc.stderr, "git fetch")
+    if not _HEX_RE.match(ref):
+        raise NotFoundError(f"git ref {ref!r} not found in {git.shown_url}")
+    # A (short) commit sha the server will not serve directly: fetch everything
+    # reachable, then resolve it locally.
+    git.run("fetch", "--quiet", "--", git.url,
+            "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+    found = git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    if found.returncode != 0:
+        raise NotFoundError(f"git ref {ref!r} not found in {git.shown_url}")
+    return found.stdout.decode().strip()
+
+
+def _read_folder(git: _Git, commit: str, subpath: str) -> dict[str, bytes]:
+    """Read the regular files directly in `subpath` via one `cat-file --batch`."""
+    spec = f"{commit}:{subpath}" if subpath else f"{commit}^{{tree}}"
+    kind = git.run("cat-file", "-t", spec, check=False)
+    if kind.returncode != 0:
+        raise NotFoundError(f"path {subpath!r} not found at {commit[:12]} in {git.shown_url}")
+    kind_name = kind.stdout.decode().strip()
+    if kind_name == "blob":  # --path names a single file (e.g. requirements.txt)
+        entries = [(spec, subpath.rsplit("/", 1)[-1])]
+    elif kind_name == "tree":
+        listing = git.run("ls-tree", "-z", spec).stdout.decode()
+        entries = []
+        for row in filter(None, listing.split("\0")):
+            meta, name = row.split("\t", 1)
+            mode, otype, oid = meta.split()
+            if otype == "blob" and mode in ("100644", "100755"):
+                entries.append((oid, name))
+    else:
+        raise GitError(f"path {subpath!r} at {commit[:12]} is a {kind_name}, not a folder")
+    if not entries:
+        return {}
+    batch = git.run("cat-file", "--batch", stdin="".join(f"{o}\n" for o, _ in entries).encode())
+    out, pos, files = batch.stdout, 0, {}
+    for _, name in entries:
+        nl = out.index(b"\n", pos)
+        header = out[pos:nl].split()
+        size = int(header[2])
+        files[name] = out[nl + 1 : nl + 1 + size]
+        pos = nl + 1 + size + 1
+    return files
+
+
+def fetch_folder(
+    url: str,
+    ref: str | None = None,
+    path: str = "",
+    auth: GitAuth | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> GitTree:
+    """The commit `ref` resolves to (default: the remote HEAD) and the files in `path`."""
+    url = normalize_url(url)
+    ref = validate_ref(ref) if ref else "HEAD"
+    subpath = validate_subpath(path)
+    with tempfile.TemporaryDirectory(prefix="codemode-git-") as tmp:
+        git = _Git(Path(tmp) / "repo.git", url, auth or GitAuth(), timeout)
+        init = subprocess.run(["git", "init", "--quiet", "--bare", str(git.gitdir)],
+                              capture_output=True, env=git.env, check=False)
+        if init.returncode != 0:
+            raise GitError(f"git init failed: {git.last_line(init.stderr)}")
+        commit = _fetch_commit(git, ref)
+        return GitTree(commit=commit, files=_read_folder(git, commit, subpath))

@@ -1,0 +1,89 @@
+"""Read what storage holds: list it, or write it out as files a source can use again.
+
+Pulled folders have the same shape bootstrap reads (`name.py`, `name.yaml`,
+`requirements.txt`), so `pull` then `bootstrap --folder` round-trips.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codemode_session.errors import ValidationError
+from codemode_session.names import validate_tool_name, validate_workflow_name
+from codemode_session.storage import Storage
+from codemode_session.store.catalog import REQUIREMENTS, Kind
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str = ""
+    owner: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "owner": self.owner}
+
+
+def _tool_description(text: str) -> str:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return ""
+    return str(data.get("description", "")) if isinstance(data, dict) else ""
+
+
+async def list_entries(storage: Storage, kind: Kind, library: str | None = None) -> list[Entry]:
+    """Names and descriptions in the target; with a library, only what it owns."""
+    if kind == "workflows":
+        owners = await storage.workflow_owners()
+        entries = [Entry(w.name, w.description, owners.get(w.name))
+                   for w in await storage.list_workflows()]
+        if library is not None:
+            entries = [e for e in entries if e.owner == library]
+        return entries
+    if kind == "tools":
+        return [Entry(n, _tool_description(t)) for n, t in (await storage.list_tools()).items()]
+    return [Entry(spec) for spec in await storage.list_deps()]
+
+
+def _write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
+                         library: str | None = None) -> list[str]:
+    """Write the target's items into `folder`; returns the file names written."""
+    dest = Path(folder).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    if kind == "workflows":
+        owners = await storage.workflow_owners() if library is not None else {}
+        for workflow in await storage.list_workflows():
+            if library is None or owners.get(workflow.name) == library:
+                files[f"{_checked(kind, workflow.name)}.py"] = workflow.source
+    elif kind == "tools":
+        files = {f"{_checked(kind, n)}.yaml": t for n, t in (await storage.list_tools()).items()}
+    else:
+        specs = await storage.list_deps()
+        files = {REQUIREMENTS: "".join(f"{s}\n" for s in specs)}
+    for name, text in files.items():
+        _write(dest / name, text)
+    return sorted(files)
+
+
+def _checked(kind: Kind, name: str) -> str:
+    """Storage may hold names written by other clients: never let one escape `folder`."""
+    try:
+        (validate_workflow_name if kind == "workflows" else validate_tool_name)(name)
+    except ValidationError as exc:
+        raise ValidationError(f"cannot pull {kind[:-1]} {name!r}: {exc}") from None
+    return name
