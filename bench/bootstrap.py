@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-
 from codemode_session.cli import store_cmd
 
 WORKFLOW = '''"""Workflow number {i}: adds {i} to a value."""

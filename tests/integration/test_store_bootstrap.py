@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import redis
-
 from codemode_session.cli.main import main
 from codemode_session.storage import RedisStorage
 from codemode_session.workflow_model import parse_workflow
+
 from tests.conftest import free_port
 from tests.integration.gitserver import GitRepo, workflow_source
 
@@ -341,7 +341,7 @@ def test_env_defaults_and_result_file(cli: Cli, r: redis.Redis, prefix: str, red
     assert r.hkeys(wf_key(prefix, "envws")) == ["a"]
 
     (folder / "b.py").write_text("nonsense(")
-    code, out, err = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
+    code, out, _ = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
                          "--result-file", str(result_file), target=False)
     assert code == 2
     assert "b.py" in json.loads(result_file.read_text())["error"]
