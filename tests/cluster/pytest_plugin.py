@@ -4,6 +4,8 @@ Load from the root conftest with ``pytest_plugins = ["tests.cluster.pytest_plugi
 Tests marked ``k8s`` get the control-plane cluster, tests marked ``e2e`` the
 node cluster. A cluster already up is reused and left running; one started
 here is stopped at session end unless ``CODEMODE_KEEP_CLUSTER=1``.
+With ``CODEMODE_KUBECONFIG`` set (e.g. a kind cluster), that cluster serves
+both markers and nothing is started or stopped.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ class Cluster:
         )
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """The pinned kubectl if built, else the one on PATH (kind users)."""
+        built = paths.binary("kubectl")
+        binary = str(built) if built.exists() else "kubectl"
         proc = subprocess.run(
-            [str(paths.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+            [binary, f"--kubeconfig={self.kubeconfig}", *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -62,7 +67,18 @@ class Cluster:
         return proc.stdout
 
 
+def _external_cluster(mode: Mode, kubeconfig: Path) -> Cluster:
+    """A cluster someone else runs (kind); its first node stands in for ours."""
+    probe = Cluster(mode, kubeconfig, "")
+    node = probe.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").strip()
+    return Cluster(mode, kubeconfig, node)
+
+
 def _session_cluster(mode: Mode) -> Iterator[Cluster]:
+    external = os.environ.get("CODEMODE_KUBECONFIG")
+    if external:
+        yield _external_cluster(mode, Path(external))
+        return
     lay = layout(mode)
     started = not lifecycle.is_up(lay)
     if started:
