@@ -1,0 +1,59 @@
+"""`python -m codemode_operator`: run kopf with codemode's settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from codemode_operator import PREFIX
+from codemode_operator.kube import load_config
+from codemode_operator.settings import OperatorConfig
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration")
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 32
+    settings.posting.level = logging.INFO
+    settings.peering.standalone = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m codemode_operator")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = OperatorConfig.from_env()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+               '"message":%(message)r}',
+    )
+    load_config()
+    import codemode_operator.handlers  # noqa: F401  (registers the handlers)
+
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port)
+    namespaces = list(cfg.watch_namespaces)
+    asyncio.run(kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

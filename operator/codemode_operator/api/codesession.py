@@ -1,0 +1,60 @@
+"""CodeSession: one sandboxed session pod of a Workspace."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from codemode_operator.api.common import (
+    NAME_PATTERN,
+    Condition,
+    Duration,
+    Model,
+    ResourceRequirements,
+)
+
+Phase = Literal["Pending", "Starting", "Ready", "Terminated", "Failed"]
+
+
+class CodeSessionSpec(Model):
+    workspace_ref: str = Field(
+        alias="workspaceRef", max_length=253, pattern=NAME_PATTERN,
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "workspaceRef is immutable"}]},
+        description="Name of the Workspace (same namespace) this session belongs to. Immutable.")
+    image: str | None = Field(default=None, max_length=512,
+                              description="Overrides the workspace's session image.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Overrides the workspace's session resources.")
+    runtime_class_name: str | None = Field(
+        default=None, alias="runtimeClassName", max_length=253,
+        description="Overrides the workspace's RuntimeClass (gVisor, Kata).")
+    idle_timeout: str | None = Duration("Overrides the workspace's idle timeout.")
+    max_lifetime: str | None = Duration("Overrides the workspace's maximum lifetime.")
+    default_timeout: str | None = Duration("Overrides the default time limit of one execution.")
+
+
+class CodeSessionStatus(Model):
+    model_config = ConfigDict(extra="allow")
+
+    observed_generation: int | None = Field(default=None, alias="observedGeneration",
+                                            description="Last generation reconciled.")
+    phase: Phase | None = Field(default=None, description="Where the session is in its life.")
+    reason: str | None = Field(default=None, description="Why the session is in this phase.")
+    endpoint: str | None = Field(default=None,
+                                 description="In-cluster URL of the session server.")
+    token_secret: str | None = Field(
+        default=None, alias="tokenSecret",
+        description="Secret (key `token`) holding the bearer token of the session server.")
+    pod_name: str | None = Field(default=None, alias="podName",
+                                 description="The session pod.")
+    workspace_id: str | None = Field(default=None, alias="workspaceId",
+                                     description="Effective workspace id of the session.")
+    start_time: str | None = Field(default=None, alias="startTime",
+                                   description="When the session became Ready (RFC 3339).")
+    last_activity_time: str | None = Field(
+        default=None, alias="lastActivityTime",
+        description="Last execution seen by the operator (RFC 3339).")
+    conditions: list[Condition] = Field(default_factory=list,
+                                        description="Ready, WorkspaceFound, Admitted.")

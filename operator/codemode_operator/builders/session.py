@@ -1,0 +1,151 @@
+"""A CodeSession's children: token Secret, Pod and Service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from codemode_operator import PREFIX
+from codemode_operator.builders.common import (
+    container_security_context,
+    env,
+    labels,
+    owner_reference,
+    pod_security_context,
+    secret_env,
+)
+
+PORT = 8080
+TOOLS_DIR = "/etc/codemode/tools"
+DEFAULT_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+}
+
+
+@dataclass(frozen=True)
+class SessionParams:
+    """Everything a session pod needs, resolved from the CodeSession and its Workspace."""
+
+    name: str
+    namespace: str
+    uid: str
+    workspace: str
+    workspace_id: str
+    prefix: str
+    credentials_secret: str
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    resources: dict[str, Any] = field(default_factory=dict)
+    runtime_class_name: str | None = None
+    default_timeout: float = 30.0
+    max_execution_time: float = 300.0
+    allow_runtime_deps: bool = False
+    memory_limit_mb: int = 1024
+    tools_config_map: str | None = None
+
+    @property
+    def token_secret(self) -> str:
+        return f"{self.name}-token"
+
+    @property
+    def pod_name(self) -> str:
+        return f"{self.name}-session"
+
+    @property
+    def service_name(self) -> str:
+        return f"{self.name}-session"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.service_name}.{self.namespace}.svc:{PORT}"
+
+    def labels(self) -> dict[str, str]:
+        return labels("session", self.workspace, session=self.name)
+
+    def owner(self) -> list[dict[str, Any]]:
+        return [owner_reference("CodeSession", self.name, self.uid)]
+
+
+def token_secret(p: SessionParams, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": p.token_secret, "namespace": p.namespace, "labels": p.labels(),
+                     "ownerReferences": p.owner()},
+        "type": "Opaque",
+        "stringData": {"token": token, "endpoint": p.endpoint},
+    }
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def session_pod(p: SessionParams) -> dict[str, Any]:
+    env_vars = [
+        secret_env("REDIS_URL", p.credentials_secret, "url"),
+        secret_env("CONTAINER_AUTH_TOKEN", p.token_secret, "token"),
+        env("STORAGE_PREFIX", p.prefix),
+        env("WORKSPACE_ID", p.workspace_id),
+        env("DEFAULT_TIMEOUT", _seconds(p.default_timeout)),
+        env("MAX_EXECUTION_TIME", _seconds(p.max_execution_time)),
+        env("ALLOW_RUNTIME_DEPS", "true" if p.allow_runtime_deps else "false"),
+        env("WORKER_MEMORY_MB", str(p.memory_limit_mb)),
+        env("DEPS_DIR", "/tmp/deps"),
+        env("HOME", "/tmp"),
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    if p.tools_config_map:
+        env_vars.append(env("TOOLS_PATH", TOOLS_DIR))
+        mounts.append({"name": "tools", "mountPath": TOOLS_DIR, "readOnly": True})
+        volumes.append({"name": "tools", "configMap": {"name": p.tools_config_map}})
+    probe = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1,
+             "timeoutSeconds": 2, "failureThreshold": 3}
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": pod_security_context(),
+        "containers": [{
+            "name": "session",
+            "image": p.image,
+            "imagePullPolicy": p.image_pull_policy,
+            "args": ["serve"],
+            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            "env": env_vars,
+            "resources": p.resources or DEFAULT_RESOURCES,
+            "securityContext": container_security_context(),
+            "readinessProbe": probe,
+            "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
+                              "periodSeconds": 10, "failureThreshold": 6},
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    }
+    if p.runtime_class_name:
+        spec["runtimeClassName"] = p.runtime_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": p.pod_name, "namespace": p.namespace, "labels": p.labels(),
+                     "annotations": {f"{PREFIX}/session": p.name},
+                     "ownerReferences": p.owner()},
+        "spec": spec,
+    }
+
+
+def session_service(p: SessionParams) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": p.service_name, "namespace": p.namespace, "labels": p.labels(),
+                     "ownerReferences": p.owner()},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {f"{PREFIX}/session": p.name},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

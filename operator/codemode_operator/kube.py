@@ -1,0 +1,144 @@
+"""Kubernetes calls outside kopf's own, through the official client.
+
+Every call is blocking; the handlers that use it are sync and run in kopf's
+thread pool, never on its event loop. Creating is idempotent: a name that
+already exists is read back, so a restarted operator adopts what it made.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from codemode_operator import GROUP, VERSION
+
+
+def load_config() -> None:
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.net = client.NetworkingV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    # ---- generic children ------------------------------------------------------------
+
+    def _create(self, manifest: Any) -> None:
+        # The client accepts plain dicts; its stubs only know its model classes.
+        ns = manifest["metadata"]["namespace"]
+        kind = manifest["kind"]
+        if kind == "Pod":
+            self.core.create_namespaced_pod(ns, manifest)
+        elif kind == "Service":
+            self.core.create_namespaced_service(ns, manifest)
+        elif kind == "Secret":
+            self.core.create_namespaced_secret(ns, manifest)
+        elif kind == "Job":
+            self.batch.create_namespaced_job(ns, manifest)
+        elif kind == "NetworkPolicy":
+            self.net.create_namespaced_network_policy(ns, manifest)
+        else:
+            raise ValueError(f"cannot create {kind}")
+
+    def ensure(self, manifest: dict[str, Any]) -> bool:
+        """Create the object unless it exists; True when this call created it."""
+        try:
+            self._create(manifest)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def replace_secret(self, manifest: Any) -> None:
+        meta = manifest["metadata"]
+        try:
+            self.core.replace_namespaced_secret(meta["name"], meta["namespace"], manifest)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.core.create_namespaced_secret(meta["namespace"], manifest)
+
+    def replace_network_policy(self, manifest: Any) -> None:
+        meta = manifest["metadata"]
+        try:
+            self.net.replace_namespaced_network_policy(meta["name"], meta["namespace"], manifest)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.net.create_namespaced_network_policy(meta["namespace"], manifest)
+
+    def read_pod(self, namespace: str, name: str) -> Any | None:
+        return _or_none(lambda: self.core.read_namespaced_pod(name, namespace))
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        _ignore_404(lambda: self.core.delete_namespaced_pod(name, namespace,
+                                                            grace_period_seconds=5))
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        _ignore_404(lambda: self.core.delete_namespaced_service(name, namespace))
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = _or_none(lambda: self.core.read_namespaced_secret(name, namespace))
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def read_job(self, namespace: str, name: str) -> Any | None:
+        return _or_none(lambda: self.batch.read_namespaced_job(name, namespace))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        _ignore_404(lambda: self.batch.delete_namespaced_job(
+            name, namespace, propagation_policy="Background"))
+
+    def job_pods(self, namespace: str, job: str) -> list[Any]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        return list(pods.items)
+
+    # ---- our kinds ---------------------------------------------------------------------
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = _or_none(lambda: self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name))
+        return found
+
+    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        listing: Any = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural)
+        return list(listing.get("items", []))
+
+    def delete_custom(self, plural: str, namespace: str, name: str) -> None:
+        _ignore_404(lambda: self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name))
+
+    def patch_status(self, plural: str, namespace: str, name: str,
+                     status: dict[str, Any]) -> None:
+        _ignore_404(lambda: self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, plural, name, {"status": status}))
+
+
+def _or_none(call: Any) -> Any:
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _ignore_404(call: Any) -> None:
+    try:
+        call()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

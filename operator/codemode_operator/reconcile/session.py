@@ -1,0 +1,217 @@
+"""CodeSession: admission, token Secret, Pod and Service, phase, idle and lifetime."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from codemode_operator.api.codesession import CodeSessionSpec
+from codemode_operator.api.common import parse_duration
+from codemode_operator.api.workspace import WorkspaceSpec
+from codemode_operator.builders.session import (
+    PORT,
+    SessionParams,
+    session_pod,
+    session_service,
+    token_secret,
+)
+from codemode_operator.conditions import is_true, iso, now_iso, parse_iso, set_condition
+from codemode_operator.kube import Kube
+from codemode_operator.settings import OperatorConfig
+
+_admission = threading.Lock()
+ENDED = ("Terminated",)
+
+
+def params_of(body: dict[str, Any], workspace: dict[str, Any],
+              cfg: OperatorConfig) -> SessionParams:
+    meta = body["metadata"]
+    spec = CodeSessionSpec.model_validate(body.get("spec") or {})
+    ws_spec = WorkspaceSpec.model_validate(workspace.get("spec") or {})
+    defaults = ws_spec.session_defaults
+    resources = spec.resources or defaults.resources
+    return SessionParams(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        workspace=workspace["metadata"]["name"],
+        workspace_id=ws_spec.workspace_id or workspace["metadata"]["name"],
+        prefix=ws_spec.prefix,
+        credentials_secret=(workspace.get("status") or {}).get("credentialsSecret", ""),
+        image=spec.image or defaults.image or cfg.session_image,
+        image_pull_policy=defaults.image_pull_policy,
+        resources=resources.model_dump(exclude_none=True) if resources else {},
+        runtime_class_name=spec.runtime_class_name or defaults.runtime_class_name,
+        default_timeout=parse_duration(spec.default_timeout or defaults.default_timeout),
+        max_execution_time=parse_duration(defaults.max_execution_time),
+        allow_runtime_deps=defaults.allow_runtime_deps,
+        memory_limit_mb=defaults.memory_limit_mb,
+        tools_config_map=defaults.tools_config_map,
+    )
+
+
+def limits_of(body: dict[str, Any], workspace: dict[str, Any]) -> tuple[float, float]:
+    spec = CodeSessionSpec.model_validate(body.get("spec") or {})
+    defaults = WorkspaceSpec.model_validate(workspace.get("spec") or {}).session_defaults
+    return (parse_duration(spec.idle_timeout or defaults.idle_timeout),
+            parse_duration(spec.max_lifetime or defaults.max_lifetime))
+
+
+def pod_state(pod: Any | None) -> tuple[str, str]:
+    """(phase, reason) of a CodeSession from its pod."""
+    if pod is None:
+        return "Pending", "PodMissing"
+    if pod.metadata.deletion_timestamp is not None:
+        return "Starting", "PodTerminating"
+    phase = pod.status.phase if pod.status else None
+    if phase in ("Failed", "Succeeded"):
+        return "Failed", f"Pod{phase}"
+    for cond in (pod.status.conditions or []) if pod.status else []:
+        if cond.type == "Ready" and cond.status == "True":
+            return "Ready", "PodReady"
+    for cs in (pod.status.container_statuses or []) if pod.status else []:
+        waiting = cs.state.waiting if cs.state else None
+        if waiting is not None and waiting.reason in (
+                "ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff",
+                "CreateContainerConfigError", "InvalidImageName"):
+            return "Starting", waiting.reason
+    return "Starting", "PodStarting"
+
+
+def _workspace_sessions(kube: Kube, namespace: str, workspace: str) -> list[dict[str, Any]]:
+    return [o for o in kube.list_custom("codesessions", namespace)
+            if (o.get("spec") or {}).get("workspaceRef") == workspace]
+
+
+def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[bool, str]:
+    """Count admitted, live sessions of the workspace against maxSessions."""
+    status = body.get("status") or {}
+    if is_true(status.get("conditions"), "Admitted"):
+        return True, ""
+    limit = WorkspaceSpec.model_validate(workspace.get("spec") or {}).limits.max_sessions
+    meta = body["metadata"]
+    with _admission:
+        live = [o for o in _workspace_sessions(kube, meta["namespace"],
+                                               workspace["metadata"]["name"])
+                if o["metadata"]["name"] != meta["name"]
+                and is_true((o.get("status") or {}).get("conditions"), "Admitted")
+                and (o.get("status") or {}).get("phase") not in ENDED]
+        if len(live) >= limit:
+            return False, (f"workspace {workspace['metadata']['name']!r} allows {limit} "
+                           f"session(s) (limits.maxSessions) and {len(live)} are running")
+        conditions = set_condition(status.get("conditions"), "Admitted", True, "WithinLimit",
+                                   f"{len(live) + 1} of {limit} sessions")
+        kube.patch_status("codesessions", meta["namespace"], meta["name"],
+                          {"conditions": conditions})
+        body.setdefault("status", {})["conditions"] = conditions
+    return True, ""
+
+
+def last_activity(pod: Any | None) -> float | None:
+    """The session server's own record of its last execution (GET /health)."""
+    ip = pod.status.pod_ip if pod is not None and pod.status else None
+    if not ip:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{PORT}/health", timeout=2) as response:
+            data = json.load(response)
+    except (OSError, ValueError):
+        return None
+    value = data.get("last_activity")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def terminate(kube: Kube, p: SessionParams, status: dict[str, Any], reason: str,
+              message: str) -> dict[str, Any]:
+    kube.delete_pod(p.namespace, p.pod_name)
+    kube.delete_service(p.namespace, p.service_name)
+    status.update(phase="Terminated", reason=reason, endpoint=None)
+    status["conditions"] = set_condition(status.get("conditions"), "Ready", False, reason,
+                                         message)
+    return status
+
+
+def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
+              check_activity: bool = False) -> dict[str, Any]:
+    """Ensure the children exist and report the session's phase; returns the new status."""
+    meta = body["metadata"]
+    spec = body.get("spec") or {}
+    generation = meta.get("generation")
+    status = dict(body.get("status") or {})
+    status["observedGeneration"] = generation
+    if status.get("phase") in ENDED:
+        return status
+    conditions = status.get("conditions") or []
+
+    workspace = kube.get_custom("workspaces", meta["namespace"], spec.get("workspaceRef", ""))
+    if workspace is None:
+        status.update(phase="Pending", reason="WorkspaceNotFound")
+        message = f"Workspace {spec.get('workspaceRef')!r} not found in {meta['namespace']!r}"
+        conditions = set_condition(conditions, "WorkspaceFound", False, "WorkspaceNotFound",
+                                   message, generation)
+        status["conditions"] = set_condition(conditions, "Ready", False, "WorkspaceNotFound",
+                                             message, generation)
+        return status
+    conditions = set_condition(conditions, "WorkspaceFound", True, "Found", "", generation)
+    if not (workspace.get("status") or {}).get("credentialsSecret"):
+        status.update(phase="Pending", reason="WorkspaceNotReady")
+        status["conditions"] = set_condition(conditions, "Ready", False, "WorkspaceNotReady",
+                                             "the workspace has no Redis credentials yet",
+                                             generation)
+        return status
+
+    body = {**body, "status": {**status, "conditions": conditions}}
+    admitted, why = admit(kube, body, workspace)
+    conditions = body["status"]["conditions"]
+    if not admitted:
+        status.update(phase="Pending", reason="SessionLimitReached")
+        conditions = set_condition(conditions, "Admitted", False, "SessionLimitReached", why,
+                                   generation)
+        status["conditions"] = set_condition(conditions, "Ready", False,
+                                             "SessionLimitReached", why, generation)
+        return status
+
+    p = params_of(body, workspace, cfg)
+    if kube.secret_data(p.namespace, p.token_secret) is None:
+        kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
+    kube.ensure(session_service(p))
+    pod = kube.read_pod(p.namespace, p.pod_name)
+    if pod is not None and pod_state(pod)[0] == "Failed":
+        kube.delete_pod(p.namespace, p.pod_name)
+        pod = None
+    if pod is None:
+        kube.ensure(session_pod(p))
+        status["podRecreations"] = int(status.get("podRecreations") or 0) + (
+            1 if status.get("podName") else 0)
+        pod = kube.read_pod(p.namespace, p.pod_name)
+    phase, reason = pod_state(pod)
+    status.update(phase=phase, reason=reason, podName=p.pod_name, tokenSecret=p.token_secret,
+                  workspaceId=p.workspace_id)
+    if phase == "Ready":
+        status["endpoint"] = p.endpoint
+        status.setdefault("startTime", None)
+        if not status.get("startTime"):
+            status["startTime"] = now_iso()
+    conditions = set_condition(conditions, "Ready", phase == "Ready", reason,
+                               f"pod {p.pod_name} is {phase.lower()}", generation)
+    status["conditions"] = conditions
+
+    if phase == "Ready":
+        idle, lifetime = limits_of(body, workspace)
+        started = parse_iso(status.get("startTime")) or time.time()
+        if time.time() - started > lifetime:
+            return terminate(kube, p, status, "MaxLifetimeExceeded",
+                             f"the session reached its maximum lifetime of {lifetime:g}s")
+        if check_activity:
+            seen = last_activity(pod)
+            if seen is not None:
+                status["lastActivityTime"] = iso(seen)
+        active = parse_iso(status.get("lastActivityTime")) or started
+        if time.time() - max(active, started) > idle:
+            return terminate(kube, p, status, "IdleTimeout",
+                             f"no execution for {idle:g}s (idleTimeout)")
+    return status

@@ -1,0 +1,141 @@
+"""Workspace: scoped Redis credentials, network policy, health, counts, deletion policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codemode_session.storage.redis_storage import redacted_url
+from redis.exceptions import RedisError
+
+from codemode_operator import redis_acl
+from codemode_operator.api.workspace import WorkspaceSpec
+from codemode_operator.builders.workspace import (
+    WorkspaceParams,
+    credentials_secret,
+    network_policy,
+)
+from codemode_operator.conditions import set_condition
+from codemode_operator.kube import Kube
+from codemode_operator.reconcile import Retry
+from codemode_operator.settings import OperatorConfig
+
+
+class RedisConfigError(Exception):
+    """The Workspace's Redis reference cannot be resolved (missing Secret or key)."""
+
+
+def admin_url(kube: Kube, namespace: str, spec: WorkspaceSpec) -> str:
+    if spec.redis.url:
+        return spec.redis.url
+    ref = spec.redis.url_secret_ref
+    assert ref is not None  # the CRD's CEL rule guarantees one of the two
+    data = kube.secret_data(namespace, ref.name)
+    if data is None:
+        raise RedisConfigError(f"Secret {ref.name!r} (redis.urlSecretRef) does not exist")
+    if ref.key not in data:
+        raise RedisConfigError(f"Secret {ref.name!r} has no key {ref.key!r}")
+    return data[ref.key]
+
+
+def params_of(body: dict[str, Any], cfg: OperatorConfig) -> WorkspaceParams:
+    meta = body["metadata"]
+    return WorkspaceParams(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+                           spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
+                           operator_namespace=cfg.namespace)
+
+
+def _members(kube: Kube, plural: str, namespace: str, workspace: str) -> list[dict[str, Any]]:
+    return [o for o in kube.list_custom(plural, namespace)
+            if (o.get("spec") or {}).get("workspaceRef") == workspace]
+
+
+def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str, Any]:
+    """Bring children in line with the spec and return the new status."""
+    p = params_of(body, cfg)
+    generation = body["metadata"].get("generation")
+    status = dict(body.get("status") or {})
+    conditions = status.get("conditions") or []
+    status.update(workspaceId=p.workspace_id, observedGeneration=generation)
+    try:
+        url = admin_url(kube, p.namespace, p.spec)
+        redis_acl.ping(url)
+    except (RedisConfigError, RedisError, OSError) as exc:
+        message = str(exc)
+        reason = "RedisConfigInvalid" if isinstance(exc, RedisConfigError) else "RedisUnreachable"
+        status["redisReachable"] = False
+        status["conditions"] = set_condition(
+            set_condition(conditions, "RedisReachable", False, reason, message, generation),
+            "Ready", False, reason, message, generation)
+        return status
+
+    if p.spec.redis.acl:
+        secret = kube.secret_data(p.namespace, p.credentials_secret) or {}
+        password = secret.get("password") or redis_acl.new_password()
+        username = redis_acl.acl_username(p.namespace, p.name)
+        rules = redis_acl.acl_rules(p.spec.prefix, p.workspace_id, password,
+                                    deps_writable=p.spec.session_defaults.allow_runtime_deps)
+        try:
+            redis_acl.provision(url, username, rules)
+        except RedisError as exc:
+            status["redisReachable"] = True
+            status["conditions"] = set_condition(
+                conditions, "Ready", False, "AclProvisioningFailed",
+                f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}", generation)
+            return status
+        scoped = redis_acl.scoped_url(url, username, password)
+        manifest = credentials_secret(p, scoped)
+        manifest["stringData"]["password"] = password
+        manifest["stringData"]["username"] = username
+    else:
+        manifest = credentials_secret(p, url)
+    kube.replace_secret(manifest)
+    kube.replace_network_policy(network_policy(p, url))
+
+    status.update(
+        redisReachable=True,
+        credentialsSecret=p.credentials_secret,
+        sessions=len(_members(kube, "codesessions", p.namespace, p.name)),
+        libraries=len(_members(kube, "workflowlibraries", p.namespace, p.name)),
+    )
+    target = redacted_url(url)
+    conditions = set_condition(conditions, "RedisReachable", True, "Pinged",
+                               f"{target} answered", generation)
+    status["conditions"] = set_condition(
+        conditions, "Ready", True, "Provisioned",
+        f"workspace {p.workspace_id!r} on {target}"
+        + (" with a scoped ACL user" if p.spec.redis.acl else " (ACL off: sessions use the "
+           "admin URL)"), generation)
+    return status
+
+
+def delete(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> str:
+    """Apply the deletion policy; raise Retry while something must still go first."""
+    p = params_of(body, cfg)
+    sessions = _members(kube, "codesessions", p.namespace, p.name)
+    libraries = _members(kube, "workflowlibraries", p.namespace, p.name)
+    if sessions or libraries:
+        if p.spec.deletion_policy == "Refuse":
+            raise Retry(
+                f"deletionPolicy Refuse: {len(sessions)} CodeSession(s) and {len(libraries)} "
+                f"WorkflowLibrary(ies) still use workspace {p.name!r}; delete them first", 10)
+        for obj in sessions:
+            kube.delete_custom("codesessions", p.namespace, obj["metadata"]["name"])
+        for obj in libraries:
+            kube.delete_custom("workflowlibraries", p.namespace, obj["metadata"]["name"])
+        raise Retry(f"deletionPolicy Cascade: waiting for {len(sessions)} session(s) and "
+                    f"{len(libraries)} library(ies) to be deleted", 3)
+    done = []
+    try:
+        url = admin_url(kube, p.namespace, p.spec)
+    except RedisConfigError:
+        return "Redis reference gone; nothing to clean in Redis"
+    try:
+        if p.spec.data_policy == "Delete":
+            removed = redis_acl.delete_workspace_keys(url, p.spec.prefix, p.workspace_id)
+            done.append(f"deleted {removed} Redis key(s)")
+        if p.spec.redis.acl:
+            redis_acl.deprovision(url, redis_acl.acl_username(p.namespace, p.name))
+            done.append("removed the ACL user")
+    except (RedisError, OSError) as exc:
+        raise Retry(f"cannot clean up Redis at {redacted_url(url)}: {exc}", 15) from None
+    return "; ".join(done) or "data retained"
