@@ -15,6 +15,7 @@ import pytest
 import redis
 from codemode_session.cli.main import main
 from codemode_session.storage import RedisStorage
+from codemode_session.store import gitfetch
 from codemode_session.workflow_model import parse_workflow
 
 from tests.conftest import free_port
@@ -125,8 +126,35 @@ def test_folder_bootstrap_is_idempotent(cli: Cli, r: redis.Redis, prefix: str,
         record["synced_at"])
 
 
+@pytest.fixture(params=["in-place", "shallow-fetch"])
+def local_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Local repositories are read in place; also run the tests through a real fetch."""
+    if request.param == "shallow-fetch":
+        monkeypatch.setattr(gitfetch, "_local_repo", lambda url: None)
+    return str(request.param)
+
+
+def test_force_repairs_what_clients_unaware_of_owners_changed(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"w{n}.py").write_text(workflow_source(n))
+    cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder))
+    # A py-code-mode client knows nothing of owner records: it just edits the hash.
+    r.hdel(wf_key(prefix), "w0")
+    r.hset(wf_key(prefix), "w1", json.dumps({"name": "w1", "source": "tampered"}))
+    fast = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder))
+    assert counts(fast) == (0, 0, 0, 3)  # the digest matches: nothing is read
+    forced = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder),
+                    "--force")
+    assert counts(forced) == (1, 1, 0, 1)
+    assert json.loads(r.hget(wf_key(prefix), "w1") or "")["source"] == workflow_source(1)
+
+
 def test_git_refs_branch_tag_commit(cli: Cli, r: redis.Redis, prefix: str,
-                                    tmp_path: Path) -> None:
+                                    tmp_path: Path, local_mode: str) -> None:
     repo = GitRepo(tmp_path / "repo")
     repo.write({"a.py": workflow_source(1), "b.py": workflow_source(2)}, "wf")
     c1 = repo.commit("one")
@@ -165,9 +193,10 @@ def test_git_refs_branch_tag_commit(cli: Cli, r: redis.Redis, prefix: str,
 
 
 def test_missing_ref_and_bad_source_fail_in_one_line(cli: Cli, r: redis.Redis, prefix: str,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, local_mode: str) -> None:
     repo = GitRepo(tmp_path / "repo")
     repo.write({"a.py": workflow_source(1)})
+    repo.write({"b.py": workflow_source(2)}, "sub")
     repo.commit()
     cli.ok("store", "bootstrap", "--library", "lib", "--git", repo.url)
     before = dump(r, prefix)
@@ -180,6 +209,8 @@ def test_missing_ref_and_bad_source_fail_in_one_line(cli: Cli, r: redis.Redis, p
         (["--git", "ext::sh -c touch% /tmp/pwned"], "unsupported git URL"),
         (["--git", repo.url, "--ref=--upload-pack=touch"], "invalid git ref"),
         (["--folder", str(tmp_path / "nope")], "not found"),
+        (["--git", str(repo.path / "sub")], "not found"),
+        (["--git", str(tmp_path)], "not found"),
     ]
     for args, expected in cases:
         code, out, err = cli("store", "bootstrap", "--library", "lib", *args)

@@ -42,15 +42,15 @@ def server(repo: GitRepo, tmp_path: Path) -> Iterator[GitHTTPServer]:
 
 @pytest.fixture
 def argv_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Every argv gitfetch hands to subprocess.run, to prove no secret is in one."""
+    """Every argv a process is started with, to prove no secret is in one."""
     seen: list[list[str]] = []
-    real = subprocess.run
 
-    def spy(args: Any, *a: Any, **kw: Any) -> Any:
-        seen.append([str(x) for x in args])
-        return real(args, *a, **kw)
+    class Spy(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args: Any, *a: Any, **kw: Any) -> None:
+            seen.append([str(x) for x in args])
+            super().__init__(args, *a, **kw)
 
-    monkeypatch.setattr(subprocess, "run", spy)  # gitfetch calls subprocess.run
+    monkeypatch.setattr(subprocess, "Popen", Spy)
     return seen
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -23,6 +24,7 @@ from codemode_session.storage import Storage
 from codemode_session.store.bootstrap import (
     SyncResult,
     bootstrap_workflows,
+    read_state,
     sync_deps,
     sync_tools,
     unpublish_library,
@@ -196,8 +198,19 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
     prune = args.prune if args.prune is not None else kind == "workflows"
 
     async def run(storage: Storage) -> SyncResult:
-        # Storage is connected first so an unreachable Redis fails before any fetch.
-        catalog, revision, origin = _load(args)
+        # Storage is connected first, so an unreachable Redis fails before any fetch;
+        # then what it holds is read while git fetches (a no-op re-sync pays max, not sum).
+        state_task = (asyncio.ensure_future(read_state(storage, library))
+                      if library is not None and kind == "workflows" else None)
+        try:
+            catalog, revision, origin = await asyncio.to_thread(_load, args)
+        except BaseException:
+            if state_task is not None:
+                state_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await state_task
+            raise
+        state = await state_task if state_task is not None else None
         if not len(catalog) and not args.allow_empty:
             raise ValidationError(
                 f"no {kind} found in {origin} (path {args.path or '.'!r}); "
@@ -205,7 +218,8 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
             )
         if kind == "workflows":
             assert library is not None
-            return await bootstrap_workflows(storage, library, catalog, revision, prune)
+            return await bootstrap_workflows(storage, library, catalog, revision, prune, state,
+                                             force=args.force)
         sync = sync_tools if kind == "tools" else sync_deps
         result = await sync(storage, catalog, revision, prune)
         result.library = library
@@ -273,6 +287,8 @@ def register(subparsers: Any) -> None:
     boot.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
                       help="remove what the library owns but the source no longer has "
                            "(default: on for workflows, off for tools and deps)")
+    boot.add_argument("--force", action="store_true",
+                      help="compare every workflow even when the digest says nothing changed")
     boot.add_argument("--delete", action="store_true",
                       help="remove everything --library owns, and its record; no source")
     boot.add_argument("--allow-empty", action="store_true",

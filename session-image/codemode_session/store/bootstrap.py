@@ -11,7 +11,9 @@ one MULTI/EXEC), and ownership decides what may be touched:
 - a workflow another library owns is a conflict: nothing is written.
 
 A re-sync whose raw-content digest equals the stored record's, with the owner
-map still matching, skips parsing and comparing and only refreshes the record.
+map still matching, reads and parses no workflow and only refreshes the record
+(`force` compares every workflow anyway, e.g. after a client that ignores owner
+records, such as py-code-mode's, changed one).
 
 Tools and deps are prefix-wide and have no owner records, so their sync adds
 and updates, and removes entries missing from the source only when pruning
@@ -101,30 +103,50 @@ def plan_workflows(
     return WorkflowPlan(upserts, removals, added, updated, unchanged, adopted)
 
 
+@dataclass(frozen=True)
+class StoredState:
+    """What a bootstrap of one library reads first (small; can overlap the git fetch)."""
+
+    owners: dict[str, str]
+    record: LibraryRecord | None
+
+
+async def read_state(storage: Storage, library: str) -> StoredState:
+    validate_library_name(library)
+    return StoredState(await storage.workflow_owners(), await storage.get_library(library))
+
+
 async def bootstrap_workflows(
     storage: Storage,
     library: str,
     catalog: Catalog,
     revision: str,
     prune: bool = True,
+    state: StoredState | None = None,
+    force: bool = False,
 ) -> SyncResult:
-    """Make the workflows `library` owns equal the catalog, in one atomic write."""
+    """Make the workflows `library` owns equal the catalog, in one atomic write.
+
+    Unless `force`, unchanged content (same digest as the stored record, same
+    owned names) is recognised without reading or parsing any workflow.
+    """
     validate_library_name(library)
+    if state is None:
+        state = await read_state(storage, library)
     digest = catalog.digest
     result = SyncResult(revision=revision, digest=digest, count=len(catalog),
                         library=library, workspace_id=storage.workspace_id)
-    owners = await storage.workflow_owners()
-    record = await storage.get_library(library)
-    owned = {n for n, lib in owners.items() if lib == library}
     fresh = LibraryRecord(revision=revision, digest=digest, count=len(catalog),
                           synced_at=time.time())
-    if record is not None and record.digest == digest and owned == set(catalog.texts):
+    owned = {n for n, lib in state.owners.items() if lib == library}
+    if (not force and state.record is not None and state.record.digest == digest
+            and owned == set(catalog.texts)):
         await storage.apply_library(library, [], [], fresh)
         result.unchanged = len(catalog)
         return result
     wanted = parse_workflows(catalog)
     existing = {w.name: w for w in await storage.list_workflows()}
-    plan = plan_workflows(library, wanted, existing, owners, prune)
+    plan = plan_workflows(library, wanted, existing, state.owners, prune)
     await storage.apply_library(library, plan.upserts, plan.removals, fresh)
     result.added, result.updated, result.unchanged = plan.added, plan.updated, plan.unchanged
     result.removed, result.adopted = len(plan.removals), plan.adopted

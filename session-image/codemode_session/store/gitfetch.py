@@ -9,14 +9,16 @@ with the URL redacted and any secret scrubbed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from codemode_session.errors import CodemodeError, NotFoundError, ValidationError
 
@@ -121,6 +123,21 @@ def validate_subpath(path: str) -> str:
     return "/".join(parts)
 
 
+def _run(argv: list[str], stdin: bytes | None, env: dict[str, str], timeout: float
+         ) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, but a timeout kills git's whole process group (remote helpers too)."""
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=env, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 class _Git:
     """Runs git in one scratch repository with a shared deadline and scrubbed errors."""
 
@@ -140,7 +157,17 @@ class _Git:
             if not k.startswith("GIT_") and k not in ("SSH_ASKPASS",)
         }
         env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="", GCM_INTERACTIVE="never")
-        config = [("credential.helper", ""), ("core.hooksPath", os.devnull)]
+        config = [
+            ("credential.helper", ""),
+            ("core.hooksPath", os.devnull),
+            # Only the transports we accept, also across redirects and alternates.
+            ("protocol.allow", "never"),
+            ("protocol.file.allow", "always"),
+            ("protocol.http.allow", "always"),
+            ("protocol.https.allow", "always"),
+            # Reading a local repository owned by another uid (a mounted volume).
+            ("safe.directory", "*"),
+        ]
         header = self.auth.header()
         if header and urlsplit(self.url).scheme in ("http", "https"):
             origin = urlsplit(self.url)
@@ -165,14 +192,7 @@ class _Git:
         if remaining <= 0:
             raise GitError(f"git timed out after {self.timeout:g}s on {self.shown_url}")
         try:
-            proc = subprocess.run(
-                ["git", f"--git-dir={self.gitdir}", *args],
-                input=stdin,
-                capture_output=True,
-                env=self.env,
-                timeout=remaining,
-                check=False,
-            )
+            proc = _run(["git", f"--git-dir={self.gitdir}", *args], stdin, self.env, remaining)
         except subprocess.TimeoutExpired:
             raise GitError(
                 f"git timed out after {self.timeout:g}s on {self.shown_url}"
@@ -271,21 +291,58 @@ def _read_folder(git: _Git, commit: str, subpath: str) -> dict[str, bytes]:
     return files
 
 
+def _local_repo(url: str) -> Path | None:
+    """The filesystem path of a file:// URL or local path; None for http(s)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return None
+        return Path(unquote(parts.path))
+    return Path(url)
+
+
+def _read_local(repo: Path, url: str, ref: str, subpath: str, timeout: float) -> GitTree:
+    """Read a repository on this machine in place: no transport, pack or copy needed."""
+    probe = _Git(repo, url, GitAuth(), timeout)
+    found = _run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], None, probe.env,
+                 timeout)
+    gitdir = Path(found.stdout.decode().strip())
+    # Like a fetch would, refuse a folder that is merely inside a repository.
+    if found.returncode != 0 or not (gitdir == repo.resolve() or (repo / ".git").exists()):
+        raise GitError(f"git repository not found: {url} is not a git repository")
+    git = _Git(gitdir, url, GitAuth(), timeout)
+    resolved = git.run("rev-parse", "--verify", "--quiet", "--end-of-options",
+                       f"{ref}^{{commit}}", check=False)
+    if resolved.returncode != 0:
+        raise NotFoundError(f"git ref {ref!r} not found in {url}")
+    commit = resolved.stdout.decode().strip()
+    return GitTree(commit=commit, files=_read_folder(git, commit, subpath))
+
+
 def fetch_folder(
     url: str,
     ref: str | None = None,
     path: str = "",
     auth: GitAuth | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    local_in_place: bool = True,
 ) -> GitTree:
-    """The commit `ref` resolves to (default: the remote HEAD) and the files in `path`."""
+    """The commit `ref` resolves to (default: HEAD) and the files directly in `path`.
+
+    Remote repositories are fetched at depth 1 into a temporary bare repository;
+    local ones (file:// or a path) are read in place unless `local_in_place` is off.
+    """
     url = normalize_url(url)
     ref = validate_ref(ref) if ref else "HEAD"
     subpath = validate_subpath(path)
+    local = _local_repo(url)
+    if local is not None and local_in_place:
+        return _read_local(local, url, ref, subpath, timeout)
     with tempfile.TemporaryDirectory(prefix="codemode-git-") as tmp:
         git = _Git(Path(tmp) / "repo.git", url, auth or GitAuth(), timeout)
-        init = subprocess.run(["git", "init", "--quiet", "--bare", str(git.gitdir)],
-                              capture_output=True, env=git.env, check=False)
+        init = _run(["git", "init", "--quiet", "--bare", str(git.gitdir)], None, git.env, 30)
         if init.returncode != 0:
             raise GitError(f"git init failed: {git.last_line(init.stderr)}")
         commit = _fetch_commit(git, ref)

@@ -53,7 +53,8 @@ def _read_local(root: Path) -> dict[str, bytes]:
     files = {}
     with os.scandir(root) as entries:
         for entry in entries:
-            if entry.is_file(follow_symlinks=False):
+            # Symlinks are followed: Kubernetes mounts ConfigMap files as symlinks.
+            if entry.is_file():
                 files[entry.name] = Path(entry.path).read_bytes()
     return files
 
