@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.cluster.pytest_plugin"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

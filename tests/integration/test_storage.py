@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from codemode_session.errors import ConflictError, ValidationError
 from codemode_session.storage import ArtifactInfo, FileStorage, LibraryRecord, RedisStorage
 from codemode_session.workflow_model import parse_workflow

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from codemode_session.errors import ValidationError
 from codemode_session.workflow_model import Workflow, parse_workflow
 

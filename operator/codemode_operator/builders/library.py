@@ -142,4 +142,4 @@ def failure_reason(termination_message: str | None) -> str:
     """The one readable line the CLI printed on failure (FallbackToLogsOnError)."""
     lines = [ln.strip() for ln in (termination_message or "").splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["the sync Job failed without output"])[-1][:500]
+    return (errors or lines or ["the sync Job ended without a result"])[-1][:500]

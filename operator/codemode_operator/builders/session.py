@@ -19,7 +19,7 @@ PORT = 8080
 TOOLS_DIR = "/etc/codemode/tools"
 DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
-    "limits": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
 }
 
 

@@ -73,6 +73,8 @@ def pod_state(pod: Any | None) -> tuple[str, str]:
     for cond in (pod.status.conditions or []) if pod.status else []:
         if cond.type == "Ready" and cond.status == "True":
             return "Ready", "PodReady"
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason:
+            return "Starting", cond.reason
     for cs in (pod.status.container_statuses or []) if pod.status else []:
         waiting = cs.state.waiting if cs.state else None
         if waiting is not None and waiting.reason in (
