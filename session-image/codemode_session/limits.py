@@ -78,7 +78,11 @@ def kill_worker_tree(pid: int) -> None:
                 with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                     os.kill(int(member), signal.SIGKILL)
             if not members:
-                with contextlib.suppress(OSError):
+                try:
                     directory.rmdir()
-                return
+                    return
+                except FileNotFoundError:
+                    return
+                except OSError:
+                    pass  # members not yet released (zombies): try again
         time.sleep(0.005)

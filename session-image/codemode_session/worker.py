@@ -8,9 +8,12 @@ replaces it on timeout, crash or reset.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from codemode_session import protocol
@@ -55,7 +58,63 @@ def build_namespace(workspace_id: str | None) -> dict[str, Any]:
     return namespace
 
 
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+def _session_of(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[3]) if len(fields) > 3 else None
+
+
+def stop_forked_copies() -> int:
+    """SIGKILL every forked copy of this worker (same session, same command line).
+
+    A cell may fork (os.fork, a fork bomb, multiprocessing); those copies must not
+    outlive the cell, or they would keep burning the pids budget and CPU. Programs
+    started with subprocess (fork + exec) have another command line and are left alone.
+    """
+    me = os.getpid()
+    session = os.getsid(0)
+    try:
+        cmdline = Path(f"/proc/{me}/cmdline").read_bytes()
+    except OSError:
+        return 0
+    stopped = 0
+    for _ in range(1000):
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == me or _session_of(entry) != session:
+                continue
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == cmdline:
+                    found.append(int(entry))
+            except OSError:
+                continue
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in found:  # reap our own children; others go to their reaper
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        stopped += len(found)
+    return stopped
+
+
 def serve(sock: socket.socket) -> None:
+    global _forked
+    main_pid = os.getpid()
+    os.register_at_fork(after_in_parent=_note_fork)
     runner: CellRunner | None = None
     output_limit = _env_int("OUTPUT_LIMIT_BYTES", 1024 * 1024)
     while True:
@@ -72,6 +131,13 @@ def serve(sock: socket.socket) -> None:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         elif op == "exec" and runner is not None:
             reply = runner.run(str(request.get("code", "")))
+            if os.getpid() != main_pid:
+                # A copy made by os.fork() in the cell finished the cell: it must not
+                # answer on the shared channel (the worker itself does).
+                os._exit(0)
+            if _forked:
+                _forked = False
+                stop_forked_copies()
         elif op == "ping":
             reply = {"ok": True}
         else:

@@ -1,0 +1,305 @@
+"""Executing code in a real server: state, values, output, errors, limits, crashes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RedisServer
+from tests.integration.server_fixture import Api, ServerProcess, base_settings, running_server
+
+pytestmark = pytest.mark.redis
+
+MAX_PROCESSES = 64
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
+    settings = base_settings(
+        redis_server.url, f"exec{uuid.uuid4().hex[:8]}",
+        WORKER_MEMORY_MB="256", WORKER_MAX_PROCESSES=str(MAX_PROCESSES), MAX_SESSIONS="64",
+        WORKER_SPARES="3",
+    )
+    with running_server(settings) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def api(server: ServerProcess) -> Iterator[Api]:
+    with server.client() as client:
+        yield Api(server, client)
+
+
+@pytest.fixture
+def session(api: Api) -> Iterator[str]:
+    session_id = api.session()
+    yield session_id
+    api.http.delete("/sessions", headers={"X-Session-ID": session_id})
+
+
+def assert_server_fine(api: Api, session: str) -> None:
+    assert api.server.alive, api.server.output()
+    assert api.http.get("/health").status_code == 200
+    assert api.value(session, "sum(range(10))") == 45
+
+
+def processes_in_session(sid: int) -> list[int]:
+    """Pids whose session id is `sid` (a worker and whatever it forked)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            found.append(int(entry))
+    return found
+
+
+# ---- state and values ----------------------------------------------------------------
+
+
+def test_globals_persist_within_a_session_only(api: Api, session: str) -> None:
+    api.value(session, "counter = 41\nimport json")
+    assert api.value(session, "counter += 1\ncounter") == 42
+    assert api.value(session, "json.dumps({'a': counter})") == '{"a": 42}'
+    other = api.session()
+    result = api.execute(other, "counter")
+    assert result["error_type"] == "NameError"
+    assert "name 'counter' is not defined" in result["error"]
+
+
+def test_response_fields(api: Api, session: str) -> None:
+    result = api.execute(session, "print('hi')\n'done'")
+    assert result["value"] == "done"
+    assert result["stdout"] == "hi\n"
+    assert result["error"] is None
+    assert result["session_id"] == session
+    assert result["worker_restarted"] is False
+    assert 0 < result["execution_time_ms"] < 10_000
+
+
+def test_last_expression_value(api: Api, session: str) -> None:
+    assert api.value(session, "x = 3\nx * 14") == 42
+    assert api.value(session, "[1, 'a', None, {'k': (1, 2)}]") == [1, "a", None, {"k": [1, 2]}]
+    assert api.value(session, "x = 5") is None
+    assert api.value(session, "object") == "<class 'object'>"
+
+
+def test_stdout_and_stderr(api: Api, session: str) -> None:
+    result = api.execute(session, "import sys\nfor i in range(3):\n    print(i)\n"
+                                  "print('warning', file=sys.stderr)")
+    assert result["stdout"] == "0\n1\n2\n"
+    assert result["stderr"] == "warning\n"
+
+
+def test_huge_stdout_is_truncated(api: Api, session: str) -> None:
+    result = api.execute(session, "print('x' * 10 * 1024 * 1024)")
+    assert result["error"] is None
+    stdout = result["stdout"]
+    assert stdout.startswith("xxxx")
+    assert "[output truncated:" in stdout[-100:]
+    assert len(stdout) <= 1024 * 1024 + 200
+    assert_server_fine(api, session)
+
+
+def test_top_level_await(api: Api, session: str) -> None:
+    code = ("import asyncio\nasync def slow(v):\n    await asyncio.sleep(0.01)\n    return v\n"
+            "results = await asyncio.gather(slow(1), slow(2))\nresults")
+    assert api.value(session, code) == [1, 2]
+    assert api.value(session, "await slow('again')") == "again"
+
+
+def test_exception_traceback_shows_the_agents_line(api: Api, session: str) -> None:
+    code = ("def parse(text):\n    return int(text)\n\n"
+            "values = ['1', 'two']\n[parse(v) for v in values]")
+    result = api.execute(session, code)
+    assert result["error_type"] == "ValueError"
+    assert result["value"] is None
+    error = result["error"]
+    assert "Traceback (most recent call last)" in error
+    assert "line 5" in error and "line 2, in parse" in error
+    assert "invalid literal for int() with base 10: 'two'" in error
+    assert "codemode_session" not in error
+    # An error does not lose state.
+    assert api.value(session, "values") == ["1", "two"]
+
+
+def test_syntax_error(api: Api, session: str) -> None:
+    result = api.execute(session, "def f(:\n    pass")
+    assert result["error_type"] == "SyntaxError"
+    assert "line 1" in result["error"]
+
+
+def test_reset_clears_globals(api: Api, session: str) -> None:
+    api.value(session, "kept = 1")
+    response = api.http.post("/reset", headers={"X-Session-ID": session})
+    assert response.status_code == 200 and response.json()["status"] == "reset"
+    assert api.execute(session, "kept")["error_type"] == "NameError"
+    assert api.value(session, "artifacts.__class__.__name__") == "ArtifactsNamespace"
+
+
+def test_info_for_a_session(api: Api, session: str) -> None:
+    info = api.http.get("/info", headers={"X-Session-ID": session}).json()
+    assert info["workspace_id"] is None
+    assert info["default_timeout"] == 30 and info["max_execution_time"] == 60
+    assert info["allow_runtime_deps"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({}, 422),
+        ({"code": 5}, 422),
+        ({"code": "1", "extra": True}, 422),
+        ({"code": "1", "timeout": -1}, 422),
+        ({"code": "1", "timeout": 0}, 422),
+        ({"code": "1", "timeout": 61}, 422),
+        ({"code": "1", "timeout": "soon"}, 422),
+        ({"code": "#" * (1024 * 1024 + 1)}, 413),
+    ],
+)
+def test_bad_execute_requests(api: Api, session: str, body: dict[str, object],
+                              status: int) -> None:
+    response = api.http.post("/execute", json=body, headers={"X-Session-ID": session})
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+
+
+def test_execute_with_malformed_json(api: Api, session: str) -> None:
+    response = api.http.post("/execute", content=b'{"code": ', headers={
+        "X-Session-ID": session, "Content-Type": "application/json"})
+    assert response.status_code == 422
+
+
+# ---- timeouts, crashes, limits ---------------------------------------------------------
+
+
+def test_infinite_loop_is_killed_and_the_next_run_works(api: Api, session: str) -> None:
+    api.value(session, "before = 'set'")
+    result = api.execute(session, "while True:\n    pass", timeout=1)
+    assert result["worker_restarted"] is True
+    assert result["error_type"] == "TimeoutError"
+    assert "timeout of 1s" in result["error"]
+    assert "state" in result["error"] and "lost" in result["error"]
+    assert 1000 <= result["execution_time_ms"] < 10_000
+    assert api.execute(session, "before")["error_type"] == "NameError"
+    assert_server_fine(api, session)
+
+
+def test_sleeping_past_the_timeout(api: Api, session: str) -> None:
+    result = api.execute(session, "import time\ntime.sleep(30)", timeout=0.5)
+    assert result["worker_restarted"] is True and result["error_type"] == "TimeoutError"
+    assert_server_fine(api, session)
+
+
+def test_os_exit_restarts_the_worker(api: Api, session: str) -> None:
+    result = api.execute(session, "import os\nos._exit(1)")
+    assert result["worker_restarted"] is True
+    assert result["error_type"] == "WorkerCrashed"
+    assert "exited with status 1" in result["error"] and "lost" in result["error"]
+    assert_server_fine(api, session)
+
+
+def test_segfault_restarts_the_worker(api: Api, session: str) -> None:
+    result = api.execute(session, "import ctypes\nctypes.string_at(0)")
+    assert result["worker_restarted"] is True
+    assert result["error_type"] == "WorkerCrashed"
+    assert "signal 11" in result["error"]
+    assert_server_fine(api, session)
+
+
+def test_kill_self_restarts_the_worker(api: Api, session: str) -> None:
+    result = api.execute(session, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert result["worker_restarted"] is True and "signal 9" in result["error"]
+    assert_server_fine(api, session)
+
+
+def test_exit_does_not_end_the_session(api: Api, session: str) -> None:
+    api.value(session, "kept = 1")
+    result = api.execute(session, "exit(3)")
+    assert result["error_type"] == "SystemExit" and result["worker_restarted"] is False
+    assert api.value(session, "kept") == 1
+
+
+def test_huge_allocation_is_refused(api: Api, session: str) -> None:
+    result = api.execute(session, "block = bytearray(8 * 1024 ** 3)")
+    assert result["error_type"] == "MemoryError" or result["worker_restarted"], result
+    assert_server_fine(api, session)
+
+
+def test_growing_memory_is_contained(api: Api, session: str) -> None:
+    code = ("def grow():\n    chunks = []\n    while True:\n"
+            "        chunks.append(bytearray(16 * 1024 * 1024))\ngrow()")
+    result = api.execute(session, code, timeout=30)
+    assert result["error_type"] == "MemoryError" or result["worker_restarted"], result
+    # The limit holds: the worker never got near the size asked for.
+    assert_server_fine(api, session)
+    # Memory is usable again after the bomb.
+    assert api.value(session, "len(bytearray(64 * 1024 * 1024))") == 64 * 1024 * 1024
+
+
+def test_fork_bomb_is_contained(api: Api, session: str) -> None:
+    worker_pid = api.value(session, "import os\nos.getpid()")
+    cgroup = Path(f"/sys/fs/cgroup/pids/codemode-workers/{worker_pid}")
+    result = api.execute(session, "import os\nwhile True:\n    os.fork()", timeout=3)
+    # Either the fork limit stopped the loop with an error, or the timeout killed it.
+    if not result["worker_restarted"]:
+        assert result["error_type"] == "BlockingIOError", result
+        assert "Resource temporarily unavailable" in result["error"]
+    assert_server_fine(api, session)
+    if cgroup.exists():  # root with a writable pids cgroup: the limit held there
+        assert cgroup.joinpath("pids.max").read_text().strip() == str(MAX_PROCESSES)
+        peak = cgroup / "pids.peak"
+        if peak.exists():
+            assert int(peak.read_text()) <= MAX_PROCESSES
+    # Nothing the bomb forked survives it.
+    pid_now = api.value(session, "os.getpid()")
+    assert processes_in_session(pid_now) == [pid_now]
+    assert processes_in_session(worker_pid) in ([], [worker_pid])
+
+
+def test_fork_in_a_cell_does_not_answer_for_the_worker(api: Api, session: str) -> None:
+    code = "import os\npid = os.fork()\n'child' if pid == 0 else 'parent'"
+    assert api.value(session, code) == "parent"
+    assert api.value(session, "1 + 1") == 2
+    assert api.value(session, "'next'") == "next"
+
+
+def test_subprocesses_still_work(api: Api, session: str) -> None:
+    code = ("import subprocess\n"
+            "subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout")
+    assert api.value(session, code) == "hi\n"
+
+
+# ---- concurrency ------------------------------------------------------------------------
+
+
+def test_fifty_concurrent_executions_over_five_sessions(api: Api) -> None:
+    sessions = [api.session() for _ in range(5)]
+    for index, session in enumerate(sessions):
+        api.value(session, f"counter = 0\nmine = {index}")
+
+    def bump(session: str) -> tuple[str, int, int]:
+        value = api.value(session, "import time\ncounter += 1\ntime.sleep(0.005)\n"
+                                   "[counter, mine]")
+        return session, value[0], value[1]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(bump, [s for s in sessions for _ in range(10)]))
+    assert len(results) == 50
+    for index, session in enumerate(sessions):
+        counts = sorted(count for s, count, _ in results if s == session)
+        assert counts == list(range(1, 11)), (session, counts)
+        assert {mine for s, _, mine in results if s == session} == {index}
+        assert api.value(session, "counter") == 10
+    for session in sessions:
+        api.http.delete("/sessions", headers={"X-Session-ID": session})
