@@ -178,14 +178,15 @@ class GitHTTPServer:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and self.token is not None:
             return hmac.compare_digest(value.strip(), self.token)
-        if scheme.lower() == "basic" and self.username is not None:
+        if scheme.lower() == "basic":
             try:
                 user, _, pw = base64.b64decode(value.strip()).decode().partition(":")
             except ValueError:
                 return False
-            # A token is also accepted as a basic-auth password (as forges do).
-            secrets = [s for s in (self.password, self.token) if s is not None]
-            return user == self.username and any(hmac.compare_digest(pw, s) for s in secrets)
+            if self.password is not None and user == self.username:
+                return hmac.compare_digest(pw, self.password)
+            # Like forges: a token is accepted as the password with any user name.
+            return self.token is not None and bool(user) and hmac.compare_digest(pw, self.token)
         return False
 
     def url(self, repo: str) -> str:

@@ -372,10 +372,11 @@ def test_env_defaults_and_result_file(cli: Cli, r: redis.Redis, prefix: str, red
     assert r.hkeys(wf_key(prefix, "envws")) == ["a"]
 
     (folder / "b.py").write_text("nonsense(")
-    code, out, _ = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
+    code, out, err = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
                          "--result-file", str(result_file), target=False)
     assert code == 2
-    assert "b.py" in json.loads(result_file.read_text())["error"]
+    assert result_file.read_text().strip() == err.strip()
+    assert err.startswith("codemode: error: b.py: ")
 
 
 def test_empty_source_is_refused_unless_allowed(cli: Cli, r: redis.Redis, prefix: str,

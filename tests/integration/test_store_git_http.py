@@ -113,6 +113,16 @@ def test_token_from_env_and_refs(boot: Boot, repo: GitRepo, redis_url: str, pref
     assert json.loads(out)["revision"] == first
 
 
+def test_token_schemes(boot: Boot, tmp_path: Path, server: GitHTTPServer) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    for extra in (["--token-scheme", "bearer"], ["--username", "ci-bot"], []):
+        server.requests.clear()
+        code, _, err = boot("--token-file", str(token_file), *extra)
+        assert code == 0, (extra, err)
+        assert all(ok for _, _, ok in server.requests)  # sent up front, no 401 round trip
+
+
 def test_basic_auth(boot: Boot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                     argv_seen: list[list[str]]) -> None:
     password_file = tmp_path / "password"

@@ -119,7 +119,8 @@ def test_git_argument_checks(tmp_path: object) -> None:
 
 def test_auth_header_and_secrets() -> None:
     assert GitAuth().header() is None
-    assert GitAuth(token="t0k").header() == "Authorization: Bearer t0k"
+    assert GitAuth(token="t0k", token_scheme="bearer").header() == "Authorization: Bearer t0k"
+    assert GitAuth(token="t0k").header() == "Authorization: Basic eC1hY2Nlc3MtdG9rZW46dDBr"
     basic = GitAuth(username="bob", password="pw")
     assert basic.header() == "Authorization: Basic Ym9iOnB3"
     assert "pw" in basic.secrets() and "Ym9iOnB3" in basic.secrets()

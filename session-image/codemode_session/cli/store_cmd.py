@@ -41,8 +41,14 @@ T = TypeVar("T")
 EPILOG = """\
 Sources are the files directly inside one folder: workflows are NAME.py (the
 module docstring is the description), tools NAME.yaml, deps requirements.txt.
-Git credentials come only from --token-file/--token-env (sent as a bearer
-token) or --username with --password-file/--password-env (basic auth).
+Git credentials come only from files or environment variables: a token
+(--token-file/--token-env) or --username with --password-file/--password-env.
+
+Ownership: bootstrap records that --library owns what it publishes. Pruning
+removes only workflows that library owns; agent-created workflows are never
+touched, except that a same-named one is taken over (git is authoritative; the
+result counts it as updated and adopted). A workflow another library owns is
+a conflict: the bootstrap fails and writes nothing.
 """
 
 
@@ -71,8 +77,11 @@ def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--git-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"overall git timeout (default: {DEFAULT_TIMEOUT:g})")
     a = p.add_argument_group("git credentials for http(s) (never on the command line)")
-    a.add_argument("--token-file", metavar="PATH", help="file holding a bearer token")
-    a.add_argument("--token-env", metavar="NAME", help="env var holding a bearer token")
+    a.add_argument("--token-file", metavar="PATH", help="file holding an access token")
+    a.add_argument("--token-env", metavar="NAME", help="env var holding a token")
+    a.add_argument("--token-scheme", choices=("basic", "bearer"), default="basic",
+                   help="send the token as the basic-auth password (default; user name "
+                        "--username or 'x-access-token') or as a bearer token")
     a.add_argument("--username", help="basic-auth user name")
     a.add_argument("--username-file", metavar="PATH", help="file holding the user name")
     a.add_argument("--password-file", metavar="PATH", help="file holding the password")
@@ -106,17 +115,21 @@ def _auth(args: argparse.Namespace) -> GitAuth:
     password_sources = [s for s in (args.password_file, args.password_env) if s]
     if len(token_sources) > 1 or len(password_sources) > 1:
         raise ValidationError("give each credential once (a file or an env var, not both)")
+    if token_sources and password_sources:
+        raise ValidationError("use either a token or a password, not both")
     if args.username and args.username_file:
         raise ValidationError("give --username or --username-file, not both")
     username = args.username or (
         _read_secret_file(args.username_file, "username") if args.username_file else None
     )
-    if token_sources and (password_sources or username):
-        raise ValidationError("use either a token or a username and password, not both")
     if args.token_file:
-        return GitAuth(token=_read_secret_file(args.token_file, "token"))
-    if args.token_env:
-        return GitAuth(token=_read_secret_env(args.token_env, "token"))
+        token = _read_secret_file(args.token_file, "token")
+    elif args.token_env:
+        token = _read_secret_env(args.token_env, "token")
+    else:
+        token = None
+    if token is not None:
+        return GitAuth(token=token, username=username, token_scheme=args.token_scheme)
     if bool(username) != bool(password_sources):
         raise ValidationError("basic auth needs both a username and --password-file/--password-env")
     if not username:
@@ -164,21 +177,23 @@ def _print_json(data: Any) -> None:
 # ---- commands -------------------------------------------------------------------------
 
 
-def _write_result(path: str | None, data: dict[str, Any]) -> None:
+def _write_result(path: str | None, text: str) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, sort_keys=True))
+            fh.write(text + "\n")
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Print the JSON result; with --result-file also write it (or, on failure, the
+    same one-line error stderr gets) where the operator reads it back."""
     try:
         result = _bootstrap(args)
     except CodemodeError as exc:
-        _write_result(args.result_file, {"error": str(exc)})
+        _write_result(args.result_file, f"codemode: error: {exc}")
         raise
     data = result.to_dict()
     _print_json(data)
-    _write_result(args.result_file, data)
+    _write_result(args.result_file, json.dumps(data, sort_keys=True))
     return 0
 
 

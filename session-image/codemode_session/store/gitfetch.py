@@ -35,21 +35,31 @@ class GitAuthError(GitError):
     """The server refused our credentials (or asked for some we do not have)."""
 
 
+TOKEN_USERNAME = "x-access-token"
+
+
 @dataclass(frozen=True)
 class GitAuth:
-    """HTTP credentials: a bearer token, or a username and password (basic auth)."""
+    """HTTP credentials: a token, or a username and password.
+
+    A token goes as the basic-auth password by default (GitHub, GitLab, Gitea and
+    most forges accept any user name with it), or as `Authorization: Bearer` with
+    `token_scheme="bearer"` (e.g. Azure DevOps with Entra tokens, Bitbucket).
+    """
 
     token: str | None = None
     username: str | None = None
     password: str | None = None
+    token_scheme: str = "basic"
 
     def header(self) -> str | None:
-        if self.token:
+        if self.token and self.token_scheme == "bearer":
             return f"Authorization: Bearer {self.token}"
-        if self.username is not None and self.password is not None:
-            raw = f"{self.username}:{self.password}".encode()
-            return f"Authorization: Basic {base64.b64encode(raw).decode()}"
-        return None
+        password = self.token or self.password
+        if password is None:
+            return None
+        raw = f"{self.username or TOKEN_USERNAME}:{password}".encode()
+        return f"Authorization: Basic {base64.b64encode(raw).decode()}"
 
     def secrets(self) -> list[str]:
         """Strings that must never appear in a message we print."""
