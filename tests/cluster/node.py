@@ -421,6 +421,22 @@ def _unmount_under(prefixes: list[Path]) -> None:
         _sh("umount", "-l", m)
 
 
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def _remove_kubelet_iptables() -> None:
+    """The kubelet installs a few utility chains of its own (kube-proxy's
+    ``--cleanup`` does not know them); remove jumps to them, then the chains."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            for hook in ("INPUT", "OUTPUT"):
+                while _sh(tool, "-t", table, "-D", hook, "-j", "KUBE-FIREWALL").returncode == 0:
+                    pass
+            for chain in KUBELET_CHAINS:
+                if _sh(tool, "-t", table, "-F", chain).returncode == 0:
+                    _sh(tool, "-t", table, "-X", chain)
+
+
 def teardown_host(lay: Layout) -> None:
     """Undo prepare_host and anything the node processes left behind."""
     _kill_shims()
@@ -437,6 +453,7 @@ def teardown_host(lay: Layout) -> None:
         _sh("ip", "link", "delete", BRIDGE)
     if Path(paths.binary("kube-proxy")).exists() and state:
         _sh(str(paths.binary("kube-proxy")), "--cleanup")
+        _remove_kubelet_iptables()
     if state.get("lo_ip_added"):
         _sh("ip", "addr", "del", f"{NODE_HOST_IP}/32", "dev", "lo")
     if "ip_forward" in state:
