@@ -179,8 +179,11 @@ def _print_json(data: Any) -> None:
 
 def _write_result(path: str | None, text: str) -> None:
     if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise ValidationError(f"cannot write --result-file {path}: {exc.strerror}") from None
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -189,7 +192,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     try:
         result = _bootstrap(args)
     except CodemodeError as exc:
-        _write_result(args.result_file, f"codemode: error: {exc}")
+        with contextlib.suppress(CodemodeError):
+            _write_result(args.result_file, f"codemode: error: {exc}")
         raise
     data = result.to_dict()
     _print_json(data)

@@ -295,6 +295,8 @@ def _read_folder(git: _Git, commit: str, subpath: str) -> dict[str, bytes]:
     for _, name in entries:
         nl = out.index(b"\n", pos)
         header = out[pos:nl].split()
+        if len(header) != 3:  # "<oid> missing": a partial clone without the blob
+            raise GitError(f"cannot read {name} at {commit[:12]}: object missing")
         size = int(header[2])
         files[name] = out[nl + 1 : nl + 1 + size]
         pos = nl + 1 + size + 1
