@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 
+from codemode_session.errors import CodemodeError
 
-class SessionError(Exception):
+
+class SessionError(CodemodeError):
     """The server refused a request; `status` and the server's `detail` explain why."""
 
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
+        super().__init__(f"the session server answered {status}: {detail}")
         self.status = status
         self.detail = detail
 

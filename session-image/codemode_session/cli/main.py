@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.register(sub)
     store_cmd.register(sub)
+    try:  # `exec` needs the operator extra (the Kubernetes client)
+        from codemode_operator import exec_cmd
+    except ImportError:
+        pass
+    else:
+        exec_cmd.register(sub)
     return parser
 
 
@@ -34,9 +40,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CodemodeError as exc:
         print(f"codemode: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # includes httpx's and urllib's connection errors
+        print(f"codemode: error: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in ("httpx", "kubernetes", "urllib3"):
+            raise
+        print(f"codemode: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "reason", "") or exc).strip()
+    return text.splitlines()[0] if text else "failed"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,199 @@
+"""Python API for agents and tools: find or create a CodeSession, wait, run code.
+
+    from codemode_operator.sessions import Sessions
+    with Sessions(namespace="agents").connect("agent-1", workspace="client-a") as client:
+        print(client.execute("1 + 1").value)
+
+Readiness is awaited with a watch, not by polling. The session server is
+reached through its Service name when this runs in the cluster, its pod IP when
+that is routable (a node), or a port-forward through the API server otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from codemode_session.client import SessionClient
+from codemode_session.errors import CodemodeError, NotFoundError
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import portforward
+
+from codemode_operator import API_VERSION, GROUP, VERSION
+from codemode_operator.kube import Kube, load_config
+
+PLURAL = "codesessions"
+PORT = 8080
+
+
+class SessionUnavailable(CodemodeError):
+    """The CodeSession cannot become Ready (limit reached, terminated, failed)."""
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class _PortForward:
+    """A local TCP listener whose connections are tunnelled to a pod port via the API."""
+
+    def __init__(self, core: Any, namespace: str, pod: str, port: int) -> None:
+        self.core, self.namespace, self.pod, self.port = core, namespace, pod, port
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.local_port = int(self.server.getsockname()[1])
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
+
+    def _pipe(self, conn: socket.socket) -> None:
+        pf = portforward(self.core.connect_get_namespaced_pod_portforward, self.pod,
+                         self.namespace, ports=str(self.port))
+        remote = pf.socket(self.port)
+        remote.setblocking(True)
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([conn, remote], [], [], 0.5)
+                for src in ready:
+                    data = src.recv(65536)
+                    if not data:
+                        return
+                    (remote if src is conn else conn).sendall(data)
+        finally:
+            conn.close()
+            remote.close()
+            pf.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.close()
+
+
+class Sessions:
+    def __init__(self, namespace: str = "default", api: client.ApiClient | None = None) -> None:
+        if api is None:
+            load_config()
+        self.namespace = namespace
+        self.kube = Kube(api)
+        self._forwards: list[_PortForward] = []
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.kube.get_custom(PLURAL, self.namespace, name)
+
+    def ensure(self, name: str, workspace: str | None = None,
+               spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The CodeSession `name`, created for `workspace` if it does not exist."""
+        found = self.get(name)
+        if found is not None:
+            return found
+        if workspace is None:
+            raise NotFoundError(
+                f"CodeSession {name!r} does not exist in namespace {self.namespace!r}; "
+                "pass a workspace to create it")
+        body = {"apiVersion": API_VERSION, "kind": "CodeSession",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"workspaceRef": workspace, **(spec or {})}}
+        try:
+            created: Any = self.kube.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise CodemodeError(f"cannot create CodeSession {name!r}: {exc.reason}: "
+                                    f"{_api_message(exc)}") from None
+            created = self.get(name) or body
+        return dict(created)
+
+    def wait_ready(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Block on a watch until the session is Ready; raise with its reason otherwise."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] | None = self.get(name)
+        while True:
+            if last is not None:
+                status = last.get("status") or {}
+                if status.get("phase") == "Ready" and status.get("endpoint"):
+                    return last
+                if status.get("phase") in ("Terminated", "Failed"):
+                    raise SessionUnavailable(
+                        f"CodeSession {name!r} is {status['phase']}: {status.get('reason')}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                reason = ((last or {}).get("status") or {}).get("reason", "no status yet")
+                raise SessionUnavailable(
+                    f"CodeSession {name!r} not Ready after {timeout:g}s ({reason})")
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                self.kube.custom.list_namespaced_custom_object, GROUP, VERSION,
+                self.namespace, PLURAL, field_selector=f"metadata.name={name}",
+                timeout_seconds=max(1, int(remaining)))
+            for event in stream:
+                last = event["object"]
+                status = (last or {}).get("status") or {}
+                if status.get("phase") in ("Ready", "Terminated", "Failed"):
+                    break
+            else:
+                last = self.get(name)
+
+    def _base_url(self, session: dict[str, Any]) -> str:
+        status = session.get("status") or {}
+        endpoint = str(status.get("endpoint", ""))
+        host = endpoint.split("//", 1)[-1].split(":", 1)[0]
+        with contextlib.suppress(OSError):
+            socket.getaddrinfo(host, PORT)
+            if _reachable(host, PORT):
+                return endpoint
+        pod = self.kube.read_pod(self.namespace, str(status.get("podName", "")))
+        ip = pod.status.pod_ip if pod is not None and pod.status else None
+        if ip and _reachable(ip, PORT):
+            return f"http://{ip}:{PORT}"
+        if pod is None:
+            raise SessionUnavailable(f"session pod {status.get('podName')!r} not found")
+        forward = _PortForward(self.kube.core, self.namespace, pod.metadata.name, PORT)
+        self._forwards.append(forward)
+        return f"http://127.0.0.1:{forward.local_port}"
+
+    def token(self, session: dict[str, Any]) -> str:
+        secret = str((session.get("status") or {}).get("tokenSecret", ""))
+        data = self.kube.secret_data(self.namespace, secret)
+        if not data or "token" not in data:
+            raise SessionUnavailable(f"token Secret {secret!r} not found")
+        return data["token"]
+
+    @contextlib.contextmanager
+    def connect(self, name: str, workspace: str | None = None,
+                timeout: float = 120.0) -> Iterator[SessionClient]:
+        """A SessionClient for the Ready session `name` (created if needed)."""
+        self.ensure(name, workspace)
+        session = self.wait_ready(name, timeout)
+        with SessionClient(self._base_url(session), token=self.token(session)) as session_client:
+            yield session_client
+
+    def close(self) -> None:
+        for forward in self._forwards:
+            forward.close()
+        self._forwards.clear()
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))
+    except ValueError:
+        return str(exc.body)
