@@ -165,3 +165,20 @@ def test_models_default_and_refuse_unknown() -> None:
     assert lib.prune is True and lib.suspend is False and lib.interval == "5m"
     # snake_case and camelCase both populate
     assert CodeSessionSpec(workspace_ref="a").workspace_ref == "a"
+
+
+@pytest.mark.parametrize("kind", [k.kind for k in KINDS])
+def test_wire_names_are_camel_case(kind: str) -> None:
+    """Every field is camelCase on the wire, like every Kubernetes API."""
+    bad: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for name, prop in (node.get("properties") or {}).items():
+            if "_" in name:
+                bad.append(f"{path}.{name}")
+            walk(prop, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(_schema(kind), kind)
+    assert not bad, f"snake_case fields in the CRD: {bad}"

@@ -30,9 +30,12 @@ class CodeSessionSpec(Model):
     runtime_class_name: str | None = Field(
         default=None, alias="runtimeClassName", max_length=253,
         description="Overrides the workspace's RuntimeClass (gVisor, Kata).")
-    idle_timeout: str | None = Duration("Overrides the workspace's idle timeout.")
-    max_lifetime: str | None = Duration("Overrides the workspace's maximum lifetime.")
-    default_timeout: str | None = Duration("Overrides the default time limit of one execution.")
+    idle_timeout: str | None = Duration("Overrides the workspace's idle timeout.",
+                                        alias="idleTimeout")
+    max_lifetime: str | None = Duration("Overrides the workspace's maximum lifetime.",
+                                        alias="maxLifetime")
+    default_timeout: str | None = Duration(
+        "Overrides the default time limit of one execution.", alias="defaultTimeout")
 
 
 class CodeSessionStatus(Model):

@@ -20,10 +20,10 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
 
 
-def Duration(description: str, default: str | None = None) -> Any:
+def Duration(description: str, default: str | None = None, alias: str | None = None) -> Any:
     """A Field for a duration string (validated by the API server's pattern)."""
     return Field(default=default, description=description, pattern=DURATION_PATTERN,
-                 max_length=32)
+                 max_length=32, alias=alias)
 
 
 class Model(BaseModel):

@@ -64,10 +64,14 @@ class SessionDefaults(Model):
     runtime_class_name: str | None = Field(
         default=None, alias="runtimeClassName", max_length=253,
         description="RuntimeClass for session pods, e.g. gvisor or kata.")
-    default_timeout: str = Duration("Default time limit of one execution.", "30s")
-    max_execution_time: str = Duration("Largest time limit a caller may ask for.", "5m")
-    idle_timeout: str = Duration("A session with no execution for this long is ended.", "30m")
-    max_lifetime: str = Duration("A session is ended this long after it started.", "12h")
+    default_timeout: str = Duration("Default time limit of one execution.", "30s",
+                                    "defaultTimeout")
+    max_execution_time: str = Duration("Largest time limit a caller may ask for.", "5m",
+                                        "maxExecutionTime")
+    idle_timeout: str = Duration("A session with no execution for this long is ended.", "30m",
+                                 "idleTimeout")
+    max_lifetime: str = Duration("A session is ended this long after it started.", "12h",
+                                 "maxLifetime")
     allow_runtime_deps: bool = Field(
         default=False, alias="allowRuntimeDeps",
         description="Allow code to install Python packages at run time (deps.add).")
