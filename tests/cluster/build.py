@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths, versions
+from . import hostdeps, paths, versions
 
-GO = shutil.which("go") or "/usr/local/go/bin/go"
+GO = hostdeps.go_binary() or "go"
 
 K8S_COMMANDS = (
     "kube-apiserver",

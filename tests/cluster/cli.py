@@ -19,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("up", "down", "status"):
         s = sub.add_parser(name, help=f"{name} a local cluster")
         s.add_argument("--mode", choices=MODES, default="node" if name == "up" else None)
-    sub.add_parser("images", help="build the pause and Debian base images")
+    im = sub.add_parser("images", help="build the pause and Debian base images")
+    im.add_argument(
+        "--project", action="store_true", help="also session-image/ and operator/ images"
+    )
+    im.add_argument("--force", action="store_true", help="rebuild project images even if fresh")
     bi = sub.add_parser(
         "build-image", help="buildah bud a Dockerfile on the base image and save it"
     )
@@ -32,11 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         build.build(args.names or None)
     elif args.cmd == "images":
-        for archive in images.build_defaults():
-            print(archive)
+        archives = images.build_defaults()
+        if args.project:
+            archives += images.build_project_images(force=args.force)
+        print("\n".join(map(str, archives)))
+        lifecycle.import_images_if_up()
     elif args.cmd == "build-image":
         build_args = dict(a.split("=", 1) for a in args.build_arg)
         print(images.build_image(args.file, args.context, args.tag, build_args))
+        lifecycle.import_images_if_up()
     elif args.cmd == "up":
         try:
             lifecycle.up(cast(Mode, args.mode))

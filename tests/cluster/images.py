@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -19,8 +20,19 @@ from pathlib import Path
 from . import paths, versions
 
 PAUSE = "localhost/codemode/pause:3.10"
+SESSION = "localhost/codemode/session:dev"
+OPERATOR = "localhost/codemode/operator:dev"
+REPO = Path(__file__).resolve().parents[2]
+# Our Dockerfiles and the images they make; both install codemode[session,operator].
+PROJECT_IMAGES = (
+    (REPO / "session-image" / "Dockerfile", SESSION),
+    (REPO / "operator" / "Dockerfile", OPERATOR),
+)
+PROJECT_SOURCES = ("session-image/", "operator/", "pyproject.toml")
 BASE = f"localhost/codemode/base:{versions.DEBIAN_SUITE}"
-BASE_PACKAGES = ("python3", "ca-certificates")
+# pip and git because our Dockerfiles install from a wheelhouse with pip and
+# skip their apt-get step when git is present (no network inside builds).
+BASE_PACKAGES = ("python3", "python3-pip", "python3-venv", "git", "ca-certificates")
 
 # A pause process: PID 1 of every pod sandbox. It only holds the namespaces,
 # reaps orphans, and exits cleanly on SIGINT/SIGTERM.
@@ -99,15 +111,19 @@ def build_pause() -> Path:
     return _save(PAUSE)
 
 
+def _base_key() -> str:
+    spec = f"{versions.DEBIAN_SUITE} {versions.DEBIAN_MIRROR} {' '.join(BASE_PACKAGES)}"
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
 def _rootfs_tarball() -> Path:
-    """debootstrap once per (suite, packages); the slow step, so it is cached."""
-    key = hashlib.sha256(
-        f"{versions.DEBIAN_SUITE} {versions.DEBIAN_MIRROR} {' '.join(BASE_PACKAGES)}".encode()
-    ).hexdigest()[:12]
-    tarball = paths.images_dir() / f"rootfs-{versions.DEBIAN_SUITE}-{key}.tar"
+    """debootstrap once per (suite, mirror, packages); the slow step, so it is cached."""
+    tarball = paths.images_dir() / f"rootfs-{versions.DEBIAN_SUITE}-{_base_key()}.tar"
     if tarball.exists():
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
+    for stale in paths.images_dir().glob("rootfs-*.tar"):
+        stale.unlink()
     with tempfile.TemporaryDirectory(dir=paths.cache_root()) as tmp:
         root = Path(tmp) / "rootfs"
         subprocess.run(
@@ -135,7 +151,8 @@ def _rootfs_tarball() -> Path:
 
 def build_base() -> Path:
     """Debian with python3: the BASE_IMAGE our Dockerfiles build FROM."""
-    if archive_path(BASE).exists():
+    key_file = archive_path(BASE).with_suffix(".key")
+    if archive_path(BASE).exists() and key_file.exists() and key_file.read_text() == _base_key():
         return archive_path(BASE)
     tarball = _rootfs_tarball()
     ctr = buildah("from", "scratch")
@@ -152,7 +169,9 @@ def build_base() -> Path:
         buildah("commit", ctr, BASE)
     finally:
         buildah("rm", ctr)
-    return _save(BASE)
+    saved = _save(BASE)
+    key_file.write_text(_base_key())
+    return saved
 
 
 def build_image(
@@ -173,6 +192,78 @@ def build_image(
         str(context),
     )
     return _save(tag)
+
+
+def _repo_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [f for f in out.splitlines() if (REPO / f).is_file()]
+
+
+def _sources_mtime() -> float:
+    """Newest mtime of anything that goes into our wheels."""
+    return max((REPO / f).stat().st_mtime for f in _repo_files() if f.startswith(PROJECT_SOURCES))
+
+
+def _copy_checkout(dest: Path) -> Path:
+    """The working tree's files (tracked and new), so ``pip wheel`` leaves no
+    build/ or egg-info behind in the repo."""
+    shutil.rmtree(dest, ignore_errors=True)
+    for f in _repo_files():
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, dest / f)
+    return dest
+
+
+def _pip_wheel(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", *args], check=True)
+
+
+def build_wheelhouse(context: Path) -> Path:
+    """Wheels made on the host (TLS inside builds is not trusted here):
+    third-party ones cached by the hash of pyproject.toml, ours rebuilt."""
+    src = _copy_checkout(context / "src")
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    deps = paths.cache_root() / f"wheelhouse-{key}"
+    if not (deps / ".complete").exists():
+        _pip_wheel("--wheel-dir", str(deps), f"{src}[session,operator]")
+        for own in deps.glob("codemode-*.whl"):
+            own.unlink()
+        (deps / ".complete").write_text("")
+    wheelhouse = context / "wheelhouse"
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+    shutil.copytree(deps, wheelhouse)
+    _pip_wheel("--no-deps", "--wheel-dir", str(wheelhouse), str(src))
+    shutil.rmtree(src)
+    return wheelhouse
+
+
+def project_images_stale() -> bool:
+    """True if an image archive is missing or older than a source file."""
+    newest = _sources_mtime()
+    return any(
+        not archive_path(tag).exists() or archive_path(tag).stat().st_mtime < newest
+        for _, tag in PROJECT_IMAGES
+    )
+
+
+def build_project_images(force: bool = False) -> list[Path]:
+    """Wheelhouse, then ``buildah bud`` of session-image/ and operator/
+    Dockerfiles on the base image: the one command after a source change.
+    Skipped when every archive is newer than every source file."""
+    if force or project_images_stale():
+        with tempfile.TemporaryDirectory(prefix="build-context-", dir=paths.cache_root()) as tmp:
+            build_wheelhouse(Path(tmp))
+            for dockerfile, tag in PROJECT_IMAGES:
+                start = time.monotonic()
+                build_image(dockerfile, Path(tmp), tag)
+                print(f"built {tag} in {time.monotonic() - start:.0f}s", flush=True)
+    return [archive_path(tag) for _, tag in PROJECT_IMAGES]
 
 
 def build_defaults() -> list[Path]:

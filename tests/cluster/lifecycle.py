@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
+from collections.abc import Iterator
 
-from . import build, controlplane, kwok, node, procs, wait
+from . import build, controlplane, hostdeps, images, kwok, node, paths, procs, wait
 from .layout import Layout, Mode, layout
 
 # Stop order: consumers before what they depend on.
@@ -28,6 +31,33 @@ def required_binaries(mode: Mode) -> list[str]:
     return [*base, "kubelet", "kube-proxy", "coredns"]
 
 
+@contextlib.contextmanager
+def _locked(mode: Mode) -> Iterator[None]:
+    """Serialise up/down of one mode across processes (parallel pytest runs)."""
+    lock = paths.cache_root() / "run" / f"{mode}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_prerequisites(mode: Mode) -> None:
+    """What a fresh machine lacks: Debian packages, binaries, base images.
+    Slow the first time (see README), cached afterwards."""
+    hostdeps.install(mode)
+    missing = [b for b in required_binaries(mode) if not build.is_built(b)]
+    if missing:
+        print(f"building missing binaries {missing} (cold build takes minutes)", flush=True)
+        build.build(missing)
+    if mode == "control-plane" and not build.kwok_stages_path().exists():
+        build.build(["kwok"])
+    if mode == "node":
+        images.build_defaults()
+
+
 def is_up(lay: Layout) -> bool:
     """All started processes alive and the API server ready."""
     names = procs.names(lay.run)
@@ -46,14 +76,17 @@ def is_up(lay: Layout) -> bool:
 
 def up(mode: Mode) -> float:
     """Start ``mode`` (or reuse it if already healthy); return seconds taken."""
+    with _locked(mode):
+        return _up(mode)
+
+
+def _up(mode: Mode) -> float:
     lay = layout(mode)
     if is_up(lay):
         print(f"{mode}: already up; kubeconfig {lay.kubeconfig}")
         return 0.0
-    missing = [b for b in required_binaries(mode) if not build.is_built(b)]
-    if missing:
-        raise SystemExit(f"missing binaries {missing}; run: python -m tests.cluster build")
-    down(mode, quiet=True)
+    ensure_prerequisites(mode)
+    _down(mode, quiet=True)
     start = time.monotonic()
     try:
         if mode == "node":
@@ -64,7 +97,7 @@ def up(mode: Mode) -> float:
         else:
             node.start(lay)
     except BaseException:
-        down(mode, quiet=True)
+        _down(mode, quiet=True)
         raise
     seconds = time.monotonic() - start
     (lay.run / "up-seconds").write_text(f"{seconds:.1f}\n")
@@ -74,6 +107,11 @@ def up(mode: Mode) -> float:
 
 def down(mode: Mode, quiet: bool = False) -> None:
     """Stop every process this mode started and undo its host changes."""
+    with _locked(mode):
+        _down(mode, quiet)
+
+
+def _down(mode: Mode, quiet: bool) -> None:
     lay = layout(mode)
     if mode == "node":
         node.teardown_workloads(lay)
@@ -101,3 +139,9 @@ def status(mode: Mode) -> bool:
         alive = f"pid {pid}" if pid else "DEAD"
         print(f"  {name:<24} {alive:<10} log {procs.log_file(lay.run, name)}")
     return healthy
+
+
+def import_images_if_up() -> None:
+    """Make freshly built images visible to a running node cluster at once."""
+    if procs.running_pid(layout("node").run, "containerd") is not None:
+        images.import_all(node.ctr)

@@ -55,8 +55,10 @@ def build(import_into_containerd: bool = True) -> dict[str, float]:
     context = _context()
     timings["wheelhouse"] = time.monotonic() - started
     try:
-        for dockerfile, tag in ((ROOT / "session-image" / "Dockerfile", SESSION_IMAGE),
-                                (ROOT / "operator" / "Dockerfile", OPERATOR_IMAGE)):
+        for dockerfile, tag in (
+            (ROOT / "session-image" / "Dockerfile", SESSION_IMAGE),
+            (ROOT / "operator" / "Dockerfile", OPERATOR_IMAGE),
+        ):
             t0 = time.monotonic()
             images.build_image(dockerfile, context, tag)
             timings[tag] = time.monotonic() - t0

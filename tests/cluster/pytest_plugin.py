@@ -102,6 +102,18 @@ def e2e_cluster() -> Iterator[Cluster]:
     yield from _session_cluster("node")
 
 
+@pytest.fixture(scope="session")
+def project_images(e2e_cluster: Cluster) -> dict[str, str]:
+    """Our session and operator images, rebuilt if a source file changed since
+    the last build, and imported into the node cluster. Maps name to image."""
+    from . import images, lifecycle
+
+    if not os.environ.get("CODEMODE_KUBECONFIG"):
+        images.build_project_images()
+        lifecycle.import_images_if_up()
+    return {"session": images.SESSION, "operator": images.OPERATOR}
+
+
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest) -> Cluster:
     """The cluster the test's marker asks for (``e2e`` wins over ``k8s``)."""
