@@ -31,12 +31,21 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
+def decode(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise ProtocolError("frame is not JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return message
+
+
 def recv_blocking(sock: socket.socket) -> dict[str, Any]:
     (size,) = HEADER.unpack(_recv_exact(sock, HEADER.size))
     if size > MAX_FRAME:
         raise ProtocolError(f"frame of {size} bytes is too large")
-    message: dict[str, Any] = json.loads(_recv_exact(sock, size))
-    return message
+    return decode(_recv_exact(sock, size))
 
 
 async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -48,5 +57,4 @@ async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:
         body = await reader.readexactly(size)
     except asyncio.IncompleteReadError:
         raise ProtocolError("channel closed") from None
-    message: dict[str, Any] = json.loads(body)
-    return message
+    return decode(body)

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import inspect
 import io
+import json
 import math
 import sys
 import traceback
@@ -44,17 +45,74 @@ class CappedWriter(io.TextIOBase):
         return len(text)
 
     def getvalue(self) -> str:
-        out = "".join(self.parts)
+        out = clean_text("".join(self.parts))
         if self.dropped:
             out += f"\n[output truncated: {self.dropped} more characters]"
         return out
 
 
+def clean_text(text: str) -> str:
+    """Text that encodes as UTF-8: lone surrogates become backslash escapes."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _short(text: str) -> str:
+    text = clean_text(text)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "...[truncated]"
+
+
+def _budget_left(value: Any, budget: int) -> int:
+    """What is left of `budget` after a rough size of a JSON value; negative when over."""
+    stack = [value]
+    while stack and budget >= 0:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item) + 4
+        elif isinstance(item, list):
+            budget -= 2 + len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            budget -= 2 + 4 * len(item)
+            for key, val in item.items():
+                budget -= len(key)
+                stack.append(val)
+        else:
+            budget -= 24
+    return budget
+
+
+def bounded(value: Any) -> Any:
+    """A JSON value of about MAX_VALUE_CHARS at most, else the start of its JSON text.
+
+    A list holding one big string many times is small in memory but not as JSON,
+    so the encoded size is what counts; encoding stops once over the limit.
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if _budget_left(value, MAX_VALUE_CHARS) >= 0:
+        return value
+    parts: list[str] = []
+    size = 0
+    for chunk in json.JSONEncoder().iterencode(value):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_VALUE_CHARS:
+            break
+    return "".join(parts)[:MAX_VALUE_CHARS] + "...[truncated]"
+
+
 def to_jsonable(value: Any, depth: int = 0) -> Any:
     """The JSON form of a result: containers recurse, anything else is its repr."""
-    if value is None or isinstance(value, bool | int | str):
-        return value if not isinstance(value, str) or len(value) <= MAX_VALUE_CHARS else (
-            value[:MAX_VALUE_CHARS] + "...[truncated]")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return _short(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if depth < 20:
@@ -63,11 +121,11 @@ def to_jsonable(value: Any, depth: int = 0) -> Any:
         if isinstance(value, set | frozenset):
             return [to_jsonable(v, depth + 1) for v in list(value)[:10000]]
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {k: to_jsonable(v, depth + 1) for k, v in list(value.items())[:10000]}
+            return {clean_text(k): to_jsonable(v, depth + 1)
+                    for k, v in list(value.items())[:10000]}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return to_jsonable(dataclasses.asdict(value), depth + 1)
-    text = repr(value)
-    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "...[truncated]"
+    return _short(repr(value))
 
 
 def _format_error(exc: BaseException) -> str:
@@ -75,7 +133,11 @@ def _format_error(exc: BaseException) -> str:
     # Drop our own frames: show the agent where its code failed.
     while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<"):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
+    text = clean_text("".join(traceback.format_exception(type(exc), exc, tb)).rstrip())
+    if len(text) > MAX_VALUE_CHARS:  # keep the start and the exception line at the end
+        half = MAX_VALUE_CHARS // 2
+        text = f"{text[:half]}\n...[truncated]...\n{text[-half:]}"
+    return text
 
 
 class CellRunner:
@@ -113,7 +175,8 @@ class CellRunner:
                         eval(compile(expr, filename, "eval", flags=FLAGS), self.globals))
             except SystemExit as exc:
                 error_type = "SystemExit"
-                error = f"SystemExit: {exc.code} (exit() does not end the session; use /reset)"
+                error = _short(
+                    f"SystemExit: {exc.code} (exit() does not end the session; use /reset)")
             except BaseException as exc:  # agent code may raise anything
                 error_type = type(exc).__name__
                 error = _format_error(exc)
@@ -121,7 +184,7 @@ class CellRunner:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
         return {
-            "value": to_jsonable(value) if error is None else None,
+            "value": bounded(to_jsonable(value)) if error is None else None,
             "stdout": out.getvalue(),
             "stderr": err.getvalue(),
             "error": error,

@@ -18,7 +18,7 @@ from typing import Any
 
 from codemode_session import protocol
 from codemode_session.bridge import SyncBridge
-from codemode_session.limits import apply_worker_limits
+from codemode_session.limits import apply_worker_limits, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
 from codemode_session.namespaces import (
     ArtifactsNamespace,
@@ -76,7 +76,7 @@ def _session_of(pid: str) -> int | None:
 
 
 def stop_forked_copies() -> int:
-    """SIGKILL every forked copy of this worker (same session, same command line).
+    """SIGKILL every forked copy of this worker (same command line, same session or cgroup).
 
     A cell may fork (os.fork, a fork bomb, multiprocessing); those copies must not
     outlive the cell, or they would keep burning the pids budget and CPU. Programs
@@ -84,15 +84,22 @@ def stop_forked_copies() -> int:
     """
     me = os.getpid()
     session = os.getsid(0)
+    cgroup = pids_cgroup_dir(me)
     try:
         cmdline = Path(f"/proc/{me}/cmdline").read_bytes()
     except OSError:
         return 0
     stopped = 0
     for _ in range(1000):
+        members: set[str] = set()
+        if cgroup is not None:  # copies that called setsid() are still in our cgroup
+            with contextlib.suppress(OSError):
+                members = set((cgroup / "cgroup.procs").read_text().split())
         found = []
         for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == me or _session_of(entry) != session:
+            if not entry.isdigit() or int(entry) == me:
+                continue
+            if entry not in members and _session_of(entry) != session:
                 continue
             try:
                 if Path(f"/proc/{entry}/cmdline").read_bytes() == cmdline:
@@ -142,6 +149,7 @@ def serve(sock: socket.socket) -> None:
             reply = {"ok": True}
         else:
             reply = {"ok": False, "error": f"unexpected request {op!r}"}
+        reply["seq"] = request.get("seq")
         sock.sendall(protocol.encode(reply))
 
 

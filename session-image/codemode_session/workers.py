@@ -37,6 +37,7 @@ class Worker:
         self.writer = writer
         self.workspace_id: str | None = None
         self.initialized = False
+        self._seq = 0
 
     @property
     def alive(self) -> bool:
@@ -72,16 +73,23 @@ class Worker:
     async def request(self, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if not self.alive:
             raise WorkerCrashed(self._exit_reason())
+        self._seq += 1
         try:
-            self.writer.write(protocol.encode(message))
+            self.writer.write(protocol.encode({**message, "seq": self._seq}))
             await self.writer.drain()
-            return await asyncio.wait_for(protocol.recv_async(self.reader), timeout)
+            reply = await asyncio.wait_for(protocol.recv_async(self.reader), timeout)
         except TimeoutError:
             raise WorkerTimeout() from None
-        except (protocol.ProtocolError, ConnectionError, OSError):
+        except (protocol.ProtocolError, ConnectionError, OSError) as exc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 1.0)
+            if self.proc.returncode is None and isinstance(exc, protocol.ProtocolError):
+                raise WorkerCrashed(f"the worker's channel broke ({exc})") from None
             raise WorkerCrashed(self._exit_reason()) from None
+        if reply.pop("seq", None) != self._seq:
+            # Agent code wrote to the worker's channel: nothing on it can be trusted now.
+            raise WorkerCrashed("the worker's channel was tampered with")
+        return reply
 
     async def init(self, workspace_id: str | None, timeout: float = 30.0) -> None:
         reply = await self.request({"op": "init", "workspace_id": workspace_id}, timeout)

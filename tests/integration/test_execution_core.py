@@ -280,6 +280,62 @@ def test_subprocesses_still_work(api: Api, session: str) -> None:
     assert api.value(session, code) == "hi\n"
 
 
+def test_fork_and_setsid_children_do_not_outlive_the_cell(api: Api, session: str) -> None:
+    code = ("import os, time\npids = []\nfor detach in (False, True):\n"
+            "    pid = os.fork()\n    if pid == 0:\n        if detach:\n            os.setsid()\n"
+            "        time.sleep(300)\n        os._exit(0)\n    pids.append(pid)\npids")
+    worker_pid = api.value(session, "import os\nos.getpid()")
+    children = api.value(session, code)
+    assert len(children) == 2
+    in_session = Path(f"/proc/{children[0]}").exists()
+    assert not in_session, "a forked child outlived its cell"
+    if Path(f"/sys/fs/cgroup/pids/codemode-workers/{worker_pid}").exists():
+        # Where the pids cgroup exists, a child that left the session is caught too.
+        assert not Path(f"/proc/{children[1]}").exists(), "a setsid() child outlived its cell"
+    assert_server_fine(api, session)
+
+
+def test_text_that_is_not_utf8(api: Api, session: str) -> None:
+    result = api.execute(session, "print('bad \\udcff')\n{'k\\udcff': 'v\\ud800'}")
+    assert result["stdout"] == "bad \\udcff\n"
+    assert result["value"] == {"k\\udcff": "v\\ud800"}
+    error = api.execute(session, "raise ValueError('\\udcff')")
+    assert error["error"].endswith("ValueError: \\udcff")
+    assert_server_fine(api, session)
+
+
+def test_huge_values_and_errors_are_truncated_not_fatal(api: Api, session: str) -> None:
+    big = api.execute(session, "big = ['x' * 1_000_000] * 100\nbig")
+    assert big["worker_restarted"] is False and big["error"] is None
+    assert isinstance(big["value"], str) and big["value"].endswith("...[truncated]")
+    assert len(big["value"]) < 2 * 1024 * 1024
+    assert api.value(session, "len(big)") == 100
+    huge_error = api.execute(session, "raise ValueError('e' * 10_000_000)")
+    assert huge_error["worker_restarted"] is False
+    assert "...[truncated]..." in huge_error["error"]
+    assert huge_error["error"].startswith("Traceback")
+    assert api.value(session, "len(big)") == 100
+
+
+@pytest.mark.parametrize(
+    "frame",
+    ["b'\\x00\\x00\\x00\\x05hello'",  # not JSON
+     "len(b'[1]').to_bytes(4, 'big') + b'[1]'",  # not an object
+     "len(b'{\"value\": 1}').to_bytes(4, 'big') + b'{\"value\": 1}'",  # a forged reply
+     "b'\\xff\\xff\\xff\\xff'"],  # an impossible size
+)
+def test_writing_to_the_worker_channel(api: Api, session: str, frame: str) -> None:
+    code = ("import sys, socket\nchannel = socket.socket(fileno=int(sys.argv[1]))\n"
+            f"channel.sendall({frame})\n'sent'")
+    result = api.execute(session, code)
+    assert result["worker_restarted"] is True, result
+    assert result["error_type"] == "WorkerCrashed" and "lost" in result["error"]
+    # Replies are not shifted: every later run gets its own answer.
+    assert api.value(session, "'first'") == "first"
+    assert api.value(session, "'second'") == "second"
+    assert_server_fine(api, session)
+
+
 # ---- concurrency ------------------------------------------------------------------------
 
 

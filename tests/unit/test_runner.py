@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from codemode_session.runner import CappedWriter, CellRunner, to_jsonable
+from codemode_session.runner import CappedWriter, CellRunner, bounded, clean_text, to_jsonable
 
 
 @pytest.fixture
@@ -140,3 +140,25 @@ def test_huge_values_are_truncated() -> None:
 
 def test_objects_become_their_repr(runner: CellRunner) -> None:
     assert ok(runner, "class A:\n    def __repr__(self):\n        return '<A>'\nA()") == "<A>"
+
+
+def test_lone_surrogates_are_escaped(runner: CellRunner) -> None:
+    assert clean_text("ok \u00e9") == "ok \u00e9"
+    assert clean_text("bad \udcff") == "bad \\udcff"
+    result = runner.run("print('\\udcff')\n'\\ud800'")
+    assert result["stdout"] == "\\udcff\n" and result["value"] == "\\ud800"
+    assert runner.run("raise KeyError('\\udcff')")["error"].endswith("KeyError: '\\udcff'")
+
+
+def test_total_value_size_is_bounded(runner: CellRunner) -> None:
+    small = {"a": [1, 2, 3]}
+    assert bounded(small) is small
+    value = runner.run("['y' * 1000] * 5000")["value"]
+    assert isinstance(value, str) and value.startswith('["yyy') and value.endswith("...[truncated]")
+    assert len(value) <= 1024 * 1024 + 20
+
+
+def test_huge_error_keeps_both_ends(runner: CellRunner) -> None:
+    error = runner.run("raise RuntimeError('start' + 'z' * 3_000_000 + 'end')")["error"]
+    assert error.startswith("Traceback") and error.endswith("zzzend")
+    assert "...[truncated]..." in error and len(error) < 1024 * 1024 + 100
