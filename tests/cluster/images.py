@@ -9,6 +9,7 @@ use with ``imagePullPolicy: IfNotPresent`` so nothing is ever pulled.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -67,19 +68,28 @@ def archive_path(tag: str) -> Path:
     return paths.images_dir() / f"{_slug(tag)}.tar"
 
 
-def buildah(*args: str) -> str:
-    """buildah with a private store, so the machine's own store is untouched;
-    chroot isolation works inside unprivileged-looking containers too."""
+def _buildah_prefix() -> list[str]:
     store = paths.cache_root() / "buildah"
-    cmd = [
+    return [
         "buildah",
         f"--root={store / 'storage'}",
-        f"--runroot={Path('/run/codemode/buildah')}",
+        "--runroot=/run/codemode/buildah",
         "--storage-driver=overlay",
-        *args,
     ]
+
+
+def buildah(*args: str, capture: bool = True) -> str:
+    """buildah with a private store, so the machine's own store is untouched;
+    chroot isolation works inside unprivileged-looking containers too."""
+    cmd = [*_buildah_prefix(), *args]
     print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    if not capture:  # long builds: let their output (and errors) show
+        subprocess.run(cmd, check=True)
+        return ""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"buildah {args[0]} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def _save(tag: str) -> Path:
@@ -190,6 +200,7 @@ def build_image(
         f"--tag={tag}",
         *flags,
         str(context),
+        capture=False,
     )
     return _save(tag)
 
@@ -224,6 +235,47 @@ def _pip_wheel(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", *args], check=True)
 
 
+def _complete_for_base(wheelhouse: Path) -> None:
+    """Environment markers were evaluated by the host's Python, not the base
+    image's (e.g. redis needs async-timeout only below 3.11.3). Resolve offline
+    with the base image's pip and add each wheel it misses, until it resolves."""
+    ctr = buildah("from", "--pull-never", BASE)
+    try:
+        for _ in range(20):
+            proc = subprocess.run(
+                [
+                    *_buildah_prefix(),
+                    "run",
+                    "--isolation=chroot",
+                    f"--volume={wheelhouse}:/wheelhouse:ro",
+                    ctr,
+                    "--",
+                    "python3",
+                    "-m",
+                    "pip",
+                    "install",
+                    "--break-system-packages",
+                    "--dry-run",
+                    "--quiet",
+                    "--no-index",
+                    "--find-links=/wheelhouse",
+                    "codemode[session,operator]",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode == 0:
+                return
+            missing = re.search(r"No matching distribution found for ([^;\s]+)", proc.stderr)
+            if missing is None:
+                raise RuntimeError(f"base image cannot install the wheelhouse: {proc.stderr}")
+            print(f"wheelhouse: adding {missing.group(1)} for the base image's Python", flush=True)
+            _pip_wheel("--wheel-dir", str(wheelhouse), missing.group(1))
+        raise RuntimeError("wheelhouse still incomplete for the base image after 20 rounds")
+    finally:
+        buildah("rm", ctr)
+
+
 def build_wheelhouse(context: Path) -> Path:
     """Wheels made on the host (TLS inside builds is not trusted here):
     third-party ones cached by the hash of pyproject.toml, ours rebuilt."""
@@ -232,6 +284,7 @@ def build_wheelhouse(context: Path) -> Path:
     deps = paths.cache_root() / f"wheelhouse-{key}"
     if not (deps / ".complete").exists():
         _pip_wheel("--wheel-dir", str(deps), f"{src}[session,operator]")
+        _complete_for_base(deps)
         for own in deps.glob("codemode-*.whl"):
             own.unlink()
         (deps / ".complete").write_text("")

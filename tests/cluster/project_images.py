@@ -23,18 +23,39 @@ ROOT = Path(__file__).resolve().parents[2]
 SESSION_IMAGE = "localhost/codemode/session:dev"
 OPERATOR_IMAGE = "localhost/codemode/operator:dev"
 PIP = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
+# The Python of the debootstrapped base (Debian bookworm's python3). Wheels are chosen
+# for it, not for the host: environment markers differ (redis needs async-timeout
+# below 3.11.3) and so would compiled wheels on another minor version.
+BASE_PYTHON = "3.11.2"
+PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
+             "manylinux_2_34_x86_64", "manylinux_2_36_x86_64", "linux_x86_64")
+
+
+def _requirements() -> list[str]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    # pip's --python-version does not set python_full_version, so markers such as
+    # redis's `async-timeout; python_full_version < "3.11.3"` need naming here.
+    return [*project["dependencies"], *extras["session"], *extras["operator"],
+            "async-timeout>=4.0.3"]
 
 
 def _deps_wheelhouse() -> Path:
-    """Wheels of every dependency, cached outside the repo by pyproject's hash."""
-    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    """Wheels of every dependency for BASE_PYTHON, cached outside the repo by inputs."""
+    spec = " ".join([BASE_PYTHON, *PLATFORMS, *_requirements()]).encode()
+    key = hashlib.sha256(spec).hexdigest()[:12]
     cache = paths.cache_root() / f"wheelhouse-{key}"
     if (cache / ".complete").exists():
         return cache
     cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*PIP, "--wheel-dir", str(cache), f"{ROOT}[session,operator]"], check=True)
-    for own in cache.glob("codemode-*.whl"):
-        own.unlink()  # our own wheel is rebuilt every time
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--only-binary=:all:", "--python-version", BASE_PYTHON, "--implementation", "cp",
+         *platforms, "--dest", str(cache), *_requirements()],
+        check=True)
     (cache / ".complete").write_text("ok\n")
     return cache
 
