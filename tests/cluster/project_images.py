@@ -27,8 +27,14 @@ PIP = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-c
 # for it, not for the host: environment markers differ (redis needs async-timeout
 # below 3.11.3) and so would compiled wheels on another minor version.
 BASE_PYTHON = "3.11.2"
-PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64",
-             "manylinux_2_34_x86_64", "manylinux_2_36_x86_64", "linux_x86_64")
+PLATFORMS = (
+    "manylinux2014_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_34_x86_64",
+    "manylinux_2_36_x86_64",
+    "linux_x86_64",
+)
 
 
 def _requirements() -> list[str]:
@@ -38,8 +44,12 @@ def _requirements() -> list[str]:
     extras = project["optional-dependencies"]
     # pip's --python-version does not set python_full_version, so markers such as
     # redis's `async-timeout; python_full_version < "3.11.3"` need naming here.
-    return [*project["dependencies"], *extras["session"], *extras["operator"],
-            "async-timeout>=4.0.3"]
+    return [
+        *project["dependencies"],
+        *extras["session"],
+        *extras["operator"],
+        "async-timeout>=4.0.3",
+    ]
 
 
 def _deps_wheelhouse() -> Path:
@@ -52,10 +62,25 @@ def _deps_wheelhouse() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-         "--only-binary=:all:", "--python-version", BASE_PYTHON, "--implementation", "cp",
-         *platforms, "--dest", str(cache), *_requirements()],
-        check=True)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--python-version",
+            BASE_PYTHON,
+            "--implementation",
+            "cp",
+            *platforms,
+            "--dest",
+            str(cache),
+            *_requirements(),
+        ],
+        check=True,
+    )
     (cache / ".complete").write_text("ok\n")
     return cache
 

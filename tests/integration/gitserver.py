@@ -82,8 +82,10 @@ class GitHTTPServer:
         token: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.root = root
+        self.host = host
         self.token = token
         self.username = username
         self.password = password
@@ -165,7 +167,7 @@ class GitHTTPServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -190,7 +192,7 @@ class GitHTTPServer:
         return False
 
     def url(self, repo: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{repo}"
+        return f"http://{self.host}:{self.port}/{repo}"
 
     def __enter__(self) -> GitHTTPServer:
         self.thread.start()
