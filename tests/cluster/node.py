@@ -91,8 +91,26 @@ def prepare_host(lay: Layout) -> None:
         state["lo_ip_added"] = True
     _state_file(lay).write_text(json.dumps(state))
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    state["bridge_nf"] = _enable_bridge_netfilter()
+    _state_file(lay).write_text(json.dumps(state))
     _write_cni_config(lay)
     _start_containerd(lay)
+
+
+BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
+def _enable_bridge_netfilter() -> str | None:
+    """Pod-to-Service-to-pod traffic on one bridge needs bridged packets to pass
+    iptables (conntrack must un-DNAT the reply). Returns the previous value,
+    or None if br_netfilter is unavailable (kube-proxy then masquerades all)."""
+    if not BRIDGE_NF.exists():
+        _sh("modprobe", "br_netfilter")
+    if not BRIDGE_NF.exists():
+        return None
+    before = BRIDGE_NF.read_text().strip()
+    BRIDGE_NF.write_text("1\n")
+    return before
 
 
 def _write_cni_config(lay: Layout) -> None:
@@ -279,7 +297,9 @@ def _start_kube_proxy(lay: Layout) -> None:
         "nodePortAddresses": [f"{NODE_HOST_IP}/32"],
         # Inside a container the conntrack sysctls are read-only.
         "conntrack": {"maxPerCore": 0},
-        "iptables": {"localhostNodePorts": False},
+        # Without br_netfilter, SNAT all Service traffic so replies come back
+        # through the host, where conntrack can reverse the DNAT.
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": not BRIDGE_NF.exists()},
     }
     cfg = lay.run / "kube-proxy-config.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -456,6 +476,8 @@ def teardown_host(lay: Layout) -> None:
         _remove_kubelet_iptables()
     if state.get("lo_ip_added"):
         _sh("ip", "addr", "del", f"{NODE_HOST_IP}/32", "dev", "lo")
+    if state.get("bridge_nf") is not None and BRIDGE_NF.exists():
+        BRIDGE_NF.write_text(f"{state['bridge_nf']}\n")
     if "ip_forward" in state:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(f"{state['ip_forward']}\n")
     for leftover in (lay.run / "kubelet", lay.run / "cni" / "ipam", lay.run / "pod-logs"):

@@ -1,0 +1,108 @@
+"""Fast checks of the cluster tooling itself (no cluster needed)."""
+
+from __future__ import annotations
+
+import re
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from . import kubeconfig, pki, procs
+from .build import _ldflags, targets
+
+
+def test_pki_issues_a_chain_that_tls_accepts(tmp_path: Path) -> None:
+    pki.ensure_ca(tmp_path)
+    spec = pki.CertSpec(
+        "srv", "kube-apiserver", server=True, dns_names=("kubernetes",), ips=("10.96.0.1",)
+    )
+    pki.ensure_cert(tmp_path, spec)
+    pki.ensure_cert(tmp_path, pki.CertSpec("admin", "me", ("system:masters",), client=True))
+    cert = x509.load_pem_x509_certificate((tmp_path / "srv.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["kubernetes"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.96.0.1"]
+    # openssl verifies the leaf against our CA, as the API server's clients will.
+    for leaf in ("srv", "admin"):
+        out = subprocess.run(
+            [
+                "openssl",
+                "verify",
+                "-CAfile",
+                str(tmp_path / "ca.crt"),
+                str(tmp_path / f"{leaf}.crt"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+    admin = x509.load_pem_x509_certificate((tmp_path / "admin.crt").read_bytes())
+    assert "O=system:masters" in admin.subject.rfc4514_string()
+    # Server key and cert load as a TLS identity; private keys are not world-readable.
+    ssl.create_default_context().load_cert_chain(tmp_path / "srv.crt", tmp_path / "srv.key")
+    assert (tmp_path / "srv.key").stat().st_mode & 0o077 == 0
+
+
+def test_pki_is_created_once(tmp_path: Path) -> None:
+    pki.ensure_ca(tmp_path)
+    pki.ensure_service_account_keys(tmp_path)
+    first = (tmp_path / "ca.crt").read_bytes(), (tmp_path / "sa.key").read_bytes()
+    pki.ensure_ca(tmp_path)
+    pki.ensure_service_account_keys(tmp_path)
+    assert ((tmp_path / "ca.crt").read_bytes(), (tmp_path / "sa.key").read_bytes()) == first
+
+
+def test_kubeconfig_points_at_server_and_identity(tmp_path: Path) -> None:
+    path = kubeconfig.write(tmp_path / "kc", "https://127.0.0.1:1", tmp_path, "admin", "admin")
+    config = yaml.safe_load(path.read_text())
+    assert config["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:1"
+    assert config["users"][0]["user"]["client-certificate"] == str(tmp_path / "admin.crt")
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_procs_stop_kills_the_whole_group_and_forgets_it(tmp_path: Path) -> None:
+    # A shell with a child: stopping must take the child down too.
+    pid = procs.start(tmp_path, "sleeper", ["sh", "-c", "sleep 300 & echo CHILD=$!; wait"])
+    deadline = time.monotonic() + 5
+    while (
+        found := re.search(r"CHILD=(\d+)", procs.log_file(tmp_path, "sleeper").read_text())
+    ) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(found.group(1))
+    assert procs.running_pid(tmp_path, "sleeper") == pid
+    procs.stop(tmp_path, "sleeper")
+    assert procs.running_pid(tmp_path, "sleeper") is None
+    assert not procs.pid_file(tmp_path, "sleeper").exists()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+        assert time.monotonic() < deadline, "child of the stopped process survived"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_procs_ignores_a_recycled_pid(tmp_path: Path) -> None:
+    """A PID file whose start time does not match is not our process."""
+    procs.pid_file(tmp_path, "ghost").parent.mkdir(parents=True)
+    procs.pid_file(tmp_path, "ghost").write_text("1 12345\n")
+    assert procs.running_pid(tmp_path, "ghost") is None
+    procs.stop(tmp_path, "ghost")  # must not signal PID 1
+
+
+@pytest.mark.parametrize("name", ["kube-apiserver", "kubelet", "kubectl"])
+def test_kubernetes_binaries_are_stamped_with_the_pinned_version(name: str) -> None:
+    target = next(t for t in targets() if t.name == name)
+    flags = _ldflags(target)
+    assert f"k8s.io/component-base/version.gitVersion={target.version}" in flags
+    assert flags.startswith("-s -w")
