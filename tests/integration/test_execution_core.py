@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -334,6 +335,42 @@ def test_writing_to_the_worker_channel(api: Api, session: str, frame: str) -> No
     assert api.value(session, "'first'") == "first"
     assert api.value(session, "'second'") == "second"
     assert_server_fine(api, session)
+
+
+def server_workers(api: Api) -> set[int]:
+    """Pids of the server's worker processes (sessions' and spares)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == api.server.proc.pid and b"codemode_session.worker" in cmdline:
+            pids.add(int(entry))
+    return pids
+
+
+def test_ending_a_running_session_leaves_no_worker(api: Api) -> None:
+    session = api.session()
+    worker_pid = api.value(session, "import os\nos.getpid()")
+    time.sleep(1.5)  # let the pool refill its spares
+    before = server_workers(api)
+    assert worker_pid in before
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(api.execute, session, "import time\ntime.sleep(5)\n'finished'")
+        time.sleep(0.5)
+        ended = api.http.delete("/sessions", headers={"X-Session-ID": session})
+        assert ended.status_code == 200
+        result = running.result(timeout=30)
+    assert result["value"] is None and result["error_type"] == "WorkerCrashed"
+    time.sleep(1.5)
+    after = server_workers(api)
+    assert worker_pid not in after
+    assert len(after) == len(before) - 1, (before, after)
 
 
 # ---- concurrency ------------------------------------------------------------------------

@@ -113,10 +113,12 @@ def test_worker_does_not_see_the_token(api: Api) -> None:
     assert TOKEN not in env_text
 
 
-def test_auth_disabled_explicitly(redis_server: RedisServer) -> None:
+def test_auth_disabled_client_ids_limits_and_expiry(redis_server: RedisServer) -> None:
+    """CONTAINER_AUTH_DISABLED=true, ACCEPT_CLIENT_SESSION_IDS, MAX_SESSIONS, idle expiry."""
     settings = {"REDIS_URL": redis_server.url, "STORAGE_PREFIX": "authoff",
                 "CONTAINER_AUTH_DISABLED": "true", "WORKER_SPARES": "0",
-                "SESSION_IDLE_TIMEOUT": "1"}
+                "SESSION_IDLE_TIMEOUT": "1", "MAX_SESSIONS": "2",
+                "ACCEPT_CLIENT_SESSION_IDS": "true"}
     with running_server(settings) as server, httpx.Client(
             base_url=server.url, trust_env=False, timeout=30) as client:
         created = client.post("/sessions")
@@ -127,12 +129,25 @@ def test_auth_disabled_explicitly(redis_server: RedisServer) -> None:
                              headers={"X-Session-ID": session_id}).json()
         assert result["value"] == 2 and result["session_id"] == session_id
 
-        # Idle sessions expire: after ~2.5 s without use the id is gone.
+        # py-code-mode's client picks its own ids; this server accepts well-formed ones.
+        chosen = uuid.uuid4().hex
+        mine = client.post("/execute", json={"code": "'mine'"}, headers={"X-Session-ID": chosen})
+        assert mine.status_code == 200 and mine.json()["session_id"] == chosen
+        short = client.post("/execute", json={"code": "1"}, headers={"X-Session-ID": "abc"})
+        assert short.status_code == 404
+
+        # Two sessions is the limit here.
+        full = client.post("/sessions")
+        assert full.status_code == 429 and "session limit" in full.json()["detail"]
+
+        # Idle sessions expire: after ~2.5 s without use the ids are gone and slots free.
         time.sleep(2.5)
-        expired = client.post("/execute", json={"code": "1"}, headers={"X-Session-ID": session_id})
-        assert expired.status_code == 404
-        assert "unknown or expired session" in expired.json()["detail"]
+        for expired_id in (session_id, chosen):
+            expired = client.post("/reset", headers={"X-Session-ID": expired_id})
+            assert expired.status_code == 404
+            assert "unknown or expired session" in expired.json()["detail"]
         assert client.get("/health").json()["active_sessions"] == 0
+        assert client.post("/sessions").status_code == 201
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ class Session:
     executions: int = 0
     worker: Any = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
 
 
 class SessionManager:
@@ -88,6 +89,7 @@ class SessionManager:
         metrics.SESSIONS.set(len(self._sessions))
         if session is None:
             return False
+        session.closed = True
         if session.worker is not None:
             await session.worker.kill()
             session.worker = None
@@ -135,8 +137,10 @@ class SessionManager:
                     await session.worker.kill()
                     session.worker = None
                 metrics.WORKER_RESTARTS.labels(reason=outcome).inc()
-                with contextlib.suppress(WorkerCrashed):
-                    await self._ensure_worker(session)
+                if not session.closed:
+                    with contextlib.suppress(WorkerCrashed):
+                        await self._ensure_worker(session)
+            await self._drop_if_closed(session)
             elapsed = time.perf_counter() - started
             session.executions += 1
             self.touch(session)
@@ -165,3 +169,11 @@ class SessionManager:
                 session.worker = None
             self.touch(session)
             await self._ensure_worker(session)
+            await self._drop_if_closed(session)
+
+    @staticmethod
+    async def _drop_if_closed(session: Session) -> None:
+        """A session ended while it ran keeps no worker (nothing would ever kill it)."""
+        if session.closed and session.worker is not None:
+            await session.worker.kill()
+            session.worker = None
