@@ -158,6 +158,9 @@ def test_auth_disabled_client_ids_limits_and_expiry(redis_server: RedisServer) -
         ({"CONTAINER_AUTH_TOKEN": ""}, "refusing to start without auth"),
         ({"CONTAINER_AUTH_TOKEN": TOKEN, "WORKSPACE_ID": "../x"}, "invalid workspace_id"),
         ({"CONTAINER_AUTH_TOKEN": TOKEN, "DEFAULT_TIMEOUT": "soon"}, "is not a number"),
+        ({"CONTAINER_AUTH_TOKEN": TOKEN, "REDIS_URL": "http://127.0.0.1:1"},
+         "invalid Redis URL scheme 'http'"),
+        ({"CONTAINER_AUTH_TOKEN": TOKEN, "STORAGE_PREFIX": "bad prefix"}, "invalid prefix"),
     ],
 )
 def test_server_refuses_to_start(redis_server: RedisServer, settings: dict[str, str],

@@ -140,6 +140,9 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan)
     app.state.config = config
     app.state.storages = StorageRegistry(environ)
+    # Build the default storage now: a bad REDIS_URL scheme or STORAGE_PREFIX stops
+    # the server at start (one readable line) instead of failing every session later.
+    app.state.storages.get(config.workspace_id)
 
     @app.exception_handler(CodemodeError)
     async def codemode_error(_: Request, exc: CodemodeError) -> JSONResponse:
