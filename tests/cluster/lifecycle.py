@@ -56,6 +56,10 @@ def ensure_prerequisites(mode: Mode) -> None:
         build.build(["kwok"])
     if mode == "node":
         images.build_defaults()
+        if not all(images.archive_path(tag).exists() for _, tag in images.PROJECT_IMAGES):
+            images.build_project_images()
+        elif images.project_images_stale():
+            print("note: sources changed since the last image build; run: images --project")
 
 
 def is_up(lay: Layout) -> bool:

@@ -23,6 +23,8 @@ from .kubectl import apply, kubectl
 from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, Layout
 
 CNI_BIN = Path("/usr/lib/cni")
+CNI_RESULTS = Path("/var/lib/cni/results")
+VAR_LIB_KUBELET = Path("/var/lib/kubelet")
 NETNS_DIR = Path("/var/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 COREDNS_READY = "127.0.0.1:18181"
@@ -84,6 +86,8 @@ def prepare_host(lay: Layout) -> None:
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "netns_before": sorted(_netns()),
         "lo_ip_added": False,
+        # The kubelet's device-plugin directory ignores --root-dir.
+        "var_lib_kubelet_existed": VAR_LIB_KUBELET.exists(),
     }
     addrs = _sh("ip", "-o", "addr", "show", "dev", "lo").stdout
     if f" {NODE_HOST_IP}/" not in addrs:
@@ -395,6 +399,9 @@ def teardown_workloads(lay: Layout) -> None:
         time.sleep(0.3)
     for container in ctr("containers", "list", "-q", check=False).split():
         ctr("containers", "delete", container, check=False)
+        # Removed without a CNI DEL: drop libcni's cached results for it.
+        for result in CNI_RESULTS.glob(f"*-{container}-*") if CNI_RESULTS.exists() else []:
+            result.unlink(missing_ok=True)
 
 
 def _kill_shims() -> None:
@@ -480,6 +487,8 @@ def teardown_host(lay: Layout) -> None:
         BRIDGE_NF.write_text(f"{state['bridge_nf']}\n")
     if "ip_forward" in state:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(f"{state['ip_forward']}\n")
+    if state.get("var_lib_kubelet_existed") is False:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(VAR_LIB_KUBELET)], check=False)
     for leftover in (lay.run / "kubelet", lay.run / "cni" / "ipam", lay.run / "pod-logs"):
         subprocess.run(["rm", "-rf", "--one-file-system", str(leftover)], check=False)
     _state_file(lay).unlink(missing_ok=True)
