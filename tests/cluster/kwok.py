@@ -9,6 +9,10 @@ from . import build, paths, procs, wait
 from .kubectl import apply, kubectl
 from .layout import Layout
 
+# Far more than any test or benchmark asks for: scheduling on the simulated
+# node should fail only for reasons a test means to provoke.
+CAPACITY = {"cpu": "1k", "memory": "4Ti", "ephemeral-storage": "100Ti", "pods": "10k"}
+
 
 def _node_manifest(name: str) -> str:
     node = {
@@ -24,10 +28,7 @@ def _node_manifest(name: str) -> str:
                 "type": "kwok",
             },
         },
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
+        "status": {"allocatable": CAPACITY, "capacity": CAPACITY},
     }
     return json.dumps(node)
 
@@ -45,6 +46,18 @@ def start(lay: Layout) -> None:
         ],
     )
     apply(lay, _node_manifest(lay.node_name))
+    # apply ignores status of an existing node; set capacity explicitly.
+    status = {"status": {"allocatable": CAPACITY, "capacity": CAPACITY}}
+    kubectl(
+        lay,
+        "patch",
+        "node",
+        lay.node_name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
 
     def node_ready() -> bool:
         out = kubectl(
