@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from . import kubeconfig, pki, procs
+from . import kubeconfig, pki, procs, wait
 from .build import _ldflags, targets
 
 
@@ -106,3 +106,26 @@ def test_kubernetes_binaries_are_stamped_with_the_pinned_version(name: str) -> N
     flags = _ldflags(target)
     assert f"k8s.io/component-base/version.gitVersion={target.version}" in flags
     assert flags.startswith("-s -w")
+
+
+def test_wait_names_the_component_and_its_log_when_it_dies(tmp_path: Path) -> None:
+    procs.start(tmp_path, "broken", ["sh", "-c", "echo 'bad flag --nope' >&2; exit 3"])
+    with pytest.raises(wait.ComponentFailed) as info:
+        wait.until(tmp_path, "broken", lambda: False, timeout=10)
+    message = str(info.value)
+    assert "broken failed: process exited" in message
+    assert str(procs.log_file(tmp_path, "broken")) in message
+    assert "bad flag --nope" in message  # the log's tail is shown
+
+
+def test_wait_times_out_with_the_last_probe_error(tmp_path: Path) -> None:
+    procs.start(tmp_path, "slow", ["sleep", "30"])
+
+    def probe() -> bool:
+        raise OSError("connection refused")
+
+    try:
+        with pytest.raises(wait.ComponentFailed, match="connection refused"):
+            wait.until(tmp_path, "slow", probe, timeout=0.5)
+    finally:
+        procs.stop(tmp_path, "slow")
