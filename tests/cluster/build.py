@@ -7,6 +7,7 @@ module. Results are cached by version; a stamp file marks a finished build.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,7 +19,12 @@ from pathlib import Path
 
 from . import hostdeps, paths, versions
 
-GO = hostdeps.go_binary() or "go"
+
+@functools.cache
+def _go() -> str:
+    """Resolved on first use only: it may download a Go toolchain."""
+    return hostdeps.go_binary()
+
 
 K8S_COMMANDS = (
     "kube-apiserver",
@@ -79,7 +85,7 @@ def targets() -> list[Target]:
 def _go_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(CGO_ENABLED="0", GOFLAGS="-trimpath -buildvcs=false", GOTOOLCHAIN="local")
-    env["PATH"] = f"{Path(GO).parent}:{env.get('PATH', '')}"
+    env["PATH"] = f"{Path(_go()).parent}:{env.get('PATH', '')}"
     return env
 
 
@@ -92,7 +98,7 @@ def _staging_replaces(workdir: Path) -> list[str]:
     """k8s.io/kubernetes points its staging modules at ./staging; a wrapper must
     point them at their published v0.x versions instead."""
     out = subprocess.run(
-        [GO, "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
+        [_go(), "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
         cwd=workdir,
         env=_go_env(),
         check=True,
@@ -138,7 +144,7 @@ def write_kwok_stages(workdir: Path) -> None:
     stages (node ready + heartbeat, pod ready/complete/delete) from the same
     pinned module so they always match the binary."""
     out = subprocess.run(
-        [GO, "mod", "download", "-json", f"sigs.k8s.io/kwok@{versions.KWOK}"],
+        [_go(), "mod", "download", "-json", f"sigs.k8s.io/kwok@{versions.KWOK}"],
         cwd=workdir,
         env=_go_env(),
         check=True,
@@ -176,10 +182,10 @@ def build_one(t: Target, workdir: Path) -> float:
     if t.module == "k8s.io/kubernetes":
         lines += _staging_replaces(mod)
     (mod / "go.mod").write_text("\n".join(lines) + "\n")
-    _run([GO, "mod", "download", t.module], mod)
+    _run([_go(), "mod", "download", t.module], mod)
     t.out_dir.mkdir(parents=True, exist_ok=True)
     tmp_out = t.out_dir / f".{t.name}.tmp"
-    _run([GO, "build", "-mod=mod", "-ldflags", _ldflags(t), "-o", str(tmp_out), t.package], mod)
+    _run([_go(), "build", "-mod=mod", "-ldflags", _ldflags(t), "-o", str(tmp_out), t.package], mod)
     tmp_out.rename(t.out_dir / t.name)
     if t.name == "kwok":
         write_kwok_stages(mod)

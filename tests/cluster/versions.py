@@ -15,5 +15,9 @@ ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 COREDNS = "v1.14.7"
 
+# Used only when the machine has no Go >= 1.24 (fetched from the Go module
+# proxy as the golang.org/toolchain module, as `GOTOOLCHAIN` would).
+GO_TOOLCHAIN = "go1.26.8"
+
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
