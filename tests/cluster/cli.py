@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 from typing import cast
 
-from . import build, images, lifecycle, wait
-from .layout import MODES, Mode
+from . import build, images, lifecycle, paths, wait
+from .layout import MODES, Mode, layout
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.cluster",
+        description="A real local Kubernetes for tests; see tests/cluster/README.md.",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build pinned binaries into the cache (cached by version)")
     b.add_argument("names", nargs="*", help="only these binaries")
-    for name in ("up", "down", "status"):
-        s = sub.add_parser(name, help=f"{name} a local cluster")
+    helps = {
+        "up": "start a cluster (default mode: node) or reuse a healthy one",
+        "down": "stop a cluster (default: both modes) and undo its host changes",
+        "status": "show processes, logs and kubeconfig (default: both modes)",
+    }
+    for name, text in helps.items():
+        s = sub.add_parser(name, help=text)
         s.add_argument("--mode", choices=MODES, default="node" if name == "up" else None)
+    kc = sub.add_parser("kubectl", help="the pinned kubectl with a mode's admin kubeconfig")
+    kc.add_argument("--mode", choices=MODES, default="node")
+    kc.add_argument("args", nargs=argparse.REMAINDER)
     im = sub.add_parser("images", help="build the pause and Debian base images")
     im.add_argument(
         "--project", action="store_true", help="also session-image/ and operator/ images"
@@ -54,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         for mode in [args.mode] if args.mode else MODES:
             lifecycle.down(mode)
+    elif args.cmd == "kubectl":
+        lay = layout(cast(Mode, args.mode))
+        kubectl = [str(paths.binary("kubectl")), f"--kubeconfig={lay.kubeconfig}", *args.args]
+        return subprocess.run(kubectl).returncode
     elif args.cmd == "status":
         healthy = [lifecycle.status(mode) for mode in ([args.mode] if args.mode else MODES)]
         return 0 if any(healthy) else 3

@@ -40,7 +40,11 @@ def test_deployment_pods_run_on_kwok_node(cluster: Cluster, namespace: str) -> N
                     spec=client.V1PodSpec(
                         containers=[
                             client.V1Container(
-                                name="main", image="localhost/codemode/base:bookworm"
+                                name="main",
+                                image="localhost/codemode/base:bookworm",
+                                image_pull_policy="IfNotPresent",
+                                # Keeps running on a real node too (kind).
+                                command=["python3", "-c", "import time; time.sleep(3600)"],
                             )
                         ]
                     ),
