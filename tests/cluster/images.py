@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import paths, versions
+from . import locks, paths, versions
 
 PAUSE = "localhost/codemode/pause:3.10"
 SESSION = "localhost/codemode/session:dev"
@@ -309,13 +309,17 @@ def build_project_images(force: bool = False) -> list[Path]:
     """Wheelhouse, then ``buildah bud`` of session-image/ and operator/
     Dockerfiles on the base image: the one command after a source change.
     Skipped when every archive is newer than every source file."""
-    if force or project_images_stale():
-        with tempfile.TemporaryDirectory(prefix="build-context-", dir=paths.cache_root()) as tmp:
-            build_wheelhouse(Path(tmp))
-            for dockerfile, tag in PROJECT_IMAGES:
-                start = time.monotonic()
-                build_image(dockerfile, Path(tmp), tag)
-                print(f"built {tag} in {time.monotonic() - start:.0f}s", flush=True)
+    with locks.locked("project-images"):
+        if force or project_images_stale():
+            with tempfile.TemporaryDirectory(
+                prefix="build-context-", dir=paths.cache_root()
+            ) as tmp:
+                build_wheelhouse(Path(tmp))
+                for dockerfile, tag in PROJECT_IMAGES:
+                    start = time.monotonic()
+                    build_image(dockerfile, Path(tmp), tag)
+                    print(f"built {tag} in {time.monotonic() - start:.0f}s", flush=True)
+            buildah("rmi", "--prune")  # drop the layers the previous build left dangling
     return [archive_path(tag) for _, tag in PROJECT_IMAGES]
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import time
-from collections.abc import Iterator
 
-from . import build, controlplane, hostdeps, images, kwok, node, paths, procs, wait
+from . import build, controlplane, hostdeps, images, kwok, locks, node, procs, wait
 from .layout import Layout, Mode, layout
 
 # Stop order: consumers before what they depend on.
@@ -29,19 +26,6 @@ def required_binaries(mode: Mode) -> list[str]:
     if mode == "control-plane":
         return [*base, "kwok"]
     return [*base, "kubelet", "kube-proxy", "coredns"]
-
-
-@contextlib.contextmanager
-def _locked(mode: Mode) -> Iterator[None]:
-    """Serialise up/down of one mode across processes (parallel pytest runs)."""
-    lock = paths.cache_root() / "run" / f"{mode}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ensure_prerequisites(mode: Mode) -> None:
@@ -80,7 +64,7 @@ def is_up(lay: Layout) -> bool:
 
 def up(mode: Mode) -> float:
     """Start ``mode`` (or reuse it if already healthy); return seconds taken."""
-    with _locked(mode):
+    with locks.locked(f"cluster-{mode}"):
         return _up(mode)
 
 
@@ -111,7 +95,7 @@ def _up(mode: Mode) -> float:
 
 def down(mode: Mode, quiet: bool = False) -> None:
     """Stop every process this mode started and undo its host changes."""
-    with _locked(mode):
+    with locks.locked(f"cluster-{mode}"):
         _down(mode, quiet)
 
 
