@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hostdeps, paths, versions
+from . import hostdeps, locks, paths, versions
 
 
 @functools.cache
@@ -198,7 +198,7 @@ def build(names: list[str] | None = None) -> dict[str, float]:
     """Build every missing binary (or only ``names``); return build seconds."""
     times: dict[str, float] = {}
     failed: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="codemode-gobuild-") as tmp:
+    with locks.locked("build"), tempfile.TemporaryDirectory(prefix="codemode-gobuild-") as tmp:
         for t in targets():
             if names and t.name not in names:
                 continue

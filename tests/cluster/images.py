@@ -324,7 +324,8 @@ def build_project_images(force: bool = False) -> list[Path]:
 
 
 def build_defaults() -> list[Path]:
-    return [build_pause(), build_base()]
+    with locks.locked("base-images"):
+        return [build_pause(), build_base()]
 
 
 def import_all(ctr: Callable[..., str]) -> list[str]:
