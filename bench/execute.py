@@ -55,8 +55,29 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rfind(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
+def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
@@ -68,14 +89,14 @@ def redis_server(workdir: Path) -> Iterator[str]:
     )
     try:
         wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
 @contextlib.contextmanager
-def session_server(redis_url: str, log: Path) -> Iterator[int]:
+def session_server(redis_url: str, log: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CONTAINER_AUTH", "WORKSPACE_ID", "STORAGE_"))}
@@ -101,7 +122,7 @@ def session_server(redis_url: str, log: Path) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"codemode serve did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -144,7 +165,10 @@ def body(code: str) -> bytes:
     return json.dumps({"code": code}).encode()
 
 
-def timed(client: Client, payload: bytes, count: int, check: bytes) -> list[float]:
+def timed(client: Client, payload: bytes, count: int, check: bytes,
+          server_ms: list[float] | None = None) -> list[float]:
+    """Round-trip times of `count` requests; the server's own `execution_time_ms`
+    (session lock + worker round trip) goes to `server_ms` when given."""
     latencies = []
     for _ in range(count):
         started = time.perf_counter()
@@ -152,6 +176,8 @@ def timed(client: Client, payload: bytes, count: int, check: bytes) -> list[floa
         latencies.append(time.perf_counter() - started)
         if check not in data:
             raise SystemExit(f"unexpected result: {data[:300]!r}")
+        if server_ms is not None:
+            server_ms.append(json.loads(data)["execution_time_ms"])
     return latencies
 
 
@@ -204,8 +230,8 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
 
     with tempfile.TemporaryDirectory(prefix="codemode-bench-") as tmp, \
-            redis_server(Path(tmp)) as redis_url, \
-            session_server(redis_url, Path(tmp) / "serve.log") as port:
+            redis_server(Path(tmp)) as (redis_url, redis_pid), \
+            session_server(redis_url, Path(tmp) / "serve.log") as (port, server_pid):
         setup = Client(port)
         status, created = setup.call("POST", "/sessions", {})
         assert status == 201, created
@@ -218,15 +244,25 @@ def main() -> None:
         one_plus_one = body("1+1")
         timed(client, one_plus_one, 300, b'"value":2')  # warm up
 
+        server_ms: list[float] = []
+        workers = children(server_pid)
+        cpu_before = (cpu_seconds([server_pid]), cpu_seconds(workers), time.process_time())
         started = time.perf_counter()
-        latencies = timed(client, one_plus_one, args.requests, b'"value":2')
+        latencies = timed(client, one_plus_one, args.requests, b'"value":2', server_ms)
         one_client_rps = args.requests / (time.perf_counter() - started)
+        cpu_after = (cpu_seconds([server_pid]), cpu_seconds(workers), time.process_time())
+        cpu_us = [round((b - a) / args.requests * 1e6, 1) for a, b in zip(cpu_before, cpu_after,
+                                                                         strict=True)]
 
         noop_count = max(200, args.requests // 4)
         noop = body("workflows.noop()")
         timed(client, noop, 50, b'"error":null')
-        noop_latencies = timed(client, noop, noop_count, b'"error":null')
-        expr_latencies = timed(client, one_plus_one, noop_count, b'"value":2')
+        noop_server: list[float] = []
+        expr_server: list[float] = []
+        redis_before = cpu_seconds([redis_pid])
+        noop_latencies = timed(client, noop, noop_count, b'"error":null', noop_server)
+        redis_us_per_invoke = (cpu_seconds([redis_pid]) - redis_before) / noop_count * 1e6
+        expr_latencies = timed(client, one_plus_one, noop_count, b'"value":2', expr_server)
         client.close()
 
         many_rps = concurrent_rps(port, session_id, args.clients, args.requests)
@@ -238,12 +274,24 @@ def main() -> None:
         "execute_1plus1_p50_ms": ms(p50),
         "execute_1plus1_p99_ms": ms(percentile(latencies, 99)),
         "execute_1plus1_mean_ms": ms(statistics.fmean(latencies)),
+        # Where the time goes: the server's own figure covers the session lock and the
+        # round trip to the worker process (which runs the cell); the rest is HTTP
+        # (uvicorn, FastAPI validation and JSON) plus the client and loopback.
+        "server_execution_p50_ms": round(percentile(server_ms, 50), 3),
+        "http_and_client_p50_ms": round(ms(p50) - percentile(server_ms, 50), 3),
+        # CPU per request (immune to other load): server (uvicorn + FastAPI + session
+        # manager), worker process (the cell), and this client.
+        "cpu_us_per_request": {"server": cpu_us[0], "worker": cpu_us[1], "client": cpu_us[2]},
         "rps_1_client": round(one_client_rps, 1),
         f"rps_{args.clients}_clients_one_session": round(many_rps, 1),
         "workflow_noop_p50_ms": ms(percentile(noop_latencies, 50)),
         "workflow_expr_p50_ms": ms(percentile(expr_latencies, 50)),
         "workflow_invoke_overhead_ms": ms(
             percentile(noop_latencies, 50) - percentile(expr_latencies, 50)),
+        # The same difference as the server measures it (worker side only).
+        "workflow_invoke_overhead_server_ms": round(
+            percentile(noop_server, 50) - percentile(expr_server, 50), 3),
+        "redis_cpu_us_per_invoke": round(redis_us_per_invoke, 1),
         "targets": {
             "p50_le_2ms": p50 <= 0.002,
             "rps_8_clients_ge_500": many_rps >= 500,

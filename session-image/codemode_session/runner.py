@@ -156,6 +156,7 @@ class CellRunner:
 
     def run(self, code: str) -> dict[str, Any]:
         self.count += 1
+        asyncio.set_event_loop(self.loop)  # workflows called from plain code run on it too
         filename = f"<cell {self.count}>"
         out = CappedWriter(self.output_limit)
         err = CappedWriter(self.output_limit)

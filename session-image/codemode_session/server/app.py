@@ -243,7 +243,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     @api.post("/execute", response_model=ExecuteResponse)
     async def execute(
         body: ExecuteRequest, x_session_id: str | None = Header(default=None, alias="X-Session-ID")
-    ) -> dict[str, Any]:
+    ) -> Response:
         if len(body.code.encode()) > config.max_code_bytes:
             raise HTTPException(413, f"code is larger than {config.max_code_bytes} bytes")
         timeout = body.timeout or config.default_timeout
@@ -253,7 +253,9 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                 f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME={config.max_execution_time:g}s"
             )
         session = await session_for_execute(x_session_id)
-        return await sessions().execute(session, body.code, timeout)
+        # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
+        # from the worker); returning it as is skips a second validation per request.
+        return JSONResponse(await sessions().execute(session, body.code, timeout))
 
     @api.get("/info")
     async def info(x_session_id: str | None = Header(default=None, alias="X-Session-ID")

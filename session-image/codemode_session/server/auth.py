@@ -9,8 +9,12 @@ from fastapi import HTTPException, Request
 from codemode_session.server import metrics
 
 
-def check_bearer(request: Request) -> None:
-    """FastAPI dependency: 401 unless the request carries the server's token."""
+async def check_bearer(request: Request) -> None:
+    """FastAPI dependency: 401 unless the request carries the server's token.
+
+    Async on purpose: FastAPI runs a sync dependency in its thread pool, a thread
+    hand-off per request that cost more than the rest of /execute.
+    """
     config = request.app.state.config
     if config.auth_disabled:
         return
