@@ -113,12 +113,14 @@ def test_worker_does_not_see_the_token(api: Api) -> None:
     assert TOKEN not in env_text
 
 
-def test_auth_disabled_client_ids_limits_and_expiry(redis_server: RedisServer) -> None:
-    """CONTAINER_AUTH_DISABLED=true, ACCEPT_CLIENT_SESSION_IDS, MAX_SESSIONS, idle expiry."""
+def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: RedisServer) -> None:
+    """CONTAINER_AUTH_DISABLED=true, ACCEPT_CLIENT_SESSION_IDS, MAX_SESSIONS, DEFAULT_TIMEOUT,
+    MAX_EXECUTION_TIME and idle expiry, on one server."""
     settings = {"REDIS_URL": redis_server.url, "STORAGE_PREFIX": "authoff",
                 "CONTAINER_AUTH_DISABLED": "true", "WORKER_SPARES": "0",
                 "SESSION_IDLE_TIMEOUT": "1", "MAX_SESSIONS": "2",
-                "ACCEPT_CLIENT_SESSION_IDS": "true"}
+                "ACCEPT_CLIENT_SESSION_IDS": "true", "DEFAULT_TIMEOUT": "1",
+                "MAX_EXECUTION_TIME": "2"}
     with running_server(settings) as server, httpx.Client(
             base_url=server.url, trust_env=False, timeout=30) as client:
         first, second = (client.post("/sessions") for _ in range(2))
@@ -144,6 +146,15 @@ def test_auth_disabled_client_ids_limits_and_expiry(redis_server: RedisServer) -
         assert mine.json()["value"] == "mine" and mine.json()["session_id"] == chosen
         short = client.post("/execute", json={"code": "1"}, headers={"X-Session-ID": "abc"})
         assert short.status_code == 404
+
+        # DEFAULT_TIMEOUT applies when a run names none; MAX_EXECUTION_TIME caps what it names.
+        slow = client.post("/execute", json={"code": "import time\ntime.sleep(30)"},
+                           headers={"X-Session-ID": chosen}).json()
+        assert slow["error_type"] == "TimeoutError" and "timeout of 1s" in slow["error"]
+        too_long = client.post("/execute", json={"code": "1", "timeout": 3},
+                               headers={"X-Session-ID": chosen})
+        assert too_long.status_code == 422
+        assert "MAX_EXECUTION_TIME=2" in too_long.json()["detail"]
 
 
 REFUSALS: dict[str, tuple[dict[str, str], str]] = {
