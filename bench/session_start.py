@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from codemode_operator.sessions import Sessions  # noqa: E402
 
-from tests.cluster import images, lifecycle, project_images  # noqa: E402
+from tests.cluster import images, lifecycle  # noqa: E402
 from tests.cluster.layout import NODE_HOST_IP, layout  # noqa: E402
 from tests.conftest import free_port, wait_for_port  # noqa: E402
 from tests.k8s.operator_fixture import (  # noqa: E402
@@ -52,9 +52,7 @@ def main() -> int:
     lay = layout("node")
     if not lifecycle.is_up(lay):
         lifecycle.up("node")
-    tags = [project_images.SESSION_IMAGE, project_images.OPERATOR_IMAGE]
-    if images.project_images_stale(tags):
-        project_images.build(import_into_containerd=False)
+    images.build_project_images()
     lifecycle.import_images_if_up()
 
     from kubernetes import config
@@ -65,7 +63,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="codemode-bench-redis-")
     redis_proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
-         "--save", "", "--appendonly", "no", "--dir", workdir],
+         "--requirepass", "bench-admin", "--save", "", "--appendonly", "no", "--dir", workdir],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for_port(port)
     samples: list[float] = []
@@ -74,10 +72,10 @@ def main() -> int:
         with temp_namespace(api, "bench-start") as namespace:
             kinds = Kinds(api, namespace)
             op = OperatorProcess(lay.kubeconfig, [namespace],
-                                 env={"CODEMODE_SESSION_IMAGE": project_images.SESSION_IMAGE})
+                                 env={"CODEMODE_SESSION_IMAGE": images.SESSION})
             with op:
                 kinds.create("workspaces", "bench", {
-                    "redis": {"url": f"redis://{NODE_HOST_IP}:{port}/0"},
+                    "redis": {"url": f"redis://:bench-admin@{NODE_HOST_IP}:{port}/0"},
                     "limits": {"maxSessions": args.sessions + 5}})
                 wait_for(lambda: (kinds.status("workspaces", "bench") or {}).get(
                     "credentialsSecret"), 60, "workspace ready", op=op)
