@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from codemode_operator import PREFIX
+from codemode_operator import PREFIX, logs
 from codemode_operator.kube import load_config
 from codemode_operator.settings import OperatorConfig
 
@@ -36,11 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     cfg = OperatorConfig.from_env()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-               '"message":%(message)r}',
-    )
+    logs.configure(args.verbose)
     load_config()
     import codemode_operator.handlers  # noqa: F401  (registers the handlers)
 

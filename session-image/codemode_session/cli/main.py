@@ -15,7 +15,7 @@ from codemode_session.errors import CodemodeError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from codemode_session.cli import serve_cmd, store_cmd
+    from codemode_session.cli import dev_cmd, serve_cmd, store_cmd
 
     parser = argparse.ArgumentParser(
         prog="codemode", description="Sandboxed Python code-mode sessions for AI agents."
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_cmd.register(sub)
     store_cmd.register(sub)
+    dev_cmd.register(sub)
     try:  # `exec` needs the operator extra (the Kubernetes client)
         from codemode_operator import exec_cmd
     except ImportError:
