@@ -1,6 +1,6 @@
 """Generate the CRDs from the pydantic models: `python -m codemode_operator.crdgen`.
 
-Writes crds/*.yaml and helm/codemode/crds/*.yaml. The conversion inlines
+Writes crds/*.yaml, helm/codemode/crds/*.yaml and the CRD reference in README.md. The conversion inlines
 $refs, turns Optional[X] into an optional X, and keeps descriptions, defaults,
 bounds, patterns and `x-kubernetes-validations`, so the schema is structural
 and `kubectl explain` teaches every field.
@@ -197,10 +197,14 @@ def targets(root: Path) -> list[Path]:
 
 
 def rendered_files(root: Path) -> dict[Path, str]:
+    """Every generated file: the CRDs (twice) and README.md's CRD reference."""
+    from codemode_operator.reference import update_readme
+
     files: dict[Path, str] = {}
     for directory in targets(root):
         for kind in KINDS:
             files[directory / f"{GROUP}_{kind.plural}.yaml"] = render(kind)
+    files[root / "README.md"] = update_readme(root / "README.md", [crd(k) for k in KINDS])
     return files
 
 

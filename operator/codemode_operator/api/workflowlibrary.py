@@ -30,8 +30,8 @@ class GitRef(Model):
 
 class GitSource(Model):
     url: str = Field(
-        pattern=r"^(https?|file|ssh)://[^\s]+$", max_length=2048,
-        description="Repository URL (https://, http://, file:// or ssh://).")
+        pattern=r"^(https?|file)://[^\s]+$", max_length=2048,
+        description="Repository URL (https://, http:// or file://).")
     ref: GitRef = Field(default_factory=lambda: GitRef(branch="main"),
                         description="What to check out; defaults to branch main.")
     path: str = Field(default=".", max_length=1024, pattern=r"^[^\s]*$",
