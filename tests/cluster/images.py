@@ -9,6 +9,7 @@ use with ``imagePullPolicy: IfNotPresent`` so nothing is ever pulled.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -323,9 +324,60 @@ def build_project_images(force: bool = False) -> list[Path]:
     return [archive_path(tag) for _, tag in PROJECT_IMAGES]
 
 
+REDIS = "localhost/codemode/redis:7"
+REDIS_UID = 999  # the chart's default runAsUser for its bundled Redis
+
+
+def build_redis() -> Path:
+    """Debian's redis-server (7.x on bookworm) in a debootstrapped image, for the
+    chart's bundled Redis on the local cluster (no registry here). It runs as
+    uid/gid 999 with /data as its working directory; cached like the base."""
+    spec = f"{versions.DEBIAN_SUITE} {versions.DEBIAN_MIRROR} redis-server {REDIS_UID}"
+    key = hashlib.sha256(spec.encode()).hexdigest()[:12]
+    key_file = archive_path(REDIS).with_suffix(".key")
+    if archive_path(REDIS).exists() and key_file.exists() and key_file.read_text() == key:
+        return archive_path(REDIS)
+    with tempfile.TemporaryDirectory(dir=paths.cache_root()) as tmp:
+        root = Path(tmp) / "rootfs"
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=redis-server",
+             versions.DEBIAN_SUITE, str(root), versions.DEBIAN_MIRROR],
+            check=True,
+        )
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (root / junk).glob("*"):
+                if f.is_file():
+                    f.unlink()
+        (root / "data").mkdir(exist_ok=True)
+        os.chown(root / "data", REDIS_UID, REDIS_UID)
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(
+            ["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True
+        )
+        ctr = buildah("from", "scratch")
+        try:
+            buildah("add", ctr, str(tarball), "/")
+            buildah(
+                "config",
+                "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--workingdir", "/data",
+                "--user", f"{REDIS_UID}:{REDIS_UID}",
+                "--port", "6379",
+                "--entrypoint", '["redis-server"]',
+                "--cmd", "[]",
+                ctr,
+            )
+            buildah("commit", ctr, REDIS)
+        finally:
+            buildah("rm", ctr)
+    saved = _save(REDIS)
+    key_file.write_text(key)
+    return saved
+
+
 def build_defaults() -> list[Path]:
     with locks.locked("base-images"):
-        return [build_pause(), build_base()]
+        return [build_pause(), build_base(), build_redis()]
 
 
 def import_all(ctr: Callable[..., str]) -> list[str]:

@@ -1,0 +1,227 @@
+"""The Helm chart without a cluster: `helm lint --strict`, the rendered manifests
+valid for Kubernetes 1.34 (kubernetes-validate, strict), the values schema
+rejecting typos, and the properties the chart promises (restricted pods,
+Recreate, least-privilege RBAC in both modes, bundled Redis)."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.helm import helm_binary
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "codemode"
+K8S_VERSION = "1.34"
+
+VALUE_SETS: dict[str, list[str]] = {
+    "defaults": [],
+    "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
+    "no-redis-no-metrics": ["--set", "redis.enabled=false", "--set", "metrics.enabled=false"],
+    "ephemeral-redis": ["--set", "redis.persistence.enabled=false",
+                        "--set", "operator.logLevel=debug"],
+    "storage-class": ["--set", "redis.persistence.storageClass=-",
+                      "--set", "redis.persistence.whenDeleted=Delete"],
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return str(helm_binary())
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def render(helm: str, *values: str, crds: bool = False) -> list[dict[str, Any]]:
+    args = ["template", "codemode", str(CHART), "--namespace", "codemode-system"]
+    if crds:
+        args.append("--include-crds")
+    out = run_helm(helm, *args, *values).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=list(VALUE_SETS))
+def test_lint_strict(helm: str, values: list[str]) -> None:
+    proc = run_helm(helm, "lint", "--strict", str(CHART), *values)
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=list(VALUE_SETS))
+def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = render(helm, *values, crds=True)
+    assert docs
+    for doc in docs:
+        try:
+            kv.validate(doc, K8S_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            raise AssertionError(
+                f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}"
+            ) from exc
+
+
+@pytest.mark.parametrize("bad,named", [
+    (["--set", "operater.image.tag=x"], "operater"),
+    (["--set", "operator.image.tga=x"], "tga"),
+    (["--set", "redis.persistance.enabled=false"], "persistance"),
+    (["--set", "operator.logLevel=verbose"], "logLevel"),
+    (["--set", "metrics.port=70000"], "port"),
+    (["--set", "redis.persistence.whenDeleted=Keep"], "whenDeleted"),
+])
+def test_values_schema_rejects_typos_and_bad_values(
+    helm: str, bad: list[str], named: str
+) -> None:
+    proc = run_helm(helm, "template", "codemode", str(CHART), *bad, check=False)
+    assert proc.returncode != 0, proc.stdout[:500]
+    assert named in proc.stderr, proc.stderr
+
+
+def _restricted(container: dict[str, Any]) -> None:
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_operator_deployment(helm: str) -> None:
+    docs = render(helm, "--set", "session.image.repository=reg.example/session",
+                  "--set", "session.image.tag=1.2.3", "--set", "operator.sessionPollSeconds=2")
+    (dep,) = by_kind(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    _restricted(container)
+    assert container["image"] == "localhost/codemode/operator:dev"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["WATCH_NAMESPACES"]["value"] == ""
+    assert env["CODEMODE_SESSION_IMAGE"]["value"] == "reg.example/session:1.2.3"
+    assert env["SESSION_POLL_SECONDS"]["value"] == "2"
+    assert env["METRICS_PORT"]["value"] == "8080"
+    assert "args" not in container
+    (svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert svc["spec"]["ports"][0]["port"] == 8080
+
+
+def test_debug_log_level_and_metrics_off(helm: str) -> None:
+    docs = render(helm, "--set", "operator.logLevel=debug", "--set", "metrics.enabled=false")
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["--verbose"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["METRICS_PORT"] == "0"
+    assert not [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
+
+
+def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(group, res, verb) for rule in role["rules"] for group in rule["apiGroups"]
+            for res in rule["resources"] for verb in rule["verbs"]}
+
+
+def test_rbac_cluster_wide(helm: str) -> None:
+    docs = render(helm)
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+    roles = {r["metadata"]["name"]: _rules(r) for r in by_kind(docs, "ClusterRole")}
+    rules = set().union(*roles.values())
+    for needed in [("codemode.dev", "codesessions", "watch"),
+                   ("codemode.dev", "workspaces/status", "patch"),
+                   ("", "pods", "create"), ("", "secrets", "delete"), ("batch", "jobs", "watch"),
+                   ("networking.k8s.io", "networkpolicies", "update"), ("", "events", "create"),
+                   ("events.k8s.io", "events", "create"), ("", "namespaces", "list"),
+                   ("apiextensions.k8s.io", "customresourcedefinitions", "list")]:
+        assert needed in rules, needed
+    assert not any(verb == "*" or res == "*" for _, res, verb in rules)
+    assert ("", "pods/exec", "create") not in rules
+    bindings = by_kind(docs, "ClusterRoleBinding")
+    assert {b["roleRef"]["name"] for b in bindings} == set(roles)
+    for b in bindings:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "codemode",
+                                  "namespace": "codemode-system"}]
+
+
+def test_rbac_namespaced(helm: str) -> None:
+    docs = render(helm, "--set", "watchNamespaces={team-a,team-b}")
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
+        "team-a", "team-b"]
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    # Only the cluster-scoped reads kopf needs: CRD discovery.
+    assert _rules(cluster_role) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
+                                    for v in ("get", "list", "watch")}
+    (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_bundled_redis(helm: str) -> None:
+    docs = render(helm)
+    (sts,) = by_kind(docs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    _restricted(container)
+    assert pod["automountServiceAccountToken"] is False
+    assert container["image"] == "localhost/codemode/redis:7"
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "storageClassName" not in claim["spec"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "codemode-redis", "key": "password"}
+    assert "requirepass" in container["args"][0] and "$REDIS_PASSWORD" in container["args"][0]
+    (secret,) = by_kind(docs, "Secret")
+    assert set(secret["data"]) == {"password", "url"}
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 32
+    assert base64.b64decode(secret["data"]["url"]).decode() == (
+        f"redis://:{password}@codemode-redis.codemode-system.svc:6379/0")
+
+    ephemeral = render(helm, "--set", "redis.persistence.enabled=false")
+    (sts,) = by_kind(ephemeral, "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+
+    no_class = render(helm, "--set", "redis.persistence.storageClass=-")
+    (claim,) = by_kind(no_class, "StatefulSet")[0]["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == ""
+
+    existing = render(helm, "--set", "redis.auth.existingSecret=mine")
+    assert not by_kind(existing, "Secret")
+    (container,) = by_kind(existing, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+
+    off = render(helm, "--set", "redis.enabled=false")
+    assert not by_kind(off, "StatefulSet") and not by_kind(off, "Secret")
+
+
+def test_crds_are_the_generated_ones(helm: str) -> None:
+    docs = render(helm, crds=True)
+    names = sorted(d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition"))
+    assert names == ["codesessions.codemode.dev", "workflowlibraries.codemode.dev",
+                     "workspaces.codemode.dev"]
+
+
+def test_notes_tell_the_next_commands(helm: str) -> None:
+    proc = run_helm(helm, "install", "codemode", str(CHART), "--dry-run=client",
+                    "--namespace", "codemode-system")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    for expected in ("kubectl -n NS apply -f examples/workspace.yaml", "get codemode",
+                     "codemode exec agent-1", "secret generic codemode-redis"):
+        assert expected in notes, notes
