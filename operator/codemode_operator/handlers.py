@@ -72,6 +72,27 @@ def _transition(body: Any, old: dict[str, Any], new: dict[str, Any], what: str) 
             kopf.warn(body, reason=after[1] or "NotReady", message=message)
 
 
+def _reconcile_on_child_event(plural: str, obj: dict[str, Any], fn: Any
+                              ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Reconcile a CR when one of its children changed; patch and announce what changed.
+
+    Returns (old status, new status) when something changed, else None.
+    """
+    meta = obj["metadata"]
+    old = dict(obj.get("status") or {})
+    try:
+        new: dict[str, Any] = fn(kube(), CFG, obj)
+    except (Retry, ApiException) as exc:
+        log.info("%s %s/%s: %s", plural, meta["namespace"], meta["name"], exc)
+        return None
+    changed = {k: v for k, v in new.items() if old.get(k) != v}
+    if not changed:
+        return None
+    kube().patch_status(plural, meta["namespace"], meta["name"], changed)
+    _transition(obj, old, new, plural)
+    return old, new
+
+
 # ---- Workspace ---------------------------------------------------------------------------
 
 @kopf.on.resume(GROUP, VERSION, "workspaces")
@@ -130,20 +151,12 @@ def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     session = kube().get_custom("codesessions", meta.get("namespace", ""), name)
     if session is None or (session.get("status") or {}).get("phase") in session_rec.ENDED:
         return
-    old = dict(session.get("status") or {})
-    try:
-        new = session_rec.reconcile(kube(), CFG, session)
-    except (Retry, ApiException) as exc:
-        log.info("pod event for session %s: %s", name, exc)
-        return
-    changed = {k: v for k, v in new.items() if old.get(k) != v}
-    if changed:
-        kube().patch_status("codesessions", meta["namespace"], name, changed)
-        if new.get("phase") == "Ready" and old.get("phase") != "Ready":
-            created = parse_iso(session["metadata"].get("creationTimestamp"))
-            if created:
-                metrics.SESSION_START.observe(max(0.0, time.time() - created))
-        _transition(session, old, new, "session")
+    result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
+    if result is not None and result[1].get("phase") == "Ready" and \
+            result[0].get("phase") != "Ready":
+        created = parse_iso(session["metadata"].get("creationTimestamp"))
+        if created:
+            metrics.SESSION_START.observe(max(0.0, time.time() - created))
 
 
 # ---- WorkflowLibrary ---------------------------------------------------------------------
@@ -175,18 +188,9 @@ def library_job_event(event: kopf.RawEvent, **_: Any) -> None:
     library = kube().get_custom("workflowlibraries", meta.get("namespace", ""), name)
     if library is None or (library.get("status") or {}).get("jobName") != meta.get("name"):
         return
-    old = dict(library.get("status") or {})
-    try:
-        new = library_rec.reconcile(kube(), CFG, library)
-    except (Retry, ApiException) as exc:
-        log.info("job event for library %s: %s", name, exc)
-        return
-    changed = {k: v for k, v in new.items() if old.get(k) != v}
-    if changed:
-        kube().patch_status("workflowlibraries", meta["namespace"], name, changed)
+    if _reconcile_on_child_event("workflowlibraries", library, library_rec.reconcile):
         metrics.LIBRARY_SYNCS.labels(
             result="succeeded" if status.get("succeeded") else "failed").inc()
-        _transition(library, old, new, "library")
 
 
 @kopf.on.delete(GROUP, VERSION, "workflowlibraries")
