@@ -56,6 +56,20 @@ def _join_pids_cgroup(max_processes: int) -> None:
         (directory / "cgroup.procs").write_text(str(os.getpid()))
 
 
+def leave_pids_cgroup() -> None:
+    """On a worker's own exit: move to the parent cgroup and remove ours.
+
+    The server removes the cgroup of a worker it kills; a worker that ends by
+    itself (its server went away) cleans up here instead of leaving an empty one.
+    """
+    directory = pids_cgroup_dir(os.getpid())
+    if directory is None or not directory.exists():
+        return
+    with contextlib.suppress(OSError):
+        (directory.parent / "cgroup.procs").write_text(str(os.getpid()))
+        directory.rmdir()
+
+
 def kill_worker_tree(pid: int) -> None:
     """SIGKILL the worker's process group and its cgroup members, then drop the cgroup.
 

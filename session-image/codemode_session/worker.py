@@ -18,7 +18,7 @@ from typing import Any
 
 from codemode_session import protocol
 from codemode_session.bridge import SyncBridge
-from codemode_session.limits import apply_worker_limits, pids_cgroup_dir
+from codemode_session.limits import apply_worker_limits, leave_pids_cgroup, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
 from codemode_session.namespaces import (
     ArtifactsNamespace,
@@ -166,8 +166,13 @@ def main() -> None:
         memory_mb=_env_int("WORKER_MEMORY_MB", 1024),
         max_processes=_env_int("WORKER_MAX_PROCESSES", 256),
     )
-    sock.sendall(protocol.encode({"ok": True, "pid": os.getpid()}))
-    serve(sock)
+    try:
+        sock.sendall(protocol.encode({"ok": True, "pid": os.getpid()}))
+        serve(sock)
+    except OSError:
+        pass  # the server went away
+    finally:
+        leave_pids_cgroup()
 
 
 if __name__ == "__main__":

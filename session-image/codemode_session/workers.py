@@ -65,6 +65,9 @@ class Worker:
         except (TimeoutError, protocol.ProtocolError) as exc:
             await worker.kill()
             raise WorkerCrashed(f"worker failed to start: {exc or 'timeout'}") from None
+        except asyncio.CancelledError:  # the server is shutting down: leave nothing behind
+            await worker.kill()
+            raise
         if not hello.get("ok"):
             await worker.kill()
             raise WorkerCrashed(f"worker failed to start: {hello}")

@@ -17,6 +17,20 @@ from tests.integration.server_fixture import Api, ServerProcess, base_settings, 
 pytestmark = pytest.mark.redis
 
 MAX_PROCESSES = 64
+WORKER_CGROUPS = Path("/sys/fs/cgroup/pids/codemode-workers")
+
+
+def empty_worker_cgroups() -> set[str]:
+    if not WORKER_CGROUPS.is_dir():
+        return set()
+    empty = set()
+    for directory in WORKER_CGROUPS.iterdir():
+        try:
+            if directory.is_dir() and not (directory / "cgroup.procs").read_text().split():
+                empty.add(directory.name)
+        except OSError:
+            continue
+    return empty
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +40,14 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
         WORKER_MEMORY_MB="256", WORKER_MAX_PROCESSES=str(MAX_PROCESSES), MAX_SESSIONS="64",
         WORKER_SPARES="3",
     )
+    leftovers_before = empty_worker_cgroups()
     with running_server(settings) as srv:
         yield srv
+    # Crashes, timeouts, fork bombs and shutdown leave no pids cgroup behind.
+    deadline = time.monotonic() + 10
+    while (leaked := empty_worker_cgroups() - leftovers_before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leaked, f"worker cgroups left behind: {sorted(leaked)}"
 
 
 @pytest.fixture(scope="module")
@@ -354,11 +374,23 @@ def server_workers(api: Api) -> set[int]:
     return pids
 
 
+def settled_workers(api: Api, timeout: float = 30.0) -> set[int]:
+    """The server's workers once the set stops changing (spares refilled) for a second."""
+    deadline = time.monotonic() + timeout
+    current = server_workers(api)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        latest = server_workers(api)
+        if latest == current:
+            return latest
+        current = latest
+    raise AssertionError(f"the server's workers did not settle: {current}")
+
+
 def test_ending_a_running_session_leaves_no_worker(api: Api) -> None:
     session = api.session()
     worker_pid = api.value(session, "import os\nos.getpid()")
-    time.sleep(1.5)  # let the pool refill its spares
-    before = server_workers(api)
+    before = settled_workers(api)
     assert worker_pid in before
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(api.execute, session, "import time\ntime.sleep(5)\n'finished'")
@@ -367,8 +399,7 @@ def test_ending_a_running_session_leaves_no_worker(api: Api) -> None:
         assert ended.status_code == 200
         result = running.result(timeout=30)
     assert result["value"] is None and result["error_type"] == "WorkerCrashed"
-    time.sleep(1.5)
-    after = server_workers(api)
+    after = settled_workers(api)
     assert worker_pid not in after
     assert len(after) == len(before) - 1, (before, after)
 
