@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from codemode_session.limits import pids_cgroup_dir
 
 from tests.conftest import RedisServer
 from tests.integration.server_fixture import Api, ServerProcess, base_settings, running_server
@@ -270,14 +271,16 @@ def test_growing_memory_is_contained(api: Api, session: str) -> None:
 
 def test_fork_bomb_is_contained(api: Api, session: str) -> None:
     worker_pid = api.value(session, "import os\nos.getpid()")
-    cgroup = Path(f"/sys/fs/cgroup/pids/codemode-workers/{worker_pid}")
+    cgroup = pids_cgroup_dir(worker_pid)
+    if os.geteuid() == 0 and (cgroup is None or not cgroup.exists()):
+        pytest.skip("root without a writable pids cgroup: nothing here would bound a fork bomb")
     result = api.execute(session, "import os\nwhile True:\n    os.fork()", timeout=3)
     # Either the fork limit stopped the loop with an error, or the timeout killed it.
     if not result["worker_restarted"]:
         assert result["error_type"] == "BlockingIOError", result
         assert "Resource temporarily unavailable" in result["error"]
     assert_server_fine(api, session)
-    if cgroup.exists():  # root with a writable pids cgroup: the limit held there
+    if cgroup is not None and cgroup.exists():  # root: the pids cgroup's limit held
         assert cgroup.joinpath("pids.max").read_text().strip() == str(MAX_PROCESSES)
         peak = cgroup / "pids.peak"
         if peak.exists():

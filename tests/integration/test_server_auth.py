@@ -220,6 +220,16 @@ def test_sessions_are_issued_by_the_server(api: Api) -> None:
     assert response.json()["workspace_id"] is None
 
 
+def test_execute_without_a_session_id_starts_one(api: Api) -> None:
+    first = api.http.post("/execute", json={"code": "value = 7\nvalue"})
+    assert first.status_code == 200 and first.json()["value"] == 7
+    issued = first.json()["session_id"]
+    assert len(issued) >= 32
+    assert api.value(issued, "value * 6") == 42
+    other = api.http.post("/execute", json={"code": "'value' in globals()"}).json()
+    assert other["session_id"] != issued and other["value"] is False
+
+
 def test_unknown_session_id_is_404(api: Api) -> None:
     for method, path, body in [("POST", "/execute", {"code": "1"}), ("POST", "/reset", None),
                                ("GET", "/info", None), ("GET", "/api/workflows", None),
