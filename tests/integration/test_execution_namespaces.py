@@ -441,3 +441,24 @@ def test_namespace_reprs(api: Api, alpha: str) -> None:
     assert "fmt" in api.value(alpha, "repr(tools)")
     assert "invoke" in api.value(alpha, "repr(workflows)")
     assert "add" in api.value(alpha, "repr(deps)")
+
+
+# ---- the same through FileStorage (STORAGE_DIR instead of REDIS_URL) --------------------------
+
+
+def test_file_storage_server(tmp_path: Path) -> None:
+    settings = {"STORAGE_DIR": str(tmp_path), "CONTAINER_AUTH_TOKEN": "file-token-0123456789",
+                "WORKER_SPARES": "0"}
+    with running_server(settings) as server, server.client() as client:
+        api = Api(server, client)
+        first, second, other = api.session("ws1"), api.session("ws1"), api.session("ws2")
+        api.value(first, "artifacts.save('notes.txt', 'on disk')\n"
+                         "workflows.create('inc', 'async def run(x: int):\\n    return x + 1\\n')")
+        assert api.value(second, "artifacts.load('notes.txt')") == "on disk"
+        assert api.value(second, "workflows.inc(x=1)") == 2
+        assert api.value(other, "artifacts.exists('notes.txt')") is False
+        assert api.value(other, "workflows.get('inc')") is None
+        assert (tmp_path / "workspaces/ws1/artifacts/notes.txt").read_text() == "on disk"
+        assert (tmp_path / "workspaces/ws1/workflows/inc.py").exists()
+        assert not (tmp_path / "workspaces/ws2/artifacts/notes.txt").exists()
+        assert client.get("/ready").json() == {"ready": True}
