@@ -124,12 +124,17 @@ def workspace_deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, "codesessions")
 @kopf.on.create(GROUP, VERSION, "codesessions")
 @kopf.on.update(GROUP, VERSION, "codesessions", field="spec")
-def session_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def session_changed(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
     new = _run("CodeSession", body, patch, session_rec.reconcile)
     _transition(body, dict(body.get("status") or {}), new, "session")
     if new.get("phase") == "Pending" and new.get("reason") in (
             "WorkspaceNotFound", "WorkspaceNotReady", "SessionLimitReached"):
         raise kopf.TemporaryError(f"waiting: {new['reason']}", delay=5)
+    if new.get("phase") == "Starting":
+        # The pod's own events usually move the session to Ready, but this handler's status
+        # patch lands after them and can carry a stale Starting: look again shortly.
+        raise kopf.TemporaryError("waiting for the session pod to be ready",
+                                  delay=min(10.0, 1.0 + retry))
 
 
 @kopf.timer(GROUP, VERSION, "codesessions", interval=CFG.session_poll_seconds * 6,
@@ -138,6 +143,18 @@ def session_watchdog(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Idle timeout, maximum lifetime, and a pod deleted behind our back."""
     new = _run("CodeSession", body, patch, session_rec.reconcile, True)
     _transition(body, dict(body.get("status") or {}), new, "session")
+
+
+def _raw_pod_phase(pod: dict[str, Any]) -> str:
+    """The session phase a pod implies, from the watch event's raw object (cf. pod_state)."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "Starting"
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return "Failed"
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])
+    return "Ready" if ready else "Starting"
 
 
 @kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT})
@@ -151,6 +168,9 @@ def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     session = kube().get_custom("codesessions", meta.get("namespace", ""), name)
     if session is None or (session.get("status") or {}).get("phase") in session_rec.ENDED:
         return
+    if (event.get("type") != "DELETED"
+            and (session.get("status") or {}).get("phase") == _raw_pod_phase(dict(pod))):
+        return  # nothing this event can change; saves a full reconcile per pod update
     result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
     if result is not None and result[1].get("phase") == "Ready" and \
             result[0].get("phase") != "Ready":

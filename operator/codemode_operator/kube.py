@@ -25,7 +25,13 @@ def load_config() -> None:
 
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
-        self.api = api or client.ApiClient()
+        if api is None:
+            # kopf runs up to 32+ handlers at once: a pool of urllib3's default 4 connections
+            # would discard and re-handshake TLS connections under load.
+            conf = client.Configuration.get_default_copy()
+            conf.connection_pool_maxsize = 64
+            api = client.ApiClient(conf)
+        self.api = api
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.net = client.NetworkingV1Api(self.api)

@@ -141,6 +141,18 @@ class OperatorProcess:
                 start_new_session=True)
         return self
 
+    def wait_started(self, timeout: float = 60) -> OperatorProcess:
+        """Until kopf has logged in (its watches start right after)."""
+        def started() -> bool:
+            if not self.alive():
+                raise AssertionError(f"operator exited:\n{self.log_tail()}")
+            return "Initial authentication has finished" in self.log().split(
+                f"===== start #{self.starts} =====")[-1]
+
+        wait_for(started, timeout, "operator started", interval=0.1, op=self)
+        time.sleep(0.5)
+        return self
+
     @property
     def pid(self) -> int:
         assert self.proc is not None

@@ -101,7 +101,7 @@ def env(k8s_cluster: Cluster, redis_server: RedisServer, request: pytest.Fixture
         op = OperatorProcess(k8s_cluster.kubeconfig, [ns],
                              {"SESSION_POLL_SECONDS": "1", "LIBRARY_POLL_SECONDS": "1"},
                              log_dir=tmp_path_factory.mktemp("operator"))
-        op.start()
+        op.start().wait_started()
         try:
             yield Env(k8s_cluster, api, Kinds(api, ns), client.CoreV1Api(api),
                       client.BatchV1Api(api), client.NetworkingV1Api(api), op, redis_server)
@@ -457,6 +457,7 @@ def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
         kinds = Kinds(env.api, ns)
         op = OperatorProcess(k8s_cluster.kubeconfig, [ns], {"SESSION_POLL_SECONDS": "1"},
                              log_dir=tmp_path_factory.mktemp("operator-restart")).start()
+        op.wait_started()
         try:
             kinds.create("workspaces", "ws", {"redis": {"url": env.redis.url},
                                               "prefix": f"t{uuid.uuid4().hex[:10]}"})
@@ -471,7 +472,7 @@ def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
             op.kill()
             ready_at_kill = sum(kinds.status("codesessions", n).get("phase") == "Ready"
                                 for n in names)
-            op.start()
+            op.start().wait_started()
 
             def all_ready() -> bool:
                 return all(kinds.status("codesessions", n).get("phase") == "Ready"

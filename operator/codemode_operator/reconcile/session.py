@@ -89,6 +89,19 @@ def _workspace_sessions(kube: Kube, namespace: str, workspace: str) -> list[dict
             if (o.get("spec") or {}).get("workspaceRef") == workspace]
 
 
+# Admitted, live sessions per (namespace, workspace), as last listed plus those admitted
+# since. Sessions only leave it (deleted, ended), so the cache can only over-count: below
+# the limit it is safe to admit without listing; at the limit the list is taken again.
+# Listing every session for every admission made admission O(n) under the lock.
+_admitted: dict[tuple[str, str], set[str]] = {}
+
+
+def _live_admitted(kube: Kube, namespace: str, workspace: str) -> set[str]:
+    return {o["metadata"]["name"] for o in _workspace_sessions(kube, namespace, workspace)
+            if is_true((o.get("status") or {}).get("conditions"), "Admitted")
+            and (o.get("status") or {}).get("phase") not in ENDED}
+
+
 def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[bool, str]:
     """Count admitted, live sessions of the workspace against maxSessions."""
     status = body.get("status") or {}
@@ -96,12 +109,12 @@ def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[
         return True, ""
     limit = WorkspaceSpec.model_validate(workspace.get("spec") or {}).limits.max_sessions
     meta = body["metadata"]
+    key = (meta["namespace"], workspace["metadata"]["name"])
     with _admission:
-        live = [o for o in _workspace_sessions(kube, meta["namespace"],
-                                               workspace["metadata"]["name"])
-                if o["metadata"]["name"] != meta["name"]
-                and is_true((o.get("status") or {}).get("conditions"), "Admitted")
-                and (o.get("status") or {}).get("phase") not in ENDED]
+        known = _admitted.get(key)
+        if known is None or len(known - {meta["name"]}) >= limit:
+            known = _admitted[key] = _live_admitted(kube, *key)
+        live = known - {meta["name"]}
         if len(live) >= limit:
             return False, (f"workspace {workspace['metadata']['name']!r} allows {limit} "
                            f"session(s) (limits.maxSessions) and {len(live)} are running")
@@ -109,6 +122,7 @@ def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[
                                    f"{len(live) + 1} of {limit} sessions")
         kube.patch_status("codesessions", meta["namespace"], meta["name"],
                           {"conditions": conditions})
+        known.add(meta["name"])
         body.setdefault("status", {})["conditions"] = conditions
     return True, ""
 
