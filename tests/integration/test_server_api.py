@@ -265,3 +265,43 @@ def test_unknown_routes_and_methods(api: Api) -> None:
     assert api.http.get("/api/nothing").status_code == 404
     assert api.http.put("/api/workflows").status_code == 405
     assert api.http.get("/execute").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/execute", {"code": "'\udcff'"}, 400),
+        ("/execute", {"code": "1", "timeout": "\udcff"}, 422),
+        ("/sessions", {"workspace_id": "\udcff"}, 400),
+        ("/api/workflows", {"name": "w", "source": "async def run():\n    return '\udcff'\n"}, 400),
+        ("/api/workflows", {"name": "\udcff", "source": "x"}, 400),
+        ("/api/artifacts", {"name": "a.txt", "data": "\udcff"}, 400),
+        ("/api/artifacts", {"name": "a.txt", "data": "x", "metadata": {"k": "\udcff"}}, 201),
+        ("/api/deps/add", {"package": "\udcff"}, 403),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_4xx(api: Api, path: str, body: dict[str, object],
+                                           status: int) -> None:
+    """JSON can carry lone surrogates ("\\udcff") that UTF-8 cannot: a 4xx, not a crash."""
+    session = api.session()
+    response = api.http.post(path, content=json.dumps(body).encode(), headers={
+        "Content-Type": "application/json", "X-Session-ID": session})
+    assert response.status_code == status, response.text
+    if status >= 400:
+        assert response.json()["detail"]
+
+
+def test_stored_text_that_is_not_unicode_is_served(api: Api) -> None:
+    session = api.session()
+    api.value(session, "artifacts.save('odd.txt', 'x', description='d\\udcff', "
+                       "metadata={'k': 'v\\udcff'})\n"
+                       "workflows.create('odd_flow', 'async def run():\\n    return 1\\n', "
+                       "description='w\\udcff')")
+    listed = api.http.get("/api/artifacts")
+    assert listed.status_code == 200
+    odd = next(a for a in listed.json() if a["name"] == "odd.txt")
+    assert odd["description"] == "d\udcff" and odd["metadata"]["k"] == "v\udcff"
+    flows = api.http.get("/api/workflows")
+    assert flows.status_code == 200
+    assert {"odd_flow"} <= {w["name"] for w in flows.json()}
+    assert api.http.get("/info").status_code == 200

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +55,15 @@ STATUS_BY_ERROR: list[tuple[type[CodemodeError], int]] = [
     (ConflictError, 409),
     (StorageUnavailableError, 503),
 ]
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped, so text UTF-8 cannot encode (lone surrogates that
+    JSON lets a caller or another client store) cannot break a response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode()
 
 
 class Strict(BaseModel):
@@ -137,17 +149,33 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         await app.state.sessions.close()
         await app.state.storages.close()
 
-    app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan,
+                  default_response_class=AsciiJSONResponse)
     app.state.config = config
     app.state.storages = StorageRegistry(environ)
     # Build the default storage now: a bad REDIS_URL scheme or STORAGE_PREFIX stops
     # the server at start (one readable line) instead of failing every session later.
     app.state.storages.get(config.workspace_id)
 
+    # Error bodies are ASCII JSON: they may quote the caller's input, and JSON lets a
+    # caller send lone surrogates ("\udcff") that UTF-8 cannot encode.
+    def error_response(detail: Any, status: int) -> Response:
+        return AsciiJSONResponse({"detail": jsonable_encoder(detail)}, status_code=status)
+
     @app.exception_handler(CodemodeError)
-    async def codemode_error(_: Request, exc: CodemodeError) -> JSONResponse:
+    async def codemode_error(_: Request, exc: CodemodeError) -> Response:
         status = next((code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind)), 400)
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        return error_response(str(exc), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(exc.errors(), 422)
+
+    @app.exception_handler(UnicodeError)
+    async def not_unicode(_: Request, exc: UnicodeError) -> Response:
+        return error_response(
+            "the request contains text that is not valid Unicode (a lone surrogate such as "
+            "\\udcff); send UTF-8 text", 400)
 
     def sessions() -> SessionManager:
         manager: SessionManager = app.state.sessions
@@ -193,8 +221,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             await asyncio.wait_for(storage_for(None).ping(), 3.0)
         except (CodemodeError, TimeoutError) as exc:
             reason = str(exc) or "storage did not answer within 3s"
-            return JSONResponse({"ready": False, "reason": reason}, status_code=503)
-        return JSONResponse({"ready": True})
+            return AsciiJSONResponse({"ready": False, "reason": reason}, status_code=503)
+        return AsciiJSONResponse({"ready": True})
 
     @app.get("/metrics", tags=["probes"])
     async def prometheus_metrics() -> Response:
@@ -202,7 +230,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
 
     # ---- authenticated endpoints -------------------------------------------------------
 
-    api = APIRouter(dependencies=[Depends(check_bearer)])
+    api = APIRouter(dependencies=[Depends(check_bearer)], default_response_class=AsciiJSONResponse)
 
     @api.post("/sessions", status_code=201, response_model=CreateSessionResponse)
     async def create_session(body: CreateSessionRequest | None = None) -> CreateSessionResponse:
@@ -255,7 +283,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         session = await session_for_execute(x_session_id)
         # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
         # from the worker); returning it as is skips a second validation per request.
-        return JSONResponse(await sessions().execute(session, body.code, timeout))
+        return AsciiJSONResponse(await sessions().execute(session, body.code, timeout))
 
     @api.get("/info")
     async def info(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
@@ -352,7 +380,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         info, data = found
         if info.data_type == "bytes":
             return Response(data, media_type="application/octet-stream")
-        return JSONResponse(decode_artifact(info, data))
+        return AsciiJSONResponse(decode_artifact(info, data))
 
     @api.post("/api/artifacts", status_code=201)
     async def save_artifact(body: ArtifactCreate, x_session_id: str | None = Header(
