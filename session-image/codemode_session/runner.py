@@ -107,25 +107,52 @@ def bounded(value: Any) -> Any:
     return "".join(parts)[:MAX_VALUE_CHARS] + "...[truncated]"
 
 
-def to_jsonable(value: Any, depth: int = 0) -> Any:
-    """The JSON form of a result: containers recurse, anything else is its repr."""
+class _Budget:
+    """Characters a result may still take; once spent, leaves become a marker."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    def spend(self, text: str) -> str:
+        if self.left <= 0:
+            return "...[truncated]"
+        self.left -= len(text)
+        return text
+
+
+def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
+    """The JSON form of a result: containers recurse, anything else is its repr.
+
+    The whole result is built within about twice MAX_VALUE_CHARS (`bounded` cuts it
+    to size), so `[big] * 10_000` costs no more memory than `big`.
+    """
+    if budget is None:
+        budget = _Budget(2 * MAX_VALUE_CHARS)
     if value is None or isinstance(value, bool | int):
+        budget.left -= 8
         return value
     if isinstance(value, str):
-        return _short(value)
+        return budget.spend(_short(value))
     if isinstance(value, float):
+        budget.left -= 8
         return value if math.isfinite(value) else repr(value)
-    if depth < 20:
+    if depth < 20 and budget.left > 0:
         if isinstance(value, list | tuple):
-            return [to_jsonable(v, depth + 1) for v in value[:10000]]
+            return [to_jsonable(v, depth + 1, budget) for v in value[:10000]]
         if isinstance(value, set | frozenset):
-            return [to_jsonable(v, depth + 1) for v in list(value)[:10000]]
+            return [to_jsonable(v, depth + 1, budget) for v in list(value)[:10000]]
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {clean_text(k): to_jsonable(v, depth + 1)
+            return {budget.spend(clean_text(k)): to_jsonable(v, depth + 1, budget)
                     for k, v in list(value.items())[:10000]}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return to_jsonable(dataclasses.asdict(value), depth + 1)
-    return _short(repr(value))
+            return to_jsonable(dataclasses.asdict(value), depth + 1, budget)
+    if budget.left <= 0:
+        return "...[truncated]"
+    if isinstance(value, bytes | bytearray) and len(value) > MAX_VALUE_CHARS // 4:
+        return budget.spend(repr(bytes(value[: MAX_VALUE_CHARS // 4])) + "...[truncated]")
+    return budget.spend(_short(repr(value)))
 
 
 def _format_error(exc: BaseException) -> str:

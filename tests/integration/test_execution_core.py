@@ -334,6 +334,11 @@ def test_huge_values_and_errors_are_truncated_not_fatal(api: Api, session: str) 
     assert isinstance(big["value"], str) and big["value"].endswith("...[truncated]")
     assert len(big["value"]) < 2 * 1024 * 1024
     assert api.value(session, "len(big)") == 100
+    for code in ("[bytes(1_000_000)] * 10_000", "bytes(200 * 1024 * 1024)",
+                 "{str(i): 'v' * 1000 for i in range(100_000)}"):
+        result = api.execute(session, code)
+        assert result["worker_restarted"] is False and result["error"] is None, result
+        assert result["value"].endswith("...[truncated]")
     huge_error = api.execute(session, "raise ValueError('e' * 10_000_000)")
     assert huge_error["worker_restarted"] is False
     assert "...[truncated]..." in huge_error["error"]

@@ -162,3 +162,11 @@ def test_huge_error_keeps_both_ends(runner: CellRunner) -> None:
     error = runner.run("raise RuntimeError('start' + 'z' * 3_000_000 + 'end')")["error"]
     assert error.startswith("Traceback") and error.endswith("zzzend")
     assert "...[truncated]..." in error and len(error) < 1024 * 1024 + 100
+
+
+def test_values_are_built_within_a_budget(runner: CellRunner) -> None:
+    # 10,000 references to one big object must not become 10,000 big reprs.
+    value = runner.run("[bytes(1_000_000)] * 10_000")["value"]
+    assert isinstance(value, str) and value.endswith("...[truncated]")
+    assert len(value) <= 1024 * 1024 + 20
+    assert to_jsonable(b"x" * 3_000_000).endswith("...[truncated]")
