@@ -201,6 +201,8 @@ class CellRunner:
                     expr = ast.Expression(last.value)
                     value = self._resolve(
                         eval(compile(expr, filename, "eval", flags=FLAGS), self.globals))
+                    # Inside the try: a __repr__ of the agent's may raise (or print).
+                    value = bounded(to_jsonable(value))
             except SystemExit as exc:
                 error_type = "SystemExit"
                 error = _short(
@@ -212,7 +214,7 @@ class CellRunner:
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
         return {
-            "value": bounded(to_jsonable(value)) if error is None else None,
+            "value": value if error is None else None,
             "stdout": out.getvalue(),
             "stderr": err.getvalue(),
             "error": error,

@@ -245,6 +245,14 @@ def test_kill_self_restarts_the_worker(api: Api, session: str) -> None:
     assert_server_fine(api, session)
 
 
+def test_failing_repr_does_not_restart_the_worker(api: Api, session: str) -> None:
+    api.value(session, "kept = 1")
+    result = api.execute(session, "class Odd:\n    def __repr__(self):\n"
+                                  "        raise RuntimeError('cannot show')\nOdd()")
+    assert result["worker_restarted"] is False and result["error_type"] == "RuntimeError"
+    assert api.value(session, "kept") == 1
+
+
 def test_exit_does_not_end_the_session(api: Api, session: str) -> None:
     api.value(session, "kept = 1")
     result = api.execute(session, "exit(3)")

@@ -170,3 +170,11 @@ def test_values_are_built_within_a_budget(runner: CellRunner) -> None:
     assert isinstance(value, str) and value.endswith("...[truncated]")
     assert len(value) <= 1024 * 1024 + 20
     assert to_jsonable(b"x" * 3_000_000).endswith("...[truncated]")
+
+
+def test_a_failing_repr_is_the_cells_error(runner: CellRunner) -> None:
+    result = runner.run("class A:\n    def __repr__(self):\n"
+                        "        raise ValueError('no repr')\nA()")
+    assert result["error_type"] == "ValueError" and result["value"] is None
+    assert "line 3, in __repr__" in result["error"]
+    assert ok(runner, "1 + 1") == 2
