@@ -36,6 +36,8 @@ class CappedWriter(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # as sys.stdout does; bytes would break getvalue()
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         room = self.limit - self.size
         if room > 0:
             kept = text[:room]

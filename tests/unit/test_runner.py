@@ -178,3 +178,10 @@ def test_a_failing_repr_is_the_cells_error(runner: CellRunner) -> None:
     assert result["error_type"] == "ValueError" and result["value"] is None
     assert "line 3, in __repr__" in result["error"]
     assert ok(runner, "1 + 1") == 2
+
+
+def test_writing_bytes_to_stdout_is_a_type_error(runner: CellRunner) -> None:
+    result = runner.run("import sys\nprint('before')\nsys.stdout.write(b'raw')")
+    assert result["error_type"] == "TypeError"
+    assert "write() argument must be str, not bytes" in result["error"]
+    assert result["stdout"] == "before\n"
