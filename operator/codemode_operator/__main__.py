@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from typing import Any
 
 import kopf
+from kopf._core.engines.peering import Identity
 from prometheus_client import start_http_server
 
 from codemode_operator import PREFIX, logs
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,
+        # kopf's default identity asks getpass.getuser(), which fails for a uid
+        # without a passwd entry (any runAsUser in a pod): name ourselves.
+        identity=Identity(f"codemode-operator@{socket.gethostname()}"),
     ))
     return 0
 
