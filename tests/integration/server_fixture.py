@@ -160,7 +160,7 @@ def base_settings(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
         "CONTAINER_AUTH_TOKEN": TOKEN,
         "DEFAULT_TIMEOUT": "30",
         "MAX_EXECUTION_TIME": "60",
-        "WORKER_SPARES": "2",
+        "WORKER_SPARES": "1",
     }
     settings.update(extra)
     return settings

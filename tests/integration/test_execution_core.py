@@ -39,7 +39,7 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
     settings = base_settings(
         redis_server.url, f"exec{uuid.uuid4().hex[:8]}",
         WORKER_MEMORY_MB="256", WORKER_MAX_PROCESSES=str(MAX_PROCESSES), MAX_SESSIONS="64",
-        WORKER_SPARES="3",
+        WORKER_SPARES="2",
     )
     leftovers_before = empty_worker_cgroups()
     with running_server(settings) as srv:

@@ -83,6 +83,12 @@ def api(server: ServerProcess) -> Iterator[Api]:
         yield Api(server, client)
 
 
+@pytest.fixture(scope="module")
+def shared(api: Api) -> str:
+    """One session for the tests that only need some session (a worker start each is slow)."""
+    return api.session()
+
+
 def test_add_installs_and_imports(api: Api, redis_server: RedisServer, prefix: str) -> None:
     session = api.session("deps-ws")
     assert api.value(session, "deps.list()") == []
@@ -111,14 +117,14 @@ def test_deps_api(api: Api) -> None:
     assert again.json() == {"removed": [], "not_found": [f"{PACKAGE}==0.1.0"]}
 
 
-def test_sync_and_remove_in_code(api: Api) -> None:
-    session = api.session()
+def test_sync_and_remove_in_code(api: Api, shared: str) -> None:
+    session = shared
     assert PACKAGE in api.value(session, "deps.sync()")["installed"]
     assert api.value(session, "deps.remove('never-added')") is False
 
 
-def test_unavailable_package_fails_clearly(api: Api) -> None:
-    session = api.session()
+def test_unavailable_package_fails_clearly(api: Api, shared: str) -> None:
+    session = shared
     result = api.execute(session, "deps.add('cm-package-that-does-not-exist')")
     assert result["error_type"] == "ValidationError"
     assert "pip install cm-package-that-does-not-exist failed" in result["error"]
@@ -134,13 +140,11 @@ def test_unavailable_package_fails_clearly(api: Api) -> None:
      "/abs/dir", "-e .", "--index-url=http://evil", "pkg; rm -rf /", "pkg && id", "pkg | sh",
      "$(id)", "`id`", "pkg --pre"],
 )
-def test_bad_package_specs_are_refused(api: Api, spec: str) -> None:
-    session = api.session()
-    result = api.execute(session, f"deps.add({spec!r})")
+def test_bad_package_specs_are_refused(api: Api, shared: str, spec: str) -> None:
+    result = api.execute(shared, f"deps.add({spec!r})")
     assert result["error_type"] == "ValidationError"
     assert "invalid package spec" in result["error"]
     response = api.http.post("/api/deps/add", json={"package": spec})
     assert response.status_code == 400
     assert "invalid package spec" in response.json()["detail"]
     assert api.http.post("/api/deps/remove", json={"package": spec}).status_code == 400
-    api.http.delete("/sessions", headers={"X-Session-ID": session})

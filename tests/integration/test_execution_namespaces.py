@@ -117,8 +117,7 @@ def server(redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.Temp
     tools_dir = tmp_path_factory.mktemp("tools")
     for name, text in TOOLS.items():
         (tools_dir / name).write_text(text)
-    settings = base_settings(redis_server.url, prefix, TOOLS_PATH=str(tools_dir),
-                             WORKER_SPARES="3")
+    settings = base_settings(redis_server.url, prefix, TOOLS_PATH=str(tools_dir))
     with running_server(settings) as srv:
         yield srv
 
