@@ -201,3 +201,24 @@ class GitHTTPServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main() -> None:
+    """Serve a folder of repositories until killed: `python -m tests.integration.gitserver`."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description="a local smart-HTTP git server")
+    parser.add_argument("root", type=Path, help="folder of bare repositories")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port-file", type=Path, help="write the chosen port here")
+    args = parser.parse_args()
+    server = GitHTTPServer(args.root, host=args.host)
+    if args.port_file:
+        args.port_file.write_text(f"{server.port}\n")
+    signal.signal(signal.SIGTERM, lambda *_: server.httpd.shutdown())
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
