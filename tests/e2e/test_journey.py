@@ -204,7 +204,7 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
 
         # ---- helm upgrade with a changed value ------------------------------------------
         operator_pod = _operator_pod(core, system)
-        session_pod = session["status"]["pod"]
+        session_pod = session["status"]["podName"]
         session_uid = core.read_namespaced_pod(session_pod, namespace).metadata.uid
         helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--wait", "--timeout", "3m",
              "--set", "operator.logLevel=debug")
