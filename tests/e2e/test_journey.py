@@ -203,6 +203,7 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
                           "top_words") == b"team-workflows"
 
         # ---- helm upgrade with a changed value ------------------------------------------
+        _assert_no_forbidden(cluster, system)
         operator_pod = _operator_pod(core, system)
         session_pod = session["status"]["podName"]
         session_uid = core.read_namespaced_pod(session_pod, namespace).metadata.uid
@@ -248,6 +249,7 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
         admin.close()
         mark("crs deleted")
 
+        _assert_no_forbidden(cluster, system)  # the RBAC is enough, run for real
         # ---- helm uninstall -------------------------------------------------------------
         helm("uninstall", RELEASE, "--wait", "--timeout", "2m")
 
@@ -275,6 +277,13 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
         with contextlib.suppress(client.ApiException):
             core.delete_persistent_volume(storage_class)
         shutil.rmtree(pv_dir, ignore_errors=True)
+
+
+def _assert_no_forbidden(cluster: Cluster, system: str) -> None:
+    logs = cluster.kubectl("-n", system, "logs", "deployment/codemode-operator")
+    denied = [line for line in logs.splitlines() if "forbidden" in line.lower()
+              or "not enough permissions" in line.lower()]
+    assert not denied, "\n".join(denied[:5])
 
 
 def _diagnose(cluster: Cluster, system: str, namespace: str) -> str:

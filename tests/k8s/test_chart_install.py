@@ -83,6 +83,7 @@ def test_install_upgrade_keeps_password_and_rbac_is_least_privilege(
                      f"{sa} may {verb} {resource}")
             assert not _can_i(cluster, sa, verb, resource, "default"), (verb, resource, "default")
         assert _can_i(cluster, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+        assert _can_i(cluster, sa, "watch", "namespaces", None)
         for verb, resource, ns in [("create", "pods/exec", watched),
                                    ("delete", "customresourcedefinitions", None),
                                    ("list", "nodes", None), ("create", "roles", watched),

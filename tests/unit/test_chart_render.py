@@ -163,9 +163,10 @@ def test_rbac_namespaced(helm: str) -> None:
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
         "team-a", "team-b"]
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    # Only the cluster-scoped reads kopf needs: CRD discovery.
-    assert _rules(cluster_role) == {("apiextensions.k8s.io", "customresourcedefinitions", v)
-                                    for v in ("get", "list", "watch")}
+    # Only the cluster-scoped reads kopf needs: CRD discovery and namespaces.
+    assert _rules(cluster_role) == {(g, r, v) for g, r in (
+        ("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))
+        for v in ("get", "list", "watch")}
     (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WATCH_NAMESPACES"] == "team-a,team-b"
