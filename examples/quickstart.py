@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cluster import images, lifecycle, paths  # noqa: E402
+from tests.cluster import images, lifecycle, paths, procs  # noqa: E402
 from tests.cluster.helm import helm_binary  # noqa: E402
 from tests.cluster.layout import NODE_HOST_IP, layout  # noqa: E402
 from tests.integration.gitserver import GitRepo  # noqa: E402
@@ -43,27 +44,24 @@ def run(*argv: str, stdin: str | None = None, env: dict[str, str] | None = None)
     return proc.stdout
 
 
-def git_server() -> str:
-    """examples/workflows as a git repository, served until killed (pid file kept)."""
-    state = paths.run_dir("node") / "quickstart"
-    state.mkdir(parents=True, exist_ok=True)
-    pid_file, port_file = state / "gitserver.pid", state / "gitserver.port"
-    if pid_file.exists():
-        subprocess.run(["kill", pid_file.read_text().strip()], check=False,
-                       capture_output=True)
-    work = state / "work"
-    if not work.exists():
-        repo = GitRepo(work)
+def git_server(run_dir: Path) -> str:
+    """examples/workflows as a git repository, served by a process `down` also stops."""
+    state = run_dir / "quickstart"
+    served = state / "served" / "workflows.git"
+    if not served.exists():
+        shutil.rmtree(state, ignore_errors=True)
+        repo = GitRepo(state / "work")
         repo.write({p.name: p.read_text() for p in (ROOT / "examples/workflows").glob("*.py")},
                    sub="workflows")
         repo.commit("sample workflows")
-        repo.bare_copy(state / "served" / "workflows.git")
+        repo.bare_copy(served)
+    procs.stop(run_dir, "quickstart-gitserver")
+    port_file = state / "gitserver.port"
     port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.gitserver", str(state / "served"),
-         "--host", NODE_HOST_IP, "--port-file", str(port_file)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    pid_file.write_text(f"{proc.pid}\n")
+    procs.start(run_dir, "quickstart-gitserver",
+                [sys.executable, "-m", "tests.integration.gitserver", str(served.parent),
+                 "--host", NODE_HOST_IP, "--port-file", str(port_file)],
+                env={"PYTHONPATH": str(ROOT)})
     for _ in range(100):
         if port_file.exists() and port_file.read_text().strip():
             break
@@ -104,7 +102,7 @@ def main() -> int:
         "--timeout", "5m", "--set", "redis.persistence.enabled=false")
 
     step("a git server with examples/workflows, and the examples applied")
-    url = git_server()
+    url = git_server(lay.run)
     secret: Any = yaml.safe_load(run(*kubectl, "-n", SYSTEM, "get", "secret",
                                      "codemode-redis", "-o", "yaml"))
     admin_url = base64.b64decode(secret["data"]["url"]).decode()
