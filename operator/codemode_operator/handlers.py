@@ -134,11 +134,11 @@ def session_changed(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
         # The pod's own events usually move the session to Ready, but this handler's status
         # patch lands after them and can carry a stale Starting: look again shortly.
         raise kopf.TemporaryError("waiting for the session pod to be ready",
-                                  delay=min(10.0, 1.0 + retry))
+                                  delay=min(30.0, 3.0 + 2.0 * retry))
 
 
 @kopf.timer(GROUP, VERSION, "codesessions", interval=CFG.session_poll_seconds * 6,
-            initial_delay=CFG.session_poll_seconds, idle=CFG.session_poll_seconds)
+            initial_delay=CFG.session_poll_seconds * 6, idle=CFG.session_poll_seconds)
 def session_watchdog(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Idle timeout, maximum lifetime, and a pod deleted behind our back."""
     new = _run("CodeSession", body, patch, session_rec.reconcile, True)

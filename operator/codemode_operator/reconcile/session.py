@@ -118,12 +118,17 @@ def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[
         if len(live) >= limit:
             return False, (f"workspace {workspace['metadata']['name']!r} allows {limit} "
                            f"session(s) (limits.maxSessions) and {len(live)} are running")
-        conditions = set_condition(status.get("conditions"), "Admitted", True, "WithinLimit",
-                                   f"{len(live) + 1} of {limit} sessions")
+        known.add(meta["name"])  # the slot is reserved; record it outside the lock
+    conditions = set_condition(status.get("conditions"), "Admitted", True, "WithinLimit",
+                               f"{len(live) + 1} of {limit} sessions")
+    try:
         kube.patch_status("codesessions", meta["namespace"], meta["name"],
                           {"conditions": conditions})
-        known.add(meta["name"])
-        body.setdefault("status", {})["conditions"] = conditions
+    except Exception:
+        with _admission:
+            known.discard(meta["name"])
+        raise
+    body.setdefault("status", {})["conditions"] = conditions
     return True, ""
 
 
