@@ -1,9 +1,9 @@
 """Generate the CRDs from the pydantic models: `python -m codemode_operator.crdgen`.
 
-Writes crds/*.yaml, helm/codemode/crds/*.yaml and the CRD reference in README.md. The conversion inlines
-$refs, turns Optional[X] into an optional X, and keeps descriptions, defaults,
-bounds, patterns and `x-kubernetes-validations`, so the schema is structural
-and `kubectl explain` teaches every field.
+Writes crds/*.yaml, helm/codemode/crds/*.yaml and the CRD reference in README.md.
+The conversion inlines $refs, turns Optional[X] into an optional X, and keeps
+descriptions, defaults, bounds, patterns and `x-kubernetes-validations`, so the
+schema is structural and `kubectl explain` teaches every field.
 """
 
 from __future__ import annotations
