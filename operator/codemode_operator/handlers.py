@@ -46,8 +46,10 @@ def _run(kind: str, body: Any, patch: kopf.Patch, fn: Any, *args: Any) -> dict[s
         raise kopf.TemporaryError(f"Kubernetes API error: {exc.status} {exc.reason}",
                                   delay=5) from None
     old = dict(body.get("status") or {})
-    for key, value in status.items():
-        if old.get(key) != value:
+    if any(old.get(key) != value for key, value in status.items()):
+        # The whole computed status, never a mix: an event handler may have written newer
+        # fields since `body` was read, and half of each would be inconsistent.
+        for key, value in status.items():
             patch.status[key] = value
     metrics.RECONCILES.labels(kind=kind, outcome="ok").inc()
     return status
@@ -145,18 +147,6 @@ def session_watchdog(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     _transition(body, dict(body.get("status") or {}), new, "session")
 
 
-def _raw_pod_phase(pod: dict[str, Any]) -> str:
-    """The session phase a pod implies, from the watch event's raw object (cf. pod_state)."""
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return "Starting"
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Failed", "Succeeded"):
-        return "Failed"
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])
-    return "Ready" if ready else "Starting"
-
-
 @kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT})
 def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     """React at once to the pod becoming Ready, failing or vanishing."""
@@ -168,10 +158,22 @@ def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     session = kube().get_custom("codesessions", meta.get("namespace", ""), name)
     if session is None or (session.get("status") or {}).get("phase") in session_rec.ENDED:
         return
-    if (event.get("type") != "DELETED"
-            and (session.get("status") or {}).get("phase") == _raw_pod_phase(dict(pod))):
-        return  # nothing this event can change; saves a full reconcile per pod update
-    result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
+    old = dict(session.get("status") or {})
+    if event.get("type") == "DELETED":
+        result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
+    else:
+        phase, reason = session_rec.raw_pod_state(dict(pod))
+        if old.get("phase") == phase and old.get("reason") == reason:
+            return  # nothing this event changes
+        if phase == "Failed" or not old.get("podName"):
+            result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
+        else:  # a phase change: write the status from the event, no other call
+            new = session_rec.with_pod_phase(old, meta["namespace"], name, phase, reason,
+                                             session["metadata"].get("generation"))
+            changed = {k: v for k, v in new.items() if old.get(k) != v}
+            kube().patch_status("codesessions", meta["namespace"], name, changed)
+            _transition(session, old, new, "codesessions")
+            result = (old, new)
     if result is not None and result[1].get("phase") == "Ready" and \
             result[0].get("phase") != "Ready":
         created = parse_iso(session["metadata"].get("creationTimestamp"))

@@ -66,6 +66,16 @@ class Kube:
             raise
         return True
 
+    def create_pod(self, manifest: Any) -> tuple[Any, bool]:
+        """(the pod, True) when this call created it, else (the existing pod, False)."""
+        meta = manifest["metadata"]
+        try:
+            return self.core.create_namespaced_pod(meta["namespace"], manifest), True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return self.read_pod(meta["namespace"], meta["name"]), False
+
     def replace_secret(self, manifest: Any) -> None:
         meta = manifest["metadata"]
         try:

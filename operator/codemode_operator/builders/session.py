@@ -23,6 +23,11 @@ DEFAULT_RESOURCES = {
 }
 
 
+def session_endpoint(session: str, namespace: str) -> str:
+    """In-cluster URL of a session's server (its Service)."""
+    return f"http://{session}-session.{namespace}.svc:{PORT}"
+
+
 @dataclass(frozen=True)
 class SessionParams:
     """Everything a session pod needs, resolved from the CodeSession and its Workspace."""
@@ -58,7 +63,7 @@ class SessionParams:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.service_name}.{self.namespace}.svc:{PORT}"
+        return session_endpoint(self.name, self.namespace)
 
     def labels(self) -> dict[str, str]:
         return labels("session", self.workspace, session=self.name)

@@ -15,6 +15,7 @@ from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.session import (
     PORT,
     SessionParams,
+    session_endpoint,
     session_pod,
     session_service,
     token_secret,
@@ -77,10 +78,32 @@ def pod_state(pod: Any | None) -> tuple[str, str]:
             return "Starting", cond.reason
     for cs in (pod.status.container_statuses or []) if pod.status else []:
         waiting = cs.state.waiting if cs.state else None
-        if waiting is not None and waiting.reason in (
-                "ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff",
-                "CreateContainerConfigError", "InvalidImageName"):
+        if waiting is not None and waiting.reason in WAITING_REASONS:
             return "Starting", waiting.reason
+    return "Starting", "PodStarting"
+
+
+WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff",
+                   "CreateContainerConfigError", "InvalidImageName")
+
+
+def raw_pod_state(pod: dict[str, Any]) -> tuple[str, str]:
+    """pod_state() for a watch event's raw pod, so events need no extra read."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "Starting", "PodTerminating"
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return "Failed", f"Pod{status['phase']}"
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") == "True":
+            return "Ready", "PodReady"
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason"):
+            return "Starting", str(cond["reason"])
+    for cs in status.get("containerStatuses") or []:
+        reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+        if reason in WAITING_REASONS:
+            return "Starting", str(reason)
     return "Starting", "PodStarting"
 
 
@@ -156,6 +179,20 @@ def terminate(kube: Kube, p: SessionParams, status: dict[str, Any], reason: str,
     return status
 
 
+def with_pod_phase(status: dict[str, Any], namespace: str, name: str, phase: str, reason: str,
+                   generation: int | None) -> dict[str, Any]:
+    """The session status for its pod's phase: endpoint and start time once Ready."""
+    status = {**status, "phase": phase, "reason": reason}
+    if phase == "Ready":
+        status["endpoint"] = session_endpoint(name, namespace)
+        if not status.get("startTime"):
+            status["startTime"] = now_iso()
+    status["conditions"] = set_condition(status.get("conditions"), "Ready", phase == "Ready",
+                                         reason, f"pod {name}-session is {phase.lower()}",
+                                         generation)
+    return status
+
+
 def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
               check_activity: bool = False) -> dict[str, Any]:
     """Ensure the children exist and report the session's phase; returns the new status."""
@@ -197,29 +234,22 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
         return status
 
     p = params_of(body, workspace, cfg)
-    if kube.secret_data(p.namespace, p.token_secret) is None:
-        kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
+    # Create first and let 409 say "already there": an existing token is kept, and the
+    # first reconcile of a session costs three calls, not six.
+    kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
     kube.ensure(session_service(p))
-    pod = kube.read_pod(p.namespace, p.pod_name)
+    pod = kube.read_pod(p.namespace, p.pod_name) if status.get("podName") else None
     if pod is not None and pod_state(pod)[0] == "Failed":
         kube.delete_pod(p.namespace, p.pod_name)
         pod = None
     if pod is None:
-        kube.ensure(session_pod(p))
-        status["podRecreations"] = int(status.get("podRecreations") or 0) + (
-            1 if status.get("podName") else 0)
-        pod = kube.read_pod(p.namespace, p.pod_name)
-    phase, reason = pod_state(pod)
-    status.update(phase=phase, reason=reason, podName=p.pod_name, tokenSecret=p.token_secret,
-                  workspaceId=p.workspace_id)
-    if phase == "Ready":
-        status["endpoint"] = p.endpoint
-        status.setdefault("startTime", None)
-        if not status.get("startTime"):
-            status["startTime"] = now_iso()
-    conditions = set_condition(conditions, "Ready", phase == "Ready", reason,
-                               f"pod {p.pod_name} is {phase.lower()}", generation)
-    status["conditions"] = conditions
+        pod, created = kube.create_pod(session_pod(p))
+        if created and status.get("podName"):
+            status["podRecreations"] = int(status.get("podRecreations") or 0) + 1
+    status.update(podName=p.pod_name, tokenSecret=p.token_secret, workspaceId=p.workspace_id)
+    status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation)
+    conditions = status["conditions"]
+    phase = status["phase"]
 
     if phase == "Ready":
         idle, lifetime = limits_of(body, workspace)
