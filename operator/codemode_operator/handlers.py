@@ -123,11 +123,27 @@ def workspace_deleted(body: kopf.Body, **_: Any) -> None:
 
 # ---- CodeSession -------------------------------------------------------------------------
 
+def _run_session(body: kopf.Body, patch: kopf.Patch, *args: Any) -> dict[str, Any]:
+    """_run for a CodeSession, keeping phase fields that pod events wrote from a newer pod."""
+    def reconcile(kube_: Kube, cfg: OperatorConfig, obj: dict[str, Any],
+                  *rest: Any) -> dict[str, Any]:
+        status = session_rec.reconcile(kube_, cfg, obj, *rest)
+        meta = obj["metadata"]
+        current = kube_.get_custom("codesessions", meta["namespace"], meta["name"]) or {}
+        fresh = dict(current.get("status") or {})
+        if status.get("phase") not in session_rec.ENDED and \
+                session_rec.newer_pod_view(fresh, status):
+            status.update({k: fresh.get(k) for k in session_rec.PHASE_FIELDS})
+        return status
+
+    return _run("CodeSession", body, patch, reconcile, *args)
+
+
 @kopf.on.resume(GROUP, VERSION, "codesessions")
 @kopf.on.create(GROUP, VERSION, "codesessions")
 @kopf.on.update(GROUP, VERSION, "codesessions", field="spec")
 def session_changed(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
-    new = _run("CodeSession", body, patch, session_rec.reconcile)
+    new = _run_session(body, patch)
     _transition(body, dict(body.get("status") or {}), new, "session")
     if new.get("phase") == "Pending" and new.get("reason") in (
             "WorkspaceNotFound", "WorkspaceNotReady", "SessionLimitReached"):
@@ -143,7 +159,7 @@ def session_changed(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any
             initial_delay=CFG.session_poll_seconds * 6, idle=CFG.session_poll_seconds)
 def session_watchdog(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     """Idle timeout, maximum lifetime, and a pod deleted behind our back."""
-    new = _run("CodeSession", body, patch, session_rec.reconcile, True)
+    new = _run_session(body, patch, True)
     _transition(body, dict(body.get("status") or {}), new, "session")
 
 
@@ -163,13 +179,18 @@ def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
     else:
         phase, reason = session_rec.raw_pod_state(dict(pod))
+        version = meta.get("resourceVersion")
         if old.get("phase") == phase and old.get("reason") == reason:
             return  # nothing this event changes
+        if session_rec.newer_pod_view(old, {"podResourceVersion": version}):
+            return  # the status already reflects a newer look at the pod
+        if reason == "PodTerminating":
+            return  # its DELETED event follows, and decides whether to recreate it
         if phase == "Failed" or not old.get("podName"):
             result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
         else:  # a phase change: write the status from the event, no other call
             new = session_rec.with_pod_phase(old, meta["namespace"], name, phase, reason,
-                                             session["metadata"].get("generation"))
+                                             session["metadata"].get("generation"), version)
             changed = {k: v for k, v in new.items() if old.get(k) != v}
             kube().patch_status("codesessions", meta["namespace"], name, changed)
             _transition(session, old, new, "codesessions")

@@ -171,18 +171,43 @@ def last_activity(pod: Any | None) -> float | None:
 
 def terminate(kube: Kube, p: SessionParams, status: dict[str, Any], reason: str,
               message: str) -> dict[str, Any]:
-    kube.delete_pod(p.namespace, p.pod_name)
-    kube.delete_service(p.namespace, p.service_name)
+    """End the session: Terminated is written first, so the pod's deletion events that
+    follow find an ended session and never bring the pod back."""
     status.update(phase="Terminated", reason=reason, endpoint=None)
     status["conditions"] = set_condition(status.get("conditions"), "Ready", False, reason,
                                          message)
+    kube.patch_status("codesessions", p.namespace, p.name, status)
+    kube.delete_pod(p.namespace, p.pod_name)
+    kube.delete_service(p.namespace, p.service_name)
     return status
 
 
+PHASE_FIELDS = ("phase", "reason", "endpoint", "startTime", "conditions", "podResourceVersion")
+
+
+def _rv(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def newer_pod_view(current: dict[str, Any], computed: dict[str, Any]) -> bool:
+    """Whether `current` status was derived from a newer pod than `computed` was.
+
+    The create handler and pod events both write the phase; each records the
+    resourceVersion of the pod it looked at, so a slow writer never turns a Ready
+    session back to Starting from an older look at the pod.
+    """
+    return _rv(current.get("podResourceVersion")) > _rv(computed.get("podResourceVersion"))
+
+
 def with_pod_phase(status: dict[str, Any], namespace: str, name: str, phase: str, reason: str,
-                   generation: int | None) -> dict[str, Any]:
+                   generation: int | None, pod_version: str | None = None) -> dict[str, Any]:
     """The session status for its pod's phase: endpoint and start time once Ready."""
     status = {**status, "phase": phase, "reason": reason}
+    if pod_version is not None:
+        status["podResourceVersion"] = pod_version
     if phase == "Ready":
         status["endpoint"] = session_endpoint(name, namespace)
         if not status.get("startTime"):
@@ -247,7 +272,8 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
         if created and status.get("podName"):
             status["podRecreations"] = int(status.get("podRecreations") or 0) + 1
     status.update(podName=p.pod_name, tokenSecret=p.token_secret, workspaceId=p.workspace_id)
-    status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation)
+    status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation,
+                            pod.metadata.resource_version if pod is not None else None)
     conditions = status["conditions"]
     phase = status["phase"]
 
