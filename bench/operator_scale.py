@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -112,7 +113,8 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     workdir = Path(tempfile.mkdtemp(prefix="codemode-bench-"))
     redis_server = RedisServer(workdir)
-    op = OperatorProcess(kubeconfig, [ns], log_dir=workdir)
+    op = OperatorProcess(kubeconfig, [ns], log_dir=workdir, env={
+        k: os.environ[k] for k in ("OPERATOR_WORKERS", "MALLOC_ARENA_MAX") if k in os.environ})
     result: dict[str, Any] = {"sessions": sessions}
     try:
         wait_for(lambda: core.read_namespaced_service_account("default", ns), 30, "namespace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -28,7 +29,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = int(os.environ.get("OPERATOR_WORKERS", "32"))
     settings.posting.level = logging.INFO
     settings.peering.standalone = True
 
