@@ -24,3 +24,10 @@ def kubectl(lay: Layout, *args: str, stdin: str | None = None, check: bool = Tru
 
 def apply(lay: Layout, manifest: str) -> None:
     kubectl(lay, "apply", "-f", "-", stdin=manifest)
+
+
+def node_ready(lay: Layout) -> bool:
+    """Whether the layout's node reports Ready (kwok's fake node or the real kubelet)."""
+    out = kubectl(lay, "get", "node", lay.node_name, "-o",
+                  "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+    return out.strip() == "True"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from . import build, paths, procs, wait
-from .kubectl import apply, kubectl
+from .kubectl import apply, kubectl, node_ready
 from .layout import Layout
 
 # Far more than any test or benchmark asks for: scheduling on the simulated
@@ -59,16 +59,4 @@ def start(lay: Layout) -> None:
         json.dumps(status),
     )
 
-    def node_ready() -> bool:
-        out = kubectl(
-            lay,
-            "get",
-            "node",
-            lay.node_name,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            check=False,
-        )
-        return out.strip() == "True"
-
-    wait.until(lay.run, "kwok", node_ready, timeout=30)
+    wait.until(lay.run, "kwok", lambda: node_ready(lay), timeout=30)

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import images, kubeconfig, paths, pki, procs, wait
-from .kubectl import apply, kubectl
+from .kubectl import apply, node_ready
 from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, Layout
 
 CNI_BIN = Path("/usr/lib/cni")
@@ -273,19 +273,7 @@ def _start_kubelet(lay: Layout) -> None:
         ],
     )
 
-    def node_ready() -> bool:
-        out = kubectl(
-            lay,
-            "get",
-            "node",
-            lay.node_name,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-            check=False,
-        )
-        return out.strip() == "True"
-
-    wait.until(lay.run, "kubelet", node_ready, timeout=60)
+    wait.until(lay.run, "kubelet", lambda: node_ready(lay), timeout=60)
 
 
 def _start_kube_proxy(lay: Layout) -> None:

@@ -4,7 +4,6 @@ readable through the API."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from kubernetes import client
 
 from tests.cluster.images import BASE
 from tests.cluster.pytest_plugin import Cluster
+from tests.k8s.operator_fixture import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,13 +35,6 @@ for url in sys.argv[1:]:
     print(url, "->", body, flush=True)
 """
 
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def _python_container(name: str, script: str, args: list[str] | None = None) -> client.V1Container:
@@ -84,7 +77,7 @@ def test_pod_service_dns_job_and_logs(cluster: Cluster, namespace: str) -> None:
         pod = core.read_namespaced_pod("server", namespace)
         return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
-    _wait(server_ready, 90, "server pod Ready (kubelet probe via pod IP)")
+    wait_for(server_ready, 90, "server pod Ready (kubelet probe via pod IP)")
     pod_ip = core.read_namespaced_pod("server", namespace).status.pod_ip
     cluster_ip = core.read_namespaced_service("web", namespace).spec.cluster_ip
     assert pod_ip and cluster_ip
@@ -116,7 +109,7 @@ def test_pod_service_dns_job_and_logs(cluster: Cluster, namespace: str) -> None:
         status = batch.read_namespaced_job("probe", namespace).status
         return bool(status.succeeded or status.failed)
 
-    _wait(job_finished, 90, "probe Job to finish")
+    wait_for(job_finished, 90, "probe Job to finish")
     probe_pod = core.list_namespaced_pod(namespace, label_selector="app=probe").items[0]
     logs = core.read_namespaced_pod_log(probe_pod.metadata.name, namespace)
     assert batch.read_namespaced_job("probe", namespace).status.succeeded == 1, logs

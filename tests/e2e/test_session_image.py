@@ -4,7 +4,6 @@ through the pod IP, a Service ClusterIP and the Service's DNS name."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from kubernetes import client
 
 from tests.cluster.images import BASE
 from tests.cluster.pytest_plugin import Cluster
+from tests.k8s.operator_fixture import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +21,6 @@ for url in sys.argv[1:]:
     print(json.dumps({"url": url, "body": json.load(urllib.request.urlopen(url, timeout=10))}))
 """
 
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 def test_session_image_health_via_pod_service_and_dns(
@@ -73,7 +66,7 @@ def test_session_image_health_via_pod_service_and_dns(
         return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
     try:
-        _wait(ready, 120, "session pod Ready")
+        wait_for(ready, 120, "session pod Ready")
     except AssertionError:
         logs = core.read_namespaced_pod_log("session", namespace)
         raise AssertionError(f"session pod not ready; logs:\n{logs}") from None
@@ -113,7 +106,7 @@ def test_session_image_health_via_pod_service_and_dns(
         status = batch.read_namespaced_job("fetch", namespace).status
         return bool(status.succeeded or status.failed)
 
-    _wait(finished, 90, "fetch Job to finish")
+    wait_for(finished, 90, "fetch Job to finish")
     fetch_pod = core.list_namespaced_pod(namespace, label_selector="app=fetch").items[0]
     logs = core.read_namespaced_pod_log(fetch_pod.metadata.name, namespace)
     assert batch.read_namespaced_job("fetch", namespace).status.succeeded == 1, logs

@@ -3,7 +3,6 @@ API-server validation behave as they do in production."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -11,16 +10,10 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
+from tests.k8s.operator_fixture import wait_for
 
 pytestmark = pytest.mark.k8s
 
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def test_deployment_pods_run_on_kwok_node(cluster: Cluster, namespace: str) -> None:
@@ -57,7 +50,7 @@ def test_deployment_pods_run_on_kwok_node(cluster: Cluster, namespace: str) -> N
         pods = core.list_namespaced_pod(namespace, label_selector="app=smoke").items
         return len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
 
-    _wait(running, 60, "2 Running pods")
+    wait_for(running, 60, "2 Running pods")
     pods = core.list_namespaced_pod(namespace, label_selector="app=smoke").items
     assert {p.spec.node_name for p in pods} == {cluster.node_name}
 
@@ -66,7 +59,7 @@ def test_deployment_pods_run_on_kwok_node(cluster: Cluster, namespace: str) -> N
         status = apps.read_namespaced_deployment("smoke", namespace).status
         return (status.ready_replicas or 0) == 2
 
-    _wait(all_ready, 30, "deployment readyReplicas=2")
+    wait_for(all_ready, 30, "deployment readyReplicas=2")
 
 
 def test_crd_schema_is_enforced_by_api_server(cluster: Cluster, namespace: str) -> None:
@@ -111,7 +104,7 @@ def test_crd_schema_is_enforced_by_api_server(cluster: Cluster, namespace: str) 
             conds = ext.read_custom_resource_definition(f"{plural}.{group}").status.conditions or []
             return any(c.type == "Established" and c.status == "True" for c in conds)
 
-        _wait(established, 30, "CRD Established")
+        wait_for(established, 30, "CRD Established")
 
         def widget(name: str, spec: dict[str, Any]) -> dict[str, Any]:
             return {
@@ -133,7 +126,7 @@ def test_crd_schema_is_enforced_by_api_server(cluster: Cluster, namespace: str) 
                 raise
             return True
 
-        _wait(created, 30, "valid Widget accepted")
+        wait_for(created, 30, "valid Widget accepted")
         got = custom.get_namespaced_custom_object(group, "v1", namespace, plural, "ok")
         assert got["spec"] == {"size": 3}
 
