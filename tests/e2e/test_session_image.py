@@ -15,10 +15,22 @@ from tests.k8s.operator_fixture import wait_for
 
 pytestmark = pytest.mark.e2e
 
+# kube-proxy programs a new Service a moment after its endpoints appear (longer
+# on a node that just started), so each URL gets a short grace period.
 FETCH = """
-import json, sys, urllib.request
+import json, sys, time, urllib.request
 for url in sys.argv[1:]:
-    print(json.dumps({"url": url, "body": json.load(urllib.request.urlopen(url, timeout=10))}))
+    deadline = time.monotonic() + 45
+    while True:
+        try:
+            body = json.load(urllib.request.urlopen(url, timeout=10))
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise
+            print(json.dumps({"url": url, "retry": str(exc)}), flush=True)
+            time.sleep(1)
+    print(json.dumps({"url": url, "body": body}), flush=True)
 """
 
 
@@ -106,7 +118,7 @@ def test_session_image_health_via_pod_service_and_dns(
         status = batch.read_namespaced_job("fetch", namespace).status
         return bool(status.succeeded or status.failed)
 
-    wait_for(finished, 90, "fetch Job to finish")
+    wait_for(finished, 180, "fetch Job to finish")
     fetch_pod = core.list_namespaced_pod(namespace, label_selector="app=fetch").items[0]
     logs = core.read_namespaced_pod_log(fetch_pod.metadata.name, namespace)
     assert batch.read_namespaced_job("fetch", namespace).status.succeeded == 1, logs
