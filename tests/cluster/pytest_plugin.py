@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 
 from . import lifecycle, paths
+from .kubectl import isolate_discovery_cache
 from .layout import Mode, layout
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    isolate_discovery_cache()
     config.addinivalue_line(
         "markers", "k8s: needs the control-plane cluster (real etcd + API server, kwok node)"
     )

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from kubernetes import client
 
+from tests.cluster.kubectl import forget_discovery
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
 GROUP = "codemode.dev"
@@ -66,6 +68,7 @@ def install_crds(kubeconfig: Path, api_client: Any, timeout: float = 60) -> None
         return True
 
     wait_for(ready, timeout, "codemode CRDs established")
+    forget_discovery()
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,

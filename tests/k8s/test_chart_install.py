@@ -14,7 +14,7 @@ from kubernetes import client
 
 from tests.cluster.helm import helm_binary
 from tests.cluster.pytest_plugin import Cluster
-from tests.k8s.operator_fixture import kubectl_binary, wait_for
+from tests.k8s.operator_fixture import install_crds, kubectl_binary, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -56,6 +56,9 @@ def _can_i(cluster: Cluster, sa: str, verb: str, resource: str, ns: str | None) 
 def test_install_upgrade_keeps_password_and_rbac_is_least_privilege(
     cluster: Cluster, namespace: str
 ) -> None:
+    # The releases below skip the cluster-wide CRDs; RBAC checks on codemode kinds
+    # need them served (a fresh cluster has none yet).
+    install_crds(cluster.kubeconfig, cluster.api_client())
     core = client.CoreV1Api(cluster.api_client())
     watched = f"{namespace}-w"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=watched)))
