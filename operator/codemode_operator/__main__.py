@@ -14,7 +14,7 @@ import kopf
 from kopf._core.engines.peering import Identity
 from prometheus_client import start_http_server
 
-from codemode_operator import PREFIX, logs
+from codemode_operator import PREFIX, api_session, logs
 from codemode_operator.kube import load_config
 from codemode_operator.settings import OperatorConfig
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)
     namespaces = list(cfg.watch_namespaces)
+    api_session.register(len(namespaces))
     asyncio.run(kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
