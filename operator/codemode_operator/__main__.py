@@ -14,7 +14,7 @@ import kopf
 from kopf._core.engines.peering import Identity
 from prometheus_client import start_http_server
 
-from codemode_operator import PREFIX, api_session, logs
+from codemode_operator import PREFIX, allocator, api_session, logs
 from codemode_operator.kube import load_config
 from codemode_operator.settings import OperatorConfig
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codemode_operator")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    allocator.limit_arenas()
     cfg = OperatorConfig.from_env()
     logs.configure(args.verbose)
     load_config()

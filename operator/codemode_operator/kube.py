@@ -8,12 +8,15 @@ already exists is read back, so a restarted operator adopts what it made.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from codemode_operator import GROUP, VERSION
+
+LIST_PAGE = 200
 
 
 def load_config() -> None:
@@ -128,10 +131,24 @@ class Kube:
             GROUP, VERSION, namespace, plural, name))
         return found
 
-    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        listing: Any = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural)
-        return list(listing.get("items", []))
+    def list_custom(self, plural: str, namespace: str,
+                    page: int = LIST_PAGE) -> Iterator[dict[str, Any]]:
+        """Every object of a kind in a namespace, fetched `page` at a time.
+
+        A thousand CodeSessions are megabytes of JSON; paging keeps a count over them
+        from holding them all (and their decoded copies) in memory at once.
+        """
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page}
+            if token:
+                kwargs["_continue"] = token
+            listing: Any = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, **kwargs)
+            yield from listing.get("items", [])
+            token = (listing.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         _ignore_404(lambda: self.custom.delete_namespaced_custom_object(

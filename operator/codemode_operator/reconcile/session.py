@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from codemode_operator.api.codesession import CodeSessionSpec
@@ -107,9 +108,10 @@ def raw_pod_state(pod: dict[str, Any]) -> tuple[str, str]:
     return "Starting", "PodStarting"
 
 
-def _workspace_sessions(kube: Kube, namespace: str, workspace: str) -> list[dict[str, Any]]:
-    return [o for o in kube.list_custom("codesessions", namespace)
-            if (o.get("spec") or {}).get("workspaceRef") == workspace]
+def _workspace_sessions(kube: Kube, namespace: str, workspace: str
+                        ) -> Iterator[dict[str, Any]]:
+    return (o for o in kube.list_custom("codesessions", namespace)
+            if (o.get("spec") or {}).get("workspaceRef") == workspace)
 
 
 # Admitted, live sessions per (namespace, workspace), as last listed plus those admitted

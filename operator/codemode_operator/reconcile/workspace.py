@@ -44,8 +44,8 @@ def params_of(body: dict[str, Any], cfg: OperatorConfig) -> WorkspaceParams:
                            operator_namespace=cfg.namespace)
 
 
-def _members(kube: Kube, plural: str, namespace: str, workspace: str) -> list[dict[str, Any]]:
-    return [o for o in kube.list_custom(plural, namespace)
+def _member_names(kube: Kube, plural: str, namespace: str, workspace: str) -> list[str]:
+    return [o["metadata"]["name"] for o in kube.list_custom(plural, namespace)
             if (o.get("spec") or {}).get("workspaceRef") == workspace]
 
 
@@ -94,8 +94,8 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
     status.update(
         redisReachable=True,
         credentialsSecret=p.credentials_secret,
-        sessions=len(_members(kube, "codesessions", p.namespace, p.name)),
-        libraries=len(_members(kube, "workflowlibraries", p.namespace, p.name)),
+        sessions=len(_member_names(kube, "codesessions", p.namespace, p.name)),
+        libraries=len(_member_names(kube, "workflowlibraries", p.namespace, p.name)),
     )
     target = redacted_url(url)
     conditions = set_condition(conditions, "RedisReachable", True, "Pinged",
@@ -111,17 +111,17 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
 def delete(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> str:
     """Apply the deletion policy; raise Retry while something must still go first."""
     p = params_of(body, cfg)
-    sessions = _members(kube, "codesessions", p.namespace, p.name)
-    libraries = _members(kube, "workflowlibraries", p.namespace, p.name)
+    sessions = _member_names(kube, "codesessions", p.namespace, p.name)
+    libraries = _member_names(kube, "workflowlibraries", p.namespace, p.name)
     if sessions or libraries:
         if p.spec.deletion_policy == "Refuse":
             raise Retry(
                 f"deletionPolicy Refuse: {len(sessions)} CodeSession(s) and {len(libraries)} "
                 f"WorkflowLibrary(ies) still use workspace {p.name!r}; delete them first", 10)
-        for obj in sessions:
-            kube.delete_custom("codesessions", p.namespace, obj["metadata"]["name"])
-        for obj in libraries:
-            kube.delete_custom("workflowlibraries", p.namespace, obj["metadata"]["name"])
+        for name in sessions:
+            kube.delete_custom("codesessions", p.namespace, name)
+        for name in libraries:
+            kube.delete_custom("workflowlibraries", p.namespace, name)
         raise Retry(f"deletionPolicy Cascade: waiting for {len(sessions)} session(s) and "
                     f"{len(libraries)} library(ies) to be deleted", 3)
     done = []
