@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,37 @@ class RssSampler(threading.Thread):
                            _status_kb(self.pid, "VmRSS"))
 
 
-def _apiserver_requests(api: Any) -> int:
-    """Total requests the API server has served (all clients), from its /metrics."""
+def _apiserver_requests(api: Any) -> Counter[str] | None:
+    """Requests the API server has served (all clients) by "VERB resource", from /metrics."""
     try:
-        data, _, _ = api.call_api("/metrics", "GET", auth_settings=["BearerToken"],
-                                  response_type="str", _preload_content=False)
-        text = data.data.decode()
+        # the client's own connection pool carries its credentials; call_api's signature
+        # differs between client versions
+        response = api.rest_client.pool_manager.request(
+            "GET", api.configuration.host + "/metrics", preload_content=True)
+        if response.status != 200:
+            return None
+        text = response.data.decode()
     except Exception:
-        return -1
-    total = 0.0
+        return None
+    total: Counter[str] = Counter()
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            key = f"{labels.get('verb', '?')} {labels.get('resource', '?')}"
+            if labels.get("subresource"):
+                key += "/" + labels["subresource"]
+            total[key] += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def _per_session(before: Counter[str] | None, after: Counter[str] | None,
+                 sessions: int) -> tuple[float | None, dict[str, float]]:
+    """Requests per session in total and for the busiest kinds of request."""
+    if before is None or after is None:
+        return None, {}
+    diff = after - before
+    top = {key: round(n / sessions, 1) for key, n in diff.most_common(8)}
+    return round(sum(diff.values()) / sessions, 1), top
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -173,6 +192,7 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
         elapsed = time.monotonic() - start
         sampler.sample()
         requests_after = _apiserver_requests(api)
+        per_session, by_kind = _per_session(requests_before, requests_after, sessions)
         pod_items = core.list_namespaced_pod(ns, label_selector="codemode.dev/session").items
         pods = len(pod_items)
         stages = _pod_stages(pod_items, wall_start)
@@ -189,9 +209,8 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
             operator_peak_rss_mb=round(sampler.peak_kb / 1024, 1),
             operator_idle_rss_mb=round(rss_idle_kb / 1024, 1),
             operator_cpu_seconds=round(_cpu_seconds(op.pid) - cpu_before, 1),
-            apiserver_requests_per_session=(
-                round((requests_after - requests_before) / sessions, 1)
-                if requests_before >= 0 and requests_after >= 0 else None),
+            apiserver_requests_per_session=per_session,
+            apiserver_requests_per_session_by_kind=by_kind,
             ready_progress=progress[:: max(1, len(progress) // 12)],
             targets={"seconds": TARGET_SECONDS, "rss_mb": TARGET_RSS_MB},
             met=bool(ready >= sessions and elapsed <= TARGET_SECONDS

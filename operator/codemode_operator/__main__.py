@@ -30,7 +30,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
     settings.execution.max_workers = int(os.environ.get("OPERATOR_WORKERS", "32"))
-    settings.posting.level = logging.INFO
+    # Our own Events (transitions, deletions) are posted explicitly; kopf's per-handler
+    # "succeeded" lines would be two more API writes per object, so only its warnings go.
+    settings.posting.level = logging.WARNING
     settings.peering.standalone = True
 
 

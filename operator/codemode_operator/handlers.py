@@ -1,13 +1,18 @@
 """kopf handlers: thin wiring from events to the reconcile modules.
 
 Handlers are sync functions, so kopf runs them in its thread pool and the
-blocking Kubernetes and Redis clients never touch its event loop.
+blocking Kubernetes and Redis clients never touch its event loop; the pod-event
+handler is async only to hand its work to a pool of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -69,7 +74,7 @@ def _transition(body: Any, old: dict[str, Any], new: dict[str, Any], what: str) 
             (c for c in new.get("conditions") or [] if c.get("type") == "Ready"), {})
         message = cond.get("message") or f"{what} is {new.get('phase', after[0])}"
         if after[0] == "True":
-            kopf.info(body, reason=after[1] or "Ready", message=message)
+            kopf.event(body, type="Normal", reason=after[1] or "Ready", message=message)
         else:
             kopf.warn(body, reason=after[1] or "NotReady", message=message)
 
@@ -118,88 +123,144 @@ def workspace_deleted(body: kopf.Body, **_: Any) -> None:
     except Retry as exc:
         kopf.warn(body, reason="DeletionBlocked", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
-    kopf.info(body, reason="Deleted", message=done)
+    kopf.event(body, type="Normal", reason="Deleted", message=done)
 
 
 # ---- CodeSession -------------------------------------------------------------------------
+#
+# Three writers share a session's status: the create handler, the watchdog timer and pod
+# events. Each writes only on the resourceVersion it read (a conflict re-reads), and phase
+# fields never go back to an older look at the pod (session_rec.newer_pod_view), so no
+# writer can undo a newer one and no handler has to look again "in case".
 
-def _run_session(body: kopf.Body, patch: kopf.Patch, *args: Any) -> dict[str, Any]:
-    """_run for a CodeSession, keeping phase fields that pod events wrote from a newer pod."""
-    def reconcile(kube_: Kube, cfg: OperatorConfig, obj: dict[str, Any],
-                  *rest: Any) -> dict[str, Any]:
-        status = session_rec.reconcile(kube_, cfg, obj, *rest)
-        meta = obj["metadata"]
-        current = kube_.get_custom("codesessions", meta["namespace"], meta["name"]) or {}
-        fresh = dict(current.get("status") or {})
-        if status.get("phase") not in session_rec.ENDED and \
-                session_rec.newer_pod_view(fresh, status):
-            status.update({k: fresh.get(k) for k in session_rec.PHASE_FIELDS})
-        return status
+COMMIT_ATTEMPTS = 5
 
-    return _run("CodeSession", body, patch, reconcile, *args)
+
+def _commit_session(namespace: str, name: str, status: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Write a computed session status over the current one; (old, new) as written.
+
+    Fields of a newer pod view already in the object are kept; an ended session stays
+    ended. None when the session is gone.
+    """
+    for _ in range(COMMIT_ATTEMPTS):
+        current = kube().get_custom("codesessions", namespace, name)
+        if current is None:
+            return None
+        old = dict(current.get("status") or {})
+        new = dict(status)
+        if old.get("phase") in session_rec.ENDED and new.get("phase") not in session_rec.ENDED:
+            return old, old
+        if new.get("phase") not in session_rec.ENDED and session_rec.newer_pod_view(old, new):
+            new.update({k: old.get(k) for k in session_rec.PHASE_FIELDS})
+        changed = {k: v for k, v in new.items() if old.get(k) != v}
+        if not changed:
+            return old, new
+        try:
+            kube().patch_status("codesessions", namespace, name, changed,
+                                resource_version=current["metadata"]["resourceVersion"])
+        except ApiException as exc:
+            if exc.status == 409:
+                continue  # someone wrote in between: merge over what they wrote
+            raise
+        _transition(current, old, new, "session")
+        _observe_start(current, old, new)
+        return old, new
+    raise Retry(f"status of CodeSession {name!r} keeps changing under us", 1)
+
+
+def _observe_start(session: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+    if new.get("phase") == "Ready" and old.get("phase") != "Ready":
+        created = parse_iso(session["metadata"].get("creationTimestamp"))
+        if created:
+            metrics.SESSION_START.observe(max(0.0, time.time() - created))
+
+
+def _reconcile_session(body: kopf.Body, periodic: bool = False) -> dict[str, Any]:
+    """Reconcile a CodeSession and commit its status; kopf writes no status of its own."""
+    meta = body["metadata"]
+    try:
+        status = session_rec.reconcile(kube(), CFG, dict(body), periodic)
+        written = _commit_session(meta["namespace"], meta["name"], status)
+    except Retry as exc:
+        metrics.RECONCILES.labels(kind="CodeSession", outcome="retry").inc()
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+    except ApiException as exc:
+        metrics.ERRORS.labels(kind="CodeSession").inc()
+        raise kopf.TemporaryError(f"Kubernetes API error: {exc.status} {exc.reason}",
+                                  delay=5) from None
+    metrics.RECONCILES.labels(kind="CodeSession", outcome="ok").inc()
+    return written[1] if written else status
 
 
 @kopf.on.resume(GROUP, VERSION, "codesessions")
 @kopf.on.create(GROUP, VERSION, "codesessions")
 @kopf.on.update(GROUP, VERSION, "codesessions", field="spec")
-def session_changed(body: kopf.Body, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
-    new = _run_session(body, patch)
-    _transition(body, dict(body.get("status") or {}), new, "session")
+def session_changed(body: kopf.Body, **_: Any) -> None:
+    new = _reconcile_session(body)
     if new.get("phase") == "Pending" and new.get("reason") in (
             "WorkspaceNotFound", "WorkspaceNotReady", "SessionLimitReached"):
         raise kopf.TemporaryError(f"waiting: {new['reason']}", delay=5)
-    if new.get("phase") == "Starting":
-        # The pod's own events usually move the session to Ready, but this handler's status
-        # patch lands after them and can carry a stale Starting: look again shortly.
-        raise kopf.TemporaryError("waiting for the session pod to be ready",
-                                  delay=min(30.0, 3.0 + 2.0 * retry))
 
 
 @kopf.timer(GROUP, VERSION, "codesessions", interval=CFG.session_poll_seconds * 6,
             initial_delay=CFG.session_poll_seconds * 6, idle=CFG.session_poll_seconds)
-def session_watchdog(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Idle timeout, maximum lifetime, and a pod deleted behind our back."""
-    new = _run_session(body, patch, True)
-    _transition(body, dict(body.get("status") or {}), new, "session")
+def session_watchdog(body: kopf.Body, **_: Any) -> None:
+    """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
+    _reconcile_session(body, periodic=True)
+
+
+# (namespace, pod name) -> the (phase, reason) its last handled event showed. An event that
+# shows the same again (kwok and kubelets send several per start) needs no session read.
+_pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
+
+# Pod events get threads of their own: in kopf's shared pool they would queue behind a
+# burst of create handlers, and sessions whose pods are long Ready would wait for them.
+POD_EVENT_WORKERS = 8
+_pod_event_pool = ThreadPoolExecutor(POD_EVENT_WORKERS, thread_name_prefix="pod-events")
 
 
 @kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT})
-def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+async def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     """React at once to the pod becoming Ready, failing or vanishing."""
     pod = event["object"]
     meta = pod.get("metadata") or {}
     name = (meta.get("labels") or {}).get(f"{PREFIX}/session")
     if not name:
         return
-    session = kube().get_custom("codesessions", meta.get("namespace", ""), name)
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    deleted = event.get("type") == "DELETED"
+    state = session_rec.raw_pod_state(dict(pod))
+    if deleted:
+        _pod_seen.pop(key, None)
+    elif _pod_seen.get(key) == state or state[1] == "PodTerminating":
+        return  # nothing new; a terminating pod's DELETED event decides on recreating it
+    call = functools.partial(contextvars.copy_context().run, _pod_changed, key[0], name,
+                             None if deleted else state, meta.get("resourceVersion"))
+    handled = await asyncio.get_running_loop().run_in_executor(_pod_event_pool, call)
+    if handled and not deleted:
+        _pod_seen[key] = state
+
+
+def _pod_changed(namespace: str, name: str, state: tuple[str, str] | None,
+                 pod_version: str | None) -> bool:
+    """Bring session `name` in line with its pod's state (None: the pod is gone)."""
+    session = kube().get_custom("codesessions", namespace, name)
     if session is None or (session.get("status") or {}).get("phase") in session_rec.ENDED:
-        return
+        return True
     old = dict(session.get("status") or {})
-    if event.get("type") == "DELETED":
-        result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
-    else:
-        phase, reason = session_rec.raw_pod_state(dict(pod))
-        version = meta.get("resourceVersion")
-        if old.get("phase") == phase and old.get("reason") == reason:
-            return  # nothing this event changes
-        if session_rec.newer_pod_view(old, {"podResourceVersion": version}):
-            return  # the status already reflects a newer look at the pod
-        if reason == "PodTerminating":
-            return  # its DELETED event follows, and decides whether to recreate it
-        if phase == "Failed" or not old.get("podName"):
-            result = _reconcile_on_child_event("codesessions", session, session_rec.reconcile)
-        else:  # a phase change: write the status from the event, no other call
-            new = session_rec.with_pod_phase(old, meta["namespace"], name, phase, reason,
-                                             session["metadata"].get("generation"), version)
-            changed = {k: v for k, v in new.items() if old.get(k) != v}
-            kube().patch_status("codesessions", meta["namespace"], name, changed)
-            _transition(session, old, new, "codesessions")
-            result = (old, new)
-    if result is not None and result[1].get("phase") == "Ready" and \
-            result[0].get("phase") != "Ready":
-        created = parse_iso(session["metadata"].get("creationTimestamp"))
-        if created:
-            metrics.SESSION_START.observe(max(0.0, time.time() - created))
+    try:
+        if state is None or state[0] == "Failed" or not old.get("podName"):
+            status = session_rec.reconcile(kube(), CFG, session)
+        else:  # a phase change: the status comes from the event, no other call
+            status = session_rec.with_pod_phase(
+                old, namespace, name, *state, session["metadata"].get("generation"),
+                pod_version)
+        _commit_session(namespace, name, status)
+    except (Retry, ApiException) as exc:
+        log.info("codesessions %s/%s: %s", namespace, name, exc)
+        return False
+    return True
 
 
 # ---- WorkflowLibrary ---------------------------------------------------------------------
@@ -239,4 +300,4 @@ def library_job_event(event: kopf.RawEvent, **_: Any) -> None:
 @kopf.on.delete(GROUP, VERSION, "workflowlibraries")
 def library_deleted(body: kopf.Body, **_: Any) -> None:
     done = library_rec.delete(kube(), CFG, dict(body))
-    kopf.info(body, reason="Deleted", message=done)
+    kopf.event(body, type="Normal", reason="Deleted", message=done)

@@ -155,9 +155,17 @@ class Kube:
             GROUP, VERSION, namespace, plural, name))
 
     def patch_status(self, plural: str, namespace: str, name: str,
-                     status: dict[str, Any]) -> None:
+                     status: dict[str, Any], resource_version: str | None = None) -> None:
+        """Merge `status` into the object's status (a vanished object is not an error).
+
+        With `resource_version` the write only lands on that version of the object: a
+        concurrent writer makes it fail with 409 Conflict instead of being overwritten.
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         _ignore_404(lambda: self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status}))
+            GROUP, VERSION, namespace, plural, name, body))
 
 
 def _or_none(call: Any) -> Any:

@@ -258,6 +258,44 @@ def test_session_children_ready_and_pod_recreated(env: Env) -> None:
     assert len([p for p in pods if p.metadata.deletion_timestamp is None]) == 1
 
 
+def test_session_status_writes_refuse_a_stale_version(env: Env) -> None:
+    """The operator's conditional status write: the real API server refuses a write made
+    on an old resourceVersion instead of letting it overwrite a newer one."""
+    from codemode_operator.kube import Kube
+
+    env.workspace("ws-cas")
+    env.kinds.create("codesessions", "cas", {"workspaceRef": "ws-cas"})
+    kube = Kube(env.api)
+    stale = env.kinds.get("codesessions", "cas")
+    assert stale is not None
+    env.kinds.patch("codesessions", "cas", {"metadata": {"labels": {"touched": "yes"}}})
+    with pytest.raises(client.ApiException) as refused:
+        kube.patch_status("codesessions", env.ns, "cas", {"reason": "Stale"},
+                          resource_version=stale["metadata"]["resourceVersion"])
+    assert refused.value.status == 409
+    assert env.kinds.status("codesessions", "cas").get("reason") != "Stale"
+    fresh = env.kinds.get("codesessions", "cas")
+    assert fresh is not None
+    kube.patch_status("codesessions", env.ns, "cas", {"lastActivityTime": None},
+                      resource_version=fresh["metadata"]["resourceVersion"])
+
+
+def test_watchdog_repairs_a_session_status_that_fell_behind_its_pod(env: Env) -> None:
+    """A session whose status says Starting while its pod is Ready (an event lost while
+    the operator was busy) is put right by the periodic check, with no new pod event."""
+    env.workspace("ws-behind")
+    env.ready("workspaces", "ws-behind")
+    env.kinds.create("codesessions", "behind", {"workspaceRef": "ws-behind"})
+    env.phase("behind", "Ready")
+    pod_uid = env.pod("behind-session").metadata.uid
+    env.kinds.custom.patch_namespaced_custom_object_status(
+        "codemode.dev", "v1alpha1", env.ns, "codesessions", "behind",
+        {"status": {"phase": "Starting", "reason": "PodStarting", "podResourceVersion": "1"}})
+    assert env.kinds.status("codesessions", "behind")["phase"] == "Starting"
+    env.phase("behind", "Ready", timeout=30)
+    assert env.pod("behind-session").metadata.uid == pod_uid  # repaired, not recreated
+
+
 def test_session_waits_for_missing_workspace(env: Env) -> None:
     env.kinds.create("codesessions", "early", {"workspaceRef": "ws-late"})
     env.wait(lambda: env.kinds.condition("codesessions", "early", "WorkspaceFound")

@@ -221,8 +221,12 @@ def with_pod_phase(status: dict[str, Any], namespace: str, name: str, phase: str
 
 
 def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
-              check_activity: bool = False) -> dict[str, Any]:
-    """Ensure the children exist and report the session's phase; returns the new status."""
+              periodic: bool = False) -> dict[str, Any]:
+    """Ensure the children exist and report the session's phase; returns the new status.
+
+    `periodic` is the watchdog's look: it also reads the server's last activity, and
+    leaves alone a session whose pod stands or that the create handler has not started.
+    """
     meta = body["metadata"]
     spec = body.get("spec") or {}
     generation = meta.get("generation")
@@ -230,6 +234,8 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
     status["observedGeneration"] = generation
     if status.get("phase") in ENDED:
         return status
+    if periodic and not status.get("podName"):
+        return status  # not started yet: the create handler still owns it
     conditions = status.get("conditions") or []
 
     workspace = kube.get_custom("workspaces", meta["namespace"], spec.get("workspaceRef", ""))
@@ -261,11 +267,13 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
         return status
 
     p = params_of(body, workspace, cfg)
-    # Create first and let 409 say "already there": an existing token is kept, and the
-    # first reconcile of a session costs three calls, not six.
-    kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
-    kube.ensure(session_service(p))
     pod = kube.read_pod(p.namespace, p.pod_name) if status.get("podName") else None
+    if not (periodic and pod is not None):
+        # Create first and let 409 say "already there": an existing token is kept, and the
+        # first reconcile of a session costs three calls, not six. The periodic check
+        # skips this while the pod stands: with a thousand sessions those calls add up.
+        kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
+        kube.ensure(session_service(p))
     if pod is not None and pod_state(pod)[0] == "Failed":
         kube.delete_pod(p.namespace, p.pod_name)
         pod = None
@@ -285,7 +293,7 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
         if time.time() - started > lifetime:
             return terminate(kube, p, status, "MaxLifetimeExceeded",
                              f"the session reached its maximum lifetime of {lifetime:g}s")
-        if check_activity:
+        if periodic:
             seen = last_activity(pod)
             if seen is not None:
                 status["lastActivityTime"] = iso(seen)
