@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
 
 from tests.cluster import lifecycle  # noqa: E402
 from tests.cluster.layout import layout  # noqa: E402
@@ -73,6 +73,46 @@ class RssSampler(threading.Thread):
     def sample(self) -> None:
         self.peak_kb = max(self.peak_kb, _status_kb(self.pid, "VmHWM"),
                            _status_kb(self.pid, "VmRSS"))
+
+
+class ReadyWatcher(threading.Thread):
+    """Names of the namespace's Ready CodeSessions, kept by a watch.
+
+    Listing a thousand sessions every second would cost the machine more than the
+    operator under test; a watch only carries the changes.
+    """
+
+    def __init__(self, api: Any, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.ready: set[str] = set()
+        self.changed = threading.Event()
+
+    def _see(self, obj: dict[str, Any], deleted: bool = False) -> None:
+        name = obj["metadata"]["name"]
+        if not deleted and (obj.get("status") or {}).get("phase") == "Ready":
+            self.ready.add(name)
+        else:
+            self.ready.discard(name)
+        self.changed.set()
+
+    def run(self) -> None:
+        while True:
+            listing = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "codesessions")
+            for obj in listing["items"]:
+                self._see(obj)
+            version = listing["metadata"]["resourceVersion"]
+            try:
+                for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
+                        self.custom.list_namespaced_custom_object, GROUP, VERSION,
+                        self.namespace, "codesessions", resource_version=version,
+                        timeout_seconds=300):
+                    self._see(event["object"], deleted=event["type"] == "DELETED")
+            except client.ApiException as exc:
+                if exc.status != 410:  # 410: the version expired; list again
+                    raise
 
 
 def _apiserver_requests(api: Any) -> Counter[str] | None:
@@ -171,24 +211,25 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
                         raise
                     time.sleep(0.5)
 
+        watcher = ReadyWatcher(api, ns)
+        watcher.start()
         start = time.monotonic()
         wall_start = time.time()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(create, range(sessions)))
         created_s = time.monotonic() - start
 
-        custom = client.CustomObjectsApi(api)
         ready = 0
         progress: list[tuple[float, int]] = []
         deadline = start + deadline_s
         while time.monotonic() < deadline:
-            items = custom.list_namespaced_custom_object(
-                GROUP, VERSION, ns, "codesessions")["items"]
-            ready = sum((o.get("status") or {}).get("phase") == "Ready" for o in items)
+            ready = len(watcher.ready)
             progress.append((round(time.monotonic() - start, 1), ready))
             if ready >= sessions:
                 break
-            time.sleep(1.0)
+            watcher.changed.wait(1.0)
+            watcher.changed.clear()
+        ready = len(watcher.ready)
         elapsed = time.monotonic() - start
         sampler.sample()
         requests_after = _apiserver_requests(api)

@@ -136,15 +136,18 @@ def workspace_deleted(body: kopf.Body, **_: Any) -> None:
 COMMIT_ATTEMPTS = 5
 
 
-def _commit_session(namespace: str, name: str, status: dict[str, Any]
+def _commit_session(namespace: str, name: str, status: dict[str, Any],
+                    current: dict[str, Any] | None = None
                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Write a computed session status over the current one; (old, new) as written.
 
     Fields of a newer pod view already in the object are kept; an ended session stays
-    ended. None when the session is gone.
+    ended. None when the session is gone. `current`, when the caller has just read the
+    session, saves reading it again (a conflict still re-reads).
     """
-    for _ in range(COMMIT_ATTEMPTS):
-        current = kube().get_custom("codesessions", namespace, name)
+    for attempt in range(COMMIT_ATTEMPTS):
+        if attempt or current is None:
+            current = kube().get_custom("codesessions", namespace, name)
         if current is None:
             return None
         old = dict(current.get("status") or {})
@@ -250,13 +253,14 @@ def _pod_changed(namespace: str, name: str, state: tuple[str, str] | None,
         return True
     old = dict(session.get("status") or {})
     try:
-        if state is None or state[0] == "Failed" or not old.get("podName"):
-            status = session_rec.reconcile(kube(), CFG, session)
-        else:  # a phase change: the status comes from the event, no other call
+        if state is not None and state[0] != "Failed" and old.get("podName"):
+            # a phase change: the status comes from the event and the session just read
             status = session_rec.with_pod_phase(
                 old, namespace, name, *state, session["metadata"].get("generation"),
                 pod_version)
-        _commit_session(namespace, name, status)
+            _commit_session(namespace, name, status, session)
+        else:  # gone or failed: a full reconcile, which changes the object as it goes
+            _commit_session(namespace, name, session_rec.reconcile(kube(), CFG, session))
     except (Retry, ApiException) as exc:
         log.info("codesessions %s/%s: %s", namespace, name, exc)
         return False
