@@ -12,6 +12,7 @@ import contextvars
 import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -136,14 +137,18 @@ def workspace_deleted(body: kopf.Body, **_: Any) -> None:
 COMMIT_ATTEMPTS = 5
 
 
-def _commit_session(namespace: str, name: str, status: dict[str, Any],
+StatusUpdate = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _commit_session(namespace: str, name: str, update: StatusUpdate,
                     current: dict[str, Any] | None = None
                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Write a computed session status over the current one; (old, new) as written.
+    """Write a session status over the current one; (old, new) as written.
 
-    Fields of a newer pod view already in the object are kept; an ended session stays
-    ended. None when the session is gone. `current`, when the caller has just read the
-    session, saves reading it again (a conflict still re-reads).
+    `update` is the computed status, or a function of the current status that computes
+    it (called again on each re-read). Fields of a newer pod view already in the object
+    are kept; an ended session stays ended. None when the session is gone. `current`,
+    when the caller has just read the session, saves reading it again.
     """
     for attempt in range(COMMIT_ATTEMPTS):
         if attempt or current is None:
@@ -151,7 +156,7 @@ def _commit_session(namespace: str, name: str, status: dict[str, Any],
         if current is None:
             return None
         old = dict(current.get("status") or {})
-        new = dict(status)
+        new = dict(update(old) if callable(update) else update)
         if old.get("phase") in session_rec.ENDED and new.get("phase") not in session_rec.ENDED:
             return old, old
         if new.get("phase") not in session_rec.ENDED and session_rec.newer_pod_view(old, new):
@@ -255,10 +260,9 @@ def _pod_changed(namespace: str, name: str, state: tuple[str, str] | None,
     try:
         if state is not None and state[0] != "Failed" and old.get("podName"):
             # a phase change: the status comes from the event and the session just read
-            status = session_rec.with_pod_phase(
-                old, namespace, name, *state, session["metadata"].get("generation"),
-                pod_version)
-            _commit_session(namespace, name, status, session)
+            generation = session["metadata"].get("generation")
+            _commit_session(namespace, name, lambda now: session_rec.with_pod_phase(
+                now, namespace, name, *state, generation, pod_version), session)
         else:  # gone or failed: a full reconcile, which changes the object as it goes
             _commit_session(namespace, name, session_rec.reconcile(kube(), CFG, session))
     except (Retry, ApiException) as exc:

@@ -28,10 +28,21 @@ print("serving", flush=True)
 http.server.HTTPServer(("", 8080), H).serve_forever()
 """
 
+# kube-proxy programs a new Service a moment after its endpoints appear (longer on a
+# node that just started), so each URL gets a short grace period, as a client would.
 CLIENT = """
-import sys, urllib.request
+import sys, time, urllib.request
 for url in sys.argv[1:]:
-    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    deadline = time.monotonic() + 45
+    while True:
+        try:
+            body = urllib.request.urlopen(url, timeout=10).read().decode()
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise
+            print("retry", url, exc, flush=True)
+            time.sleep(1)
     print(url, "->", body, flush=True)
 """
 
@@ -109,7 +120,7 @@ def test_pod_service_dns_job_and_logs(cluster: Cluster, namespace: str) -> None:
         status = batch.read_namespaced_job("probe", namespace).status
         return bool(status.succeeded or status.failed)
 
-    wait_for(job_finished, 90, "probe Job to finish")
+    wait_for(job_finished, 180, "probe Job to finish")
     probe_pod = core.list_namespaced_pod(namespace, label_selector="app=probe").items[0]
     logs = core.read_namespaced_pod_log(probe_pod.metadata.name, namespace)
     assert batch.read_namespaced_job("probe", namespace).status.succeeded == 1, logs

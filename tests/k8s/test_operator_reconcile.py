@@ -274,10 +274,19 @@ def test_session_status_writes_refuse_a_stale_version(env: Env) -> None:
                           resource_version=stale["metadata"]["resourceVersion"])
     assert refused.value.status == 409
     assert env.kinds.status("codesessions", "cas").get("reason") != "Stale"
-    fresh = env.kinds.get("codesessions", "cas")
-    assert fresh is not None
-    kube.patch_status("codesessions", env.ns, "cas", {"lastActivityTime": None},
-                      resource_version=fresh["metadata"]["resourceVersion"])
+    # a write on the version just read lands (the operator and kopf write this object
+    # too, so a conflict can still happen: read again, as the operator does)
+    for _ in range(5):
+        fresh = env.kinds.get("codesessions", "cas")
+        assert fresh is not None
+        try:
+            kube.patch_status("codesessions", env.ns, "cas", {"lastActivityTime": None},
+                              resource_version=fresh["metadata"]["resourceVersion"])
+            break
+        except client.ApiException as exc:
+            assert exc.status == 409
+    else:
+        raise AssertionError("five conditional writes on fresh reads all conflicted")
 
 
 def test_watchdog_repairs_a_session_status_that_fell_behind_its_pod(env: Env) -> None:
@@ -304,8 +313,9 @@ def test_session_waits_for_missing_workspace(env: Env) -> None:
     assert status["phase"] == "Pending" and status["reason"] == "WorkspaceNotFound"
     assert env.pod("early-session") is None
     env.workspace("ws-late")
-    env.phase("early", "Ready", timeout=45)
-    assert env.kinds.condition("codesessions", "early", "WorkspaceFound")["status"] == "True"
+    status = env.phase("early", "Ready", timeout=45)
+    found = env.kinds.condition("codesessions", "early", "WorkspaceFound")
+    assert found["status"] == "True", status
 
 
 def test_max_sessions_admission(env: Env) -> None:

@@ -266,6 +266,7 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
                                              "SessionLimitReached", why, generation)
         return status
 
+    status["conditions"] = conditions  # WorkspaceFound and Admitted, as just decided
     p = params_of(body, workspace, cfg)
     pod = kube.read_pod(p.namespace, p.pod_name) if status.get("podName") else None
     if not (periodic and pod is not None):
