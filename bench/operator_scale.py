@@ -159,8 +159,8 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
-        ) -> dict[str, Any]:
+def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False,
+        settle_s: float = 5.0) -> dict[str, Any]:
     lay = layout("control-plane")
     if not lifecycle.is_up(lay):
         lifecycle.up("control-plane")
@@ -237,9 +237,18 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
         pod_items = core.list_namespaced_pod(ns, label_selector="codemode.dev/session").items
         pods = len(pod_items)
         stages = _pod_stages(pod_items, wall_start)
-        # a short settle: what the operator's periodic work costs at this size
-        time.sleep(5)
+        # a settle: what the operator's periodic work costs at this size, all sessions Ready
+        cpu_ready = _cpu_seconds(op.pid)
+        time.sleep(settle_s)
         sampler.sample()
+        settled = _apiserver_requests(api)
+        settle = {"seconds": settle_s,
+                  "operator_cpu_percent": round(
+                      100 * (_cpu_seconds(op.pid) - cpu_ready) / settle_s, 1),
+                  "operator_rss_mb": round(_status_kb(op.pid, "VmRSS") / 1024, 1),
+                  "apiserver_requests_per_second": (
+                      round(sum((settled - requests_after).values()) / settle_s, 1)
+                      if settled is not None and requests_after is not None else None)}
         sampler.stop_event.set()
         result.update(
             seconds_to_all_ready=round(elapsed, 1) if ready >= sessions else None,
@@ -253,6 +262,7 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
             apiserver_requests_per_session=per_session,
             apiserver_requests_per_session_by_kind=by_kind,
             ready_progress=progress[:: max(1, len(progress) // 12)],
+            settled=settle,
             targets={"seconds": TARGET_SECONDS, "rss_mb": TARGET_RSS_MB},
             met=bool(ready >= sessions and elapsed <= TARGET_SECONDS
                      and sampler.peak_kb / 1024 <= TARGET_RSS_MB),
@@ -314,10 +324,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--deadline", type=float, default=600,
                         help="give up waiting for Ready after this many seconds")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds to watch the operator after all are Ready (its "
+                             "periodic checks run every 30 s)")
     parser.add_argument("--keep", action="store_true",
                         help="leave the namespace and operator log for inspection")
     args = parser.parse_args()
-    result = run(args.sessions, args.threads, args.deadline, args.keep)
+    result = run(args.sessions, args.threads, args.deadline, args.keep, args.settle)
     print(json.dumps(result))
     return 0 if result.get("met") else 1
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -184,11 +185,15 @@ def _observe_start(session: dict[str, Any], old: dict[str, Any], new: dict[str, 
             metrics.SESSION_START.observe(max(0.0, time.time() - created))
 
 
-def _reconcile_session(body: kopf.Body, periodic: bool = False) -> dict[str, Any]:
+def _reconcile_session(body: Mapping[str, Any], periodic: bool = False) -> dict[str, Any]:
     """Reconcile a CodeSession and commit its status; kopf writes no status of its own."""
     meta = body["metadata"]
     try:
         status = session_rec.reconcile(kube(), CFG, dict(body), periodic)
+        if status == body.get("status"):
+            # nothing to say: the object holds this or something newer (most watchdog looks)
+            metrics.RECONCILES.labels(kind="CodeSession", outcome="ok").inc()
+            return status
         written = _commit_session(meta["namespace"], meta["name"], status)
     except Retry as exc:
         metrics.RECONCILES.labels(kind="CodeSession", outcome="retry").inc()
@@ -211,11 +216,27 @@ def session_changed(body: kopf.Body, **_: Any) -> None:
         raise kopf.TemporaryError(f"waiting: {new['reason']}", delay=5)
 
 
+# The watchdog reads each Ready session's server over HTTP; sessions that answer slowly
+# (or, on kwok, never) must not hold up create handlers and pod events, so it has threads
+# of its own. When they are busy, checks run late, never the rest of the operator.
+WATCHDOG_WORKERS = 2
+# Repairs of a session that is not Ready wait this long: in a burst of new sessions the
+# watchdog would otherwise race their pod events for the same writes.
+WATCHDOG_GRACE_SECONDS = CFG.session_poll_seconds * 24
+_watchdog_pool = ThreadPoolExecutor(WATCHDOG_WORKERS, thread_name_prefix="watchdog")
+
+
 @kopf.timer(GROUP, VERSION, "codesessions", interval=CFG.session_poll_seconds * 6,
             initial_delay=CFG.session_poll_seconds * 6, idle=CFG.session_poll_seconds)
-def session_watchdog(body: kopf.Body, **_: Any) -> None:
+async def session_watchdog(body: kopf.Body, **_: Any) -> None:
     """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
-    _reconcile_session(body, periodic=True)
+    status = body.get("status") or {}
+    created = parse_iso(body["metadata"].get("creationTimestamp")) or 0.0
+    if status.get("phase") != "Ready" and time.time() - created < WATCHDOG_GRACE_SECONDS:
+        return  # a young session is still its create handler's and its pod events' job
+    call = functools.partial(contextvars.copy_context().run, _reconcile_session,
+                             copy.deepcopy(dict(body)), True)
+    await asyncio.get_running_loop().run_in_executor(_watchdog_pool, call)
 
 
 # (namespace, pod name) -> the (phase, reason) its last handled event showed. An event that

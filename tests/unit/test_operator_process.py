@@ -62,3 +62,30 @@ def test_arena_cap_yields_to_an_explicit_environment() -> None:
 @pytest.mark.skipif(not ctypes.util.find_library("c"), reason="no C library to configure")
 def test_arena_cap_applies_on_glibc() -> None:
     assert allocator.limit_arenas(env={}) is True
+
+
+class CountingKube:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"metadata": {"name": name}, "read": self.reads}
+
+
+def test_watchdog_reads_a_workspace_once_per_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codemode_operator.reconcile import session as session_rec
+
+    kube = CountingKube()
+    now = [1000.0]
+    monkeypatch.setattr(session_rec.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(session_rec, "_workspaces", {})
+    first = session_rec._recent_workspace(kube, "ns", "ws")  # type: ignore[arg-type]
+    for _ in range(50):  # a thousand sessions' checks within the TTL: one read
+        assert session_rec._recent_workspace(kube, "ns", "ws") is first  # type: ignore[arg-type]
+    assert kube.reads == 1
+    now[0] += session_rec.WORKSPACE_TTL_SECONDS + 0.1
+    assert session_rec._recent_workspace(kube, "ns", "ws")["read"] == 2  # type: ignore[arg-type,index]
+    # the create path always reads, and refreshes what the watchdog sees
+    session_rec._read_workspace(kube, "ns", "ws")  # type: ignore[arg-type]
+    assert session_rec._recent_workspace(kube, "ns", "ws")["read"] == 3  # type: ignore[arg-type,index]

@@ -220,6 +220,30 @@ def with_pod_phase(status: dict[str, Any], namespace: str, name: str, phase: str
     return status
 
 
+# The watchdog looks at every Ready session every half minute; what it needs of the
+# workspace (idle and lifetime defaults) may be a few seconds old, and reading it once
+# per workspace instead of once per session is a third of its API calls.
+WORKSPACE_TTL_SECONDS = 10.0
+_workspaces: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+_workspaces_lock = threading.Lock()
+
+
+def _read_workspace(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    found = kube.get_custom("workspaces", namespace, name)
+    with _workspaces_lock:
+        _workspaces[(namespace, name)] = (time.monotonic() + WORKSPACE_TTL_SECONDS, found)
+    return found
+
+
+def _recent_workspace(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    """The workspace as read at most WORKSPACE_TTL_SECONDS ago."""
+    with _workspaces_lock:
+        expires, found = _workspaces.get((namespace, name), (0.0, None))
+    if time.monotonic() < expires:
+        return found
+    return _read_workspace(kube, namespace, name)
+
+
 def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
               periodic: bool = False) -> dict[str, Any]:
     """Ensure the children exist and report the session's phase; returns the new status.
@@ -238,7 +262,8 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
         return status  # not started yet: the create handler still owns it
     conditions = status.get("conditions") or []
 
-    workspace = kube.get_custom("workspaces", meta["namespace"], spec.get("workspaceRef", ""))
+    workspace = (_recent_workspace if periodic else _read_workspace)(
+        kube, meta["namespace"], spec.get("workspaceRef", ""))
     if workspace is None:
         status.update(phase="Pending", reason="WorkspaceNotFound")
         message = f"Workspace {spec.get('workspaceRef')!r} not found in {meta['namespace']!r}"
