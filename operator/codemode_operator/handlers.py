@@ -8,14 +8,15 @@ handler is async only to hand its work to a pool of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -30,6 +31,7 @@ from codemode_operator.reconcile import workspace as workspace_rec
 from codemode_operator.settings import OperatorConfig
 
 log = logging.getLogger("codemode.operator")
+T = TypeVar("T")
 CFG = OperatorConfig.from_env()
 _kube: Kube | None = None
 
@@ -41,10 +43,11 @@ def kube() -> Kube:
     return _kube
 
 
-def _run(kind: str, body: Any, patch: kopf.Patch, fn: Any, *args: Any) -> dict[str, Any]:
-    """Call a reconcile function, write its status, turn Retry into kopf's retry."""
+@contextlib.contextmanager
+def _as_kopf_retry(kind: str) -> Iterator[None]:
+    """Turn Retry and Kubernetes API errors into kopf's retry, counting both."""
     try:
-        status: dict[str, Any] = fn(kube(), CFG, dict(body), *args)
+        yield
     except Retry as exc:
         metrics.RECONCILES.labels(kind=kind, outcome="retry").inc()
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
@@ -52,13 +55,25 @@ def _run(kind: str, body: Any, patch: kopf.Patch, fn: Any, *args: Any) -> dict[s
         metrics.ERRORS.labels(kind=kind).inc()
         raise kopf.TemporaryError(f"Kubernetes API error: {exc.status} {exc.reason}",
                                   delay=5) from None
+    metrics.RECONCILES.labels(kind=kind, outcome="ok").inc()
+
+
+async def _in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call on `pool`, with the caller's context (kopf's settings)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+
+def _run(kind: str, body: Any, patch: kopf.Patch, fn: Any, *args: Any) -> dict[str, Any]:
+    """Call a reconcile function, write its status, turn Retry into kopf's retry."""
+    with _as_kopf_retry(kind):
+        status: dict[str, Any] = fn(kube(), CFG, dict(body), *args)
     old = dict(body.get("status") or {})
     if any(old.get(key) != value for key, value in status.items()):
         # The whole computed status, never a mix: an event handler may have written newer
         # fields since `body` was read, and half of each would be inconsistent.
         for key, value in status.items():
             patch.status[key] = value
-    metrics.RECONCILES.labels(kind=kind, outcome="ok").inc()
     return status
 
 
@@ -188,21 +203,11 @@ def _observe_start(session: dict[str, Any], old: dict[str, Any], new: dict[str, 
 def _reconcile_session(body: Mapping[str, Any], periodic: bool = False) -> dict[str, Any]:
     """Reconcile a CodeSession and commit its status; kopf writes no status of its own."""
     meta = body["metadata"]
-    try:
+    with _as_kopf_retry("CodeSession"):
         status = session_rec.reconcile(kube(), CFG, dict(body), periodic)
         if status == body.get("status"):
-            # nothing to say: the object holds this or something newer (most watchdog looks)
-            metrics.RECONCILES.labels(kind="CodeSession", outcome="ok").inc()
-            return status
+            return status  # the object holds this or something newer (most watchdog looks)
         written = _commit_session(meta["namespace"], meta["name"], status)
-    except Retry as exc:
-        metrics.RECONCILES.labels(kind="CodeSession", outcome="retry").inc()
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
-    except ApiException as exc:
-        metrics.ERRORS.labels(kind="CodeSession").inc()
-        raise kopf.TemporaryError(f"Kubernetes API error: {exc.status} {exc.reason}",
-                                  delay=5) from None
-    metrics.RECONCILES.labels(kind="CodeSession", outcome="ok").inc()
     return written[1] if written else status
 
 
@@ -234,9 +239,7 @@ async def session_watchdog(body: kopf.Body, **_: Any) -> None:
     created = parse_iso(body["metadata"].get("creationTimestamp")) or 0.0
     if status.get("phase") != "Ready" and time.time() - created < WATCHDOG_GRACE_SECONDS:
         return  # a young session is still its create handler's and its pod events' job
-    call = functools.partial(contextvars.copy_context().run, _reconcile_session,
-                             copy.deepcopy(dict(body)), True)
-    await asyncio.get_running_loop().run_in_executor(_watchdog_pool, call)
+    await _in_pool(_watchdog_pool, _reconcile_session, copy.deepcopy(dict(body)), True)
 
 
 # (namespace, pod name) -> the (phase, reason) its last handled event showed. An event that
@@ -264,9 +267,8 @@ async def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         _pod_seen.pop(key, None)
     elif _pod_seen.get(key) == state or state[1] == "PodTerminating":
         return  # nothing new; a terminating pod's DELETED event decides on recreating it
-    call = functools.partial(contextvars.copy_context().run, _pod_changed, key[0], name,
+    handled = await _in_pool(_pod_event_pool, _pod_changed, key[0], name,
                              None if deleted else state, meta.get("resourceVersion"))
-    handled = await asyncio.get_running_loop().run_in_executor(_pod_event_pool, call)
     if handled and not deleted:
         _pod_seen[key] = state
 
