@@ -36,6 +36,12 @@ class SyncBridge:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            in_loop = False
+        else:
+            in_loop = True
+        if not in_loop:
+            # Outside the `except` block: a storage error must not show the agent a
+            # chained "RuntimeError: no running event loop" it has nothing to do with.
             return self._run(coro, timeout)
         if self._helper is None:
             self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -56,11 +57,23 @@ class ExecuteResult:
 def _check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
         except ValueError:
-            detail = response.text
+            body = None
+        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
         raise SessionError(response.status_code, str(detail))
     return response
+
+
+def _name_path(kind: str, name: str) -> str:
+    """`/api/{kind}/{name}` with the name URL-quoted, so '?', '#', '%' or spaces in it
+    reach the server as part of the name (a bad name gets the server's 400) instead of
+    addressing another object; '.' and '..' parts are escaped so they are not resolved."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {type(name).__name__}")
+    parts = [quote(part, safe="") for part in name.split("/")]
+    parts = [p.replace(".", "%2E") if p in (".", "..") else p for p in parts]
+    return f"/api/{kind}/" + "/".join(parts)
 
 
 def _artifact_value(response: httpx.Response) -> Any:
@@ -120,8 +133,9 @@ class SessionClient(_Base):
         return dict(_check(self._http.get("/health")).json())
 
     def create_session(self, workspace_id: str | None = None) -> str:
-        ws = workspace_id or self.workspace_id
-        data = self._req("POST", "/sessions", json={"workspace_id": ws} if ws else None).json()
+        ws = workspace_id if workspace_id is not None else self.workspace_id
+        data = self._req("POST", "/sessions",
+                         json={"workspace_id": ws} if ws is not None else None).json()
         self.session_id = str(data["session_id"])
         return self.session_id
 
@@ -162,7 +176,7 @@ class SessionClient(_Base):
 
     def get_workflow(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self._req("GET", f"/api/workflows/{name}").json())
+            return dict(self._req("GET", _name_path("workflows", name)).json())
         except SessionError as exc:
             if exc.status == 404:
                 return None
@@ -174,7 +188,7 @@ class SessionClient(_Base):
 
     def delete_workflow(self, name: str) -> bool:
         try:
-            self._req("DELETE", f"/api/workflows/{name}")
+            self._req("DELETE", _name_path("workflows", name))
         except SessionError as exc:
             if exc.status == 404:
                 return False
@@ -185,7 +199,7 @@ class SessionClient(_Base):
         return list(self._req("GET", "/api/artifacts").json())
 
     def load_artifact(self, name: str) -> Any:
-        return _artifact_value(self._req("GET", f"/api/artifacts/{name}"))
+        return _artifact_value(self._req("GET", _name_path("artifacts", name)))
 
     def save_artifact(self, name: str, data: Any, description: str = "",
                       metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -193,7 +207,7 @@ class SessionClient(_Base):
         return dict(self._req("POST", "/api/artifacts", json=body).json())
 
     def delete_artifact(self, name: str) -> None:
-        self._req("DELETE", f"/api/artifacts/{name}")
+        self._req("DELETE", _name_path("artifacts", name))
 
     def list_deps(self) -> list[str]:
         return list(self._req("GET", "/api/deps").json())
@@ -232,8 +246,9 @@ class AsyncSessionClient(_Base):
         return dict(_check(await self._http.get("/health")).json())
 
     async def create_session(self, workspace_id: str | None = None) -> str:
-        ws = workspace_id or self.workspace_id
-        response = await self._req("POST", "/sessions", json={"workspace_id": ws} if ws else None)
+        ws = workspace_id if workspace_id is not None else self.workspace_id
+        response = await self._req("POST", "/sessions",
+                                   json={"workspace_id": ws} if ws is not None else None)
         self.session_id = str(response.json()["session_id"])
         return self.session_id
 
@@ -266,13 +281,57 @@ class AsyncSessionClient(_Base):
         body = {"name": name, "source": source, "description": description}
         return dict((await self._req("POST", "/api/workflows", json=body)).json())
 
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/api/tools")).json())
+
+    async def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/api/tools/search",
+                                     params={"query": query, "limit": limit})).json())
+
+    async def search_workflows(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/api/workflows/search",
+                                     params={"query": query, "limit": limit})).json())
+
+    async def get_workflow(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict((await self._req("GET", _name_path("workflows", name))).json())
+        except SessionError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_workflow(self, name: str) -> bool:
+        try:
+            await self._req("DELETE", _name_path("workflows", name))
+        except SessionError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def list_artifacts(self) -> list[dict[str, Any]]:
         return list((await self._req("GET", "/api/artifacts")).json())
 
     async def load_artifact(self, name: str) -> Any:
-        return _artifact_value(await self._req("GET", f"/api/artifacts/{name}"))
+        return _artifact_value(await self._req("GET", _name_path("artifacts", name)))
 
     async def save_artifact(self, name: str, data: Any, description: str = "",
                             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         body = _artifact_body(name, data, description, metadata)
         return dict((await self._req("POST", "/api/artifacts", json=body)).json())
+
+    async def delete_artifact(self, name: str) -> None:
+        await self._req("DELETE", _name_path("artifacts", name))
+
+    async def list_deps(self) -> list[str]:
+        return list((await self._req("GET", "/api/deps")).json())
+
+    async def add_dep(self, package: str) -> dict[str, Any]:
+        return dict((await self._req("POST", "/api/deps/add", json={"package": package})).json())
+
+    async def remove_dep(self, package: str) -> dict[str, Any]:
+        return dict((await self._req("POST", "/api/deps/remove",
+                                     json={"package": package})).json())
+
+    async def sync_deps(self) -> dict[str, Any]:
+        return dict((await self._req("POST", "/api/deps/sync")).json())

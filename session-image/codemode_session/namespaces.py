@@ -33,24 +33,46 @@ from codemode_session.workflow_model import Workflow, parse_workflow
 
 
 def encode_artifact(data: Any) -> tuple[bytes, str]:
-    """Bytes stay bytes, str is text, anything else must be JSON."""
+    """Bytes stay bytes, str is text, anything else must be JSON (finite numbers only:
+    NaN and Infinity are not JSON, and no other client could read them back)."""
     if isinstance(data, bytes | bytearray | memoryview):
         return bytes(data), "bytes"
     if isinstance(data, str):
         return data.encode(), "text"
     try:
-        return json.dumps(data).encode(), "json"
-    except (TypeError, ValueError) as exc:
+        return json.dumps(data, allow_nan=False).encode(), "json"
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(
             f"artifact data must be bytes, str or JSON-serializable: {exc}"
         ) from None
 
 
+def artifact_metadata(metadata: Any, data_type: str) -> dict[str, Any]:
+    """The metadata to store: a JSON object (finite numbers only), plus `_data_type`."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ValidationError(
+            f"artifact metadata must be a dict, got {type(metadata).__name__}")
+    meta = dict(metadata)
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"artifact metadata must be JSON-serializable: {exc}") from None
+    meta["_data_type"] = data_type
+    return meta
+
+
 def decode_artifact(info: ArtifactInfo, data: bytes) -> Any:
-    if info.data_type == "text":
-        return data.decode()
-    if info.data_type == "json":
-        return json.loads(data)
+    """The stored value; data that does not match its recorded type (written by another
+    client) comes back as bytes rather than failing."""
+    try:
+        if info.data_type == "text":
+            return data.decode()
+        if info.data_type == "json":
+            return json.loads(data)
+    except (ValueError, RecursionError):
+        return data
     return data
 
 
@@ -66,11 +88,12 @@ class ArtifactsNamespace:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         validate_artifact_name(name)
+        if not isinstance(description, str):
+            raise ValidationError(
+                f"artifact description must be a str, got {type(description).__name__}")
         payload, data_type = encode_artifact(data)
-        meta = dict(metadata or {})
-        meta["_data_type"] = data_type
         info = ArtifactInfo(name=name, description=description, created_at=time.time(),
-                            metadata=meta)
+                            metadata=artifact_metadata(metadata, data_type))
         self._bridge.call(self._storage.save_artifact(info, payload))
         return info.to_dict()
 

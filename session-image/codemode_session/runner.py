@@ -21,6 +21,7 @@ from typing import Any
 
 FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 MAX_VALUE_CHARS = 1024 * 1024
+MAX_INT_BITS = 4096  # about 1233 decimal digits; larger ints are returned as text
 
 
 class CappedWriter(io.TextIOBase):
@@ -95,7 +96,9 @@ def bounded(value: Any) -> Any:
     A list holding one big string many times is small in memory but not as JSON,
     so the encoded size is what counts; encoding stops once over the limit.
     """
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | float | str):
+        return value
+    if isinstance(value, int) and value.bit_length() <= MAX_INT_BITS:
         return value
     if _budget_left(value, MAX_VALUE_CHARS) >= 0:
         return value
@@ -132,9 +135,19 @@ def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> An
     """
     if budget is None:
         budget = _Budget(2 * MAX_VALUE_CHARS)
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         budget.left -= 8
         return value
+    if isinstance(value, int):
+        if value.bit_length() <= MAX_INT_BITS:
+            budget.left -= 8
+            return value
+        # JSON readers (the server's among them) refuse ints of over 4300 digits.
+        try:
+            text = repr(value)
+        except ValueError:  # over sys.get_int_max_str_digits()
+            text = f"<int of {value.bit_length()} bits: too many digits to print>"
+        return budget.spend(_short(text))
     if isinstance(value, str):
         return budget.spend(_short(value))
     if isinstance(value, float):

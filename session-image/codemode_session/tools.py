@@ -7,6 +7,7 @@ Recipes are named presets (`tools.curl.get(url=...)`).
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -136,62 +137,94 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValidationError(f"tool {default_name or '?'}: invalid YAML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an int of too many digits
+        raise ValidationError(f"tool {default_name or '?'}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValidationError(f"tool {default_name or '?'}: YAML must be a mapping")
-    name = validate_tool_name(str(data.get("name") or default_name or ""))
+    raw_name = data.get("name") or default_name or ""
+    name = validate_tool_name(_text(raw_name, "tool name"))
     command = data.get("command")
     if not isinstance(command, str) or not command.strip():
         raise ValidationError(f"tool {name!r}: 'command' must be a program name")
-    schema = data.get("schema") or {}
-    if not isinstance(schema, dict):
-        raise ValidationError(f"tool {name!r}: 'schema' must be a mapping")
+    schema = _mapping(data.get("schema"), f"tool {name!r}: 'schema'")
     options: list[OptionSpec] = []
-    for opt_name, opt in (schema.get("options") or {}).items():
+    for opt_name, opt in _mapping(schema.get("options"), f"tool {name!r}: 'options'").items():
         opt = opt or {}
-        if not _OPTION_RE.match(str(opt_name)) or not isinstance(opt, dict):
+        if not isinstance(opt_name, str) or not _OPTION_RE.match(opt_name) \
+                or not isinstance(opt, dict):
             raise ValidationError(f"tool {name!r}: invalid option {opt_name!r}")
         options.append(OptionSpec(
-            name=str(opt_name).replace("-", "_"),
-            type=str(opt.get("type", "string")),
-            short=opt.get("short"),
-            flag=opt.get("flag"),
-            description=str(opt.get("description", "")),
+            name=opt_name.replace("-", "_"),
+            type=_text(opt.get("type", "string"), f"tool {name!r}: option {opt_name!r} type"),
+            short=_optional_text(opt.get("short"), f"tool {name!r}: option {opt_name!r} short"),
+            flag=_optional_text(opt.get("flag"), f"tool {name!r}: option {opt_name!r} flag"),
+            description=_text(opt.get("description", ""), f"tool {name!r}: option description"),
             required=bool(opt.get("required", False)),
         ))
+    raw_positional = schema.get("positional") or []
+    if not isinstance(raw_positional, list):
+        raise ValidationError(f"tool {name!r}: 'positional' must be a list")
     positional: list[PositionalSpec] = []
-    for pos in schema.get("positional") or []:
-        if not isinstance(pos, dict) or not _OPTION_RE.match(str(pos.get("name", ""))):
+    for pos in raw_positional:
+        pos_name = pos.get("name") if isinstance(pos, dict) else None
+        if not isinstance(pos_name, str) or not _OPTION_RE.match(pos_name):
             raise ValidationError(f"tool {name!r}: every positional needs a 'name'")
         positional.append(PositionalSpec(
-            name=str(pos["name"]).replace("-", "_"),
-            type=str(pos.get("type", "string")),
-            description=str(pos.get("description", "")),
+            name=pos_name.replace("-", "_"),
+            type=_text(pos.get("type", "string"), f"tool {name!r}: positional type"),
+            description=_text(pos.get("description", ""), f"tool {name!r}: positional "
+                              "description"),
             required=bool(pos.get("required", True)),
         ))
     recipes: list[Recipe] = []
-    for recipe_name, recipe in (data.get("recipes") or {}).items():
+    for recipe_name, recipe in _mapping(data.get("recipes"), f"tool {name!r}: 'recipes'").items():
         recipe = recipe or {}
-        if not str(recipe_name).isidentifier() or not isinstance(recipe, dict):
+        if not isinstance(recipe_name, str) or not recipe_name.isidentifier() \
+                or not isinstance(recipe, dict):
             raise ValidationError(f"tool {name!r}: invalid recipe {recipe_name!r}")
         params = recipe.get("params") or {}
         recipes.append(Recipe(
-            name=str(recipe_name),
-            description=str(recipe.get("description", "")),
-            preset=dict(recipe.get("preset") or {}),
-            params=tuple(params) if isinstance(params, dict | list) else (),
+            name=recipe_name,
+            description=_text(recipe.get("description", ""), f"tool {name!r}: recipe "
+                              "description"),
+            preset=_mapping(recipe.get("preset"), f"tool {name!r}: recipe {recipe_name!r} "
+                            "preset"),
+            params=tuple(str(p) for p in params) if isinstance(params, dict | list) else (),
         ))
     timeout = data.get("timeout", 60)
-    if not isinstance(timeout, int | float) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not 0 < timeout < float("inf"):
         raise ValidationError(f"tool {name!r}: 'timeout' must be a positive number of seconds")
     return ToolSpec(
         name=name,
         command=command.strip(),
-        description=str(data.get("description", "")),
+        description=_text(data.get("description", ""), f"tool {name!r}: 'description'"),
         timeout=float(timeout),
         options=tuple(options),
         positional=tuple(positional),
         recipes=tuple(recipes),
     )
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(f"{what} must be a mapping")
+    return dict(value)
+
+
+def _text(value: Any, what: str) -> str:
+    """A scalar as text; a nested structure is refused (YAML aliases can make one huge)."""
+    if value is None:
+        return ""
+    if isinstance(value, str | int | float | bool | datetime.date):
+        return str(value)
+    raise ValidationError(f"{what} must be text")
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    return None if value is None else _text(value, what)
 
 
 def load_tools_dir(path: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -203,7 +236,10 @@ def load_tools_dir(path: str | os.PathLike[str] | None) -> dict[str, str]:
         return {}
     texts: dict[str, str] = {}
     for file in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        texts[file.stem] = file.read_text()
+        try:
+            texts[file.stem] = file.read_text(errors="replace")
+        except OSError:
+            continue  # a folder or an unreadable file: not a tool
     return texts
 
 
@@ -253,7 +289,7 @@ def tool_specs(texts: dict[str, str]) -> dict[str, ToolSpec]:
     for name, text in texts.items():
         try:
             spec = parse_tool_yaml(text, default_name=name)
-        except ValidationError:
+        except (ValidationError, TypeError, ValueError, AttributeError, RecursionError):
             continue
         specs[spec.name] = spec
     return specs

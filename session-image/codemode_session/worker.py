@@ -150,7 +150,20 @@ def serve(sock: socket.socket) -> None:
         else:
             reply = {"ok": False, "error": f"unexpected request {op!r}"}
         reply["seq"] = request.get("seq")
-        sock.sendall(protocol.encode(reply))
+        sock.sendall(_frame(reply))
+
+
+def _frame(reply: dict[str, Any]) -> bytes:
+    """The reply as a frame; a reply JSON cannot carry becomes an error, never an exit
+    (an exit would throw the session's state away)."""
+    try:
+        return protocol.encode(reply)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return protocol.encode({
+            "value": None, "stdout": "", "stderr": "",
+            "error": f"ResultError: the result could not be sent as JSON: {exc}",
+            "error_type": "ResultError", "seq": reply.get("seq"),
+        })
 
 
 def main() -> None:

@@ -65,7 +65,14 @@ class Workflow:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Workflow:
+    def from_dict(cls, data: Any) -> Workflow:
+        """A stored workflow; ValidationError when the record is not one (another client's
+        or a corrupted entry), so callers can skip it instead of failing."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ValidationError("stored workflow record is malformed (no name)")
+        raw_params = data.get("parameters") or []
+        if not isinstance(raw_params, list):
+            raw_params = []
         params = tuple(
             Parameter(
                 name=str(p.get("name", "")),
@@ -74,10 +81,10 @@ class Workflow:
                 required=bool(p.get("required", True)),
                 default=p.get("default"),
             )
-            for p in data.get("parameters") or []
+            for p in raw_params if isinstance(p, dict)
         )
         return cls(
-            name=str(data["name"]),
+            name=data["name"],
             source=str(data.get("source", "")),
             description=str(data.get("description", "")),
             parameters=params,
@@ -85,7 +92,11 @@ class Workflow:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Workflow:
-        return cls.from_dict(json.loads(raw))
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ValidationError("stored workflow record is not JSON") from None
+        return cls.from_dict(data)
 
 
 def _literal(node: ast.expr) -> Any:
@@ -94,9 +105,10 @@ def _literal(node: ast.expr) -> Any:
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return ast.unparse(node)
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        # Not JSON (a set, bytes, 1e999): keep the default as its source text.
+        return ast.unparse(node)
     return value
 
 

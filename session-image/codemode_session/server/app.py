@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from codemode_session.errors import (
     ValidationError,
 )
 from codemode_session.names import validate_package_spec, validate_workspace_id
-from codemode_session.namespaces import decode_artifact, encode_artifact
+from codemode_session.namespaces import artifact_metadata, decode_artifact, encode_artifact
 from codemode_session.server.auth import check_bearer
 from codemode_session.server.config import ServerConfig
 from codemode_session.server.sessions import (
@@ -57,13 +58,33 @@ STATUS_BY_ERROR: list[tuple[type[CodemodeError], int]] = [
 ]
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with NaN and infinities (not JSON) replaced by their names as strings.
+
+    Python's JSON parser accepts `NaN`/`Infinity` in a request, and other clients may
+    have stored them; an answer that quotes them must still be valid JSON.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
 class AsciiJSONResponse(JSONResponse):
     """JSON with non-ASCII escaped, so text UTF-8 cannot encode (lone surrogates that
     JSON lets a caller or another client store) cannot break a response."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode()
+        try:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":"))
+        except ValueError:  # NaN or Infinity somewhere in the content
+            text = json.dumps(finite_json(content), ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":"))
+        return text.encode()
 
 
 class Strict(BaseModel):
@@ -73,7 +94,8 @@ class Strict(BaseModel):
 class ExecuteRequest(Strict):
     code: str = Field(description="Python source; a trailing expression's value is returned")
     timeout: float | None = Field(
-        default=None, gt=0, description="Seconds before the worker is killed")
+        default=None, gt=0, strict=True, allow_inf_nan=False,
+        description="Seconds before the worker is killed (a finite number)")
 
 
 class ExecuteResponse(BaseModel):
@@ -160,7 +182,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     # Error bodies are ASCII JSON: they may quote the caller's input, and JSON lets a
     # caller send lone surrogates ("\udcff") that UTF-8 cannot encode.
     def error_response(detail: Any, status: int) -> Response:
-        return AsciiJSONResponse({"detail": jsonable_encoder(detail)}, status_code=status)
+        return AsciiJSONResponse({"detail": finite_json(jsonable_encoder(detail))},
+                                 status_code=status)
 
     @app.exception_handler(CodemodeError)
     async def codemode_error(_: Request, exc: CodemodeError) -> Response:
@@ -377,10 +400,10 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         found = await storage_for(x_session_id).load_artifact(name)
         if found is None:
             raise HTTPException(404, f"no artifact named {name!r}")
-        info, data = found
-        if info.data_type == "bytes":
-            return Response(data, media_type="application/octet-stream")
-        return AsciiJSONResponse(decode_artifact(info, data))
+        value = decode_artifact(*found)
+        if isinstance(value, bytes):
+            return Response(value, media_type="application/octet-stream")
+        return AsciiJSONResponse(value)
 
     @api.post("/api/artifacts", status_code=201)
     async def save_artifact(body: ArtifactCreate, x_session_id: str | None = Header(
@@ -392,9 +415,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                 raise HTTPException(400, "data_base64 is not valid base64") from None
         else:
             payload, data_type = encode_artifact(body.data)
-        metadata = dict(body.metadata or {})
-        metadata["_data_type"] = data_type
-        info = ArtifactInfo(name=body.name, description=body.description, metadata=metadata)
+        info = ArtifactInfo(name=body.name, description=body.description,
+                            metadata=artifact_metadata(body.metadata, data_type))
         await storage_for(x_session_id).save_artifact(info, payload)
         return info.to_dict()
 

@@ -63,6 +63,10 @@ class SessionManager:
         await self.pool.close()
 
     async def create(self, workspace_id: str | None, session_id: str | None = None) -> Session:
+        if session_id is not None and session_id in self._sessions:
+            # A client-chosen id of an expired session not yet swept: end it first, or its
+            # worker would be orphaned (never killed) when the new session takes the id.
+            await self.end(session_id)
         if len(self._sessions) >= self.max_sessions:
             await self.sweep()
             if len(self._sessions) >= self.max_sessions:

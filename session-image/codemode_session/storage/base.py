@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -35,7 +36,10 @@ class ArtifactInfo:
         return {"name": self.name, **self.index_entry(), "data_type": self.data_type}
 
     @classmethod
-    def from_index_entry(cls, name: str, entry: dict[str, Any]) -> ArtifactInfo:
+    def from_index_entry(cls, name: str, entry: Any) -> ArtifactInfo:
+        """Read an index entry, tolerating what other clients (or corruption) left there."""
+        if not isinstance(entry, dict):
+            entry = {}
         created = entry.get("created_at", 0.0)
         if isinstance(created, str):  # py-code-mode may write ISO timestamps
             from datetime import datetime
@@ -44,11 +48,19 @@ class ArtifactInfo:
                 created = datetime.fromisoformat(created).timestamp()
             except ValueError:
                 created = 0.0
+        try:
+            created = float(created) if not isinstance(created, bool) else 0.0
+        except (TypeError, ValueError, OverflowError):
+            created = 0.0
+        if not math.isfinite(created):
+            created = 0.0
+        metadata = entry.get("metadata")
+        description = entry.get("description")
         return cls(
             name=name,
-            description=str(entry.get("description", "")),
-            created_at=float(created),
-            metadata=dict(entry.get("metadata") or {}),
+            description=str(description) if isinstance(description, str | int | float) else "",
+            created_at=created,
+            metadata=dict(metadata) if isinstance(metadata, dict) else {},
         )
 
 

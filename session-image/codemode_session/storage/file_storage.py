@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from codemode_session.errors import ConflictError
+from codemode_session.errors import ConflictError, StorageUnavailableError, ValidationError
 from codemode_session.names import (
     validate_artifact_name,
     validate_library_name,
@@ -41,11 +41,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+INDEX_FILE = "__index__.json"
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return {}
+    except (ValueError, RecursionError):
+        raise StorageUnavailableError(
+            f"{path} is corrupt (not JSON); restore or remove it") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -113,7 +119,10 @@ class FileStorage:
             return []
         found = []
         for path in sorted(self.workflows_dir.glob("*.py")):
-            workflow = self._read_workflow(path.stem)
+            try:
+                workflow = self._read_workflow(path.stem)
+            except (ValidationError, StorageUnavailableError, UnicodeDecodeError):
+                continue  # not a workflow (a stray or broken file): list the others
             if workflow is not None:
                 found.append(workflow)
         return found
@@ -180,26 +189,42 @@ class FileStorage:
     # ---- artifacts -------------------------------------------------------------------
 
     def _index(self) -> dict[str, Any]:
-        return _read_json(self.artifacts_dir / "__index__.json")
+        return _read_json(self.artifacts_dir / INDEX_FILE)
+
+    def _artifact_path(self, name: str) -> Path:
+        validate_artifact_name(name)
+        if name == INDEX_FILE:
+            raise ValidationError(
+                f"invalid artifact name {name!r}: reserved for the artifacts index")
+        return self.artifacts_dir / name
 
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
-        validate_artifact_name(info.name)
+        path = self._artifact_path(info.name)
         with self._lock(self.artifacts_dir):
-            _atomic_write(self.artifacts_dir / info.name, data)
+            try:
+                _atomic_write(path, data)
+            except (NotADirectoryError, FileExistsError):
+                raise ConflictError(
+                    f"cannot save artifact {info.name!r}: a part of its path is an artifact, "
+                    "not a folder (pick another name or delete that artifact)") from None
+            except IsADirectoryError:
+                raise ConflictError(
+                    f"cannot save artifact {info.name!r}: it is a folder of other artifacts "
+                    f"(names starting with '{info.name}/')") from None
             index = self._index()
             index[info.name] = info.index_entry()
-            _atomic_write(self.artifacts_dir / "__index__.json", json.dumps(index).encode())
+            _atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
-        validate_artifact_name(name)
+        path = self._artifact_path(name)
         try:
-            data = (self.artifacts_dir / name).read_bytes()
+            data = path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
         return ArtifactInfo.from_index_entry(name, self._index().get(name) or {}), data
 
     async def get_artifact(self, name: str) -> ArtifactInfo | None:
-        validate_artifact_name(name)
+        self._artifact_path(name)
         entry = self._index().get(name)
         return ArtifactInfo.from_index_entry(name, entry) if entry is not None else None
 
@@ -207,16 +232,24 @@ class FileStorage:
         return [ArtifactInfo.from_index_entry(k, v) for k, v in sorted(self._index().items())]
 
     async def delete_artifact(self, name: str) -> bool:
-        validate_artifact_name(name)
+        path = self._artifact_path(name)
         with self._lock(self.artifacts_dir):
             existed = False
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                (self.artifacts_dir / name).unlink()
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                path.unlink()
                 existed = True
+            # Folders left empty by this delete go too, so the name is free for a file.
+            parent = path.parent
+            while parent != self.artifacts_dir and self.artifacts_dir in parent.parents:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
             index = self._index()
             if index.pop(name, None) is not None:
                 existed = True
-                _atomic_write(self.artifacts_dir / "__index__.json", json.dumps(index).encode())
+                _atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
             return existed
 
     # ---- deps and tools ----------------------------------------------------------------

@@ -37,7 +37,28 @@ def redacted_url(url: str) -> str:
 
 
 def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def _loads(raw: bytes | str | None) -> Any:
+    """JSON another client (or a corruption) stored; None when it is not JSON."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _workflows(raw: dict[bytes | str, bytes | str]) -> list[Workflow]:
+    """The hash's workflows; records that are not workflows (another client's) are skipped."""
+    found: list[Workflow] = []
+    for value in raw.values():
+        try:
+            found.append(Workflow.from_json(value))
+        except ValidationError:
+            continue
+    return found
 
 
 class RedisStorage:
@@ -106,8 +127,7 @@ class RedisStorage:
         raw: dict[bytes | str, bytes | str] = await self._call(
             lambda: self.redis.hgetall(self.keys.workflows)
         )
-        workflows = [Workflow.from_json(v) for v in raw.values()]
-        return sorted(workflows, key=lambda w: w.name)
+        return sorted(_workflows(raw), key=lambda w: w.name)
 
     async def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
@@ -213,7 +233,7 @@ class RedisStorage:
         data, entry = await self._call(run)
         if data is None:
             return None
-        info = ArtifactInfo.from_index_entry(name, json.loads(entry) if entry else {})
+        info = ArtifactInfo.from_index_entry(name, _loads(entry))
         return info, bytes(data)
 
     async def get_artifact(self, name: str) -> ArtifactInfo | None:
@@ -221,13 +241,13 @@ class RedisStorage:
         entry = await self._call(
             lambda: self.redis.hget(self.keys.artifact_index, name)
         )
-        return ArtifactInfo.from_index_entry(name, json.loads(entry)) if entry else None
+        return ArtifactInfo.from_index_entry(name, _loads(entry)) if entry else None
 
     async def list_artifacts(self) -> list[ArtifactInfo]:
         raw: dict[bytes | str, bytes | str] = await self._call(
             lambda: self.redis.hgetall(self.keys.artifact_index)
         )
-        infos = [ArtifactInfo.from_index_entry(_s(k), json.loads(v)) for k, v in raw.items()]
+        infos = [ArtifactInfo.from_index_entry(_s(k), _loads(v)) for k, v in raw.items()]
         return sorted(infos, key=lambda i: i.name)
 
     async def delete_artifact(self, name: str) -> bool:
