@@ -255,13 +255,18 @@ def test_prune_removes_only_what_the_library_owns(cli: Cli, r: redis.Redis, pref
     assert set(r.hkeys(wf_key(prefix))) == {"a", "agent_made", "o"}
 
 
-def test_same_named_agent_workflow_is_adopted(cli: Cli, r: redis.Redis, prefix: str,
-                                              redis_url: str, tmp_path: Path) -> None:
+def test_same_named_agent_workflow_is_adopted_only_with_adopt(
+    cli: Cli, r: redis.Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
     save_agent_workflow(redis_url, prefix, "shared")
     folder = tmp_path / "lib"
     folder.mkdir()
     (folder / "shared.py").write_text(workflow_source(5, "From git."))
-    result = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder))
+    before = dump(r, prefix)
+    code, _, err = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder))
+    assert code == 2 and "an agent created it" in err and len(err.splitlines()) == 1
+    assert dump(r, prefix) == before
+    result = cli.ok("store", "bootstrap", "--library", "lib", "--adopt", "--folder", str(folder))
     assert counts(result) == (0, 1, 0, 0) and result["adopted"] == 1
     assert r.hget(owners_key(prefix), "shared") == "lib"
     assert json.loads(r.hget(wf_key(prefix), "shared") or "")["description"] == "From git."

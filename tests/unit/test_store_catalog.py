@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from codemode_session.errors import ForbiddenError, ValidationError
+from codemode_session.errors import ConflictError, ForbiddenError, ValidationError
 from codemode_session.store.bootstrap import plan_workflows
 from codemode_session.store.catalog import build_catalog, parse_workflows
 from codemode_session.store.gitfetch import (
@@ -90,7 +90,9 @@ def test_plan_takes_over_agent_workflows_and_refuses_other_libraries() -> None:
     )
     assert (plan.added, plan.updated, plan.unchanged, plan.adopted) == (1, 1, 1, 0)
     assert [w.name for w in plan.upserts] == ["a", "c"] and plan.removals == ["old"]
-    adopt = plan_workflows("lib", {"agent": c}, {"agent": c}, {}, prune=True)
+    with pytest.raises(ConflictError, match="an agent created it"):
+        plan_workflows("lib", {"agent": c}, {"agent": c}, {}, prune=True)
+    adopt = plan_workflows("lib", {"agent": c}, {"agent": c}, {}, prune=True, adopt=True)
     assert (adopt.updated, adopt.adopted, adopt.removals) == (1, 1, [])
     assert plan_workflows("lib", {}, {"old": c}, {"old": "lib"}, prune=False).removals == []
     with pytest.raises(ForbiddenError, match="owned by WorkflowLibrary 'other'"):

@@ -2,25 +2,37 @@
 
 Each subcommand module exposes `register(subparsers)` and sets `func` on its
 parser; a `CodemodeError` (or any expected failure) exits 2 with one readable
-line instead of a traceback.
+line instead of a traceback. So do usage errors, and anything unexpected
+(CODEMODE_DEBUG=1 shows its traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn, cast
 
 from codemode_session.errors import CodemodeError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (`--help` still prints the full usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from codemode_session.cli import dev_cmd, serve_cmd, store_cmd
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="codemode", description="Sandboxed Python code-mode sessions for AI agents."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subcommand parsers are OneLineParsers too (argparse makes them of the parent's type).
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     serve_cmd.register(sub)
     store_cmd.register(sub)
     dev_cmd.register(sub)
@@ -45,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"codemode: error: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in ("httpx", "kubernetes", "urllib3"):
+        expected = type(exc).__module__.split(".")[0] in ("httpx", "kubernetes", "urllib3")
+        if not expected and os.environ.get("CODEMODE_DEBUG"):
             raise
-        print(f"codemode: error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        hint = "" if expected else " (unexpected; CODEMODE_DEBUG=1 shows the traceback)"
+        print(f"codemode: error: {type(exc).__name__}: {_first_line(exc)}{hint}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

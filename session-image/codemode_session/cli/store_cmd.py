@@ -29,7 +29,7 @@ from codemode_session.store.bootstrap import (
     sync_tools,
     unpublish_library,
 )
-from codemode_session.store.catalog import KINDS, Catalog, Kind, build_catalog
+from codemode_session.store.catalog import KINDS, Catalog, Kind, build_catalog, relevant
 from codemode_session.store.diff import diff_catalog
 from codemode_session.store.gitfetch import DEFAULT_TIMEOUT, GitAuth
 from codemode_session.store.pull import list_entries, pull_to_folder
@@ -46,9 +46,13 @@ Git credentials come only from files or environment variables: a token
 
 Ownership: bootstrap records that --library owns what it publishes. Pruning
 removes only workflows that library owns; agent-created workflows are never
-touched, except that a same-named one is taken over (git is authoritative; the
-result counts it as updated and adopted). A workflow another library owns is
-a conflict: the bootstrap fails and writes nothing.
+touched. A source file named like a workflow an agent created, or like one
+another library owns, is a conflict: the bootstrap fails and writes nothing
+(--adopt takes over same-named agent-created workflows instead; the result
+counts them as updated and adopted).
+
+Symlinks in a --folder source are followed only while they stay inside it;
+in a git source they are not files and are skipped.
 """
 
 
@@ -150,11 +154,13 @@ def _target(args: argparse.Namespace) -> TargetSpec:
 
 
 def _library(args: argparse.Namespace) -> str | None:
-    return validate_library_name(args.library) if args.library else None
+    return validate_library_name(args.library) if args.library is not None else None
 
 
-async def _with_storage(args: argparse.Namespace, fn: Callable[[Storage], Awaitable[T]]) -> T:
-    storage = await open_storage(_target(args))
+async def _with_storage(args: argparse.Namespace, fn: Callable[[Storage], Awaitable[T]],
+                        create: bool = False) -> T:
+    """Run `fn` on the opened target; only a publishing bootstrap may create a --dir."""
+    storage = await open_storage(_target(args), create=create)
     try:
         return await fn(storage)
     finally:
@@ -163,7 +169,7 @@ async def _with_storage(args: argparse.Namespace, fn: Callable[[Storage], Awaita
 
 def _load(args: argparse.Namespace) -> tuple[Catalog, str, str]:
     """The source's catalog of `--type`, its revision, and where it came from."""
-    snapshot = load_snapshot(_source(args))
+    snapshot = load_snapshot(_source(args), relevant(args.kind))
     catalog = build_catalog(args.kind, snapshot.files)
     revision = snapshot.revision or f"folder:{catalog.digest}"
     return catalog, revision, snapshot.origin
@@ -189,6 +195,13 @@ def _write_result(path: str | None, text: str) -> None:
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     """Print the JSON result; with --result-file also write it (or, on failure, the
     same one-line error stderr gets) where the operator reads it back."""
+    if args.result_file:  # unwritable: fail before anything is published
+        try:
+            with open(args.result_file, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise ValidationError(
+                f"cannot write --result-file {args.result_file}: {exc.strerror}") from None
     try:
         result = _bootstrap(args)
     except CodemodeError as exc:
@@ -238,13 +251,13 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
         if kind == "workflows":
             assert library is not None
             return await bootstrap_workflows(storage, library, catalog, revision, prune, state,
-                                             force=args.force)
+                                             force=args.force, adopt=args.adopt)
         sync = sync_tools if kind == "tools" else sync_deps
         result = await sync(storage, catalog, revision, prune)
         result.library = library
         return result
 
-    return asyncio.run(_with_storage(args, run))
+    return asyncio.run(_with_storage(args, run, create=True))
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -308,6 +321,9 @@ def register(subparsers: Any) -> None:
                            "(default: on for workflows, off for tools and deps)")
     boot.add_argument("--force", action="store_true",
                       help="compare every workflow even when the digest says nothing changed")
+    boot.add_argument("--adopt", action="store_true",
+                      help="take over same-named workflows an agent created (default: such "
+                           "a name is a conflict and nothing is written)")
     boot.add_argument("--delete", action="store_true",
                       help="remove everything --library owns, and its record; no source")
     boot.add_argument("--allow-empty", action="store_true",

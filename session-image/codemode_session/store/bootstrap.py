@@ -5,9 +5,10 @@ one MULTI/EXEC), and ownership decides what may be touched:
 
 - a workflow this library owns is updated, or removed when it left the source
   (unless pruning is off);
-- a workflow nobody owns (created by an agent) is left alone, unless the
-  source defines the same name: git is authoritative, so the library takes it
-  over ("adopted") and from then on owns it;
+- a workflow nobody owns (created by an agent) is never touched: when the
+  source defines the same name that is a conflict and nothing is written,
+  unless `adopt` is asked for, then the library takes it over ("adopted") and
+  from then on owns it;
 - a workflow another library owns is a conflict: nothing is written.
 
 A re-sync whose raw-content digest equals the stored record's, with the owner
@@ -23,10 +24,11 @@ is asked for explicitly.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from codemode_session.errors import ForbiddenError
+from codemode_session.errors import CodemodeError, ConflictError, ForbiddenError
 from codemode_session.names import validate_library_name
 from codemode_session.storage import LibraryRecord, Storage
 from codemode_session.store.catalog import Catalog, parse_workflows
@@ -70,11 +72,16 @@ class WorkflowPlan:
 def plan_workflows(
     library: str,
     wanted: dict[str, Workflow],
-    existing: dict[str, Workflow],
+    existing: Mapping[str, Workflow | None],
     owners: dict[str, str],
     prune: bool,
+    adopt: bool = False,
 ) -> WorkflowPlan:
-    """Decide the writes that make `library`'s share of storage equal `wanted`."""
+    """Decide the writes that make `library`'s share of storage equal `wanted`.
+
+    Raises (and so writes nothing) when a wanted name belongs to another library,
+    or, unless `adopt`, to nobody (a workflow an agent created).
+    """
     conflicts = sorted(n for n in wanted if owners.get(n) not in (None, library))
     if conflicts:
         first = conflicts[0]
@@ -83,14 +90,23 @@ def plan_workflows(
             f"workflow {first!r}{more} is owned by WorkflowLibrary {owners[first]!r}; "
             f"library {library!r} will not take it over"
         )
+    unowned = sorted(n for n in wanted if n in existing and n not in owners)
+    if unowned and not adopt:
+        first = unowned[0]
+        more = f" (and {len(unowned) - 1} more)" if len(unowned) > 1 else ""
+        raise ConflictError(
+            f"workflow {first!r}{more} already exists and was not published by a "
+            f"WorkflowLibrary (an agent created it); library {library!r} leaves it alone: "
+            "rename or remove one of them, or pass --adopt to take it over"
+        )
     upserts: list[Workflow] = []
     added = updated = unchanged = adopted = 0
     for name, workflow in wanted.items():
         current = existing.get(name)
         owned = owners.get(name) == library
-        if current is None:
+        if name not in existing:
             added += 1
-        elif owned and current.to_json() == workflow.to_json():
+        elif owned and current is not None and current.to_json() == workflow.to_json():
             unchanged += 1
             continue
         else:
@@ -113,7 +129,41 @@ class StoredState:
 
 async def read_state(storage: Storage, library: str) -> StoredState:
     validate_library_name(library)
-    return StoredState(await storage.workflow_owners(), await storage.get_library(library))
+    owners = await storage.workflow_owners()
+    try:
+        record = await storage.get_library(library)
+    except CodemodeError:
+        raise
+    except (ValueError, TypeError, KeyError):
+        record = None  # unreadable record (another client wrote it): compare everything
+    return StoredState(owners, record)
+
+
+async def _existing(storage: Storage, names: list[str]) -> dict[str, Workflow | None]:
+    """What storage holds under `names`; None for an entry it cannot decode.
+
+    Reads everything in one call when it can; when some other client stored an
+    entry this version cannot decode, falls back to reading only `names`, so a
+    broken workflow the library does not define cannot block its sync.
+    """
+    try:
+        return {w.name: w for w in await storage.list_workflows()}
+    except CodemodeError:
+        raise
+    except (ValueError, TypeError, KeyError):
+        pass
+    found: dict[str, Workflow | None] = {}
+    for name in names:
+        try:
+            workflow = await storage.get_workflow(name)
+        except CodemodeError:
+            raise
+        except (ValueError, TypeError, KeyError):
+            found[name] = None
+            continue
+        if workflow is not None:
+            found[name] = workflow
+    return found
 
 
 async def bootstrap_workflows(
@@ -124,6 +174,7 @@ async def bootstrap_workflows(
     prune: bool = True,
     state: StoredState | None = None,
     force: bool = False,
+    adopt: bool = False,
 ) -> SyncResult:
     """Make the workflows `library` owns equal the catalog, in one atomic write.
 
@@ -145,8 +196,8 @@ async def bootstrap_workflows(
         result.unchanged = len(catalog)
         return result
     wanted = parse_workflows(catalog)
-    existing = {w.name: w for w in await storage.list_workflows()}
-    plan = plan_workflows(library, wanted, existing, state.owners, prune)
+    existing = await _existing(storage, sorted(wanted))
+    plan = plan_workflows(library, wanted, existing, state.owners, prune, adopt)
     await storage.apply_library(library, plan.upserts, plan.removals, fresh)
     result.added, result.updated, result.unchanged = plan.added, plan.updated, plan.unchanged
     result.removed, result.adopted = len(plan.removals), plan.adopted

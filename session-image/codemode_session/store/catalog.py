@@ -8,6 +8,7 @@ workflows. Validation errors name the file and the problem in one line.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +53,16 @@ def _decode(filename: str, data: bytes) -> str:
 
 def _ignored(filename: str) -> bool:
     return filename.startswith(".") or filename == "__init__.py"
+
+
+def relevant(kind: Kind) -> Callable[[str], bool]:
+    """Which file names a source of `kind` is read for (nothing else is loaded)."""
+    suffixes = {"workflows": (".py",), "tools": (".yaml", ".yml"), "deps": (".txt",)}[kind]
+
+    def wanted(filename: str) -> bool:
+        return filename.endswith(suffixes) and not _ignored(filename)
+
+    return wanted
 
 
 def build_catalog(kind: Kind, files: dict[str, bytes]) -> Catalog:

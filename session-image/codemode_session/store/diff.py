@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from codemode_session.storage import Storage
 from codemode_session.store.catalog import Catalog, Kind, parse_workflows
+from codemode_session.store.pull import stored_workflows
 
 
 @dataclass
@@ -43,7 +44,7 @@ def comparable_source(catalog: Catalog) -> dict[str, str]:
 
 async def comparable_target(storage: Storage, kind: Kind) -> dict[str, str]:
     if kind == "workflows":
-        return {w.name: w.to_json() for w in await storage.list_workflows()}
+        return {w.name: w.to_json() for w in await stored_workflows(storage)}
     if kind == "tools":
         return await storage.list_tools()
     return {spec: spec for spec in await storage.list_deps()}

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from codemode_session.errors import CodemodeError, NotFoundError, ValidationError
 
 DEFAULT_TIMEOUT = 120.0
+MAX_FILE_BYTES = 4 * 1024 * 1024  # per source file; a workflow's own limit is lower
 _REF_RE = re.compile(r"^[A-Za-z0-9._/@+-]{1,255}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,64}$")
 
@@ -269,30 +271,51 @@ def _fetch_commit(git: _Git, ref: str) -> str:
     return found.stdout.decode().strip()
 
 
-def _read_folder(git: _Git, commit: str, subpath: str) -> dict[str, bytes]:
-    """Read the regular files directly in `subpath` via one `cat-file --batch`."""
+def _keep_all(name: str) -> bool:
+    return True
+
+
+def check_utf8_name(name: str) -> None:
+    """File names become workflow and tool names: refuse bytes that are not UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise ValidationError(f"{shown}: file name is not UTF-8") from None
+
+
+def _read_folder(git: _Git, commit: str, subpath: str,
+                 wanted: Callable[[str], bool] = _keep_all) -> dict[str, bytes]:
+    """Read the regular files directly in `subpath` that `wanted` accepts, via one
+    `cat-file --batch` (symlinks and submodules are not files and are skipped)."""
     spec = f"{commit}:{subpath}" if subpath else f"{commit}^{{tree}}"
     kind = git.run("cat-file", "-t", spec, check=False)
     if kind.returncode != 0:
         raise NotFoundError(f"path {subpath!r} not found at {commit[:12]} in {git.shown_url}")
     kind_name = kind.stdout.decode().strip()
     if kind_name == "blob":  # --path names a single file (e.g. requirements.txt)
-        entries = [(spec, subpath.rsplit("/", 1)[-1])]
+        name = subpath.rsplit("/", 1)[-1]
+        size = int(git.run("cat-file", "-s", spec).stdout.decode().strip() or 0)
+        entries = [(spec, name, size)] if wanted(name) else []
     elif kind_name == "tree":
-        listing = git.run("ls-tree", "-z", spec).stdout.decode()
+        listing = git.run("ls-tree", "-z", "-l", spec).stdout.decode(errors="surrogateescape")
         entries = []
         for row in filter(None, listing.split("\0")):
             meta, name = row.split("\t", 1)
-            mode, otype, oid = meta.split()
-            if otype == "blob" and mode in ("100644", "100755"):
-                entries.append((oid, name))
+            mode, otype, oid, size_text = meta.split()
+            if otype == "blob" and mode in ("100644", "100755") and wanted(name):
+                check_utf8_name(name)
+                entries.append((oid, name, int(size_text)))
     else:
         raise GitError(f"path {subpath!r} at {commit[:12]} is a {kind_name}, not a folder")
+    for _, name, size in entries:
+        if size > MAX_FILE_BYTES:
+            raise ValidationError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
     if not entries:
         return {}
-    batch = git.run("cat-file", "--batch", stdin="".join(f"{o}\n" for o, _ in entries).encode())
+    batch = git.run("cat-file", "--batch", stdin="".join(f"{o}\n" for o, _, _ in entries).encode())
     out, pos, files = batch.stdout, 0, {}
-    for _, name in entries:
+    for _, name, _ in entries:
         nl = out.index(b"\n", pos)
         header = out[pos:nl].split()
         if len(header) != 3:  # "<oid> missing": a partial clone without the blob
@@ -315,7 +338,8 @@ def _local_repo(url: str) -> Path | None:
     return Path(url)
 
 
-def _read_local(repo: Path, url: str, ref: str, subpath: str, timeout: float) -> GitTree:
+def _read_local(repo: Path, url: str, ref: str, subpath: str, timeout: float,
+                wanted: Callable[[str], bool] = _keep_all) -> GitTree:
     """Read a repository on this machine in place: no transport, pack or copy needed."""
     probe = _Git(repo, url, GitAuth(), timeout)
     found = _run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], None, probe.env,
@@ -330,7 +354,7 @@ def _read_local(repo: Path, url: str, ref: str, subpath: str, timeout: float) ->
     if resolved.returncode != 0:
         raise NotFoundError(f"git ref {ref!r} not found in {url}")
     commit = resolved.stdout.decode().strip()
-    return GitTree(commit=commit, files=_read_folder(git, commit, subpath))
+    return GitTree(commit=commit, files=_read_folder(git, commit, subpath, wanted))
 
 
 def fetch_folder(
@@ -340,6 +364,7 @@ def fetch_folder(
     auth: GitAuth | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     local_in_place: bool = True,
+    wanted: Callable[[str], bool] = _keep_all,
 ) -> GitTree:
     """The commit `ref` resolves to (default: HEAD) and the files directly in `path`.
 
@@ -347,15 +372,29 @@ def fetch_folder(
     local ones (file:// or a path) are read in place unless `local_in_place` is off.
     """
     url = normalize_url(url)
-    ref = validate_ref(ref) if ref else "HEAD"
     subpath = validate_subpath(path)
+    if not ref:
+        try:
+            return _fetch_folder(url, "HEAD", subpath, auth, timeout, local_in_place, wanted)
+        except NotFoundError as exc:
+            if "git ref 'HEAD'" not in str(exc):
+                raise
+            raise NotFoundError(
+                f"{redact_url(url)} has no commit on its default branch (HEAD): "
+                "the repository is empty or HEAD names a missing branch; pass --ref"
+            ) from None
+    return _fetch_folder(url, validate_ref(ref), subpath, auth, timeout, local_in_place, wanted)
+
+
+def _fetch_folder(url: str, ref: str, subpath: str, auth: GitAuth | None, timeout: float,
+                  local_in_place: bool, wanted: Callable[[str], bool]) -> GitTree:
     local = _local_repo(url)
     if local is not None and local_in_place:
-        return _read_local(local, url, ref, subpath, timeout)
+        return _read_local(local, url, ref, subpath, timeout, wanted)
     with tempfile.TemporaryDirectory(prefix="codemode-git-") as tmp:
         git = _Git(Path(tmp) / "repo.git", url, auth or GitAuth(), timeout)
         init = _run(["git", "init", "--quiet", "--bare", str(git.gitdir)], None, git.env, 30)
         if init.returncode != 0:
             raise GitError(f"git init failed: {git.last_line(init.stderr)}")
         commit = _fetch_commit(git, ref)
-        return GitTree(commit=commit, files=_read_folder(git, commit, subpath))
+        return GitTree(commit=commit, files=_read_folder(git, commit, subpath, wanted))

@@ -6,6 +6,7 @@ Pulled folders have the same shape bootstrap reads (`name.py`, `name.yaml`,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ from typing import Any
 
 import yaml
 
-from codemode_session.errors import ValidationError
+from codemode_session.errors import CodemodeError, StorageUnavailableError, ValidationError
 from codemode_session.names import validate_tool_name, validate_workflow_name
 from codemode_session.storage import Storage
 from codemode_session.store.catalog import REQUIREMENTS, Kind
+from codemode_session.workflow_model import Workflow
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,27 @@ def _tool_description(text: str) -> str:
     return str(data.get("description", "")) if isinstance(data, dict) else ""
 
 
+async def stored_workflows(storage: Storage) -> list[Workflow]:
+    """Every workflow the target holds; an entry another client stored in a shape
+    this version cannot decode is one readable error, not a traceback."""
+    try:
+        return await storage.list_workflows()
+    except CodemodeError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StorageUnavailableError(
+            f"{storage.description} holds a workflow entry that cannot be decoded "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else '?'}); "
+            "repair or delete it"
+        ) from None
+
+
 async def list_entries(storage: Storage, kind: Kind, library: str | None = None) -> list[Entry]:
     """Names and descriptions in the target; with a library, only what it owns."""
     if kind == "workflows":
         owners = await storage.workflow_owners()
         entries = [Entry(w.name, w.description, owners.get(w.name))
-                   for w in await storage.list_workflows()]
+                   for w in await stored_workflows(storage)]
         if library is not None:
             entries = [e for e in entries if e.owner == library]
         return entries
@@ -54,20 +71,28 @@ async def list_entries(storage: Storage, kind: Kind, library: str | None = None)
 
 def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
                          library: str | None = None) -> list[str]:
-    """Write the target's items into `folder`; returns the file names written."""
+    """Write the target's items into `folder`; returns the file names written.
+
+    Same-named files in `folder` are replaced, other files are left alone.
+    Everything is read (and every name checked) before the first file is written.
+    """
     dest = Path(folder).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if kind == "workflows":
         owners = await storage.workflow_owners() if library is not None else {}
-        for workflow in await storage.list_workflows():
+        for workflow in await stored_workflows(storage):
             if library is None or owners.get(workflow.name) == library:
                 files[f"{_checked(kind, workflow.name)}.py"] = workflow.source
     elif kind == "tools":
@@ -75,8 +100,14 @@ async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
     else:
         specs = await storage.list_deps()
         files = {REQUIREMENTS: "".join(f"{s}\n" for s in specs)}
-    for name, text in files.items():
-        _write(dest / name, text)
+    if dest.exists() and not dest.is_dir():
+        raise ValidationError(f"cannot write to {dest}: it is not a folder")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            _write(dest / name, text)
+    except OSError as exc:
+        raise ValidationError(f"cannot write to {dest}: {exc.strerror or exc}") from None
     return sorted(files)
 
 
