@@ -5,10 +5,14 @@
 3. a git server on the node's host address serving examples/workflows;
 4. `kubectl apply` of examples/workspace.yaml, library.yaml and session.yaml;
 5. `codemode exec agent-1 ...` and examples/agent.py against the Ready session.
+
+`--git-server` only starts step 3 on a running node cluster and prints the URL,
+for following the README's steps by hand.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import shutil
@@ -69,6 +73,14 @@ def git_server(run_dir: Path) -> str:
     return f"http://{NODE_HOST_IP}:{port_file.read_text().strip()}/workflows.git"
 
 
+def serve_workflows_only() -> int:
+    lay = layout("node")
+    if not lifecycle.is_up(lay):
+        raise SystemExit("error: the node cluster is not up: run `python -m tests.cluster up`")
+    print(git_server(lay.run))
+    return 0
+
+
 def wait_ready(kubectl: list[str], kind: str, name: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,6 +95,11 @@ def wait_ready(kubectl: list[str], kind: str, name: str, timeout: float = 300) -
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--git-server", action="store_true",
+                        help="only serve examples/workflows over http and print its URL")
+    if parser.parse_args().git_server:
+        return serve_workflows_only()
     started = time.monotonic()
     lay = layout("node")
     step("local Kubernetes node (etcd, API server, kubelet on containerd, kube-proxy, CoreDNS)")
@@ -99,7 +116,7 @@ def main() -> int:
     step("helm upgrade --install codemode helm/codemode -n codemode-system")
     run(str(helm_binary()), f"--kubeconfig={kubeconfig}", "upgrade", "--install", "codemode",
         str(ROOT / "helm/codemode"), "-n", SYSTEM, "--create-namespace", "--wait",
-        "--timeout", "5m", "--set", "redis.persistence.enabled=false")
+        "--timeout", "5m")
 
     step("a git server with examples/workflows, and the examples applied")
     url = git_server(lay.run)
@@ -129,7 +146,7 @@ def main() -> int:
               "--namespace", NAMESPACE, env=env), end="")
 
     print(f"\ncodemode is running ({time.monotonic() - started:.0f}s). Try:\n"
-          f"  export KUBECONFIG={kubeconfig}\n"
+          f"  eval \"$(python -m tests.cluster env)\"   # KUBECONFIG; kubectl and helm on PATH\n"
           f"  kubectl get codemode\n"
           f"  codemode exec agent-1 'artifacts.list()'\n"
           f"  python -m tests.cluster down        # stop everything\n")

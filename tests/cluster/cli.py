@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from . import build, images, lifecycle, paths, wait
+from . import build, images, lifecycle, paths, tools, wait
 from .layout import MODES, Mode, layout
 
 
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in helps.items():
         s = sub.add_parser(name, help=text)
         s.add_argument("--mode", choices=MODES, default="node" if name == "up" else None)
+    ev = sub.add_parser(
+        "env", help="print shell exports: KUBECONFIG and a PATH with the pinned kubectl and helm"
+    )
+    ev.add_argument("--mode", choices=MODES, default="node")
     kc = sub.add_parser("kubectl", help="the pinned kubectl with a mode's admin kubeconfig")
     kc.add_argument("--mode", choices=MODES, default="node")
     kc.add_argument("args", nargs=argparse.REMAINDER)
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "down":
         for mode in [args.mode] if args.mode else MODES:
             lifecycle.down(mode)
+    elif args.cmd == "env":
+        print(tools.shell_env(cast(Mode, args.mode)))
     elif args.cmd == "kubectl":
         lay = layout(cast(Mode, args.mode))
         kubectl = [str(paths.binary("kubectl")), f"--kubeconfig={lay.kubeconfig}", *args.args]

@@ -10,6 +10,7 @@ from .layout import Layout, Mode, layout
 # Stop order: consumers before what they depend on.
 STOP_ORDER = (
     "kwok",
+    "local-path-provisioner",
     "coredns",
     "kube-proxy",
     "kubelet",

@@ -13,12 +13,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from . import images, kubeconfig, paths, pki, procs, wait
+from . import images, kubeconfig, paths, pki, procs, provisioner, wait
 from .kubectl import apply, node_ready
 from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, Layout
 
@@ -357,6 +358,21 @@ def _start_coredns(lay: Layout) -> None:
     )
 
 
+def _start_provisioner(lay: Layout) -> None:
+    """The default StorageClass and the host process that serves its claims."""
+    apply(lay, provisioner.STORAGE_CLASS)
+    ready = lay.run / provisioner.READY_FILE
+    ready.unlink(missing_ok=True)
+    procs.start(
+        lay.run,
+        "local-path-provisioner",
+        [sys.executable, "-m", "tests.cluster.provisioner", f"--kubeconfig={lay.kubeconfig}",
+         f"--root={lay.run / 'volumes'}", f"--ready-file={ready}"],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    wait.until(lay.run, "local-path-provisioner", ready.exists, timeout=30)
+
+
 def start(lay: Layout) -> None:
     """Everything after the control plane is ready."""
     _make_node_pki(lay)
@@ -364,6 +380,7 @@ def start(lay: Layout) -> None:
     _start_kubelet(lay)
     _start_kube_proxy(lay)
     _start_coredns(lay)
+    _start_provisioner(lay)
 
 
 # ---------------------------------------------------------------- teardown
@@ -477,6 +494,7 @@ def teardown_host(lay: Layout) -> None:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(f"{state['ip_forward']}\n")
     if state.get("var_lib_kubelet_existed") is False:
         subprocess.run(["rm", "-rf", "--one-file-system", str(VAR_LIB_KUBELET)], check=False)
-    for leftover in (lay.run / "kubelet", lay.run / "cni" / "ipam", lay.run / "pod-logs"):
+    for leftover in (lay.run / "kubelet", lay.run / "cni" / "ipam", lay.run / "pod-logs",
+                     lay.run / "volumes"):
         subprocess.run(["rm", "-rf", "--one-file-system", str(leftover)], check=False)
     _state_file(lay).unlink(missing_ok=True)

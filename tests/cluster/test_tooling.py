@@ -129,3 +129,53 @@ def test_wait_times_out_with_the_last_probe_error(tmp_path: Path) -> None:
             wait.until(tmp_path, "slow", probe, timeout=0.5)
     finally:
         procs.stop(tmp_path, "slow")
+
+
+def _claim(**spec: object) -> object:
+    from kubernetes import client
+
+    return client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="data-redis-0", namespace="sys", uid="u-1"),
+        spec=client.V1PersistentVolumeClaimSpec(**spec),
+        status=client.V1PersistentVolumeClaimStatus(phase="Pending"),
+    )
+
+
+def test_provisioner_binds_a_pending_claim_of_its_class_to_a_folder_of_its_own() -> None:
+    from kubernetes import client
+
+    from .provisioner import CLASS_NAME, volume_for, wants_volume
+
+    resources = client.V1VolumeResourceRequirements(requests={"storage": "2Gi"})
+    claim = _claim(storage_class_name=CLASS_NAME, access_modes=["ReadWriteOnce"],
+                   resources=resources)
+    assert wants_volume(claim, existing=set())
+    assert not wants_volume(claim, existing={"pvc-u-1"})  # made already
+    assert not wants_volume(_claim(storage_class_name="other", resources=resources), set())
+    pv = volume_for(claim, Path("/v"))
+    assert pv["metadata"]["name"] == "pvc-u-1"
+    assert pv["spec"]["capacity"] == {"storage": "2Gi"}
+    assert pv["spec"]["claimRef"] == {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                      "namespace": "sys", "name": "data-redis-0", "uid": "u-1"}
+    assert pv["spec"]["hostPath"]["path"] == "/v/sys_data-redis-0_u-1"
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+
+
+def test_env_exports_the_kubeconfig_and_a_path_with_kubectl_and_helm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from . import tools
+
+    kubectl = tmp_path / "k8s" / "kubectl"
+    helm = tmp_path / "helm-bin"
+    for binary in (kubectl, helm):
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path))
+    monkeypatch.setattr(tools.paths, "binary", lambda name: kubectl)
+    monkeypatch.setattr(tools, "helm_binary", lambda: helm)
+    lines = tools.shell_env("node").splitlines()
+    assert lines == [f"export KUBECONFIG={tmp_path}/run/node/kubeconfig",
+                     f'export PATH={tmp_path}/bin:"$PATH"']
+    assert (tmp_path / "bin" / "kubectl").resolve() == kubectl
+    assert (tmp_path / "bin" / "helm").resolve() == helm

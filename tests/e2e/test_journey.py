@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -121,15 +120,6 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
     system = f"codemode-system-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
     helm = Helm(cluster, system)
-    # No provisioner on the local cluster: a hostPath volume for the Redis claim.
-    storage_class = f"journey-{system}"
-    pv_dir = Path(tempfile.mkdtemp(prefix="codemode-journey-pv-", dir="/var/tmp"))
-    pv_dir.chmod(0o777)
-    core.create_persistent_volume({
-        "metadata": {"name": storage_class},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": storage_class,
-                 "hostPath": {"path": str(pv_dir), "type": "Directory"}}})
     operator_repo, operator_tag = project_images["operator"].rsplit(":", 1)
     session_repo, session_tag = project_images["session"].rsplit(":", 1)
     redis_repo, redis_tag = redis_image.rsplit(":", 1)
@@ -150,11 +140,14 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
              "--set", f"session.image.tag={session_tag}",
              "--set", f"redis.image.repository={redis_repo}",
              "--set", f"redis.image.tag={redis_tag}",
-             "--set", f"redis.persistence.storageClass={storage_class}",
              "--set", "redis.persistence.whenDeleted=Delete",
              "--set", "operator.libraryPollSeconds=2",
              "--set", "operator.sessionPollSeconds=2")
         mark("installed")
+        # The Redis claim got a volume of the cluster's default StorageClass.
+        claim = core.read_namespaced_persistent_volume_claim("data-codemode-redis-0", system)
+        redis_volume = claim.spec.volume_name
+        assert claim.status.phase == "Bound" and redis_volume
         notes = helm("get", "notes", RELEASE)
         assert "codemode exec agent-1" in notes
 
@@ -263,6 +256,8 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
                      for r in rbac.list_cluster_role().items if system in r.metadata.name]
             left += [f"role/{r.metadata.name}"
                      for r in rbac.list_namespaced_role(namespace).items]
+            left += [f"pv/{v.metadata.name}" for v in core.list_persistent_volume().items
+                     if v.metadata.name == redis_volume]  # whenDeleted=Delete
             return left
 
         wait_for(lambda: not release_leftovers() or None, 120, "nothing of the release left")
@@ -274,9 +269,6 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
         helm("uninstall", RELEASE, "--wait=false", check=False)
         with contextlib.suppress(client.ApiException):
             core.delete_namespace(system)
-        with contextlib.suppress(client.ApiException):
-            core.delete_persistent_volume(storage_class)
-        shutil.rmtree(pv_dir, ignore_errors=True)
 
 
 def _assert_no_forbidden(cluster: Cluster, system: str) -> None:

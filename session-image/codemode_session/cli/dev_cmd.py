@@ -19,8 +19,8 @@ from codemode_session.errors import CodemodeError
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("dev", help="local development cluster (run inside a checkout)")
     dev = parser.add_subparsers(dest="dev_command", required=True, metavar="COMMAND")
-    cluster = dev.add_parser("cluster", help="a real local Kubernetes: up, down, status")
-    cluster.add_argument("action", choices=["up", "down", "status", "build"])
+    cluster = dev.add_parser("cluster", help="a real local Kubernetes: up, down, status, env")
+    cluster.add_argument("action", choices=["up", "down", "status", "build", "env"])
     cluster.add_argument("--mode", choices=["control-plane", "node"])
     cluster.set_defaults(func=run_cluster)
     images = dev.add_parser("images", help="(re)build the base, pause and codemode images")
