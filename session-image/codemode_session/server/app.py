@@ -33,9 +33,14 @@ from codemode_session.errors import (
     StorageUnavailableError,
     ValidationError,
 )
-from codemode_session.names import validate_package_spec, validate_workspace_id
+from codemode_session.names import (
+    validate_package_spec,
+    validate_workflow_name,
+    validate_workspace_id,
+)
 from codemode_session.namespaces import artifact_metadata, decode_artifact, encode_artifact
 from codemode_session.server.auth import check_bearer
+from codemode_session.server.body_limit import BodySizeLimit
 from codemode_session.server.config import ServerConfig
 from codemode_session.server.sessions import (
     CLIENT_ID_RE,
@@ -174,6 +179,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan,
                   default_response_class=AsciiJSONResponse)
     app.state.config = config
+    # Every body but the probes' is capped before anything reads it (MAX_REQUEST_BYTES).
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
     app.state.storages = StorageRegistry(environ)
     # Build the default storage now: a bad REDIS_URL scheme or STORAGE_PREFIX stops
     # the server at start (one readable line) instead of failing every session later.
@@ -367,9 +374,12 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                         key=lambda x: (-x[0], x[1].name))
         return [w.summary() for score, w in scored if score > 0][: max(0, limit)]
 
-    @api.get("/api/workflows/{name}")
+    # `{name:path}`: a name with a slash (`a%2Fb` arrives decoded) is a 400 that says
+    # why, like any other invalid name, not the router's bare 404.
+    @api.get("/api/workflows/{name:path}")
     async def get_workflow(name: str, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
+        validate_workflow_name(name)
         workflow = await storage_for(x_session_id).get_workflow(name)
         if workflow is None:
             raise HTTPException(404, f"no workflow named {name!r}")
@@ -382,9 +392,10 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         await storage_for(x_session_id).save_workflow(workflow)
         return workflow.summary()
 
-    @api.delete("/api/workflows/{name}")
+    @api.delete("/api/workflows/{name:path}")
     async def delete_workflow(name: str, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> bool:
+        validate_workflow_name(name)
         if not await storage_for(x_session_id).delete_workflow(name):
             raise HTTPException(404, f"no workflow named {name!r}")
         return True

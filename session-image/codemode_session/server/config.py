@@ -25,6 +25,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number of bytes (digits only, like 67108864)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValidationError(f"{name}={raw!r} is not a whole number of bytes") from None
+    if value <= 0:
+        raise ValidationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+MAX_REQUEST_BYTES_DEFAULT = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     auth_token: str | None
@@ -38,6 +55,7 @@ class ServerConfig:
     worker_spares: int
     accept_client_session_ids: bool
     max_code_bytes: int
+    max_request_bytes: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -65,4 +83,5 @@ class ServerConfig:
             worker_spares=int(env.get("WORKER_SPARES", "1") or 0),
             accept_client_session_ids=env.get("ACCEPT_CLIENT_SESSION_IDS", "").lower() in TRUE,
             max_code_bytes=int(_float(env, "MAX_CODE_BYTES", 1024 * 1024)),
+            max_request_bytes=_bytes(env, "MAX_REQUEST_BYTES", MAX_REQUEST_BYTES_DEFAULT),
         )
