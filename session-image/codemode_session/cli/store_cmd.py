@@ -24,7 +24,6 @@ from codemode_session.storage import Storage
 from codemode_session.store.bootstrap import (
     SyncResult,
     bootstrap_workflows,
-    read_state,
     sync_deps,
     sync_tools,
     unpublish_library,
@@ -230,19 +229,9 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
     prune = args.prune if args.prune is not None else kind == "workflows"
 
     async def run(storage: Storage) -> SyncResult:
-        # Storage is connected first, so an unreachable Redis fails before any fetch;
-        # then what it holds is read while git fetches (a no-op re-sync pays max, not sum).
-        state_task = (asyncio.ensure_future(read_state(storage, library))
-                      if library is not None and kind == "workflows" else None)
-        try:
-            catalog, revision, origin = await asyncio.to_thread(_load, args)
-        except BaseException:
-            if state_task is not None:
-                state_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await state_task
-            raise
-        state = await state_task if state_task is not None else None
+        # Storage is connected (pinged) first, so an unreachable Redis fails before any
+        # fetch; what it holds is read after the fetch, inside the publishing transaction.
+        catalog, revision, origin = await asyncio.to_thread(_load, args)
         if not len(catalog) and not args.allow_empty:
             raise ValidationError(
                 f"no {kind} found in {origin} (path {args.path or '.'!r}); "
@@ -250,7 +239,7 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
             )
         if kind == "workflows":
             assert library is not None
-            return await bootstrap_workflows(storage, library, catalog, revision, prune, state,
+            return await bootstrap_workflows(storage, library, catalog, revision, prune,
                                              force=args.force, adopt=args.adopt)
         sync = sync_tools if kind == "tools" else sync_deps
         result = await sync(storage, catalog, revision, prune)

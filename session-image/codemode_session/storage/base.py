@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from codemode_session.workflow_model import Workflow
 
 DataType = Literal["bytes", "text", "json"]
+T = TypeVar("T")
+
+# How often a transaction is recomputed when another writer changed what it read.
+TRANSACTION_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,40 @@ class LibraryRecord:
         )
 
 
+class StorageTransaction(Protocol):
+    """One optimistic read-decide-write (see `Storage.transaction`).
+
+    Every read is watched: if another writer changes what was read before the
+    writes are published, the whole body runs again on fresh data. Writes are
+    only queued here and published together, all or nothing, when the body
+    returns (Redis: WATCH + MULTI/EXEC; files: under the folder's lock).
+    """
+
+    async def workflow_owners(self) -> dict[str, str]: ...
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        """The record; ValueError/TypeError when another client stored an unreadable one."""
+        ...
+
+    async def get_workflows(self, names: Collection[str]) -> dict[str, Workflow | None]:
+        """What is stored under `names` (absent names are left out; an entry that
+        cannot be decoded maps to None)."""
+        ...
+
+    async def list_tools(self) -> dict[str, str]: ...
+    async def list_deps(self) -> list[str]: ...
+
+    def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None: ...
+    def update_tools(self, save: Mapping[str, str], delete: Collection[str]) -> None: ...
+    def update_deps(self, add: Collection[str], remove: Collection[str]) -> None: ...
+
+
 class Storage(Protocol):
     """Everything a session or a library bootstrap keeps, scoped to one namespace."""
 
@@ -117,6 +156,21 @@ class Storage(Protocol):
         record: LibraryRecord | None,
     ) -> None: ...
     async def get_library(self, library: str) -> LibraryRecord | None: ...
+
+    async def transaction(
+        self,
+        body: Callable[[StorageTransaction], Awaitable[T]],
+        what: str,
+        attempts: int = TRANSACTION_ATTEMPTS,
+    ) -> T:
+        """Run `body` (reads, then queued writes) and publish its writes atomically.
+
+        When another writer changed something `body` read before the publish, nothing
+        is written and `body` runs again; after `attempts` runs a ConflictError naming
+        `what` is raised and storage is left as it was. `body` must only decide from
+        what it reads through the transaction (it may run more than once).
+        """
+        ...
 
     # artifacts
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None: ...

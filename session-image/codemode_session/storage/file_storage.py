@@ -3,7 +3,10 @@
 Layout: base/[workspaces/{id}/]{workflows,artifacts,libraries}, plus the
 prefix-wide base/deps.txt and base/tools/. Every write goes to a temp file and
 is renamed into place, and index updates hold an flock, so concurrent workers
-never see torn files.
+never see torn files. A multi-file change (a library, a tools sync) holds the
+folder's lock exclusively and stages every temp file before the first rename;
+readers of workflows and tools take the same lock shared, so they see the
+folder before or after such a change, never half of it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from codemode_session.errors import ConflictError, StorageUnavailableError, ValidationError
 from codemode_session.names import (
@@ -24,8 +27,15 @@ from codemode_session.names import (
     validate_workflow_name,
     validate_workspace_id,
 )
-from codemode_session.storage.base import ArtifactInfo, LibraryRecord
+from codemode_session.storage.base import (
+    TRANSACTION_ATTEMPTS,
+    ArtifactInfo,
+    LibraryRecord,
+    StorageTransaction,
+)
 from codemode_session.workflow_model import Workflow, parse_workflow
+
+T = TypeVar("T")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -39,6 +49,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _publish(writes: Mapping[Path, bytes], deletes: Collection[Path] = ()) -> None:
+    """Write several files with as little room for a partial result as files allow:
+    every temp file is written first (a failure there changes nothing), then all are
+    renamed into place (in `writes` order), then `deletes` are removed."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in writes.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for path in deletes:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _deps_text(specs: Collection[str]) -> bytes:
+    return ("\n".join(sorted(specs)) + "\n" if specs else "").encode()
 
 
 INDEX_FILE = "__index__.json"
@@ -85,6 +123,22 @@ class FileStorage:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def _shared(self, directory: Path) -> Iterator[None]:
+        """Read `directory` while no multi-file change is half done. Never creates
+        anything: a folder without a lock file has never had a locked writer."""
+        try:
+            fh = open(directory / ".lock")  # noqa: SIM115
+        except OSError:
+            yield
+            return
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     async def ping(self) -> None:
         self.scope.mkdir(parents=True, exist_ok=True)
 
@@ -118,18 +172,20 @@ class FileStorage:
         if not self.workflows_dir.is_dir():
             return []
         found = []
-        for path in sorted(self.workflows_dir.glob("*.py")):
-            try:
-                workflow = self._read_workflow(path.stem)
-            except (ValidationError, StorageUnavailableError, UnicodeDecodeError):
-                continue  # not a workflow (a stray or broken file): list the others
-            if workflow is not None:
-                found.append(workflow)
+        with self._shared(self.workflows_dir):
+            for path in sorted(self.workflows_dir.glob("*.py")):
+                try:
+                    workflow = self._read_workflow(path.stem)
+                except (ValidationError, StorageUnavailableError, UnicodeDecodeError):
+                    continue  # not a workflow (a stray or broken file): list the others
+                if workflow is not None:
+                    found.append(workflow)
         return found
 
     async def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
-        return self._read_workflow(name)
+        with self._shared(self.workflows_dir):
+            return self._read_workflow(name)
 
     def _owner(self, name: str) -> str | None:
         owner = _read_json(self.workflows_dir / "__owners__.json").get(name)
@@ -154,8 +210,12 @@ class FileStorage:
             self._check_not_owned(name, "delete")
             return self._remove_workflow(name)
 
-    async def workflow_owners(self) -> dict[str, str]:
+    def _owners(self) -> dict[str, str]:
         return {k: str(v) for k, v in _read_json(self.workflows_dir / "__owners__.json").items()}
+
+    async def workflow_owners(self) -> dict[str, str]:
+        with self._shared(self.workflows_dir):
+            return self._owners()
 
     async def apply_library(
         self,
@@ -166,25 +226,58 @@ class FileStorage:
     ) -> None:
         validate_library_name(library)
         with self._lock(self.workflows_dir):
-            owners = _read_json(self.workflows_dir / "__owners__.json")
-            for workflow in upserts:
-                self._write_workflow(workflow)
-                owners[workflow.name] = library
-            for name in removals:
-                self._remove_workflow(name)
-                owners.pop(name, None)
-            _atomic_write(self.workflows_dir / "__owners__.json", json.dumps(owners).encode())
-            path = self.libraries_dir / f"{library}.json"
-            if record is None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            else:
-                _atomic_write(path, json.dumps(record.to_mapping()).encode())
+            self._apply_library_locked(library, upserts, removals, record)
 
-    async def get_library(self, library: str) -> LibraryRecord | None:
+    def _apply_library_locked(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
+        """Stage every file, then rename: a failure while writing changes nothing."""
+        owners: dict[str, Any] = _read_json(self.workflows_dir / "__owners__.json")
+        writes: dict[Path, bytes] = {}
+        deletes: list[Path] = []
+        for workflow in upserts:
+            writes[self.workflows_dir / f"{workflow.name}.meta.json"] = json.dumps(
+                {"description": workflow.description}).encode()
+            writes[self.workflows_dir / f"{workflow.name}.py"] = workflow.source.encode()
+            owners[workflow.name] = library
+        for name in removals:
+            deletes += [self.workflows_dir / f"{name}.py", self.workflows_dir / f"{name}.meta.json"]
+            owners.pop(name, None)
+        writes[self.workflows_dir / "__owners__.json"] = json.dumps(owners).encode()
+        path = self.libraries_dir / f"{library}.json"
+        if record is None:
+            deletes.append(path)
+        else:
+            writes[path] = json.dumps(record.to_mapping()).encode()
+        _publish(writes, deletes)
+
+    def _library(self, library: str) -> LibraryRecord | None:
         validate_library_name(library)
         data = _read_json(self.libraries_dir / f"{library}.json")
         return LibraryRecord.from_mapping({k: str(v) for k, v in data.items()}) if data else None
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        with self._shared(self.workflows_dir):
+            return self._library(library)
+
+    async def transaction(
+        self,
+        body: Callable[[StorageTransaction], Awaitable[T]],
+        what: str,
+        attempts: int = TRANSACTION_ATTEMPTS,
+    ) -> T:
+        """Hold the lock of every folder `body` reads until its writes are done: other
+        writers wait, so nothing can change in between and `body` runs once."""
+        with contextlib.ExitStack() as stack:
+            txn = _FileTransaction(self, stack)
+            result = await body(txn)
+            for write in txn.writes:
+                write()
+            return result
 
     # ---- artifacts -------------------------------------------------------------------
 
@@ -262,14 +355,14 @@ class FileStorage:
         return sorted({line.strip() for line in lines if line.strip()})
 
     async def list_deps(self) -> list[str]:
-        return self._deps()
+        return self._deps()  # one file, replaced by rename: always whole
 
     async def add_dep(self, spec: str) -> bool:
         with self._lock(self.base):
             deps = self._deps()
             if spec in deps:
                 return False
-            _atomic_write(self.deps_file, ("\n".join(sorted([*deps, spec])) + "\n").encode())
+            _atomic_write(self.deps_file, _deps_text([*deps, spec]))
             return True
 
     async def remove_dep(self, spec: str) -> bool:
@@ -278,10 +371,10 @@ class FileStorage:
             if spec not in deps:
                 return False
             rest = [d for d in deps if d != spec]
-            _atomic_write(self.deps_file, ("\n".join(rest) + "\n" if rest else "").encode())
+            _atomic_write(self.deps_file, _deps_text(rest))
             return True
 
-    async def list_tools(self) -> dict[str, str]:
+    def _tools(self) -> dict[str, str]:
         if not self.tools_dir.is_dir():
             return {}
         return {
@@ -289,12 +382,93 @@ class FileStorage:
             for p in sorted([*self.tools_dir.glob("*.yaml"), *self.tools_dir.glob("*.yml")])
         }
 
+    async def list_tools(self) -> dict[str, str]:
+        with self._shared(self.tools_dir):
+            return self._tools()
+
     async def save_tool(self, name: str, yaml_text: str) -> None:
-        _atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
+        with self._lock(self.tools_dir):
+            _atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
 
     async def delete_tool(self, name: str) -> bool:
-        try:
-            (self.tools_dir / f"{name}.yaml").unlink()
-        except FileNotFoundError:
-            return False
-        return True
+        with self._lock(self.tools_dir):
+            try:
+                (self.tools_dir / f"{name}.yaml").unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
+
+class _FileTransaction:
+    """`FileStorage.transaction`'s view: each read first takes (and keeps) the
+    exclusive lock of its folder; writes run, staged, once the body returned."""
+
+    def __init__(self, storage: FileStorage, stack: contextlib.ExitStack) -> None:
+        self._st = storage
+        self._stack = stack
+        self._held: set[Path] = set()
+        self.writes: list[Callable[[], None]] = []
+
+    def _hold(self, directory: Path) -> None:
+        if directory not in self._held:
+            self._stack.enter_context(self._st._lock(directory))
+            self._held.add(directory)
+
+    async def workflow_owners(self) -> dict[str, str]:
+        self._hold(self._st.workflows_dir)
+        return self._st._owners()
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        self._hold(self._st.workflows_dir)
+        return self._st._library(library)
+
+    async def get_workflows(self, names: Collection[str]) -> dict[str, Workflow | None]:
+        self._hold(self._st.workflows_dir)
+        found: dict[str, Workflow | None] = {}
+        for name in sorted(set(names)):
+            try:
+                workflow = self._st._read_workflow(name)
+            except (ValidationError, StorageUnavailableError, UnicodeDecodeError):
+                found[name] = None
+                continue
+            if workflow is not None:
+                found[name] = workflow
+        return found
+
+    async def list_tools(self) -> dict[str, str]:
+        self._hold(self._st.tools_dir)
+        return self._st._tools()
+
+    async def list_deps(self) -> list[str]:
+        self._hold(self._st.base)
+        return self._st._deps()
+
+    def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
+        validate_library_name(library)
+        self._hold(self._st.workflows_dir)
+        ups, rems = list(upserts), list(removals)
+        self.writes.append(
+            lambda: self._st._apply_library_locked(library, ups, rems, record))
+
+    def update_tools(self, save: Mapping[str, str], delete: Collection[str]) -> None:
+        self._hold(self._st.tools_dir)
+        tools = self._st.tools_dir
+        writes = {tools / f"{name}.yaml": text.encode() for name, text in save.items()}
+        deletes = [tools / f"{name}{ext}" for name in delete for ext in (".yaml", ".yml")]
+        self.writes.append(lambda: _publish(writes, deletes))
+
+    def update_deps(self, add: Collection[str], remove: Collection[str]) -> None:
+        self._hold(self._st.base)
+        added, removed = set(add), set(remove)
+
+        def write() -> None:
+            specs = (set(self._st._deps()) | added) - removed
+            _atomic_write(self._st.deps_file, _deps_text(specs))
+
+        self.writes.append(write)

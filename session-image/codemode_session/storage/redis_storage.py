@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,7 +20,12 @@ from codemode_session.errors import (
     ValidationError,
 )
 from codemode_session.names import validate_artifact_name, validate_workflow_name
-from codemode_session.storage.base import ArtifactInfo, LibraryRecord
+from codemode_session.storage.base import (
+    TRANSACTION_ATTEMPTS,
+    ArtifactInfo,
+    LibraryRecord,
+    StorageTransaction,
+)
 from codemode_session.storage.keys import KeyLayout
 from codemode_session.workflow_model import Workflow
 
@@ -59,6 +65,117 @@ def _workflows(raw: dict[bytes | str, bytes | str]) -> list[Workflow]:
         except ValidationError:
             continue
     return found
+
+
+def _queue_library(
+    pipe: Pipeline,
+    keys: KeyLayout,
+    library: str,
+    upserts: list[Workflow],
+    removals: list[str],
+    record: LibraryRecord | None,
+) -> None:
+    """Queue one library's change on a MULTI pipeline."""
+    if upserts:
+        pipe.hset(keys.workflows, mapping={w.name: w.to_json() for w in upserts})
+        pipe.hset(keys.workflow_owners, mapping={w.name: library for w in upserts})
+    if removals:
+        pipe.hdel(keys.workflows, *removals)
+        pipe.hdel(keys.workflow_owners, *removals)
+    pipe.delete(keys.library(library))
+    if record is not None:
+        pipe.hset(keys.library(library), mapping=dict(record.to_mapping().items()))
+
+
+class _RedisTransaction:
+    """Reads WATCH their key first (on the transaction's own connection); writes are
+    queued as functions and run inside MULTI/EXEC by `RedisStorage.transaction`."""
+
+    def __init__(self, keys: KeyLayout, pipe: Pipeline) -> None:
+        self._keys = keys
+        self._pipe = pipe
+        self._watched: set[str] = set()
+        self.writes: list[Callable[[Pipeline], None]] = []
+
+    async def _watch(self, key: str) -> None:
+        if key not in self._watched:
+            await self._pipe.watch(key)
+            self._watched.add(key)
+
+    async def workflow_owners(self) -> dict[str, str]:
+        key = self._keys.workflow_owners
+        await self._watch(key)
+        raw: dict[bytes | str, bytes | str] = await self._pipe.hgetall(key)
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        key = self._keys.library(library)
+        await self._watch(key)
+        raw: dict[bytes | str, bytes | str] = await self._pipe.hgetall(key)
+        if not raw:
+            return None
+        return LibraryRecord.from_mapping({_s(k): _s(v) for k, v in raw.items()})
+
+    async def get_workflows(self, names: Collection[str]) -> dict[str, Workflow | None]:
+        key = self._keys.workflows
+        await self._watch(key)
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        values: list[bytes | str | None] = await self._pipe.hmget(key, wanted)
+        found: dict[str, Workflow | None] = {}
+        for name, raw in zip(wanted, values, strict=True):
+            if raw is None:
+                continue
+            try:
+                found[name] = Workflow.from_json(raw)
+            except ValidationError:
+                found[name] = None  # another client's record: it exists, but is not ours
+        return found
+
+    async def list_tools(self) -> dict[str, str]:
+        key = self._keys.tools
+        await self._watch(key)
+        raw: dict[bytes | str, bytes | str] = await self._pipe.hgetall(key)
+        return {_s(k): _s(v) for k, v in sorted(raw.items())}
+
+    async def list_deps(self) -> list[str]:
+        key = self._keys.deps
+        await self._watch(key)
+        raw: set[bytes | str] = await self._pipe.smembers(key)
+        return sorted(_s(v) for v in raw)
+
+    def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
+        keys, ups, rems = self._keys, list(upserts), list(removals)
+        self.writes.append(lambda pipe: _queue_library(pipe, keys, library, ups, rems, record))
+
+    def update_tools(self, save: Mapping[str, str], delete: Collection[str]) -> None:
+        key, mapping, names = self._keys.tools, dict(save), sorted(delete)
+
+        def queue(pipe: Pipeline) -> None:
+            if mapping:
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            if names:
+                pipe.hdel(key, *names)
+
+        self.writes.append(queue)
+
+    def update_deps(self, add: Collection[str], remove: Collection[str]) -> None:
+        key, added, removed = self._keys.deps, sorted(add), sorted(remove)
+
+        def queue(pipe: Pipeline) -> None:
+            if added:
+                pipe.sadd(key, *added)
+            if removed:
+                pipe.srem(key, *removed)
+
+        self.writes.append(queue)
 
 
 class RedisStorage:
@@ -136,30 +253,52 @@ class RedisStorage:
         )
         return Workflow.from_json(raw) if raw is not None else None
 
-    async def _check_not_owned(self, name: str, verb: str) -> None:
-        owner = await self._call(
-            lambda: self.redis.hget(self.keys.workflow_owners, name)
-        )
-        if owner is not None:
+    async def _write_unowned(
+        self, name: str, verb: str, queue: Callable[[Pipeline], object]
+    ) -> list[Any]:
+        """Run `queue`'s writes only while no library owns `name`, checked and written
+        in one WATCH/MULTI/EXEC, so a bootstrap claiming the name in between cannot have
+        its workflow overwritten (nor an agent's workflow be claimed mid-write)."""
+        owners = self.keys.workflow_owners
+
+        async def run() -> list[Any]:
+            for _ in range(TRANSACTION_ATTEMPTS):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(owners)
+                        owner = await pipe.hget(owners, name)
+                        if owner is not None:
+                            raise ConflictError(
+                                f"cannot {verb} workflow {name!r}: it is managed by "
+                                f"WorkflowLibrary {_s(owner)!r} (change it in that "
+                                "library's git repository)"
+                            )
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        queue(pipe)
+                        result: list[Any] = await pipe.execute()
+                        return result
+                    except WatchError:
+                        continue
             raise ConflictError(
-                f"cannot {verb} workflow {name!r}: it is managed by WorkflowLibrary "
-                f"{_s(owner)!r} (change it in that library's git repository)"
+                f"cannot {verb} workflow {name!r}: workflow owners kept changing "
+                f"({TRANSACTION_ATTEMPTS} attempts); nothing was written, try again"
             )
+
+        return await self._call(run)
 
     async def save_workflow(self, workflow: Workflow) -> None:
         validate_workflow_name(workflow.name)
-        await self._check_not_owned(workflow.name, "overwrite")
-        await self._call(
-            lambda: self.redis.hset(self.keys.workflows, workflow.name, workflow.to_json())
+        await self._write_unowned(
+            workflow.name, "overwrite",
+            lambda pipe: pipe.hset(self.keys.workflows, workflow.name, workflow.to_json()),
         )
 
     async def delete_workflow(self, name: str) -> bool:
         validate_workflow_name(name)
-        await self._check_not_owned(name, "delete")
-        removed = await self._call(
-            lambda: self.redis.hdel(self.keys.workflows, name)
+        removed = await self._write_unowned(
+            name, "delete", lambda pipe: pipe.hdel(self.keys.workflows, name)
         )
-        return bool(removed)
+        return bool(removed[0])
 
     async def workflow_owners(self) -> dict[str, str]:
         raw: dict[bytes | str, bytes | str] = await self._call(
@@ -181,23 +320,45 @@ class RedisStorage:
 
         async def run() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                if upserts:
-                    pipe.hset(
-                        self.keys.workflows,
-                        mapping={w.name: w.to_json() for w in upserts},
-                    )
-                    pipe.hset(self.keys.workflow_owners, mapping={w.name: library for w in upserts})
-                if removals:
-                    pipe.hdel(self.keys.workflows, *removals)
-                    pipe.hdel(self.keys.workflow_owners, *removals)
-                if record is None:
-                    pipe.delete(self.keys.library(library))
-                else:
-                    pipe.delete(self.keys.library(library))
-                    pipe.hset(self.keys.library(library), mapping=dict(record.to_mapping().items()))
+                _queue_library(pipe, self.keys, library, upserts, removals, record)
                 await pipe.execute()
 
         await self._call(run)
+
+    async def transaction(
+        self,
+        body: Callable[[StorageTransaction], Awaitable[T]],
+        what: str,
+        attempts: int = TRANSACTION_ATTEMPTS,
+    ) -> T:
+        """WATCH what `body` reads, then MULTI/EXEC what it queued; rerun on WatchError.
+
+        redis-py also reports a connection lost while watching as WatchError: the rerun
+        then reconnects (or fails with StorageUnavailableError), and since `body`
+        decides from fresh reads, publishing twice is harmless.
+        """
+
+        async def run() -> T:
+            for _ in range(attempts):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    txn = _RedisTransaction(self.keys, pipe)
+                    try:
+                        result = await body(txn)
+                        if not txn.writes:
+                            return result  # leaving the block UNWATCHes
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        for queue in txn.writes:
+                            queue(pipe)
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    return result
+            raise ConflictError(
+                f"{what}: another writer changed the target while this update was being "
+                f"decided ({attempts} attempts); nothing was written, try again"
+            )
+
+        return await self._call(run)
 
     async def get_library(self, library: str) -> LibraryRecord | None:
         raw: dict[bytes | str, bytes | str] = await self._call(

@@ -1,7 +1,10 @@
 """Publish a catalog into storage: the library bootstrap a WorkflowLibrary Job runs.
 
-Workflows are published per library, atomically (one `apply_library` call is
-one MULTI/EXEC), and ownership decides what may be touched:
+Every sync reads what is stored, decides, and publishes its writes in one
+storage transaction (Redis: WATCH on what was read, then one MULTI/EXEC;
+re-decided when another writer got in between), so readers see all or none of
+it and a concurrent agent or bootstrap is never overwritten on a stale view.
+Ownership decides what may be touched:
 
 - a workflow this library owns is updated, or removed when it left the source
   (unless pruning is off);
@@ -30,7 +33,7 @@ from typing import Any
 
 from codemode_session.errors import CodemodeError, ConflictError, ForbiddenError
 from codemode_session.names import validate_library_name
-from codemode_session.storage import LibraryRecord, Storage
+from codemode_session.storage import LibraryRecord, Storage, StorageTransaction
 from codemode_session.store.catalog import Catalog, parse_workflows
 from codemode_session.workflow_model import Workflow
 
@@ -119,51 +122,13 @@ def plan_workflows(
     return WorkflowPlan(upserts, removals, added, updated, unchanged, adopted)
 
 
-@dataclass(frozen=True)
-class StoredState:
-    """What a bootstrap of one library reads first (small; can overlap the git fetch)."""
-
-    owners: dict[str, str]
-    record: LibraryRecord | None
-
-
-async def read_state(storage: Storage, library: str) -> StoredState:
-    validate_library_name(library)
-    owners = await storage.workflow_owners()
+async def _read_record(txn: StorageTransaction, library: str) -> LibraryRecord | None:
     try:
-        record = await storage.get_library(library)
+        return await txn.get_library(library)
     except CodemodeError:
         raise
     except (ValueError, TypeError, KeyError):
-        record = None  # unreadable record (another client wrote it): compare everything
-    return StoredState(owners, record)
-
-
-async def _existing(storage: Storage, names: list[str]) -> dict[str, Workflow | None]:
-    """What storage holds under `names`; None for an entry it cannot decode.
-
-    Reads everything in one call when it can; when some other client stored an
-    entry this version cannot decode, falls back to reading only `names`, so a
-    broken workflow the library does not define cannot block its sync.
-    """
-    try:
-        return {w.name: w for w in await storage.list_workflows()}
-    except CodemodeError:
-        raise
-    except (ValueError, TypeError, KeyError):
-        pass
-    found: dict[str, Workflow | None] = {}
-    for name in names:
-        try:
-            workflow = await storage.get_workflow(name)
-        except CodemodeError:
-            raise
-        except (ValueError, TypeError, KeyError):
-            found[name] = None
-            continue
-        if workflow is not None:
-            found[name] = workflow
-    return found
+        return None  # unreadable record (another client wrote it): compare everything
 
 
 async def bootstrap_workflows(
@@ -172,86 +137,114 @@ async def bootstrap_workflows(
     catalog: Catalog,
     revision: str,
     prune: bool = True,
-    state: StoredState | None = None,
     force: bool = False,
     adopt: bool = False,
 ) -> SyncResult:
     """Make the workflows `library` owns equal the catalog, in one atomic write.
 
+    What is stored is read and the writes decided inside one storage transaction:
+    when an agent or another bootstrap changes the owners, the workflows or the
+    library record in between, the decision is made again on fresh data (so an
+    agent's workflow saved meanwhile is never overwritten or pruned, and two
+    libraries cannot both claim a name); after a few such rounds it gives up
+    with a ConflictError and writes nothing.
+
     Unless `force`, unchanged content (same digest as the stored record, same
     owned names) is recognised without reading or parsing any workflow.
     """
     validate_library_name(library)
-    if state is None:
-        state = await read_state(storage, library)
     digest = catalog.digest
-    result = SyncResult(revision=revision, digest=digest, count=len(catalog),
-                        library=library, workspace_id=storage.workspace_id)
-    fresh = LibraryRecord(revision=revision, digest=digest, count=len(catalog),
-                          synced_at=time.time())
-    owned = {n for n, lib in state.owners.items() if lib == library}
-    if (not force and state.record is not None and state.record.digest == digest
-            and owned == set(catalog.texts)):
-        await storage.apply_library(library, [], [], fresh)
-        result.unchanged = len(catalog)
+    wanted: dict[str, Workflow] | None = None  # parsed once, however often we re-decide
+
+    async def decide(txn: StorageTransaction) -> SyncResult:
+        nonlocal wanted
+        result = SyncResult(revision=revision, digest=digest, count=len(catalog),
+                            library=library, workspace_id=storage.workspace_id)
+        fresh = LibraryRecord(revision=revision, digest=digest, count=len(catalog),
+                              synced_at=time.time())
+        owners = await txn.workflow_owners()
+        record = await _read_record(txn, library)
+        owned = {n for n, lib in owners.items() if lib == library}
+        if (not force and record is not None and record.digest == digest
+                and owned == set(catalog.texts)):
+            txn.apply_library(library, [], [], fresh)
+            result.unchanged = len(catalog)
+            return result
+        if wanted is None:
+            wanted = parse_workflows(catalog)
+        existing = await txn.get_workflows(sorted(wanted))
+        plan = plan_workflows(library, wanted, existing, owners, prune, adopt)
+        txn.apply_library(library, plan.upserts, plan.removals, fresh)
+        result.added, result.updated, result.unchanged = (
+            plan.added, plan.updated, plan.unchanged)
+        result.removed, result.adopted = len(plan.removals), plan.adopted
         return result
-    wanted = parse_workflows(catalog)
-    existing = await _existing(storage, sorted(wanted))
-    plan = plan_workflows(library, wanted, existing, state.owners, prune, adopt)
-    await storage.apply_library(library, plan.upserts, plan.removals, fresh)
-    result.added, result.updated, result.unchanged = plan.added, plan.updated, plan.unchanged
-    result.removed, result.adopted = len(plan.removals), plan.adopted
-    return result
+
+    return await storage.transaction(decide, f"bootstrap of library {library!r}")
 
 
 async def unpublish_library(storage: Storage, library: str) -> SyncResult:
     """Remove every workflow `library` owns and its record (the library was deleted)."""
     validate_library_name(library)
-    record = await storage.get_library(library)
-    owners = await storage.workflow_owners()
-    owned = sorted(n for n, lib in owners.items() if lib == library)
-    await storage.apply_library(library, [], owned, None)
-    return SyncResult(
-        revision=record.revision if record else "",
-        digest=record.digest if record else "",
-        removed=len(owned),
-        library=library,
-        workspace_id=storage.workspace_id,
-        deleted=True,
-    )
+
+    async def decide(txn: StorageTransaction) -> SyncResult:
+        record = await txn.get_library(library)
+        owners = await txn.workflow_owners()
+        owned = sorted(n for n, lib in owners.items() if lib == library)
+        txn.apply_library(library, [], owned, None)
+        return SyncResult(
+            revision=record.revision if record else "",
+            digest=record.digest if record else "",
+            removed=len(owned),
+            library=library,
+            workspace_id=storage.workspace_id,
+            deleted=True,
+        )
+
+    return await storage.transaction(decide, f"removal of library {library!r}")
 
 
 async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: bool
                      ) -> SyncResult:
-    current = await storage.list_tools()
-    result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
-                        workspace_id=None, type="tools")
-    for name, text in sorted(catalog.texts.items()):
-        if current.get(name) == text:
-            result.unchanged += 1
-            continue
-        if name in current:
-            result.updated += 1
-        else:
-            result.added += 1
-        await storage.save_tool(name, text)
-    if prune:
-        for name in sorted(set(current) - set(catalog.texts)):
-            result.removed += int(await storage.delete_tool(name))
-    return result
+    """Add and update (and with `prune` remove) tools in one atomic write."""
+
+    async def decide(txn: StorageTransaction) -> SyncResult:
+        current = await txn.list_tools()
+        result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
+                            workspace_id=None, type="tools")
+        save: dict[str, str] = {}
+        for name, text in sorted(catalog.texts.items()):
+            if current.get(name) == text:
+                result.unchanged += 1
+                continue
+            if name in current:
+                result.updated += 1
+            else:
+                result.added += 1
+            save[name] = text
+        delete = sorted(set(current) - set(catalog.texts)) if prune else []
+        result.removed = len(delete)
+        if save or delete:
+            txn.update_tools(save, delete)
+        return result
+
+    return await storage.transaction(decide, "tools sync")
 
 
 async def sync_deps(storage: Storage, catalog: Catalog, revision: str, prune: bool
                     ) -> SyncResult:
-    current = set(await storage.list_deps())
-    result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
-                        workspace_id=None, type="deps")
-    for spec in sorted(catalog.texts):
-        if spec in current:
-            result.unchanged += 1
-        else:
-            result.added += int(await storage.add_dep(spec))
-    if prune:
-        for spec in sorted(current - set(catalog.texts)):
-            result.removed += int(await storage.remove_dep(spec))
-    return result
+    """Add (and with `prune` remove) package specs in one atomic write."""
+
+    async def decide(txn: StorageTransaction) -> SyncResult:
+        current = set(await txn.list_deps())
+        result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
+                            workspace_id=None, type="deps")
+        add = sorted(set(catalog.texts) - current)
+        remove = sorted(current - set(catalog.texts)) if prune else []
+        result.unchanged = len(catalog) - len(add)
+        result.added, result.removed = len(add), len(remove)
+        if add or remove:
+            txn.update_deps(add, remove)
+        return result
+
+    return await storage.transaction(decide, "deps sync")
