@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from codemode_session.storage.redis_storage import RedisStorage
+from codemode_session.store.bootstrap import unpublish_library
 from kubernetes.client.exceptions import ApiException
 
 from codemode_operator.api.common import parse_duration
@@ -190,10 +191,10 @@ def delete(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> str:
 
 
 async def _prune(url: str, prefix: str, workspace_id: str, library: str) -> str:
+    """Unpublish in one watched transaction, so an agent's concurrent save survives."""
     storage = RedisStorage(url, prefix=prefix, workspace_id=workspace_id)
     try:
-        owned = [n for n, owner in (await storage.workflow_owners()).items() if owner == library]
-        await storage.apply_library(library, [], owned, None)
+        result = await unpublish_library(storage, library)
     finally:
         await storage.close()
-    return f"pruned {len(owned)} workflow(s)"
+    return f"pruned {result.removed} workflow(s)"
