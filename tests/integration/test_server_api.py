@@ -45,12 +45,6 @@ def prefix() -> str:
     return f"api{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory

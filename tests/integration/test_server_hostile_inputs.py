@@ -38,12 +38,6 @@ def prefix() -> str:
     return f"hostile{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module")
-def rdb(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
 
 @pytest.fixture(scope="module")
 def redis_srv(redis_server: RedisServer, prefix: str) -> Iterator[ServerProcess]:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,11 @@ from codemode_session.workflow_model import parse_workflow
 from tests.conftest import free_port
 from tests.integration.gitserver import GitRepo, workflow_source
 
-pytestmark = [pytest.mark.redis, pytest.mark.git]
+pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean_store_env")]
 
 WS = "ws1"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 class Cli:

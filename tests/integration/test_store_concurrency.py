@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,24 +26,13 @@ from redis.asyncio.connection import AbstractConnection
 
 from tests.integration.gitserver import workflow_source
 
-pytestmark = [pytest.mark.redis]
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_store_env")]
 T = TypeVar("T")
 
 WS = "ws"
 AGENT_SOURCE = '"""Made by an agent."""\n\nasync def run():\n    return "agent"\n'
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID", "CODEMODE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def wf_key(prefix: str) -> str:

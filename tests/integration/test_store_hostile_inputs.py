@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,11 @@ from codemode_session.cli.main import main
 
 from tests.integration.gitserver import GitHTTPServer, GitRepo, workflow_source
 
-pytestmark = [pytest.mark.redis, pytest.mark.git]
+pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean_store_env")]
 
 WS = "ws"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID", "CODEMODE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
 
 
 def snapshot(redis_url: str) -> dict[str, Any]:

@@ -14,13 +14,8 @@ from codemode_session.workflow_model import parse_workflow
 
 from tests.integration.gitserver import GitRepo, workflow_source
 
-pytestmark = [pytest.mark.redis, pytest.mark.git]
+pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean_store_env")]
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
