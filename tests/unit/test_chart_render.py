@@ -6,6 +6,7 @@ Recreate, least-privilege RBAC in both modes, bundled Redis)."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,25 @@ VALUE_SETS: dict[str, list[str]] = {
                         "--set", "operator.logLevel=debug"],
     "storage-class": ["--set", "redis.persistence.storageClass=-",
                       "--set", "redis.persistence.whenDeleted=Delete"],
+    "one-namespace-existing-sa-no-rbac": [
+        "--set", "watchNamespaces={team-a}", "--set", "serviceAccount.create=false",
+        "--set", "serviceAccount.name=ops", "--set", "rbac.create=false",
+        "--set", "redis.auth.existingSecret=mine"],
+    "pod-settings": [
+        "--set", "imagePullSecrets[0].name=regcred",
+        "--set", "operator.extraEnv[0].name=FOO", "--set", "operator.extraEnv[0].value=bar",
+        "--set", "operator.extraEnv[1].name=POD",
+        "--set", "operator.extraEnv[1].valueFrom.fieldRef.fieldPath=metadata.name",
+        "--set", "operator.podAnnotations.a=b", "--set", "operator.podLabels.team=x",
+        "--set", "operator.nodeSelector.disk=ssd",
+        "--set", "operator.tolerations[0].key=k",
+        "--set", "operator.tolerations[0].operator=Exists",
+        "--set", "redis.tolerations[0].effect=NoSchedule",
+        "--set", "redis.tolerations[0].operator=Exists",
+        "--set-json", 'operator.affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuring'
+        'Execution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"a","operator":"Exists"}]}]}}}',
+        "--set", "operator.resources.limits.cpu=1", "--set", "operator.priorityClassName=high",
+        "--set", "nameOverride=cm"],
 }
 
 
@@ -41,8 +61,9 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def render(helm: str, *values: str, crds: bool = False) -> list[dict[str, Any]]:
-    args = ["template", "codemode", str(CHART), "--namespace", "codemode-system"]
+def render(helm: str, *values: str, crds: bool = False,
+           release: str = "codemode") -> list[dict[str, Any]]:
+    args = ["template", release, str(CHART), "--namespace", "codemode-system"]
     if crds:
         args.append("--include-crds")
     out = run_helm(helm, *args, *values).stdout
@@ -80,6 +101,20 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -
     (["--set", "operator.logLevel=verbose"], "logLevel"),
     (["--set", "metrics.port=70000"], "port"),
     (["--set", "redis.persistence.whenDeleted=Keep"], "whenDeleted"),
+    (["--set", "redis.persistance.size=2Gi"], "persistance"),
+    (["--set", "metrics.port=abc"], "port"),
+    (["--set", "watchNamespaces=a"], "watchNamespaces"),
+    (["--set", "replicaCount=2"], "replicaCount"),
+    # pass-through Kubernetes structures are strict too (a typo there used to be
+    # dropped silently by the API server)
+    (["--set", "operator.tolerations[0].kye=x"], "kye"),
+    (["--set", "redis.tolerations[0].effect=NoSchedul"], "effect"),
+    (["--set-json", 'operator.affinity={"nodeAfinity":{}}'], "nodeAfinity"),
+    (["--set", "operator.extraEnv[0].name=A", "--set", "operator.extraEnv[0].vaule=b"], "vaule"),
+    (["--set", "operator.extraEnv[0].name=A",
+      "--set", "operator.extraEnv[0].valueFrom.secretKeyRef.nme=s"], "nme"),
+    # no ServiceAccount of ours and no name: the `default` one must not get the rules
+    (["--set", "serviceAccount.create=false"], "serviceAccount.name"),
 ])
 def test_values_schema_rejects_typos_and_bad_values(
     helm: str, bad: list[str], named: str
@@ -135,18 +170,33 @@ def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
             for res in rule["resources"] for verb in rule["verbs"]}
 
 
+# What the operator calls (kopf: list/watch of handled kinds, patches of objects and
+# status, core Events; operator/codemode_operator/kube.py: the rest). Anything more
+# breaks least privilege, anything less fails with Forbidden.
+KINDS = ("workspaces", "codesessions", "workflowlibraries")
+NAMESPACED_RULES = (
+    {("codemode.dev", k, v) for k in KINDS for v in ("get", "list", "watch", "patch")}
+    | {("codemode.dev", k, "delete") for k in ("codesessions", "workflowlibraries")}
+    | {("codemode.dev", f"{k}/status", "patch") for k in KINDS}
+    | {("codemode.dev", f"{k}/finalizers", "update") for k in KINDS}
+    | {("", "pods", v) for v in ("create", "get", "list", "watch", "delete")}
+    | {("", "services", v) for v in ("create", "delete")}
+    | {("", "secrets", v) for v in ("create", "get", "update")}
+    | {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
+    | {("networking.k8s.io", "networkpolicies", v) for v in ("create", "update")}
+    | {("", "events", "create")}
+)
+CRD_READS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+NAMESPACE_READS = {("", "namespaces", v) for v in ("list", "watch")}
+
+
 def test_rbac_cluster_wide(helm: str) -> None:
     docs = render(helm)
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     roles = {r["metadata"]["name"]: _rules(r) for r in by_kind(docs, "ClusterRole")}
+    assert roles == {"codemode-codemode-system-discovery": CRD_READS,
+                     "codemode-codemode-system-operator": NAMESPACED_RULES}
     rules = set().union(*roles.values())
-    for needed in [("codemode.dev", "codesessions", "watch"),
-                   ("codemode.dev", "workspaces/status", "patch"),
-                   ("", "pods", "create"), ("", "secrets", "delete"), ("batch", "jobs", "watch"),
-                   ("networking.k8s.io", "networkpolicies", "update"), ("", "events", "create"),
-                   ("events.k8s.io", "events", "create"), ("", "namespaces", "list"),
-                   ("apiextensions.k8s.io", "customresourcedefinitions", "list")]:
-        assert needed in rules, needed
     assert not any(verb == "*" or res == "*" for _, res, verb in rules)
     assert ("", "pods/exec", "create") not in rules
     bindings = by_kind(docs, "ClusterRoleBinding")
@@ -162,11 +212,11 @@ def test_rbac_namespaced(helm: str) -> None:
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
         "team-a", "team-b"]
+    for role in roles:
+        assert _rules(role) == NAMESPACED_RULES
     (cluster_role,) = by_kind(docs, "ClusterRole")
     # Only the cluster-scoped reads kopf needs: CRD discovery and namespaces.
-    assert _rules(cluster_role) == {(g, r, v) for g, r in (
-        ("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))
-        for v in ("get", "list", "watch")}
+    assert _rules(cluster_role) == CRD_READS | NAMESPACE_READS
     (container,) = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WATCH_NAMESPACES"] == "team-a,team-b"
@@ -226,3 +276,55 @@ def test_notes_tell_the_next_commands(helm: str) -> None:
     for expected in ("kubectl -n NS apply -f examples/workspace.yaml", "get codemode",
                      "codemode exec agent-1", "secret generic codemode-redis"):
         assert expected in notes, notes
+
+
+@pytest.mark.parametrize("release", [
+    "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefgh",  # 53, helm's longest
+    "my.release.v1",  # dots are allowed in release names, not in Service names
+])
+def test_long_and_dotted_release_names_give_valid_names(helm: str, release: str) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    docs = render(helm, release=release)
+    label = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035 label
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for kind, name in names:
+        if kind in ("Service", "StatefulSet", "Deployment", "ServiceAccount", "Secret"):
+            assert label.match(name) and len(name) <= 63, (kind, name)
+    (sts,) = by_kind(docs, "StatefulSet")
+    # controller-revision-hash label: name + "-" + 10 characters must stay a label value
+    assert len(sts["metadata"]["name"]) <= 52, sts["metadata"]["name"]
+    assert sts["spec"]["serviceName"] in {n for k, n in names if k == "Service"}
+    services = [n for k, n in names if k == "Service"]
+    assert len(services) == len(set(services)) == 2  # metrics and redis stay distinct
+    (secret,) = by_kind(docs, "Secret")
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    assert f"@{sts['metadata']['name']}.codemode-system.svc:6379/" in url
+    for doc in docs:
+        kv.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_pod_labels_cannot_break_the_selector(helm: str) -> None:
+    docs = render(helm, "--set", "operator.podLabels.app\\.kubernetes\\.io/component=x",
+                  "--set", "operator.podLabels.team=a")
+    (dep,) = by_kind(docs, "Deployment")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["team"] == "a"
+
+
+def test_existing_service_account_is_bound(helm: str) -> None:
+    docs = render(helm, "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops")
+    assert not by_kind(docs, "ServiceAccount")
+    assert by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    for binding in by_kind(docs, "ClusterRoleBinding"):
+        assert binding["subjects"][0]["name"] == "ops"
+
+
+def test_notes_with_an_existing_redis_secret(helm: str) -> None:
+    # Such a Secret only has to hold `password`: the NOTES build the URL from it.
+    proc = run_helm(helm, "install", "codemode", str(CHART), "--dry-run=client",
+                    "--namespace", "codemode-system", "--set", "redis.auth.existingSecret=mine")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "get secret mine -o jsonpath='{.data.password}'" in notes, notes
+    assert "@codemode-redis.codemode-system.svc:6379/0" in notes, notes
+    assert "{.data.url}" not in notes, notes

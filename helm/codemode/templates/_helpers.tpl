@@ -3,18 +3,42 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Full name: the release name, plus the chart name unless it already contains it. */}}
+{{/* Full name: the release name, plus the chart name unless it already contains it.
+Dots (allowed in release names) become dashes: Service and StatefulSet names are DNS labels. */}}
 {{- define "codemode.fullname" -}}
+{{- $full := "" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- $full = .Values.fullnameOverride -}}
 {{- else -}}
 {{- $name := default .Chart.Name .Values.nameOverride -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $full = .Release.Name -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- $full = printf "%s-%s" .Release.Name $name -}}
 {{- end -}}
 {{- end -}}
+{{- $full | replace "." "-" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The full name with a suffix, the full name shortened so the result fits `max`
+characters and the suffix stays (names that differ only in their suffix stay distinct).
+Call: include "codemode.suffixed" (list . "metrics" 63) */}}
+{{- define "codemode.suffixed" -}}
+{{- $ctx := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $max := index . 2 -}}
+{{- $base := include "codemode.fullname" $ctx | trunc (int (sub $max (add1 (len $suffix)))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base $suffix -}}
+{{- end -}}
+
+{{/* Names of the chart's objects. A StatefulSet's name must leave room for the
+controller-revision-hash label (name + "-" + 10 characters <= 63), hence 52. */}}
+{{- define "codemode.operator.fullname" -}}
+{{- include "codemode.suffixed" (list . "operator" 63) -}}
+{{- end -}}
+
+{{- define "codemode.metrics.fullname" -}}
+{{- include "codemode.suffixed" (list . "metrics" 63) -}}
 {{- end -}}
 
 {{- define "codemode.chart" -}}
@@ -42,16 +66,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end -}}
 
+{{/* Without serviceAccount.create a name is required: binding the operator's rules to
+the namespace's `default` ServiceAccount would hand them to every pod using it. */}}
 {{- define "codemode.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "codemode.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name: set the name of an existing ServiceAccount when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "codemode.redis.fullname" -}}
-{{- printf "%s-redis" (include "codemode.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "codemode.suffixed" (list . "redis" 52) -}}
 {{- end -}}
 
 {{- define "codemode.redis.secretName" -}}
@@ -77,27 +103,43 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Rules the operator needs in every namespace it watches. */}}
+{{/* Rules the operator needs in every namespace it watches: exactly the calls of kopf
+(list/watch of the kinds it handles, patches for finalizers, annotations and status,
+core v1 Events) and of operator/codemode_operator/kube.py. Children carry ownerReferences
+with blockOwnerDeletion, which needs `update` of the owner's finalizers where the
+OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). */}}
 {{- define "codemode.rbac.namespacedRules" -}}
 - apiGroups: ["codemode.dev"]
   resources: ["workspaces", "codesessions", "workflowlibraries"]
-  verbs: ["get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "patch"]
+# A Workspace deleted with deletionPolicy Cascade deletes its sessions and libraries.
+- apiGroups: ["codemode.dev"]
+  resources: ["codesessions", "workflowlibraries"]
+  verbs: ["delete"]
 - apiGroups: ["codemode.dev"]
   resources: ["workspaces/status", "codesessions/status", "workflowlibraries/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+- apiGroups: ["codemode.dev"]
+  resources: ["workspaces/finalizers", "codesessions/finalizers", "workflowlibraries/finalizers"]
+  verbs: ["update"]
+# Session pods (watched for readiness) and library sync Jobs' pods (read for results).
 - apiGroups: [""]
-  resources: ["pods", "services", "secrets"]
-  verbs: ["create", "get", "list", "watch", "delete", "update", "patch"]
+  resources: ["pods"]
+  verbs: ["create", "get", "list", "watch", "delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "delete"]
+# Session token Secrets, Workspace Redis credentials (replaced), the Redis Secrets users reference.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "get", "update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "delete", "update", "patch"]
+  verbs: ["create", "get", "list", "watch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create", "get", "list", "watch", "delete", "update", "patch"]
+  verbs: ["create", "update"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
