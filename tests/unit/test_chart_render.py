@@ -328,3 +328,34 @@ def test_notes_with_an_existing_redis_secret(helm: str) -> None:
     assert "get secret mine -o jsonpath='{.data.password}'" in notes, notes
     assert "@codemode-redis.codemode-system.svc:6379/0" in notes, notes
     assert "{.data.url}" not in notes, notes
+
+
+@pytest.mark.redis
+def test_redis_startup_script_accepts_any_password(helm: str, tmp_path: Path) -> None:
+    """The rendered script, run by /bin/sh with a real redis-server: a password with
+    quotes, backslashes, spaces and `$` (from redis.auth.existingSecret) still works."""
+    import shutil
+
+    import redis
+
+    from tests.conftest import free_port, wait_for_port
+
+    (sts,) = by_kind(render(helm), "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    port = free_port()
+    script = (container["args"][0].replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+              .replace("--port 6379 --bind 0.0.0.0", f"--port {port} --bind 127.0.0.1")
+              .replace("--dir /data", f"--dir {tmp_path}"))
+    password = 'p"a\\ss w$rd\'x'
+    server = subprocess.Popen(
+        ["/bin/sh", "-c", script], env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        assert shutil.which("redis-server")
+        wait_for_port(port)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong").ping()
+        assert redis.Redis(port=port, password=password).ping()
+    finally:
+        server.kill()
+        server.wait()
