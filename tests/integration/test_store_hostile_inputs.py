@@ -352,3 +352,25 @@ def test_usage_and_unexpected_errors_are_one_line_in_a_real_process(
         assert proc.stdout == ""
         assert len(proc.stderr.splitlines()) == 1 and expected in proc.stderr, proc.stderr
     assert snapshot(redis_url) == before
+
+
+def test_git_symlinks_read_their_target_inside_the_repository(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    repo = GitRepo(tmp_path / "repo")
+    repo.write({"shared.py": workflow_source(7)}, sub="lib")
+    repo.write({"own.py": workflow_source(1)}, sub="workflows")
+    (repo.path / "workflows" / "linked.py").symlink_to("../lib/shared.py")
+    (repo.path / "workflows" / "dangling.py").symlink_to("nowhere.py")
+    repo.commit()
+    result = cli.ok("bootstrap", "--library", "lib", "--git", repo.url, "--path", "workflows")
+    assert (result["added"], result["count"]) == (2, 2)
+    stored = json.loads(r.hget(wf_key(prefix), "linked") or "{}")
+    assert stored["source"] == workflow_source(7)
+
+    for name, target in (("passwd.py", "/etc/passwd"), ("up.py", "../../../etc/passwd")):
+        (repo.path / "workflows" / name).symlink_to(target)
+        repo.commit()
+        line = cli.fails("bootstrap", "--library", "lib", "--git", repo.url, "--path", "workflows")
+        assert line.endswith(f"{name}: symlink points outside the repository ({target})")
+        (repo.path / "workflows" / name).unlink()

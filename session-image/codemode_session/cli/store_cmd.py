@@ -50,8 +50,8 @@ another library owns, is a conflict: the bootstrap fails and writes nothing
 (--adopt takes over same-named agent-created workflows instead; the result
 counts them as updated and adopted).
 
-Symlinks in a --folder source are followed only while they stay inside it;
-in a git source they are not files and are skipped.
+Symlinks are followed while they stay inside the --folder or the git
+repository; one that leads outside is refused, a dangling one is skipped.
 """
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import posixpath
 import re
 import signal
 import subprocess
@@ -27,6 +28,10 @@ DEFAULT_TIMEOUT = 120.0
 MAX_FILE_BYTES = 4 * 1024 * 1024  # per source file; a workflow's own limit is lower
 _REF_RE = re.compile(r"^[A-Za-z0-9._/@+-]{1,255}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,64}$")
+
+
+REGULAR_MODES = ("100644", "100755")
+SYMLINK_MODE = "120000"
 
 
 class GitError(CodemodeError):
@@ -287,7 +292,8 @@ def check_utf8_name(name: str) -> None:
 def _read_folder(git: _Git, commit: str, subpath: str,
                  wanted: Callable[[str], bool] = _keep_all) -> dict[str, bytes]:
     """Read the regular files directly in `subpath` that `wanted` accepts, via one
-    `cat-file --batch` (symlinks and submodules are not files and are skipped)."""
+    `cat-file --batch`. A symlink to a regular file of the repository reads as that
+    file; one that leaves the repository is refused; submodules are skipped."""
     spec = f"{commit}:{subpath}" if subpath else f"{commit}^{{tree}}"
     kind = git.run("cat-file", "-t", spec, check=False)
     if kind.returncode != 0:
@@ -299,31 +305,59 @@ def _read_folder(git: _Git, commit: str, subpath: str,
         entries = [(spec, name, size)] if wanted(name) else []
     elif kind_name == "tree":
         listing = git.run("ls-tree", "-z", "-l", spec).stdout.decode(errors="surrogateescape")
-        entries = []
+        entries, links = [], []
         for row in filter(None, listing.split("\0")):
             meta, name = row.split("\t", 1)
             mode, otype, oid, size_text = meta.split()
-            if otype == "blob" and mode in ("100644", "100755") and wanted(name):
+            if otype == "blob" and mode in REGULAR_MODES and wanted(name):
                 check_utf8_name(name)
                 entries.append((oid, name, int(size_text)))
+            elif otype == "blob" and mode == SYMLINK_MODE and wanted(name):
+                check_utf8_name(name)
+                links.append((oid, name))
+        entries += _link_targets(git, commit, subpath, links)
     else:
         raise GitError(f"path {subpath!r} at {commit[:12]} is a {kind_name}, not a folder")
     for _, name, size in entries:
         if size > MAX_FILE_BYTES:
             raise ValidationError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
-    if not entries:
-        return {}
-    batch = git.run("cat-file", "--batch", stdin="".join(f"{o}\n" for o, _, _ in entries).encode())
-    out, pos, files = batch.stdout, 0, {}
-    for _, name, _ in entries:
+    blobs = _cat_blobs(git, commit, [(oid, name) for oid, name, _ in entries])
+    return {name: blob for (_, name, _), blob in zip(entries, blobs, strict=True)}
+
+
+def _cat_blobs(git: _Git, commit: str, objects: list[tuple[str, str]]) -> list[bytes]:
+    """The contents of (object id, file name) pairs, in order, via one `cat-file --batch`."""
+    if not objects:
+        return []
+    batch = git.run("cat-file", "--batch", stdin="".join(f"{o}\n" for o, _ in objects).encode())
+    out, pos, blobs = batch.stdout, 0, []
+    for _, name in objects:
         nl = out.index(b"\n", pos)
         header = out[pos:nl].split()
         if len(header) != 3:  # "<oid> missing": a partial clone without the blob
             raise GitError(f"cannot read {name} at {commit[:12]}: object missing")
         size = int(header[2])
-        files[name] = out[nl + 1 : nl + 1 + size]
+        blobs.append(out[nl + 1 : nl + 1 + size])
         pos = nl + 1 + size + 1
-    return files
+    return blobs
+
+
+def _link_targets(git: _Git, commit: str, subpath: str,
+                  links: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    """(object id, link name, size) of the regular files that in-repository symlinks
+    point at. A link out of the repository is refused; a dangling one, or one to a
+    folder or another link, is skipped (as in a folder source)."""
+    found = []
+    for (_, name), raw in zip(links, _cat_blobs(git, commit, links), strict=True):
+        target = raw.decode("utf-8", "surrogateescape")
+        resolved = posixpath.normpath(posixpath.join(subpath.strip("/"), target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise ValidationError(f"{name}: symlink points outside the repository ({target})")
+        row = git.run("ls-tree", "-z", "-l", commit, "--", resolved).stdout
+        meta = row.decode(errors="surrogateescape").split("\t", 1)[0].split()
+        if len(meta) == 4 and meta[1] == "blob" and meta[0] in REGULAR_MODES:
+            found.append((meta[2], name, int(meta[3])))
+    return found
 
 
 def _local_repo(url: str) -> Path | None:
