@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from .cli import main
 
-raise SystemExit(main())
+try:
+    code = main()
+    sys.stdout.flush()
+except BrokenPipeError:
+    # `status | head`: the reader is gone; exit quietly like any Unix tool.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    code = 141
+raise SystemExit(code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from . import build, controlplane, hostdeps, images, kwok, locks, node, procs, wait
+from . import build, controlplane, hostdeps, images, kwok, locks, node, ports, procs, wait
 from .layout import Layout, Mode, layout
 
 # Stop order: consumers before what they depend on.
@@ -20,6 +20,21 @@ STOP_ORDER = (
     "kube-apiserver",
     "etcd",
 )
+
+
+# What a healthy cluster of each mode runs (the names of their PID files).
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS: dict[Mode, tuple[str, ...]] = {
+    "control-plane": (*CONTROL_PLANE, "kwok"),
+    "node": (
+        "containerd",
+        *CONTROL_PLANE,
+        "kubelet",
+        "kube-proxy",
+        "coredns",
+        "local-path-provisioner",
+    ),
+}
 
 
 def required_binaries(mode: Mode) -> list[str]:
@@ -47,10 +62,20 @@ def ensure_prerequisites(mode: Mode) -> None:
             print("note: sources changed since the last image build; run: images --project")
 
 
+def missing(lay: Layout) -> list[str]:
+    """Components of the mode that were never started (an ``up`` that was
+    interrupted) or are no longer running."""
+    started = procs.names(lay.run)
+    return [
+        n
+        for n in dict.fromkeys([*COMPONENTS[lay.mode], *started])
+        if procs.running_pid(lay.run, n) is None
+    ]
+
+
 def is_up(lay: Layout) -> bool:
-    """All started processes alive and the API server ready."""
-    names = procs.names(lay.run)
-    if "kube-apiserver" not in names or any(procs.running_pid(lay.run, n) is None for n in names):
+    """Every component of the mode running and the API server ready."""
+    if missing(lay):
         return False
     try:
         code, _ = wait.https_get(
@@ -76,6 +101,7 @@ def _up(mode: Mode) -> float:
         return 0.0
     ensure_prerequisites(mode)
     _down(mode, quiet=True)
+    ports.ensure_free(lay)
     start = time.monotonic()
     try:
         if mode == "node":
@@ -123,10 +149,14 @@ def status(mode: Mode) -> bool:
     if names:
         print(f"  kubeconfig: {lay.kubeconfig}")
         print(f"  server:     {lay.server}")
-    for name in names:
+    if not names:
+        return healthy
+    for name in dict.fromkeys([*COMPONENTS[mode], *names]):
         pid = procs.running_pid(lay.run, name)
-        alive = f"pid {pid}" if pid else "DEAD"
-        print(f"  {name:<24} {alive:<10} log {procs.log_file(lay.run, name)}")
+        alive = f"pid {pid}" if pid else ("DEAD" if name in names else "NOT STARTED")
+        print(f"  {name:<24} {alive:<11} log {procs.log_file(lay.run, name)}")
+    if not healthy:
+        print(f"  run `python -m tests.cluster up --mode {mode}` to restart it")
     return healthy
 
 

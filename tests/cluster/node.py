@@ -81,23 +81,26 @@ def _netns() -> set[str]:
 
 def prepare_host(lay: Layout) -> None:
     """Host networking and containerd; run before the control plane so
-    containerd starts while the API server comes up."""
+    containerd starts while the API server comes up.
+
+    Each change is recorded in ``host-state.json`` before it is made, so an
+    ``up`` killed halfway leaves ``down`` what it needs to undo it."""
     lay.run.mkdir(parents=True, exist_ok=True)
+    addrs = _sh("ip", "-o", "addr", "show", "dev", "lo").stdout
     state: dict[str, object] = {
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "netns_before": sorted(_netns()),
-        "lo_ip_added": False,
+        "lo_ip_added": f" {NODE_HOST_IP}/" not in addrs,
         # The kubelet's device-plugin directory ignores --root-dir.
         "var_lib_kubelet_existed": VAR_LIB_KUBELET.exists(),
+        "bridge_nf": _bridge_netfilter_before(),
     }
-    addrs = _sh("ip", "-o", "addr", "show", "dev", "lo").stdout
-    if f" {NODE_HOST_IP}/" not in addrs:
+    _state_file(lay).write_text(json.dumps(state))
+    if state["lo_ip_added"]:
         subprocess.run(["ip", "addr", "add", f"{NODE_HOST_IP}/32", "dev", "lo"], check=True)
-        state["lo_ip_added"] = True
-    _state_file(lay).write_text(json.dumps(state))
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    state["bridge_nf"] = _enable_bridge_netfilter()
-    _state_file(lay).write_text(json.dumps(state))
+    if state["bridge_nf"] is not None:
+        BRIDGE_NF.write_text("1\n")
     _write_cni_config(lay)
     _start_containerd(lay)
 
@@ -105,17 +108,16 @@ def prepare_host(lay: Layout) -> None:
 BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
-def _enable_bridge_netfilter() -> str | None:
+def _bridge_netfilter_before() -> str | None:
     """Pod-to-Service-to-pod traffic on one bridge needs bridged packets to pass
-    iptables (conntrack must un-DNAT the reply). Returns the previous value,
-    or None if br_netfilter is unavailable (kube-proxy then masquerades all)."""
+    iptables (conntrack must un-DNAT the reply). Returns the current value to
+    restore, or None if br_netfilter is unavailable (kube-proxy then
+    masquerades all)."""
     if not BRIDGE_NF.exists():
         _sh("modprobe", "br_netfilter")
     if not BRIDGE_NF.exists():
         return None
-    before = BRIDGE_NF.read_text().strip()
-    BRIDGE_NF.write_text("1\n")
-    return before
+    return BRIDGE_NF.read_text().strip()
 
 
 def _write_cni_config(lay: Layout) -> None:
@@ -472,15 +474,20 @@ def _remove_kubelet_iptables() -> None:
 def teardown_host(lay: Layout) -> None:
     """Undo prepare_host and anything the node processes left behind."""
     _kill_shims()
-    _kill_pod_cgroups()
     state = {}
     if _state_file(lay).exists():
         state = json.loads(_state_file(lay).read_text())
-    before = set(state.get("netns_before", []))
+        _kill_pod_cgroups()
+    # Without a state file ``up`` never prepared this host: the cni-* namespaces
+    # there belong to someone else's runtime.
+    before = set(state.get("netns_before", _netns()))
     for ns in _netns() - before:
         if ns.startswith("cni-"):
             _sh("ip", "netns", "delete", ns)
     _unmount_under([containerd_state(), containerd_root(), lay.run / "kubelet"])
+    # containerd's runtime state (sockets, task bundles) is ours alone; the
+    # persistent root with the imported images stays.
+    subprocess.run(["rm", "-rf", "--one-file-system", str(containerd_state())], check=False)
     if _sh("ip", "link", "show", BRIDGE).returncode == 0:
         _sh("ip", "link", "delete", BRIDGE)
     if Path(paths.binary("kube-proxy")).exists() and state:

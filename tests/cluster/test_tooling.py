@@ -179,3 +179,189 @@ def test_env_exports_the_kubeconfig_and_a_path_with_kubectl_and_helm(
                      f'export PATH={tmp_path}/bin:"$PATH"']
     assert (tmp_path / "bin" / "kubectl").resolve() == kubectl
     assert (tmp_path / "bin" / "helm").resolve() == helm
+
+
+def _fake_component(run: Path, name: str) -> None:
+    """A live process under a component's PID file."""
+    procs.start(run, name, ["sleep", "60"])
+
+
+def test_a_cluster_missing_a_component_is_not_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ``up`` killed after the API server started left no PID file for the
+    rest: the next ``up`` must not reuse that cluster, and status must say so."""
+    from . import lifecycle
+    from .layout import layout
+
+    monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path))
+    monkeypatch.setattr(lifecycle.wait, "https_get", lambda *a, **k: (200, "ok"))
+    lay = layout("control-plane")
+    try:
+        for name in ("etcd", "kube-apiserver"):
+            _fake_component(lay.run, name)
+        assert lifecycle.missing(lay) == ["kube-controller-manager", "kube-scheduler", "kwok"]
+        assert not lifecycle.is_up(lay)
+        assert lifecycle.status("control-plane") is False
+        out = capsys.readouterr().out
+        assert "control-plane: degraded" in out
+        assert re.search(r"kube-scheduler +NOT STARTED", out)
+        assert re.search(r"etcd +pid \d+", out)
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            _fake_component(lay.run, name)
+        assert lifecycle.is_up(lay)
+    finally:
+        for name in procs.names(lay.run):
+            procs.stop(lay.run, name)
+
+
+def test_every_component_of_a_mode_is_known_to_lifecycle() -> None:
+    from . import lifecycle
+
+    assert set(lifecycle.COMPONENTS["node"]) <= set(lifecycle.STOP_ORDER)
+    assert set(lifecycle.COMPONENTS["control-plane"]) <= set(lifecycle.STOP_ORDER)
+
+
+@pytest.mark.parametrize("bind_ip", ["127.0.0.1", "0.0.0.0"])
+def test_a_busy_port_fails_before_starting_naming_component_port_and_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bind_ip: str
+) -> None:
+    import os
+    import socket
+
+    from . import ports
+    from .layout import Layout
+
+    monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path))
+    with socket.socket() as busy:
+        busy.bind((bind_ip, 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        lay = Layout("control-plane", "127.0.0.1", 1, 2, 3, taken, 5, "n")
+        with pytest.raises(wait.ComponentFailed) as info:
+            ports.ensure_free(lay)
+    message = str(info.value)
+    assert info.value.component == "kube-controller-manager"
+    assert f"port 127.0.0.1:{taken}/tcp is already in use by pid {os.getpid()}" in message
+    assert "last lines" not in message  # an old log's tail would only mislead
+    ports.ensure_free(lay)  # free again once the holder is gone
+
+
+def test_ports_reads_ipv6_and_udp_listeners(tmp_path: Path) -> None:
+    from . import ports
+
+    header = "sl local_address rem_address st queues tr:tm->when retrnsmt uid timeout inode\n"
+    rest = "00000000:00000000 00:00000000 00000000 0 0"
+    wildcard6 = "0" * 32
+    (tmp_path / "tcp").write_text(f"{header}0: 01FAFA0A:1F90 00000000:0000 0A {rest} 11\n")
+    (tmp_path / "tcp6").write_text(f"{header}0: {wildcard6}:0035 {wildcard6}:0000 0A {rest} 12\n")
+    (tmp_path / "udp").write_text(f"{header}0: 01FAFA0A:0035 00000000:0000 07 {rest} 13\n")
+    tcp = ports.listeners("tcp", tmp_path)
+    assert tcp == [("10.250.250.1", 8080, 11), ("::", 53, 12)]
+    assert ports.listeners("udp", tmp_path) == [("10.250.250.1", 53, 13)]
+    assert ports.conflicts(ports.Port("coredns", "10.250.250.1", 53), tcp) == [12]
+    assert ports.conflicts(ports.Port("x", "127.0.0.1", 8080), tcp) == []
+
+
+def test_status_piped_into_head_exits_quietly(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster", "status"],
+        cwd=root,
+        env={**os.environ, "CODEMODE_CACHE": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before the first line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (141, 3)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def _teardown_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Run node.teardown_host against a sandbox; return the host commands it ran."""
+    from . import node
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(node, "NETNS_DIR", tmp_path / "netns")
+    monkeypatch.setattr(node, "containerd_state", lambda: tmp_path / "run-containerd")
+    monkeypatch.setattr(node, "_sh", lambda *argv: calls.append(argv) or
+                        subprocess.CompletedProcess(argv, 1, "", ""))
+    monkeypatch.setattr(node, "_kill_shims", lambda: None)
+    monkeypatch.setattr(node, "_kill_pod_cgroups", lambda: calls.append(("kill-pod-cgroups",)))
+    monkeypatch.setattr(node, "_unmount_under", lambda prefixes: None)
+    (tmp_path / "netns").mkdir()
+    (tmp_path / "netns" / "cni-someone-else").touch()
+    (tmp_path / "run-containerd" / "io.containerd.runtime.v2.task").mkdir(parents=True)
+    (tmp_path / "run-containerd" / "ttrpc.sock").touch()
+    return calls
+
+
+def test_down_with_nothing_up_leaves_other_runtimes_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from . import node
+    from .layout import layout
+
+    calls = _teardown_in(tmp_path, monkeypatch)
+    node.teardown_host(layout("node"))
+    assert ("ip", "netns", "delete", "cni-someone-else") not in calls
+    assert ("kill-pod-cgroups",) not in calls
+    assert not (tmp_path / "run-containerd").exists()  # our runtime state is gone
+
+
+def test_down_removes_only_the_namespaces_made_while_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from . import node
+    from .layout import layout
+
+    calls = _teardown_in(tmp_path, monkeypatch)
+    lay = layout("node")
+    lay.run.mkdir(parents=True)
+    (lay.run / "host-state.json").write_text(json.dumps({"netns_before": ["cni-someone-else"]}))
+    (tmp_path / "netns" / "cni-ours").touch()
+    node.teardown_host(lay)
+    assert ("ip", "netns", "delete", "cni-ours") in calls
+    assert ("ip", "netns", "delete", "cni-someone-else") not in calls
+    assert ("kill-pod-cgroups",) in calls
+    assert not (lay.run / "host-state.json").exists()
+
+
+def test_host_changes_are_recorded_before_they_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``up`` killed right after adding the lo address must leave a state
+    file saying so, or ``down`` never removes the address."""
+    import json
+
+    from . import node
+    from .layout import layout
+
+    monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path))
+    lay = layout("node")
+    seen: dict[str, object] = {}
+
+    def fake_sh(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 0, "1: lo    inet 127.0.0.1/8 scope host lo", "")
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if argv[:3] == ["ip", "addr", "add"]:
+            seen.update(json.loads((lay.run / "host-state.json").read_text()))
+            raise KeyboardInterrupt  # killed right here
+        raise AssertionError(argv)
+
+    monkeypatch.setattr(node, "_sh", fake_sh)
+    monkeypatch.setattr(node.subprocess, "run", fake_run)
+    monkeypatch.setattr(node, "_bridge_netfilter_before", lambda: "0")
+    with pytest.raises(KeyboardInterrupt):
+        node.prepare_host(lay)
+    assert seen["lo_ip_added"] is True
+    assert seen["bridge_nf"] == "0" and "ip_forward" in seen

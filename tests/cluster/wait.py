@@ -16,12 +16,12 @@ from . import procs
 class ComponentFailed(RuntimeError):
     """A component did not become ready; the message names it and its log file."""
 
-    def __init__(self, component: str, log: Path, reason: str) -> None:
-        tail = ""
-        if log.exists():
+    def __init__(self, component: str, log: Path, reason: str, tail: bool = True) -> None:
+        message = f"{component} failed: {reason}\n  log: {log}"
+        if tail and log.exists():
             lines = log.read_text(errors="replace").splitlines()[-15:]
-            tail = "\n    ".join(lines)
-        super().__init__(f"{component} failed: {reason}\n  log: {log}\n  last lines:\n    {tail}")
+            message += "\n  last lines:\n    " + "\n    ".join(lines)
+        super().__init__(message)
         self.component = component
         self.log = log
 
