@@ -195,3 +195,26 @@ class Api:
         result = self.execute(session_id, code, timeout)
         assert result["error"] is None, result["error"]
         return result["value"]
+
+
+def serve_refusals(settings: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[int, str]]:
+    """Start `codemode serve` once per entry of settings it must refuse, all at once
+    (each waits for nothing but its own check); (exit code, stderr) by key."""
+    procs = {
+        key: subprocess.Popen(
+            [sys.executable, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
+             "--port", str(free_port())],
+            env=server_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for key, env in settings.items()
+    }
+    results = {}
+    for key, proc in procs.items():
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+        results[key] = (proc.returncode, stderr)
+    return results

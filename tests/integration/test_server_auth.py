@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from tests.integration.server_fixture import (
     ServerProcess,
     base_settings,
     running_server,
-    server_env,
+    serve_refusals,
 )
 
 pytestmark = pytest.mark.redis
@@ -179,23 +177,8 @@ REFUSALS: dict[str, tuple[dict[str, str], str]] = {
 @pytest.fixture(scope="module")
 def refusals(redis_server: RedisServer) -> dict[str, tuple[int, str]]:
     """Start `codemode serve` once per bad setting, all at once; (exit code, stderr) each."""
-    procs = {}
-    for name, (settings, _) in REFUSALS.items():
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
-             "--port", str(free_port())],
-            env=server_env({"REDIS_URL": redis_server.url, **settings}),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-    results = {}
-    for name, proc in procs.items():
-        try:
-            _, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-        results[name] = (proc.returncode, stderr)
-    return results
+    return serve_refusals({name: {"REDIS_URL": redis_server.url, **settings}
+                           for name, (settings, _) in REFUSALS.items()})
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))

@@ -12,22 +12,20 @@ from __future__ import annotations
 import json
 import select
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from codemode_session.server.config import ServerConfig
 
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer
 from tests.integration.server_fixture import (
     TOKEN,
     Api,
     ServerProcess,
     base_settings,
     running_server,
-    server_env,
+    serve_refusals,
 )
 
 pytestmark = pytest.mark.redis
@@ -258,24 +256,8 @@ REFUSALS = {
 @pytest.fixture(scope="module")
 def refusals(redis_server: RedisServer) -> dict[str, tuple[int, str]]:
     """Start `codemode serve` once per bad value, all at once; (exit code, stderr) each."""
-    procs = {}
-    for value in REFUSALS:
-        settings = base_settings(redis_server.url, "unused", MAX_REQUEST_BYTES=value)
-        procs[value] = subprocess.Popen(
-            [sys.executable, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
-             "--port", str(free_port())],
-            env=server_env(settings), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )
-    results = {}
-    for value, proc in procs.items():
-        try:
-            _, stderr = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-        results[value] = (proc.returncode, stderr)
-    return results
+    return serve_refusals({value: base_settings(redis_server.url, "unused", MAX_REQUEST_BYTES=value)
+                           for value in REFUSALS})
 
 
 @pytest.mark.parametrize("value", sorted(REFUSALS))
