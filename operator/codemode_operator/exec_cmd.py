@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
+
+from codemode_session.errors import CodemodeError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,16 +39,34 @@ def _namespace(explicit: str | None) -> str:
         return "default"
 
 
+@contextlib.contextmanager
+def _kubernetes_errors() -> Iterator[None]:
+    """Say which part of reaching Kubernetes failed, in one line."""
+    from kubernetes import config
+    from urllib3.exceptions import MaxRetryError
+
+    try:
+        yield
+    except config.ConfigException as exc:
+        raise CodemodeError(f"no usable kubeconfig (set KUBECONFIG): {exc}") from None
+    except MaxRetryError as exc:
+        server = f"{exc.pool.scheme}://{exc.pool.host}:{exc.pool.port}" if exc.pool else "?"
+        reason = str(exc.reason or exc).strip().splitlines()[0]
+        raise CodemodeError(
+            f"cannot reach the Kubernetes API server at {server}: {reason}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from codemode_operator.sessions import Sessions
 
     code = sys.stdin.read() if args.code == "-" else args.code
-    sessions = Sessions(namespace=_namespace(args.namespace))
-    try:
-        with sessions.connect(args.session, args.workspace, timeout=args.wait) as client:
-            result = client.execute(code, timeout=args.timeout)
-    finally:
-        sessions.close()
+    with _kubernetes_errors():
+        sessions = Sessions(namespace=_namespace(args.namespace))
+        try:
+            with sessions.connect(args.session, args.workspace, timeout=args.wait) as client:
+                result = client.execute(code, timeout=args.timeout)
+        finally:
+            sessions.close()
     if args.json:
         print(json.dumps(result.__dict__, default=str))
         return 0 if result.ok else 1
