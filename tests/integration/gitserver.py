@@ -222,3 +222,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
+    """A plain folder source (`--folder`) holding `files`."""
+    path = tmp_path / name
+    path.mkdir()
+    for filename, text in files.items():
+        (path / filename).write_text(text)
+    return path

@@ -24,7 +24,7 @@ from codemode_session.store import bootstrap
 from codemode_session.workflow_model import parse_workflow
 from redis.asyncio.connection import AbstractConnection
 
-from tests.integration.gitserver import workflow_source
+from tests.integration.gitserver import folder, workflow_source
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("clean_store_env")]
 T = TypeVar("T")
@@ -50,14 +50,6 @@ def library_key(prefix: str, library: str) -> str:
 def snapshot(client: redis.Redis, prefix: str) -> dict[str, Any]:
     """DUMP of every key of the test's prefix."""
     return {key: client.dump(key) for key in sorted(client.scan_iter(f"{prefix}*"))}
-
-
-def folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    for filename, text in files.items():
-        (path / filename).write_text(text)
-    return path
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

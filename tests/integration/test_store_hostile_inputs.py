@@ -14,7 +14,7 @@ import pytest
 import redis
 from codemode_session.cli.main import main
 
-from tests.integration.gitserver import GitHTTPServer, GitRepo, workflow_source
+from tests.integration.gitserver import GitHTTPServer, GitRepo, folder, workflow_source
 
 pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean_store_env")]
 
@@ -88,14 +88,6 @@ def agent_workflow(r: redis.Redis, prefix: str, name: str) -> str:
                        "source": "async def run():\n    return 'agent'\n"}, sort_keys=True)
     r.hset(wf_key(prefix), name, text)
     return text
-
-
-def folder(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    for filename, text in files.items():
-        (path / filename).write_text(text)
-    return path
 
 
 # ---- ownership ------------------------------------------------------------------------
