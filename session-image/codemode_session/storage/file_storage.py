@@ -38,7 +38,8 @@ from codemode_session.workflow_model import Workflow, parse_workflow
 T = TypeVar("T")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file and a rename: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -156,9 +157,9 @@ class FileStorage:
         return parse_workflow(name, source, meta.get("description"))
 
     def _write_workflow(self, workflow: Workflow) -> None:
-        _atomic_write(self.workflows_dir / f"{workflow.name}.meta.json",
+        atomic_write(self.workflows_dir / f"{workflow.name}.meta.json",
                       json.dumps({"description": workflow.description}).encode())
-        _atomic_write(self.workflows_dir / f"{workflow.name}.py", workflow.source.encode())
+        atomic_write(self.workflows_dir / f"{workflow.name}.py", workflow.source.encode())
 
     def _remove_workflow(self, name: str) -> bool:
         existed = False
@@ -295,7 +296,7 @@ class FileStorage:
         path = self._artifact_path(info.name)
         with self._lock(self.artifacts_dir):
             try:
-                _atomic_write(path, data)
+                atomic_write(path, data)
             except (NotADirectoryError, FileExistsError):
                 raise ConflictError(
                     f"cannot save artifact {info.name!r}: a part of its path is an artifact, "
@@ -306,7 +307,7 @@ class FileStorage:
                     f"(names starting with '{info.name}/')") from None
             index = self._index()
             index[info.name] = info.index_entry()
-            _atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
+            atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         path = self._artifact_path(name)
@@ -342,7 +343,7 @@ class FileStorage:
             index = self._index()
             if index.pop(name, None) is not None:
                 existed = True
-                _atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
+                atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
             return existed
 
     # ---- deps and tools ----------------------------------------------------------------
@@ -362,7 +363,7 @@ class FileStorage:
             deps = self._deps()
             if spec in deps:
                 return False
-            _atomic_write(self.deps_file, _deps_text([*deps, spec]))
+            atomic_write(self.deps_file, _deps_text([*deps, spec]))
             return True
 
     async def remove_dep(self, spec: str) -> bool:
@@ -371,7 +372,7 @@ class FileStorage:
             if spec not in deps:
                 return False
             rest = [d for d in deps if d != spec]
-            _atomic_write(self.deps_file, _deps_text(rest))
+            atomic_write(self.deps_file, _deps_text(rest))
             return True
 
     def _tools(self) -> dict[str, str]:
@@ -388,7 +389,7 @@ class FileStorage:
 
     async def save_tool(self, name: str, yaml_text: str) -> None:
         with self._lock(self.tools_dir):
-            _atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
+            atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
 
     async def delete_tool(self, name: str) -> bool:
         with self._lock(self.tools_dir):
@@ -469,6 +470,6 @@ class _FileTransaction:
 
         def write() -> None:
             specs = (set(self._st._deps()) | added) - removed
-            _atomic_write(self._st.deps_file, _deps_text(specs))
+            atomic_write(self._st.deps_file, _deps_text(specs))
 
         self.writes.append(write)

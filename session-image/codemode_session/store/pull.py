@@ -6,9 +6,6 @@ Pulled folders have the same shape bootstrap reads (`name.py`, `name.yaml`,
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ import yaml
 from codemode_session.errors import CodemodeError, StorageUnavailableError, ValidationError
 from codemode_session.names import validate_tool_name, validate_workflow_name
 from codemode_session.storage import Storage
+from codemode_session.storage.file_storage import atomic_write
 from codemode_session.store.catalog import REQUIREMENTS, Kind
 from codemode_session.workflow_model import Workflow
 
@@ -69,18 +67,6 @@ async def list_entries(storage: Storage, kind: Kind, library: str | None = None)
     return [Entry(spec) for spec in await storage.list_deps()]
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
                          library: str | None = None) -> list[str]:
     """Write the target's items into `folder`; returns the file names written.
@@ -105,7 +91,7 @@ async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            _write(dest / name, text)
+            atomic_write(dest / name, text.encode())
     except OSError as exc:
         raise ValidationError(f"cannot write to {dest}: {exc.strerror or exc}") from None
     return sorted(files)
