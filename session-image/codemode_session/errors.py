@@ -26,3 +26,7 @@ class StorageUnavailableError(CodemodeError):
 
 class ConflictError(CodemodeError):
     """The change conflicts with who owns the object (a library-managed workflow)."""
+
+
+class QuotaExceededError(CodemodeError):
+    """A write would take the workspace past one of its storage limits (HTTP 413)."""

@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+from codemode_session.children import reap_orphans
+
 CGROUP_PARENT = "codemode-workers"
 
 
@@ -100,3 +102,41 @@ def kill_worker_tree(pid: int) -> None:
                 except OSError:
                     pass  # members not yet released (zombies): try again
         time.sleep(0.005)
+
+
+def kill_all_but(keep: frozenset[int]) -> int:
+    """SIGKILL every process we may signal except ourselves and `keep`, until none is left.
+
+    For a server that is PID 1 of a one-session pod: whatever runs besides the server
+    and its spare worker came from agent code, whichever session or process group it
+    escaped to (setsid, double fork), so a recycled worker leaves nothing behind.
+    """
+    me = os.getpid()
+    killed = 0
+    for _ in range(200):
+        found = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid in (me, 1) or pid in keep or _is_zombie(entry):
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            found += 1
+        killed += found
+        reap_orphans()
+        if not found:
+            break
+        time.sleep(0.002)
+    return killed
+
+
+def _is_zombie(pid: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # gone already
+    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")

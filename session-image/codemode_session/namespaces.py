@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from codemode_session.bridge import SyncBridge, run_coroutine_sync
-from codemode_session.deps_install import pip_install
 from codemode_session.errors import ForbiddenError, NotFoundError, ValidationError
 from codemode_session.names import (
     RESERVED_WORKFLOW_NAMES,
@@ -258,11 +257,11 @@ class DepsNamespace:
     """Python packages of the prefix; installing them needs ALLOW_RUNTIME_DEPS."""
 
     def __init__(self, storage: Storage, bridge: SyncBridge, allow_runtime: bool,
-                 target_dir: str | None) -> None:
+                 install: Callable[[list[str]], None]) -> None:
         self._storage = storage
         self._bridge = bridge
         self._allow = allow_runtime
-        self._target = target_dir
+        self._install = install
 
     def _require_allowed(self, verb: str) -> None:
         if not self._allow:
@@ -278,7 +277,7 @@ class DepsNamespace:
     def add(self, spec: str) -> dict[str, Any]:
         self._require_allowed("add")
         spec = validate_package_spec(spec)
-        pip_install([spec], self._target)
+        self._install([spec])
         self._bridge.call(self._storage.add_dep(spec))
         return {"installed": [spec]}
 
@@ -290,7 +289,7 @@ class DepsNamespace:
     def sync(self) -> dict[str, Any]:
         self._require_allowed("sync")
         specs = self.list()
-        pip_install(specs, self._target)
+        self._install(specs)
         return {"installed": specs}
 
     def __repr__(self) -> str:

@@ -1,4 +1,9 @@
-"""Length-prefixed JSON frames between the session server and its workers."""
+"""Length-prefixed JSON frames between the session server and its workers.
+
+A frame may carry one binary attachment (artifact data): its JSON names the
+attachment's size in `"blob"` and the raw bytes follow as a second frame, so
+storage traffic through the server costs no base64.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,24 @@ class ProtocolError(Exception):
     """The peer closed the channel or sent something that is not a frame."""
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
+    if blob is not None:
+        message = {**message, "blob": len(blob)}
     body = json.dumps(message, separators=(",", ":")).encode()
-    return HEADER.pack(len(body)) + body
+    frame = HEADER.pack(len(body)) + body
+    if blob is not None:
+        frame += HEADER.pack(len(blob)) + blob
+    return frame
+
+
+def blob_size(message: dict[str, Any]) -> int | None:
+    """The announced attachment size, or None; ProtocolError when it is not a size."""
+    size = message.get("blob")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FRAME:
+        raise ProtocolError("frame announces an invalid attachment")
+    return size
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -41,20 +61,43 @@ def decode(body: bytes) -> dict[str, Any]:
     return message
 
 
-def recv_blocking(sock: socket.socket) -> dict[str, Any]:
+def _recv_raw_blocking(sock: socket.socket) -> bytes:
     (size,) = HEADER.unpack(_recv_exact(sock, HEADER.size))
     if size > MAX_FRAME:
         raise ProtocolError(f"frame of {size} bytes is too large")
-    return decode(_recv_exact(sock, size))
+    return _recv_exact(sock, size)
 
 
-async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:
+def recv_blocking(sock: socket.socket) -> dict[str, Any]:
+    """One message; its attachment, if any, is in `message["blob"]` as bytes."""
+    message = decode(_recv_raw_blocking(sock))
+    size = blob_size(message)
+    if size is not None:
+        blob = _recv_raw_blocking(sock)
+        if len(blob) != size:
+            raise ProtocolError("attachment size does not match its announcement")
+        message["blob"] = blob
+    return message
+
+
+async def _recv_raw_async(reader: asyncio.StreamReader) -> bytes:
     try:
         header = await reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(header)
         if size > MAX_FRAME:
             raise ProtocolError(f"frame of {size} bytes is too large")
-        body = await reader.readexactly(size)
+        return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
         raise ProtocolError("channel closed") from None
-    return decode(body)
+
+
+async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """One message; its attachment, if any, is in `message["blob"]` as bytes."""
+    message = decode(await _recv_raw_async(reader))
+    size = blob_size(message)
+    if size is not None:
+        blob = await _recv_raw_async(reader)
+        if len(blob) != size:
+            raise ProtocolError("attachment size does not match its announcement")
+        message["blob"] = blob
+    return message

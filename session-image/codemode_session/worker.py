@@ -9,6 +9,7 @@ replaces it on timeout, crash or reset.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 
 from codemode_session import protocol
 from codemode_session.bridge import SyncBridge
+from codemode_session.channel import WorkerChannel
 from codemode_session.limits import apply_worker_limits, leave_pids_cgroup, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
 from codemode_session.namespaces import (
@@ -27,7 +29,7 @@ from codemode_session.namespaces import (
     WorkflowsNamespace,
 )
 from codemode_session.runner import CellRunner
-from codemode_session.storage.factory import storage_from_env
+from codemode_session.storage.brokered import BrokeredStorage
 
 
 def _env_int(name: str, default: int) -> int:
@@ -37,16 +39,24 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def build_namespace(workspace_id: str | None) -> dict[str, Any]:
-    """The globals agent code starts with."""
+def build_namespace(workspace_id: str | None, channel: WorkerChannel) -> dict[str, Any]:
+    """The globals agent code starts with; their storage is the server's, by call."""
     env = os.environ
     bridge = SyncBridge()
-    storage = storage_from_env(env, validate_workspace_id(workspace_id))
+    storage = BrokeredStorage(channel, env.get("STORAGE_PREFIX") or "codemode",
+                              validate_workspace_id(workspace_id))
     deps_dir = env.get("DEPS_DIR") or None
     allow_deps = env.get("ALLOW_RUNTIME_DEPS", "false").lower() in ("1", "true", "yes")
     tools = ToolsNamespace(storage, bridge, env.get("TOOLS_PATH"))
     artifacts = ArtifactsNamespace(storage, bridge)
-    deps = DepsNamespace(storage, bridge, allow_deps, deps_dir)
+
+    def install(specs: list[str]) -> None:
+        bridge.call(storage.install_deps(specs))
+        if deps_dir and deps_dir not in sys.path:
+            sys.path.insert(0, deps_dir)
+        importlib.invalidate_caches()
+
+    deps = DepsNamespace(storage, bridge, allow_deps, install)
 
     def workflow_globals() -> dict[str, Any]:
         return {"tools": tools, "workflows": workflows, "artifacts": artifacts, "deps": deps,
@@ -118,7 +128,7 @@ def stop_forked_copies() -> int:
     return stopped
 
 
-def serve(sock: socket.socket) -> None:
+def serve(channel: WorkerChannel) -> None:
     global _forked
     main_pid = os.getpid()
     os.register_at_fork(after_in_parent=_note_fork)
@@ -126,13 +136,14 @@ def serve(sock: socket.socket) -> None:
     output_limit = _env_int("OUTPUT_LIMIT_BYTES", 1024 * 1024)
     while True:
         try:
-            request = protocol.recv_blocking(sock)
+            request = channel.next_request()
         except (protocol.ProtocolError, OSError):
             return
         op = request.get("op")
         if op == "init":
             try:
-                runner = CellRunner(build_namespace(request.get("workspace_id")), output_limit)
+                runner = CellRunner(build_namespace(request.get("workspace_id"), channel),
+                                    output_limit)
                 reply: dict[str, Any] = {"ok": True}
             except Exception as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -150,7 +161,8 @@ def serve(sock: socket.socket) -> None:
         else:
             reply = {"ok": False, "error": f"unexpected request {op!r}"}
         reply["seq"] = request.get("seq")
-        sock.sendall(_frame(reply))
+        with channel.sending():
+            channel.sock.sendall(_frame(reply))
 
 
 def _frame(reply: dict[str, Any]) -> bytes:
@@ -169,8 +181,8 @@ def _frame(reply: dict[str, Any]) -> bytes:
 def main() -> None:
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
-    # Secrets of the server are not the agent's business.
-    for name in ("CONTAINER_AUTH_TOKEN",):
+    # Secrets of the server are not the agent's business (the server strips them too).
+    for name in ("CONTAINER_AUTH_TOKEN", "REDIS_URL", "STORAGE_DIR"):
         os.environ.pop(name, None)
     deps_dir = os.environ.get("DEPS_DIR")
     if deps_dir and deps_dir not in sys.path:
@@ -180,8 +192,9 @@ def main() -> None:
         max_processes=_env_int("WORKER_MAX_PROCESSES", 256),
     )
     try:
-        sock.sendall(protocol.encode({"ok": True, "pid": os.getpid()}))
-        serve(sock)
+        channel = WorkerChannel(sock)
+        channel.send({"ok": True, "pid": os.getpid()})
+        serve(channel)
     except OSError:
         pass  # the server went away
     finally:

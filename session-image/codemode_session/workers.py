@@ -1,8 +1,12 @@
 """Server side of worker processes: spawn, talk to, time out, kill, pre-warm.
 
-A worker runs agent code, so the server treats it as hostile: it lives in its
-own process group (and pids cgroup where possible), every request has a
-deadline, and any failure ends in SIGKILL of the whole tree and a fresh worker.
+A worker runs agent code, so the server treats it as hostile: it starts in
+Python's isolated mode (no user site, no PYTHON* variables, nothing from the
+current folder) with no credentials in its environment, lives in its own
+process group (and pids cgroup where possible), reaches storage only through
+the server's broker, every request has a deadline, and any failure ends in
+SIGKILL of the whole tree and a fresh worker. In a one-session pod whose PID 1
+is the server, "the whole tree" is every process but the server and its spare.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import contextlib
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from codemode_session import protocol
-from codemode_session.limits import kill_worker_tree
+from codemode_session import children, protocol
+from codemode_session.limits import kill_all_but, kill_worker_tree
+from codemode_session.server.storage_broker import StorageBroker
 
-STRIPPED_ENV = ("CONTAINER_AUTH_TOKEN",)
+# Credentials of the server: agent code reaches storage through the server only.
+STRIPPED_ENV = ("CONTAINER_AUTH_TOKEN", "REDIS_URL", "STORAGE_DIR")
 
 
 class WorkerTimeout(Exception):
@@ -31,24 +37,35 @@ class WorkerCrashed(Exception):
 
 class Worker:
     def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, broker: StorageBroker | None = None,
+                 sole: bool = False) -> None:
         self.proc = proc
         self.reader = reader
         self.writer = writer
+        self.broker = broker
+        self.sole = sole
         self.workspace_id: str | None = None
         self.initialized = False
         self._seq = 0
+        self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._broken: str | None = None
+        self._reading: asyncio.Task[None] | None = None
+        # Set by the pool: drops its idle spares before a sole-session kill (agent code
+        # may have traced or tampered with them, so they must not serve anyone later).
+        self.drop_spares: Callable[[], Awaitable[None]] | None = None
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None and not self.writer.is_closing()
+        return (self.proc.returncode is None and not self.writer.is_closing()
+                and self._broken is None)
 
     @classmethod
-    async def spawn(cls, env: Mapping[str, str], startup_timeout: float = 30.0) -> Worker:
+    async def spawn(cls, env: Mapping[str, str], startup_timeout: float = 30.0,
+                    broker: StorageBroker | None = None, sole: bool = False) -> Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "codemode_session.worker", str(child.fileno()),
+                sys.executable, "-I", "-m", "codemode_session.worker", str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 env=dict(env),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -58,8 +75,9 @@ class Worker:
             )
         finally:
             child.close()
+        children.manage(proc.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=protocol.MAX_FRAME)
-        worker = cls(proc, reader, writer)
+        worker = cls(proc, reader, writer, broker, sole)
         try:
             hello = await asyncio.wait_for(protocol.recv_async(reader), startup_timeout)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -71,52 +89,114 @@ class Worker:
         if not hello.get("ok"):
             await worker.kill()
             raise WorkerCrashed(f"worker failed to start: {hello}")
+        worker._reading = asyncio.create_task(worker._read_forever())
         return worker
+
+    async def _send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
+        self.writer.write(protocol.encode(message, blob))
+        await self.writer.drain()
+
+    async def _read_forever(self) -> None:
+        """Every frame the worker sends: storage calls are answered here, at any time;
+        anything else must be the reply to the one request in flight."""
+        try:
+            while True:
+                message = await protocol.recv_async(self.reader)
+                if message.get("op") == "storage":
+                    await self._answer(message)
+                    continue
+                pending = self._pending
+                if pending is None or pending.done():
+                    self._broken = "the worker's channel was tampered with"
+                    break
+                pending.set_result(message)
+        except protocol.ProtocolError as exc:
+            self._broken = f"the worker's channel broke ({exc})"
+        except (ConnectionError, OSError) as exc:
+            self._broken = f"the worker's channel broke ({exc})"
+        finally:
+            if self._broken is None:
+                self._broken = "the worker's channel closed"
+            if self._pending is not None and not self._pending.done():
+                self._pending.set_exception(_ChannelBroken(self._broken))
+
+    async def _answer(self, call: dict[str, Any]) -> None:
+        if self.broker is None or not self.initialized:
+            answer: dict[str, Any] = {"op": "storage_answer", "id": call.get("id"), "ok": False,
+                                      "error_type": "ForbiddenError",
+                                      "error": "storage is not available to this worker"}
+            blob = None
+        else:
+            answer, blob = await self.broker.answer(self.workspace_id, call)
+        try:
+            await self._send(answer, blob)
+        except ValueError:  # an answer JSON cannot carry (another client's stored data)
+            await self._send({"op": "storage_answer", "id": call.get("id"), "ok": False,
+                              "error_type": "StorageUnavailableError",
+                              "error": "the stored value cannot be sent to the worker"})
 
     async def request(self, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if not self.alive:
             raise WorkerCrashed(self._exit_reason())
         self._seq += 1
+        pending: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending = pending
         try:
-            self.writer.write(protocol.encode({**message, "seq": self._seq}))
-            await self.writer.drain()
-            reply = await asyncio.wait_for(protocol.recv_async(self.reader), timeout)
+            await self._send({**message, "seq": self._seq})
+            reply = await asyncio.wait_for(pending, timeout)
         except TimeoutError:
             raise WorkerTimeout() from None
-        except (protocol.ProtocolError, ConnectionError, OSError) as exc:
+        except (_ChannelBroken, ConnectionError, OSError) as exc:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), 1.0)
-            if self.proc.returncode is None and isinstance(exc, protocol.ProtocolError):
-                raise WorkerCrashed(f"the worker's channel broke ({exc})") from None
+            if self.proc.returncode is None:
+                raise WorkerCrashed(str(exc)) from None
             raise WorkerCrashed(self._exit_reason()) from None
+        finally:
+            self._pending = None
         if reply.pop("seq", None) != self._seq:
             # Agent code wrote to the worker's channel: nothing on it can be trusted now.
-            raise WorkerCrashed("the worker's channel was tampered with")
+            self._broken = "the worker's channel was tampered with"
+            raise WorkerCrashed(self._broken)
         return reply
 
     async def init(self, workspace_id: str | None, timeout: float = 30.0) -> None:
+        self.workspace_id = workspace_id
         reply = await self.request({"op": "init", "workspace_id": workspace_id}, timeout)
         if not reply.get("ok"):
             await self.kill()
             raise WorkerCrashed(str(reply.get("error", "worker init failed")))
-        self.workspace_id = workspace_id
         self.initialized = True
 
     def _exit_reason(self) -> str:
         code = self.proc.returncode
         if code is None:
-            return "the worker stopped answering"
+            return self._broken or "the worker stopped answering"
         if code < 0:
             return f"the worker was killed by signal {-code}"
         return f"the worker exited with status {code}"
 
     async def kill(self) -> None:
-        await asyncio.to_thread(kill_worker_tree, self.proc.pid)
+        if self.sole and self.initialized:
+            # Agent code ran here: end everything it may have started, wherever it went
+            # (setsid, double fork), and every spare it could have reached.
+            if self.drop_spares is not None:
+                await self.drop_spares()
+            await asyncio.to_thread(kill_all_but, frozenset())
+        else:
+            await asyncio.to_thread(kill_worker_tree, self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), 5.0)
+        children.release(self.proc.pid)
+        if self._reading is not None:
+            self._reading.cancel()
+
+
+class _ChannelBroken(Exception):
+    """The reader saw the channel close or break while a request was in flight."""
 
 
 def worker_env(base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -130,16 +210,26 @@ def worker_env(base: Mapping[str, str], extra: Mapping[str, str] | None = None) 
 class WorkerPool:
     """Keeps `spares` started-but-uninitialized workers so a session starts at once."""
 
-    def __init__(self, env: Mapping[str, str], spares: int = 1) -> None:
+    def __init__(self, env: Mapping[str, str], spares: int = 1,
+                 broker: StorageBroker | None = None, sole: bool = False,
+                 before_handout: Callable[[], Awaitable[None]] | None = None) -> None:
         self.env = dict(env)
         self.spares = spares
+        self.broker = broker
+        self.sole = sole
+        self.before_handout = before_handout
         self._ready: list[Worker] = []
         self._filling: asyncio.Task[None] | None = None
         self.spawned = 0
 
     async def _spawn(self) -> Worker:
         self.spawned += 1
-        return await Worker.spawn(self.env)
+        return await Worker.spawn(self.env, broker=self.broker, sole=self.sole)
+
+    async def drop_spares(self) -> None:
+        spares, self._ready = self._ready, []
+        for worker in spares:
+            await worker.kill()
 
     def refill(self) -> None:
         if self._filling is None or self._filling.done():
@@ -162,8 +252,11 @@ class WorkerPool:
                 await candidate.kill()
         if worker is None:
             worker = await self._spawn()
+        if self.before_handout is not None:
+            await self.before_handout()
         self.refill()
         await worker.init(workspace_id)
+        worker.drop_spares = self.drop_spares
         return worker
 
     async def close(self) -> None:

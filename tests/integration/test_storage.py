@@ -80,6 +80,8 @@ async def test_legacy_layout_keys(stores: dict[str, RedisStorage], redis_url: st
         f"{prefix}:ws:client-a:artifacts:__index__",
         f"{prefix}:deps",
         f"{prefix}:tools:__tools__",
+        f"{prefix}:usage",  # ours: the quota's usage counter, one per namespace
+        f"{prefix}:ws:client-a:usage",
     }
     stored = json.loads(raw.hget(f"{prefix}:workflows:__workflows__", "old"))  # type: ignore[arg-type]
     assert stored["description"] == "legacy one"

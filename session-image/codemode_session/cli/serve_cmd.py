@@ -6,10 +6,10 @@ import argparse
 import contextlib
 import ctypes
 import os
-import signal
 import sys
 
 from codemode_session.errors import CodemodeError
+from codemode_session.server import init_guard
 
 PR_SET_DUMPABLE = 4
 
@@ -28,37 +28,23 @@ def _not_dumpable() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _reap_as_init() -> None:
-    """As PID 1 in a container, fork: the child serves, the parent reaps orphans."""
-    child = os.fork()
-    if child == 0:
-        return
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda s, _f: os.kill(child, s))
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(0)
-        except InterruptedError:
-            continue
-        if pid == child:
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-
-
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from codemode_session.server.app import create_app
 
+    # First, before any worker exists: our memory, environ and fds are not theirs.
+    _not_dumpable()
     try:
         app = create_app()
     except CodemodeError as exc:
         print(f"codemode serve: {exc}", file=sys.stderr)
         return 2
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
     if os.getpid() == 1:
-        _reap_as_init()
-    _not_dumpable()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, timeout_graceful_shutdown=10)
+        init_guard.guard(server)
+        return 0
+    server.run()
     return 0

@@ -30,6 +30,7 @@ from codemode_session.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    QuotaExceededError,
     StorageUnavailableError,
     ValidationError,
 )
@@ -48,10 +49,10 @@ from codemode_session.server.sessions import (
     SessionManager,
     TooManySessions,
 )
+from codemode_session.server.worker_setup import build_pool
 from codemode_session.storage.base import ArtifactInfo, Storage
 from codemode_session.storage.factory import storage_from_env
 from codemode_session.tools import load_tools_dir, search_score, tool_specs
-from codemode_session.workers import WorkerPool, worker_env
 from codemode_session.workflow_model import parse_workflow
 
 STATUS_BY_ERROR: list[tuple[type[CodemodeError], int]] = [
@@ -60,6 +61,7 @@ STATUS_BY_ERROR: list[tuple[type[CodemodeError], int]] = [
     (ForbiddenError, 403),
     (ConflictError, 409),
     (StorageUnavailableError, 503),
+    (QuotaExceededError, 413),
 ]
 
 
@@ -168,7 +170,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = WorkerPool(worker_env(environ), spares=config.worker_spares)
+        pool = build_pool(environ, config, app.state.storages.get)
         app.state.sessions = SessionManager(pool, config.session_idle_timeout,
                                             config.max_sessions)
         app.state.sessions.start()

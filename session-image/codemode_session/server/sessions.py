@@ -123,20 +123,25 @@ class SessionManager:
         async with session.lock:
             self.touch(session)
             started = time.perf_counter()
-            restarted = False
+            # A worker that died between runs (killed from outside, OOM) took the
+            # session's state with it: the reply must say so, even if this run succeeds.
+            restarted = session.worker is not None and not session.worker.alive
+            if restarted:
+                metrics.WORKER_RESTARTS.labels(reason="lost").inc()
             try:
                 await self._ensure_worker(session)
                 reply: dict[str, Any] = await session.worker.request(
                     {"op": "exec", "code": code}, timeout)
                 outcome = "error" if reply.get("error") else "ok"
+                killed = False
             except WorkerTimeout:
                 reply = self._lost(session, "TimeoutError",
                                    f"execution exceeded the timeout of {timeout:g}s")
-                outcome, restarted = "timeout", True
+                outcome, restarted, killed = "timeout", True, True
             except WorkerCrashed as exc:
                 reply = self._lost(session, "WorkerCrashed", f"{exc} while running this code")
-                outcome, restarted = "crash", True
-            if restarted:
+                outcome, restarted, killed = "crash", True, True
+            if killed:
                 if session.worker is not None:
                     await session.worker.kill()
                     session.worker = None

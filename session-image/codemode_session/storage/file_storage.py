@@ -11,14 +11,17 @@ folder before or after such a change, never half of it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar
 
 from codemode_session.errors import ConflictError, StorageUnavailableError, ValidationError
 from codemode_session.names import (
@@ -33,9 +36,41 @@ from codemode_session.storage.base import (
     LibraryRecord,
     StorageTransaction,
 )
+from codemode_session.storage.quota import Quota
 from codemode_session.workflow_model import Workflow, parse_workflow
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# How long a writer waits for a folder's lock before it answers "busy": agent code
+# can hold the lock file (it shares the disk), and must not stall the server.
+LOCK_TIMEOUT = 5.0
+
+
+def _in_thread(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a blocking file operation off the event loop (file locks can wait)."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    return run
+
+
+def _flock(fh: IO[Any], mode: int, path: Path) -> None:
+    """flock with a deadline: StorageUnavailableError when someone holds it too long."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StorageUnavailableError(
+                    f"{path} has been locked by another process for {LOCK_TIMEOUT:g}s; "
+                    "try again") from None
+            time.sleep(0.01)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -83,6 +118,13 @@ def _deps_text(specs: Collection[str]) -> bytes:
 INDEX_FILE = "__index__.json"
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())
@@ -96,9 +138,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 class FileStorage:
     def __init__(
-        self, base_path: str | os.PathLike[str], workspace_id: str | None = None
+        self, base_path: str | os.PathLike[str], workspace_id: str | None = None,
+        quota: Quota | None = None,
     ) -> None:
         validate_workspace_id(workspace_id)
+        self.quota = quota or Quota()
         self.base = Path(base_path)
         self.prefix = str(self.base)
         self.workspace_id = workspace_id
@@ -118,7 +162,7 @@ class FileStorage:
     def _lock(self, directory: Path) -> Iterator[None]:
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            _flock(fh, fcntl.LOCK_EX, directory / ".lock")
             try:
                 yield
             finally:
@@ -134,16 +178,18 @@ class FileStorage:
             yield
             return
         with fh:
-            fcntl.flock(fh, fcntl.LOCK_SH)
+            _flock(fh, fcntl.LOCK_SH, directory / ".lock")
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    async def ping(self) -> None:
+    @_in_thread
+    def ping(self) -> None:
         self.scope.mkdir(parents=True, exist_ok=True)
 
-    async def close(self) -> None:
+    @_in_thread
+    def close(self) -> None:
         return None
 
     # ---- workflows -------------------------------------------------------------------
@@ -169,7 +215,8 @@ class FileStorage:
                 existed = existed or suffix == ".py"
         return existed
 
-    async def list_workflows(self) -> list[Workflow]:
+    @_in_thread
+    def list_workflows(self) -> list[Workflow]:
         if not self.workflows_dir.is_dir():
             return []
         found = []
@@ -183,7 +230,8 @@ class FileStorage:
                     found.append(workflow)
         return found
 
-    async def get_workflow(self, name: str) -> Workflow | None:
+    @_in_thread
+    def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
         with self._shared(self.workflows_dir):
             return self._read_workflow(name)
@@ -199,13 +247,23 @@ class FileStorage:
                 f"cannot {verb} workflow {name!r}: it is managed by WorkflowLibrary {owner!r}"
             )
 
-    async def save_workflow(self, workflow: Workflow) -> None:
+    @_in_thread
+    def save_workflow(self, workflow: Workflow) -> None:
         validate_workflow_name(workflow.name)
         with self._lock(self.workflows_dir):
             self._check_not_owned(workflow.name, "overwrite")
+            path = self.workflows_dir / f"{workflow.name}.py"
+            old = _size(path)
+            if self.quota.max_workflows is not None and not path.exists():
+                count = sum(1 for _ in self.workflows_dir.glob("*.py")) + 1
+                self.quota.check_workflows(count, grows=True)
+            delta = len(workflow.source.encode()) - old
+            if delta > 0 and self.quota.max_bytes is not None:
+                self.quota.check_bytes(self._usage() + delta, grows=True)
             self._write_workflow(workflow)
 
-    async def delete_workflow(self, name: str) -> bool:
+    @_in_thread
+    def delete_workflow(self, name: str) -> bool:
         validate_workflow_name(name)
         with self._lock(self.workflows_dir):
             self._check_not_owned(name, "delete")
@@ -214,11 +272,13 @@ class FileStorage:
     def _owners(self) -> dict[str, str]:
         return {k: str(v) for k, v in _read_json(self.workflows_dir / "__owners__.json").items()}
 
-    async def workflow_owners(self) -> dict[str, str]:
+    @_in_thread
+    def workflow_owners(self) -> dict[str, str]:
         with self._shared(self.workflows_dir):
             return self._owners()
 
-    async def apply_library(
+    @_in_thread
+    def apply_library(
         self,
         library: str,
         upserts: list[Workflow],
@@ -261,7 +321,8 @@ class FileStorage:
         data = _read_json(self.libraries_dir / f"{library}.json")
         return LibraryRecord.from_mapping({k: str(v) for k, v in data.items()}) if data else None
 
-    async def get_library(self, library: str) -> LibraryRecord | None:
+    @_in_thread
+    def get_library(self, library: str) -> LibraryRecord | None:
         with self._shared(self.workflows_dir):
             return self._library(library)
 
@@ -285,6 +346,19 @@ class FileStorage:
     def _index(self) -> dict[str, Any]:
         return _read_json(self.artifacts_dir / INDEX_FILE)
 
+    def _usage(self) -> int:
+        """Artifact data plus agent workflow sources, measured (files have no counter)."""
+        owned = self._owners()
+        total = sum(_size(p) for p in self.artifacts_dir.rglob("*")
+                    if p.is_file() and p.name not in (INDEX_FILE, ".lock")
+                    and not p.name.startswith(".tmp-"))
+        return total + sum(_size(p) for p in self.workflows_dir.glob("*.py")
+                           if p.stem not in owned)
+
+    @_in_thread
+    def usage_bytes(self) -> int:
+        return self._usage()
+
     def _artifact_path(self, name: str) -> Path:
         validate_artifact_name(name)
         if name == INDEX_FILE:
@@ -292,9 +366,15 @@ class FileStorage:
                 f"invalid artifact name {name!r}: reserved for the artifacts index")
         return self.artifacts_dir / name
 
-    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
+    @_in_thread
+    def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         path = self._artifact_path(info.name)
+        self.quota.check_artifact(info.name, len(data))
         with self._lock(self.artifacts_dir):
+            delta = len(data) - _size(path)
+            if delta > 0 and self.quota.max_bytes is not None:
+                with self._lock(self.workflows_dir):
+                    self.quota.check_bytes(self._usage() + delta, grows=True)
             try:
                 atomic_write(path, data)
             except (NotADirectoryError, FileExistsError):
@@ -309,7 +389,8 @@ class FileStorage:
             index[info.name] = info.index_entry()
             atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
 
-    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
+    @_in_thread
+    def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         path = self._artifact_path(name)
         try:
             data = path.read_bytes()
@@ -317,15 +398,18 @@ class FileStorage:
             return None
         return ArtifactInfo.from_index_entry(name, self._index().get(name) or {}), data
 
-    async def get_artifact(self, name: str) -> ArtifactInfo | None:
+    @_in_thread
+    def get_artifact(self, name: str) -> ArtifactInfo | None:
         self._artifact_path(name)
         entry = self._index().get(name)
         return ArtifactInfo.from_index_entry(name, entry) if entry is not None else None
 
-    async def list_artifacts(self) -> list[ArtifactInfo]:
+    @_in_thread
+    def list_artifacts(self) -> list[ArtifactInfo]:
         return [ArtifactInfo.from_index_entry(k, v) for k, v in sorted(self._index().items())]
 
-    async def delete_artifact(self, name: str) -> bool:
+    @_in_thread
+    def delete_artifact(self, name: str) -> bool:
         path = self._artifact_path(name)
         with self._lock(self.artifacts_dir):
             existed = False
@@ -355,10 +439,12 @@ class FileStorage:
             return []
         return sorted({line.strip() for line in lines if line.strip()})
 
-    async def list_deps(self) -> list[str]:
+    @_in_thread
+    def list_deps(self) -> list[str]:
         return self._deps()  # one file, replaced by rename: always whole
 
-    async def add_dep(self, spec: str) -> bool:
+    @_in_thread
+    def add_dep(self, spec: str) -> bool:
         with self._lock(self.base):
             deps = self._deps()
             if spec in deps:
@@ -366,7 +452,8 @@ class FileStorage:
             atomic_write(self.deps_file, _deps_text([*deps, spec]))
             return True
 
-    async def remove_dep(self, spec: str) -> bool:
+    @_in_thread
+    def remove_dep(self, spec: str) -> bool:
         with self._lock(self.base):
             deps = self._deps()
             if spec not in deps:
@@ -383,15 +470,18 @@ class FileStorage:
             for p in sorted([*self.tools_dir.glob("*.yaml"), *self.tools_dir.glob("*.yml")])
         }
 
-    async def list_tools(self) -> dict[str, str]:
+    @_in_thread
+    def list_tools(self) -> dict[str, str]:
         with self._shared(self.tools_dir):
             return self._tools()
 
-    async def save_tool(self, name: str, yaml_text: str) -> None:
+    @_in_thread
+    def save_tool(self, name: str, yaml_text: str) -> None:
         with self._lock(self.tools_dir):
             atomic_write(self.tools_dir / f"{name}.yaml", yaml_text.encode())
 
-    async def delete_tool(self, name: str) -> bool:
+    @_in_thread
+    def delete_tool(self, name: str) -> bool:
         with self._lock(self.tools_dir):
             try:
                 (self.tools_dir / f"{name}.yaml").unlink()

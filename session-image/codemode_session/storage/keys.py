@@ -52,6 +52,12 @@ class KeyLayout:
         return f"{self.scope}:libraries:{name}"
 
     @property
+    def usage(self) -> str:
+        """(ours) hash: `bytes` = stored artifact data plus agent-saved workflow sources,
+        kept by the session server in the same transaction as each write (quotas)."""
+        return f"{self.scope}:usage"
+
+    @property
     def deps(self) -> str:
         return f"{self.root}:deps"
 

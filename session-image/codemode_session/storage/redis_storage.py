@@ -27,6 +27,7 @@ from codemode_session.storage.base import (
     StorageTransaction,
 )
 from codemode_session.storage.keys import KeyLayout
+from codemode_session.storage.quota import Quota
 from codemode_session.workflow_model import Workflow
 
 T = TypeVar("T")
@@ -189,8 +190,10 @@ class RedisStorage:
         prefix: str = "codemode",
         workspace_id: str | None = None,
         socket_timeout: float = 10.0,
+        quota: Quota | None = None,
     ) -> None:
         self.keys = KeyLayout(prefix=prefix, workspace_id=workspace_id)
+        self.quota = quota or Quota()
         self.prefix = prefix
         self.workspace_id = workspace_id
         if redis is None:
@@ -253,26 +256,48 @@ class RedisStorage:
         )
         return Workflow.from_json(raw) if raw is not None else None
 
-    async def _write_unowned(
-        self, name: str, verb: str, queue: Callable[[Pipeline], object]
+    async def _usage(self, pipe: Pipeline) -> int | None:
+        """The usage counter on a watching pipeline; None when it was never started."""
+        raw = await pipe.hget(self.keys.usage, "bytes")
+        try:
+            return max(0, int(raw)) if raw is not None else None
+        except ValueError:
+            return None
+
+    async def _measure_usage(self) -> int:
+        """Count what the usage counter covers (artifact data, agent workflow sources),
+        for a workspace whose counter was never started (data written by other clients)."""
+        names = [_s(n) for n in await self.redis.hkeys(self.keys.artifact_index)]
+        owned = {_s(n) for n in await self.redis.hkeys(self.keys.workflow_owners)}
+        agent = [_s(n) for n in await self.redis.hkeys(self.keys.workflows)
+                 if _s(n) not in owned]
+        async with self.redis.pipeline(transaction=False) as reads:
+            for name in names:
+                reads.strlen(self.keys.artifact(name))
+            for name in agent:
+                reads.hstrlen(self.keys.workflows, name)
+            sizes = await reads.execute()
+        return sum(int(size) for size in sizes)
+
+    def _count(self, pipe: Pipeline, used: int | None, delta: int) -> None:
+        """Queue the usage update that goes with a write (inside its MULTI)."""
+        if used is None:
+            return  # started, with the true total, by the next write that grows usage
+        pipe.hincrby(self.keys.usage, "bytes", delta)
+
+    async def _watched(
+        self, keys: list[str], verb: str,
+        plan: Callable[[Pipeline], Awaitable[Callable[[Pipeline], None]]],
     ) -> list[Any]:
-        """Run `queue`'s writes only while no library owns `name`, checked and written
-        in one WATCH/MULTI/EXEC, so a bootstrap claiming the name in between cannot have
-        its workflow overwritten (nor an agent's workflow be claimed mid-write)."""
-        owners = self.keys.workflow_owners
+        """WATCH `keys`, let `plan` read and decide (it may raise), then run the writes it
+        returns in MULTI/EXEC; rerun on a concurrent change."""
 
         async def run() -> list[Any]:
             for _ in range(TRANSACTION_ATTEMPTS):
                 async with self.redis.pipeline(transaction=True) as pipe:
                     try:
-                        await pipe.watch(owners)
-                        owner = await pipe.hget(owners, name)
-                        if owner is not None:
-                            raise ConflictError(
-                                f"cannot {verb} workflow {name!r}: it is managed by "
-                                f"WorkflowLibrary {_s(owner)!r} (change it in that "
-                                "library's git repository)"
-                            )
+                        await pipe.watch(*keys)
+                        queue = await plan(pipe)
                         pipe.multi()  # type: ignore[no-untyped-call]
                         queue(pipe)
                         result: list[Any] = await pipe.execute()
@@ -280,24 +305,70 @@ class RedisStorage:
                     except WatchError:
                         continue
             raise ConflictError(
-                f"cannot {verb} workflow {name!r}: workflow owners kept changing "
-                f"({TRANSACTION_ATTEMPTS} attempts); nothing was written, try again"
+                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
+                "attempts); nothing was written, try again"
             )
 
         return await self._call(run)
 
+    async def _check_unowned(self, pipe: Pipeline, name: str, verb: str) -> None:
+        owner = await pipe.hget(self.keys.workflow_owners, name)
+        if owner is not None:
+            raise ConflictError(
+                f"cannot {verb} workflow {name!r}: it is managed by "
+                f"WorkflowLibrary {_s(owner)!r} (change it in that "
+                "library's git repository)"
+            )
+
     async def save_workflow(self, workflow: Workflow) -> None:
+        """Written only while no library owns the name (checked in the same WATCH/MULTI,
+        so a bootstrap claiming it in between is never overwritten), within the quota."""
         validate_workflow_name(workflow.name)
-        await self._write_unowned(
-            workflow.name, "overwrite",
-            lambda pipe: pipe.hset(self.keys.workflows, workflow.name, workflow.to_json()),
-        )
+        encoded = workflow.to_json()
+        keys = self.keys
+
+        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
+            await self._check_unowned(pipe, workflow.name, "overwrite")
+            old = int(await pipe.hstrlen(keys.workflows, workflow.name))
+            count = int(await pipe.hlen(keys.workflows)) + (0 if old else 1)
+            self.quota.check_workflows(count, grows=not old)
+            used = await self._usage(pipe)
+            delta = len(encoded.encode()) - old
+            if used is None and delta > 0:
+                used = await self._measure_usage()
+                self.quota.check_bytes(used + delta, grows=True)
+                total = used + delta
+
+                def start(p: Pipeline) -> None:
+                    p.hset(keys.workflows, workflow.name, encoded)
+                    p.hset(keys.usage, "bytes", str(total))
+                return start
+            self.quota.check_bytes((used or 0) + delta, grows=delta > 0)
+
+            def write(p: Pipeline) -> None:
+                p.hset(keys.workflows, workflow.name, encoded)
+                self._count(p, used, delta)
+            return write
+
+        await self._watched([keys.workflow_owners, keys.workflows, keys.usage],
+                            f"save workflow {workflow.name!r}", plan)
 
     async def delete_workflow(self, name: str) -> bool:
         validate_workflow_name(name)
-        removed = await self._write_unowned(
-            name, "delete", lambda pipe: pipe.hdel(self.keys.workflows, name)
-        )
+        keys = self.keys
+
+        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
+            await self._check_unowned(pipe, name, "delete")
+            old = int(await pipe.hstrlen(keys.workflows, name))
+            used = await self._usage(pipe)
+
+            def write(p: Pipeline) -> None:
+                p.hdel(keys.workflows, name)
+                self._count(p, used, -min(old, used or 0))
+            return write
+
+        removed = await self._watched([keys.workflow_owners, keys.workflows, keys.usage],
+                                      f"delete workflow {name!r}", plan)
         return bool(removed[0])
 
     async def workflow_owners(self) -> dict[str, str]:
@@ -372,14 +443,34 @@ class RedisStorage:
 
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         validate_artifact_name(info.name)
+        self.quota.check_artifact(info.name, len(data))
+        keys = self.keys
+        key = keys.artifact(info.name)
+        entry = json.dumps(info.index_entry())
 
-        async def run() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.artifact(info.name), data)
-                pipe.hset(self.keys.artifact_index, info.name, json.dumps(info.index_entry()))
-                await pipe.execute()
+        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
+            old = int(await pipe.strlen(key))
+            used = await self._usage(pipe)
+            delta = len(data) - old
+            if used is None and delta > 0:
+                used = await self._measure_usage()
+                self.quota.check_bytes(used + delta, grows=True)
+                total = used + delta
 
-        await self._call(run)
+                def start(p: Pipeline) -> None:
+                    p.set(key, data)
+                    p.hset(keys.artifact_index, info.name, entry)
+                    p.hset(keys.usage, "bytes", str(total))
+                return start
+            self.quota.check_bytes((used or 0) + delta, grows=delta > 0)
+
+            def write(p: Pipeline) -> None:
+                p.set(key, data)
+                p.hset(keys.artifact_index, info.name, entry)
+                self._count(p, used, delta)
+            return write
+
+        await self._watched([key, keys.usage], f"save artifact {info.name!r}", plan)
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         validate_artifact_name(name)
@@ -413,15 +504,32 @@ class RedisStorage:
 
     async def delete_artifact(self, name: str) -> bool:
         validate_artifact_name(name)
+        keys = self.keys
+        key = keys.artifact(name)
 
-        async def run() -> bool:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.keys.artifact(name))
-                pipe.hdel(self.keys.artifact_index, name)
-                deleted, unindexed = await pipe.execute()
-                return bool(deleted or unindexed)
+        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
+            old = int(await pipe.strlen(key))
+            used = await self._usage(pipe)
 
-        return await self._call(run)
+            def write(p: Pipeline) -> None:
+                p.delete(key)
+                p.hdel(keys.artifact_index, name)
+                self._count(p, used, -min(old, used or 0))
+            return write
+
+        deleted, unindexed, *_ = await self._watched([key, keys.usage],
+                                                     f"delete artifact {name!r}", plan)
+        return bool(deleted or unindexed)
+
+    async def usage_bytes(self) -> int:
+        """What the quota compares with: the counter, or a measurement if it never ran."""
+        raw = await self._call(lambda: self.redis.hget(self.keys.usage, "bytes"))
+        if raw is not None:
+            try:
+                return max(0, int(raw))
+            except ValueError:
+                pass
+        return await self._call(self._measure_usage)
 
     # ---- deps and tools ----------------------------------------------------------------
 

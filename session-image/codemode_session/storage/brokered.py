@@ -1,0 +1,139 @@
+"""Storage for agent code: every call goes to the session server, never to Redis.
+
+A worker holds no storage credentials: its namespaces (`artifacts`, `workflows`,
+`tools`, `deps`) ask the server over the worker's socket, and the server
+decides, scoped to the session's workspace and within its quotas. Raw Redis
+commands are out of reach because there is nothing to connect with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+from codemode_session import errors
+from codemode_session.channel import WorkerChannel
+from codemode_session.storage.base import ArtifactInfo, LibraryRecord, StorageTransaction
+from codemode_session.workflow_model import Workflow
+
+T = TypeVar("T")
+
+# What an answer's error_type may turn into; anything else is a plain CodemodeError.
+ERROR_TYPES: dict[str, type[errors.CodemodeError]] = {
+    cls.__name__: cls
+    for cls in (errors.ValidationError, errors.NotFoundError, errors.ForbiddenError,
+                errors.StorageUnavailableError, errors.ConflictError,
+                errors.QuotaExceededError)
+}
+
+
+class BrokeredStorage:
+    """The subset of `Storage` agent code uses, answered by the session server."""
+
+    def __init__(self, channel: WorkerChannel, prefix: str, workspace_id: str | None) -> None:
+        self._channel = channel
+        self.prefix = prefix
+        self.workspace_id = workspace_id
+
+    @property
+    def description(self) -> str:
+        ws = self.workspace_id if self.workspace_id is not None else "(unscoped)"
+        return f"session server storage, workspace={ws}"
+
+    def _call(self, method: str, blob: bytes | None = None, **args: Any) -> dict[str, Any]:
+        answer = self._channel.call({"method": method, "args": args}, blob)
+        if not answer.get("ok"):
+            kind = ERROR_TYPES.get(str(answer.get("error_type")), errors.CodemodeError)
+            raise kind(str(answer.get("error") or f"storage call {method} failed"))
+        return answer
+
+    def _result(self, method: str, **args: Any) -> Any:
+        return self._call(method, **args).get("result")
+
+    async def ping(self) -> None:
+        self._result("ping")
+
+    async def close(self) -> None:
+        return None
+
+    # workflows
+    async def list_workflows(self) -> list[Workflow]:
+        return [Workflow.from_dict(w) for w in self._result("list_workflows") or []]
+
+    async def get_workflow(self, name: str) -> Workflow | None:
+        found = self._result("get_workflow", name=name)
+        return Workflow.from_dict(found) if found is not None else None
+
+    async def save_workflow(self, workflow: Workflow) -> None:
+        self._result("save_workflow", name=workflow.name, source=workflow.source,
+                     description=workflow.description)
+
+    async def delete_workflow(self, name: str) -> bool:
+        return bool(self._result("delete_workflow", name=name))
+
+    # artifacts
+    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
+        self._call("save_artifact", blob=data, name=info.name, description=info.description,
+                   metadata=info.metadata)
+
+    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
+        answer = self._call("load_artifact", name=name)
+        found = answer.get("result")
+        blob = answer.get("blob")
+        if found is None or not isinstance(blob, bytes):
+            return None
+        return ArtifactInfo.from_index_entry(name, found), blob
+
+    async def get_artifact(self, name: str) -> ArtifactInfo | None:
+        found = self._result("get_artifact", name=name)
+        return ArtifactInfo.from_index_entry(name, found) if found is not None else None
+
+    async def list_artifacts(self) -> list[ArtifactInfo]:
+        return [ArtifactInfo.from_index_entry(str(e.get("name", "")), e)
+                for e in self._result("list_artifacts") or [] if isinstance(e, dict)]
+
+    async def delete_artifact(self, name: str) -> bool:
+        return bool(self._result("delete_artifact", name=name))
+
+    # deps and tools
+    async def list_deps(self) -> list[str]:
+        return [str(s) for s in self._result("list_deps") or []]
+
+    async def add_dep(self, spec: str) -> bool:
+        return bool(self._result("add_dep", spec=spec))
+
+    async def remove_dep(self, spec: str) -> bool:
+        return bool(self._result("remove_dep", spec=spec))
+
+    async def install_deps(self, specs: list[str]) -> list[str]:
+        """pip install by the server (into DEPS_DIR), which keeps the folder's manifest."""
+        return [str(s) for s in self._result("install_deps", specs=specs) or []]
+
+    async def list_tools(self) -> dict[str, str]:
+        found = self._result("list_tools") or {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    # what only the store CLI and the server's own API do
+    @staticmethod
+    def _refuse(what: str) -> NoReturn:
+        raise errors.ForbiddenError(f"{what} is not available to agent code")
+
+    async def save_tool(self, name: str, yaml_text: str) -> None:
+        self._refuse("saving tools")
+
+    async def delete_tool(self, name: str) -> bool:
+        self._refuse("deleting tools")
+
+    async def workflow_owners(self) -> dict[str, str]:
+        self._refuse("reading workflow owners")
+
+    async def apply_library(self, library: str, upserts: list[Workflow], removals: list[str],
+                            record: LibraryRecord | None) -> None:
+        self._refuse("publishing a library")
+
+    async def get_library(self, library: str) -> LibraryRecord | None:
+        self._refuse("reading library records")
+
+    async def transaction(self, body: Callable[[StorageTransaction], Awaitable[T]], what: str,
+                          attempts: int = 5) -> T:
+        self._refuse("a storage transaction")
