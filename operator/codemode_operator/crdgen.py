@@ -61,6 +61,10 @@ KINDS = (
         {"name": "Redis", "type": "boolean", "jsonPath": ".status.redisReachable"},
         {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
         {"name": "Libraries", "type": "integer", "jsonPath": ".status.libraries"},
+        {"name": "Storage", "type": "integer", "jsonPath": ".status.usage.storageBytes",
+         "priority": 1, "description": "Bytes stored, against limits.maxStorageBytes."},
+        {"name": "Workflows", "type": "integer", "jsonPath": ".status.usage.workflows",
+         "priority": 1},
         AGE,
     ), "A tenant: a Redis namespace (prefix + workspaceId) shared by its sessions and "
        "libraries, with session defaults, network policy and quotas."),

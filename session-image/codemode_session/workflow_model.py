@@ -16,6 +16,10 @@ from codemode_session.errors import ValidationError
 from codemode_session.names import validate_workflow_name
 
 MAX_SOURCE_BYTES = 512 * 1024
+# Deepest default or annotation expression a workflow may have: described with
+# `ast.unparse`, which recurses per level; far below where the stack runs out.
+MAX_EXPRESSION_DEPTH = 100
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -99,16 +103,47 @@ class Workflow:
         return cls.from_dict(data)
 
 
-def _literal(node: ast.expr) -> Any:
+def _depth(node: ast.AST) -> int:
+    """How deeply `node` nests, counted without recursion (the point is to refuse
+    what would exhaust the stack of `ast.unparse` or `literal_eval`)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(current))
+    return deepest
+
+
+def _source_text(node: ast.expr, what: str) -> str:
+    """`node` as source text; ValidationError naming `what` when it cannot be shown
+    (nested past MAX_EXPRESSION_DEPTH, or an integer too long to print)."""
+    depth = _depth(node)
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise ValidationError(
+            f"{what} is nested {depth} levels deep (at most {MAX_EXPRESSION_DEPTH}); "
+            "compute it inside run() instead"
+        )
+    try:
+        return ast.unparse(node)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        reason = str(exc).split(";")[0] if isinstance(exc, ValueError) else "too complex"
+        raise ValidationError(f"{what} cannot be described: {reason}") from None
+
+
+def _literal(node: ast.expr, what: str) -> Any:
+    """A default as its JSON value, or as its source text when it is not JSON."""
+    if _depth(node) > MAX_EXPRESSION_DEPTH:
+        return _source_text(node, what)  # raises: too deep to evaluate safely
     try:
         value = ast.literal_eval(node)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return ast.unparse(node)
+        return _source_text(node, what)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        # Not JSON (a set, bytes, 1e999): keep the default as its source text.
-        return ast.unparse(node)
+        # Not JSON (a set, bytes, 1e999, an int past Python's digit limit): keep the
+        # default as its source text.
+        return _source_text(node, what)
     return value
 
 
@@ -141,16 +176,32 @@ def parse_workflow(name: str, source: str, description: str | None = None) -> Wo
     line, or a missing `async def run`.
     """
     validate_workflow_name(name)
+    if isinstance(source, str):
+        # Editors on Windows save UTF-8 with a byte-order mark; Python ignores it in a
+        # file, so do we (the stored source has none).
+        source = source.removeprefix(BOM)
     if not isinstance(source, str) or not source.strip():
         raise ValidationError(f"workflow {name!r}: source is empty")
-    if len(source.encode()) > MAX_SOURCE_BYTES:
+    try:
+        size = len(source.encode())
+    except UnicodeEncodeError:
+        raise ValidationError(f"workflow {name!r}: source is not valid Unicode (it has a lone "
+                              "surrogate such as \\udcff)") from None
+    if size > MAX_SOURCE_BYTES:
         raise ValidationError(f"workflow {name!r}: source is larger than {MAX_SOURCE_BYTES} bytes")
     try:
         tree = ast.parse(source, filename=f"<workflow {name}>")
     except SyntaxError as exc:
+        where = f" at line {exc.lineno}" if exc.lineno else ""
+        raise ValidationError(f"workflow {name!r}: syntax error{where}: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on expressions nested some hundreds deep.
         raise ValidationError(
-            f"workflow {name!r}: syntax error at line {exc.lineno}: {exc.msg}"
+            f"workflow {name!r}: source is nested too deeply to parse (an expression of "
+            "hundreds of operators or brackets); split it into smaller expressions"
         ) from None
+    except ValueError as exc:  # a NUL byte, on Pythons that do not call it a SyntaxError
+        raise ValidationError(f"workflow {name!r}: {exc}") from None
     run = next(
         (n for n in tree.body if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)
          and n.name == "run"),
@@ -170,23 +221,29 @@ def parse_workflow(name: str, source: str, description: str | None = None) -> Wo
     params: list[Parameter] = []
     positional = [*args.posonlyargs, *args.args]
     first_default = len(positional) - len(args.defaults)
+    where = f"workflow {name!r}: the default of parameter"
     for index, arg in enumerate(positional):
         has_default = index >= first_default
-        default = _literal(args.defaults[index - first_default]) if has_default else None
-        params.append(_param(arg, has_default, default, docs))
+        default = (_literal(args.defaults[index - first_default], f"{where} {arg.arg!r}")
+                   if has_default else None)
+        params.append(_param(name, arg, has_default, default, docs))
     for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
         has_default = kw_default is not None
-        default = _literal(kw_default) if kw_default is not None else None
-        params.append(_param(arg, has_default, default, docs))
+        default = (_literal(kw_default, f"{where} {arg.arg!r}")
+                   if kw_default is not None else None)
+        params.append(_param(name, arg, has_default, default, docs))
     return Workflow(
         name=name, source=source, description=description, parameters=tuple(params)
     )
 
 
-def _param(arg: ast.arg, has_default: bool, default: Any, docs: dict[str, str]) -> Parameter:
+def _param(workflow: str, arg: ast.arg, has_default: bool, default: Any,
+           docs: dict[str, str]) -> Parameter:
+    annotation = arg.annotation
+    what = f"workflow {workflow!r}: the annotation of parameter {arg.arg!r}"
     return Parameter(
         name=arg.arg,
-        type=ast.unparse(arg.annotation) if arg.annotation is not None else "Any",
+        type=_source_text(annotation, what) if annotation is not None else "Any",
         description=docs.get(arg.arg, ""),
         required=not has_default,
         default=default,

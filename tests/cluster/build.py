@@ -79,6 +79,13 @@ def targets() -> list[Target]:
             paths.coredns_bin(),
             optional=True,
         ),
+        Target(
+            "kube-router",
+            "github.com/cloudnativelabs/kube-router/v2",
+            versions.KUBE_ROUTER,
+            "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+            paths.kube_router_bin(),
+        ),
     ]
 
 
@@ -123,6 +130,9 @@ def _ldflags(t: Target) -> str:
                 f"-X {pkg}.gitTreeState=clean",
                 f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
             ]
+    elif t.name == "kube-router":
+        # It logs its version at start; without this it says "version , built on ".
+        flags.append(f"-X {t.module}/pkg/version.Version={t.version}")
     return " ".join(flags)
 
 

@@ -20,6 +20,7 @@ NODE_PROGRAMS = {
     "runc": "runc",
     "iptables": "iptables",
     "conntrack": "conntrack",
+    "ipset": "ipset",  # kube-router's NetworkPolicy firewall
     "ip": "iproute2",
 }
 IMAGE_PROGRAMS = {"buildah": "buildah", "debootstrap": "debootstrap", "gcc": "gcc"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import build, controlplane, hostdeps, images, kwok, locks, node, ports, procs, wait
 from .layout import Layout, Mode, layout
@@ -12,6 +13,7 @@ STOP_ORDER = (
     "kwok",
     "local-path-provisioner",
     "coredns",
+    "kube-router",
     "kube-proxy",
     "kubelet",
     "containerd",
@@ -31,9 +33,15 @@ COMPONENTS: dict[Mode, tuple[str, ...]] = {
         *CONTROL_PLANE,
         "kubelet",
         "kube-proxy",
+        "kube-router",
         "coredns",
         "local-path-provisioner",
     ),
+}
+# A running process is not enough for these: each must also pass its check.
+HEALTH: dict[Mode, dict[str, Callable[[], bool]]] = {
+    "control-plane": {},
+    "node": {"kube-router": node.kube_router_enforcing},
 }
 
 
@@ -41,7 +49,7 @@ def required_binaries(mode: Mode) -> list[str]:
     base = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
     if mode == "control-plane":
         return [*base, "kwok"]
-    return [*base, "kubelet", "kube-proxy", "coredns"]
+    return [*base, "kubelet", "kube-proxy", "kube-router", "coredns"]
 
 
 def ensure_prerequisites(mode: Mode) -> None:
@@ -73,9 +81,17 @@ def missing(lay: Layout) -> list[str]:
     ]
 
 
+def unhealthy(lay: Layout) -> list[str]:
+    """Running components that fail their own check (kube-router not enforcing)."""
+    return [
+        n for n, check in HEALTH[lay.mode].items()
+        if procs.running_pid(lay.run, n) is not None and not check()
+    ]
+
+
 def is_up(lay: Layout) -> bool:
-    """Every component of the mode running and the API server ready."""
-    if missing(lay):
+    """Every component of the mode running and healthy, and the API server ready."""
+    if missing(lay) or unhealthy(lay):
         return False
     try:
         code, _ = wait.https_get(
@@ -151,9 +167,12 @@ def status(mode: Mode) -> bool:
         print(f"  server:     {lay.server}")
     if not names:
         return healthy
+    sick = unhealthy(lay)
     for name in dict.fromkeys([*COMPONENTS[mode], *names]):
         pid = procs.running_pid(lay.run, name)
         alive = f"pid {pid}" if pid else ("DEAD" if name in names else "NOT STARTED")
+        if name in sick:
+            alive = f"UNHEALTHY (pid {pid})"
         print(f"  {name:<24} {alive:<11} log {procs.log_file(lay.run, name)}")
     if not healthy:
         print(f"  run `python -m tests.cluster up --mode {mode}` to restart it")

@@ -1,9 +1,11 @@
-"""Node mode: containerd + runc + CNI bridge, a real kubelet, kube-proxy and
-CoreDNS, so pods really run and Services and ``*.svc`` names work in them.
+"""Node mode: containerd + runc + CNI bridge, a real kubelet, kube-proxy,
+kube-router's NetworkPolicy firewall and CoreDNS, so pods really run, Services
+and ``*.svc`` names work in them and NetworkPolicies are enforced.
 
 Everything this module changes on the host is recorded in ``host-state.json``
 so ``down`` can undo exactly that: processes, mounts, network namespaces, the
-bridge, iptables rules, the ``lo`` address and the ip_forward sysctl.
+bridge, iptables rules and ipsets, the ``lo`` address and the ip_forward and
+bridge-nf-call-iptables sysctls.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +25,7 @@ import yaml
 
 from . import images, kubeconfig, paths, pki, procs, provisioner, wait
 from .kubectl import apply, node_ready
-from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, Layout
+from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, SERVICE_CIDR, Layout
 
 CNI_BIN = Path("/usr/lib/cni")
 CNI_RESULTS = Path("/var/lib/cni/results")
@@ -35,7 +39,11 @@ NODE_CLIENTS = (
     ("kubelet", "system:node:{node}", ("system:nodes",)),
     ("kube-proxy", "system:kube-proxy", ()),
     ("coredns", "system:codemode-coredns", ()),
+    ("kube-router", "system:codemode-kube-router", ()),
 )
+# Most processes one pod may run (kubelet podPidsLimit): a fork bomb in a pod
+# stops there instead of exhausting the node's PIDs for every other pod.
+POD_PIDS_LIMIT = 1024
 
 
 def containerd_state() -> Path:
@@ -86,6 +94,12 @@ def prepare_host(lay: Layout) -> None:
     Each change is recorded in ``host-state.json`` before it is made, so an
     ``up`` killed halfway leaves ``down`` what it needs to undo it."""
     lay.run.mkdir(parents=True, exist_ok=True)
+    bridge_nf = _bridge_netfilter_before()
+    if bridge_nf is None:
+        raise RuntimeError(
+            f"{BRIDGE_NF} is missing (no br_netfilter): pod-to-pod traffic on the bridge would "
+            "bypass iptables, so NetworkPolicy could not be enforced; run `modprobe br_netfilter`"
+        )
     addrs = _sh("ip", "-o", "addr", "show", "dev", "lo").stdout
     state: dict[str, object] = {
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
@@ -93,14 +107,13 @@ def prepare_host(lay: Layout) -> None:
         "lo_ip_added": f" {NODE_HOST_IP}/" not in addrs,
         # The kubelet's device-plugin directory ignores --root-dir.
         "var_lib_kubelet_existed": VAR_LIB_KUBELET.exists(),
-        "bridge_nf": _bridge_netfilter_before(),
+        "bridge_nf": bridge_nf,
     }
     _state_file(lay).write_text(json.dumps(state))
     if state["lo_ip_added"]:
         subprocess.run(["ip", "addr", "add", f"{NODE_HOST_IP}/32", "dev", "lo"], check=True)
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    if state["bridge_nf"] is not None:
-        BRIDGE_NF.write_text("1\n")
+    BRIDGE_NF.write_text("1\n")
     _write_cni_config(lay)
     _start_containerd(lay)
 
@@ -109,10 +122,10 @@ BRIDGE_NF = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
 
 
 def _bridge_netfilter_before() -> str | None:
-    """Pod-to-Service-to-pod traffic on one bridge needs bridged packets to pass
-    iptables (conntrack must un-DNAT the reply). Returns the current value to
-    restore, or None if br_netfilter is unavailable (kube-proxy then
-    masquerades all)."""
+    """Bridged packets must pass iptables: pod-to-Service-to-pod traffic on one
+    bridge needs conntrack to un-DNAT the reply, and kube-router's policy chains
+    only see same-node pod-to-pod traffic this way. Returns the current value to
+    restore, or None if br_netfilter is unavailable."""
     if not BRIDGE_NF.exists():
         _sh("modprobe", "br_netfilter")
     if not BRIDGE_NF.exists():
@@ -222,10 +235,10 @@ def _make_node_pki(lay: Layout) -> None:
     )
 
 
-def _start_kubelet(lay: Layout) -> None:
-    root = lay.run / "kubelet"
-    root.mkdir(parents=True, exist_ok=True)
-    config = {
+def kubelet_config(lay: Layout) -> dict[str, object]:
+    """The kubelet's KubeletConfiguration: TLS and webhook auth, our DNS, no
+    disk-pressure evictions on a small disk, and a PID limit per pod."""
+    return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "address": NODE_HOST_IP,
@@ -259,9 +272,15 @@ def _start_kubelet(lay: Layout) -> None:
         "syncFrequency": "10s",
         "fileCheckFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
+        "podPidsLimit": POD_PIDS_LIMIT,
     }
+
+
+def _start_kubelet(lay: Layout) -> None:
+    root = lay.run / "kubelet"
+    root.mkdir(parents=True, exist_ok=True)
     cfg = lay.run / "kubelet-config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
+    cfg.write_text(yaml.safe_dump(kubelet_config(lay)))
     procs.start(
         lay.run,
         "kubelet",
@@ -292,9 +311,10 @@ def _start_kube_proxy(lay: Layout) -> None:
         "nodePortAddresses": [f"{NODE_HOST_IP}/32"],
         # Inside a container the conntrack sysctls are read-only.
         "conntrack": {"maxPerCore": 0},
-        # Without br_netfilter, SNAT all Service traffic so replies come back
-        # through the host, where conntrack can reverse the DNAT.
-        "iptables": {"localhostNodePorts": False, "masqueradeAll": not BRIDGE_NF.exists()},
+        # No SNAT of pod-to-Service traffic (br_netfilter lets conntrack un-DNAT
+        # replies on the bridge): a masqueraded source would be the node, which
+        # NetworkPolicy always admits.
+        "iptables": {"localhostNodePorts": False, "masqueradeAll": False},
     }
     cfg = lay.run / "kube-proxy-config.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -360,6 +380,69 @@ def _start_coredns(lay: Layout) -> None:
     )
 
 
+KUBE_ROUTER_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:codemode-kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces, nodes, services, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:codemode-kube-router"}
+roleRef:
+  {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:codemode-kube-router"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:codemode-kube-router"}
+"""
+
+# kube-router's filter-table chains and ipsets (all its names start so).
+KUBE_ROUTER_CHAIN_PREFIXES = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
+KUBE_ROUTER_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
+# A full policy sync ends by appending this ACCEPT to its top-level chains.
+_SYNCED_MARK = "--mark 0x20000/0x20000 -j ACCEPT"
+
+
+def kube_router_argv(lay: Layout) -> list[str]:
+    """Only the firewall: kube-proxy stays the service proxy and the CNI bridge
+    the pod network. Health and metrics ports are off (the health server would
+    listen on every interface); ``up`` checks its iptables chains instead."""
+    return [
+        str(paths.binary("kube-router")),
+        f"--kubeconfig={lay.component_kubeconfig('kube-router')}",
+        f"--hostname-override={lay.node_name}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--health-port=0",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
+def kube_router_enforcing() -> bool:
+    """kube-router has finished a policy sync: the FORWARD hook jumps to its
+    chain and that chain ends in the ACCEPT a completed sync appends."""
+    hook = _sh("iptables", "-t", "filter", "-S", "FORWARD").stdout
+    chain = _sh("iptables", "-t", "filter", "-S", "KUBE-ROUTER-FORWARD").stdout
+    return "-j KUBE-ROUTER-FORWARD" in hook and _SYNCED_MARK in chain
+
+
+def _start_kube_router(lay: Layout) -> None:
+    apply(lay, KUBE_ROUTER_RBAC)
+    procs.start(lay.run, "kube-router", kube_router_argv(lay))
+    wait.until(lay.run, "kube-router", kube_router_enforcing, timeout=60)
+
+
 def _start_provisioner(lay: Layout) -> None:
     """The default StorageClass and the host process that serves its claims."""
     apply(lay, provisioner.STORAGE_CLASS)
@@ -381,6 +464,7 @@ def start(lay: Layout) -> None:
     images.import_all(ctr)
     _start_kubelet(lay)
     _start_kube_proxy(lay)
+    _start_kube_router(lay)
     _start_coredns(lay)
     _start_provisioner(lay)
 
@@ -471,6 +555,40 @@ def _remove_kubelet_iptables() -> None:
                     _sh(tool, "-t", table, "-X", chain)
 
 
+def kube_router_leftovers(filter_rules: str) -> tuple[list[list[str]], list[str]]:
+    """From ``iptables -t filter -S`` output: the hook rules that jump into
+    kube-router's chains (as ``-D`` arguments) and the chains themselves."""
+    jumps: list[list[str]] = []
+    chains: list[str] = []
+    for line in filter_rules.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "-N" and words[1].startswith(KUBE_ROUTER_CHAIN_PREFIXES):
+            chains.append(words[1])
+        elif (len(words) > 2 and words[0] == "-A" and words[1] in ("INPUT", "FORWARD", "OUTPUT")
+              and "-j" in words and words[words.index("-j") + 1].startswith("KUBE-ROUTER-")):
+            jumps.append(["-D", *words[1:]])
+    return jumps, chains
+
+
+def _remove_kube_router_state() -> None:
+    """kube-router leaves its chains and ipsets when stopped (and its own
+    ``--cleanup-config`` also resets service-proxy and routing state we never
+    had): unhook its chains, flush and delete them, then destroy its ipsets."""
+    rules = _sh("iptables", "-t", "filter", "-S").stdout
+    jumps, chains = kube_router_leftovers(rules)
+    for args in jumps:
+        _sh("iptables", "-t", "filter", *args)
+    for chain in chains:  # flush all first: they jump to each other
+        _sh("iptables", "-t", "filter", "-F", chain)
+    for chain in chains:
+        _sh("iptables", "-t", "filter", "-X", chain)
+    if shutil.which("ipset") is None:
+        return
+    for name in _sh("ipset", "list", "-n").stdout.split():
+        if name.startswith(KUBE_ROUTER_IPSET_PREFIXES):
+            _sh("ipset", "destroy", name)
+
+
 def teardown_host(lay: Layout) -> None:
     """Undo prepare_host and anything the node processes left behind."""
     _kill_shims()
@@ -490,6 +608,8 @@ def teardown_host(lay: Layout) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(containerd_state())], check=False)
     if _sh("ip", "link", "show", BRIDGE).returncode == 0:
         _sh("ip", "link", "delete", BRIDGE)
+    if state:
+        _remove_kube_router_state()
     if Path(paths.binary("kube-proxy")).exists() and state:
         _sh(str(paths.binary("kube-proxy")), "--cleanup")
         _remove_kubelet_iptables()

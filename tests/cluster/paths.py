@@ -29,6 +29,10 @@ def coredns_bin() -> Path:
     return cache_root() / f"coredns-{versions.COREDNS}" / "bin"
 
 
+def kube_router_bin() -> Path:
+    return cache_root() / f"kube-router-{versions.KUBE_ROUTER}" / "bin"
+
+
 def binary(name: str) -> Path:
     """Path of a built binary by its name (kube-apiserver, etcd, kwok, ...)."""
     if name == "etcd":
@@ -37,6 +41,8 @@ def binary(name: str) -> Path:
         return kwok_bin() / name
     if name == "coredns":
         return coredns_bin() / name
+    if name == "kube-router":
+        return kube_router_bin() / name
     return k8s_bin() / name
 
 

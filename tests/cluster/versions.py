@@ -14,6 +14,9 @@ KUBERNETES_STAGING = "v0." + KUBERNETES.removeprefix("v1.")
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
 COREDNS = "v1.14.7"
+# NetworkPolicy enforcement (its firewall controller only). v2.1.0 is the newest
+# release the Go module proxy serves under the v2 module path.
+KUBE_ROUTER = "v2.1.0"
 
 # Used only when the machine has no Go >= 1.24 (fetched from the Go module
 # proxy as the golang.org/toolchain module, as `GOTOOLCHAIN` would).

@@ -1,14 +1,13 @@
 """The whole path on a real node: operator, Workspaces, a WorkflowLibrary from a local
 git server, CodeSession pods of our image, code that invokes a library workflow and
 saves an artifact, a second session that reads it, and a session of another
-workspace that cannot, even with raw Redis commands."""
+workspace that cannot; its agent code holds no Redis credentials, and even its
+workspace's Redis user cannot reach the first workspace's keys with raw commands."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
+import base64
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from codemode_operator.sessions import Sessions
 
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
-from tests.conftest import free_port, wait_for_port
+from tests.e2e import hostredis
 from tests.integration.gitserver import GitHTTPServer, GitRepo
 from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
 
@@ -31,17 +30,8 @@ ADMIN_PASSWORD = "e2e-admin-secret"
 @pytest.fixture(scope="module")
 def host_redis() -> Iterator[str]:
     """redis-server on this host, where pods reach it (the node's host address)."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="codemode-e2e-redis-")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
-         "--requirepass", ADMIN_PASSWORD, "--save", "", "--appendonly", "no",
-         "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    wait_for_port(port)
-    yield f"redis://:{ADMIN_PASSWORD}@{NODE_HOST_IP}:{port}/0"
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with hostredis.host_redis(ADMIN_PASSWORD) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -118,30 +108,37 @@ def test_library_sessions_and_isolation(
             with sessions.connect("b1") as b1:
                 assert b1.execute('artifacts.exists("report")').value is False
                 assert b1.execute("workflows.list()").value == []
-                attack = b1.execute(
-                    "import os, redis\n"
-                    "r = redis.Redis.from_url(os.environ['REDIS_URL'])\n"
-                    "out = {}\n"
-                    "for label, call in [\n"
-                    "    ('get', lambda: r.get('codemode:ws:client-a:artifacts:report')),\n"
-                    "    ('hgetall', lambda: r.hgetall("
-                    "'codemode:ws:client-a:workflows:__workflows__')),\n"
-                    "    ('keys', lambda: r.keys('*')),\n"
-                    "    ('scan', lambda: r.scan(0)),\n"
-                    "    ('flushall', lambda: r.flushall()),\n"
-                    "    ('acl', lambda: r.acl_list()),\n"
-                    "]:\n"
-                    "    try:\n"
-                    "        out[label] = repr(call())\n"
-                    "    except redis.RedisError as exc:\n"
-                    "        out[label] = 'DENIED ' + type(exc).__name__ + ' ' + str(exc)\n"
-                    "out")
-                assert attack.error is None, attack.error
-                for label, outcome in attack.value.items():
-                    denied = "NOPERM" in outcome.upper() or "permission" in outcome.lower()
-                    assert outcome.startswith("DENIED") and denied, (label, outcome)
+                # Agent code holds no storage credentials (the server brokers storage)...
+                env = b1.execute(
+                    "import os\n"
+                    "sorted(k for k, v in os.environ.items()\n"
+                    "       if k in ('REDIS_URL', 'STORAGE_DIR', 'CONTAINER_AUTH_TOKEN')\n"
+                    "       or 'redis://' in v or 'rediss://' in v)")
+                assert env.error is None, env.error
+                assert env.value == [], f"agent code sees credentials: {env.value}"
         finally:
             sessions.close()
+
+        # ...and whoever holds the workspace's Redis user (its Secret) cannot reach
+        # another workspace's keys or list the keyspace with raw commands.
+        scoped: Any = kinds.core.read_namespaced_secret("client-b-redis", namespace)
+        as_b = redis.Redis.from_url(base64.b64decode(scoped.data["url"]).decode(),
+                                    socket_timeout=5)
+        attacks: dict[str, Callable[[], Any]] = {
+            "get": lambda: as_b.get("codemode:ws:client-a:artifacts:report"),
+            "hgetall": lambda: as_b.hgetall("codemode:ws:client-a:workflows:__workflows__"),
+            "keys": lambda: as_b.keys("*"),
+            "scan": lambda: as_b.scan(0),
+            "flushall": lambda: as_b.flushall(),
+            "acl": lambda: as_b.acl_list(),
+        }
+        for label, call in attacks.items():
+            try:
+                outcome = f"ALLOWED {call()!r}"
+            except redis.RedisError as exc:
+                outcome = f"DENIED {type(exc).__name__} {exc}"
+            assert "NOPERM" in outcome.upper() or "permission" in outcome.lower(), (label, outcome)
+        as_b.close()
 
         admin = redis.Redis.from_url(host_redis.replace(NODE_HOST_IP, "127.0.0.1"))
         assert admin.exists("codemode:ws:client-a:artifacts:report") == 1

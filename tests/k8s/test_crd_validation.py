@@ -83,6 +83,23 @@ CREATE_CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
      ("spec.sessionDefaults.maxLifetime",)),
     ("ws-max-sessions-negative", "workspaces", _with(WS, "limits", {"maxSessions": -1}),
      ("spec.limits.maxSessions",)),
+    ("ws-max-storage-unit", "workspaces", _with(WS, "limits", {"maxStorageBytes": "1GB"}),
+     ("spec.limits.maxStorageBytes",)),
+    ("ws-max-storage-negative", "workspaces", _with(WS, "limits", {"maxStorageBytes": "-1"}),
+     ("spec.limits.maxStorageBytes",)),
+    ("ws-max-artifact-milli", "workspaces", _with(WS, "limits", {"maxArtifactBytes": "100m"}),
+     ("spec.limits.maxArtifactBytes",)),
+    ("ws-max-artifact-over-storage", "workspaces",
+     _with(WS, "limits", {"maxStorageBytes": "10Mi", "maxArtifactBytes": "11Mi"}),
+     ("spec.limits.maxArtifactBytes",
+      "limits.maxArtifactBytes must not exceed limits.maxStorageBytes")),
+    ("ws-max-artifact-over-default-storage", "workspaces",
+     _with(WS, "limits", {"maxArtifactBytes": "2Gi"}),
+     ("spec.limits.maxArtifactBytes", "must not exceed limits.maxStorageBytes")),
+    ("ws-max-workflows-negative", "workspaces", _with(WS, "limits", {"maxWorkflows": -1}),
+     ("spec.limits.maxWorkflows",)),
+    ("ws-max-workflows-string", "workspaces", _with(WS, "limits", {"maxWorkflows": "many"}),
+     ("spec.limits.maxWorkflows",)),
     ("ws-deletion-policy", "workspaces", _with(WS, "deletionPolicy", "Orphan"),
      ("spec.deletionPolicy", "Unsupported value")),
     ("ws-data-policy", "workspaces", _with(WS, "dataPolicy", "Shred"), ("spec.dataPolicy",)),
@@ -221,7 +238,11 @@ def test_minimal_objects_get_defaults(kinds: Kinds) -> None:
                       {**WS, "limits": {}, "sessionDefaults": {}})["spec"]
     assert ws["prefix"] == "codemode"
     assert ws["deletionPolicy"] == "Refuse" and ws["dataPolicy"] == "Retain"
-    assert ws["limits"] == {"maxSessions": 10}
+    assert ws["limits"] == {"maxSessions": 10, "maxStorageBytes": "1Gi",
+                            "maxArtifactBytes": "64Mi", "maxWorkflows": 1000}
+    quotas = {"maxStorageBytes": "2.5G", "maxArtifactBytes": "2500M", "maxWorkflows": 0}
+    equal = kinds.create("workspaces", _name(), {**WS, "limits": quotas})["spec"]
+    assert equal["limits"] == {"maxSessions": 10, **quotas}  # equal quantities are fine
     assert ws["sessionDefaults"]["idleTimeout"] == "30m"
     assert ws["sessionDefaults"]["maxLifetime"] == "12h"
     assert ws["sessionDefaults"]["allowRuntimeDeps"] is False

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 import redis
+from codemode_operator.builders.session import session_uid
 from codemode_session.storage.base import LibraryRecord
+from codemode_session.storage.keys import KeyLayout
 from codemode_session.storage.redis_storage import RedisStorage
 from codemode_session.workflow_model import Workflow
 from kubernetes import client
@@ -151,7 +153,8 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
 
     policy = env.net.read_namespaced_network_policy("ws-acl-sessions", env.ns)
     _owned_by(policy, "Workspace", "ws-acl", uid)
-    assert policy.spec.pod_selector.match_labels == {"codemode.dev/workspace": "ws-acl"}
+    assert policy.spec.pod_selector.match_labels == {"codemode.dev/workspace": "ws-acl",
+                                                     "app.kubernetes.io/component": "session"}
     assert sorted(policy.spec.policy_types) == ["Egress", "Ingress"]
     redis_rule = policy.spec.egress[1]
     assert redis_rule.to[0].ip_block.cidr == "127.0.0.1/32"
@@ -182,6 +185,37 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
             with pytest.raises(redis.exceptions.NoPermissionError):
                 denied()
     assert env.admin().get(other) == b"secret of another tenant"
+
+
+def test_workspace_status_reports_usage_and_quotas_reach_sessions(env: Env) -> None:
+    """Usage is read from Redis on the workspace's timer: what sessions stored after the
+    workspace became Ready shows up without any change to the Workspace."""
+    spec = env.workspace("ws-usage", workspaceId="tenant-u",
+                         limits={"maxStorageBytes": "10Mi", "maxArtifactBytes": "1Mi",
+                                 "maxWorkflows": 5})
+    status = env.ready("workspaces", "ws-usage")
+    assert status["usage"] == {"storageBytes": 0, "artifacts": 0, "workflows": 0}
+
+    keys = KeyLayout(spec["prefix"], "tenant-u")
+    with env.admin() as admin:
+        admin.hset(keys.usage, "bytes", 4242)
+        admin.hset(keys.artifact_index, mapping={"a": "{}", "b": "{}"})
+        admin.hset(keys.workflows, mapping={"w1": "{}", "w2": "{}", "w3": "{}"})
+    want = {"storageBytes": 4242, "artifacts": 2, "workflows": 3}
+    env.wait(lambda: env.kinds.status("workspaces", "ws-usage").get("usage") == want, 75,
+             "Workspace status.usage refreshed by the timer")
+
+    env.kinds.create("codesessions", "s-quota", {"workspaceRef": "ws-usage"})
+    env.wait(lambda: env.pod("s-quota-session") is not None, 30, "pod created")
+    pod = env.pod("s-quota-session")
+    assert pod is not None
+    env_vars = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env_vars["STORAGE_MAX_BYTES"] == str(10 * 2**20)
+    assert env_vars["STORAGE_MAX_ARTIFACT_BYTES"] == str(2**20)
+    assert env_vars["STORAGE_MAX_WORKFLOWS"] == "5"
+    wide = env.cluster.kubectl("get", "cmws", "ws-usage", "-n", env.ns, "-o", "wide")
+    header, row = wide.splitlines()[:2]
+    assert "STORAGE" in header and "4242" in row
 
 
 def test_workspace_secret_ref_missing_then_created(env: Env) -> None:
@@ -243,6 +277,14 @@ def test_session_children_ready_and_pod_recreated(env: Env) -> None:
     assert env_vars["WORKSPACE_ID"].value == "tenant-s"
     assert pod.spec.security_context.run_as_non_root is True
     assert container.security_context.read_only_root_filesystem is True
+    # one server session per pod, as a uid of the pod's own, with the workspace's quotas
+    assert env_vars["MAX_SESSIONS"].value == "1"
+    assert env_vars["STORAGE_MAX_BYTES"].value == str(2**30)
+    assert env_vars["STORAGE_MAX_ARTIFACT_BYTES"].value == str(64 * 2**20)
+    assert env_vars["STORAGE_MAX_WORKFLOWS"].value == "1000"
+    run_as = pod.spec.security_context.run_as_user
+    assert run_as == session_uid(uid) and run_as >= 100000
+    assert pod.spec.security_context.run_as_group == run_as
 
     old_uid = pod.metadata.uid
     env.core.delete_namespaced_pod("s1-session", env.ns, grace_period_seconds=0)
@@ -254,6 +296,8 @@ def test_session_children_ready_and_pod_recreated(env: Env) -> None:
 
     env.wait(recreated, 30, "pod recreated")
     env.phase("s1", "Ready")
+    again = env.pod("s1-session")
+    assert again is not None and again.spec.security_context.run_as_user == run_as
     pods = env.core.list_namespaced_pod(env.ns, label_selector=f"{SESSION_LABEL}=s1").items
     assert len([p for p in pods if p.metadata.deletion_timestamp is None]) == 1
 

@@ -63,7 +63,7 @@ def test_session_pod_is_hardened() -> None:
     assert spec["automountServiceAccountToken"] is False
     psc = spec["securityContext"]
     assert psc["runAsNonRoot"] is True
-    assert psc["runAsUser"] == 10001 and psc["runAsGroup"] == 10001
+    assert psc["runAsUser"] >= 100000 and psc["runAsGroup"] == psc["runAsUser"]
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
     c = _container(pod)
     csc = c["securityContext"]
@@ -154,7 +154,8 @@ def test_network_policy_shape() -> None:
     np = network_policy(p, "redis://10.1.2.3:6380/0")
     _owner_ok(np, "Workspace", "ws", "uid-ws")
     spec = np["spec"]
-    assert spec["podSelector"] == {"matchLabels": {f"{PREFIX}/workspace": "ws"}}
+    assert spec["podSelector"] == {"matchLabels": {f"{PREFIX}/workspace": "ws",
+                                                   "app.kubernetes.io/component": "session"}}
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     [ingress] = spec["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": PORT}]
@@ -162,7 +163,7 @@ def test_network_policy_shape() -> None:
     assert values == ["codemode-system", "gateway", "team"]
     egress = spec["egress"]
     dns, redis_rule, *extra = egress
-    assert {"protocol": "UDP", "port": 53} in dns["ports"]
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     assert redis_rule == {"ports": [{"protocol": "TCP", "port": 6380}],
                           "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}
     assert extra == [
@@ -170,6 +171,38 @@ def test_network_policy_shape() -> None:
          "ports": [{"protocol": "TCP", "port": 443}]},
         {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
     ]
+
+
+def _selects(selector: dict[str, Any], pod_labels: dict[str, str]) -> bool:
+    return all(pod_labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_network_policy_selects_session_pods_but_not_sync_jobs() -> None:
+    """A sync Job needs its git server, which the sessions' egress does not allow."""
+    selector = network_policy(_workspace(), "redis://10.1.2.3:6380/0")["spec"]["podSelector"]
+    pod = session_pod(_session(workspace="ws"))
+    job = sync_job(_library(), "lib-sync-1")
+    assert _selects(selector, pod["metadata"]["labels"])
+    assert job["spec"]["template"]["metadata"]["labels"][f"{PREFIX}/workspace"] == "ws"
+    assert not _selects(selector, job["spec"]["template"]["metadata"]["labels"])
+    other = session_pod(_session(workspace="other"))
+    assert not _selects(selector, other["metadata"]["labels"])
+
+
+def test_network_policy_dns_reaches_cluster_and_node_resolvers_only() -> None:
+    """Port 53 of pods and of private or link-local addresses (a node-local cache, CoreDNS
+    on the node); never a public address, or port 53 would be a way out."""
+    import ipaddress
+
+    dns = network_policy(_workspace(), "redis://10.1.2.3:6380/0")["spec"]["egress"][0]
+    assert {"namespaceSelector": {}} in dns["to"]
+    blocks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in dns["to"]
+              if "ipBlock" in peer]
+    assert blocks and all(b.is_private for b in blocks)
+    for resolver in ("10.96.0.10", "169.254.20.10", "10.250.250.1"):
+        assert any(ipaddress.ip_address(resolver) in b for b in blocks), resolver
+    for public in ("8.8.8.8", "1.1.1.1", "2001:4860:4860::8888"):
+        assert not any(ipaddress.ip_address(public) in b for b in blocks), public
 
 
 def test_network_policy_redis_service_peer() -> None:
@@ -274,7 +307,9 @@ def test_acl_rules(writable: bool) -> None:
     assert any(k.endswith("cm:deps") for k in keys)
     assert ("~cm:deps" in keys) is writable
     assert not any(k in ("~*", "allkeys", "~cm:*") for k in rules)
-    for denied in ("-@all", "-@dangerous", "-scan", "-eval", "-select"):
-        assert denied in rules
-    assert rules.index("-@all") < rules.index("+@read")
+    granted = [r for r in rules if r.startswith("+")]
+    assert granted and rules.index("-@all") < rules.index(granted[0])
+    assert not any(r.startswith("+@") for r in rules), "categories grow with Redis versions"
+    for denied in ("scan", "keys", "dbsize", "info", "eval", "select", "client|tracking"):
+        assert f"+{denied}" not in rules
     assert redis_acl.acl_username("team", "ws") == "codemode:team:ws"

@@ -49,3 +49,34 @@ def test_parameters_come_from_the_signature() -> None:
 def test_invalid_workflows_say_why(name: str, source: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         parse_workflow(name, source)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("async def run(x=" + "+".join(["1"] * 400) + "): pass",
+         "the default of parameter 'x' is nested 400 levels deep"),
+        ("async def run(*, k=" + "-" * 150 + "1): pass",
+         "the default of parameter 'k' is nested 151 levels deep"),
+        ("async def run(x=0x" + "f" * 5000 + "): pass",
+         "the default of parameter 'x' cannot be described: Exceeds the limit"),
+        ("async def run(a: " + "list[" * 120 + "int" + "]" * 120 + "): pass",
+         "the annotation of parameter 'a' is nested"),
+        ("async def run(x=" + "+".join(["1"] * 50_000) + "): pass",
+         "source is nested too deeply to parse"),
+    ],
+    ids=["plus-400", "minus-150-kwonly", "long-int", "annotation", "plus-50000"],
+)
+def test_what_cannot_be_described_is_a_validation_error(source: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=f"^workflow 'flow': .*{message}"):
+        parse_workflow("flow", source)
+
+
+def test_shallow_expressions_are_described_by_their_source() -> None:
+    wf = parse_workflow("flow", "async def run(x=" + "+".join(["1"] * 99) + "): pass")
+    assert wf.parameters[0].default == " + ".join(["1"] * 99)
+
+
+def test_a_byte_order_mark_is_dropped() -> None:
+    wf = parse_workflow("fetch_page", "\ufeff" + SOURCE)
+    assert wf.source == SOURCE and wf == parse_workflow("fetch_page", SOURCE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,13 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes quantity of bytes: a non-negative number with an optional binary or decimal
+# suffix (64Mi, 1Gi, 500M, 1048576); no milli or exponent forms, which make no sense for bytes.
+_BYTES = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+BYTES_PATTERN = f"^{_BYTES.pattern}$"
+_SUFFIX_BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+                 "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+                 "Pi": 2**50, "Ei": 2**60}
 
 
 def parse_duration(text: str) -> float:
@@ -23,6 +31,22 @@ def parse_duration(text: str) -> float:
 def Duration(description: str, default: str | None = None, alias: str | None = None) -> Any:
     """A Field for a duration string (validated by the API server's pattern)."""
     return Field(default=default, description=description, pattern=DURATION_PATTERN,
+                 max_length=32, alias=alias)
+
+
+def parse_bytes(text: str) -> int:
+    """Bytes of a quantity such as `64Mi` or `1G`, rounded up like Kubernetes does."""
+    match = _BYTES.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid byte quantity {text!r}: use e.g. 64Mi, 1Gi, 500M")
+    number, suffix = match.groups()
+    exact = Decimal(number) * _SUFFIX_BYTES[suffix or ""]
+    return int(exact.to_integral_value(rounding=ROUND_CEILING))
+
+
+def Bytes(description: str, default: str, alias: str) -> Any:
+    """A Field for a quantity of bytes (validated by the API server's pattern)."""
+    return Field(default=default, description=description, pattern=BYTES_PATTERN,
                  max_length=32, alias=alias)
 
 

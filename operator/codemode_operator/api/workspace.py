@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from codemode_operator.api.common import (
+    Bytes,
     Condition,
     Duration,
     Model,
@@ -84,8 +85,26 @@ class SessionDefaults(Model):
 
 
 class WorkspaceLimits(Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        # isQuantity first: a value the pattern refuses must not also fail this rule's call
+        "rule": "!isQuantity(self.maxArtifactBytes) || !isQuantity(self.maxStorageBytes) || "
+                "quantity(self.maxArtifactBytes).compareTo(quantity(self.maxStorageBytes)) <= 0",
+        "message": "limits.maxArtifactBytes must not exceed limits.maxStorageBytes",
+        "fieldPath": ".maxArtifactBytes",
+    }]})
+
     max_sessions: int = Field(default=10, ge=0, le=10000, alias="maxSessions",
                               description="Most CodeSessions that may run at once.")
+    max_storage_bytes: str = Bytes(
+        "Most bytes the workspace may store: artifact data plus the sources of workflows "
+        "agents saved (library workflows are not counted), e.g. 1Gi. A write past it is "
+        "refused by the session server.", "1Gi", "maxStorageBytes")
+    max_artifact_bytes: str = Bytes("Largest single artifact, e.g. 64Mi.", "64Mi",
+                                    "maxArtifactBytes")
+    max_workflows: int = Field(
+        default=1000, ge=0, le=1000000, alias="maxWorkflows",
+        description="Most workflows the workspace may hold; an agent saving one more is "
+                    "refused.")
 
 
 class WorkspaceSpec(Model):
@@ -121,6 +140,16 @@ class WorkspaceSpec(Model):
         description="What happens to the workspace's Redis keys when it is deleted.")
 
 
+class WorkspaceUsage(Model):
+    storage_bytes: int = Field(
+        alias="storageBytes",
+        description="Bytes counted against limits.maxStorageBytes (as the session servers "
+                    "account them).")
+    artifacts: int = Field(description="Artifacts stored.")
+    workflows: int = Field(description="Workflows stored, counted against "
+                                       "limits.maxWorkflows.")
+
+
 class WorkspaceStatus(Model):
     model_config = ConfigDict(extra="allow")
 
@@ -136,5 +165,8 @@ class WorkspaceStatus(Model):
     sessions: int | None = Field(default=None, description="CodeSessions of this workspace.")
     libraries: int | None = Field(default=None,
                                   description="WorkflowLibraries of this workspace.")
+    usage: WorkspaceUsage | None = Field(
+        default=None, description="What the workspace stores, read from Redis on each "
+                                  "reconcile (every 30s).")
     conditions: list[Condition] = Field(default_factory=list,
                                         description="Ready, RedisReachable.")

@@ -6,7 +6,7 @@ from typing import Any
 
 from codemode_operator import API_VERSION, PREFIX
 
-SESSION_UID = 10001
+SESSION_UID = 10001  # sync Job pods; session pods each get one of their own (session_uid)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "codemode-operator",
               "app.kubernetes.io/part-of": "codemode"}
 
@@ -23,12 +23,13 @@ def labels(component: str, workspace: str, **extra: str) -> dict[str, str]:
     return out
 
 
-def pod_security_context() -> dict[str, Any]:
+def pod_security_context(uid: int = SESSION_UID) -> dict[str, Any]:
+    """Non-root as `uid` (user, group and volume group), seccomp RuntimeDefault."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": SESSION_UID,
-        "runAsGroup": SESSION_UID,
-        "fsGroup": SESSION_UID,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from codemode_operator import PREFIX
+from codemode_operator.api.common import parse_bytes
+from codemode_operator.api.workspace import WorkspaceLimits
 from codemode_operator.builders.common import (
     container_security_context,
     env,
@@ -21,6 +24,23 @@ DEFAULT_RESOURCES = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"cpu": "1", "memory": "1Gi"},
 }
+
+
+# Each session pod runs as a uid (and gid) of its own: RLIMIT_NPROC counts processes per uid
+# across the whole node, so with one shared uid a fork bomb in one pod made fork fail in
+# every other. The range leaves out system and login uids (below 100000); 2^31-1 is the
+# largest uid Kubernetes accepts, kept out as some tools treat it as "nobody"-like.
+SESSION_UID_MIN = 100_000
+SESSION_UID_MAX = 2**31 - 2
+_DEFAULT_LIMITS = WorkspaceLimits()
+
+
+def session_uid(codesession_uid: str) -> int:
+    """The pod uid of a CodeSession: a hash of its metadata.uid into the range above, so a
+    re-created pod of the same CodeSession gets the same one and no state is needed."""
+    digest = hashlib.sha256(codesession_uid.encode()).digest()
+    span = SESSION_UID_MAX - SESSION_UID_MIN + 1
+    return SESSION_UID_MIN + int.from_bytes(digest[:8], "big") % span
 
 
 def session_endpoint(session: str, namespace: str) -> str:
@@ -48,6 +68,9 @@ class SessionParams:
     allow_runtime_deps: bool = False
     memory_limit_mb: int = 1024
     tools_config_map: str | None = None
+    max_storage_bytes: int = parse_bytes(_DEFAULT_LIMITS.max_storage_bytes)
+    max_artifact_bytes: int = parse_bytes(_DEFAULT_LIMITS.max_artifact_bytes)
+    max_workflows: int = _DEFAULT_LIMITS.max_workflows
 
     @property
     def token_secret(self) -> str:
@@ -97,6 +120,12 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
         env("MAX_EXECUTION_TIME", _seconds(p.max_execution_time)),
         env("ALLOW_RUNTIME_DEPS", "true" if p.allow_runtime_deps else "false"),
         env("WORKER_MEMORY_MB", str(p.memory_limit_mb)),
+        # Sessions of one server share its uid, which the restricted pod settings cannot
+        # separate: one CodeSession = one pod = one server session.
+        env("MAX_SESSIONS", "1"),
+        env("STORAGE_MAX_BYTES", str(p.max_storage_bytes)),
+        env("STORAGE_MAX_ARTIFACT_BYTES", str(p.max_artifact_bytes)),
+        env("STORAGE_MAX_WORKFLOWS", str(p.max_workflows)),
         env("DEPS_DIR", "/tmp/deps"),
         env("HOME", "/tmp"),
     ]
@@ -113,7 +142,7 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
         "enableServiceLinks": False,
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 5,
-        "securityContext": pod_security_context(),
+        "securityContext": pod_security_context(session_uid(p.uid)),
         "containers": [{
             "name": "session",
             "image": p.image,

@@ -62,17 +62,30 @@ def _redis_peer(url: str) -> tuple[dict[str, Any] | None, int]:
     return {"ipBlock": {"cidr": f"{address}/{bits}"}}, port
 
 
+# Cluster DNS is either pods behind a Service (the pod peer covers them, as policies
+# see the Service's endpoints) or a resolver on the node: a node-local cache at a
+# link-local address, or CoreDNS on the node's own address (the local test cluster).
+# Port 53 of private and link-local addresses covers those; public ones stay shut,
+# so port 53 is no tunnel out of the cluster.
+DNS_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7")
+
+
 def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
     """Session pods: ingress only from allowed namespaces on the server port; egress only
-    to Redis, cluster DNS and the declared allow-list. Nothing else, not even the API."""
+    to Redis, cluster DNS and the declared allow-list. Nothing else, not even the API.
+
+    Only session pods are selected: a library's sync Job carries the workspace label
+    too but must reach its git server, which no session may."""
     allowed_ns = sorted({p.namespace, p.operator_namespace,
                          *p.spec.network.ingress_from_namespaces})
     peer, redis_port = _redis_peer(redis_url)
     redis_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": redis_port}]}
     if peer is not None:
         redis_rule["to"] = [peer]
+    dns_peers: list[dict[str, Any]] = [{"namespaceSelector": {}}]
+    dns_peers += [{"ipBlock": {"cidr": cidr}} for cidr in DNS_CIDRS]
     egress: list[dict[str, Any]] = [
-        {"to": [{"namespaceSelector": {}}],
+        {"to": dns_peers,
          "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         redis_rule,
     ]
@@ -87,7 +100,8 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
         "metadata": {"name": f"{p.name}-sessions", "namespace": p.namespace,
                      "labels": labels("network-policy", p.name), "ownerReferences": p.owner()},
         "spec": {
-            "podSelector": {"matchLabels": {f"{PREFIX}/workspace": p.name}},
+            "podSelector": {"matchLabels": {f"{PREFIX}/workspace": p.name,
+                                            "app.kubernetes.io/component": "session"}},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{
                 "from": [{"namespaceSelector": {"matchExpressions": [{

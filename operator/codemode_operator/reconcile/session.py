@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from codemode_operator.api.codesession import CodeSessionSpec
-from codemode_operator.api.common import parse_duration
+from codemode_operator.api.common import parse_bytes, parse_duration
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.session import (
     PORT,
@@ -53,6 +53,9 @@ def params_of(body: dict[str, Any], workspace: dict[str, Any],
         allow_runtime_deps=defaults.allow_runtime_deps,
         memory_limit_mb=defaults.memory_limit_mb,
         tools_config_map=defaults.tools_config_map,
+        max_storage_bytes=parse_bytes(ws_spec.limits.max_storage_bytes),
+        max_artifact_bytes=parse_bytes(ws_spec.limits.max_artifact_bytes),
+        max_workflows=ws_spec.limits.max_workflows,
     )
 
 

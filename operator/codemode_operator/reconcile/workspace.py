@@ -8,7 +8,7 @@ from codemode_session.storage.redis_storage import redacted_url
 from redis.exceptions import RedisError
 
 from codemode_operator import redis_acl
-from codemode_operator.api.workspace import WorkspaceSpec
+from codemode_operator.api.workspace import WorkspaceSpec, WorkspaceUsage
 from codemode_operator.builders.workspace import (
     WorkspaceParams,
     credentials_secret,
@@ -44,6 +44,18 @@ def params_of(body: dict[str, Any], cfg: OperatorConfig) -> WorkspaceParams:
                            operator_namespace=cfg.namespace)
 
 
+def usage_status(usage: redis_acl.Usage) -> WorkspaceUsage:
+    """The status form of what Redis holds. A counter no session server wrote yet is 0, and
+    so is one that is negative or not a number (someone else's write): the status shows a
+    size, and the artifact and workflow counts stay visible either way."""
+    try:
+        stored = max(0, int(usage.storage_bytes or 0))
+    except ValueError:
+        stored = 0
+    return WorkspaceUsage(storageBytes=stored, artifacts=usage.artifacts,
+                          workflows=usage.workflows)
+
+
 def _member_names(kube: Kube, plural: str, namespace: str, workspace: str) -> list[str]:
     return [o["metadata"]["name"] for o in kube.list_custom(plural, namespace)
             if (o.get("spec") or {}).get("workspaceRef") == workspace]
@@ -72,10 +84,9 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
         secret = kube.secret_data(p.namespace, p.credentials_secret) or {}
         password = secret.get("password") or redis_acl.new_password()
         username = redis_acl.acl_username(p.namespace, p.name)
-        rules = redis_acl.acl_rules(p.spec.prefix, p.workspace_id, password,
-                                    deps_writable=p.spec.session_defaults.allow_runtime_deps)
         try:
-            redis_acl.provision(url, username, rules)
+            redis_acl.provision(url, username, password, p.spec.prefix, p.workspace_id,
+                                deps_writable=p.spec.session_defaults.allow_runtime_deps)
         except RedisError as exc:
             status["redisReachable"] = True
             status["conditions"] = set_condition(
@@ -97,6 +108,12 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
         sessions=len(_member_names(kube, "codesessions", p.namespace, p.name)),
         libraries=len(_member_names(kube, "workflowlibraries", p.namespace, p.name)),
     )
+    try:
+        usage = redis_acl.read_usage(url, p.spec.prefix, p.workspace_id)
+    except (RedisError, OSError):
+        pass  # Redis just answered: keep the last usage rather than fail the reconcile
+    else:
+        status["usage"] = usage_status(usage).model_dump(by_alias=True)
     target = redacted_url(url)
     conditions = set_condition(conditions, "RedisReachable", True, "Pinged",
                                f"{target} answered", generation)

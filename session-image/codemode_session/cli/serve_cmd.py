@@ -32,16 +32,18 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from codemode_session.server.app import create_app
+    from codemode_session.server.connections import uvicorn_options
 
     # First, before any worker exists: our memory, environ and fds are not theirs.
     _not_dumpable()
     try:
         app = create_app()
+        bounds = uvicorn_options(os.environ)
     except CodemodeError as exc:
         print(f"codemode serve: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, timeout_graceful_shutdown=10)
+                            access_log=False, timeout_graceful_shutdown=10, **bounds)
     server = uvicorn.Server(config)
     if os.getpid() == 1:
         init_guard.guard(server)

@@ -14,14 +14,13 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
 from codemode_session import __version__
 from codemode_session.deps_install import pip_install
@@ -40,9 +39,25 @@ from codemode_session.names import (
     validate_workspace_id,
 )
 from codemode_session.namespaces import artifact_metadata, decode_artifact, encode_artifact
+from codemode_session.server import openapi
 from codemode_session.server.auth import check_bearer
 from codemode_session.server.body_limit import BodySizeLimit
 from codemode_session.server.config import ServerConfig
+from codemode_session.server.models import (
+    ARTIFACT_NAME,
+    ARTIFACT_NAME_HELP,
+    WORKFLOW_NAME,
+    WORKFLOW_NAME_HELP,
+    ArtifactCreate,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    ExecuteRequest,
+    ExecuteResponse,
+    PackageRequest,
+    ReadyResponse,
+    WorkflowCreate,
+)
+from codemode_session.server.openapi import errors
 from codemode_session.server.sessions import (
     CLIENT_ID_RE,
     Session,
@@ -94,54 +109,9 @@ class AsciiJSONResponse(JSONResponse):
         return text.encode()
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ExecuteRequest(Strict):
-    code: str = Field(description="Python source; a trailing expression's value is returned")
-    timeout: float | None = Field(
-        default=None, gt=0, strict=True, allow_inf_nan=False,
-        description="Seconds before the worker is killed (a finite number)")
-
-
-class ExecuteResponse(BaseModel):
-    value: Any = None
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None
-    error_type: str | None = None
-    execution_time_ms: float
-    session_id: str
-    worker_restarted: bool = False
-
-
-class CreateSessionRequest(Strict):
-    workspace_id: str | None = None
-
-
-class CreateSessionResponse(BaseModel):
-    session_id: str
-    workspace_id: str | None
-    idle_timeout_seconds: float
-
-
-class WorkflowCreate(Strict):
-    name: str
-    source: str
-    description: str = ""
-
-
-class ArtifactCreate(Strict):
-    name: str
-    data: Any = None
-    data_base64: str | None = Field(default=None, description="Binary data, base64-encoded")
-    description: str = ""
-    metadata: dict[str, Any] | None = None
-
-
-class PackageRequest(Strict):
-    package: str
+# Path names are checked by the handlers (a 400 saying why); the document shows the rules.
+WorkflowName = Annotated[str, Path(json_schema_extra=WORKFLOW_NAME, description=WORKFLOW_NAME_HELP)]
+ArtifactName = Annotated[str, Path(json_schema_extra=ARTIFACT_NAME, description=ARTIFACT_NAME_HELP)]
 
 
 class StorageRegistry:
@@ -180,6 +150,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
 
     app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan,
                   default_response_class=AsciiJSONResponse)
+    openapi.install(app, config.max_execution_time)
     app.state.config = config
     # Every body but the probes' is capped before anything reads it (MAX_REQUEST_BYTES).
     app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
@@ -247,7 +218,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             "version": __version__,
         }
 
-    @app.get("/ready", tags=["probes"])
+    @app.get("/ready", tags=["probes"], response_model=ReadyResponse,
+             responses={503: {"model": ReadyResponse, "description": "storage does not answer"}})
     async def ready() -> JSONResponse:
         try:
             await asyncio.wait_for(storage_for(None).ping(), 3.0)
@@ -256,15 +228,18 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             return AsciiJSONResponse({"ready": False, "reason": reason}, status_code=503)
         return AsciiJSONResponse({"ready": True})
 
-    @app.get("/metrics", tags=["probes"])
+    @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # ---- authenticated endpoints -------------------------------------------------------
 
-    api = APIRouter(dependencies=[Depends(check_bearer)], default_response_class=AsciiJSONResponse)
+    # Any request may be unauthenticated, too large or not Unicode.
+    api = APIRouter(dependencies=[Depends(check_bearer)], default_response_class=AsciiJSONResponse,
+                    responses=errors(400, 401, 413))
 
-    @api.post("/sessions", status_code=201, response_model=CreateSessionResponse)
+    @api.post("/sessions", status_code=201, response_model=CreateSessionResponse,
+              responses=errors(403, 429))
     async def create_session(body: CreateSessionRequest | None = None) -> CreateSessionResponse:
         workspace = resolve_workspace(body.workspace_id if body else None)
         try:
@@ -276,7 +251,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         return CreateSessionResponse(session_id=session.id, workspace_id=workspace,
                                      idle_timeout_seconds=config.session_idle_timeout)
 
-    @api.delete("/sessions")
+    @api.delete("/sessions", responses=errors(404))
     async def end_session(x_session_id: str = Header(alias="X-Session-ID")) -> dict[str, Any]:
         if not await sessions().end(x_session_id):
             raise HTTPException(404, "unknown or expired session")
@@ -300,7 +275,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             404, "unknown or expired session; omit X-Session-ID or create one with POST /sessions"
         )
 
-    @api.post("/execute", response_model=ExecuteResponse)
+    @api.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
     async def execute(
         body: ExecuteRequest, x_session_id: str | None = Header(default=None, alias="X-Session-ID")
     ) -> Response:
@@ -308,16 +283,19 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             raise HTTPException(413, f"code is larger than {config.max_code_bytes} bytes")
         timeout = body.timeout or config.default_timeout
         if timeout > config.max_execution_time:
-            raise HTTPException(
-                422,
-                f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME={config.max_execution_time:g}s"
-            )
+            # Shaped like every other 422 (a list of errors), as the document says.
+            raise RequestValidationError([{
+                "type": "less_than_equal", "loc": ("body", "timeout"), "input": timeout,
+                "msg": f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME="
+                       f"{config.max_execution_time:g}s",
+                "ctx": {"le": config.max_execution_time},
+            }])
         session = await session_for_execute(x_session_id)
         # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
         # from the worker); returning it as is skips a second validation per request.
         return AsciiJSONResponse(await sessions().execute(session, body.code, timeout))
 
-    @api.get("/info")
+    @api.get("/info", responses=errors(404, 503))
     async def info(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                    ) -> dict[str, Any]:
         storage = storage_for(x_session_id)
@@ -336,7 +314,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             "version": __version__,
         }
 
-    @api.post("/reset")
+    @api.post("/reset", responses=errors(404))
     async def reset(x_session_id: str = Header(alias="X-Session-ID")) -> dict[str, Any]:
         await sessions().reset(session_or_404(x_session_id))
         return {"status": "reset", "session_id": x_session_id}
@@ -346,12 +324,12 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         texts.update(await storage.list_tools())
         return tool_specs(texts)
 
-    @api.get("/api/tools")
+    @api.get("/api/tools", responses=errors(404, 503))
     async def list_tools(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                          ) -> list[dict[str, Any]]:
         return [s.summary() for s in (await _tool_specs(storage_for(x_session_id))).values()]
 
-    @api.get("/api/tools/search")
+    @api.get("/api/tools/search", responses=errors(404, 503))
     async def search_tools(
         query: str, limit: int = 10,
         x_session_id: str | None = Header(default=None, alias="X-Session-ID"),
@@ -361,12 +339,12 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                         key=lambda x: -x[0])
         return [s.summary() for score, s in scored if score > 0][: max(0, limit)]
 
-    @api.get("/api/workflows")
+    @api.get("/api/workflows", responses=errors(404, 503))
     async def list_workflows(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                              ) -> list[dict[str, Any]]:
         return [w.summary() for w in await storage_for(x_session_id).list_workflows()]
 
-    @api.get("/api/workflows/search")
+    @api.get("/api/workflows/search", responses=errors(404, 503))
     async def search_workflows(
         query: str, limit: int = 10,
         x_session_id: str | None = Header(default=None, alias="X-Session-ID"),
@@ -378,8 +356,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
 
     # `{name:path}`: a name with a slash (`a%2Fb` arrives decoded) is a 400 that says
     # why, like any other invalid name, not the router's bare 404.
-    @api.get("/api/workflows/{name:path}")
-    async def get_workflow(name: str, x_session_id: str | None = Header(
+    @api.get("/api/workflows/{name:path}", responses=errors(404, 503))
+    async def get_workflow(name: WorkflowName, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         validate_workflow_name(name)
         workflow = await storage_for(x_session_id).get_workflow(name)
@@ -387,28 +365,33 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             raise HTTPException(404, f"no workflow named {name!r}")
         return workflow.to_dict()
 
-    @api.post("/api/workflows", status_code=201)
+    @api.post("/api/workflows", status_code=201, responses=errors(404, 409, 413, 503))
     async def create_workflow(body: WorkflowCreate, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         workflow = parse_workflow(body.name, body.source, body.description or None)
         await storage_for(x_session_id).save_workflow(workflow)
         return workflow.summary()
 
-    @api.delete("/api/workflows/{name:path}")
-    async def delete_workflow(name: str, x_session_id: str | None = Header(
+    @api.delete("/api/workflows/{name:path}", responses=errors(404, 409, 503))
+    async def delete_workflow(name: WorkflowName, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> bool:
         validate_workflow_name(name)
         if not await storage_for(x_session_id).delete_workflow(name):
             raise HTTPException(404, f"no workflow named {name!r}")
         return True
 
-    @api.get("/api/artifacts")
+    @api.get("/api/artifacts", responses=errors(404, 503))
     async def list_artifacts(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                              ) -> list[dict[str, Any]]:
         return [i.to_dict() for i in await storage_for(x_session_id).list_artifacts()]
 
-    @api.get("/api/artifacts/{name:path}")
-    async def get_artifact(name: str, x_session_id: str | None = Header(
+    @api.get("/api/artifacts/{name:path}", responses={
+        **errors(404, 503),
+        200: {"description": "The artifact: JSON, or bytes for binary data",
+              "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                  "format": "binary"}}}},
+    })
+    async def get_artifact(name: ArtifactName, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> Response:
         found = await storage_for(x_session_id).load_artifact(name)
         if found is None:
@@ -418,7 +401,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             return Response(value, media_type="application/octet-stream")
         return AsciiJSONResponse(value)
 
-    @api.post("/api/artifacts", status_code=201)
+    @api.post("/api/artifacts", status_code=201, responses=errors(404, 409, 413, 503))
     async def save_artifact(body: ArtifactCreate, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         if body.data_base64 is not None:
@@ -433,8 +416,8 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         await storage_for(x_session_id).save_artifact(info, payload)
         return info.to_dict()
 
-    @api.delete("/api/artifacts/{name:path}")
-    async def delete_artifact(name: str, x_session_id: str | None = Header(
+    @api.delete("/api/artifacts/{name:path}", responses=errors(404, 409, 503))
+    async def delete_artifact(name: ArtifactName, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         if not await storage_for(x_session_id).delete_artifact(name):
             raise HTTPException(404, f"no artifact named {name!r}")
@@ -446,12 +429,12 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                 403, f"deps {verb} is disabled: runtime dependencies are off (ALLOW_RUNTIME_DEPS)"
             )
 
-    @api.get("/api/deps")
+    @api.get("/api/deps", responses=errors(404, 503))
     async def list_deps(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                         ) -> list[str]:
         return await storage_for(x_session_id).list_deps()
 
-    @api.post("/api/deps/add")
+    @api.post("/api/deps/add", responses=errors(403, 404, 503))
     async def add_dep(body: PackageRequest, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         require_runtime_deps("add")
@@ -460,7 +443,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         added = await storage_for(x_session_id).add_dep(spec)
         return {"installed": [spec], "already_present": [] if added else [spec], "failed": []}
 
-    @api.post("/api/deps/remove")
+    @api.post("/api/deps/remove", responses=errors(403, 404, 503))
     async def remove_dep(body: PackageRequest, x_session_id: str | None = Header(
             default=None, alias="X-Session-ID")) -> dict[str, Any]:
         require_runtime_deps("remove")
@@ -468,7 +451,7 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
         removed = await storage_for(x_session_id).remove_dep(spec)
         return {"removed": [spec] if removed else [], "not_found": [] if removed else [spec]}
 
-    @api.post("/api/deps/sync")
+    @api.post("/api/deps/sync", responses=errors(403, 404, 503))
     async def sync_deps(x_session_id: str | None = Header(default=None, alias="X-Session-ID")
                         ) -> dict[str, Any]:
         require_runtime_deps("sync")

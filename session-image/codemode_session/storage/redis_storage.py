@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -204,11 +206,20 @@ class RedisStorage:
                 raise ValidationError(
                     f"invalid Redis URL scheme {scheme!r}: use redis://, rediss:// or unix://"
                 )
+            # A pooled connection Redis dropped (a restart, a failover, an idle cut by a
+            # proxy) fails its next command; that command is sent again on a fresh
+            # connection, a few times with short backoff, before anyone sees an error.
+            # Safe: what is re-sent is idempotent or WATCHed; redis-py turns a lost
+            # connection under WATCH into WatchError, and our transactions then rerun
+            # from fresh reads instead of replaying their writes.
             redis = aioredis.Redis.from_url(
                 url,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
-                health_check_interval=30,
+                retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), 3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                # Idle connections are PINGed (and replaced if dead) before reuse.
+                health_check_interval=10,
             )
             self._owns_client = True
         else:

@@ -45,8 +45,9 @@ class Catalog:
 
 
 def _decode(filename: str, data: bytes) -> str:
+    """The file's text; a UTF-8 byte-order mark (Windows editors write one) is dropped."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValidationError(f"{filename}: not UTF-8 text") from None
 

@@ -1,0 +1,50 @@
+"""The error answers and limits of the HTTP API, for its OpenAPI document.
+
+FastAPI documents only the success answer and 422; clients generated from the
+document (and schemathesis, which checks answers against it) must also know
+the other statuses the server gives and the shape of their bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from codemode_session.server.models import ErrorResponse
+
+ERRORS: dict[int, str] = {
+    400: "Invalid input (a name, a workflow source, a package spec, text that is not Unicode)",
+    401: "Missing or wrong bearer token",
+    403: "Not allowed here: another workspace than the server's, or runtime deps are off",
+    404: "Unknown or expired session, or no such workflow or artifact",
+    409: "The object belongs to a WorkflowLibrary, or concurrent writers kept changing it",
+    413: "The request body is larger than MAX_REQUEST_BYTES, the code than MAX_CODE_BYTES, "
+         "or a write would pass the workspace's storage quota",
+    429: "MAX_SESSIONS sessions are open; end one with DELETE /sessions",
+    503: "Storage (Redis or the storage folder) does not answer",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that can answer `codes` (each with `{"detail": str}`)."""
+    return {code: {"model": ErrorResponse, "description": ERRORS[code]} for code in codes}
+
+
+def install(app: FastAPI, max_execution_time: float) -> None:
+    """Generate the document as FastAPI does, plus the server's own limits (known only
+    once it is configured): a larger `timeout` than MAX_EXECUTION_TIME is a 422."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                   description=app.description)
+            timeout = document["components"]["schemas"]["ExecuteRequest"]["properties"]["timeout"]
+            for option in timeout.get("anyOf", [timeout]):
+                if option.get("type") == "number":
+                    option["maximum"] = max_execution_time
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
