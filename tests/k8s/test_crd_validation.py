@@ -96,8 +96,13 @@ CREATE_CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("ws-max-artifact-over-default-storage", "workspaces",
      _with(WS, "limits", {"maxArtifactBytes": "2Gi"}),
      ("spec.limits.maxArtifactBytes", "must not exceed limits.maxStorageBytes")),
-    ("ws-max-workflows-negative", "workspaces", _with(WS, "limits", {"maxWorkflows": -1}),
+    ("ws-max-workflows-zero", "workspaces", _with(WS, "limits", {"maxWorkflows": 0}),
      ("spec.limits.maxWorkflows",)),
+    ("ws-max-storage-zero", "workspaces", _with(WS, "limits", {"maxStorageBytes": "0Gi"}),
+     ("spec.limits.maxStorageBytes", "must be more than 0")),
+    ("ws-max-artifact-zero", "workspaces",
+     _with(WS, "limits", {"maxArtifactBytes": "0.0"}),
+     ("spec.limits.maxArtifactBytes", "must be more than 0")),
     ("ws-max-workflows-string", "workspaces", _with(WS, "limits", {"maxWorkflows": "many"}),
      ("spec.limits.maxWorkflows",)),
     ("ws-deletion-policy", "workspaces", _with(WS, "deletionPolicy", "Orphan"),
@@ -240,7 +245,7 @@ def test_minimal_objects_get_defaults(kinds: Kinds) -> None:
     assert ws["deletionPolicy"] == "Refuse" and ws["dataPolicy"] == "Retain"
     assert ws["limits"] == {"maxSessions": 10, "maxStorageBytes": "1Gi",
                             "maxArtifactBytes": "64Mi", "maxWorkflows": 1000}
-    quotas = {"maxStorageBytes": "2.5G", "maxArtifactBytes": "2500M", "maxWorkflows": 0}
+    quotas = {"maxStorageBytes": "2.5G", "maxArtifactBytes": "2500M", "maxWorkflows": 1}
     equal = kinds.create("workspaces", _name(), {**WS, "limits": quotas})["spec"]
     assert equal["limits"] == {"maxSessions": 10, **quotas}  # equal quantities are fine
     assert ws["sessionDefaults"]["idleTimeout"] == "30m"

@@ -121,7 +121,7 @@ def test_parse_bytes_refuses_what_the_schema_refuses(text: str) -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("maxStorageBytes", "1GB"), ("maxArtifactBytes", "-5"), ("maxStorageBytes", "lots"),
-    ("maxWorkflows", -1), ("maxWorkflows", 10**7),
+    ("maxWorkflows", 0), ("maxWorkflows", 10**7),
 ])
 def test_invalid_limits_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as info:
@@ -140,6 +140,10 @@ def test_limits_schema_has_defaults_bounds_and_the_contradiction_rule() -> None:
     assert props["maxStorageBytes"]["pattern"] == props["maxArtifactBytes"]["pattern"]
     [rule] = limits["x-kubernetes-validations"]
     assert "maxArtifactBytes" in rule["message"] and rule["fieldPath"] == ".maxArtifactBytes"
+    for field in ("maxStorageBytes", "maxArtifactBytes"):  # the server reads 0 as no limit
+        [positive] = props[field]["x-kubernetes-validations"]
+        assert "isGreaterThan(quantity('0'))" in positive["rule"]
+    assert props["maxWorkflows"]["minimum"] == 1
     usage = schema["properties"]["status"]["properties"]["usage"]["properties"]
     assert set(usage) == {"storageBytes", "artifacts", "workflows"}
 

@@ -45,9 +45,12 @@ def parse_bytes(text: str) -> int:
 
 
 def Bytes(description: str, default: str, alias: str) -> Any:
-    """A Field for a quantity of bytes (validated by the API server's pattern)."""
+    """A Field for a positive quantity of bytes, validated by the API server (pattern and
+    CEL): 0 is refused because the session server reads 0 as "no limit"."""
     return Field(default=default, description=description, pattern=BYTES_PATTERN,
-                 max_length=32, alias=alias)
+                 max_length=32, alias=alias, json_schema_extra={"x-kubernetes-validations": [{
+                     "rule": "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                     "message": "must be more than 0"}]})
 
 
 class Model(BaseModel):

@@ -102,7 +102,7 @@ class WorkspaceLimits(Model):
     max_artifact_bytes: str = Bytes("Largest single artifact, e.g. 64Mi.", "64Mi",
                                     "maxArtifactBytes")
     max_workflows: int = Field(
-        default=1000, ge=0, le=1000000, alias="maxWorkflows",
+        default=1000, ge=1, le=1000000, alias="maxWorkflows",
         description="Most workflows the workspace may hold; an agent saving one more is "
                     "refused.")
 
@@ -143,8 +143,8 @@ class WorkspaceSpec(Model):
 class WorkspaceUsage(Model):
     storage_bytes: int = Field(
         alias="storageBytes",
-        description="Bytes counted against limits.maxStorageBytes (as the session servers "
-                    "account them).")
+        description="Bytes counted against limits.maxStorageBytes, as the session servers "
+                    "account them (0 until their first counted write).")
     artifacts: int = Field(description="Artifacts stored.")
     workflows: int = Field(description="Workflows stored, counted against "
                                        "limits.maxWorkflows.")
