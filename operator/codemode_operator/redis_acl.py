@@ -118,15 +118,17 @@ def acl_username(namespace: str, workspace: str) -> str:
     return f"codemode:{namespace}:{workspace}"
 
 
-def acl_rules(prefix: str, workspace_id: str, password: str, deps_writable: bool,
+def acl_rules(prefix: str, workspace_id: str, password: str,
               commands: Iterable[str] = ALLOWED) -> list[str]:
-    """ACL SETUSER rules; `commands` is ALLOWED, narrowed to what the server knows."""
+    """ACL SETUSER rules; `commands` is ALLOWED, narrowed to what the server knows.
+
+    What every workspace of the prefix shares (deps, tools) is read-only: a session's
+    own packages go to its workspace's deps set, inside its scope."""
     keys = KeyLayout(prefix=prefix, workspace_id=workspace_id)
-    shared = "~" if deps_writable else "%R~"
     return [
         "reset", "on", f">{password}", "resetchannels",
         f"~{keys.scope}:*",
-        f"{shared}{keys.deps}",
+        f"%R~{keys.deps}",
         f"%R~{keys.root}:tools:*",
         "-@all",
         *(f"+{name}" for name in sorted(commands)),
@@ -165,12 +167,11 @@ def known_commands(client: redis.Redis, names: Iterable[str]) -> list[str]:
     return [name for name, info in zip(wanted, infos, strict=True) if info]
 
 
-def provision(admin_url: str, username: str, password: str, prefix: str, workspace_id: str,
-              deps_writable: bool) -> None:
+def provision(admin_url: str, username: str, password: str, prefix: str,
+              workspace_id: str) -> None:
     """Create or update the workspace's user (one ACL SETUSER: never half-applied)."""
     with _client(admin_url) as client:
-        rules = acl_rules(prefix, workspace_id, password, deps_writable,
-                          known_commands(client, ALLOWED))
+        rules = acl_rules(prefix, workspace_id, password, known_commands(client, ALLOWED))
         client.execute_command("ACL", "SETUSER", username, *rules)
 
 

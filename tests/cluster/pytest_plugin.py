@@ -82,9 +82,9 @@ def _session_cluster(mode: Mode) -> Iterator[Cluster]:
         yield _external_cluster(mode, Path(external))
         return
     lay = layout(mode)
-    started = not lifecycle.is_up(lay)
-    if started:
-        lifecycle.up(mode)
+    # Decided under up()'s lock (0.0 means it was already up): a cluster another
+    # pytest run or a user started meanwhile is never stopped by this one.
+    started = lifecycle.up(mode) > 0.0
     try:
         yield Cluster(mode, lay.kubeconfig, lay.node_name)
     finally:

@@ -95,13 +95,17 @@ def test_add_installs_and_imports(api: Api, redis_server: RedisServer, prefix: s
     assert api.value(session, f"deps.add({PACKAGE!r})") == {"installed": [PACKAGE]}
     assert api.value(session, f"import {MODULE}\n{MODULE}.VALUE") == 42
     assert api.value(session, "deps.list()") == [PACKAGE]
-    # Deps belong to the prefix, not the workspace (DESIGN.md §3).
+    # An agent's package is its workspace's: the prefix-wide set, which every workspace
+    # installs, is the store's to change.
     with redis.Redis.from_url(redis_server.url) as rdb:
-        assert rdb.smembers(f"{prefix}:deps") == {PACKAGE.encode()}
-    # A new session (a new worker) finds the installed package too.
-    fresh = api.session("other-ws")
+        assert rdb.smembers(f"{prefix}:ws:deps-ws:deps") == {PACKAGE.encode()}
+        assert rdb.smembers(f"{prefix}:deps") == set()
+    # A new session (a new worker) of the workspace finds the package installed and listed;
+    # another workspace does not see it listed.
+    fresh = api.session("deps-ws")
     assert api.value(fresh, f"from {MODULE} import greet\ngreet('you')") == "hello you"
-    assert api.http.get("/api/deps").json() == [PACKAGE]
+    assert api.value(fresh, "deps.list()") == [PACKAGE]
+    assert api.value(api.session("other-ws"), "deps.list()") == []
 
 
 def test_deps_api(api: Api) -> None:
@@ -117,8 +121,8 @@ def test_deps_api(api: Api) -> None:
     assert again.json() == {"removed": [], "not_found": [f"{PACKAGE}==0.1.0"]}
 
 
-def test_sync_and_remove_in_code(api: Api, shared: str) -> None:
-    session = shared
+def test_sync_and_remove_in_code(api: Api) -> None:
+    session = api.session("deps-ws")
     assert PACKAGE in api.value(session, "deps.sync()")["installed"]
     assert api.value(session, "deps.remove('never-added')") is False
 

@@ -63,8 +63,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     for workspace_id in ("alpha", "beta"):
         username = redis_acl.acl_username("team", workspace_id)
         password = redis_acl.new_password()
-        redis_acl.provision(server.url, username, password, PREFIX, workspace_id,
-                            deps_writable=False)
+        redis_acl.provision(server.url, username, password, PREFIX, workspace_id)
         tenants.append(Tenant(workspace_id, username, password,
                               redis_acl.scoped_url(server.url, username, password)))
     yield Env(server, *tenants)
@@ -340,9 +339,15 @@ async def test_redis_storage_does_everything_as_the_workspace_user(env: Env) -> 
         assert await store.delete_workflow("double") is True
         assert await store.delete_artifact("report.json") is True
 
-        # deps and tools are shared and read-only unless runtime deps are on
-        with pytest.raises(ForbiddenError):
-            await store.add_dep("pandas")
+        # a workspace adds packages to its own set; the shared deps and tools are read-only
+        admin = env.admin()
+        admin.sadd(KeyLayout(PREFIX).deps, "shared-pkg")
+        assert await store.add_dep("pandas") is True
+        assert await store.list_deps() == ["pandas", "shared-pkg"]
+        with pytest.raises(ForbiddenError, match="shared by every workspace"):
+            await store.remove_dep("shared-pkg")
+        assert await store.remove_dep("pandas") is True
+        assert admin.smembers(KeyLayout(PREFIX).deps) == {b"shared-pkg"}
         with pytest.raises(ForbiddenError):
             await store.save_tool("curl", "name: curl\n")
         # and beta sees none of alpha's
@@ -367,14 +372,17 @@ def test_store_cli_bootstrap_runs_as_the_workspace_user(
     assert main(["store", "bootstrap", "--library", "cli-lib", "--delete", *target]) == 0
 
 
-def test_deps_writable_only_when_runtime_deps_are_on(env: Env) -> None:
+def test_shared_deps_read_only_own_deps_writable(env: Env) -> None:
     username = redis_acl.acl_username("team", "gamma")
     password = redis_acl.new_password()
-    redis_acl.provision(env.server.url, username, password, PREFIX, "gamma",
-                        deps_writable=True)
+    redis_acl.provision(env.server.url, username, password, PREFIX, "gamma")
     url = redis_acl.scoped_url(env.server.url, username, password)
+    keys = KeyLayout(PREFIX, "gamma")
     with redis.Redis.from_url(url) as gamma:
-        assert gamma.sadd(KeyLayout(PREFIX, "gamma").deps, "pandas") == 1
+        assert gamma.sadd(keys.workspace_deps, "pandas") == 1
+        assert gamma.smembers(keys.deps) is not None
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            gamma.sadd(keys.deps, "pandas")
         with pytest.raises(redis.exceptions.NoPermissionError):
             gamma.hset(KeyLayout(PREFIX, "gamma").tools, "t", "x")
         with pytest.raises(redis.exceptions.NoPermissionError):

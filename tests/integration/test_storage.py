@@ -78,7 +78,7 @@ async def test_legacy_layout_keys(stores: dict[str, RedisStorage], redis_url: st
         f"{prefix}:artifacts:__index__",
         f"{prefix}:ws:client-a:artifacts:blob",
         f"{prefix}:ws:client-a:artifacts:__index__",
-        f"{prefix}:deps",
+        f"{prefix}:ws:client-a:deps",  # ours: a workspace's own packages
         f"{prefix}:tools:__tools__",
         f"{prefix}:usage",  # ours: the quota's usage counter, one per namespace
         f"{prefix}:ws:client-a:usage",
@@ -90,8 +90,9 @@ async def test_legacy_layout_keys(stores: dict[str, RedisStorage], redis_url: st
     ]
     index = json.loads(raw.hget(f"{prefix}:artifacts:__index__", "blob"))  # type: ignore[arg-type]
     assert index["metadata"]["_data_type"] == "bytes" and "created_at" in index
-    # deps and tools are prefix-wide: every workspace of the prefix sees them
-    assert await stores["b"].list_deps() == ["requests>=2"]
+    # tools are prefix-wide; a workspace's added deps are its own
+    assert await stores["b"].list_deps() == []
+    assert await scoped.list_deps() == ["requests>=2"]
     assert list(await stores["legacy"].list_tools()) == ["echo"]
     raw.close()
 
@@ -144,7 +145,8 @@ async def test_file_storage_mirrors_the_tree(tmp_path: Path) -> None:
     assert workflow is not None and workflow.description == "Say hi."
     assert await b.list_workflows() == [] and await b.list_artifacts() == []
     assert [i.name for i in await legacy.list_artifacts()] == ["y"]
-    assert await b.list_deps() == ["numpy"]
+    assert await b.list_deps() == [] and await a.list_deps() == ["numpy"]
+    assert (tmp_path / "workspaces/client-a/deps.txt").read_text() == "numpy\n"
     assert await a.delete_artifact("dir/x.txt") is True
     assert await a.load_artifact("dir/x.txt") is None
 

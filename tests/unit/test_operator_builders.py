@@ -6,7 +6,6 @@ import json
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import pytest
 from codemode_operator import API_VERSION, PREFIX, redis_acl
 from codemode_operator.api.workflowlibrary import WorkflowLibrarySpec
 from codemode_operator.api.workspace import WorkspaceSpec
@@ -297,15 +296,13 @@ def test_scoped_url_replaces_credentials() -> None:
     assert tls == "rediss://u:p@[::1]/0"
 
 
-@pytest.mark.parametrize("writable", [False, True])
-def test_acl_rules(writable: bool) -> None:
-    rules = redis_acl.acl_rules("cm", "wsid", "pw", deps_writable=writable)
+def test_acl_rules() -> None:
+    rules = redis_acl.acl_rules("cm", "wsid", "pw")
     assert rules[:4] == ["reset", "on", ">pw", "resetchannels"]
     keys = [r for r in rules if r.startswith(("~", "%"))]
     assert "~cm:ws:wsid:*" in keys
     assert "%R~cm:tools:*" in keys
-    assert any(k.endswith("cm:deps") for k in keys)
-    assert ("~cm:deps" in keys) is writable
+    assert "%R~cm:deps" in keys and "~cm:deps" not in keys
     assert not any(k in ("~*", "allkeys", "~cm:*") for k in rules)
     granted = [r for r in rules if r.startswith("+")]
     assert granted and rules.index("-@all") < rules.index(granted[0])

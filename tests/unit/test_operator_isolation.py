@@ -166,9 +166,9 @@ def test_allow_and_deny_lists_do_not_overlap_and_grant_only_commands() -> None:
 
 
 def test_acl_rules_grant_only_the_known_commands_given() -> None:
-    rules = redis_acl.acl_rules("cm", "wsid", "pw", False, commands=["get", "client|setname"])
+    rules = redis_acl.acl_rules("cm", "wsid", "pw", commands=["get", "client|setname"])
     assert rules[-3:] == ["-@all", "+client|setname", "+get"]
-    default = redis_acl.acl_rules("cm", "wsid", "pw", False)
+    default = redis_acl.acl_rules("cm", "wsid", "pw")
     assert {r[1:] for r in default if r.startswith("+")} == set(redis_acl.ALLOWED)
 
 

@@ -85,8 +85,7 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
         password = secret.get("password") or redis_acl.new_password()
         username = redis_acl.acl_username(p.namespace, p.name)
         try:
-            redis_acl.provision(url, username, password, p.spec.prefix, p.workspace_id,
-                                deps_writable=p.spec.session_defaults.allow_runtime_deps)
+            redis_acl.provision(url, username, password, p.spec.prefix, p.workspace_id)
         except RedisError as exc:
             status["redisReachable"] = True
             status["conditions"] = set_condition(

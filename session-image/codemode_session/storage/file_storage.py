@@ -1,6 +1,6 @@
 """File backend: the same namespaces as Redis, mirrored as a directory tree.
 
-Layout: base/[workspaces/{id}/]{workflows,artifacts,libraries}, plus the
+Layout: base/[workspaces/{id}/]{workflows,artifacts,libraries,deps.txt}, plus the
 prefix-wide base/deps.txt and base/tools/. Every write goes to a temp file and
 is renamed into place, and index updates hold an flock, so concurrent workers
 never see torn files. A multi-file change (a library, a tools sync) holds the
@@ -23,7 +23,12 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar
 
-from codemode_session.errors import ConflictError, StorageUnavailableError, ValidationError
+from codemode_session.errors import (
+    ConflictError,
+    ForbiddenError,
+    StorageUnavailableError,
+    ValidationError,
+)
 from codemode_session.names import (
     validate_artifact_name,
     validate_library_name,
@@ -152,6 +157,7 @@ class FileStorage:
         self.libraries_dir = self.scope / "libraries"
         self.tools_dir = self.base / "tools"
         self.deps_file = self.base / "deps.txt"
+        self.workspace_deps_file = self.scope / "deps.txt"  # deps_file when unscoped
 
     @property
     def description(self) -> str:
@@ -347,10 +353,11 @@ class FileStorage:
         return _read_json(self.artifacts_dir / INDEX_FILE)
 
     def _usage(self) -> int:
-        """Artifact data plus agent workflow sources, measured (files have no counter)."""
+        """Artifact data and index (descriptions, metadata) plus agent workflow sources,
+        measured (files have no counter)."""
         owned = self._owners()
         total = sum(_size(p) for p in self.artifacts_dir.rglob("*")
-                    if p.is_file() and p.name not in (INDEX_FILE, ".lock")
+                    if p.is_file() and p.name != ".lock"
                     and not p.name.startswith(".tmp-"))
         return total + sum(_size(p) for p in self.workflows_dir.glob("*.py")
                            if p.stem not in owned)
@@ -369,9 +376,13 @@ class FileStorage:
     @_in_thread
     def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         path = self._artifact_path(info.name)
-        self.quota.check_artifact(info.name, len(data))
+        entry = info.index_entry()
+        size = len(data) + len(json.dumps(entry).encode())  # the description counts too
+        self.quota.check_artifact(info.name, size)
         with self._lock(self.artifacts_dir):
-            delta = len(data) - _size(path)
+            old = self._index().get(info.name)
+            old_entry = len(json.dumps(old).encode()) if old is not None else 0
+            delta = size - _size(path) - old_entry
             if delta > 0 and self.quota.max_bytes is not None:
                 with self._lock(self.workflows_dir):
                     self.quota.check_bytes(self._usage() + delta, grows=True)
@@ -386,7 +397,7 @@ class FileStorage:
                     f"cannot save artifact {info.name!r}: it is a folder of other artifacts "
                     f"(names starting with '{info.name}/')") from None
             index = self._index()
-            index[info.name] = info.index_entry()
+            index[info.name] = entry
             atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
 
     @_in_thread
@@ -432,35 +443,43 @@ class FileStorage:
 
     # ---- deps and tools ----------------------------------------------------------------
 
-    def _deps(self) -> list[str]:
+    def _deps(self, path: Path | None = None) -> list[str]:
         try:
-            lines = self.deps_file.read_text().splitlines()
+            lines = (path or self.deps_file).read_text().splitlines()
         except FileNotFoundError:
             return []
         return sorted({line.strip() for line in lines if line.strip()})
 
     @_in_thread
     def list_deps(self) -> list[str]:
-        return self._deps()  # one file, replaced by rename: always whole
+        """The shared specs and this workspace's own (each file replaced by rename)."""
+        return sorted({*self._deps(), *self._deps(self.workspace_deps_file)})
 
     @_in_thread
     def add_dep(self, spec: str) -> bool:
-        with self._lock(self.base):
-            deps = self._deps()
-            if spec in deps:
+        """Added to this workspace's own file (never the shared one), within the quota."""
+        with self._lock(self.scope):
+            own = self._deps(self.workspace_deps_file)
+            if spec in own or spec in self._deps():
                 return False
-            atomic_write(self.deps_file, _deps_text([*deps, spec]))
+            self.quota.check_deps(len(own) + 1)
+            atomic_write(self.workspace_deps_file, _deps_text([*own, spec]))
             return True
 
     @_in_thread
     def remove_dep(self, spec: str) -> bool:
-        with self._lock(self.base):
-            deps = self._deps()
-            if spec not in deps:
-                return False
-            rest = [d for d in deps if d != spec]
-            atomic_write(self.deps_file, _deps_text(rest))
-            return True
+        """Only this workspace's own specs can go; a shared one belongs to the store."""
+        with self._lock(self.scope):
+            own = self._deps(self.workspace_deps_file)
+            if spec in own:
+                atomic_write(self.workspace_deps_file,
+                             _deps_text([d for d in own if d != spec]))
+                return True
+        if spec in self._deps():
+            raise ForbiddenError(
+                f"package {spec!r} is shared by every workspace under {self.base}; it can "
+                "only be removed from the store (the library's deps), not by a session")
+        return False
 
     def _tools(self) -> dict[str, str]:
         if not self.tools_dir.is_dir():

@@ -276,8 +276,9 @@ class RedisStorage:
             return None
 
     async def _measure_usage(self) -> int:
-        """Count what the usage counter covers (artifact data, agent workflow sources),
-        for a workspace whose counter was never started (data written by other clients)."""
+        """Count what the usage counter covers (artifact data and index entries, agent
+        workflow sources), for a workspace whose counter was never started (data written
+        by other clients)."""
         names = [_s(n) for n in await self.redis.hkeys(self.keys.artifact_index)]
         owned = {_s(n) for n in await self.redis.hkeys(self.keys.workflow_owners)}
         agent = [_s(n) for n in await self.redis.hkeys(self.keys.workflows)
@@ -285,6 +286,7 @@ class RedisStorage:
         async with self.redis.pipeline(transaction=False) as reads:
             for name in names:
                 reads.strlen(self.keys.artifact(name))
+                reads.hstrlen(self.keys.artifact_index, name)
             for name in agent:
                 reads.hstrlen(self.keys.workflows, name)
             sizes = await reads.execute()
@@ -454,15 +456,17 @@ class RedisStorage:
 
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         validate_artifact_name(info.name)
-        self.quota.check_artifact(info.name, len(data))
         keys = self.keys
         key = keys.artifact(info.name)
         entry = json.dumps(info.index_entry())
+        # The description and metadata are stored too, so they count like the data.
+        size = len(data) + len(entry.encode())
+        self.quota.check_artifact(info.name, size)
 
         async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
-            old = int(await pipe.strlen(key))
+            old = await self._stored_artifact_bytes(pipe, info.name)
             used = await self._usage(pipe)
-            delta = len(data) - old
+            delta = size - old
             if used is None and delta > 0:
                 used = await self._measure_usage()
                 self.quota.check_bytes(used + delta, grows=True)
@@ -481,7 +485,13 @@ class RedisStorage:
                 self._count(p, used, delta)
             return write
 
-        await self._watched([key, keys.usage], f"save artifact {info.name!r}", plan)
+        await self._watched([key, keys.artifact_index, keys.usage],
+                            f"save artifact {info.name!r}", plan)
+
+    async def _stored_artifact_bytes(self, pipe: Pipeline, name: str) -> int:
+        """What one artifact adds to usage: its data and its index entry."""
+        data = int(await pipe.strlen(self.keys.artifact(name)))
+        return data + int(await pipe.hstrlen(self.keys.artifact_index, name))
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         validate_artifact_name(name)
@@ -519,7 +529,7 @@ class RedisStorage:
         key = keys.artifact(name)
 
         async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
-            old = int(await pipe.strlen(key))
+            old = await self._stored_artifact_bytes(pipe, name)
             used = await self._usage(pipe)
 
             def write(p: Pipeline) -> None:
@@ -528,7 +538,7 @@ class RedisStorage:
                 self._count(p, used, -min(old, used or 0))
             return write
 
-        deleted, unindexed, *_ = await self._watched([key, keys.usage],
+        deleted, unindexed, *_ = await self._watched([key, keys.artifact_index, keys.usage],
                                                      f"delete artifact {name!r}", plan)
         return bool(deleted or unindexed)
 
@@ -545,18 +555,41 @@ class RedisStorage:
     # ---- deps and tools ----------------------------------------------------------------
 
     async def list_deps(self) -> list[str]:
-        raw: set[bytes | str] = await self._call(
-            lambda: self.redis.smembers(self.keys.deps)
-        )
+        """The shared specs and this workspace's own, together."""
+        keys = sorted({self.keys.deps, self.keys.workspace_deps})
+        raw: set[bytes | str] = await self._call(lambda: self.redis.sunion(keys))
         return sorted(_s(v) for v in raw)
 
     async def add_dep(self, spec: str) -> bool:
-        added = await self._call(lambda: self.redis.sadd(self.keys.deps, spec))
-        return bool(added)
+        """Added to this workspace's own set (never the shared one), within the quota."""
+        keys = self.keys
+
+        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
+            if await pipe.sismember(keys.deps, spec) or await pipe.sismember(
+                    keys.workspace_deps, spec):
+                return lambda p: None
+            self.quota.check_deps(int(await pipe.scard(keys.workspace_deps)) + 1)
+
+            def write(p: Pipeline) -> None:
+                p.sadd(keys.workspace_deps, spec)
+            return write
+
+        result = await self._watched([keys.deps, keys.workspace_deps],
+                                     f"add package {spec!r}", plan)
+        return bool(result and result[0])
 
     async def remove_dep(self, spec: str) -> bool:
-        removed = await self._call(lambda: self.redis.srem(self.keys.deps, spec))
-        return bool(removed)
+        """Only this workspace's own specs can go; a shared one belongs to the store."""
+        keys = self.keys
+        removed = await self._call(lambda: self.redis.srem(keys.workspace_deps, spec))
+        if removed:
+            return True
+        shared: int = await self._call(lambda: self.redis.sismember(keys.deps, spec))
+        if keys.workspace_deps != keys.deps and shared:
+            raise ForbiddenError(
+                f"package {spec!r} is shared by every workspace of prefix {self.prefix!r}; "
+                "it can only be removed from the store (the library's deps), not by a session")
+        return False
 
     async def list_tools(self) -> dict[str, str]:
         raw: dict[bytes | str, bytes | str] = await self._call(
