@@ -218,8 +218,10 @@ def test_journey(cluster: Cluster, namespace: str, project_images: dict[str, str
         mark("upgraded")
 
         # ---- delete the CRs: children and keys go ---------------------------------------
+        # --ignore-not-found: the Workspace (deletionPolicy Cascade) may already have
+        # removed the CodeSession when kubectl reaches it; deleting is idempotent.
         cluster.kubectl("-n", namespace, "delete", "-f", "-", "--wait=true", "--timeout=120s",
-                        stdin=manifests)
+                        "--ignore-not-found", stdin=manifests)
         wait_for(lambda: not any(kinds.get(p, n) for p, n in (
             ("codesessions", "agent-1"), ("workflowlibraries", "team-workflows"),
             ("workspaces", "client-a"))), 120, "codemode objects deleted")
