@@ -730,7 +730,11 @@ def storage_quotas(rows: Rows, w: World) -> None:
             "    except Exception as _e:\n        _err = [type(_e).__name__, str(_e)[:120]]\n"
             "        break\n[_added, _err]", timeout=120)
         grown = int(w.admin.scard(deps_key)) - members_before
-        row.result(grown < 3000, f"{out[0]} added, then {out[1]}; the prefix-wide {deps_key} "
+        own = int(w.admin.scard(f"{PREFIX}:ws:{WS_A}:deps"))
+        w.admin.delete(f"{PREFIX}:ws:{WS_A}:deps")
+        row.result(grown == 0 and own < 3000 and bool(out[1]) and out[1][0] == quota,
+                   f"{out[0]} added, then {out[1]}; A's own set holds {own}; the prefix-wide "
+                   f"{deps_key} "
                                  f"grew by {grown} members (~{grown * 188} bytes, in no "
                                  "workspace's usage)")
         w.admin.delete(deps_key)
