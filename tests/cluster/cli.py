@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from . import build, images, lifecycle, paths, tools, wait
+from . import build, hostdeps, images, lifecycle, paths, tools, wait
 from .layout import MODES, Mode, layout
 
 
@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         build.build(args.names or None)
     elif args.cmd == "images":
+        hostdeps.install("node")  # buildah and debootstrap, on a fresh machine
         archives = images.build_defaults()
         if args.project:
             archives += images.build_project_images(force=args.force)
         print("\n".join(map(str, archives)))
         lifecycle.import_images_if_up()
     elif args.cmd == "build-image":
+        hostdeps.install("node")
         build_args = dict(a.split("=", 1) for a in args.build_arg)
         print(images.build_image(args.file, args.context, args.tag, build_args))
         lifecycle.import_images_if_up()
