@@ -1,1 +1,1 @@
-"""A real local Kubernetes cluster for tests, built without any registry (DESIGN.md §6)."""
+"""A real local Kubernetes for tests, built without any registry (docs/architecture.md §6)."""

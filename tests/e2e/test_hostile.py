@@ -1,4 +1,4 @@
-"""Hostile agent code against real session pods of two workspaces (issue 10, DESIGN.md §7).
+"""Hostile agent code against real pods of two workspaces (issue 10, docs/architecture.md §7).
 
 The real operator (on the host) reconciles two Workspaces and one CodeSession each on
 the node cluster; code goes in through the real session client, as an agent's would.

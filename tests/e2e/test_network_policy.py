@@ -1,7 +1,7 @@
 """NetworkPolicy is enforced on the node cluster (kube-router's firewall), and the
 Workspace policy the operator builds lets a session pod reach exactly its Redis,
 cluster DNS and its declared allow-list, and be reached only on its server port from
-its own and the operator's namespaces (DESIGN.md §7).
+its own and the operator's namespaces (docs/architecture.md §7).
 
 Every connection is a single TCP connect or DNS query with a short timeout, from
 ``kubectl exec`` in a pod, to pods and Services of this cluster or the API server;

@@ -9,6 +9,7 @@ line instead of a traceback. So do usage errors, and anything unexpected
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -36,16 +37,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(sub)
     store_cmd.register(sub)
     dev_cmd.register(sub)
-    try:  # `exec` needs the operator extra (the Kubernetes client)
+    if operator_extra_installed():
         from codemode_operator import exec_cmd
-    except ImportError:
-        pass
-    else:
+
         exec_cmd.register(sub)
+    else:
+        parser.epilog = EXEC_MISSING
     return parser
 
 
+EXEC_MISSING = ("codemode exec (run code in a CodeSession) needs the operator extra: "
+                "pip install 'codemode[operator]'")
+
+
+def operator_extra_installed() -> bool:
+    """Whether `codemode exec` can work: it needs the Kubernetes client of the operator
+    extra. codemode_operator itself is in every install (one distribution) and exec_cmd
+    imports the client only when it runs, so importing exec_cmd proves nothing; the
+    client is looked up without importing it (that takes about a second)."""
+    try:
+        return importlib.util.find_spec("kubernetes") is not None
+    except (ImportError, ValueError):  # a broken or half-imported installation
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["exec"] and not operator_extra_installed():
+        print(f"codemode: error: {EXEC_MISSING}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,4 @@
-"""Storage backends sharing py-code-mode's Redis key layout (DESIGN.md §3)."""
+"""Storage backends sharing py-code-mode's Redis key layout (docs/architecture.md §3)."""
 
 from codemode_session.storage.base import (
     TRANSACTION_ATTEMPTS,

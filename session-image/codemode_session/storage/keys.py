@@ -1,4 +1,4 @@
-"""The Redis key layout of DESIGN.md §3, in one place."""
+"""The Redis key layout of docs/architecture.md §3, in one place."""
 
 from __future__ import annotations
 
