@@ -6,21 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 import sys
 from typing import Any
 
 import kopf
-from kopf._core.engines.peering import Identity
 from prometheus_client import start_http_server
 
-from codemode_operator import PREFIX, allocator, api_session, logs
+from codemode_operator import PREFIX, allocator, api_session, handlers, logs
 from codemode_operator.kube import load_config
-from codemode_operator.settings import OperatorConfig
+from codemode_operator.settings import ConfigError, OperatorConfig
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -29,7 +26,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = int(os.environ.get("OPERATOR_WORKERS", "32"))
+    settings.execution.max_workers = cfg.workers
     # Our own Events (transitions, deletions) are posted explicitly; kopf's per-handler
     # "succeeded" lines would be two more API writes per object, so only its warnings go.
     settings.posting.level = logging.WARNING
@@ -41,11 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     allocator.limit_arenas()
-    cfg = OperatorConfig.from_env()
+    try:
+        cfg = OperatorConfig.from_env()  # the one read of the environment
+    except ConfigError as exc:
+        parser.error(str(exc))
     logs.configure(args.verbose)
     load_config()
-    import codemode_operator.handlers  # noqa: F401  (registers the handlers)
+    handlers.register(cfg)
 
+    @kopf.on.startup()
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, cfg)
+
+    # kopf names itself after POD_ID when set (its in-cluster convention), else after
+    # getpass.getuser(), which fails for a uid without a passwd entry (any runAsUser).
+    os.environ["POD_ID"] = cfg.identity
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)
     namespaces = list(cfg.watch_namespaces)
@@ -54,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,
-        # kopf's default identity asks getpass.getuser(), which fails for a uid
-        # without a passwd entry (any runAsUser in a pod): name ourselves.
-        identity=Identity(f"codemode-operator@{socket.gethostname()}"),
     ))
     return 0
 

@@ -22,6 +22,7 @@ from codemode_operator import GROUP, VERSION
 from codemode_operator.api.codesession import CodeSessionSpec, CodeSessionStatus
 from codemode_operator.api.workflowlibrary import WorkflowLibrarySpec, WorkflowLibraryStatus
 from codemode_operator.api.workspace import WorkspaceSpec, WorkspaceStatus
+from codemode_operator.vocabulary import ConditionType
 
 KEEP = {
     "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum",
@@ -33,7 +34,7 @@ KEEP = {
 
 def _ready(col: str = "Ready") -> dict[str, Any]:
     return {"name": col, "type": "string",
-            "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+            "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY.value}")].status'}
 
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}

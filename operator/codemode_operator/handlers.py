@@ -1,8 +1,13 @@
-"""kopf handlers: thin wiring from events to the reconcile modules.
+"""kopf handlers: thin wiring from events to the reconcile modules and the committer.
 
-Handlers are sync functions, so kopf runs them in its thread pool and the
-blocking Kubernetes and Redis clients never touch its event loop; the pod-event
-handler is async only to hand its work to a pool of its own.
+`register(cfg)` registers them with the configuration parsed at start-up (the timer
+intervals come from it). Every status goes through `commit.Committer`: reconcile
+functions compute, the committer writes on the resourceVersion the status was computed
+from and posts the transition Events; kopf writes no status of its own.
+
+Handlers are sync functions, so kopf runs them in its thread pool and the blocking
+Kubernetes and Redis clients never touch its event loop; the timer and pod-event
+handlers that are async only hand their work to pools of their own.
 """
 
 from __future__ import annotations
@@ -14,33 +19,57 @@ import copy
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from pydantic import BaseModel
 
 from codemode_operator import GROUP, PREFIX, VERSION, metrics
+from codemode_operator.api.codesession import CodeSessionStatus
+from codemode_operator.commit import (
+    LIBRARY,
+    WORKSPACE,
+    Committed,
+    Committer,
+    EventSink,
+    Outcome,
+    StatusKind,
+    as_obj,
+)
 from codemode_operator.conditions import parse_iso
-from codemode_operator.kube import Kube
+from codemode_operator.kube import Kube, KubeAPI, Obj
 from codemode_operator.reconcile import Retry
 from codemode_operator.reconcile import library as library_rec
 from codemode_operator.reconcile import session as session_rec
 from codemode_operator.reconcile import workspace as workspace_rec
 from codemode_operator.settings import OperatorConfig
+from codemode_operator.vocabulary import EventType, Phase, Reason, is_final
 
 log = logging.getLogger("codemode.operator")
 T = TypeVar("T")
-CFG = OperatorConfig.from_env()
-_kube: Kube | None = None
+S = TypeVar("S", bound=BaseModel)
+
+# The watchdog reads each Ready session's server over HTTP; sessions that answer slowly
+# (or, on kwok, never) must not hold up create handlers and pod events, so it has threads
+# of its own. When they are busy, checks run late, never the rest of the operator.
+WATCHDOG_WORKERS = 2
+# Pod events get threads of their own: in kopf's shared pool they would queue behind a
+# burst of create handlers, and sessions whose pods are long Ready would wait for them.
+POD_EVENT_WORKERS = 8
+# Sessions waiting for these are retried by kopf (the handler raises TemporaryError).
+WAITING = (Reason.WORKSPACE_NOT_FOUND, Reason.WORKSPACE_NOT_READY, Reason.SESSION_LIMIT_REACHED)
 
 
-def kube() -> Kube:
-    global _kube
-    if _kube is None:
-        _kube = Kube()
-    return _kube
+def post_event(obj: Obj, type_: str, reason: str, message: str) -> None:
+    """An Event through kopf's queue (needs the context of a kopf handler)."""
+    body = kopf.Body(cast(kopf.RawBody, obj))
+    if type_ == EventType.NORMAL:
+        kopf.event(body, type=type_, reason=reason, message=message)
+    else:
+        kopf.warn(body, reason=reason, message=message)
 
 
 @contextlib.contextmanager
@@ -64,271 +93,239 @@ async def _in_pool(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -
     return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
-def _run(kind: str, body: Any, patch: kopf.Patch, fn: Any, *args: Any) -> dict[str, Any]:
-    """Call a reconcile function, write its status, turn Retry into kopf's retry."""
-    with _as_kopf_retry(kind):
-        status: dict[str, Any] = fn(kube(), CFG, dict(body), *args)
-    old = dict(body.get("status") or {})
-    if any(old.get(key) != value for key, value in status.items()):
-        # The whole computed status, never a mix: an event handler may have written newer
-        # fields since `body` was read, and half of each would be inconsistent.
-        for key, value in status.items():
-            patch.status[key] = value
-    return status
-
-
-def _transition(body: Any, old: dict[str, Any], new: dict[str, Any], what: str) -> None:
-    """Post an Event when the Ready condition or phase changes."""
-    def ready(status: dict[str, Any]) -> tuple[str | None, str | None]:
-        cond: dict[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-        return cond.get("status"), cond.get("reason")
-
-    before, after = ready(old), ready(new)
-    phase_changed = old.get("phase") != new.get("phase")
-    if before != after or phase_changed:
-        cond: dict[str, Any] = next(
-            (c for c in new.get("conditions") or [] if c.get("type") == "Ready"), {})
-        message = cond.get("message") or f"{what} is {new.get('phase', after[0])}"
-        if after[0] == "True":
-            kopf.event(body, type="Normal", reason=after[1] or "Ready", message=message)
-        else:
-            kopf.warn(body, reason=after[1] or "NotReady", message=message)
-
-
-def _reconcile_on_child_event(plural: str, obj: dict[str, Any], fn: Any
-                              ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Reconcile a CR when one of its children changed; patch and announce what changed.
-
-    Returns (old status, new status) when something changed, else None.
-    """
-    meta = obj["metadata"]
-    old = dict(obj.get("status") or {})
-    try:
-        new: dict[str, Any] = fn(kube(), CFG, obj)
-    except (Retry, ApiException) as exc:
-        log.info("%s %s/%s: %s", plural, meta["namespace"], meta["name"], exc)
-        return None
-    changed = {k: v for k, v in new.items() if old.get(k) != v}
-    if not changed:
-        return None
-    kube().patch_status(plural, meta["namespace"], meta["name"], changed)
-    _transition(obj, old, new, plural)
-    return old, new
-
-
-# ---- Workspace ---------------------------------------------------------------------------
-
-@kopf.on.resume(GROUP, VERSION, "workspaces")
-@kopf.on.create(GROUP, VERSION, "workspaces")
-@kopf.on.update(GROUP, VERSION, "workspaces", field="spec")
-def workspace_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    new = _run("Workspace", body, patch, workspace_rec.reconcile)
-    _transition(body, dict(body.get("status") or {}), new, "workspace")
-
-
-@kopf.timer(GROUP, VERSION, "workspaces", interval=30, initial_delay=5, idle=5)
-def workspace_health(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    new = _run("Workspace", body, patch, workspace_rec.reconcile)
-    _transition(body, dict(body.get("status") or {}), new, "workspace")
-
-
-@kopf.on.delete(GROUP, VERSION, "workspaces")
-def workspace_deleted(body: kopf.Body, **_: Any) -> None:
-    try:
-        done = workspace_rec.delete(kube(), CFG, dict(body))
-    except Retry as exc:
-        kopf.warn(body, reason="DeletionBlocked", message=str(exc))
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
-    kopf.event(body, type="Normal", reason="Deleted", message=done)
-
-
-# ---- CodeSession -------------------------------------------------------------------------
-#
-# Three writers share a session's status: the create handler, the watchdog timer and pod
-# events. Each writes only on the resourceVersion it read (a conflict re-reads), and phase
-# fields never go back to an older look at the pod (session_rec.newer_pod_view), so no
-# writer can undo a newer one and no handler has to look again "in case".
-
-COMMIT_ATTEMPTS = 5
-
-
-StatusUpdate = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _commit_session(namespace: str, name: str, update: StatusUpdate,
-                    current: dict[str, Any] | None = None
-                    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Write a session status over the current one; (old, new) as written.
-
-    `update` is the computed status, or a function of the current status that computes
-    it (called again on each re-read). Fields of a newer pod view already in the object
-    are kept; an ended session stays ended. None when the session is gone. `current`,
-    when the caller has just read the session, saves reading it again.
-    """
-    for attempt in range(COMMIT_ATTEMPTS):
-        if attempt or current is None:
-            current = kube().get_custom("codesessions", namespace, name)
-        if current is None:
-            return None
-        old = dict(current.get("status") or {})
-        new = dict(update(old) if callable(update) else update)
-        if old.get("phase") in session_rec.ENDED and new.get("phase") not in session_rec.ENDED:
-            return old, old
-        if new.get("phase") not in session_rec.ENDED and session_rec.newer_pod_view(old, new):
-            new.update({k: old.get(k) for k in session_rec.PHASE_FIELDS})
-        changed = {k: v for k, v in new.items() if old.get(k) != v}
-        if not changed:
-            return old, new
-        try:
-            kube().patch_status("codesessions", namespace, name, changed,
-                                resource_version=current["metadata"]["resourceVersion"])
-        except ApiException as exc:
-            if exc.status == 409:
-                continue  # someone wrote in between: merge over what they wrote
-            raise
-        _transition(current, old, new, "session")
-        _observe_start(current, old, new)
-        return old, new
-    raise Retry(f"status of CodeSession {name!r} keeps changing under us", 1)
-
-
-def _observe_start(session: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
-    if new.get("phase") == "Ready" and old.get("phase") != "Ready":
-        created = parse_iso(session["metadata"].get("creationTimestamp"))
+def _observe_start(done: Committed[CodeSessionStatus]) -> None:
+    if done.written and done.new.phase == Phase.READY and done.old.phase != Phase.READY:
+        created = parse_iso(done.obj["metadata"].get("creationTimestamp"))
         if created:
             metrics.SESSION_START.observe(max(0.0, time.time() - created))
 
 
-def _reconcile_session(body: Mapping[str, Any], periodic: bool = False) -> dict[str, Any]:
-    """Reconcile a CodeSession and commit its status; kopf writes no status of its own."""
-    meta = body["metadata"]
-    with _as_kopf_retry("CodeSession"):
-        status = session_rec.reconcile(kube(), CFG, dict(body), periodic)
-        if status == body.get("status"):
-            return status  # the object holds this or something newer (most watchdog looks)
-        written = _commit_session(meta["namespace"], meta["name"], status)
-    return written[1] if written else status
+class Handlers:
+    """What the kopf handlers call; plain methods, so tests can call them too."""
 
+    def __init__(self, cfg: OperatorConfig, kube: KubeAPI | None = None,
+                 post: EventSink | None = post_event) -> None:
+        self.cfg = cfg
+        self._kube = kube
+        self._post = post
+        # Repairs of a session that is not Ready wait this long: in a burst of new sessions
+        # the watchdog would otherwise race their pod events for the same writes.
+        self.watchdog_grace = cfg.session_poll_seconds * 24
+        self.watchdog_pool = ThreadPoolExecutor(WATCHDOG_WORKERS, thread_name_prefix="watchdog")
+        self.pod_event_pool = ThreadPoolExecutor(POD_EVENT_WORKERS,
+                                                 thread_name_prefix="pod-events")
+        # (namespace, pod name) -> the state its last handled event showed. An event that
+        # shows the same again (kwok and kubelets send several per start) needs no read.
+        self.pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
 
-@kopf.on.resume(GROUP, VERSION, "codesessions")
-@kopf.on.create(GROUP, VERSION, "codesessions")
-@kopf.on.update(GROUP, VERSION, "codesessions", field="spec")
-def session_changed(body: kopf.Body, **_: Any) -> None:
-    new = _reconcile_session(body)
-    if new.get("phase") == "Pending" and new.get("reason") in (
-            "WorkspaceNotFound", "WorkspaceNotReady", "SessionLimitReached"):
-        raise kopf.TemporaryError(f"waiting: {new['reason']}", delay=5)
+    @property
+    def kube(self) -> KubeAPI:
+        if self._kube is None:
+            self._kube = Kube()  # after main() has loaded the kubeconfig
+        return self._kube
 
+    @property
+    def committer(self) -> Committer:
+        return Committer(self.kube, self._post)
 
-# The watchdog reads each Ready session's server over HTTP; sessions that answer slowly
-# (or, on kwok, never) must not hold up create handlers and pod events, so it has threads
-# of its own. When they are busy, checks run late, never the rest of the operator.
-WATCHDOG_WORKERS = 2
-# Repairs of a session that is not Ready wait this long: in a burst of new sessions the
-# watchdog would otherwise race their pod events for the same writes.
-WATCHDOG_GRACE_SECONDS = CFG.session_poll_seconds * 24
-_watchdog_pool = ThreadPoolExecutor(WATCHDOG_WORKERS, thread_name_prefix="watchdog")
+    def _commit(self, kind: StatusKind[S], obj: Obj | None,
+                compute: Callable[[Obj], Outcome[S]]) -> Committed[S] | None:
+        with _as_kopf_retry(kind.kind):
+            return self.committer.commit(kind, obj, compute)
 
+    # ---- Workspace -----------------------------------------------------------------
 
-@kopf.timer(GROUP, VERSION, "codesessions", interval=CFG.session_poll_seconds * 6,
-            initial_delay=CFG.session_poll_seconds * 6, idle=CFG.session_poll_seconds)
-async def session_watchdog(body: kopf.Body, **_: Any) -> None:
-    """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
-    status = body.get("status") or {}
-    created = parse_iso(body["metadata"].get("creationTimestamp")) or 0.0
-    if status.get("phase") != "Ready" and time.time() - created < WATCHDOG_GRACE_SECONDS:
-        return  # a young session is still its create handler's and its pod events' job
-    await _in_pool(_watchdog_pool, _reconcile_session, copy.deepcopy(dict(body)), True)
+    def workspace(self, body: Any) -> None:
+        self._commit(WORKSPACE, as_obj(body),
+                     lambda obj: workspace_rec.reconcile(self.kube, self.cfg, obj))
 
+    def workspace_deleted(self, body: Any) -> str:
+        try:
+            done = workspace_rec.delete(self.kube, self.cfg, as_obj(body))
+        except Retry as exc:
+            if self._post is not None:
+                self._post(as_obj(body), EventType.WARNING, Reason.DELETION_BLOCKED, str(exc))
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+        if self._post is not None:
+            self._post(as_obj(body), EventType.NORMAL, Reason.DELETED, done)
+        return done
 
-# (namespace, pod name) -> the (phase, reason) its last handled event showed. An event that
-# shows the same again (kwok and kubelets send several per start) needs no session read.
-_pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
+    # ---- CodeSession ---------------------------------------------------------------
+    #
+    # Three handlers write a session's status: the create handler, the watchdog timer and
+    # pod events, all through the committer: each write lands only on the version it was
+    # computed from, and phase fields never go back to an older look at the pod
+    # (session_rec.guard), so no writer can undo a newer one.
 
-# Pod events get threads of their own: in kopf's shared pool they would queue behind a
-# burst of create handlers, and sessions whose pods are long Ready would wait for them.
-POD_EVENT_WORKERS = 8
-_pod_event_pool = ThreadPoolExecutor(POD_EVENT_WORKERS, thread_name_prefix="pod-events")
+    def session(self, body: Any, periodic: bool = False) -> CodeSessionStatus | None:
+        done = self._commit(session_rec.SESSION, as_obj(body), lambda obj: session_rec.reconcile(
+            self.kube, self.cfg, obj, periodic))
+        if done is None:
+            return None
+        _observe_start(done)
+        return done.new
 
+    def session_changed(self, body: Any) -> None:
+        new = self.session(body)
+        if new is not None and new.phase == Phase.PENDING and new.reason in WAITING:
+            raise kopf.TemporaryError(f"waiting: {new.reason}", delay=5)
 
-@kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT})
-async def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    """React at once to the pod becoming Ready, failing or vanishing."""
-    pod = event["object"]
-    meta = pod.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(f"{PREFIX}/session")
-    if not name:
-        return
-    key = (meta.get("namespace", ""), meta.get("name", ""))
-    deleted = event.get("type") == "DELETED"
-    state = session_rec.raw_pod_state(dict(pod))
-    if deleted:
-        _pod_seen.pop(key, None)
-    elif _pod_seen.get(key) == state or state[1] == "PodTerminating":
-        return  # nothing new; a terminating pod's DELETED event decides on recreating it
-    handled = await _in_pool(_pod_event_pool, _pod_changed, key[0], name,
-                             None if deleted else state, meta.get("resourceVersion"))
-    if handled and not deleted:
-        _pod_seen[key] = state
+    def watchdog_due(self, body: Any) -> bool:
+        status = body.get("status") or {}
+        created = parse_iso(body["metadata"].get("creationTimestamp")) or 0.0
+        # a young session is still its create handler's and its pod events' job
+        return bool(status.get("phase") == Phase.READY
+                    or time.time() - created >= self.watchdog_grace)
 
+    async def session_watchdog(self, body: Any) -> None:
+        """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
+        if self.watchdog_due(body):
+            await _in_pool(self.watchdog_pool, self.session, copy.deepcopy(dict(body)), True)
 
-def _pod_changed(namespace: str, name: str, state: tuple[str, str] | None,
-                 pod_version: str | None) -> bool:
-    """Bring session `name` in line with its pod's state (None: the pod is gone)."""
-    session = kube().get_custom("codesessions", namespace, name)
-    if session is None or (session.get("status") or {}).get("phase") in session_rec.ENDED:
-        return True
-    old = dict(session.get("status") or {})
-    try:
-        if state is not None and state[0] != "Failed" and old.get("podName"):
+    async def session_pod_event(self, event: Any) -> None:
+        """React at once to the pod becoming Ready, failing or vanishing."""
+        pod = event["object"]
+        meta = pod.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(f"{PREFIX}/session")
+        if not name:
+            return
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        deleted = event.get("type") == "DELETED"
+        state = session_rec.pod_state(dict(pod))
+        if deleted:
+            self.pod_seen.pop(key, None)
+        elif self.pod_seen.get(key) == state or state[1] == Reason.POD_TERMINATING:
+            return  # nothing new; a terminating pod's DELETED event decides on recreating it
+        handled = await _in_pool(self.pod_event_pool, self.pod_changed, key[0], name,
+                                 None if deleted else state, meta.get("resourceVersion"))
+        if handled and not deleted:
+            self.pod_seen[key] = state
+
+    def pod_changed(self, namespace: str, name: str, state: tuple[Phase, str] | None,
+                    pod_version: str | None) -> bool:
+        """Bring session `name` in line with its pod's state (None: the pod is gone)."""
+        session = self.kube.get_custom("codesessions", namespace, name)
+        if session is None or is_final((session.get("status") or {}).get("phase")):
+            return True
+
+        def from_event(obj: Obj) -> Outcome[CodeSessionStatus]:
             # a phase change: the status comes from the event and the session just read
-            generation = session["metadata"].get("generation")
-            _commit_session(namespace, name, lambda now: session_rec.with_pod_phase(
-                now, namespace, name, *state, generation, pod_version), session)
-        else:  # gone or failed: a full reconcile, which changes the object as it goes
-            _commit_session(namespace, name, session_rec.reconcile(kube(), CFG, session))
-    except (Retry, ApiException) as exc:
-        log.info("codesessions %s/%s: %s", namespace, name, exc)
-        return False
-    return True
+            assert state is not None
+            return Outcome(session_rec.with_pod_phase(
+                session_rec.SESSION.read(obj), namespace, name, *state,
+                obj["metadata"].get("generation"), pod_version))
+
+        def full(obj: Obj) -> Outcome[CodeSessionStatus]:
+            return session_rec.reconcile(self.kube, self.cfg, obj)
+
+        fast = state is not None and state[0] != Phase.FAILED and \
+            (session.get("status") or {}).get("podName")
+        try:
+            done = self.committer.commit(session_rec.SESSION, session, from_event if fast
+                                         else full)  # gone or failed: a full reconcile
+        except (Retry, ApiException) as exc:
+            log.info("codesessions %s/%s: %s", namespace, name, exc)
+            return False
+        if done is not None:
+            _observe_start(done)
+        return True
+
+    # ---- WorkflowLibrary -----------------------------------------------------------
+
+    def library(self, body: Any) -> None:
+        self._commit(LIBRARY, as_obj(body),
+                     lambda obj: library_rec.reconcile(self.kube, self.cfg, obj))
+
+    def library_job_event(self, event: Any) -> None:
+        """A sync Job finished: record its result without waiting for the next poll."""
+        job = event["object"]
+        status = job.get("status") or {}
+        if event.get("type") == "DELETED" or not (status.get("succeeded")
+                                                   or status.get("failed")):
+            return
+        meta = job.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(f"{PREFIX}/library", "")
+        library = self.kube.get_custom("workflowlibraries", meta.get("namespace", ""), name)
+        if library is None or (library.get("status") or {}).get("jobName") != meta.get("name"):
+            return
+        try:
+            done = self.committer.commit(LIBRARY, library, lambda obj: library_rec.reconcile(
+                self.kube, self.cfg, obj))
+        except (Retry, ApiException) as exc:
+            log.info("workflowlibraries %s/%s: %s", meta.get("namespace"), name, exc)
+            return
+        if done is not None and done.written:
+            metrics.LIBRARY_SYNCS.labels(
+                result="succeeded" if status.get("succeeded") else "failed").inc()
+
+    def library_deleted(self, body: Any) -> str:
+        done = library_rec.delete(self.kube, self.cfg, as_obj(body))
+        if self._post is not None:
+            self._post(as_obj(body), EventType.NORMAL, Reason.DELETED, done)
+        return done
 
 
-# ---- WorkflowLibrary ---------------------------------------------------------------------
+def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
+             registry: kopf.OperatorRegistry | None = None) -> Handlers:
+    """Register every handler with kopf (its default registry unless one is given)."""
+    h = Handlers(cfg, kube)
+    ws = (GROUP, VERSION, "workspaces")
+    sess = (GROUP, VERSION, "codesessions")
+    lib = (GROUP, VERSION, "workflowlibraries")
 
-@kopf.on.resume(GROUP, VERSION, "workflowlibraries")
-@kopf.on.create(GROUP, VERSION, "workflowlibraries")
-@kopf.on.update(GROUP, VERSION, "workflowlibraries", field="spec")
-def library_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    new = _run("WorkflowLibrary", body, patch, library_rec.reconcile)
-    _transition(body, dict(body.get("status") or {}), new, "library")
+    # ids are the handler names kopf has always recorded in its annotations
+    def changed(resource: tuple[str, str, str], name: str,
+                fn: Callable[..., Any]) -> None:
+        kopf.on.resume(*resource, id=name, registry=registry)(fn)
+        kopf.on.create(*resource, id=name, registry=registry)(fn)
+        kopf.on.update(*resource, field="spec", id=name, registry=registry)(fn)
 
+    def workspace_changed(body: kopf.Body, **_: Any) -> None:
+        h.workspace(body)
 
-@kopf.timer(GROUP, VERSION, "workflowlibraries", interval=CFG.library_poll_seconds,
-            initial_delay=CFG.library_poll_seconds)
-def library_poll(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    new = _run("WorkflowLibrary", body, patch, library_rec.reconcile)
-    _transition(body, dict(body.get("status") or {}), new, "library")
+    def workspace_health(body: kopf.Body, **_: Any) -> None:
+        h.workspace(body)
 
+    def workspace_deleted(body: kopf.Body, **_: Any) -> None:
+        h.workspace_deleted(body)
 
-@kopf.on.event("batch", "v1", "jobs", labels={f"{PREFIX}/library": kopf.PRESENT})
-def library_job_event(event: kopf.RawEvent, **_: Any) -> None:
-    """A sync Job finished: record its result without waiting for the next poll."""
-    job = event["object"]
-    status = job.get("status") or {}
-    if event.get("type") == "DELETED" or not (status.get("succeeded") or status.get("failed")):
-        return
-    meta = job.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(f"{PREFIX}/library", "")
-    library = kube().get_custom("workflowlibraries", meta.get("namespace", ""), name)
-    if library is None or (library.get("status") or {}).get("jobName") != meta.get("name"):
-        return
-    if _reconcile_on_child_event("workflowlibraries", library, library_rec.reconcile):
-        metrics.LIBRARY_SYNCS.labels(
-            result="succeeded" if status.get("succeeded") else "failed").inc()
+    changed(ws, "workspace_changed", workspace_changed)
+    kopf.timer(*ws, interval=30, initial_delay=5, idle=5, id="workspace_health",
+               registry=registry)(workspace_health)
+    kopf.on.delete(*ws, id="workspace_deleted", registry=registry)(workspace_deleted)
 
+    def session_changed(body: kopf.Body, **_: Any) -> None:
+        h.session_changed(body)
 
-@kopf.on.delete(GROUP, VERSION, "workflowlibraries")
-def library_deleted(body: kopf.Body, **_: Any) -> None:
-    done = library_rec.delete(kube(), CFG, dict(body))
-    kopf.event(body, type="Normal", reason="Deleted", message=done)
+    async def session_watchdog(body: kopf.Body, **_: Any) -> None:
+        await h.session_watchdog(body)
+
+    async def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        await h.session_pod_event(event)
+
+    poll = cfg.session_poll_seconds
+    changed(sess, "session_changed", session_changed)
+    kopf.timer(*sess, interval=poll * 6, initial_delay=poll * 6, idle=poll,
+               id="session_watchdog", registry=registry)(session_watchdog)
+    kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT},
+                  id="session_pod_event", registry=registry)(session_pod_event)
+
+    def library_changed(body: kopf.Body, **_: Any) -> None:
+        h.library(body)
+
+    def library_poll(body: kopf.Body, **_: Any) -> None:
+        h.library(body)
+
+    def library_job_event(event: kopf.RawEvent, **_: Any) -> None:
+        h.library_job_event(event)
+
+    def library_deleted(body: kopf.Body, **_: Any) -> None:
+        h.library_deleted(body)
+
+    changed(lib, "library_changed", library_changed)
+    kopf.timer(*lib, interval=cfg.library_poll_seconds, initial_delay=cfg.library_poll_seconds,
+               id="library_poll", registry=registry)(library_poll)
+    kopf.on.event("batch", "v1", "jobs", labels={f"{PREFIX}/library": kopf.PRESENT},
+                  id="library_job_event", registry=registry)(library_job_event)
+    kopf.on.delete(*lib, id="library_deleted", registry=registry)(library_deleted)
+    return h

@@ -3,13 +3,19 @@
 Every call is blocking; the handlers that use it are sync and run in kopf's
 thread pool, never on its event loop. Creating is idempotent: a name that
 already exists is read back, so a restarted operator adopts what it made.
+Objects come back as the API's JSON (camelCase dicts), the same shape a watch
+event carries, so one function reads a pod whichever way it arrived.
+
+`KubeAPI` is what the reconcile modules need; `Kube` implements it on the
+official client, tests/unit/fake_kube.py in memory.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from typing import Any
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -17,6 +23,36 @@ from kubernetes.client.exceptions import ApiException
 from codemode_operator import GROUP, VERSION
 
 LIST_PAGE = 200
+Obj = dict[str, Any]
+
+
+class KubeAPI(Protocol):
+    """The calls the reconcile modules make (all blocking)."""
+
+    def ensure(self, manifest: Obj) -> bool: ...
+    def create_pod(self, manifest: Obj) -> tuple[Obj | None, bool]: ...
+    def replace_secret(self, manifest: Obj) -> None: ...
+    def replace_network_policy(self, manifest: Obj) -> None: ...
+    def read_pod(self, namespace: str, name: str) -> Obj | None: ...
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+    def delete_service(self, namespace: str, name: str) -> None: ...
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def read_job(self, namespace: str, name: str) -> Obj | None: ...
+    def delete_job(self, namespace: str, name: str) -> None: ...
+    def job_pods(self, namespace: str, job: str) -> list[Obj]: ...
+    def get_custom(self, plural: str, namespace: str, name: str) -> Obj | None: ...
+    def list_custom(self, plural: str, namespace: str,
+                    page: int = LIST_PAGE) -> Iterator[Obj]: ...
+    def delete_custom(self, plural: str, namespace: str, name: str) -> None: ...
+    def patch_status(self, plural: str, namespace: str, name: str, status: Obj,
+                     resource_version: str | None = None) -> Obj | None: ...
+
+
+def _json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+    """Call a client method for its raw JSON: no model objects to build and convert."""
+    response = call(*args, _preload_content=False, **kwargs)
+    data: Obj = json.loads(response.data)
+    return data
 
 
 def load_config() -> None:
@@ -69,14 +105,15 @@ class Kube:
             raise
         return True
 
-    def create_pod(self, manifest: Any) -> tuple[Any, bool]:
+    def create_pod(self, manifest: Obj) -> tuple[Obj | None, bool]:
         """(the pod, True) when this call created it, else (the existing pod, False)."""
         meta = manifest["metadata"]
         try:
-            return self.core.create_namespaced_pod(meta["namespace"], manifest), True
+            return _json(self.core.create_namespaced_pod, meta["namespace"], manifest), True
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        # None when it was deleted between the two calls: the pod's DELETED event follows
         return self.read_pod(meta["namespace"], meta["name"]), False
 
     def replace_secret(self, manifest: Any) -> None:
@@ -97,8 +134,10 @@ class Kube:
                 raise
             self.net.create_namespaced_network_policy(meta["namespace"], manifest)
 
-    def read_pod(self, namespace: str, name: str) -> Any | None:
-        return _or_none(lambda: self.core.read_namespaced_pod(name, namespace))
+    def read_pod(self, namespace: str, name: str) -> Obj | None:
+        found: Obj | None = _or_none(
+            lambda: _json(self.core.read_namespaced_pod, name, namespace))
+        return found
 
     def delete_pod(self, namespace: str, name: str) -> None:
         _ignore_404(lambda: self.core.delete_namespaced_pod(name, namespace,
@@ -113,16 +152,19 @@ class Kube:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def read_job(self, namespace: str, name: str) -> Any | None:
-        return _or_none(lambda: self.batch.read_namespaced_job(name, namespace))
+    def read_job(self, namespace: str, name: str) -> Obj | None:
+        found: Obj | None = _or_none(
+            lambda: _json(self.batch.read_namespaced_job, name, namespace))
+        return found
 
     def delete_job(self, namespace: str, name: str) -> None:
         _ignore_404(lambda: self.batch.delete_namespaced_job(
             name, namespace, propagation_policy="Background"))
 
-    def job_pods(self, namespace: str, job: str) -> list[Any]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
-        return list(pods.items)
+    def job_pods(self, namespace: str, job: str) -> list[Obj]:
+        pods = _json(self.core.list_namespaced_pod, namespace,
+                     label_selector=f"job-name={job}")
+        return list(pods.get("items") or [])
 
     # ---- our kinds ---------------------------------------------------------------------
 
@@ -155,8 +197,10 @@ class Kube:
             GROUP, VERSION, namespace, plural, name))
 
     def patch_status(self, plural: str, namespace: str, name: str,
-                     status: dict[str, Any], resource_version: str | None = None) -> None:
-        """Merge `status` into the object's status (a vanished object is not an error).
+                     status: dict[str, Any], resource_version: str | None = None
+                     ) -> Obj | None:
+        """Merge `status` into the object's status; the object as written, or None when
+        it has vanished (not an error).
 
         With `resource_version` the write only lands on that version of the object: a
         concurrent writer makes it fail with 409 Conflict instead of being overwritten.
@@ -164,8 +208,10 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        _ignore_404(lambda: self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, body))
+        written: Obj | None = _or_none(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, body))
+        return written
 
 
 def _or_none(call: Any) -> Any:

@@ -27,13 +27,27 @@ from kubernetes.stream import portforward
 
 from codemode_operator import API_VERSION, GROUP, VERSION
 from codemode_operator.kube import Kube, load_config
+from codemode_operator.vocabulary import Phase, is_final
 
 PLURAL = "codesessions"
 PORT = 8080
 
 
 class SessionUnavailable(CodemodeError):
-    """The CodeSession cannot become Ready (limit reached, terminated, failed)."""
+    """The CodeSession cannot become Ready in time, or ever (its phase is final)."""
+
+
+def usable(session: dict[str, Any] | None) -> bool:
+    status = (session or {}).get("status") or {}
+    return status.get("phase") == Phase.READY and bool(status.get("endpoint"))
+
+
+def settled(session: dict[str, Any] | None) -> bool:
+    """Whether waiting on this session can stop: Ready, or in a final phase. A Pending
+    (limit reached, workspace missing) or Failed session (the operator replaces its pod)
+    may still become Ready."""
+    phase = ((session or {}).get("status") or {}).get("phase")
+    return usable(session) or is_final(phase)
 
 
 def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -122,15 +136,16 @@ class Sessions:
         return dict(created)
 
     def wait_ready(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
-        """Block on a watch until the session is Ready; raise with its reason otherwise."""
+        """Block on a watch until the session is Ready; raise with its reason when its
+        phase is final (it never will be) or when `timeout` passes."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = self.get(name)
         while True:
             if last is not None:
                 status = last.get("status") or {}
-                if status.get("phase") == "Ready" and status.get("endpoint"):
+                if usable(last):
                     return last
-                if status.get("phase") in ("Terminated", "Failed"):
+                if is_final(status.get("phase")):
                     raise SessionUnavailable(
                         f"CodeSession {name!r} is {status['phase']}: {status.get('reason')}")
             remaining = deadline - time.monotonic()
@@ -144,8 +159,7 @@ class Sessions:
                 timeout_seconds=max(1, int(remaining)))
             for event in stream:
                 last = event["object"]
-                status = (last or {}).get("status") or {}
-                if status.get("phase") in ("Ready", "Terminated", "Failed"):
+                if settled(last):
                     break
             else:
                 last = self.get(name)
@@ -159,12 +173,12 @@ class Sessions:
             if _reachable(host, PORT):
                 return endpoint
         pod = self.kube.read_pod(self.namespace, str(status.get("podName", "")))
-        ip = pod.status.pod_ip if pod is not None and pod.status else None
+        ip = ((pod or {}).get("status") or {}).get("podIP")
         if ip and _reachable(ip, PORT):
             return f"http://{ip}:{PORT}"
         if pod is None:
             raise SessionUnavailable(f"session pod {status.get('podName')!r} not found")
-        forward = _PortForward(self.kube.core, self.namespace, pod.metadata.name, PORT)
+        forward = _PortForward(self.kube.core, self.namespace, pod["metadata"]["name"], PORT)
         self._forwards.append(forward)
         return f"http://127.0.0.1:{forward.local_port}"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import ConfigDict, Field
 
 from codemode_operator.api.common import (
@@ -13,8 +11,9 @@ from codemode_operator.api.common import (
     Model,
     ResourceRequirements,
 )
+from codemode_operator.vocabulary import PHASES, Phase, condition_types
 
-Phase = Literal["Pending", "Starting", "Ready", "Terminated", "Failed"]
+_PHASES = "; ".join(f"{p.value}: {p.doc}" for p in PHASES["CodeSession"])
 
 
 class CodeSessionSpec(Model):
@@ -43,7 +42,8 @@ class CodeSessionStatus(Model):
 
     observed_generation: int | None = Field(default=None, alias="observedGeneration",
                                             description="Last generation reconciled.")
-    phase: Phase | None = Field(default=None, description="Where the session is in its life.")
+    phase: Phase | None = Field(default=None,
+                                description=f"Where the session is in its life. {_PHASES}.")
     reason: str | None = Field(default=None, description="Why the session is in this phase.")
     endpoint: str | None = Field(default=None,
                                  description="In-cluster URL of the session server.")
@@ -59,5 +59,11 @@ class CodeSessionStatus(Model):
     last_activity_time: str | None = Field(
         default=None, alias="lastActivityTime",
         description="Last execution seen by the operator (RFC 3339).")
+    pod_resource_version: str | None = Field(
+        default=None, alias="podResourceVersion",
+        description="resourceVersion of the pod the phase was read from.")
+    pod_recreations: int | None = Field(
+        default=None, alias="podRecreations",
+        description="How often the operator replaced a failed or deleted pod.")
     conditions: list[Condition] = Field(default_factory=list,
-                                        description="Ready, WorkspaceFound, Admitted.")
+                                        description=condition_types("CodeSession") + ".")

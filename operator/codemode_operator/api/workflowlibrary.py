@@ -11,6 +11,7 @@ from codemode_operator.api.common import (
     Model,
     SecretRef,
 )
+from codemode_operator.vocabulary import condition_types
 
 
 class GitRef(Model):
@@ -84,5 +85,7 @@ class WorkflowLibraryStatus(Model):
                                  description="Consecutive failed syncs (drives the backoff).")
     job_name: str | None = Field(default=None, alias="jobName",
                                  description="The sync Job in flight, if any.")
+    attempts: int | None = Field(default=None,
+                                 description="Sync Jobs started so far (names the next one).")
     conditions: list[Condition] = Field(default_factory=list,
-                                        description="Ready, Reconciling, Stalled.")
+                                        description=condition_types("WorkflowLibrary") + ".")

@@ -14,6 +14,7 @@ from codemode_operator.api.common import (
     ResourceRequirements,
     SecretKeyRef,
 )
+from codemode_operator.vocabulary import condition_types
 
 IMMUTABLE = [{"rule": "self == oldSelf", "message": "is immutable"}]
 
@@ -169,4 +170,4 @@ class WorkspaceStatus(Model):
         default=None, description="What the workspace stores, read from Redis on each "
                                   "reconcile (every 30s).")
     conditions: list[Condition] = Field(default_factory=list,
-                                        description="Ready, RedisReachable.")
+                                        description=condition_types("Workspace") + ".")

@@ -1,17 +1,25 @@
-"""WorkflowLibrary: sync Jobs, their results, interval, backoff and pruning on delete."""
+"""WorkflowLibrary: sync Jobs, their results, interval, backoff and pruning on delete.
+
+`reconcile` computes the status (and starts a sync Job when one is due); it writes no
+status. A finished Job is deleted only once its result is on record (an `after` action).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
 
 from codemode_session.storage.redis_storage import RedisStorage
 from codemode_session.store.bootstrap import unpublish_library
 from kubernetes.client.exceptions import ApiException
 
 from codemode_operator.api.common import parse_duration
-from codemode_operator.api.workflowlibrary import WorkflowLibrarySpec
+from codemode_operator.api.workflowlibrary import (
+    SyncedArtifact,
+    WorkflowLibrarySpec,
+    WorkflowLibraryStatus,
+)
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.library import (
     LibraryParams,
@@ -20,17 +28,19 @@ from codemode_operator.builders.library import (
     parse_result,
     sync_job,
 )
-from codemode_operator.conditions import now_iso, parse_iso, set_condition
-from codemode_operator.kube import Kube
+from codemode_operator.commit import LIBRARY, Outcome
+from codemode_operator.conditions import Progress, iso, parse_iso, set_condition, set_kstatus
+from codemode_operator.kube import KubeAPI, Obj
 from codemode_operator.reconcile import Retry
 from codemode_operator.reconcile.workspace import RedisConfigError, admin_url
 from codemode_operator.settings import OperatorConfig
+from codemode_operator.vocabulary import ConditionType, Reason
 
 MAX_BACKOFF = 600.0
+Clock = Callable[[], float]
 
 
-def params_of(body: dict[str, Any], workspace: dict[str, Any],
-              cfg: OperatorConfig) -> LibraryParams:
+def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> LibraryParams:
     meta = body["metadata"]
     spec = WorkflowLibrarySpec.model_validate(body.get("spec") or {})
     ws_spec = WorkspaceSpec.model_validate(workspace.get("spec") or {})
@@ -46,132 +56,128 @@ def params_of(body: dict[str, Any], workspace: dict[str, Any],
     )
 
 
-def _conditions(status: dict[str, Any], generation: int | None, *, ready: bool | None,
-                reconciling: bool, stalled: bool, reason: str, message: str
-                ) -> list[dict[str, Any]]:
-    conds = status.get("conditions") or []
-    conds = set_condition(conds, "Ready", ready, reason, message, generation)
-    conds = set_condition(conds, "Reconciling", reconciling,
-                          "Progressing" if reconciling else reason,
-                          message if reconciling else "", generation)
-    return set_condition(conds, "Stalled", stalled, reason if stalled else "NotStalled",
-                         message if stalled else "", generation)
-
-
-def _job_outcome(kube: Kube, namespace: str, name: str) -> tuple[str, str | None]:
+def _job_outcome(kube: KubeAPI, namespace: str, name: str) -> tuple[str, str | None]:
     """('running'|'succeeded'|'failed'|'missing', termination message)."""
     job = kube.read_job(namespace, name)
     if job is None:
         return "missing", None
-    st = job.status
-    if not (st and (st.succeeded or st.failed)):
-        for cond in (st.conditions or []) if st else []:
-            if cond.type == "Failed" and cond.status == "True":
-                return "failed", cond.message or cond.reason
+    st = job.get("status") or {}
+    if not (st.get("succeeded") or st.get("failed")):
+        for cond in st.get("conditions") or []:
+            if cond.get("type") == "Failed" and cond.get("status") == "True":
+                return "failed", cond.get("message") or cond.get("reason")
         return "running", None
     message = None
     for pod in kube.job_pods(namespace, name):
-        for cs in (pod.status.container_statuses or []) if pod.status else []:
-            term = cs.state.terminated if cs.state else None
-            if term is not None and term.message:
-                message = term.message
-    return ("succeeded" if st.succeeded else "failed"), message
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated")
+            if term and term.get("message"):
+                message = term["message"]
+    return ("succeeded" if st.get("succeeded") else "failed"), message
 
 
-def due(status: dict[str, Any], spec: WorkflowLibrarySpec, generation: int | None) -> bool:
-    if status.get("observedGeneration") != generation:
+def backoff(failures: int, interval: float) -> float:
+    """Seconds to wait after `failures` failed syncs in a row: 5 s doubling, at most
+    MAX_BACKOFF and never longer than the interval."""
+    return min(MAX_BACKOFF, 5.0 * 2.0 ** (failures - 1), interval)
+
+
+def due(status: WorkflowLibraryStatus, spec: WorkflowLibrarySpec, generation: int | None,
+        now: float) -> bool:
+    if status.observed_generation != generation:
         return True
-    failures = int(status.get("failures") or 0)
     interval = parse_duration(spec.interval)
-    if failures:
-        wait = min(MAX_BACKOFF, 5.0 * 2 ** (failures - 1), interval)
-        attempted = parse_iso(status.get("lastAttemptTime")) or 0.0
-        return bool(time.time() - attempted >= wait)
-    last = parse_iso(status.get("lastSyncTime")) or 0.0
-    return time.time() - last >= interval
+    if status.failures:
+        attempted = parse_iso(status.last_attempt_time) or 0.0
+        return now - attempted >= backoff(status.failures, interval)
+    last = parse_iso(status.last_sync_time) or 0.0
+    return now - last >= interval
 
 
-def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str, Any]:
+def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time.time
+              ) -> Outcome[WorkflowLibraryStatus]:
     meta = body["metadata"]
     generation = meta.get("generation")
-    status = dict(body.get("status") or {})
+    status = LIBRARY.read(body)
     spec = WorkflowLibrarySpec.model_validate(body.get("spec") or {})
+
+    def conditions(ready: bool | None, reason: Reason, message: str,
+                   progress: Progress) -> None:
+        status.conditions = set_kstatus(status.conditions, generation, ready=ready,
+                                        reason=reason, message=message, progress=progress)
+
     workspace = kube.get_custom("workspaces", meta["namespace"], spec.workspace_ref)
     if workspace is None or not (workspace.get("status") or {}).get("credentialsSecret"):
-        why = ("WorkspaceNotFound", f"Workspace {spec.workspace_ref!r} not found") \
-            if workspace is None else ("WorkspaceNotReady", "the workspace is not ready yet")
-        status["conditions"] = _conditions(status, generation, ready=False, reconciling=False,
-                                           stalled=False, reason=why[0], message=why[1])
-        return status
+        reason, message = (Reason.WORKSPACE_NOT_FOUND,
+                           f"Workspace {spec.workspace_ref!r} not found") \
+            if workspace is None else (Reason.WORKSPACE_NOT_READY,
+                                       "the workspace is not ready yet")
+        conditions(False, reason, message, Progress.RECONCILING)
+        return Outcome(status)
     p = params_of(body, workspace, cfg)
 
-    running = status.get("jobName")
+    running = status.job_name
     if running:
-        outcome, message = _job_outcome(kube, p.namespace, running)
+        outcome, output = _job_outcome(kube, p.namespace, running)
         if outcome == "running":
-            return status
-        status["jobName"] = None
-        result = parse_result(message) if outcome == "succeeded" else None
+            return Outcome(status)
+        status.job_name = None
+        finished: str = running
+        done = (lambda: kube.delete_job(p.namespace, finished),)  # once the result is on record
+        result = parse_result(output) if outcome == "succeeded" else None
         if result is not None:
-            status.update(
-                artifact={"revision": str(result.get("revision", "")),
-                          "digest": str(result.get("digest", "")),
-                          "count": int(result.get("count", 0) or 0)},
-                added=int(result.get("added", 0)), updated=int(result.get("updated", 0)),
-                removed=int(result.get("removed", 0)), lastSyncTime=now_iso(), failures=0,
-                observedGeneration=generation,
-            )
-            status["conditions"] = _conditions(
-                status, generation, ready=True, reconciling=False, stalled=False,
-                reason="Succeeded",
-                message=f"published {status['artifact']['count']} workflow(s) at revision "
-                        f"{status['artifact']['revision'][:12]}")
-            kube.delete_job(p.namespace, running)
-            return status
-        failures = int(status.get("failures") or 0) + 1
-        reason = failure_reason(message) if outcome != "missing" else "the sync Job disappeared"
-        status.update(failures=failures, observedGeneration=generation)
-        status["conditions"] = _conditions(
-            status, generation, ready=False if not status.get("artifact") else None,
-            reconciling=False, stalled=True, reason="SyncFailed",
-            message=f"{reason} (attempt {failures}; retrying with backoff)")
-        kube.delete_job(p.namespace, running)
-        return status
+            status.artifact = SyncedArtifact(revision=str(result.get("revision", "")),
+                                             digest=str(result.get("digest", "")),
+                                             count=int(result.get("count", 0) or 0))
+            status.added = int(result.get("added", 0))
+            status.updated = int(result.get("updated", 0))
+            status.removed = int(result.get("removed", 0))
+            status.last_sync_time = iso(clock())
+            status.failures = 0
+            status.observed_generation = generation
+            conditions(True, Reason.SUCCEEDED,
+                       f"published {status.artifact.count} workflow(s) at revision "
+                       f"{status.artifact.revision[:12]}", Progress.CURRENT)
+            return Outcome(status, after=done)
+        failures = (status.failures or 0) + 1
+        why = failure_reason(output) if outcome != "missing" else "the sync Job disappeared"
+        status.failures = failures
+        status.observed_generation = generation
+        conditions(False if status.artifact is None else None, Reason.SYNC_FAILED,
+                   f"{why} (attempt {failures}; retrying with backoff)", Progress.STALLED)
+        return Outcome(status, after=done)
 
     if spec.suspend:
-        status["conditions"] = set_condition(status.get("conditions"), "Reconciling", False,
-                                             "Suspended", "spec.suspend is true", generation)
-        status["observedGeneration"] = generation
-        return status
-    if not due(status, spec, generation):
-        return status
+        status.conditions = set_condition(status.conditions, ConditionType.RECONCILING, False,
+                                          Reason.SUSPENDED, "spec.suspend is true", generation)
+        status.observed_generation = generation
+        return Outcome(status)
+    if not due(status, spec, generation, clock()):
+        return Outcome(status)
 
-    attempt = int(status.get("attempts") or 0) + 1
+    attempt = (status.attempts or 0) + 1
     name = job_name(p.name, attempt, spec)
     keys: frozenset[str] = frozenset()
     if spec.source.secret_ref is not None:
         data = kube.secret_data(p.namespace, spec.source.secret_ref.name)
         if data is None:
-            status["conditions"] = _conditions(
-                status, generation, ready=False, reconciling=False, stalled=True,
-                reason="SecretNotFound",
-                message=f"Secret {spec.source.secret_ref.name!r} (source.secretRef) not found")
-            status["observedGeneration"] = generation
-            return status
+            conditions(False, Reason.SECRET_NOT_FOUND,
+                       f"Secret {spec.source.secret_ref.name!r} (source.secretRef) not found",
+                       Progress.STALLED)
+            status.observed_generation = generation
+            return Outcome(status)
         keys = frozenset(data)
     try:
         kube.ensure(sync_job(p, name, secret_keys=keys))
     except ApiException as exc:
         raise Retry(f"cannot create sync Job {name}: {exc.reason}", 10) from None
-    status.update(jobName=name, attempts=attempt, lastAttemptTime=now_iso())
-    status["conditions"] = _conditions(
-        status, generation, ready=status.get("artifact") is not None or None,
-        reconciling=True, stalled=False, reason="Syncing",
-        message=f"Job {name} is fetching {spec.source.url}")
-    return status
+    status.job_name, status.attempts, status.last_attempt_time = name, attempt, iso(clock())
+    conditions(True if status.artifact is not None else None, Reason.SYNCING,
+               f"Job {name} is fetching {spec.source.url}", Progress.RECONCILING)
+    return Outcome(status)
 
 
-def delete(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> str:
+def delete(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> str:
     """With prune, remove every workflow the library published (agent ones stay)."""
     meta = body["metadata"]
     spec = WorkflowLibrarySpec.model_validate(body.get("spec") or {})

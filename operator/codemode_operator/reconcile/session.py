@@ -1,4 +1,10 @@
-"""CodeSession: admission, token Secret, Pod and Service, phase, idle and lifetime."""
+"""CodeSession: admission, token Secret, Pod and Service, phase, idle and lifetime.
+
+`reconcile` computes the session's status (and creates what is missing); it writes no
+status: handlers hand its Outcome to commit.Committer, which writes it. Ending a
+session deletes its pod only after Terminated is on record (an `after` action), so
+the pod's deletion events find an ended session and never bring the pod back.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,10 @@ import secrets
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from codemode_operator.api.codesession import CodeSessionSpec
+from codemode_operator.api.codesession import CodeSessionSpec, CodeSessionStatus
 from codemode_operator.api.common import parse_bytes, parse_duration
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.session import (
@@ -21,16 +27,32 @@ from codemode_operator.builders.session import (
     session_service,
     token_secret,
 )
-from codemode_operator.conditions import is_true, iso, now_iso, parse_iso, set_condition
-from codemode_operator.kube import Kube
+from codemode_operator.commit import Outcome, StatusKind
+from codemode_operator.conditions import (
+    Progress,
+    is_true,
+    iso,
+    now_iso,
+    parse_iso,
+    raw_is_true,
+    set_condition,
+    set_kstatus,
+)
+from codemode_operator.kube import KubeAPI, Obj
 from codemode_operator.settings import OperatorConfig
+from codemode_operator.vocabulary import (
+    STALLED_POD_REASONS,
+    ConditionType,
+    Phase,
+    Reason,
+    is_final,
+)
 
 _admission = threading.Lock()
-ENDED = ("Terminated",)
+Clock = Callable[[], float]
 
 
-def params_of(body: dict[str, Any], workspace: dict[str, Any],
-              cfg: OperatorConfig) -> SessionParams:
+def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> SessionParams:
     meta = body["metadata"]
     spec = CodeSessionSpec.model_validate(body.get("spec") or {})
     ws_spec = WorkspaceSpec.model_validate(workspace.get("spec") or {})
@@ -59,60 +81,36 @@ def params_of(body: dict[str, Any], workspace: dict[str, Any],
     )
 
 
-def limits_of(body: dict[str, Any], workspace: dict[str, Any]) -> tuple[float, float]:
+def limits_of(body: Obj, workspace: Obj) -> tuple[float, float]:
     spec = CodeSessionSpec.model_validate(body.get("spec") or {})
     defaults = WorkspaceSpec.model_validate(workspace.get("spec") or {}).session_defaults
     return (parse_duration(spec.idle_timeout or defaults.idle_timeout),
             parse_duration(spec.max_lifetime or defaults.max_lifetime))
 
 
-def pod_state(pod: Any | None) -> tuple[str, str]:
-    """(phase, reason) of a CodeSession from its pod."""
+def pod_state(pod: Obj | None) -> tuple[Phase, str]:
+    """(phase, reason) of a CodeSession from its pod, as read or as a watch event has it."""
     if pod is None:
-        return "Pending", "PodMissing"
-    if pod.metadata.deletion_timestamp is not None:
-        return "Starting", "PodTerminating"
-    phase = pod.status.phase if pod.status else None
-    if phase in ("Failed", "Succeeded"):
-        return "Failed", f"Pod{phase}"
-    for cond in (pod.status.conditions or []) if pod.status else []:
-        if cond.type == "Ready" and cond.status == "True":
-            return "Ready", "PodReady"
-        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason:
-            return "Starting", cond.reason
-    for cs in (pod.status.container_statuses or []) if pod.status else []:
-        waiting = cs.state.waiting if cs.state else None
-        if waiting is not None and waiting.reason in WAITING_REASONS:
-            return "Starting", waiting.reason
-    return "Starting", "PodStarting"
-
-
-WAITING_REASONS = ("ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff",
-                   "CreateContainerConfigError", "InvalidImageName")
-
-
-def raw_pod_state(pod: dict[str, Any]) -> tuple[str, str]:
-    """pod_state() for a watch event's raw pod, so events need no extra read."""
+        return Phase.PENDING, Reason.POD_MISSING
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return "Starting", "PodTerminating"
+        return Phase.STARTING, Reason.POD_TERMINATING
     status = pod.get("status") or {}
     if status.get("phase") in ("Failed", "Succeeded"):
-        return "Failed", f"Pod{status['phase']}"
+        return Phase.FAILED, Reason(f"Pod{status['phase']}")
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready" and cond.get("status") == "True":
-            return "Ready", "PodReady"
+            return Phase.READY, Reason.POD_READY
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason"):
-            return "Starting", str(cond["reason"])
+            return Phase.STARTING, str(cond["reason"])
     for cs in status.get("containerStatuses") or []:
         reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
-        if reason in WAITING_REASONS:
-            return "Starting", str(reason)
-    return "Starting", "PodStarting"
+        if reason in STALLED_POD_REASONS:
+            return Phase.STARTING, Reason(reason)
+    return Phase.STARTING, Reason.POD_STARTING
 
 
-def _workspace_sessions(kube: Kube, namespace: str, workspace: str
-                        ) -> Iterator[dict[str, Any]]:
+def _workspace_sessions(kube: KubeAPI, namespace: str, workspace: str) -> Iterator[Obj]:
     return (o for o in kube.list_custom("codesessions", namespace)
             if (o.get("spec") or {}).get("workspaceRef") == workspace)
 
@@ -124,17 +122,19 @@ def _workspace_sessions(kube: Kube, namespace: str, workspace: str
 _admitted: dict[tuple[str, str], set[str]] = {}
 
 
-def _live_admitted(kube: Kube, namespace: str, workspace: str) -> set[str]:
+def _live_admitted(kube: KubeAPI, namespace: str, workspace: str) -> set[str]:
     return {o["metadata"]["name"] for o in _workspace_sessions(kube, namespace, workspace)
-            if is_true((o.get("status") or {}).get("conditions"), "Admitted")
-            and (o.get("status") or {}).get("phase") not in ENDED}
+            if raw_is_true(o.get("status"), ConditionType.ADMITTED)
+            and not is_final((o.get("status") or {}).get("phase"))}
 
 
-def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[bool, str]:
-    """Count admitted, live sessions of the workspace against maxSessions."""
-    status = body.get("status") or {}
-    if is_true(status.get("conditions"), "Admitted"):
-        return True, ""
+def admit(kube: KubeAPI, body: Obj, workspace: Obj) -> tuple[bool, str]:
+    """Count admitted, live sessions of the workspace against maxSessions.
+
+    (True, "n of limit sessions") reserves a slot in the cache; the caller records the
+    Admitted condition before creating anything. A reservation whose record never lands
+    is dropped by the next listing, which happens at the limit.
+    """
     limit = WorkspaceSpec.model_validate(workspace.get("spec") or {}).limits.max_sessions
     meta = body["metadata"]
     key = (meta["namespace"], workspace["metadata"]["name"])
@@ -146,23 +146,13 @@ def admit(kube: Kube, body: dict[str, Any], workspace: dict[str, Any]) -> tuple[
         if len(live) >= limit:
             return False, (f"workspace {workspace['metadata']['name']!r} allows {limit} "
                            f"session(s) (limits.maxSessions) and {len(live)} are running")
-        known.add(meta["name"])  # the slot is reserved; record it outside the lock
-    conditions = set_condition(status.get("conditions"), "Admitted", True, "WithinLimit",
-                               f"{len(live) + 1} of {limit} sessions")
-    try:
-        kube.patch_status("codesessions", meta["namespace"], meta["name"],
-                          {"conditions": conditions})
-    except Exception:
-        with _admission:
-            known.discard(meta["name"])
-        raise
-    body.setdefault("status", {})["conditions"] = conditions
-    return True, ""
+        known.add(meta["name"])
+    return True, f"{len(live) + 1} of {limit} sessions"
 
 
-def last_activity(pod: Any | None) -> float | None:
+def last_activity(pod: Obj | None) -> float | None:
     """The session server's own record of its last execution (GET /health)."""
-    ip = pod.status.pod_ip if pod is not None and pod.status else None
+    ip = ((pod or {}).get("status") or {}).get("podIP")
     if not ip:
         return None
     try:
@@ -170,24 +160,24 @@ def last_activity(pod: Any | None) -> float | None:
             data = json.load(response)
     except (OSError, ValueError):
         return None
-    value = data.get("last_activity")
+    value = data.get("last_activity") if isinstance(data, dict) else None
     return float(value) if isinstance(value, int | float) else None
 
 
-def terminate(kube: Kube, p: SessionParams, status: dict[str, Any], reason: str,
-              message: str) -> dict[str, Any]:
-    """End the session: Terminated is written first, so the pod's deletion events that
-    follow find an ended session and never bring the pod back."""
-    status.update(phase="Terminated", reason=reason, endpoint=None)
-    status["conditions"] = set_condition(status.get("conditions"), "Ready", False, reason,
-                                         message)
-    kube.patch_status("codesessions", p.namespace, p.name, status)
-    kube.delete_pod(p.namespace, p.pod_name)
-    kube.delete_service(p.namespace, p.service_name)
-    return status
+def terminate(kube: KubeAPI, p: SessionParams, status: CodeSessionStatus, reason: Reason,
+              message: str) -> Outcome[CodeSessionStatus]:
+    """End the session; its pod and Service go once Terminated is written."""
+    ended = status.model_copy(update={
+        "phase": Phase.TERMINATED, "reason": reason, "endpoint": None,
+        "conditions": set_kstatus(status.conditions, status.observed_generation,
+                                  ready=False, reason=reason, message=message,
+                                  progress=Progress.CURRENT)})
+    return Outcome(ended, after=(lambda: kube.delete_pod(p.namespace, p.pod_name),
+                                 lambda: kube.delete_service(p.namespace, p.service_name)))
 
 
-PHASE_FIELDS = ("phase", "reason", "endpoint", "startTime", "conditions", "podResourceVersion")
+PHASE_FIELDS = ("phase", "reason", "endpoint", "start_time", "conditions",
+                "pod_resource_version")
 
 
 def _rv(value: Any) -> int:
@@ -197,48 +187,68 @@ def _rv(value: Any) -> int:
         return -1
 
 
-def newer_pod_view(current: dict[str, Any], computed: dict[str, Any]) -> bool:
+def newer_pod_view(current: CodeSessionStatus, computed: CodeSessionStatus) -> bool:
     """Whether `current` status was derived from a newer pod than `computed` was.
 
     The create handler and pod events both write the phase; each records the
     resourceVersion of the pod it looked at, so a slow writer never turns a Ready
     session back to Starting from an older look at the pod.
     """
-    return _rv(current.get("podResourceVersion")) > _rv(computed.get("podResourceVersion"))
+    return _rv(current.pod_resource_version) > _rv(computed.pod_resource_version)
 
 
-def with_pod_phase(status: dict[str, Any], namespace: str, name: str, phase: str, reason: str,
-                   generation: int | None, pod_version: str | None = None) -> dict[str, Any]:
+def guard(current: CodeSessionStatus, computed: CodeSessionStatus) -> CodeSessionStatus:
+    """What may be written over `current`: an ended session stays ended, and phase
+    fields never go back to an older look at the pod."""
+    if is_final(current.phase) and not is_final(computed.phase):
+        return current
+    if not is_final(computed.phase) and newer_pod_view(current, computed):
+        return computed.model_copy(update={k: getattr(current, k) for k in PHASE_FIELDS})
+    return computed
+
+
+SESSION = StatusKind("CodeSession", "codesessions", CodeSessionStatus, "session", guard)
+
+
+def _progress(phase: Phase, reason: str) -> Progress:
+    if phase == Phase.READY:
+        return Progress.CURRENT
+    return Progress.STALLED if reason in STALLED_POD_REASONS else Progress.RECONCILING
+
+
+def with_pod_phase(status: CodeSessionStatus, namespace: str, name: str, phase: Phase,
+                   reason: str, generation: int | None, pod_version: str | None = None
+                   ) -> CodeSessionStatus:
     """The session status for its pod's phase: endpoint and start time once Ready."""
-    status = {**status, "phase": phase, "reason": reason}
+    update: dict[str, Any] = {"phase": phase, "reason": reason}
     if pod_version is not None:
-        status["podResourceVersion"] = pod_version
-    if phase == "Ready":
-        status["endpoint"] = session_endpoint(name, namespace)
-        if not status.get("startTime"):
-            status["startTime"] = now_iso()
-    status["conditions"] = set_condition(status.get("conditions"), "Ready", phase == "Ready",
-                                         reason, f"pod {name}-session is {phase.lower()}",
-                                         generation)
-    return status
+        update["pod_resource_version"] = pod_version
+    if phase == Phase.READY:
+        update["endpoint"] = session_endpoint(name, namespace)
+        if not status.start_time:
+            update["start_time"] = now_iso()
+    update["conditions"] = set_kstatus(
+        status.conditions, generation, ready=phase == Phase.READY, reason=reason,
+        message=f"pod {name}-session is {phase.lower()}", progress=_progress(phase, reason))
+    return status.model_copy(update=update)
 
 
 # The watchdog looks at every Ready session every half minute; what it needs of the
 # workspace (idle and lifetime defaults) may be a few seconds old, and reading it once
 # per workspace instead of once per session is a third of its API calls.
 WORKSPACE_TTL_SECONDS = 10.0
-_workspaces: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+_workspaces: dict[tuple[str, str], tuple[float, Obj | None]] = {}
 _workspaces_lock = threading.Lock()
 
 
-def _read_workspace(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+def _read_workspace(kube: KubeAPI, namespace: str, name: str) -> Obj | None:
     found = kube.get_custom("workspaces", namespace, name)
     with _workspaces_lock:
         _workspaces[(namespace, name)] = (time.monotonic() + WORKSPACE_TTL_SECONDS, found)
     return found
 
 
-def _recent_workspace(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+def _recent_workspace(kube: KubeAPI, namespace: str, name: str) -> Obj | None:
     """The workspace as read at most WORKSPACE_TTL_SECONDS ago."""
     with _workspaces_lock:
         expires, found = _workspaces.get((namespace, name), (0.0, None))
@@ -247,9 +257,18 @@ def _recent_workspace(kube: Kube, namespace: str, name: str) -> dict[str, Any] |
     return _read_workspace(kube, namespace, name)
 
 
-def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
-              periodic: bool = False) -> dict[str, Any]:
-    """Ensure the children exist and report the session's phase; returns the new status.
+def _pending(status: CodeSessionStatus, generation: int | None, reason: Reason,
+             message: str) -> CodeSessionStatus:
+    """Waiting (for the workspace, or a slot): Reconciling, and retried by the handler."""
+    return status.model_copy(update={
+        "phase": Phase.PENDING, "reason": reason,
+        "conditions": set_kstatus(status.conditions, generation, ready=False, reason=reason,
+                                  message=message, progress=Progress.RECONCILING)})
+
+
+def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = False,
+              clock: Clock = time.time) -> Outcome[CodeSessionStatus]:
+    """Ensure the children exist and compute the session's phase.
 
     `periodic` is the watchdog's look: it also reads the server's last activity, and
     leaves alone a session whose pod stands or that the create handler has not started.
@@ -257,77 +276,72 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any],
     meta = body["metadata"]
     spec = body.get("spec") or {}
     generation = meta.get("generation")
-    status = dict(body.get("status") or {})
-    status["observedGeneration"] = generation
-    if status.get("phase") in ENDED:
-        return status
-    if periodic and not status.get("podName"):
-        return status  # not started yet: the create handler still owns it
-    conditions = status.get("conditions") or []
+    status = SESSION.read(body).model_copy(update={"observed_generation": generation})
+    if is_final(status.phase):
+        return Outcome(status)
+    if periodic and not status.pod_name:
+        return Outcome(status)  # not started yet: the create handler still owns it
 
     workspace = (_recent_workspace if periodic else _read_workspace)(
         kube, meta["namespace"], spec.get("workspaceRef", ""))
     if workspace is None:
-        status.update(phase="Pending", reason="WorkspaceNotFound")
         message = f"Workspace {spec.get('workspaceRef')!r} not found in {meta['namespace']!r}"
-        conditions = set_condition(conditions, "WorkspaceFound", False, "WorkspaceNotFound",
-                                   message, generation)
-        status["conditions"] = set_condition(conditions, "Ready", False, "WorkspaceNotFound",
-                                             message, generation)
-        return status
-    conditions = set_condition(conditions, "WorkspaceFound", True, "Found", "", generation)
+        status.conditions = set_condition(status.conditions, ConditionType.WORKSPACE_FOUND,
+                                          False, Reason.WORKSPACE_NOT_FOUND, message,
+                                          generation)
+        return Outcome(_pending(status, generation, Reason.WORKSPACE_NOT_FOUND, message))
+    status.conditions = set_condition(status.conditions, ConditionType.WORKSPACE_FOUND, True,
+                                      Reason.FOUND, "", generation)
     if not (workspace.get("status") or {}).get("credentialsSecret"):
-        status.update(phase="Pending", reason="WorkspaceNotReady")
-        status["conditions"] = set_condition(conditions, "Ready", False, "WorkspaceNotReady",
-                                             "the workspace has no Redis credentials yet",
-                                             generation)
-        return status
+        return Outcome(_pending(status, generation, Reason.WORKSPACE_NOT_READY,
+                                "the workspace has no Redis credentials yet"))
 
-    body = {**body, "status": {**status, "conditions": conditions}}
-    admitted, why = admit(kube, body, workspace)
-    conditions = body["status"]["conditions"]
-    if not admitted:
-        status.update(phase="Pending", reason="SessionLimitReached")
-        conditions = set_condition(conditions, "Admitted", False, "SessionLimitReached", why,
-                                   generation)
-        status["conditions"] = set_condition(conditions, "Ready", False,
-                                             "SessionLimitReached", why, generation)
-        return status
+    if not is_true(status.conditions, ConditionType.ADMITTED):
+        admitted, why = admit(kube, body, workspace)
+        if not admitted:
+            status.conditions = set_condition(status.conditions, ConditionType.ADMITTED,
+                                              False, Reason.SESSION_LIMIT_REACHED, why,
+                                              generation)
+            return Outcome(_pending(status, generation, Reason.SESSION_LIMIT_REACHED, why))
+        # On record before anything is created for it: then the rest, from that object.
+        status.conditions = set_condition(status.conditions, ConditionType.ADMITTED, True,
+                                          Reason.WITHIN_LIMIT, why)
+        return Outcome(status, again=True)
 
-    status["conditions"] = conditions  # WorkspaceFound and Admitted, as just decided
     p = params_of(body, workspace, cfg)
-    pod = kube.read_pod(p.namespace, p.pod_name) if status.get("podName") else None
+    pod = kube.read_pod(p.namespace, p.pod_name) if status.pod_name else None
     if not (periodic and pod is not None):
         # Create first and let 409 say "already there": an existing token is kept, and the
         # first reconcile of a session costs three calls, not six. The periodic check
         # skips this while the pod stands: with a thousand sessions those calls add up.
         kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
         kube.ensure(session_service(p))
-    if pod is not None and pod_state(pod)[0] == "Failed":
+    if pod is not None and pod_state(pod)[0] == Phase.FAILED:
         kube.delete_pod(p.namespace, p.pod_name)
         pod = None
     if pod is None:
         pod, created = kube.create_pod(session_pod(p))
-        if created and status.get("podName"):
-            status["podRecreations"] = int(status.get("podRecreations") or 0) + 1
-    status.update(podName=p.pod_name, tokenSecret=p.token_secret, workspaceId=p.workspace_id)
+        if created and status.pod_name:
+            status.pod_recreations = (status.pod_recreations or 0) + 1
+    status = status.model_copy(update={"pod_name": p.pod_name, "token_secret": p.token_secret,
+                                       "workspace_id": p.workspace_id})
+    pod_version = ((pod or {}).get("metadata") or {}).get("resourceVersion")
     status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation,
-                            pod.metadata.resource_version if pod is not None else None)
-    conditions = status["conditions"]
-    phase = status["phase"]
+                            pod_version)
 
-    if phase == "Ready":
+    if status.phase == Phase.READY:
         idle, lifetime = limits_of(body, workspace)
-        started = parse_iso(status.get("startTime")) or time.time()
-        if time.time() - started > lifetime:
-            return terminate(kube, p, status, "MaxLifetimeExceeded",
+        now = clock()
+        started = parse_iso(status.start_time) or now
+        if now - started > lifetime:
+            return terminate(kube, p, status, Reason.MAX_LIFETIME_EXCEEDED,
                              f"the session reached its maximum lifetime of {lifetime:g}s")
         if periodic:
             seen = last_activity(pod)
             if seen is not None:
-                status["lastActivityTime"] = iso(seen)
-        active = parse_iso(status.get("lastActivityTime")) or started
-        if time.time() - max(active, started) > idle:
-            return terminate(kube, p, status, "IdleTimeout",
+                status.last_activity_time = iso(seen)
+        active = parse_iso(status.last_activity_time) or started
+        if now - max(active, started) > idle:
+            return terminate(kube, p, status, Reason.IDLE_TIMEOUT,
                              f"no execution for {idle:g}s (idleTimeout)")
-    return status
+    return Outcome(status)

@@ -1,30 +1,33 @@
-"""Workspace: scoped Redis credentials, network policy, health, counts, deletion policy."""
+"""Workspace: scoped Redis credentials, network policy, health, counts, deletion policy.
+
+`reconcile` computes the status; it writes none (handlers commit it, see commit.py).
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from codemode_session.storage.redis_storage import redacted_url
 from redis.exceptions import RedisError
 
 from codemode_operator import redis_acl
-from codemode_operator.api.workspace import WorkspaceSpec, WorkspaceUsage
+from codemode_operator.api.workspace import WorkspaceSpec, WorkspaceStatus, WorkspaceUsage
 from codemode_operator.builders.workspace import (
     WorkspaceParams,
     credentials_secret,
     network_policy,
 )
-from codemode_operator.conditions import set_condition
-from codemode_operator.kube import Kube
+from codemode_operator.commit import WORKSPACE, Outcome
+from codemode_operator.conditions import Progress, set_condition, set_kstatus
+from codemode_operator.kube import KubeAPI, Obj
 from codemode_operator.reconcile import Retry
 from codemode_operator.settings import OperatorConfig
+from codemode_operator.vocabulary import ConditionType, Reason
 
 
 class RedisConfigError(Exception):
     """The Workspace's Redis reference cannot be resolved (missing Secret or key)."""
 
 
-def admin_url(kube: Kube, namespace: str, spec: WorkspaceSpec) -> str:
+def admin_url(kube: KubeAPI, namespace: str, spec: WorkspaceSpec) -> str:
     if spec.redis.url:
         return spec.redis.url
     ref = spec.redis.url_secret_ref
@@ -37,7 +40,7 @@ def admin_url(kube: Kube, namespace: str, spec: WorkspaceSpec) -> str:
     return data[ref.key]
 
 
-def params_of(body: dict[str, Any], cfg: OperatorConfig) -> WorkspaceParams:
+def params_of(body: Obj, cfg: OperatorConfig) -> WorkspaceParams:
     meta = body["metadata"]
     return WorkspaceParams(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
                            spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
@@ -56,29 +59,36 @@ def usage_status(usage: redis_acl.Usage) -> WorkspaceUsage:
                           workflows=usage.workflows)
 
 
-def _member_names(kube: Kube, plural: str, namespace: str, workspace: str) -> list[str]:
+def _member_names(kube: KubeAPI, plural: str, namespace: str, workspace: str) -> list[str]:
     return [o["metadata"]["name"] for o in kube.list_custom(plural, namespace)
             if (o.get("spec") or {}).get("workspaceRef") == workspace]
 
 
-def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str, Any]:
-    """Bring children in line with the spec and return the new status."""
+def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[WorkspaceStatus]:
+    """Bring children in line with the spec and compute the status."""
     p = params_of(body, cfg)
     generation = body["metadata"].get("generation")
-    status = dict(body.get("status") or {})
-    conditions = status.get("conditions") or []
-    status.update(workspaceId=p.workspace_id, observedGeneration=generation)
+    status = WORKSPACE.read(body).model_copy(
+        update={"workspace_id": p.workspace_id, "observed_generation": generation})
+
+    def ready(ok: bool, reason: Reason, message: str, progress: Progress) -> None:
+        status.conditions = set_kstatus(status.conditions, generation, ready=ok,
+                                        reason=reason, message=message, progress=progress)
+
     try:
         url = admin_url(kube, p.namespace, p.spec)
         redis_acl.ping(url)
     except (RedisConfigError, RedisError, OSError) as exc:
         message = str(exc)
-        reason = "RedisConfigInvalid" if isinstance(exc, RedisConfigError) else "RedisUnreachable"
-        status["redisReachable"] = False
-        status["conditions"] = set_condition(
-            set_condition(conditions, "RedisReachable", False, reason, message, generation),
-            "Ready", False, reason, message, generation)
-        return status
+        # A missing Secret needs someone to create it; an outage may pass by itself.
+        reason, progress = (Reason.REDIS_CONFIG_INVALID, Progress.STALLED) \
+            if isinstance(exc, RedisConfigError) else (Reason.REDIS_UNREACHABLE,
+                                                       Progress.RECONCILING)
+        status.redis_reachable = False
+        status.conditions = set_condition(status.conditions, ConditionType.REDIS_REACHABLE,
+                                          False, reason, message, generation)
+        ready(False, reason, message, progress)
+        return Outcome(status)
 
     if p.spec.redis.acl:
         secret = kube.secret_data(p.namespace, p.credentials_secret) or {}
@@ -87,11 +97,11 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
         try:
             redis_acl.provision(url, username, password, p.spec.prefix, p.workspace_id)
         except RedisError as exc:
-            status["redisReachable"] = True
-            status["conditions"] = set_condition(
-                conditions, "Ready", False, "AclProvisioningFailed",
-                f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}", generation)
-            return status
+            status.redis_reachable = True
+            ready(False, Reason.ACL_PROVISIONING_FAILED,
+                  f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}",
+                  Progress.STALLED)
+            return Outcome(status)
         scoped = redis_acl.scoped_url(url, username, password)
         manifest = credentials_secret(p, scoped)
         manifest["stringData"]["password"] = password
@@ -101,30 +111,27 @@ def reconcile(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> dict[str
     kube.replace_secret(manifest)
     kube.replace_network_policy(network_policy(p, url))
 
-    status.update(
-        redisReachable=True,
-        credentialsSecret=p.credentials_secret,
-        sessions=len(_member_names(kube, "codesessions", p.namespace, p.name)),
-        libraries=len(_member_names(kube, "workflowlibraries", p.namespace, p.name)),
-    )
+    status.redis_reachable = True
+    status.credentials_secret = p.credentials_secret
+    status.sessions = len(_member_names(kube, "codesessions", p.namespace, p.name))
+    status.libraries = len(_member_names(kube, "workflowlibraries", p.namespace, p.name))
     try:
         usage = redis_acl.read_usage(url, p.spec.prefix, p.workspace_id)
     except (RedisError, OSError):
         pass  # Redis just answered: keep the last usage rather than fail the reconcile
     else:
-        status["usage"] = usage_status(usage).model_dump(by_alias=True)
+        status.usage = usage_status(usage)
     target = redacted_url(url)
-    conditions = set_condition(conditions, "RedisReachable", True, "Pinged",
-                               f"{target} answered", generation)
-    status["conditions"] = set_condition(
-        conditions, "Ready", True, "Provisioned",
-        f"workspace {p.workspace_id!r} on {target}"
-        + (" with a scoped ACL user" if p.spec.redis.acl else " (ACL off: sessions use the "
-           "admin URL)"), generation)
-    return status
+    status.conditions = set_condition(status.conditions, ConditionType.REDIS_REACHABLE, True,
+                                      Reason.PINGED, f"{target} answered", generation)
+    ready(True, Reason.PROVISIONED,
+          f"workspace {p.workspace_id!r} on {target}"
+          + (" with a scoped ACL user" if p.spec.redis.acl else " (ACL off: sessions use the "
+             "admin URL)"), Progress.CURRENT)
+    return Outcome(status)
 
 
-def delete(kube: Kube, cfg: OperatorConfig, body: dict[str, Any]) -> str:
+def delete(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> str:
     """Apply the deletion policy; raise Retry while something must still go first."""
     p = params_of(body, cfg)
     sessions = _member_names(kube, "codesessions", p.namespace, p.name)
