@@ -7,13 +7,15 @@ Both speak the same HTTP API, keep the server-issued session id, and turn
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from codemode_session.errors import CodemodeError
+from codemode_session.results import ExecuteResult
+
+__all__ = ["AsyncSessionClient", "ExecuteResult", "SessionClient", "SessionError"]
 
 
 class SessionError(CodemodeError):
@@ -23,35 +25,6 @@ class SessionError(CodemodeError):
         super().__init__(f"the session server answered {status}: {detail}")
         self.status = status
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class ExecuteResult:
-    value: Any
-    stdout: str
-    error: str | None
-    execution_time_ms: float
-    session_id: str
-    stderr: str = ""
-    error_type: str | None = None
-    worker_restarted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ExecuteResult:
-        return cls(
-            value=data.get("value"),
-            stdout=data.get("stdout", ""),
-            error=data.get("error"),
-            execution_time_ms=float(data.get("execution_time_ms", 0.0)),
-            session_id=data.get("session_id", ""),
-            stderr=data.get("stderr", ""),
-            error_type=data.get("error_type"),
-            worker_restarted=bool(data.get("worker_restarted", False)),
-        )
 
 
 def _check(response: httpx.Response) -> httpx.Response:

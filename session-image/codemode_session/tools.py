@@ -22,7 +22,6 @@ from codemode_session.errors import CodemodeError, NotFoundError, ValidationErro
 from codemode_session.names import validate_tool_name
 
 MAX_TOOL_OUTPUT = 4 * 1024 * 1024
-_OPTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 class ToolError(CodemodeError):
@@ -132,7 +131,8 @@ def _scalar(value: Any, name: str) -> str:
 
 
 def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
-    """Parse one tool definition; raises ValidationError naming what is wrong."""
+    """Parse one tool definition; a ValidationError names the tool and the field at fault
+    (`tool 'curl': schema.options.header.short: must be text`)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -141,90 +141,34 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
         raise ValidationError(f"tool {default_name or '?'}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValidationError(f"tool {default_name or '?'}: YAML must be a mapping")
-    raw_name = data.get("name") or default_name or ""
-    name = validate_tool_name(_text(raw_name, "tool name"))
-    command = data.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise ValidationError(f"tool {name!r}: 'command' must be a program name")
-    schema = _mapping(data.get("schema"), f"tool {name!r}: 'schema'")
-    options: list[OptionSpec] = []
-    for opt_name, opt in _mapping(schema.get("options"), f"tool {name!r}: 'options'").items():
-        opt = opt or {}
-        if not isinstance(opt_name, str) or not _OPTION_RE.match(opt_name) \
-                or not isinstance(opt, dict):
-            raise ValidationError(f"tool {name!r}: invalid option {opt_name!r}")
-        options.append(OptionSpec(
-            name=opt_name.replace("-", "_"),
-            type=_text(opt.get("type", "string"), f"tool {name!r}: option {opt_name!r} type"),
-            short=_optional_text(opt.get("short"), f"tool {name!r}: option {opt_name!r} short"),
-            flag=_optional_text(opt.get("flag"), f"tool {name!r}: option {opt_name!r} flag"),
-            description=_text(opt.get("description", ""), f"tool {name!r}: option description"),
-            required=bool(opt.get("required", False)),
-        ))
-    raw_positional = schema.get("positional") or []
-    if not isinstance(raw_positional, list):
-        raise ValidationError(f"tool {name!r}: 'positional' must be a list")
-    positional: list[PositionalSpec] = []
-    for pos in raw_positional:
-        pos_name = pos.get("name") if isinstance(pos, dict) else None
-        if not isinstance(pos_name, str) or not _OPTION_RE.match(pos_name):
-            raise ValidationError(f"tool {name!r}: every positional needs a 'name'")
-        positional.append(PositionalSpec(
-            name=pos_name.replace("-", "_"),
-            type=_text(pos.get("type", "string"), f"tool {name!r}: positional type"),
-            description=_text(pos.get("description", ""), f"tool {name!r}: positional "
-                              "description"),
-            required=bool(pos.get("required", True)),
-        ))
-    recipes: list[Recipe] = []
-    for recipe_name, recipe in _mapping(data.get("recipes"), f"tool {name!r}: 'recipes'").items():
-        recipe = recipe or {}
-        if not isinstance(recipe_name, str) or not recipe_name.isidentifier() \
-                or not isinstance(recipe, dict):
-            raise ValidationError(f"tool {name!r}: invalid recipe {recipe_name!r}")
-        params = recipe.get("params") or {}
-        recipes.append(Recipe(
-            name=recipe_name,
-            description=_text(recipe.get("description", ""), f"tool {name!r}: recipe "
-                              "description"),
-            preset=_mapping(recipe.get("preset"), f"tool {name!r}: recipe {recipe_name!r} "
-                            "preset"),
-            params=tuple(str(p) for p in params) if isinstance(params, dict | list) else (),
-        ))
-    timeout = data.get("timeout", 60)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
-            or not 0 < timeout < float("inf"):
-        raise ValidationError(f"tool {name!r}: 'timeout' must be a positive number of seconds")
+    name = validate_tool_name(_name_text(data.get("name") or default_name or ""))
+    from codemode_session import tool_model  # pydantic, loaded only when a tool is parsed
+
+    model = tool_model.parse(data, name)
     return ToolSpec(
         name=name,
-        command=command.strip(),
-        description=_text(data.get("description", ""), f"tool {name!r}: 'description'"),
-        timeout=float(timeout),
-        options=tuple(options),
-        positional=tuple(positional),
-        recipes=tuple(recipes),
+        command=model.command,
+        description=model.description,
+        timeout=model.timeout,
+        options=tuple(
+            OptionSpec(name=key.replace("-", "_"), type=o.type, short=o.short, flag=o.flag,
+                       description=o.description, required=o.required)
+            for key, o in model.schema_.options.items()),
+        positional=tuple(
+            PositionalSpec(name=p.name.replace("-", "_"), type=p.type,
+                           description=p.description, required=p.required)
+            for p in model.schema_.positional),
+        recipes=tuple(
+            Recipe(name=key, description=r.description, preset=dict(r.preset), params=r.params)
+            for key, r in model.recipes.items()),
     )
 
 
-def _mapping(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ValidationError(f"{what} must be a mapping")
-    return dict(value)
-
-
-def _text(value: Any, what: str) -> str:
-    """A scalar as text; a nested structure is refused (YAML aliases can make one huge)."""
-    if value is None:
-        return ""
+def _name_text(value: Any) -> str:
+    """The tool's name as text; a nested structure is refused."""
     if isinstance(value, str | int | float | bool | datetime.date):
         return str(value)
-    raise ValidationError(f"{what} must be text")
-
-
-def _optional_text(value: Any, what: str) -> str | None:
-    return None if value is None else _text(value, what)
+    raise ValidationError("tool name must be text")
 
 
 def load_tools_dir(path: str | os.PathLike[str] | None) -> dict[str, str]:

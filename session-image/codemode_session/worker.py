@@ -28,26 +28,20 @@ from codemode_session.namespaces import (
     ToolsNamespace,
     WorkflowsNamespace,
 )
+from codemode_session.results import failed_run
 from codemode_session.runner import CellRunner
+from codemode_session.server.config import WorkerConfig
 from codemode_session.storage.brokered import BrokeredStorage
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
-def build_namespace(workspace_id: str | None, channel: WorkerChannel) -> dict[str, Any]:
+def build_namespace(workspace_id: str | None, channel: WorkerChannel,
+                    config: WorkerConfig) -> dict[str, Any]:
     """The globals agent code starts with; their storage is the server's, by call."""
-    env = os.environ
     bridge = SyncBridge()
-    storage = BrokeredStorage(channel, env.get("STORAGE_PREFIX") or "codemode",
+    storage = BrokeredStorage(channel, config.storage_prefix,
                               validate_workspace_id(workspace_id))
-    deps_dir = env.get("DEPS_DIR") or None
-    allow_deps = env.get("ALLOW_RUNTIME_DEPS", "false").lower() in ("1", "true", "yes")
-    tools = ToolsNamespace(storage, bridge, env.get("TOOLS_PATH"))
+    deps_dir = config.deps_dir
+    tools = ToolsNamespace(storage, bridge, config.tools_path)
     artifacts = ArtifactsNamespace(storage, bridge)
 
     def install(specs: list[str]) -> None:
@@ -56,7 +50,7 @@ def build_namespace(workspace_id: str | None, channel: WorkerChannel) -> dict[st
             sys.path.insert(0, deps_dir)
         importlib.invalidate_caches()
 
-    deps = DepsNamespace(storage, bridge, allow_deps, install)
+    deps = DepsNamespace(storage, bridge, config.allow_runtime_deps, install)
 
     def workflow_globals() -> dict[str, Any]:
         return {"tools": tools, "workflows": workflows, "artifacts": artifacts, "deps": deps,
@@ -128,12 +122,11 @@ def stop_forked_copies() -> int:
     return stopped
 
 
-def serve(channel: WorkerChannel) -> None:
+def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
     global _forked
     main_pid = os.getpid()
     os.register_at_fork(after_in_parent=_note_fork)
     runner: CellRunner | None = None
-    output_limit = _env_int("OUTPUT_LIMIT_BYTES", 1024 * 1024)
     while True:
         try:
             request = channel.next_request()
@@ -142,8 +135,8 @@ def serve(channel: WorkerChannel) -> None:
         op = request.get("op")
         if op == "init":
             try:
-                runner = CellRunner(build_namespace(request.get("workspace_id"), channel),
-                                    output_limit)
+                runner = CellRunner(build_namespace(request.get("workspace_id"), channel, config),
+                                    config.output_limit_bytes)
                 reply: dict[str, Any] = {"ok": True}
             except Exception as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -171,11 +164,8 @@ def _frame(reply: dict[str, Any]) -> bytes:
     try:
         return protocol.encode(reply)
     except (TypeError, ValueError, RecursionError) as exc:
-        return protocol.encode({
-            "value": None, "stdout": "", "stderr": "",
-            "error": f"ResultError: the result could not be sent as JSON: {exc}",
-            "error_type": "ResultError", "seq": reply.get("seq"),
-        })
+        failed = failed_run("ResultError", f"the result could not be sent as JSON: {exc}")
+        return protocol.encode({**failed, "seq": reply.get("seq")})
 
 
 def main() -> None:
@@ -184,17 +174,14 @@ def main() -> None:
     # Secrets of the server are not the agent's business (the server strips them too).
     for name in ("CONTAINER_AUTH_TOKEN", "REDIS_URL", "STORAGE_DIR"):
         os.environ.pop(name, None)
-    deps_dir = os.environ.get("DEPS_DIR")
-    if deps_dir and deps_dir not in sys.path:
-        sys.path.insert(0, deps_dir)
-    apply_worker_limits(
-        memory_mb=_env_int("WORKER_MEMORY_MB", 1024),
-        max_processes=_env_int("WORKER_MAX_PROCESSES", 256),
-    )
+    config = WorkerConfig.from_env(os.environ)
+    if config.deps_dir and config.deps_dir not in sys.path:
+        sys.path.insert(0, config.deps_dir)
+    apply_worker_limits(memory_mb=config.memory_mb, max_processes=config.max_processes)
     try:
         channel = WorkerChannel(sock)
         channel.send({"ok": True, "pid": os.getpid()})
-        serve(channel)
+        serve(channel, config)
     except OSError:
         pass  # the server went away
     finally:

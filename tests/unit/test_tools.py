@@ -174,3 +174,60 @@ def test_search_score_prefers_name_hits() -> None:
     assert search_score("numbers", "seq", "Print a sequence of numbers") > 0
     assert search_score("zzz", "seq", "Print") == 0
     assert search_score("", "seq", "x") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: curl\n", "tool 'curl': command: field required"),
+        ("name: t\ncommand: '  '\n", "tool 't': command: 'command' must be a program name"),
+        ("name: t\ncommand: x\ndescription: [a]\n", "tool 't': description: must be text"),
+        ("name: t\ncommand: x\nschema:\n  options:\n    v: {short: [1]}\n",
+         "tool 't': schema.options.v.short: must be text"),
+        ("name: t\ncommand: x\nschema:\n  options:\n    v: 5\n",
+         "tool 't': schema.options.v: must be a mapping"),
+        ("name: t\ncommand: x\nschema:\n  options: [a]\n",
+         "tool 't': schema.options: 'options' must be a mapping"),
+        ("name: t\ncommand: x\nschema:\n  positional: {a: 1}\n",
+         "tool 't': schema.positional: 'positional' must be a list"),
+        ("name: t\ncommand: x\nschema:\n  positional:\n    - name: ok\n    - name: 'a b'\n",
+         "tool 't': schema.positional.1.name: invalid positional name 'a b'"),
+        ("name: t\ncommand: x\nrecipes:\n  get: {preset: 3}\n",
+         "tool 't': recipes.get.preset: 'preset' must be a mapping"),
+        ("name: t\ncommand: x\ntimeout: null\n", "tool 't': timeout: 'timeout' must be"),
+        ("name: [a]\ncommand: x\n", "tool name must be text"),
+    ],
+)
+def test_errors_name_the_field(text: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_tool_yaml(text)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_tool_yaml("name: t\ncommand: [x]\ntimeout: 0\nrecipes: 1\n")
+    assert str(caught.value) == (
+        "tool 't': command: 'command' must be a program name; timeout: 'timeout' must be a "
+        "positive number of seconds; recipes: 'recipes' must be a mapping")
+
+
+def test_the_format_stays_lenient_where_it_always_was() -> None:
+    spec = parse_tool_yaml(
+        "name: t\ncommand: ' x '\ndescription: 42\nunknown: [ignored]\n"
+        "schema:\n  options:\n    quiet:\n    level: {type: null, required: 'no', short: 1}\n"
+        "    date: {description: 2024-01-02}\n  positional:\n"
+        "recipes:\n  get:\n  post: {params: {a: 1, b: 2}, preset: {1: 2}}\n  put: {params: 7}\n")
+    assert (spec.command, spec.description, spec.timeout) == ("x", "42", 60.0)
+    quiet, level, date = spec.options
+    assert (quiet.type, quiet.short, quiet.required) == ("string", None, False)
+    assert (level.type, level.short, level.required) == ("", "1", True)
+    assert date.description == "2024-01-02"
+    assert spec.positional == ()
+    get, post, put = spec.recipes
+    assert (get.preset, get.params) == ({}, ())
+    assert (post.preset, post.params) == ({1: 2}, ("a", "b"))
+    assert put.params == ()
+    positional = parse_tool_yaml("name: t\ncommand: x\nschema:\n  positional:\n"
+                                 "    - {name: in-file, required: 0}\n").positional
+    assert [(p.name, p.type, p.required) for p in positional] == [("in_file", "string", False)]

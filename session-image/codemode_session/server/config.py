@@ -1,15 +1,24 @@
-"""Server settings, read once from the environment (DESIGN.md §4)."""
+"""Settings of the server and of its workers, each read once from the environment
+(docs/architecture.md §4.1).
+
+The server parses its own in `create_app`: a bad value stops it with one readable
+line. A worker parses the environment the server gave it once, in its `main`.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from codemode_session.errors import ValidationError
 from codemode_session.names import validate_workspace_id
 
 TRUE = ("1", "true", "yes", "on")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in TRUE
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -44,7 +53,7 @@ MAX_REQUEST_BYTES_DEFAULT = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServerConfig:
-    auth_token: str | None
+    auth_token: str | None = field(repr=False)  # kept out of logs and tracebacks
     auth_disabled: bool
     workspace_id: str | None
     default_timeout: float
@@ -56,12 +65,14 @@ class ServerConfig:
     accept_client_session_ids: bool
     max_code_bytes: int
     max_request_bytes: int
+    tools_path: str | None = None
+    deps_dir: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
         env = os.environ if env is None else env
         token = env.get("CONTAINER_AUTH_TOKEN") or None
-        disabled = env.get("CONTAINER_AUTH_DISABLED", "").lower() in TRUE
+        disabled = _flag(env, "CONTAINER_AUTH_DISABLED")
         if token is None and not disabled:
             raise ValidationError(
                 "refusing to start without auth: set CONTAINER_AUTH_TOKEN, or "
@@ -77,11 +88,46 @@ class ServerConfig:
             workspace_id=validate_workspace_id(env.get("WORKSPACE_ID") or None),
             default_timeout=min(default_timeout, max_time),
             max_execution_time=max_time,
-            allow_runtime_deps=env.get("ALLOW_RUNTIME_DEPS", "false").lower() in TRUE,
+            allow_runtime_deps=_flag(env, "ALLOW_RUNTIME_DEPS"),
             session_idle_timeout=_float(env, "SESSION_IDLE_TIMEOUT", 3600.0),
             max_sessions=int(_float(env, "MAX_SESSIONS", 32)),
             worker_spares=int(env.get("WORKER_SPARES", "1") or 0),
-            accept_client_session_ids=env.get("ACCEPT_CLIENT_SESSION_IDS", "").lower() in TRUE,
+            accept_client_session_ids=_flag(env, "ACCEPT_CLIENT_SESSION_IDS"),
             max_code_bytes=int(_float(env, "MAX_CODE_BYTES", 1024 * 1024)),
             max_request_bytes=_bytes(env, "MAX_REQUEST_BYTES", MAX_REQUEST_BYTES_DEFAULT),
+            tools_path=env.get("TOOLS_PATH") or None,
+            deps_dir=env.get("DEPS_DIR") or None,
+        )
+
+
+def _lenient_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """A worker cannot refuse to start over a setting, so a bad value means the default."""
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    memory_mb: int = 1024
+    max_processes: int = 256
+    output_limit_bytes: int = 1024 * 1024
+    storage_prefix: str = "codemode"
+    allow_runtime_deps: bool = False
+    deps_dir: str | None = None
+    tools_path: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WorkerConfig:
+        """WORKER_MEMORY_MB, WORKER_MAX_PROCESSES, OUTPUT_LIMIT_BYTES, STORAGE_PREFIX,
+        ALLOW_RUNTIME_DEPS (read as the server reads it), DEPS_DIR and TOOLS_PATH."""
+        return cls(
+            memory_mb=_lenient_int(env, "WORKER_MEMORY_MB", cls.memory_mb),
+            max_processes=_lenient_int(env, "WORKER_MAX_PROCESSES", cls.max_processes),
+            output_limit_bytes=_lenient_int(env, "OUTPUT_LIMIT_BYTES", cls.output_limit_bytes),
+            storage_prefix=env.get("STORAGE_PREFIX") or cls.storage_prefix,
+            allow_runtime_deps=_flag(env, "ALLOW_RUNTIME_DEPS"),
+            deps_dir=env.get("DEPS_DIR") or None,
+            tools_path=env.get("TOOLS_PATH") or None,
         )

@@ -7,9 +7,10 @@ document, so that what it calls valid is what the server accepts.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from codemode_session.names import (
     ARTIFACT_NAME_RE,
@@ -18,6 +19,7 @@ from codemode_session.names import (
     WORKFLOW_NAME_RE,
     WORKSPACE_ID_RE,
 )
+from codemode_session.results import ExecuteResult
 
 # Standard base64 with its padding: what `base64.b64decode(validate=True)` accepts.
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -64,15 +66,19 @@ class ExecuteRequest(Strict):
                     "MAX_EXECUTION_TIME, else 422)")
 
 
-class ExecuteResponse(BaseModel):
-    value: Any = None
-    stdout: str = ""
-    stderr: str = ""
-    error: str | None = None
-    error_type: str | None = None
-    execution_time_ms: float
-    session_id: str
-    worker_restarted: bool = False
+def _model_of(name: str, source: type[Any]) -> type[BaseModel]:
+    """A pydantic model with the fields (types, defaults) of the dataclass `source`."""
+    hints = get_type_hints(source)
+    fields: dict[str, Any] = {
+        f.name: (hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(source)
+    }
+    model: type[BaseModel] = create_model(name, **fields)
+    return model
+
+
+# The answer's shape is ExecuteResult's (codemode_session.results); this is its schema.
+ExecuteResponse = _model_of("ExecuteResponse", ExecuteResult)
 
 
 class CreateSessionRequest(Strict):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from codemode_session.results import failed_run
 from codemode_session.server import metrics
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
 
@@ -135,11 +136,11 @@ class SessionManager:
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
             except WorkerTimeout:
-                reply = self._lost(session, "TimeoutError",
+                reply = self._lost("TimeoutError",
                                    f"execution exceeded the timeout of {timeout:g}s")
                 outcome, restarted, killed = "timeout", True, True
             except WorkerCrashed as exc:
-                reply = self._lost(session, "WorkerCrashed", f"{exc} while running this code")
+                reply = self._lost("WorkerCrashed", f"{exc} while running this code")
                 outcome, restarted, killed = "crash", True, True
             if killed:
                 if session.worker is not None:
@@ -161,15 +162,9 @@ class SessionManager:
             return reply
 
     @staticmethod
-    def _lost(session: Session, kind: str, what: str) -> dict[str, Any]:
-        return {
-            "value": None,
-            "stdout": "",
-            "stderr": "",
-            "error": f"{kind}: {what}; the worker was killed and restarted, so this session's "
-                     "state (variables, imports) was lost",
-            "error_type": kind,
-        }
+    def _lost(kind: str, what: str) -> dict[str, Any]:
+        return failed_run(kind, f"{what}; the worker was killed and restarted, so this "
+                                "session's state (variables, imports) was lost")
 
     async def reset(self, session: Session) -> None:
         async with session.lock:

@@ -20,7 +20,7 @@ def sole_session(config: ServerConfig) -> bool:
 
 def build_pool(environ: Mapping[str, str], config: ServerConfig,
                storage_for: Callable[[str | None], Storage]) -> WorkerPool:
-    deps_dir = environ.get("DEPS_DIR") or None
+    deps_dir = config.deps_dir
     if deps_dir:
         reset_folder(deps_dir)  # a restarted container's leftovers are not ours
 

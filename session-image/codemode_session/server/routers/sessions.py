@@ -1,0 +1,102 @@
+"""Sessions and running code: `/sessions`, `/execute`, `/info`, `/reset`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Response
+from fastapi.exceptions import RequestValidationError
+
+from codemode_session import __version__
+from codemode_session.errors import NotFoundError
+from codemode_session.server.config import ServerConfig
+from codemode_session.server.dependencies import (
+    CallerWorkspace,
+    OptionalSessionHeader,
+    SessionHeader,
+    State,
+    authenticated_router,
+)
+from codemode_session.server.http_errors import TooLarge
+from codemode_session.server.models import (
+    CreateSessionRequest,
+    CreateSessionResponse,
+    ExecuteRequest,
+    ExecuteResponse,
+)
+from codemode_session.server.openapi import errors
+from codemode_session.server.responses import AsciiJSONResponse
+from codemode_session.server.routers.tools import tool_specs_for
+from codemode_session.server.state import UNKNOWN_SESSION
+
+router = authenticated_router()
+
+
+@router.post("/sessions", status_code=201, response_model=CreateSessionResponse,
+             responses=errors(403, 429))
+async def create_session(state: State, body: CreateSessionRequest | None = None
+                         ) -> CreateSessionResponse:
+    workspace = state.resolve_workspace(body.workspace_id if body else None)
+    session = await state.open_session(workspace)
+    return CreateSessionResponse(session_id=session.id, workspace_id=workspace,
+                                 idle_timeout_seconds=state.config.session_idle_timeout)
+
+
+@router.delete("/sessions", responses=errors(404))
+async def end_session(state: State, x_session_id: SessionHeader) -> dict[str, Any]:
+    if not await state.sessions.end(x_session_id):
+        raise NotFoundError(UNKNOWN_SESSION)
+    return {"status": "ended", "session_id": x_session_id}
+
+
+def run_timeout(requested: float | None, config: ServerConfig) -> float:
+    """The run's deadline; past MAX_EXECUTION_TIME a 422 shaped like every other
+    (a list of errors), as the document says."""
+    timeout = requested or config.default_timeout
+    if timeout > config.max_execution_time:
+        raise RequestValidationError([{
+            "type": "less_than_equal", "loc": ("body", "timeout"), "input": timeout,
+            "msg": f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME="
+                   f"{config.max_execution_time:g}s",
+            "ctx": {"le": config.max_execution_time},
+        }])
+    return timeout
+
+
+@router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
+async def execute(body: ExecuteRequest, state: State,
+                  x_session_id: OptionalSessionHeader = None) -> Response:
+    config = state.config
+    if len(body.code.encode()) > config.max_code_bytes:
+        raise TooLarge(f"code is larger than {config.max_code_bytes} bytes")
+    timeout = run_timeout(body.timeout, config)
+    session = await state.session_for_execute(x_session_id)
+    # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
+    # from the worker); returning it as is skips a second validation per request.
+    return AsciiJSONResponse(await state.sessions.execute(session, body.code, timeout))
+
+
+@router.get("/info", responses=errors(404, 503))
+async def info(workspace: CallerWorkspace) -> dict[str, Any]:
+    config = workspace.state.config
+    storage = workspace.storage()
+    tools = await tool_specs_for(storage, config.tools_path)
+    workflows = [{"name": w.name, "description": w.description}
+                 for w in await storage.list_workflows()]
+    return {
+        "tools": [{"name": s.name, "description": s.description} for s in tools.values()],
+        "workflows": workflows,
+        "skills": workflows,
+        "artifacts_path": storage.description,
+        "workspace_id": storage.workspace_id,
+        "allow_runtime_deps": config.allow_runtime_deps,
+        "default_timeout": config.default_timeout,
+        "max_execution_time": config.max_execution_time,
+        "version": __version__,
+    }
+
+
+@router.post("/reset", responses=errors(404))
+async def reset(state: State, x_session_id: SessionHeader) -> dict[str, Any]:
+    await state.sessions.reset(state.session(x_session_id))
+    return {"status": "reset", "session_id": x_session_id}

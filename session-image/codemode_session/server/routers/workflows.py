@@ -1,0 +1,60 @@
+"""`/api/workflows`: list, search, read, save and delete a workspace's workflows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codemode_session.errors import NotFoundError
+from codemode_session.names import validate_workflow_name
+from codemode_session.server.dependencies import (
+    CallerWorkspace,
+    WorkflowName,
+    authenticated_router,
+)
+from codemode_session.server.models import WorkflowCreate
+from codemode_session.server.openapi import errors
+from codemode_session.tools import search_score
+from codemode_session.workflow_model import parse_workflow
+
+router = authenticated_router()
+
+
+@router.get("/api/workflows", responses=errors(404, 503))
+async def list_workflows(workspace: CallerWorkspace) -> list[dict[str, Any]]:
+    return [w.summary() for w in await workspace.storage().list_workflows()]
+
+
+# Before `/api/workflows/{name:path}`, which would take "search" for a name.
+@router.get("/api/workflows/search", responses=errors(404, 503))
+async def search_workflows(query: str, workspace: CallerWorkspace,
+                           limit: int = 10) -> list[dict[str, Any]]:
+    workflows = await workspace.storage().list_workflows()
+    scored = sorted(((search_score(query, w.name, w.description), w) for w in workflows),
+                    key=lambda x: (-x[0], x[1].name))
+    return [w.summary() for score, w in scored if score > 0][: max(0, limit)]
+
+
+# `{name:path}`: a name with a slash (`a%2Fb` arrives decoded) is a 400 that says
+# why, like any other invalid name, not the router's bare 404.
+@router.get("/api/workflows/{name:path}", responses=errors(404, 503))
+async def get_workflow(name: WorkflowName, workspace: CallerWorkspace) -> dict[str, Any]:
+    validate_workflow_name(name)
+    workflow = await workspace.storage().get_workflow(name)
+    if workflow is None:
+        raise NotFoundError(f"no workflow named {name!r}")
+    return workflow.to_dict()
+
+
+@router.post("/api/workflows", status_code=201, responses=errors(404, 409, 413, 503))
+async def create_workflow(body: WorkflowCreate, workspace: CallerWorkspace) -> dict[str, Any]:
+    workflow = parse_workflow(body.name, body.source, body.description or None)
+    await workspace.storage().save_workflow(workflow)
+    return workflow.summary()
+
+
+@router.delete("/api/workflows/{name:path}", responses=errors(404, 409, 503))
+async def delete_workflow(name: WorkflowName, workspace: CallerWorkspace) -> bool:
+    validate_workflow_name(name)
+    if not await workspace.storage().delete_workflow(name):
+        raise NotFoundError(f"no workflow named {name!r}")
+    return True

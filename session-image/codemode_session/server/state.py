@@ -1,0 +1,108 @@
+"""What the request handlers share: settings, sessions, and each workspace's storage.
+
+Lookups raise the domain's errors (`server.http_errors` maps them to statuses),
+so every handler refuses an unknown session or a foreign workspace alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from codemode_session.errors import ForbiddenError, NotFoundError
+from codemode_session.names import validate_workspace_id
+from codemode_session.server.config import ServerConfig
+from codemode_session.server.http_errors import SessionLimitReached
+from codemode_session.server.sessions import CLIENT_ID_RE, Session, SessionManager, TooManySessions
+from codemode_session.storage.base import Storage
+from codemode_session.storage.factory import storage_from_env
+
+UNKNOWN_SESSION = "unknown or expired session"
+
+
+class StorageRegistry:
+    """One storage object per workspace, sharing the server's connection settings."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self._by_ws: dict[str | None, Storage] = {}
+
+    def get(self, workspace_id: str | None) -> Storage:
+        if workspace_id not in self._by_ws:
+            self._by_ws[workspace_id] = storage_from_env(self.env, workspace_id)
+        return self._by_ws[workspace_id]
+
+    async def close(self) -> None:
+        for storage in self._by_ws.values():
+            await storage.close()
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    storages: StorageRegistry
+    started: float = field(default_factory=time.time)
+    _sessions: SessionManager | None = None
+
+    @property
+    def sessions(self) -> SessionManager:
+        if self._sessions is None:
+            raise RuntimeError("the server has not started (its lifespan did not run)")
+        return self._sessions
+
+    def start(self, sessions: SessionManager) -> None:
+        self._sessions = sessions
+        sessions.start()
+
+    async def close(self) -> None:
+        if self._sessions is not None:
+            await self._sessions.close()
+        await self.storages.close()
+
+    def resolve_workspace(self, requested: str | None) -> str | None:
+        """The workspace a new session is for: the server's, unless another is allowed."""
+        pinned = self.config.workspace_id
+        if requested is None:
+            return pinned
+        validate_workspace_id(requested)
+        if pinned is not None and requested != pinned:
+            raise ForbiddenError(f"this server serves workspace {pinned!r} only")
+        return requested
+
+    def session(self, session_id: str,
+                hint: str = "create one with POST /sessions") -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFoundError(f"{UNKNOWN_SESSION}; {hint}")
+        return session
+
+    def storage_for(self, session_id: str | None) -> Storage:
+        """The storage of the session's workspace; without a session, the server's."""
+        workspace = self.config.workspace_id
+        if session_id:
+            workspace = self.session(session_id).workspace_id
+        return self.storages.get(workspace)
+
+    async def open_session(self, workspace: str | None,
+                           session_id: str | None = None) -> Session:
+        try:
+            return await self.sessions.create(workspace, session_id=session_id)
+        except TooManySessions:
+            raise SessionLimitReached(
+                f"session limit reached ({self.config.max_sessions}); end one with "
+                "DELETE /sessions") from None
+
+    async def session_for_execute(self, session_id: str | None) -> Session:
+        """The session a run goes to: a new one without an id, and (when the server
+        accepts client ids, as py-code-mode's client expects) one under the given id."""
+        workspace = self.config.workspace_id
+        if session_id is None:
+            return await self.open_session(workspace)
+        session = self.sessions.get(session_id)
+        if session is not None:
+            return session
+        if self.config.accept_client_session_ids and CLIENT_ID_RE.match(session_id):
+            return await self.open_session(workspace, session_id=session_id)
+        raise NotFoundError(
+            f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions")
