@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from codemode_session.storage.quota import Quota
 from codemode_session.workflow_model import Workflow
 
 T = TypeVar("T")
+CONNECTION_RETRIES = 3  # as the client's own Retry does for single commands
 
 
 def redacted_url(url: str) -> str:
@@ -47,6 +49,14 @@ def redacted_url(url: str) -> str:
 
 def _s(value: bytes | str) -> str:
     return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
+
+
+def _counter(raw: bytes | str | None) -> int | None:
+    """The usage counter's value; None when it was never started (or is not a number)."""
+    try:
+        return max(0, int(raw)) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def _loads(raw: bytes | str | None) -> Any:
@@ -269,11 +279,7 @@ class RedisStorage:
 
     async def _usage(self, pipe: Pipeline) -> int | None:
         """The usage counter on a watching pipeline; None when it was never started."""
-        raw = await pipe.hget(self.keys.usage, "bytes")
-        try:
-            return max(0, int(raw)) if raw is not None else None
-        except ValueError:
-            return None
+        return _counter(await pipe.hget(self.keys.usage, "bytes"))
 
     async def _measure_usage(self) -> int:
         """Count what the usage counter covers (artifact data and index entries, agent
@@ -317,6 +323,66 @@ class RedisStorage:
                         return result
                     except WatchError:
                         continue
+            raise ConflictError(
+                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
+                "attempts); nothing was written, try again"
+            )
+
+        return await self._call(run)
+
+    async def _watched_reads(
+        self, keys: list[str], reads: list[tuple[Any, ...]], verb: str,
+        plan: Callable[[list[Any]], Awaitable[Callable[[Pipeline], None]]],
+    ) -> list[Any]:
+        """Like `_watched`, in two round trips instead of one per command: WATCH and
+        `reads` go together, `plan` decides from their replies, then MULTI/writes/EXEC go
+        together. The hot path of artifact saves (quota checks cost no extra latency)."""
+
+        async def attempt(conn: Any) -> list[Any] | None:
+            first = [("WATCH", *keys), *reads]
+            await conn.send_packed_command(conn.pack_commands(first))
+            replies = [await conn.read_response() for _ in first]
+            try:
+                queue = await plan(replies[1:])
+            except BaseException:
+                await conn.send_command("UNWATCH")
+                await conn.read_response()
+                raise
+            collect = self.redis.pipeline(transaction=False)
+            queue(collect)
+            second = [("MULTI",), *(args for args, _ in collect.command_stack), ("EXEC",)]
+            await conn.send_packed_command(conn.pack_commands(second))
+            answers = [await conn.read_response() for _ in second]
+            if answers[-1] is None:
+                return None  # a watched key changed: decide again
+            failed = [r for r in answers[-1] if isinstance(r, Exception)]
+            if failed:
+                raise failed[0]
+            return list(answers[-1])
+
+        async def run() -> list[Any]:
+            pool = self.redis.connection_pool
+            lost = 0
+            for _ in range(TRANSACTION_ATTEMPTS):
+                conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    result = await attempt(conn)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    # The connection went (even with EXEC's answer in flight): decide again
+                    # from fresh reads, so an EXEC that did land is not counted twice.
+                    await conn.disconnect()
+                    lost += 1
+                    if lost > CONNECTION_RETRIES:
+                        raise
+                    await asyncio.sleep(0.05 * lost)
+                    continue
+                except BaseException:
+                    await conn.disconnect()  # mid-exchange: never reuse it
+                    raise
+                finally:
+                    await pool.release(conn)
+                if result is not None:
+                    return result
             raise ConflictError(
                 f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
                 "attempts); nothing was written, try again"
@@ -463,9 +529,9 @@ class RedisStorage:
         size = len(data) + len(entry.encode())
         self.quota.check_artifact(info.name, size)
 
-        async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
-            old = await self._stored_artifact_bytes(pipe, info.name)
-            used = await self._usage(pipe)
+        async def plan(reads: list[Any]) -> Callable[[Pipeline], None]:
+            old = int(reads[0]) + int(reads[1])
+            used = _counter(reads[2])
             delta = size - old
             if used is None and delta > 0:
                 used = await self._measure_usage()
@@ -485,8 +551,11 @@ class RedisStorage:
                 self._count(p, used, delta)
             return write
 
-        await self._watched([key, keys.artifact_index, keys.usage],
-                            f"save artifact {info.name!r}", plan)
+        await self._watched_reads(
+            [key, keys.artifact_index, keys.usage],
+            [("STRLEN", key), ("HSTRLEN", keys.artifact_index, info.name),
+             ("HGET", keys.usage, "bytes")],
+            f"save artifact {info.name!r}", plan)
 
     async def _stored_artifact_bytes(self, pipe: Pipeline, name: str) -> int:
         """What one artifact adds to usage: its data and its index entry."""
