@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from codemode_session.limits import pids_cgroup_dir
@@ -16,6 +17,8 @@ from tests.conftest import RedisServer
 from tests.integration.server_fixture import Api, ServerProcess, base_settings, running_server
 
 pytestmark = pytest.mark.redis
+
+T = TypeVar("T")
 
 
 
@@ -410,34 +413,56 @@ def server_workers(api: Api) -> set[int]:
     return pids
 
 
-def settled_workers(api: Api, timeout: float = 30.0) -> set[int]:
-    """The server's workers once the set stops changing (spares refilled) for a second."""
+def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 30.0,
+               interval: float = 0.05) -> T:
+    """Poll until predicate() is truthy and return its value; fail after `timeout` s."""
     deadline = time.monotonic() + timeout
-    current = server_workers(api)
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        latest = server_workers(api)
-        if latest == current:
-            return latest
-        current = latest
-    raise AssertionError(f"the server's workers did not settle: {current}")
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return value
 
 
-def test_ending_a_running_session_leaves_no_worker(api: Api) -> None:
-    session = api.session()
-    worker_pid = api.value(session, "import os\nos.getpid()")
-    before = settled_workers(api)
-    assert worker_pid in before
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(api.execute, session, "import time\ntime.sleep(5)\n'finished'")
-        time.sleep(0.5)
-        ended = api.http.delete("/sessions", headers={"X-Session-ID": session})
-        assert ended.status_code == 200
-        result = running.result(timeout=30)
-    assert result["value"] is None and result["error_type"] == "WorkerCrashed"
-    after = settled_workers(api)
-    assert worker_pid not in after
-    assert len(after) == len(before) - 1, (before, after)
+def test_ending_a_running_session_leaves_no_worker(redis_server: RedisServer,
+                                                   tmp_path: Path) -> None:
+    """On a server of its own, whose only workers are this session's and the spares, so
+    how many there should be is known (the module's server also holds other tests')."""
+    spares = 2
+    settings = base_settings(redis_server.url, f"end{uuid.uuid4().hex[:8]}",
+                             WORKER_SPARES=str(spares), WORKER_MAX_PROCESSES=str(MAX_PROCESSES))
+    with running_server(settings) as server, server.client() as client:
+        api = Api(server, client)
+        session = api.session()
+        worker_pid = api.value(session, "import os\nos.getpid()")
+
+        def refilled() -> set[int] | None:
+            workers = server_workers(api)
+            return workers if len(workers) == 1 + spares else None
+
+        def killed_one_gone() -> set[int] | None:
+            workers = server_workers(api)
+            return workers if worker_pid not in workers else None
+
+        # Taking a spare for the session started a refill.
+        before = wait_until(refilled, f"the session's worker and {spares} spares")
+        assert worker_pid in before
+        started = tmp_path / "started"
+        code = (f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('1')\n"
+                "time.sleep(5)\n'finished'")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(api.execute, session, code)
+            wait_until(lambda: started.exists() or running.done(), "the run to start")
+            assert not running.done(), running.result()
+            ended = api.http.delete("/sessions", headers={"X-Session-ID": session})
+            assert ended.status_code == 200
+            result = running.result(timeout=30)
+        assert result["value"] is None and result["error_type"] == "WorkerCrashed"
+        # Ending a session takes nothing from the pool, so nothing is refilled: the set is
+        # final once the killed worker is gone.
+        after = wait_until(killed_one_gone, f"worker {worker_pid} gone")
+        assert worker_pid not in after
+        assert len(after) == len(before) - 1, (before, after)
 
 
 # ---- concurrency ------------------------------------------------------------------------

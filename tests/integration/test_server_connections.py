@@ -195,15 +195,19 @@ def test_work_in_progress_is_not_cut(server: ServerProcess) -> None:
     with server.client() as http:
         response = http.post("/execute", json={"code": "import time\ntime.sleep(3)\n'done'"})
         assert response.status_code == 200 and response.json()["value"] == "done"
-        # A body sent slowly, but never idle for a whole second, is read.
+        # A body sent slowly, but never idle for a whole second, is read. The pause is the
+        # input (a slow client), not a wait for the server: 0.3 s is under
+        # HTTP_BODY_IDLE_TIMEOUT=1, and the whole body takes longer than that.
         with connect(server) as sock:
             body = json.dumps({"name": "slow.txt", "data": "x" * 20}).encode()
             sock.sendall(request("/api/artifacts", {
                 "Authorization": f"Bearer {server.token}", "Content-Type": "application/json",
                 "Content-Length": str(len(body))}, method="POST"))
+            sending = time.monotonic()
             for n in range(0, len(body), 10):
                 time.sleep(0.3)
                 sock.sendall(body[n:n + 10])
+            assert time.monotonic() - sending > 1.0, "the body was not sent slowly"
             assert sock.recv(65536).startswith(b"HTTP/1.1 201 Created")
 
 

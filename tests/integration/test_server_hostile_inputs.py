@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -386,7 +387,11 @@ async def test_reused_client_session_id_does_not_orphan_its_worker() -> None:
     client_id = "client-chosen-id-0001"
     first = await manager.create(None, session_id=client_id)
     await manager._ensure_worker(first)
-    await asyncio.sleep(0.1)
+    # No sweeper runs here (the manager is not started): the session only ages past 0.05 s.
+    deadline = time.monotonic() + 10
+    while manager.get(client_id) is not None:
+        assert time.monotonic() < deadline, "the session did not expire within 10s"
+        await asyncio.sleep(0.01)
     assert manager.get(client_id) is None  # expired, not yet swept
     second = await manager.create(None, session_id=client_id)
     # Before: the expired session's worker was dropped without being killed.

@@ -4,6 +4,8 @@
 namespaces with metrics off and logs to a file; `log_tail()` shows what it said,
 `kill()` ends it with SIGKILL (to test restarts) and `stop()` with SIGTERM.
 `install_crds()` applies the checked-in CRDs (idempotent) and waits until served.
+`wait_for()` polls until a condition holds; `stays_true_for()` watches one that must keep
+holding for a bounded window.
 """
 
 from __future__ import annotations
@@ -88,6 +90,34 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
             err = f" (last error: {last_error})" if last_error else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}{err}{tail}")
         time.sleep(interval)
+
+
+def stays_true_for(predicate: Callable[[], object], seconds: float, what: str,
+                   interval: float = 0.25, op: OperatorProcess | None = None) -> None:
+    """Poll predicate() for `seconds`, failing as soon as it is falsy.
+
+    The observation window of a negative check ("and it stays deleted", "no Job appears"):
+    bounded, but it fails at the first violation instead of after a blind sleep. A poll that
+    raises ApiException proves nothing either way; the last one, at the window's end, must
+    answer.
+    """
+    start = time.monotonic()
+    deadline = start + seconds
+    while True:
+        final = time.monotonic() >= deadline
+        try:
+            holds = predicate()
+        except client.ApiException:
+            if final:
+                raise
+            holds = True
+        if not holds:
+            tail = f"\n--- operator log ---\n{op.log_tail()}" if op is not None else ""
+            raise AssertionError(f"{what} stopped holding after "
+                                 f"{time.monotonic() - start:.1f}s of {seconds}s{tail}")
+        if final:
+            return
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from tests.k8s.operator_fixture import (
     OperatorProcess,
     install_crds,
     report_log_on_failure,
+    stays_true_for,
     temp_namespace,
     wait_for,
 )
@@ -57,6 +58,10 @@ class Env:
 
     def wait(self, predicate: Any, timeout: float, what: str) -> Any:
         return wait_for(predicate, timeout, what, op=self.op)
+
+    def stays(self, predicate: Any, seconds: float, what: str) -> None:
+        """A negative check: `predicate` keeps holding for `seconds` (fails at once if not)."""
+        stays_true_for(predicate, seconds, what, op=self.op)
 
     def workspace(self, name: str, **spec: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"redis": {"url": self.redis.url},
@@ -375,7 +380,8 @@ def test_max_sessions_admission(env: Env) -> None:
     assert status["phase"] == "Pending"
     admitted = env.kinds.condition("codesessions", "one-b", "Admitted")
     assert admitted["status"] == "False" and "maxSessions" in admitted["message"]
-    time.sleep(2)
+    env.stays(lambda: env.pod("one-b-session") is None, 2,
+              "no pod for the session over the limit")
     assert env.pod("one-b-session") is None
     env.kinds.delete("codesessions", "one-a")
     env.phase("one-b", "Ready", timeout=45)
@@ -392,7 +398,9 @@ def test_idle_timeout_terminates_session(env: Env) -> None:
     ready = env.kinds.condition("codesessions", "idle", "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "IdleTimeout")
     env.wait(lambda: env.pod("idle-session") is None, 30, "idle pod deleted")
-    time.sleep(3)  # and it stays deleted
+    env.stays(lambda: env.pod("idle-session") is None
+              and env.kinds.status("codesessions", "idle").get("phase") == "Terminated",
+              3, "the idle session staying Terminated with its pod deleted")
     assert env.pod("idle-session") is None
     assert env.kinds.status("codesessions", "idle")["phase"] == "Terminated"
 
@@ -507,7 +515,9 @@ def test_library_suspend_creates_no_job(env: Env) -> None:
         "source": {"url": "https://git.example/flows.git"}})
     env.wait(lambda: env.kinds.condition("workflowlibraries", "susp", "Reconciling")
              .get("reason") == "Suspended", 30, "Reconciling Suspended")
-    time.sleep(3)
+    env.stays(lambda: _jobs(env, "susp") == []
+              and not env.kinds.status("workflowlibraries", "susp").get("jobName"),
+              3, "no sync Job for the suspended library")
     assert _jobs(env, "susp") == []
     assert not env.kinds.status("workflowlibraries", "susp").get("jobName")
 
@@ -592,8 +602,24 @@ def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
                            for n in names)
 
             wait_for(all_ready, 90, "all 10 sessions Ready after restart", op=op)
-            time.sleep(2)  # let any late duplicate attempt land before counting
             by_label = f"{SESSION_LABEL}"
+
+            def no_duplicates() -> bool:
+                """No session owns two live pods, services or secrets."""
+                listed = (
+                    [p for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
+                     if p.metadata.deletion_timestamp is None],
+                    env.core.list_namespaced_service(ns, label_selector=by_label).items,
+                    env.core.list_namespaced_secret(ns, label_selector=by_label).items)
+                for objs in listed:
+                    owners = [o.metadata.labels[SESSION_LABEL] for o in objs]
+                    if len(owners) != len(set(owners)):
+                        return False
+                return True
+
+            # A late duplicate attempt from before the kill would land in this window.
+            stays_true_for(no_duplicates, 2, "one pod, service and secret per session",
+                           op=op)
             pods = [p for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
                     if p.metadata.deletion_timestamp is None]
             services = env.core.list_namespaced_service(ns, label_selector=by_label).items
