@@ -192,11 +192,19 @@ class Sessions:
     @contextlib.contextmanager
     def connect(self, name: str, workspace: str | None = None,
                 timeout: float = 120.0) -> Iterator[SessionClient]:
-        """A SessionClient for the Ready session `name` (created if needed)."""
+        """A SessionClient for the Ready session `name` (created if needed).
+
+        The server session the client opens is ended on the way out: a session pod
+        serves one at a time (MAX_SESSIONS=1), so one left open would refuse the next
+        client (429) until it idled out."""
         self.ensure(name, workspace)
         session = self.wait_ready(name, timeout)
         with SessionClient(self._base_url(session), token=self.token(session)) as session_client:
-            yield session_client
+            try:
+                yield session_client
+            finally:
+                with contextlib.suppress(Exception):  # the pod may be gone; nothing to end
+                    session_client.end_session()
 
     def close(self) -> None:
         for forward in self._forwards:
