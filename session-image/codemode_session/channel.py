@@ -34,9 +34,9 @@ class WorkerChannel:
         self._broken: BaseException | None = None
 
     def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
-        frame = protocol.encode(message, blob)
+        parts = protocol.encode_parts(message, blob)
         with self._send_lock:
-            self.sock.sendall(frame)
+            protocol.send_parts(self.sock, parts)
 
     def sending(self) -> threading.Lock:
         """Hold while writing a frame by other means (the reply of a request)."""

@@ -63,6 +63,8 @@ class Worker:
     async def spawn(cls, env: Mapping[str, str], startup_timeout: float = 30.0,
                     broker: StorageBroker | None = None, sole: bool = False) -> Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (parent, child):
+            protocol.widen_buffers(end)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-m", "codemode_session.worker", str(child.fileno()),
@@ -93,7 +95,7 @@ class Worker:
         return worker
 
     async def _send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
-        self.writer.write(protocol.encode(message, blob))
+        self.writer.writelines(protocol.encode_parts(message, blob))
         await self.writer.drain()
 
     async def _read_forever(self) -> None:

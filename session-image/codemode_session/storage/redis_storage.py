@@ -230,6 +230,8 @@ class RedisStorage:
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
                 # Idle connections are PINGed (and replaced if dead) before reuse.
                 health_check_interval=10,
+                # Artifacts are up to tens of MiB: read replies in large pieces, not 64 KiB.
+                socket_read_size=1 << 20,
             )
             self._owns_client = True
         else:
