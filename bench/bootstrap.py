@@ -58,9 +58,21 @@ def redis_server(workdir: Path) -> Iterator[str]:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         client = redis.Redis(port=port)
@@ -80,10 +92,14 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@example.com",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@example.com"}
-    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                         env=env)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "b@example.com",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "b@example.com",
+    }
+    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
     return out.stdout.decode().strip()
 
 
@@ -123,17 +139,36 @@ def main() -> None:
         build_s = time.perf_counter() - t0
         (root / "redis").mkdir()
         with redis_server(root / "redis") as url:
-            argv = ["store", "bootstrap", "--library", "bench", "--git", f"file://{repo}",
-                    "--ref", "main", "--path", "workflows", "--redis-url", url,
-                    "--prefix", "bench", "--workspace-id", "ws1"]
+            argv = [
+                "store",
+                "bootstrap",
+                "--library",
+                "bench",
+                "--git",
+                f"file://{repo}",
+                "--ref",
+                "main",
+                "--path",
+                "workflows",
+                "--redis-url",
+                url,
+                "--prefix",
+                "bench",
+                "--workspace-id",
+                "ws1",
+            ]
             cold_s, cold = bootstrap(argv)
             noop_s, noop = bootstrap(argv)
             (repo / "workflows" / "w00000.py").write_text(WORKFLOW.format(i=123456))
             git(repo, "commit", "-q", "-am", "change one")
             change_s, change = bootstrap(argv)
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "codemode_session", *argv],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [sys.executable, "-m", "codemode_session", *argv],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             sub_s = time.perf_counter() - start
             stored = redis.Redis.from_url(url).hlen("bench:ws:ws1:workflows:__workflows__")
             local_repo = gitfetch._local_repo
@@ -159,8 +194,12 @@ def main() -> None:
             "noop": {k: noop[k] for k in ("added", "updated", "removed", "unchanged")},
             "one_change": {k: change[k] for k in ("added", "updated", "removed", "unchanged")},
             "targets": {"cold_bootstrap_s": 10.0, "noop_resync_s": 1.0},
-            "ok": (cold_s <= 10.0 and noop_s <= 1.0 and stored == opts.workflows
-                   and fetch_noop["unchanged"] == opts.workflows),
+            "ok": (
+                cold_s <= 10.0
+                and noop_s <= 1.0
+                and stored == opts.workflows
+                and fetch_noop["unchanged"] == opts.workflows
+            ),
         }
     print(json.dumps(result))
 

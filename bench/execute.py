@@ -77,7 +77,7 @@ def cpu_seconds(pids: list[int]) -> float:
     for pid in pids:
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rfind(")") + 2:].split()
+            fields = stat[stat.rfind(")") + 2 :].split()
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -101,7 +101,7 @@ def children(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         with contextlib.suppress(OSError, IndexError):
             stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
                 found.append(int(entry))
     return found
 
@@ -113,9 +113,21 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port)
@@ -126,18 +138,41 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextlib.contextmanager
-def session_server(redis_url: str, log: Path,
-                   python: str = sys.executable) -> Iterator[tuple[int, int]]:
+def session_server(
+    redis_url: str, log: Path, python: str = sys.executable
+) -> Iterator[tuple[int, int]]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CONTAINER_AUTH", "WORKSPACE_ID", "STORAGE_"))}
-    env.update({"REDIS_URL": redis_url, "STORAGE_PREFIX": "bench", "CONTAINER_AUTH_TOKEN": TOKEN,
-                "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONTAINER_AUTH", "WORKSPACE_ID", "STORAGE_"))
+    }
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "STORAGE_PREFIX": "bench",
+            "CONTAINER_AUTH_TOKEN": TOKEN,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [python, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                python,
+                "-m",
+                "codemode_session",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 30
@@ -179,7 +214,7 @@ def redis_commandstats(url: str) -> dict[str, int]:
     calls = {}
     for line in rest[:size].decode().splitlines():
         if line.startswith("cmdstat_"):
-            name, stats = line[len("cmdstat_"):].split(":", 1)
+            name, stats = line[len("cmdstat_") :].split(":", 1)
             fields = dict(item.split("=", 1) for item in stats.split(","))
             calls[name] = int(fields["calls"])
     return calls
@@ -219,12 +254,25 @@ asyncio.run(main(sys.argv[1], [int(s) for s in sys.argv[2].split(",")], int(sys.
 """
 
 
-def storage_layer(python: str, redis_url: str, sizes: list[int], count: int,
-                  warmup: int) -> dict[str, dict[str, float]]:
+def storage_layer(
+    python: str, redis_url: str, sizes: list[int], count: int, warmup: int
+) -> dict[str, dict[str, float]]:
     """p50s of the install's RedisStorage save/load called directly (no server, no worker)."""
     done = subprocess.run(
-        [python, "-c", STORAGE_PROBE, redis_url, ",".join(map(str, sizes)), str(count),
-         str(warmup)], capture_output=True, text=True, check=False, timeout=600)
+        [
+            python,
+            "-c",
+            STORAGE_PROBE,
+            redis_url,
+            ",".join(map(str, sizes)),
+            str(count),
+            str(warmup),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise SystemExit(f"storage probe failed:\n{done.stderr}")
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -232,9 +280,11 @@ def storage_layer(python: str, redis_url: str, sizes: list[int], count: int,
     for size in sizes:
         save, load = found[str(size)]["save"], found[str(size)]["load"]
         pairs = [a + b for a, b in zip(save, load, strict=True)]
-        figures[size_label(size)] = {"save_p50_ms": ms(percentile(save, 50)),
-                                     "load_p50_ms": ms(percentile(load, 50)),
-                                     "save_load_p50_ms": ms(percentile(pairs, 50))}
+        figures[size_label(size)] = {
+            "save_p50_ms": ms(percentile(save, 50)),
+            "load_p50_ms": ms(percentile(load, 50)),
+            "save_load_p50_ms": ms(percentile(pairs, 50)),
+        }
     return figures
 
 
@@ -271,8 +321,9 @@ def body(code: str) -> bytes:
     return json.dumps({"code": code}).encode()
 
 
-def timed(client: Client, payload: bytes, count: int, check: bytes,
-          server_ms: list[float] | None = None) -> list[float]:
+def timed(
+    client: Client, payload: bytes, count: int, check: bytes, server_ms: list[float] | None = None
+) -> list[float]:
     """Round-trip times of `count` requests; the server's own `execution_time_ms`
     (session lock + worker round trip) goes to `server_ms` when given."""
     latencies = []
@@ -331,9 +382,11 @@ def concurrent_rps(port: int, session_id: str, clients: int, total: int) -> floa
 def run_execute(args: argparse.Namespace) -> dict[str, Any]:
     load_before = [round(x, 2) for x in os.getloadavg()]
 
-    with tempfile.TemporaryDirectory(prefix="codemode-bench-") as tmp, \
-            redis_server(Path(tmp)) as (redis_url, redis_pid), \
-            session_server(redis_url, Path(tmp) / "serve.log", args.python) as (port, server_pid):
+    with (
+        tempfile.TemporaryDirectory(prefix="codemode-bench-") as tmp,
+        redis_server(Path(tmp)) as (redis_url, redis_pid),
+        session_server(redis_url, Path(tmp) / "serve.log", args.python) as (port, server_pid),
+    ):
         setup = Client(port)
         status, created = setup.call("POST", "/sessions", {})
         assert status == 201, created
@@ -353,8 +406,10 @@ def run_execute(args: argparse.Namespace) -> dict[str, Any]:
         latencies = timed(client, one_plus_one, args.requests, b'"value":2', server_ms)
         one_client_rps = args.requests / (time.perf_counter() - started)
         cpu_after = (cpu_seconds([server_pid]), cpu_seconds(workers), time.process_time())
-        cpu_us = [round((b - a) / args.requests * 1e6, 1) for a, b in zip(cpu_before, cpu_after,
-                                                                         strict=True)]
+        cpu_us = [
+            round((b - a) / args.requests * 1e6, 1)
+            for a, b in zip(cpu_before, cpu_after, strict=True)
+        ]
 
         noop_count = max(200, args.requests // 4)
         noop = body("workflows.noop()")
@@ -389,10 +444,12 @@ def run_execute(args: argparse.Namespace) -> dict[str, Any]:
         "workflow_noop_p50_ms": ms(percentile(noop_latencies, 50)),
         "workflow_expr_p50_ms": ms(percentile(expr_latencies, 50)),
         "workflow_invoke_overhead_ms": ms(
-            percentile(noop_latencies, 50) - percentile(expr_latencies, 50)),
+            percentile(noop_latencies, 50) - percentile(expr_latencies, 50)
+        ),
         # The same difference as the server measures it (worker side only).
         "workflow_invoke_overhead_server_ms": round(
-            percentile(noop_server, 50) - percentile(expr_server, 50), 3),
+            percentile(noop_server, 50) - percentile(expr_server, 50), 3
+        ),
         "redis_cpu_us_per_invoke": round(redis_us_per_invoke, 1),
         "targets": {
             "p50_le_2ms": p50 <= 0.002,
@@ -400,8 +457,9 @@ def run_execute(args: argparse.Namespace) -> dict[str, Any]:
         },
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
-        "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True,
-                                       check=False).stdout.strip(),
+        "uptime_after": subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
     }
     result["install"] = install_of(args.python)
     return result
@@ -458,20 +516,34 @@ def install_of(python: str) -> dict[str, Any]:
     if found.returncode != 0:
         raise SystemExit(f"{python} cannot import codemode_session:\n{found.stderr}")
     package = Path(found.stdout.strip()).parent
-    commit = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return {"python": python, "package": str(package), "commit": commit or None,
-            "package_dirty": bool(dirty)}
+    commit = subprocess.run(
+        ["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "python": python,
+        "package": str(package),
+        "commit": commit or None,
+        "package_dirty": bool(dirty),
+    }
 
 
 def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -> dict[str, Any]:
     load_before = [round(x, 2) for x in os.getloadavg()]
     figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="codemode-bench-") as tmp, \
-            redis_server(Path(tmp)) as (redis_url, redis_pid), \
-            session_server(redis_url, Path(tmp) / "serve.log", python) as (port, server_pid):
+    with (
+        tempfile.TemporaryDirectory(prefix="codemode-bench-") as tmp,
+        redis_server(Path(tmp)) as (redis_url, redis_pid),
+        session_server(redis_url, Path(tmp) / "serve.log", python) as (port, server_pid),
+    ):
         setup = Client(port)
         status, created = setup.call("POST", "/sessions", {})
         assert status == 201, created
@@ -486,15 +558,21 @@ def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -
             save, load = artifact_rounds(client, size, iterations)
             switches_after = [voluntary_switches(pids) for pids in processes]
             cpu_after = [cpu_seconds(pids) for pids in processes]
-            switches = [round((b - a) / iterations, 1)
-                        for a, b in zip(switches_before, switches_after, strict=True)]
+            switches = [
+                round((b - a) / iterations, 1)
+                for a, b in zip(switches_before, switches_after, strict=True)
+            ]
             commands_after = redis_commandstats(redis_url)
-            commands = {name: round((calls - commands_before.get(name, 0)) / iterations, 2)
-                        for name, calls in sorted(commands_after.items())
-                        if name != "info" and calls != commands_before.get(name, 0)}
+            commands = {
+                name: round((calls - commands_before.get(name, 0)) / iterations, 2)
+                for name, calls in sorted(commands_after.items())
+                if name != "info" and calls != commands_before.get(name, 0)
+            }
             pairs = [a + b for a, b in zip(save, load, strict=True)]
-            cpu_us = [round((b - a) / iterations * 1e6, 1)
-                      for a, b in zip(cpu_before, cpu_after, strict=True)]
+            cpu_us = [
+                round((b - a) / iterations * 1e6, 1)
+                for a, b in zip(cpu_before, cpu_after, strict=True)
+            ]
             figures[size_label(size)] = {
                 "bytes": size,
                 "iterations": iterations,
@@ -507,11 +585,16 @@ def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -
                 "save_load_mean_ms": ms(statistics.fmean(pairs)),
                 # CPU per save+load (immune to other load): the server (uvicorn + broker
                 # since storage went through it), its workers (agent code) and redis.
-                "cpu_us_per_save_load": {"server": cpu_us[0], "workers": cpu_us[1],
-                                         "redis": cpu_us[2]},
-                "voluntary_switches_per_save_load": {"server": switches[0],
-                                                     "workers": switches[1],
-                                                     "redis": switches[2]},
+                "cpu_us_per_save_load": {
+                    "server": cpu_us[0],
+                    "workers": cpu_us[1],
+                    "redis": cpu_us[2],
+                },
+                "voluntary_switches_per_save_load": {
+                    "server": switches[0],
+                    "workers": switches[1],
+                    "redis": switches[2],
+                },
                 # Redis commands per save+load (each WATCH-phase read is a round trip).
                 "redis_commands_per_save_load": commands,
             }
@@ -521,7 +604,8 @@ def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -
             # The same storage layer called directly: what the hops to it add is the rest.
             figures[key]["storage_layer_direct"] = figure
             figures[key]["beyond_storage_layer_p50_ms"] = round(
-                figures[key]["save_load_p50_ms"] - figure["save_load_p50_ms"], 3)
+                figures[key]["save_load_p50_ms"] - figure["save_load_p50_ms"], 3
+            )
     return {
         "bench": "execute_artifacts",
         "install": install_of(python),
@@ -532,57 +616,77 @@ def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -
     }
 
 
-def compare(pythons: list[str], rounds: int, sizes: list[int], iterations: int,
-            warmup: int) -> dict[str, Any]:
+def compare(
+    pythons: list[str], rounds: int, sizes: list[int], iterations: int, warmup: int
+) -> dict[str, Any]:
     """The installs alternately, `rounds` times each; ratios to the first (the baseline)."""
-    labels = ["old", "new"] if len(pythons) == 2 else [f"install{n}" for n in
-                                                        range(len(pythons))]
+    labels = ["old", "new"] if len(pythons) == 2 else [f"install{n}" for n in range(len(pythons))]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     for number in range(rounds):
         for label, python in zip(labels, pythons, strict=True):
             run = run_artifacts(python, sizes, iterations, warmup)
             runs[label].append(run)
-            print(json.dumps({"round": number + 1, "label": label, **run}), file=sys.stderr,
-                  flush=True)
+            print(
+                json.dumps({"round": number + 1, "label": label, **run}),
+                file=sys.stderr,
+                flush=True,
+            )
     base = labels[0]
     summary: dict[str, Any] = {}
     for size in sizes:
         key = size_label(size)
         entry: dict[str, Any] = {}
         for figure in ("save_load_p50_ms", "save_p50_ms", "load_p50_ms", "save_load_p95_ms"):
-            per_round = {label: [run["sizes"][key][figure] for run in runs[label]]
-                         for label in labels}
+            per_round = {
+                label: [run["sizes"][key][figure] for run in runs[label]] for label in labels
+            }
             medians = {label: statistics.median(values) for label, values in per_round.items()}
             best = {label: min(values) for label, values in per_round.items()}
             entry[figure] = {
                 **{f"{label}_runs": per_round[label] for label in labels},
                 **{f"{label}_median": medians[label] for label in labels},
-                **{f"ratio_{label}_{base}": round(medians[label] / medians[base], 3)
-                   for label in labels[1:]},
+                **{
+                    f"ratio_{label}_{base}": round(medians[label] / medians[base], 3)
+                    for label in labels[1:]
+                },
                 # The least disturbed run of each (other load only ever adds time).
-                **{f"best_ratio_{label}_{base}": round(best[label] / best[base], 3)
-                   for label in labels[1:]},
+                **{
+                    f"best_ratio_{label}_{base}": round(best[label] / best[base], 3)
+                    for label in labels[1:]
+                },
             }
         entry["within_1_25x"] = {
             label: entry["save_load_p50_ms"][f"ratio_{label}_{base}"] <= 1.25
-            for label in labels[1:]}
+            for label in labels[1:]
+        }
         entry["storage_layer_direct_save_load_p50_ms_median"] = {
-            label: statistics.median(run["sizes"][key]["storage_layer_direct"]
-                                     ["save_load_p50_ms"] for run in runs[label])
-            for label in labels}
+            label: statistics.median(
+                run["sizes"][key]["storage_layer_direct"]["save_load_p50_ms"] for run in runs[label]
+            )
+            for label in labels
+        }
         entry["cpu_us_per_save_load_median"] = {
-            label: {part: statistics.median(run["sizes"][key]["cpu_us_per_save_load"][part]
-                                            for run in runs[label])
-                    for part in ("server", "workers", "redis")}
-            for label in labels}
+            label: {
+                part: statistics.median(
+                    run["sizes"][key]["cpu_us_per_save_load"][part] for run in runs[label]
+                )
+                for part in ("server", "workers", "redis")
+            }
+            for label in labels
+        }
         entry["voluntary_switches_per_save_load_median"] = {
-            label: {part: statistics.median(
-                run["sizes"][key]["voluntary_switches_per_save_load"][part]
-                for run in runs[label]) for part in ("server", "workers", "redis")}
-            for label in labels}
+            label: {
+                part: statistics.median(
+                    run["sizes"][key]["voluntary_switches_per_save_load"][part]
+                    for run in runs[label]
+                )
+                for part in ("server", "workers", "redis")
+            }
+            for label in labels
+        }
         entry["redis_commands_per_save_load"] = {
-            label: runs[label][-1]["sizes"][key]["redis_commands_per_save_load"]
-            for label in labels}
+            label: runs[label][-1]["sizes"][key]["redis_commands_per_save_load"] for label in labels
+        }
         summary[key] = entry
     return {
         "bench": "execute_artifacts_compare",
@@ -590,11 +694,14 @@ def compare(pythons: list[str], rounds: int, sizes: list[int], iterations: int,
         "iterations": iterations,
         "installs": {label: runs[label][0]["install"] for label in labels},
         "summary": summary,
-        "loadavg_per_run": {label: [[run["loadavg_before"], run["loadavg_after"]]
-                                    for run in runs[label]] for label in labels},
+        "loadavg_per_run": {
+            label: [[run["loadavg_before"], run["loadavg_after"]] for run in runs[label]]
+            for label in labels
+        },
         "cpus": os.cpu_count(),
-        "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True,
-                                       check=False).stdout.strip(),
+        "uptime_after": subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
     }
 
 
@@ -602,18 +709,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter whose codemode_session to serve (default: this one)")
-    parser.add_argument("--artifacts", action="store_true",
-                        help="measure artifacts.save + artifacts.load from agent code instead")
-    parser.add_argument("--sizes", default="1024,65536,1048576",
-                        help="payload sizes in bytes, comma-separated (with --artifacts)")
-    parser.add_argument("--iterations", type=int, default=300,
-                        help="timed save+load rounds per size (with --artifacts)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter whose codemode_session to serve (default: this one)",
+    )
+    parser.add_argument(
+        "--artifacts",
+        action="store_true",
+        help="measure artifacts.save + artifacts.load from agent code instead",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1024,65536,1048576",
+        help="payload sizes in bytes, comma-separated (with --artifacts)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=300,
+        help="timed save+load rounds per size (with --artifacts)",
+    )
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--compare", nargs="+", metavar="PYTHON",
-                        help="with --artifacts: these installs alternately (at least two; "
-                             "ratios to the first)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="PYTHON",
+        help="with --artifacts: these installs alternately (at least two; ratios to the first)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each install (--compare)")
     args = parser.parse_args()
     if not args.artifacts:

@@ -71,8 +71,9 @@ class RssSampler(threading.Thread):
             self.stop_event.wait(0.2)
 
     def sample(self) -> None:
-        self.peak_kb = max(self.peak_kb, _status_kb(self.pid, "VmHWM"),
-                           _status_kb(self.pid, "VmRSS"))
+        self.peak_kb = max(
+            self.peak_kb, _status_kb(self.pid, "VmHWM"), _status_kb(self.pid, "VmRSS")
+        )
 
 
 class ReadyWatcher(threading.Thread):
@@ -100,15 +101,21 @@ class ReadyWatcher(threading.Thread):
     def run(self) -> None:
         while True:
             listing = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "codesessions")
+                GROUP, VERSION, self.namespace, "codesessions"
+            )
             for obj in listing["items"]:
                 self._see(obj)
             version = listing["metadata"]["resourceVersion"]
             try:
                 for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
-                        self.custom.list_namespaced_custom_object, GROUP, VERSION,
-                        self.namespace, "codesessions", resource_version=version,
-                        timeout_seconds=300):
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    "codesessions",
+                    resource_version=version,
+                    timeout_seconds=300,
+                ):
                     self._see(event["object"], deleted=event["type"] == "DELETED")
             except client.ApiException as exc:
                 if exc.status != 410:  # 410: the version expired; list again
@@ -121,7 +128,8 @@ def _apiserver_requests(api: Any) -> Counter[str] | None:
         # the client's own connection pool carries its credentials; call_api's signature
         # differs between client versions
         response = api.rest_client.pool_manager.request(
-            "GET", api.configuration.host + "/metrics", preload_content=True)
+            "GET", api.configuration.host + "/metrics", preload_content=True
+        )
         if response.status != 200:
             return None
         text = response.data.decode()
@@ -138,8 +146,9 @@ def _apiserver_requests(api: Any) -> Counter[str] | None:
     return total
 
 
-def _per_session(before: Counter[str] | None, after: Counter[str] | None,
-                 sessions: int) -> tuple[float | None, dict[str, float]]:
+def _per_session(
+    before: Counter[str] | None, after: Counter[str] | None, sessions: int
+) -> tuple[float | None, dict[str, float]]:
     """Requests per session in total and for the busiest kinds of request."""
     if before is None or after is None:
         return None, {}
@@ -159,8 +168,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False,
-        settle_s: float = 5.0) -> dict[str, Any]:
+def run(
+    sessions: int, threads: int, deadline_s: float = 600, keep: bool = False, settle_s: float = 5.0
+) -> dict[str, Any]:
     lay = layout("control-plane")
     if not lifecycle.is_up(lay):
         lifecycle.up("control-plane")
@@ -172,8 +182,12 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     workdir = Path(tempfile.mkdtemp(prefix="codemode-bench-"))
     redis_server = RedisServer(workdir)
-    op = OperatorProcess(kubeconfig, [ns], log_dir=workdir, env={
-        k: os.environ[k] for k in ("OPERATOR_WORKERS", "MALLOC_ARENA_MAX") if k in os.environ})
+    op = OperatorProcess(
+        kubeconfig,
+        [ns],
+        log_dir=workdir,
+        env={k: os.environ[k] for k in ("OPERATOR_WORKERS", "MALLOC_ARENA_MAX") if k in os.environ},
+    )
     result: dict[str, Any] = {"sessions": sessions}
     try:
         wait_for(lambda: core.read_namespaced_service_account("default", ns), 30, "namespace")
@@ -181,12 +195,23 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
         sampler = RssSampler(op.pid)
         sampler.start()
         kinds = Kinds(api, ns)
-        kinds.create("workspaces", "bench", {
-            "redis": {"url": redis_server.url}, "prefix": f"bench{uuid.uuid4().hex[:6]}",
-            "limits": {"maxSessions": 2000}, "deletionPolicy": "Cascade",
-            "dataPolicy": "Delete"})
-        wait_for(lambda: kinds.condition("workspaces", "bench", "Ready").get("status")
-                 == "True", 60, "workspace Ready", op=op)
+        kinds.create(
+            "workspaces",
+            "bench",
+            {
+                "redis": {"url": redis_server.url},
+                "prefix": f"bench{uuid.uuid4().hex[:6]}",
+                "limits": {"maxSessions": 2000},
+                "deletionPolicy": "Cascade",
+                "dataPolicy": "Delete",
+            },
+        )
+        wait_for(
+            lambda: kinds.condition("workspaces", "bench", "Ready").get("status") == "True",
+            60,
+            "workspace Ready",
+            op=op,
+        )
         rss_idle_kb = _status_kb(op.pid, "VmRSS")
         cpu_before = _cpu_seconds(op.pid)
         requests_before = _apiserver_requests(api)
@@ -196,13 +221,19 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
         def create(i: int) -> None:
             if not hasattr(local, "custom"):
                 local.custom = client.CustomObjectsApi(
-                    config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CodeSession",
-                    "metadata": {"name": f"s{i:04d}"}, "spec": {"workspaceRef": "bench"}}
+                    config.new_client_from_config(config_file=str(kubeconfig))
+                )  # type: ignore[no-untyped-call]
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "CodeSession",
+                "metadata": {"name": f"s{i:04d}"},
+                "spec": {"workspaceRef": "bench"},
+            }
             for attempt in range(5):
                 try:
                     local.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, ns, "codesessions", body)
+                        GROUP, VERSION, ns, "codesessions", body
+                    )
                     return
                 except client.ApiException as exc:
                     if exc.status == 409:
@@ -242,13 +273,16 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
         time.sleep(settle_s)
         sampler.sample()
         settled = _apiserver_requests(api)
-        settle = {"seconds": settle_s,
-                  "operator_cpu_percent": round(
-                      100 * (_cpu_seconds(op.pid) - cpu_ready) / settle_s, 1),
-                  "operator_rss_mb": round(_status_kb(op.pid, "VmRSS") / 1024, 1),
-                  "apiserver_requests_per_second": (
-                      round(sum((settled - requests_after).values()) / settle_s, 1)
-                      if settled is not None and requests_after is not None else None)}
+        settle = {
+            "seconds": settle_s,
+            "operator_cpu_percent": round(100 * (_cpu_seconds(op.pid) - cpu_ready) / settle_s, 1),
+            "operator_rss_mb": round(_status_kb(op.pid, "VmRSS") / 1024, 1),
+            "apiserver_requests_per_second": (
+                round(sum((settled - requests_after).values()) / settle_s, 1)
+                if settled is not None and requests_after is not None
+                else None
+            ),
+        }
         sampler.stop_event.set()
         result.update(
             seconds_to_all_ready=round(elapsed, 1) if ready >= sessions else None,
@@ -264,8 +298,11 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
             ready_progress=progress[:: max(1, len(progress) // 12)],
             settled=settle,
             targets={"seconds": TARGET_SECONDS, "rss_mb": TARGET_RSS_MB},
-            met=bool(ready >= sessions and elapsed <= TARGET_SECONDS
-                     and sampler.peak_kb / 1024 <= TARGET_RSS_MB),
+            met=bool(
+                ready >= sessions
+                and elapsed <= TARGET_SECONDS
+                and sampler.peak_kb / 1024 <= TARGET_RSS_MB
+            ),
             operator_log=str(op.log_path),
         )
     finally:
@@ -274,8 +311,9 @@ def run(sessions: int, threads: int, deadline_s: float = 600, keep: bool = False
             if keep:
                 raise AssertionError(f"--keep: namespace {ns} left in place")
             core.delete_namespace(ns)
-            wait_for(lambda: _namespace_gone(core, ns), 240, f"namespace {ns} deleted",
-                     interval=1.0)
+            wait_for(
+                lambda: _namespace_gone(core, ns), 240, f"namespace {ns} deleted", interval=1.0
+            )
         except AssertionError as exc:
             print(f"warning: {exc}", file=sys.stderr)
         finally:
@@ -305,8 +343,11 @@ def _pod_stages(pods: list[Any], wall_start: float) -> dict[str, Any]:
         values.sort()
         return [round(values[len(values) // 2], 1), round(values[-1], 1)]
 
-    return {"pod_created": summary(created), "pod_scheduled": summary(scheduled),
-            "pod_ready": summary(ready)}
+    return {
+        "pod_created": summary(created),
+        "pod_scheduled": summary(scheduled),
+        "pod_ready": summary(ready),
+    }
 
 
 def _namespace_gone(core: Any, ns: str) -> bool:
@@ -318,17 +359,27 @@ def _namespace_gone(core: Any, ns: str) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--deadline", type=float, default=600,
-                        help="give up waiting for Ready after this many seconds")
-    parser.add_argument("--settle", type=float, default=5.0,
-                        help="seconds to watch the operator after all are Ready (its "
-                             "periodic checks run every 30 s)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the namespace and operator log for inspection")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=600,
+        help="give up waiting for Ready after this many seconds",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds to watch the operator after all are Ready (its "
+        "periodic checks run every 30 s)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the namespace and operator log for inspection"
+    )
     args = parser.parse_args()
     result = run(args.sessions, args.threads, args.deadline, args.keep, args.settle)
     print(json.dumps(result))

@@ -62,23 +62,48 @@ def main() -> int:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="codemode-bench-redis-")
     redis_proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
-         "--requirepass", "bench-admin", "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            f"127.0.0.1 {NODE_HOST_IP}",
+            "--requirepass",
+            "bench-admin",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     wait_for_port(port)
     samples: list[float] = []
     ready_samples: list[float] = []
     try:
         with temp_namespace(api, "bench-start") as namespace:
             kinds = Kinds(api, namespace)
-            op = OperatorProcess(lay.kubeconfig, [namespace],
-                                 env={"CODEMODE_SESSION_IMAGE": images.SESSION})
+            op = OperatorProcess(
+                lay.kubeconfig, [namespace], env={"CODEMODE_SESSION_IMAGE": images.SESSION}
+            )
             with op:
-                kinds.create("workspaces", "bench", {
-                    "redis": {"url": f"redis://:bench-admin@{NODE_HOST_IP}:{port}/0"},
-                    "limits": {"maxSessions": args.sessions + 5}})
-                wait_for(lambda: (kinds.status("workspaces", "bench") or {}).get(
-                    "credentialsSecret"), 60, "workspace ready", op=op)
+                kinds.create(
+                    "workspaces",
+                    "bench",
+                    {
+                        "redis": {"url": f"redis://:bench-admin@{NODE_HOST_IP}:{port}/0"},
+                        "limits": {"maxSessions": args.sessions + 5},
+                    },
+                )
+                wait_for(
+                    lambda: (kinds.status("workspaces", "bench") or {}).get("credentialsSecret"),
+                    60,
+                    "workspace ready",
+                    op=op,
+                )
                 sessions = Sessions(namespace=namespace, api=api)
                 try:
                     for i in range(args.sessions):

@@ -1,7 +1,7 @@
 """An agent's side of codemode: run code in a session with the Python client.
 
-    python examples/agent.py --session agent-1 --namespace default
-    python examples/agent.py --url http://127.0.0.1:8080 --token "$TOKEN"
+python examples/agent.py --session agent-1 --namespace default
+python examples/agent.py --url http://127.0.0.1:8080 --token "$TOKEN"
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def connect(args: argparse.Namespace) -> Iterator[SessionClient]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a session server URL (skips Kubernetes)")
     parser.add_argument("--token", help="its bearer token")
     parser.add_argument("--session", default="agent-1")

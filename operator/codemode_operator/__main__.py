@@ -21,7 +21,8 @@ def configure(settings: kopf.OperatorSettings, cfg: OperatorConfig) -> None:
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
+        prefix=PREFIX, key="last-handled-configuration"
+    )
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -57,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(cfg.metrics_port)
     namespaces = list(cfg.watch_namespaces)
     api_session.register(len(namespaces))
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=True,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,
+        )
+    )
     return 0
 
 

@@ -46,8 +46,9 @@ def register(watched_namespaces: int, requests: int = REQUEST_CONNECTIONS) -> No
     """Register the login handler (replacing kopf's defaults) for this process."""
 
     @kopf.on.login(errors=kopf.ErrorsMode.PERMANENT)
-    async def login(logger: kopf.Logger, settings: kopf.OperatorSettings,
-                    **_: Any) -> kopf.AiohttpSession | None:
+    async def login(
+        logger: kopf.Logger, settings: kopf.OperatorSettings, **_: Any
+    ) -> kopf.AiohttpSession | None:
         info = kopf.login_via_client(logger=logger, settings=settings)
         if info is None:
             return None

@@ -74,8 +74,9 @@ def wire(status: BaseModel) -> Obj:
 
 def changes(old: Obj, new: Obj) -> Obj:
     """The merge patch from `old` to `new`: changed fields, and null for removed ones."""
-    return {key: new.get(key) for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key)}
+    return {
+        key: new.get(key) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+    }
 
 
 # (object, EventType, reason, message): posts one Event
@@ -87,8 +88,7 @@ def _ready(status: BaseModel) -> Condition | None:
     return next((c for c in conditions if c.type == ConditionType.READY), None)
 
 
-def transition(old: BaseModel, new: BaseModel, what: str
-               ) -> tuple[str, str, str] | None:
+def transition(old: BaseModel, new: BaseModel, what: str) -> tuple[str, str, str] | None:
     """(event type, reason, message) when Ready or the phase changed, else None."""
     before, after = _ready(old), _ready(new)
     key_before = (before.status, before.reason) if before else (None, None)
@@ -96,8 +96,7 @@ def transition(old: BaseModel, new: BaseModel, what: str
     phase_before, phase_after = getattr(old, "phase", None), getattr(new, "phase", None)
     if key_before == key_after and phase_before == phase_after:
         return None
-    message = (after.message if after else "") or \
-        f"{what} is {phase_after or key_after[0]}"
+    message = (after.message if after else "") or f"{what} is {phase_after or key_after[0]}"
     if key_after[0] == "True":
         return EventType.NORMAL, key_after[1] or str(ConditionType.READY), message
     return EventType.WARNING, key_after[1] or str(Reason.NOT_READY), message
@@ -115,14 +114,16 @@ class Committed(Generic[S]):
 class Committer:
     """Writes statuses for every handler; see the module's docstring."""
 
-    def __init__(self, kube: KubeAPI, post: EventSink | None = None,
-                 attempts: int = CONFLICT_ATTEMPTS) -> None:
+    def __init__(
+        self, kube: KubeAPI, post: EventSink | None = None, attempts: int = CONFLICT_ATTEMPTS
+    ) -> None:
         self.kube = kube
         self.post = post
         self.attempts = attempts
 
-    def commit(self, kind: StatusKind[S], obj: Obj | None,
-               compute: Callable[[Obj], Outcome[S]]) -> Committed[S] | None:
+    def commit(
+        self, kind: StatusKind[S], obj: Obj | None, compute: Callable[[Obj], Outcome[S]]
+    ) -> Committed[S] | None:
         """Compute the status of `obj` and write it on obj's resourceVersion.
 
         None when the object is gone. Raises Retry when it keeps changing under us.
@@ -139,15 +140,20 @@ class Committer:
             if patch:
                 try:
                     after_write = self.kube.patch_status(
-                        kind.plural, meta["namespace"], meta["name"], patch,
-                        resource_version=meta.get("resourceVersion"))
+                        kind.plural,
+                        meta["namespace"],
+                        meta["name"],
+                        patch,
+                        resource_version=meta.get("resourceVersion"),
+                    )
                 except ApiException as exc:
                     if exc.status != 409:
                         raise
                     conflicts += 1
                     if conflicts >= self.attempts:
-                        raise Retry(f"status of {kind.kind} {meta['name']!r} keeps changing "
-                                    "under us", 1) from None
+                        raise Retry(
+                            f"status of {kind.kind} {meta['name']!r} keeps changing under us", 1
+                        ) from None
                     obj = self.kube.get_custom(kind.plural, meta["namespace"], meta["name"])
                     continue
                 if after_write is None:
@@ -167,8 +173,7 @@ class Committer:
             obj = written
         return None
 
-    def _announce(self, kind: StatusKind[S], obj: Obj, old: S, new: S,
-                  done: Committed[S]) -> None:
+    def _announce(self, kind: StatusKind[S], obj: Obj, old: S, new: S, done: Committed[S]) -> None:
         event = transition(old, new, kind.what)
         if event is None:
             return
@@ -177,8 +182,9 @@ class Committer:
             try:
                 self.post(obj, *event)
             except Exception:  # an Event is news, never a reason to fail the reconcile
-                log.exception("posting an Event for %s %s failed", kind.kind,
-                              obj["metadata"].get("name"))
+                log.exception(
+                    "posting an Event for %s %s failed", kind.kind, obj["metadata"].get("name")
+                )
 
 
 def as_obj(body: Any) -> Obj:

@@ -32,24 +32,42 @@ def _text(status: bool | None) -> Any:
     return "Unknown" if status is None else ("True" if status else "False")
 
 
-def set_condition(conditions: Iterable[Condition], type_: ConditionType, status: bool | None,
-                  reason: str, message: str = "", generation: int | None = None
-                  ) -> list[Condition]:
+def set_condition(
+    conditions: Iterable[Condition],
+    type_: ConditionType,
+    status: bool | None,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+) -> list[Condition]:
     """Upsert one condition; lastTransitionTime moves only when the status changes."""
     text = _text(status)
     out = [c.model_copy() for c in conditions]
     for i, cond in enumerate(out):
         if cond.type == type_:
             moved = now_iso() if cond.status != text else cond.last_transition_time
-            out[i] = cond.model_copy(update={
-                "status": text, "reason": str(reason), "message": message[:1000],
-                "last_transition_time": moved,
-                "observed_generation": cond.observed_generation if generation is None
-                else generation})
+            out[i] = cond.model_copy(
+                update={
+                    "status": text,
+                    "reason": str(reason),
+                    "message": message[:1000],
+                    "last_transition_time": moved,
+                    "observed_generation": cond.observed_generation
+                    if generation is None
+                    else generation,
+                }
+            )
             return out
-    out.append(Condition(type=str(type_), status=text, reason=str(reason),
-                         message=message[:1000], lastTransitionTime=now_iso(),
-                         observedGeneration=generation))
+    out.append(
+        Condition(
+            type=str(type_),
+            status=text,
+            reason=str(reason),
+            message=message[:1000],
+            lastTransitionTime=now_iso(),
+            observedGeneration=generation,
+        )
+    )
     return out
 
 
@@ -64,8 +82,10 @@ def is_true(conditions: Iterable[Condition], type_: ConditionType) -> bool:
 
 def raw_is_true(status: Mapping[str, Any] | None, type_: ConditionType) -> bool:
     """is_true() on a status as the API returns it (listing many objects needs no models)."""
-    return any(c.get("type") == type_ and c.get("status") == "True"
-               for c in (status or {}).get("conditions") or [])
+    return any(
+        c.get("type") == type_ and c.get("status") == "True"
+        for c in (status or {}).get("conditions") or []
+    )
 
 
 class Progress(Enum):
@@ -76,9 +96,15 @@ class Progress(Enum):
     STALLED = "Stalled"
 
 
-def set_kstatus(conditions: Iterable[Condition], generation: int | None, *,
-                ready: bool | None, reason: str, message: str, progress: Progress
-                ) -> list[Condition]:
+def set_kstatus(
+    conditions: Iterable[Condition],
+    generation: int | None,
+    *,
+    ready: bool | None,
+    reason: str,
+    message: str,
+    progress: Progress,
+) -> list[Condition]:
     """Ready, Reconciling and Stalled together, so they never disagree.
 
     Reconciling, when True, says Progressing with the message; Stalled, when True, has
@@ -87,9 +113,19 @@ def set_kstatus(conditions: Iterable[Condition], generation: int | None, *,
     reconciling = progress is Progress.RECONCILING
     stalled = progress is Progress.STALLED
     out = set_condition(conditions, ConditionType.READY, ready, reason, message, generation)
-    out = set_condition(out, ConditionType.RECONCILING, reconciling,
-                        Reason.PROGRESSING if reconciling else reason,
-                        message if reconciling else "", generation)
-    return set_condition(out, ConditionType.STALLED, stalled,
-                         reason if stalled else Reason.NOT_STALLED,
-                         message if stalled else "", generation)
+    out = set_condition(
+        out,
+        ConditionType.RECONCILING,
+        reconciling,
+        Reason.PROGRESSING if reconciling else reason,
+        message if reconciling else "",
+        generation,
+    )
+    return set_condition(
+        out,
+        ConditionType.STALLED,
+        stalled,
+        reason if stalled else Reason.NOT_STALLED,
+        message if stalled else "",
+        generation,
+    )

@@ -25,16 +25,35 @@ from codemode_operator.api.workspace import WorkspaceSpec, WorkspaceStatus
 from codemode_operator.vocabulary import ConditionType
 
 KEEP = {
-    "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum",
-    "exclusiveMaximum", "pattern", "minLength", "maxLength", "minItems", "maxItems",
-    "items", "properties", "required", "additionalProperties", "format",
-    "x-kubernetes-validations", "x-kubernetes-preserve-unknown-fields",
+    "type",
+    "description",
+    "default",
+    "enum",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "format",
+    "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
 def _ready(col: str = "Ready") -> dict[str, Any]:
-    return {"name": col, "type": "string",
-            "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY.value}")].status'}
+    return {
+        "name": col,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.READY.value}")].status',
+    }
 
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -56,35 +75,67 @@ class Kind:
 
 
 KINDS = (
-    Kind("Workspace", "workspaces", ("cmws",), WorkspaceSpec, WorkspaceStatus, (
-        _ready(),
-        {"name": "Workspace", "type": "string", "jsonPath": ".status.workspaceId"},
-        {"name": "Redis", "type": "boolean", "jsonPath": ".status.redisReachable"},
-        {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
-        {"name": "Libraries", "type": "integer", "jsonPath": ".status.libraries"},
-        {"name": "Storage", "type": "integer", "jsonPath": ".status.usage.storageBytes",
-         "priority": 1, "description": "Bytes stored, against limits.maxStorageBytes."},
-        {"name": "Workflows", "type": "integer", "jsonPath": ".status.usage.workflows",
-         "priority": 1},
-        AGE,
-    ), "A tenant: a Redis namespace (prefix + workspaceId) shared by its sessions and "
-       "libraries, with session defaults, network policy and quotas."),
-    Kind("CodeSession", "codesessions", ("cmsess",), CodeSessionSpec, CodeSessionStatus, (
-        _ready(),
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Workspace", "type": "string", "jsonPath": ".spec.workspaceRef"},
-        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
-        AGE,
-    ), "A sandboxed Python code-mode session: a session-server pod, its Service and token."),
-    Kind("WorkflowLibrary", "workflowlibraries", ("cmlib",), WorkflowLibrarySpec,
-         WorkflowLibraryStatus, (
-        _ready(),
-        {"name": "Workspace", "type": "string", "jsonPath": ".spec.workspaceRef"},
-        {"name": "Revision", "type": "string", "jsonPath": ".status.artifact.revision"},
-        {"name": "Workflows", "type": "integer", "jsonPath": ".status.artifact.count"},
-        {"name": "Last Sync", "type": "date", "jsonPath": ".status.lastSyncTime"},
-        AGE,
-    ), "Workflows from a git repository, published into a Workspace and kept in sync."),
+    Kind(
+        "Workspace",
+        "workspaces",
+        ("cmws",),
+        WorkspaceSpec,
+        WorkspaceStatus,
+        (
+            _ready(),
+            {"name": "Workspace", "type": "string", "jsonPath": ".status.workspaceId"},
+            {"name": "Redis", "type": "boolean", "jsonPath": ".status.redisReachable"},
+            {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
+            {"name": "Libraries", "type": "integer", "jsonPath": ".status.libraries"},
+            {
+                "name": "Storage",
+                "type": "integer",
+                "jsonPath": ".status.usage.storageBytes",
+                "priority": 1,
+                "description": "Bytes stored, against limits.maxStorageBytes.",
+            },
+            {
+                "name": "Workflows",
+                "type": "integer",
+                "jsonPath": ".status.usage.workflows",
+                "priority": 1,
+            },
+            AGE,
+        ),
+        "A tenant: a Redis namespace (prefix + workspaceId) shared by its sessions and "
+        "libraries, with session defaults, network policy and quotas.",
+    ),
+    Kind(
+        "CodeSession",
+        "codesessions",
+        ("cmsess",),
+        CodeSessionSpec,
+        CodeSessionStatus,
+        (
+            _ready(),
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Workspace", "type": "string", "jsonPath": ".spec.workspaceRef"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+            AGE,
+        ),
+        "A sandboxed Python code-mode session: a session-server pod, its Service and token.",
+    ),
+    Kind(
+        "WorkflowLibrary",
+        "workflowlibraries",
+        ("cmlib",),
+        WorkflowLibrarySpec,
+        WorkflowLibraryStatus,
+        (
+            _ready(),
+            {"name": "Workspace", "type": "string", "jsonPath": ".spec.workspaceRef"},
+            {"name": "Revision", "type": "string", "jsonPath": ".status.artifact.revision"},
+            {"name": "Workflows", "type": "integer", "jsonPath": ".status.artifact.count"},
+            {"name": "Last Sync", "type": "date", "jsonPath": ".status.lastSyncTime"},
+            AGE,
+        ),
+        "Workflows from a git repository, published into a Workspace and kept in sync.",
+    ),
 )
 
 
@@ -131,8 +182,11 @@ def _clean(node: Any) -> Any:
             out[key] = value
     if "properties" in out:
         out.setdefault("type", "object")
-    if (out.get("type") == "object" and "properties" not in out
-            and "additionalProperties" not in out):
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("default") == [] or out.get("default") == {}:
         out.pop("default")
@@ -155,8 +209,10 @@ def crd(kind: Kind) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{kind.plural}.{GROUP}",
-                     "labels": {"app.kubernetes.io/part-of": "codemode"}},
+        "metadata": {
+            "name": f"{kind.plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "codemode"},
+        },
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
@@ -168,32 +224,38 @@ def crd(kind: Kind) -> dict[str, Any]:
                 "shortNames": list(kind.short_names),
                 "categories": ["codemode"],
             },
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": list(kind.columns),
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": kind.description,
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string", "description": "API version."},
-                        "kind": {"type": "string", "description": "Kind of the object."},
-                        "metadata": {"type": "object"},
-                        "spec": spec_schema,
-                        "status": status_schema,
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(kind.columns),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": kind.description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": "API version."},
+                                "kind": {"type": "string", "description": "Kind of the object."},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
                     },
-                }},
-            }],
+                }
+            ],
         },
     }
 
 
 def render(kind: Kind) -> str:
-    header = "# Generated by `python -m codemode_operator.crdgen` from the pydantic models.\n" \
-             "# Do not edit by hand.\n"
+    header = (
+        "# Generated by `python -m codemode_operator.crdgen` from the pydantic models.\n"
+        "# Do not edit by hand.\n"
+    )
     return header + yaml.safe_dump(crd(kind), sort_keys=False, width=100)
 
 
@@ -227,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
     if args.check and stale:
-        print("stale CRDs (run python -m codemode_operator.crdgen): "
-              + ", ".join(str(p) for p in stale), file=sys.stderr)
+        print(
+            "stale CRDs (run python -m codemode_operator.crdgen): "
+            + ", ".join(str(p) for p in stale),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -14,15 +14,21 @@ from codemode_session.errors import CodemodeError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "exec", help="run Python code in a CodeSession (created if --workspace is given)")
+        "exec", help="run Python code in a CodeSession (created if --workspace is given)"
+    )
     parser.add_argument("session", help="CodeSession name")
     parser.add_argument("code", help="Python code, or - to read it from stdin")
-    parser.add_argument("-n", "--namespace", default=None,
-                        help="namespace (default: the kubeconfig context's, else default)")
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace (default: the kubeconfig context's, else default)",
+    )
     parser.add_argument("-w", "--workspace", help="create the session in this Workspace")
     parser.add_argument("--timeout", type=float, help="execution timeout in seconds")
-    parser.add_argument("--wait", type=float, default=120.0,
-                        help="seconds to wait for the session to be Ready")
+    parser.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for the session to be Ready"
+    )
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
     parser.set_defaults(func=run)
 
@@ -53,7 +59,8 @@ def _kubernetes_errors() -> Iterator[None]:
         server = f"{exc.pool.scheme}://{exc.pool.host}:{exc.pool.port}" if exc.pool else "?"
         reason = str(exc.reason or exc).strip().splitlines()[0]
         raise CodemodeError(
-            f"cannot reach the Kubernetes API server at {server}: {reason}") from None
+            f"cannot reach the Kubernetes API server at {server}: {reason}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

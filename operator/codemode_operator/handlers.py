@@ -82,8 +82,9 @@ def _as_kopf_retry(kind: str) -> Iterator[None]:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
     except ApiException as exc:
         metrics.ERRORS.labels(kind=kind).inc()
-        raise kopf.TemporaryError(f"Kubernetes API error: {exc.status} {exc.reason}",
-                                  delay=5) from None
+        raise kopf.TemporaryError(
+            f"Kubernetes API error: {exc.status} {exc.reason}", delay=5
+        ) from None
     metrics.RECONCILES.labels(kind=kind, outcome="ok").inc()
 
 
@@ -103,8 +104,9 @@ def _observe_start(done: Committed[CodeSessionStatus]) -> None:
 class Handlers:
     """What the kopf handlers call; plain methods, so tests can call them too."""
 
-    def __init__(self, cfg: OperatorConfig, kube: KubeAPI | None = None,
-                 post: EventSink | None = post_event) -> None:
+    def __init__(
+        self, cfg: OperatorConfig, kube: KubeAPI | None = None, post: EventSink | None = post_event
+    ) -> None:
         self.cfg = cfg
         self._kube = kube
         self._post = post
@@ -112,8 +114,7 @@ class Handlers:
         # the watchdog would otherwise race their pod events for the same writes.
         self.watchdog_grace = cfg.session_poll_seconds * 24
         self.watchdog_pool = ThreadPoolExecutor(WATCHDOG_WORKERS, thread_name_prefix="watchdog")
-        self.pod_event_pool = ThreadPoolExecutor(POD_EVENT_WORKERS,
-                                                 thread_name_prefix="pod-events")
+        self.pod_event_pool = ThreadPoolExecutor(POD_EVENT_WORKERS, thread_name_prefix="pod-events")
         # (namespace, pod name) -> the state its last handled event showed. An event that
         # shows the same again (kwok and kubelets send several per start) needs no read.
         self.pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
@@ -128,16 +129,18 @@ class Handlers:
     def committer(self) -> Committer:
         return Committer(self.kube, self._post)
 
-    def _commit(self, kind: StatusKind[S], obj: Obj | None,
-                compute: Callable[[Obj], Outcome[S]]) -> Committed[S] | None:
+    def _commit(
+        self, kind: StatusKind[S], obj: Obj | None, compute: Callable[[Obj], Outcome[S]]
+    ) -> Committed[S] | None:
         with _as_kopf_retry(kind.kind):
             return self.committer.commit(kind, obj, compute)
 
     # ---- Workspace -----------------------------------------------------------------
 
     def workspace(self, body: Any) -> None:
-        self._commit(WORKSPACE, as_obj(body),
-                     lambda obj: workspace_rec.reconcile(self.kube, self.cfg, obj))
+        self._commit(
+            WORKSPACE, as_obj(body), lambda obj: workspace_rec.reconcile(self.kube, self.cfg, obj)
+        )
 
     def workspace_deleted(self, body: Any) -> str:
         try:
@@ -158,8 +161,11 @@ class Handlers:
     # (session_rec.guard), so no writer can undo a newer one.
 
     def session(self, body: Any, periodic: bool = False) -> CodeSessionStatus | None:
-        done = self._commit(session_rec.SESSION, as_obj(body), lambda obj: session_rec.reconcile(
-            self.kube, self.cfg, obj, periodic))
+        done = self._commit(
+            session_rec.SESSION,
+            as_obj(body),
+            lambda obj: session_rec.reconcile(self.kube, self.cfg, obj, periodic),
+        )
         if done is None:
             return None
         _observe_start(done)
@@ -174,8 +180,9 @@ class Handlers:
         status = body.get("status") or {}
         created = parse_iso(body["metadata"].get("creationTimestamp")) or 0.0
         # a young session is still its create handler's and its pod events' job
-        return bool(status.get("phase") == Phase.READY
-                    or time.time() - created >= self.watchdog_grace)
+        return bool(
+            status.get("phase") == Phase.READY or time.time() - created >= self.watchdog_grace
+        )
 
     async def session_watchdog(self, body: Any) -> None:
         """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
@@ -196,13 +203,20 @@ class Handlers:
             self.pod_seen.pop(key, None)
         elif self.pod_seen.get(key) == state or state[1] == Reason.POD_TERMINATING:
             return  # nothing new; a terminating pod's DELETED event decides on recreating it
-        handled = await _in_pool(self.pod_event_pool, self.pod_changed, key[0], name,
-                                 None if deleted else state, meta.get("resourceVersion"))
+        handled = await _in_pool(
+            self.pod_event_pool,
+            self.pod_changed,
+            key[0],
+            name,
+            None if deleted else state,
+            meta.get("resourceVersion"),
+        )
         if handled and not deleted:
             self.pod_seen[key] = state
 
-    def pod_changed(self, namespace: str, name: str, state: tuple[Phase, str] | None,
-                    pod_version: str | None) -> bool:
+    def pod_changed(
+        self, namespace: str, name: str, state: tuple[Phase, str] | None, pod_version: str | None
+    ) -> bool:
         """Bring session `name` in line with its pod's state (None: the pod is gone)."""
         session = self.kube.get_custom("codesessions", namespace, name)
         if session is None or is_final((session.get("status") or {}).get("phase")):
@@ -211,18 +225,29 @@ class Handlers:
         def from_event(obj: Obj) -> Outcome[CodeSessionStatus]:
             # a phase change: the status comes from the event and the session just read
             assert state is not None
-            return Outcome(session_rec.with_pod_phase(
-                session_rec.SESSION.read(obj), namespace, name, *state,
-                obj["metadata"].get("generation"), pod_version))
+            return Outcome(
+                session_rec.with_pod_phase(
+                    session_rec.SESSION.read(obj),
+                    namespace,
+                    name,
+                    *state,
+                    obj["metadata"].get("generation"),
+                    pod_version,
+                )
+            )
 
         def full(obj: Obj) -> Outcome[CodeSessionStatus]:
             return session_rec.reconcile(self.kube, self.cfg, obj)
 
-        fast = state is not None and state[0] != Phase.FAILED and \
-            (session.get("status") or {}).get("podName")
+        fast = (
+            state is not None
+            and state[0] != Phase.FAILED
+            and (session.get("status") or {}).get("podName")
+        )
         try:
-            done = self.committer.commit(session_rec.SESSION, session, from_event if fast
-                                         else full)  # gone or failed: a full reconcile
+            done = self.committer.commit(
+                session_rec.SESSION, session, from_event if fast else full
+            )  # gone or failed: a full reconcile
         except (Retry, ApiException) as exc:
             log.info("codesessions %s/%s: %s", namespace, name, exc)
             return False
@@ -233,15 +258,15 @@ class Handlers:
     # ---- WorkflowLibrary -----------------------------------------------------------
 
     def library(self, body: Any) -> None:
-        self._commit(LIBRARY, as_obj(body),
-                     lambda obj: library_rec.reconcile(self.kube, self.cfg, obj))
+        self._commit(
+            LIBRARY, as_obj(body), lambda obj: library_rec.reconcile(self.kube, self.cfg, obj)
+        )
 
     def library_job_event(self, event: Any) -> None:
         """A sync Job finished: record its result without waiting for the next poll."""
         job = event["object"]
         status = job.get("status") or {}
-        if event.get("type") == "DELETED" or not (status.get("succeeded")
-                                                   or status.get("failed")):
+        if event.get("type") == "DELETED" or not (status.get("succeeded") or status.get("failed")):
             return
         meta = job.get("metadata") or {}
         name = (meta.get("labels") or {}).get(f"{PREFIX}/library", "")
@@ -249,14 +274,16 @@ class Handlers:
         if library is None or (library.get("status") or {}).get("jobName") != meta.get("name"):
             return
         try:
-            done = self.committer.commit(LIBRARY, library, lambda obj: library_rec.reconcile(
-                self.kube, self.cfg, obj))
+            done = self.committer.commit(
+                LIBRARY, library, lambda obj: library_rec.reconcile(self.kube, self.cfg, obj)
+            )
         except (Retry, ApiException) as exc:
             log.info("workflowlibraries %s/%s: %s", meta.get("namespace"), name, exc)
             return
         if done is not None and done.written:
             metrics.LIBRARY_SYNCS.labels(
-                result="succeeded" if status.get("succeeded") else "failed").inc()
+                result="succeeded" if status.get("succeeded") else "failed"
+            ).inc()
 
     def library_deleted(self, body: Any) -> str:
         done = library_rec.delete(self.kube, self.cfg, as_obj(body))
@@ -265,8 +292,9 @@ class Handlers:
         return done
 
 
-def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
-             registry: kopf.OperatorRegistry | None = None) -> Handlers:
+def register(
+    cfg: OperatorConfig, kube: KubeAPI | None = None, registry: kopf.OperatorRegistry | None = None
+) -> Handlers:
     """Register every handler with kopf (its default registry unless one is given)."""
     h = Handlers(cfg, kube)
     ws = (GROUP, VERSION, "workspaces")
@@ -274,8 +302,7 @@ def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
     lib = (GROUP, VERSION, "workflowlibraries")
 
     # ids are the handler names kopf has always recorded in its annotations
-    def changed(resource: tuple[str, str, str], name: str,
-                fn: Callable[..., Any]) -> None:
+    def changed(resource: tuple[str, str, str], name: str, fn: Callable[..., Any]) -> None:
         kopf.on.resume(*resource, id=name, registry=registry)(fn)
         kopf.on.create(*resource, id=name, registry=registry)(fn)
         kopf.on.update(*resource, field="spec", id=name, registry=registry)(fn)
@@ -290,8 +317,9 @@ def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
         h.workspace_deleted(body)
 
     changed(ws, "workspace_changed", workspace_changed)
-    kopf.timer(*ws, interval=30, initial_delay=5, idle=5, id="workspace_health",
-               registry=registry)(workspace_health)
+    kopf.timer(*ws, interval=30, initial_delay=5, idle=5, id="workspace_health", registry=registry)(
+        workspace_health
+    )
     kopf.on.delete(*ws, id="workspace_deleted", registry=registry)(workspace_deleted)
 
     def session_changed(body: kopf.Body, **_: Any) -> None:
@@ -305,10 +333,21 @@ def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
 
     poll = cfg.session_poll_seconds
     changed(sess, "session_changed", session_changed)
-    kopf.timer(*sess, interval=poll * 6, initial_delay=poll * 6, idle=poll,
-               id="session_watchdog", registry=registry)(session_watchdog)
-    kopf.on.event("v1", "pods", labels={f"{PREFIX}/session": kopf.PRESENT},
-                  id="session_pod_event", registry=registry)(session_pod_event)
+    kopf.timer(
+        *sess,
+        interval=poll * 6,
+        initial_delay=poll * 6,
+        idle=poll,
+        id="session_watchdog",
+        registry=registry,
+    )(session_watchdog)
+    kopf.on.event(
+        "v1",
+        "pods",
+        labels={f"{PREFIX}/session": kopf.PRESENT},
+        id="session_pod_event",
+        registry=registry,
+    )(session_pod_event)
 
     def library_changed(body: kopf.Body, **_: Any) -> None:
         h.library(body)
@@ -323,9 +362,20 @@ def register(cfg: OperatorConfig, kube: KubeAPI | None = None,
         h.library_deleted(body)
 
     changed(lib, "library_changed", library_changed)
-    kopf.timer(*lib, interval=cfg.library_poll_seconds, initial_delay=cfg.library_poll_seconds,
-               id="library_poll", registry=registry)(library_poll)
-    kopf.on.event("batch", "v1", "jobs", labels={f"{PREFIX}/library": kopf.PRESENT},
-                  id="library_job_event", registry=registry)(library_job_event)
+    kopf.timer(
+        *lib,
+        interval=cfg.library_poll_seconds,
+        initial_delay=cfg.library_poll_seconds,
+        id="library_poll",
+        registry=registry,
+    )(library_poll)
+    kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={f"{PREFIX}/library": kopf.PRESENT},
+        id="library_job_event",
+        registry=registry,
+    )(library_job_event)
     kopf.on.delete(*lib, id="library_deleted", registry=registry)(library_deleted)
     return h

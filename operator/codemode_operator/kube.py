@@ -41,11 +41,16 @@ class KubeAPI(Protocol):
     def delete_job(self, namespace: str, name: str) -> None: ...
     def job_pods(self, namespace: str, job: str) -> list[Obj]: ...
     def get_custom(self, plural: str, namespace: str, name: str) -> Obj | None: ...
-    def list_custom(self, plural: str, namespace: str,
-                    page: int = LIST_PAGE) -> Iterator[Obj]: ...
+    def list_custom(self, plural: str, namespace: str, page: int = LIST_PAGE) -> Iterator[Obj]: ...
     def delete_custom(self, plural: str, namespace: str, name: str) -> None: ...
-    def patch_status(self, plural: str, namespace: str, name: str, status: Obj,
-                     resource_version: str | None = None) -> Obj | None: ...
+    def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Obj,
+        resource_version: str | None = None,
+    ) -> Obj | None: ...
 
 
 def _json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
@@ -135,13 +140,13 @@ class Kube:
             self.net.create_namespaced_network_policy(meta["namespace"], manifest)
 
     def read_pod(self, namespace: str, name: str) -> Obj | None:
-        found: Obj | None = _or_none(
-            lambda: _json(self.core.read_namespaced_pod, name, namespace))
+        found: Obj | None = _or_none(lambda: _json(self.core.read_namespaced_pod, name, namespace))
         return found
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        _ignore_404(lambda: self.core.delete_namespaced_pod(name, namespace,
-                                                            grace_period_seconds=5))
+        _ignore_404(
+            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=5)
+        )
 
     def delete_service(self, namespace: str, name: str) -> None:
         _ignore_404(lambda: self.core.delete_namespaced_service(name, namespace))
@@ -153,28 +158,33 @@ class Kube:
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def read_job(self, namespace: str, name: str) -> Obj | None:
-        found: Obj | None = _or_none(
-            lambda: _json(self.batch.read_namespaced_job, name, namespace))
+        found: Obj | None = _or_none(lambda: _json(self.batch.read_namespaced_job, name, namespace))
         return found
 
     def delete_job(self, namespace: str, name: str) -> None:
-        _ignore_404(lambda: self.batch.delete_namespaced_job(
-            name, namespace, propagation_policy="Background"))
+        _ignore_404(
+            lambda: self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            )
+        )
 
     def job_pods(self, namespace: str, job: str) -> list[Obj]:
-        pods = _json(self.core.list_namespaced_pod, namespace,
-                     label_selector=f"job-name={job}")
+        pods = _json(self.core.list_namespaced_pod, namespace, label_selector=f"job-name={job}")
         return list(pods.get("items") or [])
 
     # ---- our kinds ---------------------------------------------------------------------
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = _or_none(lambda: self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, name))
+        found: dict[str, Any] | None = _or_none(
+            lambda: self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        )
         return found
 
-    def list_custom(self, plural: str, namespace: str,
-                    page: int = LIST_PAGE) -> Iterator[dict[str, Any]]:
+    def list_custom(
+        self, plural: str, namespace: str, page: int = LIST_PAGE
+    ) -> Iterator[dict[str, Any]]:
         """Every object of a kind in a namespace, fetched `page` at a time.
 
         A thousand CodeSessions are megabytes of JSON; paging keeps a count over them
@@ -186,19 +196,28 @@ class Kube:
             if token:
                 kwargs["_continue"] = token
             listing: Any = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, **kwargs)
+                GROUP, VERSION, namespace, plural, **kwargs
+            )
             yield from listing.get("items", [])
             token = (listing.get("metadata") or {}).get("continue")
             if not token:
                 return
 
     def delete_custom(self, plural: str, namespace: str, name: str) -> None:
-        _ignore_404(lambda: self.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, name))
+        _ignore_404(
+            lambda: self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        )
 
-    def patch_status(self, plural: str, namespace: str, name: str,
-                     status: dict[str, Any], resource_version: str | None = None
-                     ) -> Obj | None:
+    def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> Obj | None:
         """Merge `status` into the object's status; the object as written, or None when
         it has vanished (not an error).
 
@@ -210,7 +229,9 @@ class Kube:
             body["metadata"] = {"resourceVersion": resource_version}
         written: Obj | None = _or_none(
             lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, body))
+                GROUP, VERSION, namespace, plural, name, body
+            )
+        )
         return written
 
 

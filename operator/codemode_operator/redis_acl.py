@@ -32,6 +32,8 @@ def _table(groups: Mapping[str, str]) -> dict[str, str]:
 # only; anything else, including commands of later Redis versions, is denied by `-@all`.
 # A `cmd|sub` entry is that subcommand only; a bare `cmd` in DENIED covers all of its
 # subcommands.
+# Each reason stays next to its commands, as written:
+# fmt: off
 ALLOWED = _table({
     "redis-py's handshake and health checks (CLIENT SETINFO exists from Redis 7.2)":
         "ping client|setname client|setinfo",
@@ -100,6 +102,7 @@ DENIED = _table({
         "brpop brpoplpush blmove blmpop bzpopmax bzpopmin bzmpop rename renamenx touch "
         "object client|getname client|reply client|help command echo time lolwut",
 })
+# fmt: on
 
 
 # Redis runs these for any user, whatever its rules say. RESET logs the connection in as
@@ -110,23 +113,31 @@ UNRESTRICTED = _table({"connection setup and teardown, outside ACLs": "auth hell
 def decided(command: str) -> bool:
     """Whether `command` (`name` or `name|sub`, lower case) is in one of the lists."""
     parent = command.split("|", 1)[0]
-    return command in ALLOWED or command in DENIED or command in UNRESTRICTED or (
-        parent != command and parent in DENIED)
+    return (
+        command in ALLOWED
+        or command in DENIED
+        or command in UNRESTRICTED
+        or (parent != command and parent in DENIED)
+    )
 
 
 def acl_username(namespace: str, workspace: str) -> str:
     return f"codemode:{namespace}:{workspace}"
 
 
-def acl_rules(prefix: str, workspace_id: str, password: str,
-              commands: Iterable[str] = ALLOWED) -> list[str]:
+def acl_rules(
+    prefix: str, workspace_id: str, password: str, commands: Iterable[str] = ALLOWED
+) -> list[str]:
     """ACL SETUSER rules; `commands` is ALLOWED, narrowed to what the server knows.
 
     What every workspace of the prefix shares (deps, tools) is read-only: a session's
     own packages go to its workspace's deps set, inside its scope."""
     keys = KeyLayout(prefix=prefix, workspace_id=workspace_id)
     return [
-        "reset", "on", f">{password}", "resetchannels",
+        "reset",
+        "on",
+        f">{password}",
+        "resetchannels",
         f"~{keys.scope}:*",
         f"%R~{keys.deps}",
         f"%R~{keys.root}:tools:*",
@@ -163,12 +174,12 @@ def known_commands(client: redis.Redis, names: Iterable[str]) -> list[str]:
     before Redis 7.2), and COMMAND INFO answers nil for each of those."""
     wanted = sorted(names)
     infos: list[Any] = client.execute_command(  # type: ignore[no-untyped-call]
-        "COMMAND", "INFO", *wanted)
+        "COMMAND", "INFO", *wanted
+    )
     return [name for name, info in zip(wanted, infos, strict=True) if info]
 
 
-def provision(admin_url: str, username: str, password: str, prefix: str,
-              workspace_id: str) -> None:
+def provision(admin_url: str, username: str, password: str, prefix: str, workspace_id: str) -> None:
     """Create or update the workspace's user (one ACL SETUSER: never half-applied)."""
     with _client(admin_url) as client:
         rules = acl_rules(prefix, workspace_id, password, known_commands(client, ALLOWED))

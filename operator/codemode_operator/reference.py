@@ -35,8 +35,10 @@ def _rows(schema: dict[str, Any], path: str, required: bool) -> list[str]:
     if notes:
         escaped = notes.replace("|", "\\|")
         description += f" ({escaped})"
-    rows.append(f"| `{path}` | {_type(schema)} | {'yes' if required else ''} | "
-                f"{'' if default is None else f'`{default}`'} | {description} |")
+    rows.append(
+        f"| `{path}` | {_type(schema)} | {'yes' if required else ''} | "
+        f"{'' if default is None else f'`{default}`'} | {description} |"
+    )
     needed = set(schema.get("required", []))
     for name, prop in (schema.get("properties") or {}).items():
         rows += _rows(prop, f"{path}.{name}", name in needed)
@@ -50,8 +52,12 @@ def _rows(schema: dict[str, Any], path: str, required: bool) -> list[str]:
 def _status(kind: str) -> list[str]:
     """The conditions (kstatus: Ready, Reconciling, Stalled, observedGeneration) and
     phases of a kind, from codemode_operator.vocabulary."""
-    out = [f"{kind} status conditions (`status.observedGeneration` is the generation they "
-           "describe):", "", "| condition | True when | reasons |", "|---|---|---|"]
+    out = [
+        f"{kind} status conditions (`status.observedGeneration` is the generation they describe):",
+        "",
+        "| condition | True when | reasons |",
+        "|---|---|---|",
+    ]
     for doc in CONDITIONS[kind]:
         reasons = ", ".join(f"`{r.value}`" for r in doc.reasons)
         out.append(f"| `{doc.type.value}` | {doc.meaning} | {reasons} |")
@@ -69,11 +75,15 @@ def render(crds: list[dict[str, Any]]) -> str:
         names = crd["spec"]["names"]
         version = crd["spec"]["versions"][0]
         schema = version["schema"]["openAPIV3Schema"]
-        out += [f"### {names['kind']}", "",
-                f"{schema['description']} Short name: `{names['shortNames'][0]}`; "
-                f"`kubectl get codemode` lists it.", "",
-                "| field | type | required | default | description |",
-                "|---|---|---|---|---|"]
+        out += [
+            f"### {names['kind']}",
+            "",
+            f"{schema['description']} Short name: `{names['shortNames'][0]}`; "
+            f"`kubectl get codemode` lists it.",
+            "",
+            "| field | type | required | default | description |",
+            "|---|---|---|---|---|",
+        ]
         spec = schema["properties"]["spec"]
         needed = set(spec.get("required", []))
         for name, prop in spec["properties"].items():

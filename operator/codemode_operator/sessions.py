@@ -79,8 +79,12 @@ class _PortForward:
             threading.Thread(target=self._pipe, args=(conn,), daemon=True).start()
 
     def _pipe(self, conn: socket.socket) -> None:
-        pf = portforward(self.core.connect_get_namespaced_pod_portforward, self.pod,
-                         self.namespace, ports=str(self.port))
+        pf = portforward(
+            self.core.connect_get_namespaced_pod_portforward,
+            self.pod,
+            self.namespace,
+            ports=str(self.port),
+        )
         remote = pf.socket(self.port)
         remote.setblocking(True)
         try:
@@ -112,8 +116,9 @@ class Sessions:
     def get(self, name: str) -> dict[str, Any] | None:
         return self.kube.get_custom(PLURAL, self.namespace, name)
 
-    def ensure(self, name: str, workspace: str | None = None,
-               spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    def ensure(
+        self, name: str, workspace: str | None = None, spec: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The CodeSession `name`, created for `workspace` if it does not exist."""
         found = self.get(name)
         if found is not None:
@@ -121,17 +126,23 @@ class Sessions:
         if workspace is None:
             raise NotFoundError(
                 f"CodeSession {name!r} does not exist in namespace {self.namespace!r}; "
-                "pass a workspace to create it")
-        body = {"apiVersion": API_VERSION, "kind": "CodeSession",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": {"workspaceRef": workspace, **(spec or {})}}
+                "pass a workspace to create it"
+            )
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "CodeSession",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": {"workspaceRef": workspace, **(spec or {})},
+        }
         try:
             created: Any = self.kube.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, body)
+                GROUP, VERSION, self.namespace, PLURAL, body
+            )
         except ApiException as exc:
             if exc.status != 409:
-                raise CodemodeError(f"cannot create CodeSession {name!r}: {exc.reason}: "
-                                    f"{_api_message(exc)}") from None
+                raise CodemodeError(
+                    f"cannot create CodeSession {name!r}: {exc.reason}: {_api_message(exc)}"
+                ) from None
             created = self.get(name) or body
         return dict(created)
 
@@ -147,16 +158,23 @@ class Sessions:
                     return last
                 if is_final(status.get("phase")):
                     raise SessionUnavailable(
-                        f"CodeSession {name!r} is {status['phase']}: {status.get('reason')}")
+                        f"CodeSession {name!r} is {status['phase']}: {status.get('reason')}"
+                    )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 reason = ((last or {}).get("status") or {}).get("reason", "no status yet")
                 raise SessionUnavailable(
-                    f"CodeSession {name!r} not Ready after {timeout:g}s ({reason})")
+                    f"CodeSession {name!r} not Ready after {timeout:g}s ({reason})"
+                )
             stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                self.kube.custom.list_namespaced_custom_object, GROUP, VERSION,
-                self.namespace, PLURAL, field_selector=f"metadata.name={name}",
-                timeout_seconds=max(1, int(remaining)))
+                self.kube.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=max(1, int(remaining)),
+            )
             for event in stream:
                 last = event["object"]
                 if settled(last):
@@ -190,8 +208,9 @@ class Sessions:
         return data["token"]
 
     @contextlib.contextmanager
-    def connect(self, name: str, workspace: str | None = None,
-                timeout: float = 120.0) -> Iterator[SessionClient]:
+    def connect(
+        self, name: str, workspace: str | None = None, timeout: float = 120.0
+    ) -> Iterator[SessionClient]:
         """A SessionClient for the Ready session `name` (created if needed).
 
         The server session the client opens is ended on the way out: a session pod

@@ -17,8 +17,9 @@ class ConfigError(ValueError):
     """An environment variable has a value the operator cannot use."""
 
 
-def _number(env: Mapping[str, str], name: str, default: str, kind: type[float] | type[int],
-            minimum: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: str, kind: type[float] | type[int], minimum: float
+) -> float:
     text = env.get(name, default)
     try:
         value = kind(text)

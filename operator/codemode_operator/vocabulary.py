@@ -114,10 +114,15 @@ class Reason(StrEnum):
 
 # A pod whose container waits for one of these needs someone to fix the image or the
 # configuration: the session is Stalled, not Reconciling.
-STALLED_POD_REASONS = frozenset({
-    Reason.ERR_IMAGE_PULL, Reason.IMAGE_PULL_BACK_OFF, Reason.CRASH_LOOP_BACK_OFF,
-    Reason.CREATE_CONTAINER_CONFIG_ERROR, Reason.INVALID_IMAGE_NAME,
-})
+STALLED_POD_REASONS = frozenset(
+    {
+        Reason.ERR_IMAGE_PULL,
+        Reason.IMAGE_PULL_BACK_OFF,
+        Reason.CRASH_LOOP_BACK_OFF,
+        Reason.CREATE_CONTAINER_CONFIG_ERROR,
+        Reason.INVALID_IMAGE_NAME,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -128,45 +133,83 @@ class ConditionDoc:
 
 
 KSTATUS = (
-    ConditionDoc(ConditionType.RECONCILING,
-                 "True while the operator works towards the spec or waits to retry; when "
-                 "False its reason is Ready's",
-                 (Reason.PROGRESSING, Reason.SUSPENDED)),
-    ConditionDoc(ConditionType.STALLED,
-                 "True when it cannot go on without a change by someone else; when True "
-                 "its reason is Ready's",
-                 (Reason.NOT_STALLED,)),
+    ConditionDoc(
+        ConditionType.RECONCILING,
+        "True while the operator works towards the spec or waits to retry; when "
+        "False its reason is Ready's",
+        (Reason.PROGRESSING, Reason.SUSPENDED),
+    ),
+    ConditionDoc(
+        ConditionType.STALLED,
+        "True when it cannot go on without a change by someone else; when True "
+        "its reason is Ready's",
+        (Reason.NOT_STALLED,),
+    ),
 )
 
 # Per kind: its conditions, their reasons (what the operator writes) and, for
 # CodeSession, its phases. The README's CRD reference is generated from this.
 CONDITIONS: dict[str, tuple[ConditionDoc, ...]] = {
     "Workspace": (
-        ConditionDoc(ConditionType.READY, "Redis answered and the scoped credentials exist",
-                     (Reason.PROVISIONED, Reason.REDIS_CONFIG_INVALID,
-                      Reason.REDIS_UNREACHABLE, Reason.ACL_PROVISIONING_FAILED)),
-        ConditionDoc(ConditionType.REDIS_REACHABLE, "Redis answered the last check",
-                     (Reason.PINGED, Reason.REDIS_CONFIG_INVALID, Reason.REDIS_UNREACHABLE)),
+        ConditionDoc(
+            ConditionType.READY,
+            "Redis answered and the scoped credentials exist",
+            (
+                Reason.PROVISIONED,
+                Reason.REDIS_CONFIG_INVALID,
+                Reason.REDIS_UNREACHABLE,
+                Reason.ACL_PROVISIONING_FAILED,
+            ),
+        ),
+        ConditionDoc(
+            ConditionType.REDIS_REACHABLE,
+            "Redis answered the last check",
+            (Reason.PINGED, Reason.REDIS_CONFIG_INVALID, Reason.REDIS_UNREACHABLE),
+        ),
         *KSTATUS,
     ),
     "CodeSession": (
-        ConditionDoc(ConditionType.READY, "the session server answers at status.endpoint",
-                     (Reason.POD_READY, Reason.POD_STARTING, Reason.POD_MISSING,
-                      Reason.POD_TERMINATING, Reason.WORKSPACE_NOT_FOUND,
-                      Reason.WORKSPACE_NOT_READY, Reason.SESSION_LIMIT_REACHED,
-                      Reason.IDLE_TIMEOUT, Reason.MAX_LIFETIME_EXCEEDED,
-                      *sorted(STALLED_POD_REASONS))),
-        ConditionDoc(ConditionType.WORKSPACE_FOUND, "the Workspace of spec.workspaceRef exists",
-                     (Reason.FOUND, Reason.WORKSPACE_NOT_FOUND)),
-        ConditionDoc(ConditionType.ADMITTED, "counted within the workspace's maxSessions",
-                     (Reason.WITHIN_LIMIT, Reason.SESSION_LIMIT_REACHED)),
+        ConditionDoc(
+            ConditionType.READY,
+            "the session server answers at status.endpoint",
+            (
+                Reason.POD_READY,
+                Reason.POD_STARTING,
+                Reason.POD_MISSING,
+                Reason.POD_TERMINATING,
+                Reason.WORKSPACE_NOT_FOUND,
+                Reason.WORKSPACE_NOT_READY,
+                Reason.SESSION_LIMIT_REACHED,
+                Reason.IDLE_TIMEOUT,
+                Reason.MAX_LIFETIME_EXCEEDED,
+                *sorted(STALLED_POD_REASONS),
+            ),
+        ),
+        ConditionDoc(
+            ConditionType.WORKSPACE_FOUND,
+            "the Workspace of spec.workspaceRef exists",
+            (Reason.FOUND, Reason.WORKSPACE_NOT_FOUND),
+        ),
+        ConditionDoc(
+            ConditionType.ADMITTED,
+            "counted within the workspace's maxSessions",
+            (Reason.WITHIN_LIMIT, Reason.SESSION_LIMIT_REACHED),
+        ),
         *KSTATUS,
     ),
     "WorkflowLibrary": (
-        ConditionDoc(ConditionType.READY, "a sync has published the library",
-                     (Reason.SUCCEEDED, Reason.SYNCING, Reason.SYNC_FAILED,
-                      Reason.SECRET_NOT_FOUND, Reason.WORKSPACE_NOT_FOUND,
-                      Reason.WORKSPACE_NOT_READY)),
+        ConditionDoc(
+            ConditionType.READY,
+            "a sync has published the library",
+            (
+                Reason.SUCCEEDED,
+                Reason.SYNCING,
+                Reason.SYNC_FAILED,
+                Reason.SECRET_NOT_FOUND,
+                Reason.WORKSPACE_NOT_FOUND,
+                Reason.WORKSPACE_NOT_READY,
+            ),
+        ),
         *KSTATUS,
     ),
 }

@@ -32,7 +32,7 @@ def _state_and_parent(pid: str) -> tuple[str, int] | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return (fields[0], int(fields[1])) if len(fields) > 1 else None
 
 

@@ -55,8 +55,9 @@ def _artifact_value(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _artifact_body(name: str, data: Any, description: str,
-                   metadata: dict[str, Any] | None) -> dict[str, Any]:
+def _artifact_body(
+    name: str, data: Any, description: str, metadata: dict[str, Any] | None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name, "description": description, "metadata": metadata}
     if isinstance(data, bytes | bytearray):
         body["data_base64"] = base64.b64encode(bytes(data)).decode()
@@ -66,8 +67,9 @@ def _artifact_body(name: str, data: Any, description: str,
 
 
 class _Base:
-    def __init__(self, base_url: str, token: str | None, session_id: str | None,
-                 workspace_id: str | None) -> None:
+    def __init__(
+        self, base_url: str, token: str | None, session_id: str | None, workspace_id: str | None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.session_id = session_id
@@ -85,8 +87,15 @@ class _Base:
 class SessionClient(_Base):
     """Blocking client. `with SessionClient(url, token=t) as c: c.execute("1+1").value`."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, session_id: str | None = None,
-                 workspace_id: str | None = None, timeout: float = 330.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        session_id: str | None = None,
+        workspace_id: str | None = None,
+        timeout: float = 330.0,
+    ) -> None:
         super().__init__(base_url, token, session_id, workspace_id)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
 
@@ -107,8 +116,9 @@ class SessionClient(_Base):
 
     def create_session(self, workspace_id: str | None = None) -> str:
         ws = workspace_id if workspace_id is not None else self.workspace_id
-        data = self._req("POST", "/sessions",
-                         json={"workspace_id": ws} if ws is not None else None).json()
+        data = self._req(
+            "POST", "/sessions", json={"workspace_id": ws} if ws is not None else None
+        ).json()
         self.session_id = str(data["session_id"])
         return self.session_id
 
@@ -137,15 +147,19 @@ class SessionClient(_Base):
         return list(self._req("GET", "/api/tools").json())
 
     def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        return list(self._req("GET", "/api/tools/search",
-                              params={"query": query, "limit": limit}).json())
+        return list(
+            self._req("GET", "/api/tools/search", params={"query": query, "limit": limit}).json()
+        )
 
     def list_workflows(self) -> list[dict[str, Any]]:
         return list(self._req("GET", "/api/workflows").json())
 
     def search_workflows(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        return list(self._req("GET", "/api/workflows/search",
-                              params={"query": query, "limit": limit}).json())
+        return list(
+            self._req(
+                "GET", "/api/workflows/search", params={"query": query, "limit": limit}
+            ).json()
+        )
 
     def get_workflow(self, name: str) -> dict[str, Any] | None:
         try:
@@ -174,8 +188,9 @@ class SessionClient(_Base):
     def load_artifact(self, name: str) -> Any:
         return _artifact_value(self._req("GET", _name_path("artifacts", name)))
 
-    def save_artifact(self, name: str, data: Any, description: str = "",
-                      metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    def save_artifact(
+        self, name: str, data: Any, description: str = "", metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body = _artifact_body(name, data, description, metadata)
         return dict(self._req("POST", "/api/artifacts", json=body).json())
 
@@ -198,8 +213,15 @@ class SessionClient(_Base):
 class AsyncSessionClient(_Base):
     """Asyncio client with the same methods as SessionClient, awaited."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, session_id: str | None = None,
-                 workspace_id: str | None = None, timeout: float = 330.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        session_id: str | None = None,
+        workspace_id: str | None = None,
+        timeout: float = 330.0,
+    ) -> None:
         super().__init__(base_url, token, session_id, workspace_id)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
 
@@ -220,8 +242,9 @@ class AsyncSessionClient(_Base):
 
     async def create_session(self, workspace_id: str | None = None) -> str:
         ws = workspace_id if workspace_id is not None else self.workspace_id
-        response = await self._req("POST", "/sessions",
-                                   json={"workspace_id": ws} if ws is not None else None)
+        response = await self._req(
+            "POST", "/sessions", json={"workspace_id": ws} if ws is not None else None
+        )
         self.session_id = str(response.json()["session_id"])
         return self.session_id
 
@@ -249,8 +272,9 @@ class AsyncSessionClient(_Base):
     async def list_workflows(self) -> list[dict[str, Any]]:
         return list((await self._req("GET", "/api/workflows")).json())
 
-    async def create_workflow(self, name: str, source: str,
-                              description: str = "") -> dict[str, Any]:
+    async def create_workflow(
+        self, name: str, source: str, description: str = ""
+    ) -> dict[str, Any]:
         body = {"name": name, "source": source, "description": description}
         return dict((await self._req("POST", "/api/workflows", json=body)).json())
 
@@ -258,12 +282,20 @@ class AsyncSessionClient(_Base):
         return list((await self._req("GET", "/api/tools")).json())
 
     async def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        return list((await self._req("GET", "/api/tools/search",
-                                     params={"query": query, "limit": limit})).json())
+        return list(
+            (
+                await self._req("GET", "/api/tools/search", params={"query": query, "limit": limit})
+            ).json()
+        )
 
     async def search_workflows(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        return list((await self._req("GET", "/api/workflows/search",
-                                     params={"query": query, "limit": limit})).json())
+        return list(
+            (
+                await self._req(
+                    "GET", "/api/workflows/search", params={"query": query, "limit": limit}
+                )
+            ).json()
+        )
 
     async def get_workflow(self, name: str) -> dict[str, Any] | None:
         try:
@@ -288,8 +320,9 @@ class AsyncSessionClient(_Base):
     async def load_artifact(self, name: str) -> Any:
         return _artifact_value(await self._req("GET", _name_path("artifacts", name)))
 
-    async def save_artifact(self, name: str, data: Any, description: str = "",
-                            metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def save_artifact(
+        self, name: str, data: Any, description: str = "", metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         body = _artifact_body(name, data, description, metadata)
         return dict((await self._req("POST", "/api/artifacts", json=body)).json())
 
@@ -303,8 +336,7 @@ class AsyncSessionClient(_Base):
         return dict((await self._req("POST", "/api/deps/add", json={"package": package})).json())
 
     async def remove_dep(self, package: str) -> dict[str, Any]:
-        return dict((await self._req("POST", "/api/deps/remove",
-                                     json={"package": package})).json())
+        return dict((await self._req("POST", "/api/deps/remove", json={"package": package})).json())
 
     async def sync_deps(self) -> dict[str, Any]:
         return dict((await self._req("POST", "/api/deps/sync")).json())

@@ -78,8 +78,17 @@ def pip_install(specs: list[str], target: str | None, timeout: float = 600) -> N
     if not specs:
         return
     checked = [validate_package_spec(s) for s in specs]
-    argv = [sys.executable, "-I", "-m", "pip", "install", *checked, "--disable-pip-version-check",
-            "--no-input", "--quiet"]
+    argv = [
+        sys.executable,
+        "-I",
+        "-m",
+        "pip",
+        "install",
+        *checked,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+    ]
     if target:
         argv += ["--target", target, "--upgrade"]
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
@@ -97,8 +106,14 @@ def pip_install(specs: list[str], target: str | None, timeout: float = 600) -> N
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     children.manage(proc.pid)  # a PID-1 server's orphan reaper must leave it to us
     try:
         out, err = proc.communicate(timeout=timeout)

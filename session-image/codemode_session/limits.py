@@ -139,4 +139,4 @@ def _is_zombie(pid: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True  # gone already
-    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")
+    return stat[stat.rfind(")") + 2 :][:1] in ("Z", "X")

@@ -51,8 +51,7 @@ def artifact_metadata(metadata: Any, data_type: str) -> dict[str, Any]:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ValidationError(
-            f"artifact metadata must be a dict, got {type(metadata).__name__}")
+        raise ValidationError(f"artifact metadata must be a dict, got {type(metadata).__name__}")
     meta = dict(metadata)
     try:
         json.dumps(meta, allow_nan=False)
@@ -83,16 +82,24 @@ class ArtifactsNamespace:
         self._bridge = bridge
 
     def save(
-        self, name: str, data: Any, description: str = "",
+        self,
+        name: str,
+        data: Any,
+        description: str = "",
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         validate_artifact_name(name)
         if not isinstance(description, str):
             raise ValidationError(
-                f"artifact description must be a str, got {type(description).__name__}")
+                f"artifact description must be a str, got {type(description).__name__}"
+            )
         payload, data_type = encode_artifact(data)
-        info = ArtifactInfo(name=name, description=description, created_at=time.time(),
-                            metadata=artifact_metadata(metadata, data_type))
+        info = ArtifactInfo(
+            name=name,
+            description=description,
+            created_at=time.time(),
+            metadata=artifact_metadata(metadata, data_type),
+        )
         self._bridge.call(self._storage.save_artifact(info, payload))
         return info.to_dict()
 
@@ -184,8 +191,9 @@ class ToolsNamespace:
 class WorkflowsNamespace:
     """Reusable async recipes shared by every agent of the workspace."""
 
-    def __init__(self, storage: Storage, bridge: SyncBridge,
-                 globals_factory: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, storage: Storage, bridge: SyncBridge, globals_factory: Callable[[], dict[str, Any]]
+    ) -> None:
         self._storage = storage
         self._bridge = bridge
         self._globals_factory = globals_factory
@@ -256,8 +264,13 @@ async def _awaited(awaitable: Any) -> Any:
 class DepsNamespace:
     """Python packages of the prefix; installing them needs ALLOW_RUNTIME_DEPS."""
 
-    def __init__(self, storage: Storage, bridge: SyncBridge, allow_runtime: bool,
-                 install: Callable[[list[str]], None]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        bridge: SyncBridge,
+        allow_runtime: bool,
+        install: Callable[[list[str]], None],
+    ) -> None:
         self._storage = storage
         self._bridge = bridge
         self._allow = allow_runtime

@@ -46,10 +46,10 @@ class ExecuteResult:
 # Only the server knows these (it times the run and restarts workers).
 SERVER_FIELDS = ("execution_time_ms", "session_id", "worker_restarted")
 # What a worker answers for one run.
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(ExecuteResult)
-                   if f.name not in SERVER_FIELDS)
-_RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExecuteResult)
-                 if f.name in RUN_FIELDS}
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(ExecuteResult) if f.name not in SERVER_FIELDS)
+_RUN_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(ExecuteResult) if f.name in RUN_FIELDS
+}
 
 
 def failed_run(error_type: str, message: str) -> dict[str, Any]:

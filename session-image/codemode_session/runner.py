@@ -159,8 +159,10 @@ def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> An
         if isinstance(value, set | frozenset):
             return [to_jsonable(v, depth + 1, budget) for v in list(value)[:10000]]
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {budget.spend(clean_text(k)): to_jsonable(v, depth + 1, budget)
-                    for k, v in list(value.items())[:10000]}
+            return {
+                budget.spend(clean_text(k)): to_jsonable(v, depth + 1, budget)
+                for k, v in list(value.items())[:10000]
+            }
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return to_jsonable(dataclasses.asdict(value), depth + 1, budget)
     if budget.left <= 0:
@@ -215,13 +217,15 @@ class CellRunner:
                 if last is not None:
                     expr = ast.Expression(last.value)
                     value = self._resolve(
-                        eval(compile(expr, filename, "eval", flags=FLAGS), self.globals))
+                        eval(compile(expr, filename, "eval", flags=FLAGS), self.globals)
+                    )
                     # Inside the try: a __repr__ of the agent's may raise (or print).
                     value = bounded(to_jsonable(value))
             except SystemExit as exc:
                 error_type = "SystemExit"
                 error = _short(
-                    f"SystemExit: {exc.code} (exit() does not end the session; use /reset)")
+                    f"SystemExit: {exc.code} (exit() does not end the session; use /reset)"
+                )
             except BaseException as exc:  # agent code may raise anything
                 error_type = type(exc).__name__
                 error = _format_error(exc)

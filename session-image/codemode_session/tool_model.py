@@ -49,6 +49,7 @@ def _mapping(what: str) -> Any:
         if not isinstance(value, dict):
             raise _invalid(f"'{what}' must be a mapping")
         return value
+
     return BeforeValidator(check)
 
 
@@ -103,8 +104,11 @@ def _command(value: Any) -> str:
 
 
 def _timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not 0 < value < float("inf"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
         raise _invalid("'timeout' must be a positive number of seconds")
     return float(value)
 
@@ -131,8 +135,10 @@ class PositionalModel(BaseModel):
 
 class SchemaModel(BaseModel):
     options: Annotated[
-        dict[Annotated[str, BeforeValidator(_option_name)],
-             Annotated[OptionModel, BeforeValidator(_settings)]],
+        dict[
+            Annotated[str, BeforeValidator(_option_name)],
+            Annotated[OptionModel, BeforeValidator(_settings)],
+        ],
         _mapping("options"),
     ] = {}
     positional: Annotated[
@@ -150,15 +156,17 @@ class RecipeModel(BaseModel):
 class ToolModel(BaseModel):
     """One tool file; `name` is checked by the caller (it may come from the file name)."""
 
-    command: Annotated[str, BeforeValidator(_command)] = Field(default=None,
-                                                               validate_default=True)
+    command: Annotated[str, BeforeValidator(_command)] = Field(default=None, validate_default=True)
     description: Text = ""
     timeout: Annotated[float, BeforeValidator(_timeout)] = 60.0
-    schema_: Annotated[SchemaModel, _mapping("schema")] = Field(default_factory=SchemaModel,
-                                                                alias="schema")
+    schema_: Annotated[SchemaModel, _mapping("schema")] = Field(
+        default_factory=SchemaModel, alias="schema"
+    )
     recipes: Annotated[
-        dict[Annotated[str, BeforeValidator(_recipe_name)],
-             Annotated[RecipeModel, BeforeValidator(_settings)]],
+        dict[
+            Annotated[str, BeforeValidator(_recipe_name)],
+            Annotated[RecipeModel, BeforeValidator(_settings)],
+        ],
         _mapping("recipes"),
     ] = {}
 
@@ -166,7 +174,7 @@ class ToolModel(BaseModel):
 def _where(loc: tuple[int | str, ...]) -> str:
     """`schema.options.verbose.short`; for a bad key, the mapping it is in."""
     if "[key]" in loc:
-        loc = loc[:loc.index("[key]") - 1]
+        loc = loc[: loc.index("[key]") - 1]
     return ".".join(str(part) for part in loc)
 
 

@@ -82,13 +82,21 @@ class ToolSpec:
             "description": self.description,
             "command": self.command,
             "options": [
-                {"name": o.name, "type": o.type, "description": o.description,
-                 "required": o.required}
+                {
+                    "name": o.name,
+                    "type": o.type,
+                    "description": o.description,
+                    "required": o.required,
+                }
                 for o in self.options
             ],
             "positional": [
-                {"name": p.name, "type": p.type, "description": p.description,
-                 "required": p.required}
+                {
+                    "name": p.name,
+                    "type": p.type,
+                    "description": p.description,
+                    "required": p.required,
+                }
                 for p in self.positional
             ],
             "recipes": [{"name": r.name, "description": r.description} for r in self.recipes],
@@ -151,16 +159,29 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
         description=model.description,
         timeout=model.timeout,
         options=tuple(
-            OptionSpec(name=key.replace("-", "_"), type=o.type, short=o.short, flag=o.flag,
-                       description=o.description, required=o.required)
-            for key, o in model.schema_.options.items()),
+            OptionSpec(
+                name=key.replace("-", "_"),
+                type=o.type,
+                short=o.short,
+                flag=o.flag,
+                description=o.description,
+                required=o.required,
+            )
+            for key, o in model.schema_.options.items()
+        ),
         positional=tuple(
-            PositionalSpec(name=p.name.replace("-", "_"), type=p.type,
-                           description=p.description, required=p.required)
-            for p in model.schema_.positional),
+            PositionalSpec(
+                name=p.name.replace("-", "_"),
+                type=p.type,
+                description=p.description,
+                required=p.required,
+            )
+            for p in model.schema_.positional
+        ),
         recipes=tuple(
             Recipe(name=key, description=r.description, preset=dict(r.preset), params=r.params)
-            for key, r in model.recipes.items()),
+            for key, r in model.recipes.items()
+        ),
     )
 
 

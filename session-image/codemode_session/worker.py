@@ -34,12 +34,12 @@ from codemode_session.server.config import WorkerConfig
 from codemode_session.storage.brokered import BrokeredStorage
 
 
-def build_namespace(workspace_id: str | None, channel: WorkerChannel,
-                    config: WorkerConfig) -> dict[str, Any]:
+def build_namespace(
+    workspace_id: str | None, channel: WorkerChannel, config: WorkerConfig
+) -> dict[str, Any]:
     """The globals agent code starts with; their storage is the server's, by call."""
     bridge = SyncBridge()
-    storage = BrokeredStorage(channel, config.storage_prefix,
-                              validate_workspace_id(workspace_id))
+    storage = BrokeredStorage(channel, config.storage_prefix, validate_workspace_id(workspace_id))
     deps_dir = config.deps_dir
     tools = ToolsNamespace(storage, bridge, config.tools_path)
     artifacts = ArtifactsNamespace(storage, bridge)
@@ -53,8 +53,13 @@ def build_namespace(workspace_id: str | None, channel: WorkerChannel,
     deps = DepsNamespace(storage, bridge, config.allow_runtime_deps, install)
 
     def workflow_globals() -> dict[str, Any]:
-        return {"tools": tools, "workflows": workflows, "artifacts": artifacts, "deps": deps,
-                "__builtins__": __builtins__}
+        return {
+            "tools": tools,
+            "workflows": workflows,
+            "artifacts": artifacts,
+            "deps": deps,
+            "__builtins__": __builtins__,
+        }
 
     workflows = WorkflowsNamespace(storage, bridge, workflow_globals)
     namespace = workflow_globals()
@@ -75,7 +80,7 @@ def _session_of(pid: str) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return int(fields[3]) if len(fields) > 3 else None
 
 
@@ -135,8 +140,10 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
         op = request.get("op")
         if op == "init":
             try:
-                runner = CellRunner(build_namespace(request.get("workspace_id"), channel, config),
-                                    config.output_limit_bytes)
+                runner = CellRunner(
+                    build_namespace(request.get("workspace_id"), channel, config),
+                    config.output_limit_bytes,
+                )
                 reply: dict[str, Any] = {"ok": True}
             except Exception as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

@@ -36,9 +36,14 @@ class WorkerCrashed(Exception):
 
 
 class Worker:
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, broker: StorageBroker | None = None,
-                 sole: bool = False) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        broker: StorageBroker | None = None,
+        sole: bool = False,
+    ) -> None:
         self.proc = proc
         self.reader = reader
         self.writer = writer
@@ -56,18 +61,28 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return (self.proc.returncode is None and not self.writer.is_closing()
-                and self._broken is None)
+        return (
+            self.proc.returncode is None and not self.writer.is_closing() and self._broken is None
+        )
 
     @classmethod
-    async def spawn(cls, env: Mapping[str, str], startup_timeout: float = 30.0,
-                    broker: StorageBroker | None = None, sole: bool = False) -> Worker:
+    async def spawn(
+        cls,
+        env: Mapping[str, str],
+        startup_timeout: float = 30.0,
+        broker: StorageBroker | None = None,
+        sole: bool = False,
+    ) -> Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for end in (parent, child):
             protocol.widen_buffers(end)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-m", "codemode_session.worker", str(child.fileno()),
+                sys.executable,
+                "-I",
+                "-m",
+                "codemode_session.worker",
+                str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 env=dict(env),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -124,18 +139,28 @@ class Worker:
 
     async def _answer(self, call: dict[str, Any]) -> None:
         if self.broker is None or not self.initialized:
-            answer: dict[str, Any] = {"op": "storage_answer", "id": call.get("id"), "ok": False,
-                                      "error_type": "ForbiddenError",
-                                      "error": "storage is not available to this worker"}
+            answer: dict[str, Any] = {
+                "op": "storage_answer",
+                "id": call.get("id"),
+                "ok": False,
+                "error_type": "ForbiddenError",
+                "error": "storage is not available to this worker",
+            }
             blob = None
         else:
             answer, blob = await self.broker.answer(self.workspace_id, call)
         try:
             await self._send(answer, blob)
         except ValueError:  # an answer JSON cannot carry (another client's stored data)
-            await self._send({"op": "storage_answer", "id": call.get("id"), "ok": False,
-                              "error_type": "StorageUnavailableError",
-                              "error": "the stored value cannot be sent to the worker"})
+            await self._send(
+                {
+                    "op": "storage_answer",
+                    "id": call.get("id"),
+                    "ok": False,
+                    "error_type": "StorageUnavailableError",
+                    "error": "the stored value cannot be sent to the worker",
+                }
+            )
 
     async def request(self, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if not self.alive:
@@ -212,9 +237,14 @@ def worker_env(base: Mapping[str, str], extra: Mapping[str, str] | None = None) 
 class WorkerPool:
     """Keeps `spares` started-but-uninitialized workers so a session starts at once."""
 
-    def __init__(self, env: Mapping[str, str], spares: int = 1,
-                 broker: StorageBroker | None = None, sole: bool = False,
-                 before_handout: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        spares: int = 1,
+        broker: StorageBroker | None = None,
+        sole: bool = False,
+        before_handout: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.env = dict(env)
         self.spares = spares
         self.broker = broker
@@ -269,4 +299,3 @@ class WorkerPool:
         for worker in self._ready:
             await worker.kill()
         self._ready.clear()
-

@@ -85,7 +85,8 @@ class Workflow:
                 required=bool(p.get("required", True)),
                 default=p.get("default"),
             )
-            for p in raw_params if isinstance(p, dict)
+            for p in raw_params
+            if isinstance(p, dict)
         )
         return cls(
             name=data["name"],
@@ -185,8 +186,10 @@ def parse_workflow(name: str, source: str, description: str | None = None) -> Wo
     try:
         size = len(source.encode())
     except UnicodeEncodeError:
-        raise ValidationError(f"workflow {name!r}: source is not valid Unicode (it has a lone "
-                              "surrogate such as \\udcff)") from None
+        raise ValidationError(
+            f"workflow {name!r}: source is not valid Unicode (it has a lone "
+            "surrogate such as \\udcff)"
+        ) from None
     if size > MAX_SOURCE_BYTES:
         raise ValidationError(f"workflow {name!r}: source is larger than {MAX_SOURCE_BYTES} bytes")
     try:
@@ -203,8 +206,11 @@ def parse_workflow(name: str, source: str, description: str | None = None) -> Wo
     except ValueError as exc:  # a NUL byte, on Pythons that do not call it a SyntaxError
         raise ValidationError(f"workflow {name!r}: {exc}") from None
     run = next(
-        (n for n in tree.body if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef)
-         and n.name == "run"),
+        (
+            n
+            for n in tree.body
+            if isinstance(n, ast.AsyncFunctionDef | ast.FunctionDef) and n.name == "run"
+        ),
         None,
     )
     if run is None:
@@ -224,21 +230,22 @@ def parse_workflow(name: str, source: str, description: str | None = None) -> Wo
     where = f"workflow {name!r}: the default of parameter"
     for index, arg in enumerate(positional):
         has_default = index >= first_default
-        default = (_literal(args.defaults[index - first_default], f"{where} {arg.arg!r}")
-                   if has_default else None)
+        default = (
+            _literal(args.defaults[index - first_default], f"{where} {arg.arg!r}")
+            if has_default
+            else None
+        )
         params.append(_param(name, arg, has_default, default, docs))
     for arg, kw_default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
         has_default = kw_default is not None
-        default = (_literal(kw_default, f"{where} {arg.arg!r}")
-                   if kw_default is not None else None)
+        default = _literal(kw_default, f"{where} {arg.arg!r}") if kw_default is not None else None
         params.append(_param(name, arg, has_default, default, docs))
-    return Workflow(
-        name=name, source=source, description=description, parameters=tuple(params)
-    )
+    return Workflow(name=name, source=source, description=description, parameters=tuple(params))
 
 
-def _param(workflow: str, arg: ast.arg, has_default: bool, default: Any,
-           docs: dict[str, str]) -> Parameter:
+def _param(
+    workflow: str, arg: ast.arg, has_default: bool, default: Any, docs: dict[str, str]
+) -> Parameter:
     annotation = arg.annotation
     what = f"workflow {workflow!r}: the annotation of parameter {arg.arg!r}"
     return Parameter(

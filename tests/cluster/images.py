@@ -340,8 +340,14 @@ def build_redis() -> Path:
     with tempfile.TemporaryDirectory(dir=paths.cache_root()) as tmp:
         root = Path(tmp) / "rootfs"
         subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=redis-server",
-             versions.DEBIAN_SUITE, str(root), versions.DEBIAN_MIRROR],
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=redis-server",
+                versions.DEBIAN_SUITE,
+                str(root),
+                versions.DEBIAN_MIRROR,
+            ],
             check=True,
         )
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -359,12 +365,18 @@ def build_redis() -> Path:
             buildah("add", ctr, str(tarball), "/")
             buildah(
                 "config",
-                "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "--workingdir", "/data",
-                "--user", f"{REDIS_UID}:{REDIS_UID}",
-                "--port", "6379",
-                "--entrypoint", '["redis-server"]',
-                "--cmd", "[]",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--workingdir",
+                "/data",
+                "--user",
+                f"{REDIS_UID}:{REDIS_UID}",
+                "--port",
+                "6379",
+                "--entrypoint",
+                '["redis-server"]',
+                "--cmd",
+                "[]",
                 ctr,
             )
             buildah("commit", ctr, REDIS)

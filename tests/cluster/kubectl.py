@@ -48,6 +48,13 @@ def apply(lay: Layout, manifest: str) -> None:
 
 def node_ready(lay: Layout) -> bool:
     """Whether the layout's node reports Ready (kwok's fake node or the real kubelet)."""
-    out = kubectl(lay, "get", "node", lay.node_name, "-o",
-                  "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+    out = kubectl(
+        lay,
+        "get",
+        "node",
+        lay.node_name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        check=False,
+    )
     return out.strip() == "True"

@@ -84,7 +84,8 @@ def missing(lay: Layout) -> list[str]:
 def unhealthy(lay: Layout) -> list[str]:
     """Running components that fail their own check (kube-router not enforcing)."""
     return [
-        n for n, check in HEALTH[lay.mode].items()
+        n
+        for n, check in HEALTH[lay.mode].items()
         if procs.running_pid(lay.run, n) is not None and not check()
     ]
 

@@ -451,8 +451,14 @@ def _start_provisioner(lay: Layout) -> None:
     procs.start(
         lay.run,
         "local-path-provisioner",
-        [sys.executable, "-m", "tests.cluster.provisioner", f"--kubeconfig={lay.kubeconfig}",
-         f"--root={lay.run / 'volumes'}", f"--ready-file={ready}"],
+        [
+            sys.executable,
+            "-m",
+            "tests.cluster.provisioner",
+            f"--kubeconfig={lay.kubeconfig}",
+            f"--root={lay.run / 'volumes'}",
+            f"--ready-file={ready}",
+        ],
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     wait.until(lay.run, "local-path-provisioner", ready.exists, timeout=30)
@@ -564,8 +570,13 @@ def kube_router_leftovers(filter_rules: str) -> tuple[list[list[str]], list[str]
         words = shlex.split(line)
         if len(words) == 2 and words[0] == "-N" and words[1].startswith(KUBE_ROUTER_CHAIN_PREFIXES):
             chains.append(words[1])
-        elif (len(words) > 2 and words[0] == "-A" and words[1] in ("INPUT", "FORWARD", "OUTPUT")
-              and "-j" in words and words[words.index("-j") + 1].startswith("KUBE-ROUTER-")):
+        elif (
+            len(words) > 2
+            and words[0] == "-A"
+            and words[1] in ("INPUT", "FORWARD", "OUTPUT")
+            and "-j" in words
+            and words[words.index("-j") + 1].startswith("KUBE-ROUTER-")
+        ):
             jumps.append(["-D", *words[1:]])
     return jumps, chains
 
@@ -621,7 +632,11 @@ def teardown_host(lay: Layout) -> None:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(f"{state['ip_forward']}\n")
     if state.get("var_lib_kubelet_existed") is False:
         subprocess.run(["rm", "-rf", "--one-file-system", str(VAR_LIB_KUBELET)], check=False)
-    for leftover in (lay.run / "kubelet", lay.run / "cni" / "ipam", lay.run / "pod-logs",
-                     lay.run / "volumes"):
+    for leftover in (
+        lay.run / "kubelet",
+        lay.run / "cni" / "ipam",
+        lay.run / "pod-logs",
+        lay.run / "volumes",
+    ):
         subprocess.run(["rm", "-rf", "--one-file-system", str(leftover)], check=False)
     _state_file(lay).unlink(missing_ok=True)

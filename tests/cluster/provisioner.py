@@ -59,10 +59,17 @@ def volume_for(claim: Any, root: Path) -> dict[str, Any]:
             "persistentVolumeReclaimPolicy": "Delete",
             "storageClassName": CLASS_NAME,
             "volumeMode": claim.spec.volume_mode or "Filesystem",
-            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                         "namespace": meta.namespace, "name": meta.name, "uid": meta.uid},
-            "hostPath": {"path": str(root / f"{meta.namespace}_{meta.name}_{meta.uid}"),
-                         "type": "DirectoryOrCreate"},
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": meta.namespace,
+                "name": meta.name,
+                "uid": meta.uid,
+            },
+            "hostPath": {
+                "path": str(root / f"{meta.namespace}_{meta.name}_{meta.uid}"),
+                "type": "DirectoryOrCreate",
+            },
         },
     }
 
@@ -97,8 +104,12 @@ def reconcile(core: client.CoreV1Api, root: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o777)  # the pod may run as any uid; hostPath has no fsGroup
         core.create_persistent_volume(manifest)
-        log.info("provisioned %s for %s/%s", manifest["metadata"]["name"],
-                 claim.metadata.namespace, claim.metadata.name)
+        log.info(
+            "provisioned %s for %s/%s",
+            manifest["metadata"]["name"],
+            claim.metadata.namespace,
+            claim.metadata.name,
+        )
     for volume in volumes:
         if not released(volume):
             continue

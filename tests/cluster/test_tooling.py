@@ -147,16 +147,22 @@ def test_provisioner_binds_a_pending_claim_of_its_class_to_a_folder_of_its_own()
     from .provisioner import CLASS_NAME, volume_for, wants_volume
 
     resources = client.V1VolumeResourceRequirements(requests={"storage": "2Gi"})
-    claim = _claim(storage_class_name=CLASS_NAME, access_modes=["ReadWriteOnce"],
-                   resources=resources)
+    claim = _claim(
+        storage_class_name=CLASS_NAME, access_modes=["ReadWriteOnce"], resources=resources
+    )
     assert wants_volume(claim, existing=set())
     assert not wants_volume(claim, existing={"pvc-u-1"})  # made already
     assert not wants_volume(_claim(storage_class_name="other", resources=resources), set())
     pv = volume_for(claim, Path("/v"))
     assert pv["metadata"]["name"] == "pvc-u-1"
     assert pv["spec"]["capacity"] == {"storage": "2Gi"}
-    assert pv["spec"]["claimRef"] == {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                                      "namespace": "sys", "name": "data-redis-0", "uid": "u-1"}
+    assert pv["spec"]["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "sys",
+        "name": "data-redis-0",
+        "uid": "u-1",
+    }
     assert pv["spec"]["hostPath"]["path"] == "/v/sys_data-redis-0_u-1"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
 
@@ -175,8 +181,10 @@ def test_env_exports_the_kubeconfig_and_a_path_with_kubectl_and_helm(
     monkeypatch.setattr(tools.paths, "binary", lambda name: kubectl)
     monkeypatch.setattr(tools, "helm_binary", lambda: helm)
     lines = tools.shell_env("node").splitlines()
-    assert lines == [f"export KUBECONFIG={tmp_path}/run/node/kubeconfig",
-                     f'export PATH={tmp_path}/bin:"$PATH"']
+    assert lines == [
+        f"export KUBECONFIG={tmp_path}/run/node/kubeconfig",
+        f'export PATH={tmp_path}/bin:"$PATH"',
+    ]
     assert (tmp_path / "bin" / "kubectl").resolve() == kubectl
     assert (tmp_path / "bin" / "helm").resolve() == helm
 
@@ -290,8 +298,11 @@ def _teardown_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[
     monkeypatch.setenv("CODEMODE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(node, "NETNS_DIR", tmp_path / "netns")
     monkeypatch.setattr(node, "containerd_state", lambda: tmp_path / "run-containerd")
-    monkeypatch.setattr(node, "_sh", lambda *argv: calls.append(argv) or
-                        subprocess.CompletedProcess(argv, 1, "", ""))
+    monkeypatch.setattr(
+        node,
+        "_sh",
+        lambda *argv: calls.append(argv) or subprocess.CompletedProcess(argv, 1, "", ""),
+    )
     monkeypatch.setattr(node, "_kill_shims", lambda: None)
     monkeypatch.setattr(node, "_kill_pod_cgroups", lambda: calls.append(("kill-pod-cgroups",)))
     monkeypatch.setattr(node, "_unmount_under", lambda prefixes: None)

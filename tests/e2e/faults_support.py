@@ -56,18 +56,39 @@ class DurableRedis:
 
     def admin(self) -> redis.Redis:
         """An admin client over loopback (a new one: connections do not survive kill())."""
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
-                           socket_timeout=5, socket_connect_timeout=5)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+        )
 
     def start(self) -> DurableRedis:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
-             "--requirepass", self.password, "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                f"127.0.0.1 {NODE_HOST_IP}",
+                "--requirepass",
+                self.password,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         wait_for_port(self.port, timeout=30)
         deadline = time.monotonic() + 30
@@ -120,11 +141,13 @@ def ready_since(obj: dict[str, Any] | None, since: float) -> bool:
     """Ready is True and became so at or after `since` (a status written before the fault
     that still says Ready does not count: it has not seen the fault yet)."""
     ready = condition(obj, "Ready")
-    return ready.get("status") == "True" and parse_time(
-        ready.get("lastTransitionTime")) >= int(since)
+    return ready.get("status") == "True" and parse_time(ready.get("lastTransitionTime")) >= int(
+        since
+    )
 
 
 # ---- the session server's process --------------------------------------------------------
+
 
 def _task_pid(container_id: str) -> int:
     for line in node.ctr("tasks", "list").splitlines()[1:]:

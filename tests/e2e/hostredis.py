@@ -35,9 +35,24 @@ def host_redis(password: str) -> Iterator[HostRedis]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="codemode-e2e-redis-")
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
-         "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            f"127.0.0.1 {NODE_HOST_IP}",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port)
         yield HostRedis(port, password)
@@ -122,7 +137,7 @@ class Resp:
             if not chunk:
                 raise ConnectionError("Redis closed the connection")
             self._buf += chunk
-        data, self._buf = self._buf[:size], self._buf[size + 2:]
+        data, self._buf = self._buf[:size], self._buf[size + 2 :]
         return data
 
     def _read(self) -> Any:

@@ -47,7 +47,6 @@ for url in sys.argv[1:]:
 """
 
 
-
 def _python_container(name: str, script: str, args: list[str] | None = None) -> client.V1Container:
     return client.V1Container(
         name=name,

@@ -127,24 +127,29 @@ class World:
     def get(self, plural: str, name: str) -> dict[str, Any]:
         return self.kinds.get(plural, name) or {}
 
-    def wait(self, what: str, predicate: Any, timeout: float = RECOVERY,
-             interval: float = 0.25) -> Any:
+    def wait(
+        self, what: str, predicate: Any, timeout: float = RECOVERY, interval: float = 0.25
+    ) -> Any:
         return wait_for(predicate, timeout, what, interval=interval, op=self.operator)
 
     def wait_ready(self, plural: str, name: str, since: float = 0.0) -> dict[str, Any]:
         """Until the CR's Ready condition is True, set so at or after `since`."""
-        return self.wait(f"{plural}/{name} Ready (since {since:.0f})",  # type: ignore[no-any-return]
-                         lambda: (obj := self.get(plural, name)) and ready_since(obj, since)
-                         and obj)
+        return self.wait(
+            f"{plural}/{name} Ready (since {since:.0f})",  # type: ignore[no-any-return]
+            lambda: (obj := self.get(plural, name)) and ready_since(obj, since) and obj,
+        )
 
     def wait_library(self, revision: str) -> dict[str, Any]:
         def synced() -> dict[str, Any] | None:
             lib = self.get("workflowlibraries", LIBRARY)
             status = lib.get("status") or {}
-            done = (condition(lib, "Ready").get("status") == "True"
-                    and (status.get("artifact") or {}).get("revision") == revision
-                    and not status.get("jobName"))
+            done = (
+                condition(lib, "Ready").get("status") == "True"
+                and (status.get("artifact") or {}).get("revision") == revision
+                and not status.get("jobName")
+            )
             return lib if done else None
+
         return self.wait(f"library at revision {revision[:12]}", synced)  # type: ignore[no-any-return]
 
     def healthy(self) -> None:
@@ -158,8 +163,10 @@ class World:
     def connect(self, name: str, timeout: float = 60) -> Iterator[SessionClient]:
         """A client of session `name`, as an agent gets one (Sessions.connect), that ends
         its interpreter session when done: a session pod serves one at a time."""
-        with self.sessions.connect(name) as conn, \
-                SessionClient(conn.base_url, token=conn.token, timeout=timeout) as bounded:
+        with (
+            self.sessions.connect(name) as conn,
+            SessionClient(conn.base_url, token=conn.token, timeout=timeout) as bounded,
+        ):
             try:
                 yield bounded
             finally:
@@ -182,12 +189,16 @@ class World:
         return sorted(p.stem for p in (self.repo.path / "workflows").glob("*.py"))
 
     def pin_library(self, sha: str) -> None:
-        self.kinds.patch("workflowlibraries", LIBRARY,
-                         {"spec": {"source": {"ref": {"branch": None, "commit": sha}}}})
+        self.kinds.patch(
+            "workflowlibraries",
+            LIBRARY,
+            {"spec": {"source": {"ref": {"branch": None, "commit": sha}}}},
+        )
 
     def job_pods(self, job: str) -> list[Any]:
-        return list(self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"job-name={job}").items)
+        return list(
+            self.core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+        )
 
     def job(self, name: str) -> Any:
         try:
@@ -204,13 +215,18 @@ def _value(result: ExecuteResult) -> Any:
 
 
 @pytest.fixture(scope="module")
-def world(e2e_cluster: Cluster, project_images: dict[str, str],
-          tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-          ) -> Iterator[World]:
+def world(
+    e2e_cluster: Cluster,
+    project_images: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[World]:
     base = tmp_path_factory.mktemp("faults")
     repo = GitRepo(base / "work")
-    repo.write({p.name: p.read_text() for p in (ROOT / "examples" / "workflows").glob("*.py")},
-               sub="workflows")
+    repo.write(
+        {p.name: p.read_text() for p in (ROOT / "examples" / "workflows").glob("*.py")},
+        sub="workflows",
+    )
     repo.commit("sample workflows")
     served = base / "served"
     served.mkdir()
@@ -218,37 +234,71 @@ def world(e2e_cluster: Cluster, project_images: dict[str, str],
     api = e2e_cluster.api_client()
     install_crds(e2e_cluster.kubeconfig, api)
     failed_before = request.session.testsfailed
-    with DurableRedis(ADMIN_PASSWORD) as durable, \
-            GitHTTPServer(served, token=GIT_TOKEN, host=NODE_HOST_IP) as git, \
-            temp_namespace(api, "faults") as namespace:
+    with (
+        DurableRedis(ADMIN_PASSWORD) as durable,
+        GitHTTPServer(served, token=GIT_TOKEN, host=NODE_HOST_IP) as git,
+        temp_namespace(api, "faults") as namespace,
+    ):
         kinds = Kinds(api, namespace)
         core: Any = kinds.core
-        core.create_namespaced_secret(namespace, {
-            "metadata": {"name": "redis-admin"}, "stringData": {"url": durable.url}})
-        core.create_namespaced_secret(namespace, {
-            "metadata": {"name": "git-auth"}, "stringData": {"token": GIT_TOKEN}})
+        core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": durable.url}}
+        )
+        core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "git-auth"}, "stringData": {"token": GIT_TOKEN}}
+        )
         operator = OperatorProcess(
-            e2e_cluster.kubeconfig, [namespace], log_dir=base,
-            env={"CODEMODE_SESSION_IMAGE": project_images["session"],
-                 "LIBRARY_POLL_SECONDS": "2"})
+            e2e_cluster.kubeconfig,
+            [namespace],
+            log_dir=base,
+            env={"CODEMODE_SESSION_IMAGE": project_images["session"], "LIBRARY_POLL_SECONDS": "2"},
+        )
         sessions = Sessions(namespace=namespace, api=api)
-        w = World(e2e_cluster, kinds, core, client.BatchV1Api(api), namespace, operator,
-                  durable, repo, bare, sessions)
+        w = World(
+            e2e_cluster,
+            kinds,
+            core,
+            client.BatchV1Api(api),
+            namespace,
+            operator,
+            durable,
+            repo,
+            bare,
+            sessions,
+        )
         operator.start()
         try:
-            kinds.create("workspaces", WS, {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "deletionPolicy": "Cascade", "dataPolicy": "Delete"})
-            kinds.create("workflowlibraries", LIBRARY, {
-                "workspaceRef": WS,
-                "source": {"url": git.url("workflows.git"), "ref": {"branch": "main"},
-                           "path": "workflows", "secretRef": {"name": "git-auth"}},
-                "interval": "10m", "timeout": "2m"})
+            kinds.create(
+                "workspaces",
+                WS,
+                {
+                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                    "deletionPolicy": "Cascade",
+                    "dataPolicy": "Delete",
+                },
+            )
+            kinds.create(
+                "workflowlibraries",
+                LIBRARY,
+                {
+                    "workspaceRef": WS,
+                    "source": {
+                        "url": git.url("workflows.git"),
+                        "ref": {"branch": "main"},
+                        "path": "workflows",
+                        "secretRef": {"name": "git-auth"},
+                    },
+                    "interval": "10m",
+                    "timeout": "2m",
+                },
+            )
             kinds.create("codesessions", SESSION, {"workspaceRef": WS})
             started = time.monotonic()
             w.healthy()
-            print(f"\nsetup: workspace, library and session Ready in "
-                  f"{time.monotonic() - started:.0f}s")
+            print(
+                f"\nsetup: workspace, library and session Ready in "
+                f"{time.monotonic() - started:.0f}s"
+            )
             yield w
         finally:
             report_log_on_failure(request, operator, failed_before)
@@ -256,8 +306,12 @@ def world(e2e_cluster: Cluster, project_images: dict[str, str],
             # Deleted while the operator runs, so its finalizers let the namespace go.
             kinds.delete("workspaces", WS)
             with contextlib.suppress(AssertionError):
-                wait_for(lambda: kinds.get("workspaces", WS) is None, 60,
-                         "workspace deleted", op=operator)
+                wait_for(
+                    lambda: kinds.get("workspaces", WS) is None,
+                    60,
+                    "workspace deleted",
+                    op=operator,
+                )
             operator.stop()
 
 
@@ -272,15 +326,21 @@ def test_redis_killed_mid_run_and_mid_bootstrap(world: World) -> None:
     with ThreadPoolExecutor(1) as pool, w.connect(SESSION, timeout=180) as agent:
         run = pool.submit(agent.execute, "LIMIT = 100\n" + SAVE_LOOP, 150)
         admin = w.redis.admin()
-        w.wait("the run's first saves", lambda: len(admin.keys(
-            f"{PREFIX}:ws:{WS}:artifacts:run-*")) >= 5, 60)
+        w.wait(
+            "the run's first saves",
+            lambda: len(admin.keys(f"{PREFIX}:ws:{WS}:artifacts:run-*")) >= 5,
+            60,
+        )
         w.pin_library(sha)
         # Mid-bootstrap: as soon as the library reports a sync Job for the new revision.
         # (Its container runs ~2 s, too short to aim at reliably; a connection Redis cuts
         # inside a publish is tests/integration/test_redis_reconnect.py's case.)
-        job = w.wait("a sync Job for the new revision", lambda: (
-            w.get("workflowlibraries", LIBRARY).get("status") or {}).get("jobName"), 60,
-            interval=0.05)
+        job = w.wait(
+            "a sync Job for the new revision",
+            lambda: (w.get("workflowlibraries", LIBRARY).get("status") or {}).get("jobName"),
+            60,
+            interval=0.05,
+        )
         assert job != before.get("jobName")
         syncing = condition(w.get("workflowlibraries", LIBRARY), "Reconciling")
         acked_before = len(admin.keys(f"{PREFIX}:ws:{WS}:artifacts:run-*"))
@@ -289,9 +349,13 @@ def test_redis_killed_mid_run_and_mid_bootstrap(world: World) -> None:
         w.redis.kill()
         assert not run.done(), "the run ended before the fault"
         # Down until the sync Job has failed (it cannot publish without Redis), 5 s at least.
-        w.wait(f"Job {job} failed while Redis is down", lambda: (
-            (j := w.job(job)) is None or (j.status and (j.status.failed or j.status.succeeded))),
-            90)
+        w.wait(
+            f"Job {job} failed while Redis is down",
+            lambda: (
+                (j := w.job(job)) is None or (j.status and (j.status.failed or j.status.succeeded))
+            ),
+            90,
+        )
         time.sleep(max(0.0, fault_at + 5 - time.time()))
         down_for = time.time() - fault_at
         w.redis.start()
@@ -308,7 +372,8 @@ def test_redis_killed_mid_run_and_mid_bootstrap(world: World) -> None:
     status = lib["status"]
     assert status["artifact"]["count"] == len(old_workflows) + 1, status
     assert int(status["attempts"]) >= int(before["attempts"]) + 2, (
-        f"the sync Job did not fail (it finished before Redis died?): {status}")
+        f"the sync Job did not fail (it finished before Redis died?): {status}"
+    )
     assert condition(lib, "Stalled").get("status") == "False", status["conditions"]
     # The workspace and the session are Ready again, and say so only after the fault.
     ws = w.wait_ready("workspaces", WS)
@@ -318,24 +383,29 @@ def test_redis_killed_mid_run_and_mid_bootstrap(world: World) -> None:
 
     acked = outcome["acked"]
     with w.connect(SESSION) as agent:
-        after = _value(agent.execute(
-            f"_acked = {acked!r}\n"
-            "_bad = [i for i in _acked if artifacts.load(f'run-{i}') != "
-            "{'i': i, 'pad': 'p' * 64}]\n"
-            "_listed = [a['name'] for a in artifacts.list() if a['name'].startswith('run-')]\n"
-            "{'bad': _bad, 'unlistable': sorted(set(f'run-{i}' for i in _acked) - "
-            "set(_listed)), 'ghosts': [n for n in _listed if not artifacts.exists(n)],\n"
-            " 'workflows': sorted(x['name'] for x in workflows.list()),\n"
-            " 'greet': workflows.greet(name='faults'),\n"
-            " 'top': workflows.top_words(text='b a b', n=1)}"))
+        after = _value(
+            agent.execute(
+                f"_acked = {acked!r}\n"
+                "_bad = [i for i in _acked if artifacts.load(f'run-{i}') != "
+                "{'i': i, 'pad': 'p' * 64}]\n"
+                "_listed = [a['name'] for a in artifacts.list() if a['name'].startswith('run-')]\n"
+                "{'bad': _bad, 'unlistable': sorted(set(f'run-{i}' for i in _acked) - "
+                "set(_listed)), 'ghosts': [n for n in _listed if not artifacts.exists(n)],\n"
+                " 'workflows': sorted(x['name'] for x in workflows.list()),\n"
+                " 'greet': workflows.greet(name='faults'),\n"
+                " 'top': workflows.top_words(text='b a b', n=1)}"
+            )
+        )
     assert after["bad"] == [], f"acknowledged artifacts lost or changed: {after['bad']}"
     assert after["unlistable"] == [] and after["ghosts"] == [], after
     assert after["workflows"] == w.workflow_names()
     assert after["greet"] == "hello faults" and after["top"] == ["b"]
-    print(f"\nredis: down {down_for:.1f}s, all Ready {recovered:.0f}s after its restart; "
-          f"the run saved {len(acked)} ({acked_before} before the kill), {outcome['failed']} "
-          f"saves failed: {outcome['errors']}; library attempts {before['attempts']} -> "
-          f"{status['attempts']}")
+    print(
+        f"\nredis: down {down_for:.1f}s, all Ready {recovered:.0f}s after its restart; "
+        f"the run saved {len(acked)} ({acked_before} before the kill), {outcome['failed']} "
+        f"saves failed: {outcome['errors']}; library attempts {before['attempts']} -> "
+        f"{status['attempts']}"
+    )
 
 
 def test_session_server_killed(world: World) -> None:
@@ -343,32 +413,46 @@ def test_session_server_killed(world: World) -> None:
     w = world
     w.healthy()
     with w.connect(SESSION) as old:
-        assert _value(old.execute(
-            "marker = 41\nartifacts.save('before-kill', {'kept': True})\nmarker")) == 41
+        assert (
+            _value(
+                old.execute("marker = 41\nartifacts.save('before-kill', {'kept': True})\nmarker")
+            )
+            == 41
+        )
         pod = w.pod(SESSION)
         restarts = pod.status.container_statuses[0].restart_count
         fault_at = time.time()
         pid = kill_session_server(pod)
 
         w.wait_ready("codesessions", SESSION, since=fault_at)
-        pod = w.wait("the pod Ready with its container restarted", lambda: (
-            (p := w.pod(SESSION)).status.container_statuses[0].restart_count == restarts + 1
-            and p.status.container_statuses[0].ready and p))
+        pod = w.wait(
+            "the pod Ready with its container restarted",
+            lambda: (
+                (p := w.pod(SESSION)).status.container_statuses[0].restart_count == restarts + 1
+                and p.status.container_statuses[0].ready
+                and p
+            ),
+        )
         session = w.get("codesessions", SESSION)
         assert session["status"]["phase"] == "Ready"
         assert not session["status"].get("podRecreations"), "the pod was replaced, not restarted"
 
         with w.connect(SESSION) as agent:
-            after = _value(agent.execute(
-                "{'artifact': artifacts.load('before-kill'), 'marker': 'marker' in globals(),"
-                " 'top': workflows.top_words(text='x y y', n=1)}"))
+            after = _value(
+                agent.execute(
+                    "{'artifact': artifacts.load('before-kill'), 'marker': 'marker' in globals(),"
+                    " 'top': workflows.top_words(text='x y y', n=1)}"
+                )
+            )
         assert after == {"artifact": {"kept": True}, "marker": False, "top": ["y"]}
         # The killed server's interpreter session is gone, and its client is told so.
         with pytest.raises(SessionError) as gone:
             old.execute("marker")
         assert gone.value.status == 404, gone.value
-    print(f"\nsession server pid {pid} killed; container restarts {restarts} -> "
-          f"{pod.status.container_statuses[0].restart_count}")
+    print(
+        f"\nsession server pid {pid} killed; container restarts {restarts} -> "
+        f"{pod.status.container_statuses[0].restart_count}"
+    )
 
 
 def test_operator_killed_mid_reconcile(world: World) -> None:
@@ -396,8 +480,11 @@ def test_operator_killed_mid_reconcile(world: World) -> None:
     # Nobody reconciles now, but the data plane does not need the operator.
     with w.connect(SESSION) as agent:
         assert _value(agent.execute("artifacts.load('before-operator-kill')")) == [1, 2, 3]
-    w.wait(f"Job {job} done without the operator", lambda: (
-        (j := w.job(job)) is not None and j.status and j.status.succeeded), 90)
+    w.wait(
+        f"Job {job} done without the operator",
+        lambda: (j := w.job(job)) is not None and j.status and j.status.succeeded,
+        90,
+    )
     assert (w.get("workflowlibraries", LIBRARY).get("status") or {}).get("jobName") == job
     ran = w.job_pods(job)[0].status.container_statuses[0].state.terminated
     dead_for = time.time()
@@ -406,23 +493,29 @@ def test_operator_killed_mid_reconcile(world: World) -> None:
     lib = w.wait_library(sha)
     assert lib["status"]["artifact"]["count"] == len(w.workflow_names())
     assert int(lib["status"]["attempts"]) == int(before["attempts"]) + 1, (
-        "the sync that finished while the operator was down should be adopted, not rerun")
+        "the sync that finished while the operator was down should be adopted, not rerun"
+    )
     w.wait_ready("codesessions", "f2")
     pods = w.core.list_namespaced_pod(w.namespace, label_selector="codemode.dev/session=f2")
     assert [p.metadata.name for p in pods.items] == ["f2-session"]
 
     with w.connect("f2") as agent:
-        after = _value(agent.execute(
-            "{'artifact': artifacts.load('before-operator-kill'),"
-            " 'shout': workflows.shout(text='up'),"
-            " 'workflows': sorted(x['name'] for x in workflows.list())}"))
+        after = _value(
+            agent.execute(
+                "{'artifact': artifacts.load('before-operator-kill'),"
+                " 'shout': workflows.shout(text='up'),"
+                " 'workflows': sorted(x['name'] for x in workflows.list())}"
+            )
+        )
     assert after == {"artifact": [1, 2, 3], "shout": "UP!", "workflows": w.workflow_names()}
     w.wait_ready("codesessions", SESSION)
     w.kinds.delete("codesessions", "f2")
-    print(f"\noperator: killed with f2 {at_kill.get('phase')}/{at_kill.get('reason')} and "
-          f"Job {job} running; the Job's container ran "
-          f"{(ran.finished_at - ran.started_at).total_seconds():.0f}s; converged and answered "
-          f"{time.time() - dead_for:.0f}s after the restart")
+    print(
+        f"\noperator: killed with f2 {at_kill.get('phase')}/{at_kill.get('reason')} and "
+        f"Job {job} running; the Job's container ran "
+        f"{(ran.finished_at - ran.started_at).total_seconds():.0f}s; converged and answered "
+        f"{time.time() - dead_for:.0f}s after the restart"
+    )
 
 
 def test_kubelet_restarted(world: World) -> None:
@@ -432,8 +525,10 @@ def test_kubelet_restarted(world: World) -> None:
     lay = layout("node")
     core: Any = w.core
     with w.connect(SESSION) as agent:
-        assert _value(agent.execute(
-            "state = 'kept'\nartifacts.save('before-kubelet', 'k')\nstate")) == "kept"
+        assert (
+            _value(agent.execute("state = 'kept'\nartifacts.save('before-kubelet', 'k')\nstate"))
+            == "kept"
+        )
         restarts = w.pod(SESSION).status.container_statuses[0].restart_count
         stopping_at = time.time()
         with kubelet_stopped() as pid:
@@ -446,22 +541,33 @@ def test_kubelet_restarted(world: World) -> None:
         def node_back() -> bool:
             found = core.read_node(lay.node_name)
             ready = next(c for c in found.status.conditions if c.type == "Ready")
-            return bool(ready.status == "True"
-                        and ready.last_heartbeat_time.timestamp() >= int(restarted_at))
+            return bool(
+                ready.status == "True"
+                and ready.last_heartbeat_time.timestamp() >= int(restarted_at)
+            )
 
         w.wait("the node's Ready heartbeat from the new kubelet", node_back, 90)
-        w.wait("the session pod Ready", lambda: all(
-            c.status == "True" for c in w.pod(SESSION).status.conditions
-            if c.type == "Ready"), 90)
+        w.wait(
+            "the session pod Ready",
+            lambda: all(
+                c.status == "True" for c in w.pod(SESSION).status.conditions if c.type == "Ready"
+            ),
+            90,
+        )
         w.wait_ready("codesessions", SESSION)
         # The same interpreter still runs: no container was restarted.
-        after = _value(agent.execute(
-            "{'state': state, 'artifact': artifacts.load('before-kubelet'),"
-            " 'top': workflows.top_words(text='q q r', n=1)}"))
+        after = _value(
+            agent.execute(
+                "{'state': state, 'artifact': artifacts.load('before-kubelet'),"
+                " 'top': workflows.top_words(text='q q r', n=1)}"
+            )
+        )
     assert after == {"state": "kept", "artifact": "k", "top": ["q"]}
     pod = w.pod(SESSION)
     assert pod.status.container_statuses[0].restart_count == restarts
-    print(f"\nkubelet pid {pid}: stopped in {stopped_at - stopping_at:.1f}s, down "
-          f"{restarted_at - stopped_at:.1f}s until its restart was healthy; pod Ready "
-          f"since {condition(w.get('codesessions', SESSION), 'Ready').get('lastTransitionTime')}"
-          f" (kubelet stopped at {time.strftime('%H:%M:%S', time.gmtime(stopped_at))}Z)")
+    print(
+        f"\nkubelet pid {pid}: stopped in {stopped_at - stopping_at:.1f}s, down "
+        f"{restarted_at - stopped_at:.1f}s until its restart was healthy; pod Ready "
+        f"since {condition(w.get('codesessions', SESSION), 'Ready').get('lastTransitionTime')}"
+        f" (kubelet stopped at {time.strftime('%H:%M:%S', time.gmtime(stopped_at))}Z)"
+    )

@@ -68,6 +68,7 @@ CREDENTIAL_VARS = ("REDIS_URL", "STORAGE_DIR", "CONTAINER_AUTH_TOKEN")
 
 # ---- rows ------------------------------------------------------------------------------
 
+
 @dataclass
 class Row:
     id: str
@@ -96,8 +97,10 @@ class Rows:
 
     def table(self) -> str:
         head = ("id", "held", "tried", "expected", "observed")
-        lines = [(r.id, "yes" if r.held else "NO", r.tried, r.expected, r.observed[:300])
-                 for r in self.rows]
+        lines = [
+            (r.id, "yes" if r.held else "NO", r.tried, r.expected, r.observed[:300])
+            for r in self.rows
+        ]
         widths = [max(len(x[i]) for x in [head, *lines]) for i in range(4)]
         out = []
         for cells in [head, *lines]:
@@ -109,6 +112,7 @@ class Rows:
 
 
 # ---- agents ----------------------------------------------------------------------------
+
 
 class AgentError(Exception):
     """A cell that was expected to run failed."""
@@ -465,6 +469,7 @@ while time.time() < _start + WINDOW and _runs < 3000:
 
 # ---- the cluster side ------------------------------------------------------------------
 
+
 @dataclass
 class World:
     """What the attempts need to know: agents, addresses, credentials."""
@@ -510,8 +515,11 @@ class World:
 def _must_be_local(host: str) -> None:
     """The workplace rule: only this cluster's pods and Services, the node, loopback."""
     ip = ipaddress.ip_address(host)
-    ok = ip.is_loopback or ip == ipaddress.ip_address(NODE_HOST_IP) or any(
-        ip in ipaddress.ip_network(cidr) for cidr in (POD_CIDR, SERVICE_CIDR))
+    ok = (
+        ip.is_loopback
+        or ip == ipaddress.ip_address(NODE_HOST_IP)
+        or any(ip in ipaddress.ip_network(cidr) for cidr in (POD_CIDR, SERVICE_CIDR))
+    )
     assert ok, f"refusing to contact {host}: not an address of the local cluster"
 
 
@@ -557,61 +565,83 @@ def _session_ready(kinds: Kinds, name: str) -> bool:
 
 # ---- the attempts ----------------------------------------------------------------------
 
+
 def credentials_and_memory(rows: Rows, w: World) -> None:
     a = w.a
-    with rows.attempt("1.env", "read os.environ for credentials",
-                      "no REDIS_URL/STORAGE_DIR/token, no secret value") as row:
+    with rows.attempt(
+        "1.env",
+        "read os.environ for credentials",
+        "no REDIS_URL/STORAGE_DIR/token, no secret value",
+    ) as row:
         env = a.value("import os\ndict(os.environ)")
-        bad = sorted(k for k, v in env.items()
-                     if k in CREDENTIAL_VARS or any(n in str(v) for n in w.needles)
-                     or "redis://" in str(v))
+        bad = sorted(
+            k
+            for k, v in env.items()
+            if k in CREDENTIAL_VARS or any(n in str(v) for n in w.needles) or "redis://" in str(v)
+        )
         row.result(not bad, f"{len(env)} variables; credentials: {bad or 'none'}")
-    with rows.attempt("1.proc1-environ", "open('/proc/1/environ') (the server's)",
-                      "PermissionError") as row:
+    with rows.attempt(
+        "1.proc1-environ", "open('/proc/1/environ') (the server's)", "PermissionError"
+    ) as row:
         seen = a.value(_params(NEEDLES=w.needles) + PROC_ENVIRON)
-        row.result(seen.get("1") in ("PermissionError", "FileNotFoundError"),
-                   f"/proc/1/environ: {seen.get('1')}")
-    with rows.attempt("1.proc-environs", "read /proc/<pid>/environ of every process",
-                      "none readable holds a secret") as row:
+        row.result(
+            seen.get("1") in ("PermissionError", "FileNotFoundError"),
+            f"/proc/1/environ: {seen.get('1')}",
+        )
+    with rows.attempt(
+        "1.proc-environs",
+        "read /proc/<pid>/environ of every process",
+        "none readable holds a secret",
+    ) as row:
         leaks = sorted(p for p, v in seen.items() if v == "LEAK")
         readable = sorted(p for p, v in seen.items() if v in ("clean", "LEAK"))
         row.result(not leaks, f"readable: pids {readable}; with a secret: {leaks or 'none'}")
-    with rows.attempt("1.files", "search /tmp, /etc, /run and the server's cwd for secrets",
-                      "no file holds a secret") as row:
+    with rows.attempt(
+        "1.files",
+        "search /tmp, /etc, /run and the server's cwd for secrets",
+        "no file holds a secret",
+    ) as row:
         seen_files, hits = a.value(_params(NEEDLES=w.needles) + FILE_SCAN, timeout=30)
         row.result(not hits, f"{seen_files} files read; with a secret: {hits or 'none'}")
-    with rows.attempt("1.ptrace", "ctypes ptrace(PTRACE_ATTACH / PTRACE_SEIZE, 1)",
-                      "both fail (EPERM)") as row:
+    with rows.attempt(
+        "1.ptrace", "ctypes ptrace(PTRACE_ATTACH / PTRACE_SEIZE, 1)", "both fail (EPERM)"
+    ) as row:
         traced = a.value(_params(TARGET=1) + PTRACE)
         row.result("attached" not in traced.values(), json.dumps(traced))
-    with rows.attempt("1.proc1-mem", "read /proc/1/mem, maps, fd, root",
-                      "all refused") as row:
+    with rows.attempt("1.proc1-mem", "read /proc/1/mem, maps, fd, root", "all refused") as row:
         files = a.value(_params(TARGET=1) + PROC_FILES)
         opened = [k for k, v in files.items() if v.startswith(("read", "listed"))]
         row.result(not opened, json.dumps(files))
-    with rows.attempt("1.sa-token", "look for a service-account token",
-                      "no token file") as row:
+    with rows.attempt("1.sa-token", "look for a service-account token", "no token file") as row:
         found = a.value(
             "import os\n[p for p in ('/var/run/secrets/kubernetes.io/serviceaccount/token',"
-            " '/run/secrets/kubernetes.io/serviceaccount/token') if os.path.exists(p)]")
+            " '/run/secrets/kubernetes.io/serviceaccount/token') if os.path.exists(p)]"
+        )
         row.result(not found, f"token files: {found or 'none'}")
-    with rows.attempt("1.redis-noauth", "PING its Redis without credentials",
-                      "NOAUTH (or no connection)") as row:
+    with rows.attempt(
+        "1.redis-noauth", "PING its Redis without credentials", "NOAUTH (or no connection)"
+    ) as row:
         _must_be_local(NODE_HOST_IP)
-        answer = a.value(_params(TARGETS=[(NODE_HOST_IP, w.main_redis.port, "PING\r\n")],
-                                 TIMEOUT=PROBE_TIMEOUT) + PROBE)[0]
+        answer = a.value(
+            _params(TARGETS=[(NODE_HOST_IP, w.main_redis.port, "PING\r\n")], TIMEOUT=PROBE_TIMEOUT)
+            + PROBE
+        )[0]
         row.result("NOAUTH" in answer or not answer.startswith("answered"), answer)
-    with rows.attempt("1.broker-retarget", "storage calls naming workspace B (retargeted "
-                      "storage object, raw channel call)", "B's artifact unreachable") as row:
-        code = (_params(WS=WS_B) +
-                "_st = artifacts._storage\n_own = _st.workspace_id\n_out = {}\n"
-                "_st.workspace_id = WS\n"
-                "try:\n    _out['load'] = repr(artifacts.load('b-secret'))\n"
-                "except Exception as e:\n    _out['load'] = type(e).__name__\n"
-                "_out['list'] = repr(artifacts.list())\n"
-                "_out['raw'] = repr(_st._channel.call({'method': 'load_artifact', 'args': "
-                "{'name': 'b-secret', 'workspace_id': WS, 'workspace': WS}}))[:300]\n"
-                "_st.workspace_id = _own\n_out")
+    with rows.attempt(
+        "1.broker-retarget",
+        "storage calls naming workspace B (retargeted storage object, raw channel call)",
+        "B's artifact unreachable",
+    ) as row:
+        code = (
+            _params(WS=WS_B) + "_st = artifacts._storage\n_own = _st.workspace_id\n_out = {}\n"
+            "_st.workspace_id = WS\n"
+            "try:\n    _out['load'] = repr(artifacts.load('b-secret'))\n"
+            "except Exception as e:\n    _out['load'] = type(e).__name__\n"
+            "_out['list'] = repr(artifacts.list())\n"
+            "_out['raw'] = repr(_st._channel.call({'method': 'load_artifact', 'args': "
+            "{'name': 'b-secret', 'workspace_id': WS, 'workspace': WS}}))[:300]\n"
+            "_st.workspace_id = _own\n_out"
+        )
         out = a.value(code)
         leaked = [k for k, v in out.items() if "B-ONLY" in v]
         row.result(not leaked, f"leaked via: {leaked or 'nothing'}; load: {out.get('load')}")
@@ -651,108 +681,152 @@ def redis_as_workspace_user(rows: Rows, w: World) -> None:
             row.result(denied, repr(reply)[:200])
 
     for variant, extra in (("", []), (" PREFIX <B's keys>", ["PREFIX", f"{PREFIX}:ws:{WS_B}:"])):
-        with rows.attempt(f"1.tracking{'-prefix' if extra else ''}",
-                          f"as A's user, HELLO 3 + CLIENT TRACKING ON BCAST{variant}, "
-                          "then B's agent writes", "no push names B's keys") as row:
+        with rows.attempt(
+            f"1.tracking{'-prefix' if extra else ''}",
+            f"as A's user, HELLO 3 + CLIENT TRACKING ON BCAST{variant}, then B's agent writes",
+            "no push names B's keys",
+        ) as row:
             with Resp("127.0.0.1", w.main_redis.port) as conn:
                 hello = conn.call("HELLO", "3", "AUTH", creds_a["username"], creds_a["password"])
                 assert isinstance(hello, dict), f"HELLO 3 AUTH as A's user: {hello!r}"
                 tracking = conn.call("CLIENT", "TRACKING", "ON", "BCAST", *extra)
-                w.b.value("artifacts.save('tracked', {'n': 1})\n"
-                          "artifacts.save('tracked', {'n': 2})\nartifacts.delete('tracked')")
+                w.b.value(
+                    "artifacts.save('tracked', {'n': 1})\n"
+                    "artifacts.save('tracked', {'n': 2})\nartifacts.delete('tracked')"
+                )
                 pushes = conn.read_pushes(1.5)
             about_b = [p for p in pushes if f"ws:{WS_B}:" in repr(p)]
-            row.result(not about_b, f"TRACKING: {tracking!r}; {len(pushes)} pushes, "
-                                    f"{len(about_b)} about B, e.g. {about_b[:1]!r}"[:300])
+            row.result(
+                not about_b,
+                f"TRACKING: {tracking!r}; {len(pushes)} pushes, "
+                f"{len(about_b)} about B, e.g. {about_b[:1]!r}"[:300],
+            )
 
 
 def storage_quotas(rows: Rows, w: World) -> None:
     a, b = w.a, w.b
-    missing = (f" (the Workspace CRD has no spec.limits {', '.join(w.limits_missing)}: "
-               "not landed)") if w.limits_missing else ""
+    missing = (
+        (f" (the Workspace CRD has no spec.limits {', '.join(w.limits_missing)}: not landed)")
+        if w.limits_missing
+        else ""
+    )
     quota = "QuotaExceededError"
-    with rows.attempt("3.artifact-size", "artifacts.save of 2 MiB (maxArtifactBytes 1Mi)",
-                      "QuotaExceededError naming the limit") as row:
+    with rows.attempt(
+        "3.artifact-size",
+        "artifacts.save of 2 MiB (maxArtifactBytes 1Mi)",
+        "QuotaExceededError naming the limit",
+    ) as row:
         result = a.run("artifacts.save('too-big', b'x' * (2 << 20))")
         last = (result.error or "saved").splitlines()[-1]
         row.result(result.error_type == quota, f"{result.error_type}: {last}{missing}")
-    with rows.attempt("3.artifact-size-http", "POST /api/artifacts of 2 MiB",
-                      "HTTP 413") as row:
+    with rows.attempt("3.artifact-size-http", "POST /api/artifacts of 2 MiB", "HTTP 413") as row:
         try:
             a.client.save_artifact("too-big-http", b"x" * (2 << 20))
             row.result(False, f"saved{missing}")
         except SessionError as exc:
             row.result(exc.status == 413, f"{exc.status}: {exc.detail}"[:200])
-    with rows.attempt("3.total", "save 900 KiB artifacts until refused (maxStorageBytes 4Mi)",
-                      "refused before 4 MiB are stored") as row:
+    with rows.attempt(
+        "3.total",
+        "save 900 KiB artifacts until refused (maxStorageBytes 4Mi)",
+        "refused before 4 MiB are stored",
+    ) as row:
         out = a.value(
             "_saved, _err = 0, None\nfor _i in range(8):\n    try:\n"
             "        artifacts.save(f'fill{_i}', b'y' * (900 << 10))\n        _saved += 1\n"
             "    except Exception as _e:\n        _err = [type(_e).__name__, str(_e)]\n"
-            "        break\n[_saved, _err]", timeout=60)
+            "        break\n[_saved, _err]",
+            timeout=60,
+        )
         saved, err = out
-        row.result(bool(err) and err[0] == quota and saved * (900 << 10) <= LIMITS[
-            "maxStorageBytes"], f"{saved} saved, then {err}{missing}"[:300])
-    with rows.attempt("3.workflows", "workflows.create until refused (maxWorkflows 5)",
-                      "refused after 5") as row:
+        row.result(
+            bool(err) and err[0] == quota and saved * (900 << 10) <= LIMITS["maxStorageBytes"],
+            f"{saved} saved, then {err}{missing}"[:300],
+        )
+    with rows.attempt(
+        "3.workflows", "workflows.create until refused (maxWorkflows 5)", "refused after 5"
+    ) as row:
         out = a.value(
             "_made, _err = 0, None\nfor _i in range(8):\n    try:\n"
             "        workflows.create(f'hostile_w{_i}', 'async def run():\\n    return 1\\n')\n"
             "        _made += 1\n    except Exception as _e:\n"
-            "        _err = [type(_e).__name__, str(_e)]\n        break\n[_made, _err]")
+            "        _err = [type(_e).__name__, str(_e)]\n        break\n[_made, _err]"
+        )
         made, err = out
-        row.result(bool(err) and err[0] == quota and made <= LIMITS["maxWorkflows"],
-                   f"{made} created, then {err}{missing}"[:300])
-    with rows.attempt("3.description", "artifacts.save of empty data with an 8 MiB "
-                      "description, 3 times (A near its 4Mi limit)",
-                      "refused, or A's stored bytes stay within maxStorageBytes") as row:
+        row.result(
+            bool(err) and err[0] == quota and made <= LIMITS["maxWorkflows"],
+            f"{made} created, then {err}{missing}"[:300],
+        )
+    with rows.attempt(
+        "3.description",
+        "artifacts.save of empty data with an 8 MiB description, 3 times (A near its 4Mi limit)",
+        "refused, or A's stored bytes stay within maxStorageBytes",
+    ) as row:
         before = w.stored_bytes(WS_A)
         out = a.value(
             "_ok, _err = 0, None\nfor _i in range(3):\n    try:\n"
             "        artifacts.save(f'described{_i}', b'', description='d' * (8 << 20))\n"
             "        _ok += 1\n    except Exception as _e:\n"
             "        _err = [type(_e).__name__, str(_e)[:120]]\n        break\n[_ok, _err]",
-            timeout=60)
+            timeout=60,
+        )
         after = w.stored_bytes(WS_A)
         a.value("for _i in range(3):\n    artifacts.delete(f'described{_i}')")
-        row.result(after <= LIMITS["maxStorageBytes"],
-                   f"{out[0]} saved, then {out[1]}; A stores {before} bytes before, {after} "
-                   f"after (limit {LIMITS['maxStorageBytes']}){missing}")
+        row.result(
+            after <= LIMITS["maxStorageBytes"],
+            f"{out[0]} saved, then {out[1]}; A stores {before} bytes before, {after} "
+            f"after (limit {LIMITS['maxStorageBytes']}){missing}",
+        )
     deps_key = f"{PREFIX}:deps"
-    with rows.attempt("3.deps", "A (runtime deps on) adds 3,000 200-byte specs to the deps "
-                      "set through the broker (no install)",
-                      "refused before 600 KB land outside every quota") as row:
+    with rows.attempt(
+        "3.deps",
+        "A (runtime deps on) adds 3,000 200-byte specs to the deps "
+        "set through the broker (no install)",
+        "refused before 600 KB land outside every quota",
+    ) as row:
         members_before = int(w.admin.scard(deps_key))
         out = a.value(
             "_added, _err = 0, None\nfor _i in range(3000):\n    try:\n"
             "        deps._bridge.call(deps._storage.add_dep("
             "f'hostile-fill-{_i:05d}-' + 'x' * 170))\n        _added += 1\n"
             "    except Exception as _e:\n        _err = [type(_e).__name__, str(_e)[:120]]\n"
-            "        break\n[_added, _err]", timeout=120)
+            "        break\n[_added, _err]",
+            timeout=120,
+        )
         grown = int(w.admin.scard(deps_key)) - members_before
         own = int(w.admin.scard(f"{PREFIX}:ws:{WS_A}:deps"))
         w.admin.delete(f"{PREFIX}:ws:{WS_A}:deps")
-        row.result(grown == 0 and own < 3000 and bool(out[1]) and out[1][0] == quota,
-                   f"{out[0]} added, then {out[1]}; A's own set holds {own}; the prefix-wide "
-                   f"{deps_key} "
-                                 f"grew by {grown} members (~{grown * 188} bytes, in no "
-                                 "workspace's usage)")
+        row.result(
+            grown == 0 and own < 3000 and bool(out[1]) and out[1][0] == quota,
+            f"{out[0]} added, then {out[1]}; A's own set holds {own}; the prefix-wide "
+            f"{deps_key} "
+            f"grew by {grown} members (~{grown * 188} bytes, in no "
+            "workspace's usage)",
+        )
         w.admin.delete(deps_key)
-    with rows.attempt("1.deps-cross-tenant", "A (runtime deps on) removes a dep of the prefix "
-                      "(deps.remove) and plants one (broker add_dep); B lists its deps",
-                      "B's deps unchanged") as row:
+    with rows.attempt(
+        "1.deps-cross-tenant",
+        "A (runtime deps on) removes a dep of the prefix "
+        "(deps.remove) and plants one (broker add_dep); B lists its deps",
+        "B's deps unchanged",
+    ) as row:
         w.admin.sadd(deps_key, "b-needs-this==1.0")
-        refused = a.value("try:\n    deps.remove('b-needs-this==1.0')\n    _r = None\n"
-                          "except Exception as _e:\n    _r = type(_e).__name__\n"
-                          "deps._bridge.call(deps._storage.add_dep('a-planted==6.6.6'))\n_r")
+        refused = a.value(
+            "try:\n    deps.remove('b-needs-this==1.0')\n    _r = None\n"
+            "except Exception as _e:\n    _r = type(_e).__name__\n"
+            "deps._bridge.call(deps._storage.add_dep('a-planted==6.6.6'))\n_r"
+        )
         seen = b.value("deps.list()")
-        row.result("b-needs-this==1.0" in seen and "a-planted==6.6.6" not in seen,
-                   f"A's remove: {refused or 'no error'}; B's deps.list(): {seen}")
+        row.result(
+            "b-needs-this==1.0" in seen and "a-planted==6.6.6" not in seen,
+            f"A's remove: {refused or 'no error'}; B's deps.list(): {seen}",
+        )
         w.admin.delete(deps_key)
-    with rows.attempt("3.other-workspace", "B saves 512 KiB after A filled its share",
-                      "saved and read back") as row:
-        size = b.value("artifacts.save('after-a', b'z' * (512 << 10))\n"
-                       "len(artifacts.load('after-a'))")
+    with rows.attempt(
+        "3.other-workspace", "B saves 512 KiB after A filled its share", "saved and read back"
+    ) as row:
+        size = b.value(
+            "artifacts.save('after-a', b'z' * (512 << 10))\nlen(artifacts.load('after-a'))"
+        )
         row.result(size == 512 << 10, f"B read back {size} bytes")
 
 
@@ -770,25 +844,81 @@ def network(rows: Rows, w: World) -> None:
     allowed = (NODE_HOST_IP, w.main_redis.port, "PING\r\n")
     # id, what, from, host, port, payload, proof the target answers (None: the host tries)
     denied: list[tuple[str, str, Agent, str, int, str | None, str | None]] = [
-        ("4.api-service", "the kubernetes Service (ClusterIP:443)", a,
-         w.kubernetes_service, 443, None, None),
-        ("4.api-server", f"the API server at {NODE_HOST_IP}:{API_PORT}", a,
-         NODE_HOST_IP, API_PORT, None, None),
-        ("4.kubelet", f"the kubelet at {NODE_HOST_IP}:{KUBELET_PORT}", a,
-         NODE_HOST_IP, KUBELET_PORT, None, None),
-        ("4.operator", "the operator's metrics port (on the host)", a,
-         NODE_HOST_IP, w.metrics_port, None, None),
-        ("4.redis-other-port", "a Redis on another port of the Redis host", a,
-         NODE_HOST_IP, w.other_redis.port, "PING\r\n", None),
+        (
+            "4.api-service",
+            "the kubernetes Service (ClusterIP:443)",
+            a,
+            w.kubernetes_service,
+            443,
+            None,
+            None,
+        ),
+        (
+            "4.api-server",
+            f"the API server at {NODE_HOST_IP}:{API_PORT}",
+            a,
+            NODE_HOST_IP,
+            API_PORT,
+            None,
+            None,
+        ),
+        (
+            "4.kubelet",
+            f"the kubelet at {NODE_HOST_IP}:{KUBELET_PORT}",
+            a,
+            NODE_HOST_IP,
+            KUBELET_PORT,
+            None,
+            None,
+        ),
+        (
+            "4.operator",
+            "the operator's metrics port (on the host)",
+            a,
+            NODE_HOST_IP,
+            w.metrics_port,
+            None,
+            None,
+        ),
+        (
+            "4.redis-other-port",
+            "a Redis on another port of the Redis host",
+            a,
+            NODE_HOST_IP,
+            w.other_redis.port,
+            "PING\r\n",
+            None,
+        ),
         ("4.b-pod", "B's session pod IP, server port", a, b.pod_ip, 8080, None, None),
         ("4.b-service", "B's session Service", a, b.service_ip, 8080, None, None),
         ("4.a-pod", "A's session pod IP, server port (from B)", b, a.pod_ip, 8080, None, None),
-        ("4.b-port53", "B's agent code listening on TCP 53 (the port DNS egress opens)", a,
-         b.pod_ip, 53, None, listen_b53),
-        ("5.b-listener", f"B's agent code's listener (pod IP:{LISTEN_B})", a,
-         b.pod_ip, LISTEN_B, None, listen_b),
-        ("5.a-listener", f"A's agent code's listener (pod IP:{LISTEN_A}, from B)", b,
-         a.pod_ip, LISTEN_A, None, listen_a),
+        (
+            "4.b-port53",
+            "B's agent code listening on TCP 53 (the port DNS egress opens)",
+            a,
+            b.pod_ip,
+            53,
+            None,
+            listen_b53,
+        ),
+        (
+            "5.b-listener",
+            f"B's agent code's listener (pod IP:{LISTEN_B})",
+            a,
+            b.pod_ip,
+            LISTEN_B,
+            None,
+            listen_b,
+        ),
+        (
+            "5.a-listener",
+            f"A's agent code's listener (pod IP:{LISTEN_A}, from B)",
+            b,
+            a.pod_ip,
+            LISTEN_A,
+            None,
+            listen_a,
+        ),
     ]
     outcomes: dict[str, str] = {}
     for agent in w.agents():
@@ -800,12 +930,14 @@ def network(rows: Rows, w: World) -> None:
         outcomes.update({d[0]: g for d, g in zip(mine, got, strict=False)})
         if agent is a:
             outcomes["allowed"] = got[-1]
-    with rows.attempt("4.redis-allowed", "its own Redis host and port (control)",
-                      "connects (NOAUTH)") as row:
+    with rows.attempt(
+        "4.redis-allowed", "its own Redis host and port (control)", "connects (NOAUTH)"
+    ) as row:
         row.result("NOAUTH" in outcomes["allowed"], outcomes["allowed"])
     for id_, what, source, host, port, _, listener in denied:
-        with rows.attempt(id_, f"connect from {source.name}'s agent code: {what}",
-                          "no connection") as row:
+        with rows.attempt(
+            id_, f"connect from {source.name}'s agent code: {what}", "no connection"
+        ) as row:
             got = outcomes[id_]
             through = got == "connected" or got.startswith("answered")
             if listener is None:  # the target must answer someone, or a refusal proves nothing
@@ -823,31 +955,45 @@ def signals(rows: Rows, w: World) -> None:
     a = w.a
     attempts = [
         ("6.term-1", "os.kill(1, SIGTERM)", "os.kill(1, signal.SIGTERM)"),
-        ("6.int-hup-quit-1", "os.kill(1, SIGINT / SIGHUP / SIGQUIT / SIGUSR1)",
-         "[os.kill(1, s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, "
-         "signal.SIGUSR1)]"),
+        (
+            "6.int-hup-quit-1",
+            "os.kill(1, SIGINT / SIGHUP / SIGQUIT / SIGUSR1)",
+            "[os.kill(1, s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, "
+            "signal.SIGUSR1)]",
+        ),
         ("6.kill-1", "os.kill(1, SIGKILL)", "os.kill(1, signal.SIGKILL)"),
         ("6.stop-1", "os.kill(1, SIGSTOP)", "os.kill(1, signal.SIGSTOP)"),
         ("6.stop-ppid", "os.kill(os.getppid(), SIGSTOP)", "os.kill(os.getppid(), signal.SIGSTOP)"),
-        ("6.kill-all", "os.kill(-1, SIGKILL) (every process it may signal)",
-         "os.kill(-1, signal.SIGKILL)"),
+        (
+            "6.kill-all",
+            "os.kill(-1, SIGKILL) (every process it may signal)",
+            "os.kill(-1, signal.SIGKILL)",
+        ),
     ]
     for id_, tried, call in attempts:
         with rows.attempt(id_, tried, "the session keeps answering") as row:
             sent = a.run(f"import os, signal\n{call}\n'sent'", timeout=10)
             ok, how = a.alive()
             row.result(ok, f"{sent.value or (sent.error or '').splitlines()[-1]}; {how}")
-    with rows.attempt("6.stop-all-reset", "os.kill(-1, SIGSTOP) (stops the spare worker), "
-                      "then /reset", "the session answers after the reset") as row:
+    with rows.attempt(
+        "6.stop-all-reset",
+        "os.kill(-1, SIGSTOP) (stops the spare worker), then /reset",
+        "the session answers after the reset",
+    ) as row:
         a.client.reset()
         _, spares = _other_workers(a)
         sent = a.run("import os, signal\nos.kill(-1, signal.SIGSTOP)\n'sent'", timeout=10)
         a.client.reset()
         ok, how = a.alive()
         row.result(ok, f"spares {spares}: {sent.value or sent.error}; reset done; {how}")
-    with rows.attempt("6.second-session", "open a second server session on A's pod",
-                      "refused (one session per pod)") as row, \
-            SessionClient(a.base_url, token=a.token, timeout=10) as other:
+    with (
+        rows.attempt(
+            "6.second-session",
+            "open a second server session on A's pod",
+            "refused (one session per pod)",
+        ) as row,
+        SessionClient(a.base_url, token=a.token, timeout=10) as other,
+    ):
         try:
             other.create_session()
             other.end_session()
@@ -860,9 +1006,12 @@ def persistence(rows: Rows, w: World) -> None:
     a = w.a
     shadows = ["requests", "fractions", "hostile_shadow"]
     for id_, how in (("7.after-reset", "reset"), ("7.after-new-session", "new session")):
-        with rows.attempt(id_, "write usercustomize/sitecustomize/.pth into the user site and "
-                          f"requests/fractions/hostile_shadow.py + .pth into DEPS_DIR; {how}",
-                          "nothing runs, imports are not the shadows") as row:
+        with rows.attempt(
+            id_,
+            "write usercustomize/sitecustomize/.pth into the user site and "
+            f"requests/fractions/hostile_shadow.py + .pth into DEPS_DIR; {how}",
+            "nothing runs, imports are not the shadows",
+        ) as row:
             deps, written = a.value(_params(SHADOWS=shadows) + PERSIST)
             if how == "reset":
                 a.client.reset()
@@ -870,9 +1019,11 @@ def persistence(rows: Rows, w: World) -> None:
                 a.client.end_session()
             marks, found, no_user_site = a.value(_params(SHADOWS=shadows) + PERSIST_CHECK)
             shadowed = [m for m, v in found.items() if v == "SHADOW"]
-            row.result(not marks and not shadowed,
-                       f"wrote {len(written)} files (DEPS_DIR={deps}); ran: {marks or 'none'}; "
-                       f"imports: {found}; no_user_site={no_user_site}")
+            row.result(
+                not marks and not shadowed,
+                f"wrote {len(written)} files (DEPS_DIR={deps}); ran: {marks or 'none'}; "
+                f"imports: {found}; no_user_site={no_user_site}",
+            )
 
 
 def _other_workers(agent: Agent) -> tuple[int, list[int]]:
@@ -889,14 +1040,19 @@ def _other_workers(agent: Agent) -> tuple[int, list[int]]:
 
 def spare_worker(rows: Rows, w: World) -> None:
     a = w.a
-    with rows.attempt("7.spare-worker", "ptrace-attach the other workers of its pod (the "
-                      "spare), then reset", "the next worker is none it could reach") as row:
+    with rows.attempt(
+        "7.spare-worker",
+        "ptrace-attach the other workers of its pod (the spare), then reset",
+        "the next worker is none it could reach",
+    ) as row:
         me, others = _other_workers(a)
         traced = {pid: a.value(_params(TARGET=pid) + PTRACE)["PTRACE_ATTACH"] for pid in others}
         a.client.reset()
         new, _ = a.value(WORKERS)
-        row.result(new != me and new not in others,
-                   f"worker {me}, others {others}, ptrace: {traced}; next worker: {new}")
+        row.result(
+            new != me and new not in others,
+            f"worker {me}, others {others}, ptrace: {traced}; next worker: {new}",
+        )
 
 
 def escapes(rows: Rows, w: World) -> None:
@@ -907,89 +1063,137 @@ def escapes(rows: Rows, w: World) -> None:
         ("8.end-session", "DELETE /sessions", a.client.end_session),
     ]
     for id_, what, trigger in triggers:
-        with rows.attempt(id_, "fork+setsid+fork (sleep and a python copy) and "
-                          f"Popen(['sleep','92'], start_new_session=True); then {what}",
-                          "none of them is left") as row:
+        with rows.attempt(
+            id_,
+            "fork+setsid+fork (sleep and a python copy) and "
+            f"Popen(['sleep','92'], start_new_session=True); then {what}",
+            "none of them is left",
+        ) as row:
             pids = a.value(ESCAPE)
             outcome = trigger()
             left = a.value(SURVIVORS)
             note = ""
             if isinstance(outcome, ExecuteResult):
-                note = f" (timed-out run: {outcome.error_type}, restarted "\
-                       f"{outcome.worker_restarted})"
+                note = (
+                    f" (timed-out run: {outcome.error_type}, restarted {outcome.worker_restarted})"
+                )
             row.result(not left, f"started {pids}; left: {left or 'none'}{note}")
 
 
 def killed_worker(rows: Rows, w: World) -> None:
     a = w.a
-    with rows.attempt("9.self-kill", "x = 41, then os.kill(os.getpid(), 9) in a cell",
-                      "that run says worker_restarted") as row:
+    with rows.attempt(
+        "9.self-kill",
+        "x = 41, then os.kill(os.getpid(), 9) in a cell",
+        "that run says worker_restarted",
+    ) as row:
         a.value("x = 41")
         died = a.run("import os\nos.kill(os.getpid(), 9)")
         after = a.run("x")
-        row.result(died.worker_restarted and died.error is not None,
-                   f"killing run: restarted={died.worker_restarted} {died.error_type}; next: "
-                   f"{after.error_type or after.value}")
-    with rows.attempt("9.killed-between-runs", "x = 41, a subprocess SIGKILLs the worker "
-                      "after the run returned", "the next run says worker_restarted") as row:
-        pid = a.value("x = 41\nimport os, subprocess\n"
-                      "subprocess.Popen(['sh', '-c', f'sleep 0.5; kill -9 {os.getpid()}'],"
-                      " start_new_session=True)\nos.getpid()")
+        row.result(
+            died.worker_restarted and died.error is not None,
+            f"killing run: restarted={died.worker_restarted} {died.error_type}; next: "
+            f"{after.error_type or after.value}",
+        )
+    with rows.attempt(
+        "9.killed-between-runs",
+        "x = 41, a subprocess SIGKILLs the worker after the run returned",
+        "the next run says worker_restarted",
+    ) as row:
+        pid = a.value(
+            "x = 41\nimport os, subprocess\n"
+            "subprocess.Popen(['sh', '-c', f'sleep 0.5; kill -9 {os.getpid()}'],"
+            " start_new_session=True)\nos.getpid()"
+        )
         time.sleep(3)  # lets the killer act before the next run (no assertion on time)
         after = a.run("x")
-        row.result(after.worker_restarted, f"worker {pid} killed; next run: restarted="
-                   f"{after.worker_restarted}, {after.error_type or after.value}")
+        row.result(
+            after.worker_restarted,
+            f"worker {pid} killed; next run: restarted="
+            f"{after.worker_restarted}, {after.error_type or after.value}",
+        )
 
 
 def resource_limits(rows: Rows, w: World) -> None:
     a = w.a
-    with rows.attempt("10.rlimits", "setrlimit above the hard limit: NPROC, AS, CORE",
-                      "each refused; NPROC and AS finite") as row:
+    with rows.attempt(
+        "10.rlimits",
+        "setrlimit above the hard limit: NPROC, AS, CORE",
+        "each refused; NPROC and AS finite",
+    ) as row:
         got = a.value(RLIMITS)
         raised = [k for k, v in got.items() if str(v[2]).startswith("raised")]
         infinite = [k for k in ("RLIMIT_NPROC", "RLIMIT_AS") if got[k][1] == -1]
         row.result(not raised and not infinite, json.dumps(got))
         if raised:
             a.client.reset()
-    with rows.attempt("10.broker-flood", "B (no tight limits): 6 threads save 48 MiB "
-                      "artifacts at once (the server holds what it brokers)",
-                      "the server stays up") as row:
+    with rows.attempt(
+        "10.broker-flood",
+        "B (no tight limits): 6 threads save 48 MiB "
+        "artifacts at once (the server holds what it brokers)",
+        "the server stays up",
+    ) as row:
         flood = w.b.run(BROKER_FLOOD, timeout=120)
         ok, how = w.b.alive()
-        row.result(ok, f"{flood.value if flood.error is None else flood.error_type}, "
-                       f"restarted={flood.worker_restarted}; {how}")
+        row.result(
+            ok,
+            f"{flood.value if flood.error is None else flood.error_type}, "
+            f"restarted={flood.worker_restarted}; {how}",
+        )
     for terms in (400, 100_000):
-        with rows.attempt(f"10.deep-workflow-{terms}", f"raw save_workflow call whose default "
-                          f"is a sum of {terms:,} terms (parsed by the server)",
-                          "a clear error, the server stays up") as row:
+        with rows.attempt(
+            f"10.deep-workflow-{terms}",
+            f"raw save_workflow call whose default "
+            f"is a sum of {terms:,} terms (parsed by the server)",
+            "a clear error, the server stays up",
+        ) as row:
             answer = a.value(_params(TERMS=terms) + DEEP_WORKFLOW, timeout=60)
             ok, how = a.alive()
-            row.result(not answer.get("ok") and ok,
-                       f"{answer.get('error_type')}: {str(answer.get('error'))[:100]}; {how}")
-    with rows.attempt("10.memory-bomb", "append 32 MiB blocks until it fails",
-                      "the run fails, the server stays up") as row:
+            row.result(
+                not answer.get("ok") and ok,
+                f"{answer.get('error_type')}: {str(answer.get('error'))[:100]}; {how}",
+            )
+    with rows.attempt(
+        "10.memory-bomb",
+        "append 32 MiB blocks until it fails",
+        "the run fails, the server stays up",
+    ) as row:
         bomb = a.run(MEMORY_BOMB, timeout=60)
         a.client.reset()  # frees what the bomb holds
         ok, how = a.alive()
-        row.result(bomb.error is not None and ok,
-                   f"{bomb.error_type}, restarted={bomb.worker_restarted}; {how}")
-    with rows.attempt("10.memory-bomb-stubborn", "a memory bomb that ignores MemoryError",
-                      "worker restarted, the server stays up") as row:
+        row.result(
+            bomb.error is not None and ok,
+            f"{bomb.error_type}, restarted={bomb.worker_restarted}; {how}",
+        )
+    with rows.attempt(
+        "10.memory-bomb-stubborn",
+        "a memory bomb that ignores MemoryError",
+        "worker restarted, the server stays up",
+    ) as row:
         bomb = a.run(STUBBORN_MEMORY_BOMB, timeout=8)
         ok, how = a.alive()
-        row.result(bomb.worker_restarted and ok,
-                   f"{bomb.error_type}, restarted={bomb.worker_restarted}; {how}")
+        row.result(
+            bomb.worker_restarted and ok,
+            f"{bomb.error_type}, restarted={bomb.worker_restarted}; {how}",
+        )
 
 
 def fork_bomb(rows: Rows, w: World) -> None:
     a, b = w.a, w.b
-    with rows.attempt("2.fork-bomb", "fork bomb in A (held at its limit for 5 s) while B "
-                      "runs subprocess.run(['true']) in a loop", "B never fails") as row:
+    with rows.attempt(
+        "2.fork-bomb",
+        "fork bomb in A (held at its limit for 5 s) while B "
+        "runs subprocess.run(['true']) in a loop",
+        "B never fails",
+    ) as row:
         uid_a, uid_b = a.value("import os\nos.getuid()"), b.value("import os\nos.getuid()")
         if uid_a == uid_b:
-            row.result(False, f"both pods run as uid {uid_a}: RLIMIT_NPROC is per uid, so A's "
-                              "bomb would starve every pod of that uid (issue 10 case 2); "
-                              "not launched")
+            row.result(
+                False,
+                f"both pods run as uid {uid_a}: RLIMIT_NPROC is per uid, so A's "
+                "bomb would starve every pod of that uid (issue 10 case 2); "
+                "not launched",
+            )
             return
         spawned: dict[str, Any] = {}
 
@@ -1007,28 +1211,37 @@ def fork_bomb(rows: Rows, w: World) -> None:
         bv, sv = bomb.value, spawn.value
         overlapped = sv["start"] <= bv["full_at"] and sv["end"] >= bv["until"]
         ok, how = a.alive()
-        row.result(sv["failed"] == 0 and bool(bv["error"]) and overlapped and ok,
-                   f"uids {uid_a}/{uid_b}; A forked {bv['forks']} then {bv['error']}; B ran "
-                   f"{sv['runs']} times, {sv['failed']} failed {sv['first']}; windows "
-                   f"overlapped: {overlapped}; A afterwards: {how}")
+        row.result(
+            sv["failed"] == 0 and bool(bv["error"]) and overlapped and ok,
+            f"uids {uid_a}/{uid_b}; A forked {bv['forks']} then {bv['error']}; B ran "
+            f"{sv['runs']} times, {sv['failed']} failed {sv['first']}; windows "
+            f"overlapped: {overlapped}; A afterwards: {how}",
+        )
 
 
 def usage_reported(rows: Rows, w: World) -> None:
-    with rows.attempt("3.usage", "read Workspace A's status.usage after the quota attempts",
-                      "5 workflows, at least the 4 artifacts kept") as row:
+    with rows.attempt(
+        "3.usage",
+        "read Workspace A's status.usage after the quota attempts",
+        "5 workflows, at least the 4 artifacts kept",
+    ) as row:
         usage: dict[str, Any] = {}
         for _ in range(120):  # the operator refreshes usage every 30 s (bounded wait)
             usage = dict(w.kinds.status("workspaces", WS_A).get("usage") or {})
             if usage.get("workflows") == LIMITS["maxWorkflows"]:
                 break
             time.sleep(0.5)
-        row.result(usage.get("workflows") == LIMITS["maxWorkflows"]
-                   and int(usage.get("storageBytes", 0)) >= 4 * (900 << 10), f"usage {usage}")
+        row.result(
+            usage.get("workflows") == LIMITS["maxWorkflows"]
+            and int(usage.get("storageBytes", 0)) >= 4 * (900 << 10),
+            f"usage {usage}",
+        )
 
 
 def server_never_restarted(rows: Rows, w: World) -> None:
-    with rows.attempt("6.no-restart", "after everything: the session containers",
-                      "never restarted") as row:
+    with rows.attempt(
+        "6.no-restart", "after everything: the session containers", "never restarted"
+    ) as row:
         counts = {}
         for agent in w.agents():
             pod = w.core.read_namespaced_pod(f"{agent.name}-session", w.namespace)
@@ -1037,35 +1250,59 @@ def server_never_restarted(rows: Rows, w: World) -> None:
 
 
 GROUPS: list[Callable[[Rows, World], None]] = [
-    credentials_and_memory, redis_as_workspace_user, network, storage_quotas, persistence,
-    spare_worker, escapes, killed_worker, signals, resource_limits, fork_bomb, usage_reported,
+    credentials_and_memory,
+    redis_as_workspace_user,
+    network,
+    storage_quotas,
+    persistence,
+    spare_worker,
+    escapes,
+    killed_worker,
+    signals,
+    resource_limits,
+    fork_bomb,
+    usage_reported,
     server_never_restarted,
 ]
 
 
 # ---- the test --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def redis_pair() -> Iterator[tuple[hostredis.HostRedis, hostredis.HostRedis]]:
     """The workspaces' Redis, and another one on the same host (no session may reach it)."""
-    with hostredis.host_redis(ADMIN_PASSWORD) as main, \
-            hostredis.host_redis("hostile-other-secret") as other:
+    with (
+        hostredis.host_redis(ADMIN_PASSWORD) as main,
+        hostredis.host_redis("hostile-other-secret") as other,
+    ):
         yield main, other
 
 
-def _agent(sessions: Sessions, stack: contextlib.ExitStack, core: Any, ns: str,
-           name: str, workspace: str) -> Agent:
+def _agent(
+    sessions: Sessions, stack: contextlib.ExitStack, core: Any, ns: str, name: str, workspace: str
+) -> Agent:
     conn = stack.enter_context(sessions.connect(name))
     bounded = stack.enter_context(SessionClient(conn.base_url, token=conn.token, timeout=90))
     pod = core.read_namespaced_pod(f"{name}-session", ns)
     svc = core.read_namespaced_service(f"{name}-session", ns)
-    return Agent(name, workspace, bounded, conn.base_url, conn.token or "",
-                 pod.status.pod_ip, svc.spec.cluster_ip)
+    return Agent(
+        name,
+        workspace,
+        bounded,
+        conn.base_url,
+        conn.token or "",
+        pod.status.pod_ip,
+        svc.spec.cluster_ip,
+    )
 
 
 def test_hostile_code(
-    cluster: Cluster, namespace: str, project_images: dict[str, str],
-    redis_pair: tuple[hostredis.HostRedis, hostredis.HostRedis], tmp_path: Path,
+    cluster: Cluster,
+    namespace: str,
+    project_images: dict[str, str],
+    redis_pair: tuple[hostredis.HostRedis, hostredis.HostRedis],
+    tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
     main_redis, other_redis = redis_pair
@@ -1073,39 +1310,66 @@ def test_hostile_code(
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
     core: Any = kinds.core
-    core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "redis-admin"}, "stringData": {"url": main_redis.url}})
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": main_redis.url}}
+    )
     limits, missing = _limit_values(_limits_schema())
     metrics_port = free_port()
-    operator = OperatorProcess(cluster.kubeconfig, [namespace], log_dir=tmp_path,
-                               env={"CODEMODE_SESSION_IMAGE": project_images["session"],
-                                    "METRICS_PORT": str(metrics_port)})
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        log_dir=tmp_path,
+        env={
+            "CODEMODE_SESSION_IMAGE": project_images["session"],
+            "METRICS_PORT": str(metrics_port),
+        },
+    )
     rows = Rows()
     started = time.monotonic()
     with operator, contextlib.ExitStack() as stack:
         for ws, ws_limits, deps in ((WS_A, limits, True), (WS_B, {}, False)):
-            kinds.create("workspaces", ws, {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "sessionDefaults": {"allowRuntimeDeps": deps},
-                "limits": ws_limits, "deletionPolicy": "Cascade", "dataPolicy": "Delete"})
+            kinds.create(
+                "workspaces",
+                ws,
+                {
+                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                    "sessionDefaults": {"allowRuntimeDeps": deps},
+                    "limits": ws_limits,
+                    "deletionPolicy": "Cascade",
+                    "dataPolicy": "Delete",
+                },
+            )
         for name, ws in ((SESSION_A, WS_A), (SESSION_B, WS_B)):
             kinds.create("codesessions", name, {"workspaceRef": ws})
         for name in (SESSION_A, SESSION_B):
-            wait_for(lambda n=name: _session_ready(kinds, n), 180,  # type: ignore[misc]
-                     f"session {name} Ready", op=operator)
+            wait_for(
+                lambda n=name: _session_ready(kinds, n),
+                180,  # type: ignore[misc]
+                f"session {name} Ready",
+                op=operator,
+            )
         scoped = {ws: _secret(core, namespace, f"{ws}-redis") for ws in (WS_A, WS_B)}
         sessions = Sessions(namespace=namespace, api=api)
         stack.callback(sessions.close)
         world = World(
             a=_agent(sessions, stack, core, namespace, SESSION_A, WS_A),
             b=_agent(sessions, stack, core, namespace, SESSION_B, WS_B),
-            main_redis=main_redis, other_redis=other_redis, scoped=scoped,
-            limits_applied=limits, limits_missing=missing,
+            main_redis=main_redis,
+            other_redis=other_redis,
+            scoped=scoped,
+            limits_applied=limits,
+            limits_missing=missing,
             kubernetes_service=core.read_namespaced_service(
-                "kubernetes", "default").spec.cluster_ip,
-            metrics_port=metrics_port, core=core, kinds=kinds, namespace=namespace,
-            admin=stack.enter_context(redis.Redis(
-                port=main_redis.port, password=ADMIN_PASSWORD, socket_timeout=10)))
+                "kubernetes", "default"
+            ).spec.cluster_ip,
+            metrics_port=metrics_port,
+            core=core,
+            kinds=kinds,
+            namespace=namespace,
+            admin=stack.enter_context(
+                redis.Redis(port=main_redis.port, password=ADMIN_PASSWORD, socket_timeout=10)
+            ),
+        )
         world.b.value("artifacts.save('b-secret', 'B-ONLY-data')")
         setup = time.monotonic() - started
 
@@ -1114,13 +1378,17 @@ def test_hostile_code(
 
     table = rows.table()
     took = time.monotonic() - started
-    report = (f"hostile-code suite: {len(rows.rows)} attempts, setup {setup:.0f} s, "
-              f"total {took:.0f} s\n{table}\n")
+    report = (
+        f"hostile-code suite: {len(rows.rows)} attempts, setup {setup:.0f} s, "
+        f"total {took:.0f} s\n{table}\n"
+    )
     print("\n" + report)
-    logs = "".join(f"\n===== {name}-session log =====\n" + core.read_namespaced_pod_log(
-        f"{name}-session", namespace, tail_lines=400) for name in (SESSION_A, SESSION_B))
+    logs = "".join(
+        f"\n===== {name}-session log =====\n"
+        + core.read_namespaced_pod_log(f"{name}-session", namespace, tail_lines=400)
+        for name in (SESSION_A, SESSION_B)
+    )
     (tmp_path / "hostile.txt").write_text(report + logs)
     request.node.add_report_section("call", "hostile-code attempts", report)
     failed = [f"{r.id}: {r.observed[:200]}" for r in rows.rows if not r.held]
     assert not failed, f"{len(failed)} attempts did not hold:\n" + "\n".join(failed)
-

@@ -144,8 +144,17 @@ class Net:
             for c in mine:
                 _must_be_local(c.host, self)
             ns, pod = self.pods[source]
-            out = self.cluster.kubectl("exec", "-n", ns, pod, "--", "python3", "-c", PROBE,
-                                       json.dumps([c.spec() for c in mine]))
+            out = self.cluster.kubectl(
+                "exec",
+                "-n",
+                ns,
+                pod,
+                "--",
+                "python3",
+                "-c",
+                PROBE,
+                json.dumps([c.spec() for c in mine]),
+            )
             details.update(zip(mine, json.loads(out.strip().splitlines()[-1]), strict=True))
         return [details[c] for c in checks]
 
@@ -159,7 +168,8 @@ def _must_be_local(host: str, net: Net) -> None:
     else:
         ip = ipaddress.ip_address(host)
         ok = ip == ipaddress.ip_address(NODE_HOST_IP) or any(
-            ip in ipaddress.ip_network(cidr) for cidr in (POD_CIDR, SERVICE_CIDR))
+            ip in ipaddress.ip_network(cidr) for cidr in (POD_CIDR, SERVICE_CIDR)
+        )
     assert ok, f"refusing to probe {host}: not an address of the local cluster"
 
 
@@ -168,25 +178,43 @@ def _table(checks: list[Check], details: list[str], baseline: bool = False) -> s
     rows = [("", "from", "to", "want", "got", "detail")]
     for c, detail in zip(checks, details, strict=True):
         got, want = c.passed(detail), baseline or c.allow
-        rows.append(("!!" if got != want else "", c.source, c.what,
-                     "allow" if want else "deny", "allow" if got else "deny", detail))
+        rows.append(
+            (
+                "!!" if got != want else "",
+                c.source,
+                c.what,
+                "allow" if want else "deny",
+                "allow" if got else "deny",
+                detail,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def _container(name: str, image: str, args: list[str], port: int | None) -> dict[str, Any]:
-    c: dict[str, Any] = {"name": name, "image": image, "imagePullPolicy": "IfNotPresent",
-                         "args" if image == REDIS else "command": args}
+    c: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "args" if image == REDIS else "command": args,
+    }
     if port is not None:
         c["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 1}
     return c
 
 
 def _pod(name: str, pod_labels: dict[str, str], container: dict[str, Any]) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": pod_labels},
-            "spec": {"containers": [container], "terminationGracePeriodSeconds": 0,
-                     "automountServiceAccountToken": False}}
+    return {
+        "metadata": {"name": name, "labels": pod_labels},
+        "spec": {
+            "containers": [container],
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": False,
+        },
+    }
 
 
 def _listener(name: str, pod_labels: dict[str, str], *ports: int) -> dict[str, Any]:
@@ -199,8 +227,10 @@ def _client(name: str) -> dict[str, Any]:
 
 
 def _service(name: str, selector: dict[str, str], port: int) -> dict[str, Any]:
-    return {"metadata": {"name": name},
-            "spec": {"selector": selector, "ports": [{"port": port, "targetPort": port}]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"port": port, "targetPort": port}]},
+    }
 
 
 def _namespace(core: Any, role: str) -> str:
@@ -233,45 +263,67 @@ def net(e2e_cluster: Cluster) -> Iterator[Net]:
     core: Any = client.CoreV1Api(e2e_cluster.api_client())
     ns = {role: _namespace(core, role) for role in ("op", "a", "b", "x")}
     try:
-        session = {"a": labels("session", "ws-a", session="s-a"),
-                   "b": labels("session", "ws-b", session="s-b")}
+        session = {
+            "a": labels("session", "ws-a", session="s-a"),
+            "b": labels("session", "ws-b", session="s-b"),
+        }
         pods: dict[str, tuple[str, dict[str, Any]]] = {
-            "redis": ("op", _pod("redis", {"app": "redis"}, _container(
-                "redis", REDIS, ["--protected-mode", "no", "--save", "", "--appendonly", "no"],
-                6379))),
+            "redis": (
+                "op",
+                _pod(
+                    "redis",
+                    {"app": "redis"},
+                    _container(
+                        "redis",
+                        REDIS,
+                        ["--protected-mode", "no", "--save", "", "--appendonly", "no"],
+                        6379,
+                    ),
+                ),
+            ),
             "op-client": ("op", _client("op-client")),
             "sess-a": ("a", _listener("sess-a", session["a"], PORT, OTHER_PORT)),
             "client-a": ("a", _client("client-a")),
             "sess-b": ("b", _listener("sess-b", session["b"], PORT, OTHER_PORT)),
             "client-b": ("b", _client("client-b")),
             "client-x": ("x", _client("client-x")),
-            "allowed": ("x", _listener("allowed", {"app": "allowed"}, ALLOWED_PORT,
-                                       UNLISTED_PORT)),
+            "allowed": ("x", _listener("allowed", {"app": "allowed"}, ALLOWED_PORT, UNLISTED_PORT)),
             "unlisted": ("x", _listener("unlisted", {"app": "unlisted"}, ALLOWED_PORT)),
         }
         for role, pod in pods.values():
             core.create_namespaced_pod(ns[role], pod)
-        services = {"redis": ("op", {"app": "redis"}, 6379),
-                    "sess-a": ("a", {f"{PREFIX}/session": "s-a"}, PORT),
-                    "sess-b": ("b", {f"{PREFIX}/session": "s-b"}, PORT)}
+        services = {
+            "redis": ("op", {"app": "redis"}, 6379),
+            "sess-a": ("a", {f"{PREFIX}/session": "s-a"}, PORT),
+            "sess-b": ("b", {f"{PREFIX}/session": "s-b"}, PORT),
+        }
         for svc, (role, selector, port) in services.items():
             core.create_namespaced_service(ns[role], _service(svc, selector, port))
         for key, (role, _) in pods.items():
             wait_for(functools.partial(_ready, core, ns[role], key), 120, f"pod {key} ready")
-        ips = {key: core.read_namespaced_pod(key, ns[role]).status.pod_ip
-               for key, (role, _) in pods.items()}
-        ips.update({f"svc:{svc}": core.read_namespaced_service(svc, ns[role]).spec.cluster_ip
-                    for svc, (role, _, _) in services.items()})
+        ips = {
+            key: core.read_namespaced_pod(key, ns[role]).status.pod_ip
+            for key, (role, _) in pods.items()
+        }
+        ips.update(
+            {
+                f"svc:{svc}": core.read_namespaced_service(svc, ns[role]).spec.cluster_ip
+                for svc, (role, _, _) in services.items()
+            }
+        )
         kubernetes = core.read_namespaced_service("kubernetes", "default")
         ips["svc:kubernetes"] = kubernetes.spec.cluster_ip
         discovery: Any = client.DiscoveryV1Api(e2e_cluster.api_client())
         slices = discovery.list_namespaced_endpoint_slice(
-            "default", label_selector="kubernetes.io/service-name=kubernetes")
+            "default", label_selector="kubernetes.io/service-name=kubernetes"
+        )
         api = (slices.items[0].endpoints[0].addresses[0], slices.items[0].ports[0].port)
-        resolv = e2e_cluster.kubectl("exec", "-n", ns["a"], "client-a", "--", "cat",
-                                     "/etc/resolv.conf")
-        nameserver = next(line.split()[1] for line in resolv.splitlines()
-                          if line.startswith("nameserver"))
+        resolv = e2e_cluster.kubectl(
+            "exec", "-n", ns["a"], "client-a", "--", "cat", "/etc/resolv.conf"
+        )
+        nameserver = next(
+            line.split()[1] for line in resolv.splitlines() if line.startswith("nameserver")
+        )
         pod_refs = {key: (ns[role], key) for key, (role, _) in pods.items()}
         yield Net(e2e_cluster, ns, pod_refs, ips, nameserver, api)
     finally:
@@ -279,16 +331,25 @@ def net(e2e_cluster: Cluster) -> Iterator[Net]:
             core.delete_namespace(name)
 
 
-def _workspace_policy(net: Net, workspace: str, role: str,
-                      egress: list[dict[str, Any]]) -> dict[str, Any]:
+def _workspace_policy(
+    net: Net, workspace: str, role: str, egress: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The operator's NetworkPolicy for a Workspace whose Redis is the ``op`` namespace's
     (as with the chart's bundled Redis). The owner reference is dropped: no Workspace
     object exists here, and the garbage collector would delete an orphan."""
-    spec = WorkspaceSpec.model_validate({
-        "redis": {"url": f"redis://redis.{net.ns['op']}.svc.cluster.local:6379/0"},
-        "network": {"egress": egress}})
-    params = WorkspaceParams(name=workspace, namespace=net.ns[role], uid=str(uuid.uuid4()),
-                             spec=spec, operator_namespace=net.ns["op"])
+    spec = WorkspaceSpec.model_validate(
+        {
+            "redis": {"url": f"redis://redis.{net.ns['op']}.svc.cluster.local:6379/0"},
+            "network": {"egress": egress},
+        }
+    )
+    params = WorkspaceParams(
+        name=workspace,
+        namespace=net.ns[role],
+        uid=str(uuid.uuid4()),
+        spec=spec,
+        operator_namespace=net.ns["op"],
+    )
     policy = network_policy(params, f"redis://redis.{net.ns['op']}.svc.cluster.local:6379/0")
     del policy["metadata"]["ownerReferences"]
     return policy
@@ -301,13 +362,21 @@ def _checks(net: Net) -> list[Check]:
         # ws-a's session pod: out to its Redis, DNS and the allow-list only.
         Check("sess-a", "Redis Service (PING)", "redis", ip["svc:redis"], 6379, True),
         Check("sess-a", f"Redis by name {redis_name}", "redis", redis_name, 6379, True),
-        Check("sess-a", f"DNS {net.nameserver} udp", "dns", net.nameserver, 53, True,
-              name=redis_name),
+        Check(
+            "sess-a", f"DNS {net.nameserver} udp", "dns", net.nameserver, 53, True, name=redis_name
+        ),
         Check("sess-a", f"DNS {net.nameserver} tcp", "tcp", net.nameserver, 53, True),
-        Check("sess-a", f"allow-listed pod :{ALLOWED_PORT}", "tcp", ip["allowed"],
-              ALLOWED_PORT, True),
-        Check("sess-a", f"allow-listed pod :{UNLISTED_PORT}", "tcp", ip["allowed"],
-              UNLISTED_PORT, False),
+        Check(
+            "sess-a", f"allow-listed pod :{ALLOWED_PORT}", "tcp", ip["allowed"], ALLOWED_PORT, True
+        ),
+        Check(
+            "sess-a",
+            f"allow-listed pod :{UNLISTED_PORT}",
+            "tcp",
+            ip["allowed"],
+            UNLISTED_PORT,
+            False,
+        ),
         Check("sess-a", "pod not on the allow-list", "tcp", ip["unlisted"], ALLOWED_PORT, False),
         Check("sess-a", "kubernetes Service", "tcp", ip["svc:kubernetes"], 443, False),
         Check("sess-a", f"API server {net.api[0]}:{net.api[1]}", "tcp", *net.api, False),
@@ -321,20 +390,28 @@ def _checks(net: Net) -> list[Check]:
         # Into ws-a's session pod: the server port, from its and the operator's namespace.
         Check("client-a", f"ws-a session pod :{PORT}", "tcp", ip["sess-a"], PORT, True),
         Check("client-a", f"ws-a session Service :{PORT}", "tcp", ip["svc:sess-a"], PORT, True),
-        Check("client-a", f"ws-a session pod :{OTHER_PORT}", "tcp", ip["sess-a"], OTHER_PORT,
-              False),
+        Check(
+            "client-a", f"ws-a session pod :{OTHER_PORT}", "tcp", ip["sess-a"], OTHER_PORT, False
+        ),
         Check("op-client", f"ws-a session pod :{PORT}", "tcp", ip["sess-a"], PORT, True),
         Check("op-client", f"ws-b session pod :{PORT}", "tcp", ip["sess-b"], PORT, True),
-        Check("op-client", f"ws-a session pod :{OTHER_PORT}", "tcp", ip["sess-a"], OTHER_PORT,
-              False),
+        Check(
+            "op-client", f"ws-a session pod :{OTHER_PORT}", "tcp", ip["sess-a"], OTHER_PORT, False
+        ),
         Check("client-b", f"ws-a session pod :{PORT}", "tcp", ip["sess-a"], PORT, False),
         Check("client-b", f"ws-a session Service :{PORT}", "tcp", ip["svc:sess-a"], PORT, False),
         Check("client-b", f"ws-b session pod :{PORT}", "tcp", ip["sess-b"], PORT, True),
         Check("client-x", f"ws-a session pod :{PORT}", "tcp", ip["sess-a"], PORT, False),
         Check("client-x", f"ws-b session pod :{PORT}", "tcp", ip["sess-b"], PORT, False),
         # Unselected pods are untouched.
-        Check("client-x", f"allow-listed pod :{UNLISTED_PORT}", "tcp", ip["allowed"],
-              UNLISTED_PORT, True),
+        Check(
+            "client-x",
+            f"allow-listed pod :{UNLISTED_PORT}",
+            "tcp",
+            ip["allowed"],
+            UNLISTED_PORT,
+            True,
+        ),
     ]
 
 
@@ -346,25 +423,33 @@ def _await_enforced(net: Net, sentinels: list[Check], what: str) -> None:
         if all(c.passed(d) == c.allow for c, d in zip(sentinels, details, strict=True)):
             return
         time.sleep(1)
-    pytest.fail(f"{what} never took effect (is kube-router running? "
-                f"`python -m tests.cluster status`)\n{_table(sentinels, details)}")
+    pytest.fail(
+        f"{what} never took effect (is kube-router running? "
+        f"`python -m tests.cluster status`)\n{_table(sentinels, details)}"
+    )
 
 
 def test_workspace_policy_allows_exactly_redis_dns_and_the_allow_list(net: Net) -> None:
     checks = _checks(net)
     before = net.run(checks)
     unreachable = [c for c, d in zip(checks, before, strict=True) if not c.passed(d)]
-    assert not unreachable, ("every target must answer before any policy, or a deny proves "
-                             f"nothing:\n{_table(checks, before, baseline=True)}")
+    assert not unreachable, (
+        "every target must answer before any policy, or a deny proves "
+        f"nothing:\n{_table(checks, before, baseline=True)}"
+    )
 
     networking: Any = client.NetworkingV1Api(net.cluster.api_client())
     allow_list = [{"cidr": f"{net.ips['allowed']}/32", "ports": [ALLOWED_PORT]}]
     for workspace, role, egress in (("ws-a", "a", allow_list), ("ws-b", "b", [])):
         networking.create_namespaced_network_policy(
-            net.ns[role], _workspace_policy(net, workspace, role, egress))
+            net.ns[role], _workspace_policy(net, workspace, role, egress)
+        )
     try:
-        _await_enforced(net, [c for c in checks if c.source == "client-x" and not c.allow],
-                        "the workspaces' NetworkPolicies")
+        _await_enforced(
+            net,
+            [c for c in checks if c.source == "client-x" and not c.allow],
+            "the workspaces' NetworkPolicies",
+        )
         after = net.run(checks)
         wrong = [c for c, d in zip(checks, after, strict=True) if c.passed(d) != c.allow]
         assert not wrong, f"NetworkPolicy outcomes differ (!!):\n{_table(checks, after)}"
@@ -373,8 +458,9 @@ def test_workspace_policy_allows_exactly_redis_dns_and_the_allow_list(net: Net) 
             networking.delete_collection_namespaced_network_policy(net.ns[role])
 
 
-def test_a_default_deny_policy_blocks_a_working_connection(cluster: Cluster,
-                                                           namespace: str) -> None:
+def test_a_default_deny_policy_blocks_a_working_connection(
+    cluster: Cluster, namespace: str
+) -> None:
     """Fails fast when nothing enforces NetworkPolicy (kube-router stopped or broken):
     an ingress default-deny must refuse what connected a moment before, and lifting it
     must let the connection through again."""
@@ -391,9 +477,16 @@ def test_a_default_deny_policy_blocks_a_working_connection(cluster: Cluster,
     assert open_.passed(detail), f"no connection without a policy:\n{_table([open_], [detail])}"
 
     networking: Any = client.NetworkingV1Api(cluster.api_client())
-    networking.create_namespaced_network_policy(namespace, {
-        "metadata": {"name": "deny-ingress"},
-        "spec": {"podSelector": {"matchLabels": {"role": "server"}}, "policyTypes": ["Ingress"]}})
+    networking.create_namespaced_network_policy(
+        namespace,
+        {
+            "metadata": {"name": "deny-ingress"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "server"}},
+                "policyTypes": ["Ingress"],
+            },
+        },
+    )
     _await_enforced(net, [shut], "an ingress default-deny")
     networking.delete_namespaced_network_policy("deny-ingress", namespace)
     _await_enforced(net, [open_], "deleting the default-deny")

@@ -39,8 +39,10 @@ def library_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """examples/workflows in a git repository behind a token-protected HTTP server."""
     base = tmp_path_factory.mktemp("git")
     repo = GitRepo(base / "work")
-    repo.write({p.name: p.read_text() for p in (ROOT / "examples" / "workflows").glob("*.py")},
-               sub="workflows")
+    repo.write(
+        {p.name: p.read_text() for p in (ROOT / "examples" / "workflows").glob("*.py")},
+        sub="workflows",
+    )
     repo.commit("sample workflows")
     served = base / "served"
     served.mkdir()
@@ -52,44 +54,74 @@ def library_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _ready(kinds: Kinds, plural: str, name: str) -> dict[str, Any] | None:
     obj = kinds.get(plural, name)
     conds = ((obj or {}).get("status") or {}).get("conditions") or []
-    return obj if any(c.get("type") == "Ready" and c.get("status") == "True"
-                      for c in conds) else None
+    return (
+        obj if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds) else None
+    )
 
 
 def test_library_sessions_and_isolation(
-    cluster: Cluster, namespace: str, project_images: dict[str, str], host_redis: str,
-    library_url: str, tmp_path: Path,
+    cluster: Cluster,
+    namespace: str,
+    project_images: dict[str, str],
+    host_redis: str,
+    library_url: str,
+    tmp_path: Path,
 ) -> None:
     api = cluster.api_client()
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
-    kinds.core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis}})
-    kinds.core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "git-auth"}, "stringData": {"token": "git-token"}})
-    operator = OperatorProcess(cluster.kubeconfig, [namespace], log_dir=tmp_path,
-                               env={"CODEMODE_SESSION_IMAGE": project_images["session"],
-                                    "LIBRARY_POLL_SECONDS": "2"})
+    kinds.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis}}
+    )
+    kinds.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "git-auth"}, "stringData": {"token": "git-token"}}
+    )
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        log_dir=tmp_path,
+        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "LIBRARY_POLL_SECONDS": "2"},
+    )
     with operator:
         for ws in ("client-a", "client-b"):
-            kinds.create("workspaces", ws, {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "deletionPolicy": "Cascade", "dataPolicy": "Delete"})
-        kinds.create("workflowlibraries", "team", {
-            "workspaceRef": "client-a",
-            "source": {"url": library_url, "ref": {"branch": "main"}, "path": "workflows",
-                       "secretRef": {"name": "git-auth"}},
-            "interval": "10m"})
+            kinds.create(
+                "workspaces",
+                ws,
+                {
+                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                    "deletionPolicy": "Cascade",
+                    "dataPolicy": "Delete",
+                },
+            )
+        kinds.create(
+            "workflowlibraries",
+            "team",
+            {
+                "workspaceRef": "client-a",
+                "source": {
+                    "url": library_url,
+                    "ref": {"branch": "main"},
+                    "path": "workflows",
+                    "secretRef": {"name": "git-auth"},
+                },
+                "interval": "10m",
+            },
+        )
         for name, ws in (("a1", "client-a"), ("a2", "client-a"), ("b1", "client-b")):
             kinds.create("codesessions", name, {"workspaceRef": ws})
 
-        library = wait_for(lambda: _ready(kinds, "workflowlibraries", "team"), 180,
-                           "library synced", op=operator)
+        library = wait_for(
+            lambda: _ready(kinds, "workflowlibraries", "team"), 180, "library synced", op=operator
+        )
         assert library["status"]["artifact"]["count"] == 2
         assert library["status"]["added"] == 2
         for name in ("a1", "a2", "b1"):
-            wait_for(lambda n=name: _ready(kinds, "codesessions", n), 180,  # type: ignore[misc]
-                     f"session {name} Ready", op=operator)
+            wait_for(
+                lambda n=name: _ready(kinds, "codesessions", n),
+                180,  # type: ignore[misc]
+                f"session {name} Ready",
+                op=operator,
+            )
 
         sessions = Sessions(namespace=namespace, api=api)
         try:
@@ -97,7 +129,8 @@ def test_library_sessions_and_isolation(
                 result = a1.execute(
                     'top = workflows.top_words(text="b a b c b a", n=2)\n'
                     'artifacts.save("report", {"top": top}, description="from a1")\n'
-                    "top")
+                    "top"
+                )
                 assert result.error is None, result.error
                 assert result.value == ["b", "a"]
             with sessions.connect("a2") as a2:
@@ -113,7 +146,8 @@ def test_library_sessions_and_isolation(
                     "import os\n"
                     "sorted(k for k, v in os.environ.items()\n"
                     "       if k in ('REDIS_URL', 'STORAGE_DIR', 'CONTAINER_AUTH_TOKEN')\n"
-                    "       or 'redis://' in v or 'rediss://' in v)")
+                    "       or 'redis://' in v or 'rediss://' in v)"
+                )
                 assert env.error is None, env.error
                 assert env.value == [], f"agent code sees credentials: {env.value}"
         finally:
@@ -122,8 +156,7 @@ def test_library_sessions_and_isolation(
         # ...and whoever holds the workspace's Redis user (its Secret) cannot reach
         # another workspace's keys or list the keyspace with raw commands.
         scoped: Any = kinds.core.read_namespaced_secret("client-b-redis", namespace)
-        as_b = redis.Redis.from_url(base64.b64decode(scoped.data["url"]).decode(),
-                                    socket_timeout=5)
+        as_b = redis.Redis.from_url(base64.b64decode(scoped.data["url"]).decode(), socket_timeout=5)
         attacks: dict[str, Callable[[], Any]] = {
             "get": lambda: as_b.get("codemode:ws:client-a:artifacts:report"),
             "hgetall": lambda: as_b.hgetall("codemode:ws:client-a:workflows:__workflows__"),
@@ -147,8 +180,12 @@ def test_library_sessions_and_isolation(
 
         # Cascade + dataPolicy Delete: deleting the workspace removes sessions, library and keys.
         kinds.delete("workspaces", "client-a")
-        wait_for(lambda: kinds.get("workspaces", "client-a") is None, 120,
-                 "workspace client-a deleted", op=operator)
+        wait_for(
+            lambda: kinds.get("workspaces", "client-a") is None,
+            120,
+            "workspace client-a deleted",
+            op=operator,
+        )
         assert kinds.get("codesessions", "a1") is None
         assert not admin.keys("codemode:ws:client-a:*")
         admin.close()

@@ -34,7 +34,6 @@ for url in sys.argv[1:]:
 """
 
 
-
 def test_session_image_health_via_pod_service_and_dns(
     cluster: Cluster, namespace: str, project_images: dict[str, str]
 ) -> None:

@@ -70,13 +70,28 @@ def test_down_stops_everything_it_started_and_undoes_host_changes(e2e_cluster: C
     lay = layout("node")
     core = client.CoreV1Api(e2e_cluster.api_client())
     name = f"down-probe-{int(time.time())}"
-    core.create_namespaced_pod("default", {
-        "metadata": {"name": name},
-        "spec": {"containers": [{"name": "sleep", "image": BASE, "imagePullPolicy": "IfNotPresent",
-                                 "command": ["sleep", "600"]}],
-                 "terminationGracePeriodSeconds": 0}})
-    wait_for(lambda: core.read_namespaced_pod(name, "default").status.phase == "Running" or None,
-             120, "a pod running before down")
+    core.create_namespaced_pod(
+        "default",
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "sleep",
+                        "image": BASE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["sleep", "600"],
+                    }
+                ],
+                "terminationGracePeriodSeconds": 0,
+            },
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod(name, "default").status.phase == "Running" or None,
+        120,
+        "a pod running before down",
+    )
     started = {n: procs.running_pid(lay.run, n) for n in procs.names(lay.run)}
     assert {"etcd", "kube-apiserver", "kubelet", "containerd", "coredns"} <= set(started)
     assert all(started.values()) and _shims() and _pod_processes()
@@ -96,6 +111,16 @@ def test_down_stops_everything_it_started_and_undoes_host_changes(e2e_cluster: C
     finally:
         lifecycle.up("node")  # the session's cluster, back for whatever runs next
     core = client.CoreV1Api(e2e_cluster.api_client())
-    wait_for(lambda: all(c.status == "True" for n in core.list_node().items
-                         for c in n.status.conditions if c.type == "Ready") or None,
-             60, "the node Ready again after up")
+    wait_for(
+        lambda: (
+            all(
+                c.status == "True"
+                for n in core.list_node().items
+                for c in n.status.conditions
+                if c.type == "Ready"
+            )
+            or None
+        ),
+        60,
+        "the node Ready again after up",
+    )

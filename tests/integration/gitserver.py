@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-    "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
 
@@ -44,8 +46,12 @@ class GitRepo:
         self.git("init", "-q", "-b", branch)
 
     def git(self, *args: str) -> str:
-        proc = subprocess.run(["git", "-C", str(self.path), *args], capture_output=True,
-                              env={**os.environ, **GIT_ENV}, check=True)
+        proc = subprocess.run(
+            ["git", "-C", str(self.path), *args],
+            capture_output=True,
+            env={**os.environ, **GIT_ENV},
+            check=True,
+        )
         return proc.stdout.decode().strip()
 
     def write(self, files: dict[str, str | None], sub: str = "") -> None:
@@ -65,8 +71,12 @@ class GitRepo:
 
     def bare_copy(self, dest: Path) -> Path:
         """A bare clone to serve over HTTP."""
-        subprocess.run(["git", "clone", "-q", "--bare", str(self.path), str(dest)],
-                       check=True, capture_output=True, env={**os.environ, **GIT_ENV})
+        subprocess.run(
+            ["git", "clone", "-q", "--bare", str(self.path), str(dest)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, **GIT_ENV},
+        )
         return dest
 
     @property
@@ -147,8 +157,9 @@ class GitHTTPServer:
                     env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
                 if self.headers.get("Git-Protocol"):
                     env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-                proc = subprocess.run(["git", "http-backend"], input=body, env=env,
-                                      capture_output=True, check=False)
+                proc = subprocess.run(
+                    ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+                )
                 head, _, payload = proc.stdout.partition(b"\r\n\r\n")
                 if not _:
                     head, _, payload = proc.stdout.partition(b"\n\n")

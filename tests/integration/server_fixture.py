@@ -24,11 +24,27 @@ import httpx
 
 # Settings of the host that a server under test must not inherit.
 SERVER_VARS = (
-    "REDIS_URL", "STORAGE_PREFIX", "STORAGE_DIR", "WORKSPACE_ID", "CONTAINER_AUTH_TOKEN",
-    "CONTAINER_AUTH_DISABLED", "DEFAULT_TIMEOUT", "MAX_EXECUTION_TIME", "ALLOW_RUNTIME_DEPS",
-    "TOOLS_PATH", "DEPS_DIR", "WORKER_MEMORY_MB", "WORKER_MAX_PROCESSES",
-    "SESSION_IDLE_TIMEOUT", "MAX_SESSIONS", "WORKER_SPARES", "ACCEPT_CLIENT_SESSION_IDS",
-    "OUTPUT_LIMIT_BYTES", "MAX_REQUEST_BYTES", "HOST", "PORT",
+    "REDIS_URL",
+    "STORAGE_PREFIX",
+    "STORAGE_DIR",
+    "WORKSPACE_ID",
+    "CONTAINER_AUTH_TOKEN",
+    "CONTAINER_AUTH_DISABLED",
+    "DEFAULT_TIMEOUT",
+    "MAX_EXECUTION_TIME",
+    "ALLOW_RUNTIME_DEPS",
+    "TOOLS_PATH",
+    "DEPS_DIR",
+    "WORKER_MEMORY_MB",
+    "WORKER_MAX_PROCESSES",
+    "SESSION_IDLE_TIMEOUT",
+    "MAX_SESSIONS",
+    "WORKER_SPARES",
+    "ACCEPT_CLIENT_SESSION_IDS",
+    "OUTPUT_LIMIT_BYTES",
+    "MAX_REQUEST_BYTES",
+    "HOST",
+    "PORT",
 )
 TOKEN = "test-token-0123456789abcdef"
 
@@ -59,8 +75,9 @@ def server_env(settings: Mapping[str, str]) -> dict[str, str]:
 class ServerProcess:
     """A running `codemode serve`; `client()` gives an httpx client with its token."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path,
-                 token: str | None) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, token: str | None
+    ) -> None:
         self.proc = proc
         self.port = port
         self.log = log
@@ -73,12 +90,19 @@ class ServerProcess:
             headers["X-Session-ID"] = session_id
         return headers
 
-    def client(self, timeout: float = 60.0, *, allow_5xx: bool = False,
-               **kwargs: Any) -> httpx.Client:
+    def client(
+        self, timeout: float = 60.0, *, allow_5xx: bool = False, **kwargs: Any
+    ) -> httpx.Client:
         """A client for this server; unless `allow_5xx`, any 5xx answer fails the test."""
         hooks = {} if allow_5xx else {"response": [_refuse_5xx]}
-        return httpx.Client(base_url=self.url, headers=self.headers(), timeout=timeout,
-                            trust_env=False, event_hooks=hooks, **kwargs)
+        return httpx.Client(
+            base_url=self.url,
+            headers=self.headers(),
+            timeout=timeout,
+            trust_env=False,
+            event_hooks=hooks,
+            **kwargs,
+        )
 
     def output(self) -> str:
         try:
@@ -104,18 +128,33 @@ class ServerProcess:
         self.log.unlink(missing_ok=True)
 
 
-def launch(settings: Mapping[str, str], port: int | None = None,
-           ) -> tuple[subprocess.Popen[bytes], int, Path]:
+def launch(
+    settings: Mapping[str, str],
+    port: int | None = None,
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start `codemode serve` without waiting; output goes to a temp log file."""
     port = port or free_port()
     fd, log_name = tempfile.mkstemp(prefix="codemode-serve-", suffix=".log")
     log = Path(log_name)
     with os.fdopen(fd, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            env=server_env(settings), stdin=subprocess.DEVNULL, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "codemode_session",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=server_env(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return proc, port, log
 
@@ -143,8 +182,7 @@ def start_server(settings: Mapping[str, str], timeout: float = 30.0) -> ServerPr
 
 
 @contextmanager
-def running_server(settings: Mapping[str, str], timeout: float = 30.0
-                   ) -> Iterator[ServerProcess]:
+def running_server(settings: Mapping[str, str], timeout: float = 30.0) -> Iterator[ServerProcess]:
     server = start_server(settings, timeout)
     try:
         yield server
@@ -180,8 +218,7 @@ class Api:
         session_id: str = response.json()["session_id"]
         return session_id
 
-    def execute(self, session_id: str, code: str, timeout: float | None = None
-                ) -> dict[str, Any]:
+    def execute(self, session_id: str, code: str, timeout: float | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"code": code}
         if timeout is not None:
             body["timeout"] = timeout
@@ -202,10 +239,21 @@ def serve_refusals(settings: Mapping[str, Mapping[str, str]]) -> dict[str, tuple
     (each waits for nothing but its own check); (exit code, stderr) by key."""
     procs = {
         key: subprocess.Popen(
-            [sys.executable, "-m", "codemode_session", "serve", "--host", "127.0.0.1",
-             "--port", str(free_port())],
-            env=server_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "codemode_session",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+            ],
+            env=server_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for key, env in settings.items()
     }

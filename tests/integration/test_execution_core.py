@@ -21,7 +21,6 @@ pytestmark = pytest.mark.redis
 T = TypeVar("T")
 
 
-
 def user_tasks() -> int:
     """Tasks (threads) this user runs now: what RLIMIT_NPROC counts for a non-root user."""
     uid, total = os.geteuid(), 0
@@ -60,8 +59,11 @@ def empty_worker_cgroups() -> set[str]:
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
     settings = base_settings(
-        redis_server.url, f"exec{uuid.uuid4().hex[:8]}",
-        WORKER_MEMORY_MB="256", WORKER_MAX_PROCESSES=str(MAX_PROCESSES), MAX_SESSIONS="64",
+        redis_server.url,
+        f"exec{uuid.uuid4().hex[:8]}",
+        WORKER_MEMORY_MB="256",
+        WORKER_MAX_PROCESSES=str(MAX_PROCESSES),
+        MAX_SESSIONS="64",
         WORKER_SPARES="2",
     )
     leftovers_before = empty_worker_cgroups()
@@ -103,7 +105,7 @@ def processes_in_session(sid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[3]) == sid:
             found.append(int(entry))
     return found
@@ -140,8 +142,9 @@ def test_last_expression_value(api: Api, session: str) -> None:
 
 
 def test_stdout_and_stderr(api: Api, session: str) -> None:
-    result = api.execute(session, "import sys\nfor i in range(3):\n    print(i)\n"
-                                  "print('warning', file=sys.stderr)")
+    result = api.execute(
+        session, "import sys\nfor i in range(3):\n    print(i)\nprint('warning', file=sys.stderr)"
+    )
     assert result["stdout"] == "0\n1\n2\n"
     assert result["stderr"] == "warning\n"
 
@@ -157,15 +160,19 @@ def test_huge_stdout_is_truncated(api: Api, session: str) -> None:
 
 
 def test_top_level_await(api: Api, session: str) -> None:
-    code = ("import asyncio\nasync def slow(v):\n    await asyncio.sleep(0.01)\n    return v\n"
-            "results = await asyncio.gather(slow(1), slow(2))\nresults")
+    code = (
+        "import asyncio\nasync def slow(v):\n    await asyncio.sleep(0.01)\n    return v\n"
+        "results = await asyncio.gather(slow(1), slow(2))\nresults"
+    )
     assert api.value(session, code) == [1, 2]
     assert api.value(session, "await slow('again')") == "again"
 
 
 def test_exception_traceback_shows_the_agents_line(api: Api, session: str) -> None:
-    code = ("def parse(text):\n    return int(text)\n\n"
-            "values = ['1', 'two']\n[parse(v) for v in values]")
+    code = (
+        "def parse(text):\n    return int(text)\n\n"
+        "values = ['1', 'two']\n[parse(v) for v in values]"
+    )
     result = api.execute(session, code)
     assert result["error_type"] == "ValueError"
     assert result["value"] is None
@@ -212,16 +219,18 @@ def test_info_for_a_session(api: Api, session: str) -> None:
         ({"code": "#" * (1024 * 1024 + 1)}, 413),
     ],
 )
-def test_bad_execute_requests(api: Api, session: str, body: dict[str, object],
-                              status: int) -> None:
+def test_bad_execute_requests(api: Api, session: str, body: dict[str, object], status: int) -> None:
     response = api.http.post("/execute", json=body, headers={"X-Session-ID": session})
     assert response.status_code == status, response.text
     assert response.json()["detail"]
 
 
 def test_execute_with_malformed_json(api: Api, session: str) -> None:
-    response = api.http.post("/execute", content=b'{"code": ', headers={
-        "X-Session-ID": session, "Content-Type": "application/json"})
+    response = api.http.post(
+        "/execute",
+        content=b'{"code": ',
+        headers={"X-Session-ID": session, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
 
 
@@ -270,8 +279,10 @@ def test_kill_self_restarts_the_worker(api: Api, session: str) -> None:
 
 def test_failing_repr_does_not_restart_the_worker(api: Api, session: str) -> None:
     api.value(session, "kept = 1")
-    result = api.execute(session, "class Odd:\n    def __repr__(self):\n"
-                                  "        raise RuntimeError('cannot show')\nOdd()")
+    result = api.execute(
+        session,
+        "class Odd:\n    def __repr__(self):\n        raise RuntimeError('cannot show')\nOdd()",
+    )
     assert result["worker_restarted"] is False and result["error_type"] == "RuntimeError"
     assert api.value(session, "kept") == 1
 
@@ -290,8 +301,10 @@ def test_huge_allocation_is_refused(api: Api, session: str) -> None:
 
 
 def test_growing_memory_is_contained(api: Api, session: str) -> None:
-    code = ("def grow():\n    chunks = []\n    while True:\n"
-            "        chunks.append(bytearray(16 * 1024 * 1024))\ngrow()")
+    code = (
+        "def grow():\n    chunks = []\n    while True:\n"
+        "        chunks.append(bytearray(16 * 1024 * 1024))\ngrow()"
+    )
     result = api.execute(session, code, timeout=30)
     assert result["error_type"] == "MemoryError" or result["worker_restarted"], result
     # The limit holds: the worker never got near the size asked for.
@@ -330,15 +343,18 @@ def test_fork_in_a_cell_does_not_answer_for_the_worker(api: Api, session: str) -
 
 
 def test_subprocesses_still_work(api: Api, session: str) -> None:
-    code = ("import subprocess\n"
-            "subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout")
+    code = (
+        "import subprocess\nsubprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout"
+    )
     assert api.value(session, code) == "hi\n"
 
 
 def test_fork_and_setsid_children_do_not_outlive_the_cell(api: Api, session: str) -> None:
-    code = ("import os, time\npids = []\nfor detach in (False, True):\n"
-            "    pid = os.fork()\n    if pid == 0:\n        if detach:\n            os.setsid()\n"
-            "        time.sleep(300)\n        os._exit(0)\n    pids.append(pid)\npids")
+    code = (
+        "import os, time\npids = []\nfor detach in (False, True):\n"
+        "    pid = os.fork()\n    if pid == 0:\n        if detach:\n            os.setsid()\n"
+        "        time.sleep(300)\n        os._exit(0)\n    pids.append(pid)\npids"
+    )
     worker_pid = api.value(session, "import os\nos.getpid()")
     children = api.value(session, code)
     assert len(children) == 2
@@ -365,8 +381,11 @@ def test_huge_values_and_errors_are_truncated_not_fatal(api: Api, session: str) 
     assert isinstance(big["value"], str) and big["value"].endswith("...[truncated]")
     assert len(big["value"]) < 2 * 1024 * 1024
     assert api.value(session, "len(big)") == 100
-    for code in ("[bytes(1_000_000)] * 10_000", "bytes(200 * 1024 * 1024)",
-                 "{str(i): 'v' * 1000 for i in range(100_000)}"):
+    for code in (
+        "[bytes(1_000_000)] * 10_000",
+        "bytes(200 * 1024 * 1024)",
+        "{str(i): 'v' * 1000 for i in range(100_000)}",
+    ):
         result = api.execute(session, code)
         assert result["worker_restarted"] is False and result["error"] is None, result
         assert result["value"].endswith("...[truncated]")
@@ -379,14 +398,18 @@ def test_huge_values_and_errors_are_truncated_not_fatal(api: Api, session: str) 
 
 @pytest.mark.parametrize(
     "frame",
-    ["b'\\x00\\x00\\x00\\x05hello'",  # not JSON
-     "len(b'[1]').to_bytes(4, 'big') + b'[1]'",  # not an object
-     "len(b'{\"value\": 1}').to_bytes(4, 'big') + b'{\"value\": 1}'",  # a forged reply
-     "b'\\xff\\xff\\xff\\xff'"],  # an impossible size
+    [
+        "b'\\x00\\x00\\x00\\x05hello'",  # not JSON
+        "len(b'[1]').to_bytes(4, 'big') + b'[1]'",  # not an object
+        "len(b'{\"value\": 1}').to_bytes(4, 'big') + b'{\"value\": 1}'",  # a forged reply
+        "b'\\xff\\xff\\xff\\xff'",
+    ],  # an impossible size
 )
 def test_writing_to_the_worker_channel(api: Api, session: str, frame: str) -> None:
-    code = ("import sys, socket\nchannel = socket.socket(fileno=int(sys.argv[1]))\n"
-            f"channel.sendall({frame})\n'sent'")
+    code = (
+        "import sys, socket\nchannel = socket.socket(fileno=int(sys.argv[1]))\n"
+        f"channel.sendall({frame})\n'sent'"
+    )
     result = api.execute(session, code)
     assert result["worker_restarted"] is True, result
     assert result["error_type"] == "WorkerCrashed" and "lost" in result["error"]
@@ -407,14 +430,15 @@ def server_workers(api: Api) -> set[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if int(fields[1]) == api.server.proc.pid and b"codemode_session.worker" in cmdline:
             pids.add(int(entry))
     return pids
 
 
-def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 30.0,
-               interval: float = 0.05) -> T:
+def wait_until(
+    predicate: Callable[[], T | None], what: str, timeout: float = 30.0, interval: float = 0.05
+) -> T:
     """Poll until predicate() is truthy and return its value; fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -424,13 +448,18 @@ def wait_until(predicate: Callable[[], T | None], what: str, timeout: float = 30
     return value
 
 
-def test_ending_a_running_session_leaves_no_worker(redis_server: RedisServer,
-                                                   tmp_path: Path) -> None:
+def test_ending_a_running_session_leaves_no_worker(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """On a server of its own, whose only workers are this session's and the spares, so
     how many there should be is known (the module's server also holds other tests')."""
     spares = 2
-    settings = base_settings(redis_server.url, f"end{uuid.uuid4().hex[:8]}",
-                             WORKER_SPARES=str(spares), WORKER_MAX_PROCESSES=str(MAX_PROCESSES))
+    settings = base_settings(
+        redis_server.url,
+        f"end{uuid.uuid4().hex[:8]}",
+        WORKER_SPARES=str(spares),
+        WORKER_MAX_PROCESSES=str(MAX_PROCESSES),
+    )
     with running_server(settings) as server, server.client() as client:
         api = Api(server, client)
         session = api.session()
@@ -448,8 +477,10 @@ def test_ending_a_running_session_leaves_no_worker(redis_server: RedisServer,
         before = wait_until(refilled, f"the session's worker and {spares} spares")
         assert worker_pid in before
         started = tmp_path / "started"
-        code = (f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('1')\n"
-                "time.sleep(5)\n'finished'")
+        code = (
+            f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('1')\n"
+            "time.sleep(5)\n'finished'"
+        )
         with ThreadPoolExecutor(max_workers=1) as pool:
             running = pool.submit(api.execute, session, code)
             wait_until(lambda: started.exists() or running.done(), "the run to start")
@@ -474,8 +505,7 @@ def test_fifty_concurrent_executions_over_five_sessions(api: Api) -> None:
         api.value(session, f"counter = 0\nmine = {index}")
 
     def bump(session: str) -> tuple[str, int, int]:
-        value = api.value(session, "import time\ncounter += 1\ntime.sleep(0.005)\n"
-                                   "[counter, mine]")
+        value = api.value(session, "import time\ncounter += 1\ntime.sleep(0.005)\n[counter, mine]")
         return session, value[0], value[1]
 
     with ThreadPoolExecutor(max_workers=50) as pool:

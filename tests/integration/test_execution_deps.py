@@ -35,10 +35,13 @@ def build_wheel(workdir: Path) -> Path:
     dist_info = f"{MODULE}-0.1.0.dist-info"
     files = {
         f"{MODULE}.py": b"VALUE = 42\n\n\ndef greet(name):\n    return f'hello {name}'\n",
-        f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: {PACKAGE}\n"
-                                  "Version: 0.1.0\n").encode(),
-        f"{dist_info}/WHEEL": (b"Wheel-Version: 1.0\nGenerator: codemode-tests\n"
-                               b"Root-Is-Purelib: true\nTag: py3-none-any\n"),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 0.1.0\n"
+        ).encode(),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: codemode-tests\n"
+            b"Root-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     records = []
     for name, data in files.items():
@@ -52,9 +55,21 @@ def build_wheel(workdir: Path) -> Path:
         archive.writestr(f"{dist_info}/RECORD", "\n".join(records) + "\n")
     # pip itself accepts it (offline), as the server's pip will.
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-deps",
-         "--disable-pip-version-check", "-q", str(wheel)],
-        check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return wheelhouse
 
@@ -65,13 +80,19 @@ def prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[ServerProcess]:
+def server(
+    redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("deps")
     wheelhouse = build_wheel(workdir)
     settings = base_settings(
-        redis_server.url, prefix, ALLOW_RUNTIME_DEPS="true", DEPS_DIR=str(workdir / "site"),
-        PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse), WORKER_SPARES="1",
+        redis_server.url,
+        prefix,
+        ALLOW_RUNTIME_DEPS="true",
+        DEPS_DIR=str(workdir / "site"),
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(wheelhouse),
+        WORKER_SPARES="1",
     )
     with running_server(settings) as srv:
         yield srv
@@ -140,9 +161,21 @@ def test_unavailable_package_fails_clearly(api: Api, shared: str) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["https://evil.example/x.whl", "pkg @ file:///tmp/x", "git+https://h/x", "../local",
-     "/abs/dir", "-e .", "--index-url=http://evil", "pkg; rm -rf /", "pkg && id", "pkg | sh",
-     "$(id)", "`id`", "pkg --pre"],
+    [
+        "https://evil.example/x.whl",
+        "pkg @ file:///tmp/x",
+        "git+https://h/x",
+        "../local",
+        "/abs/dir",
+        "-e .",
+        "--index-url=http://evil",
+        "pkg; rm -rf /",
+        "pkg && id",
+        "pkg | sh",
+        "$(id)",
+        "`id`",
+        "pkg --pre",
+    ],
 )
 def test_bad_package_specs_are_refused(api: Api, shared: str, spec: str) -> None:
     result = api.execute(shared, f"deps.add({spec!r})")

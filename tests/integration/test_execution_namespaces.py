@@ -104,10 +104,10 @@ def prefix() -> str:
     return f"ns{uuid.uuid4().hex[:8]}"
 
 
-
 @pytest.fixture(scope="module")
-def server(redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[ServerProcess]:
+def server(
+    redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     tools_dir = tmp_path_factory.mktemp("tools")
     for name, text in TOOLS.items():
         (tools_dir / name).write_text(text)
@@ -153,10 +153,15 @@ def error_of(api: Api, session: str, code: str) -> dict[str, Any]:
 
 def test_artifacts_roundtrip_all_types_across_sessions(api: Api, alpha: str, alpha2: str) -> None:
     api.value(alpha, "artifacts.save('raw.bin', b'\\x00\\x01\\xff', description='some bytes')")
-    api.value(alpha, "artifacts.save('notes/today.txt', 'hello\\nworld', "
-                     "metadata={'author': 'agent', 'n': 1})")
-    info = api.value(alpha, "artifacts.save('result.json', {'rows': [1, 2], 'ok': True}, "
-                            "description='a result', metadata={'source': 'test'})")
+    api.value(
+        alpha,
+        "artifacts.save('notes/today.txt', 'hello\\nworld', metadata={'author': 'agent', 'n': 1})",
+    )
+    info = api.value(
+        alpha,
+        "artifacts.save('result.json', {'rows': [1, 2], 'ok': True}, "
+        "description='a result', metadata={'source': 'test'})",
+    )
     assert info["name"] == "result.json" and info["data_type"] == "json"
     assert info["description"] == "a result"
     assert info["metadata"] == {"source": "test", "_data_type": "json"}
@@ -187,8 +192,9 @@ def test_artifacts_roundtrip_all_types_across_sessions(api: Api, alpha: str, alp
     assert "no artifact named 'raw.bin'" in missing["error"]
 
 
-def test_artifacts_are_invisible_to_other_workspaces(api: Api, alpha: str, beta: str,
-                                                     legacy: str) -> None:
+def test_artifacts_are_invisible_to_other_workspaces(
+    api: Api, alpha: str, beta: str, legacy: str
+) -> None:
     api.value(alpha, "artifacts.save('secret.txt', 'alpha only')")
     for other in (beta, legacy):
         assert api.value(other, "artifacts.exists('secret.txt')") is False
@@ -199,10 +205,12 @@ def test_artifacts_are_invisible_to_other_workspaces(api: Api, alpha: str, beta:
     assert api.value(beta, "artifacts.load('secret.txt')") == "beta own"
 
 
-def test_artifact_redis_layout(api: Api, alpha: str, legacy: str, rdb: redis.Redis,
-                               prefix: str) -> None:
-    api.value(alpha, "artifacts.save('layout.txt', 'in redis', description='d', "
-                     "metadata={'k': 'v'})")
+def test_artifact_redis_layout(
+    api: Api, alpha: str, legacy: str, rdb: redis.Redis, prefix: str
+) -> None:
+    api.value(
+        alpha, "artifacts.save('layout.txt', 'in redis', description='d', metadata={'k': 'v'})"
+    )
     assert rdb.get(f"{prefix}:ws:alpha:artifacts:layout.txt") == b"in redis"
     entry = json.loads(rdb.hget(f"{prefix}:ws:alpha:artifacts:__index__", "layout.txt"))
     assert entry["description"] == "d"
@@ -216,12 +224,21 @@ def test_artifact_redis_layout(api: Api, alpha: str, legacy: str, rdb: redis.Red
     assert rdb.hexists(f"{prefix}:artifacts:__index__", "old.json")
 
 
-def test_artifact_written_by_another_client_is_readable(api: Api, beta: str, rdb: redis.Redis,
-                                                        prefix: str) -> None:
+def test_artifact_written_by_another_client_is_readable(
+    api: Api, beta: str, rdb: redis.Redis, prefix: str
+) -> None:
     rdb.set(f"{prefix}:ws:beta:artifacts:from-pcm.json", b'{"x": 1}')
-    rdb.hset(f"{prefix}:ws:beta:artifacts:__index__", "from-pcm.json", json.dumps(
-        {"description": "by py-code-mode", "created_at": "2024-05-01T12:00:00",
-         "metadata": {"_data_type": "json"}}))
+    rdb.hset(
+        f"{prefix}:ws:beta:artifacts:__index__",
+        "from-pcm.json",
+        json.dumps(
+            {
+                "description": "by py-code-mode",
+                "created_at": "2024-05-01T12:00:00",
+                "metadata": {"_data_type": "json"},
+            }
+        ),
+    )
     assert api.value(beta, "artifacts.load('from-pcm.json')") == {"x": 1}
     assert api.value(beta, "artifacts.get('from-pcm.json')['description']") == "by py-code-mode"
 
@@ -246,24 +263,36 @@ def test_workflow_lifecycle(api: Api, alpha: str, alpha2: str) -> None:
     created = api.value(alpha, f"workflows.create('double', {DOUBLE!r})")
     assert created["name"] == "double" and created["description"] == "Double a number."
     assert created["parameters"] == [
-        {"name": "x", "type": "int", "description": "the number", "required": True,
-         "default": None},
-        {"name": "times", "type": "int", "description": "the factor", "required": False,
-         "default": 2},
+        {
+            "name": "x",
+            "type": "int",
+            "description": "the number",
+            "required": True,
+            "default": None,
+        },
+        {
+            "name": "times",
+            "type": "int",
+            "description": "the factor",
+            "required": False,
+            "default": 2,
+        },
     ]
     assert api.value(alpha2, "workflows.double(x=21)") == 42
     assert api.value(alpha2, "workflows.invoke('double', x=2, times=5)") == 10
     assert api.value(alpha2, "'double' in [w['name'] for w in workflows.list()]") is True
-    assert api.value(alpha2, "[w['name'] for w in workflows.search('double number')]") == [
-        "double"]
+    assert api.value(alpha2, "[w['name'] for w in workflows.search('double number')]") == ["double"]
     assert api.value(alpha2, "workflows.search('zebra')") == []
     got = api.value(alpha2, "workflows.get('double')")
     assert got["source"] == DOUBLE and got["name"] == "double"
     assert api.value(alpha2, "workflows.get('missing_one')") is None
 
     # Updating the source takes effect in a session that already ran the old one.
-    api.value(alpha, "workflows.create('double', 'async def run(x: int) -> int:\\n"
-                     "    return x + x + 1\\n', description='changed')")
+    api.value(
+        alpha,
+        "workflows.create('double', 'async def run(x: int) -> int:\\n"
+        "    return x + x + 1\\n', description='changed')",
+    )
     assert api.value(alpha2, "workflows.double(x=1)") == 3
     assert api.value(alpha2, "workflows.delete('double')") is True
     assert api.value(alpha, "workflows.get('double')") is None
@@ -276,20 +305,26 @@ def test_workflow_calls_workflow_tool_and_artifact(api: Api, alpha: str, alpha2:
     api.value(alpha, f"workflows.create('double', {DOUBLE!r})")
     api.value(alpha, f"workflows.create('combine', {COMBINE!r})")
     result = api.value(alpha2, "workflows.combine(n=4)")
-    assert result == {"doubled": 8, "invoked": 12, "said": "n=4\n",
-                      "stored": {"n": 4, "doubled": 8}}
+    assert result == {
+        "doubled": 8,
+        "invoked": 12,
+        "said": "n=4\n",
+        "stored": {"n": 4, "doubled": 8},
+    }
     # Awaited from top-level code too, and from a workflow's own await.
     assert api.value(alpha2, "artifacts.load('combine/last')") == {"n": 4, "doubled": 8}
 
 
 def test_workflow_errors_reach_the_agent(api: Api, alpha: str) -> None:
-    api.value(alpha, "workflows.create('fails', 'async def run():\\n"
-                     "    raise RuntimeError(\"inside workflow\")\\n')")
+    api.value(
+        alpha,
+        "workflows.create('fails', 'async def run():\\n"
+        '    raise RuntimeError("inside workflow")\\n\')',
+    )
     result = error_of(api, alpha, "workflows.fails()")
     assert result["error_type"] == "RuntimeError"
     assert "inside workflow" in result["error"] and "<workflow fails>" in result["error"]
-    wrong = error_of(api, alpha, f"workflows.create('double', {DOUBLE!r})\n"
-                                 "workflows.double(y=1)")
+    wrong = error_of(api, alpha, f"workflows.create('double', {DOUBLE!r})\nworkflows.double(y=1)")
     assert wrong["error_type"] == "TypeError"
 
 
@@ -322,8 +357,9 @@ def test_invalid_workflow_sources(api: Api, alpha: str, source: str, message: st
     assert message in result["error"]
 
 
-def test_workflows_are_scoped_to_the_workspace(api: Api, alpha: str, beta: str, legacy: str,
-                                               rdb: redis.Redis, prefix: str) -> None:
+def test_workflows_are_scoped_to_the_workspace(
+    api: Api, alpha: str, beta: str, legacy: str, rdb: redis.Redis, prefix: str
+) -> None:
     api.value(alpha, "workflows.create('alpha_only', 'async def run():\\n    return \"a\"\\n')")
     for other in (beta, legacy):
         assert api.value(other, "workflows.get('alpha_only')") is None
@@ -332,31 +368,52 @@ def test_workflows_are_scoped_to_the_workspace(api: Api, alpha: str, beta: str, 
     assert stored["name"] == "alpha_only" and "source" in stored and stored["parameters"] == []
 
 
-def test_legacy_unscoped_workflows(api: Api, legacy: str, alpha: str, rdb: redis.Redis,
-                                   prefix: str) -> None:
-    api.value(legacy, "workflows.create('legacy_flow', 'async def run(a: str = \"x\"):\\n"
-                      "    return a * 2\\n')")
+def test_legacy_unscoped_workflows(
+    api: Api, legacy: str, alpha: str, rdb: redis.Redis, prefix: str
+) -> None:
+    api.value(
+        legacy,
+        "workflows.create('legacy_flow', 'async def run(a: str = \"x\"):\\n    return a * 2\\n')",
+    )
     raw = rdb.hget(f"{prefix}:workflows:__workflows__", "legacy_flow")
     assert raw is not None
     stored = json.loads(raw)
     assert stored["parameters"][0]["name"] == "a" and stored["parameters"][0]["default"] == "x"
-    assert not any(key.startswith(f"{prefix}:ws:".encode())
-                   and b"legacy_flow" in (rdb.hkeys(key) if rdb.type(key) == b"hash" else [])
-                   for key in rdb.keys(f"{prefix}:ws:*"))
+    assert not any(
+        key.startswith(f"{prefix}:ws:".encode())
+        and b"legacy_flow" in (rdb.hkeys(key) if rdb.type(key) == b"hash" else [])
+        for key in rdb.keys(f"{prefix}:ws:*")
+    )
     assert api.value(alpha, "workflows.get('legacy_flow')") is None
 
     # A workflow written by py-code-mode (same layout) runs here.
-    rdb.hset(f"{prefix}:workflows:__workflows__", "from_pcm", json.dumps({
-        "name": "from_pcm", "description": "written by py-code-mode",
-        "source": "async def run(n: int) -> int:\n    return n + 100\n",
-        "parameters": [{"name": "n", "type": "int", "description": "", "required": True,
-                        "default": None}]}))
+    rdb.hset(
+        f"{prefix}:workflows:__workflows__",
+        "from_pcm",
+        json.dumps(
+            {
+                "name": "from_pcm",
+                "description": "written by py-code-mode",
+                "source": "async def run(n: int) -> int:\n    return n + 100\n",
+                "parameters": [
+                    {
+                        "name": "n",
+                        "type": "int",
+                        "description": "",
+                        "required": True,
+                        "default": None,
+                    }
+                ],
+            }
+        ),
+    )
     assert api.value(legacy, "workflows.from_pcm(n=1)") == 101
     assert api.value(legacy, "workflows.legacy_flow()") == "xx"
 
 
-def test_library_owned_workflow_cannot_be_changed(api: Api, beta: str, rdb: redis.Redis,
-                                                  prefix: str) -> None:
+def test_library_owned_workflow_cannot_be_changed(
+    api: Api, beta: str, rdb: redis.Redis, prefix: str
+) -> None:
     api.value(beta, "workflows.create('managed', 'async def run():\\n    return 1\\n')")
     rdb.hset(f"{prefix}:ws:beta:workflows:__owners__", "managed", "team-lib")
     result = error_of(api, beta, "workflows.delete('managed')")
@@ -384,13 +441,26 @@ def test_tools_run_with_options_positionals_and_recipes(api: Api, alpha: str) ->
     assert api.value(alpha, "tools.say.quietly(words='shh')") == "shh"
     assert api.value(alpha, "tools.numbers(first=1, last=3)") == "1\n2\n3\n"
     assert api.value(alpha, "tools.numbers.csv(first=1, last=4)") == "1,2,3,4\n"
-    assert api.value(alpha, "tools.numbers(first=9, last=10, equal_width=True, "
-                            "separator=' ')") == "09 10\n"
+    assert (
+        api.value(alpha, "tools.numbers(first=9, last=10, equal_width=True, separator=' ')")
+        == "09 10\n"
+    )
     assert api.value(alpha, "tools.fmt(format='%s|%s', values=['a', 'b'])") == "a|b"
 
 
-@pytest.mark.parametrize("text", ["$(touch /tmp/codemode-pwned)", "`id`", "a; echo pwned",
-                                  "x | cat", "$HOME", "a && b", "> /tmp/codemode-pwned", "*"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$(touch /tmp/codemode-pwned)",
+        "`id`",
+        "a; echo pwned",
+        "x | cat",
+        "$HOME",
+        "a && b",
+        "> /tmp/codemode-pwned",
+        "*",
+    ],
+)
 def test_tool_arguments_are_not_shell(api: Api, alpha: str, text: str) -> None:
     assert api.value(alpha, f"tools.fmt(format='[%s]', values={text!r})") == f"[{text}]"
     assert not Path("/tmp/codemode-pwned").exists()
@@ -409,9 +479,12 @@ def test_tool_errors(api: Api, alpha: str) -> None:
 
 
 def test_tools_from_redis(api: Api, beta: str, rdb: redis.Redis, prefix: str) -> None:
-    rdb.hset(f"{prefix}:tools:__tools__", "greet",
-             "name: greet\ndescription: greet someone\ncommand: echo\nschema:\n"
-             "  positional:\n    - name: who\n")
+    rdb.hset(
+        f"{prefix}:tools:__tools__",
+        "greet",
+        "name: greet\ndescription: greet someone\ncommand: echo\nschema:\n"
+        "  positional:\n    - name: who\n",
+    )
     fresh = api.session("beta")
     assert api.value(fresh, "tools.greet(who='you')") == "you\n"
 
@@ -440,13 +513,19 @@ def test_namespace_reprs(api: Api, alpha: str) -> None:
 
 
 def test_file_storage_server(tmp_path: Path) -> None:
-    settings = {"STORAGE_DIR": str(tmp_path), "CONTAINER_AUTH_TOKEN": "file-token-0123456789",
-                "WORKER_SPARES": "0"}
+    settings = {
+        "STORAGE_DIR": str(tmp_path),
+        "CONTAINER_AUTH_TOKEN": "file-token-0123456789",
+        "WORKER_SPARES": "0",
+    }
     with running_server(settings) as server, server.client() as client:
         api = Api(server, client)
         first, second, other = api.session("ws1"), api.session("ws1"), api.session("ws2")
-        api.value(first, "artifacts.save('notes.txt', 'on disk')\n"
-                         "workflows.create('inc', 'async def run(x: int):\\n    return x + 1\\n')")
+        api.value(
+            first,
+            "artifacts.save('notes.txt', 'on disk')\n"
+            "workflows.create('inc', 'async def run(x: int):\\n    return x + 1\\n')",
+        )
         assert api.value(second, "artifacts.load('notes.txt')") == "on disk"
         assert api.value(second, "workflows.inc(x=1)") == 2
         assert api.value(other, "artifacts.exists('notes.txt')") is False

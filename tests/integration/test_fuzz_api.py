@@ -49,8 +49,12 @@ POSITIVE_CASES = 120
 NEGATIVE_CASES = 80
 MIN_CASES = 2000
 SEED = int(os.environ.get("CODEMODE_FUZZ_SEED", "1010"))
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 # These end or restart the session they name: given the shared session, they would
 # take it away from every later case.
 NO_SHARED_SESSION = {("DELETE", "/sessions"), ("POST", "/reset")}
@@ -58,9 +62,14 @@ NO_SHARED_SESSION = {("DELETE", "/sessions"), ("POST", "/reset")}
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
-    settings = base_settings(redis_server.url, f"fuzz{uuid.uuid4().hex[:8]}",
-                             MAX_SESSIONS="4", MAX_EXECUTION_TIME="5", DEFAULT_TIMEOUT="5",
-                             MAX_REQUEST_BYTES=str(1024 * 1024))
+    settings = base_settings(
+        redis_server.url,
+        f"fuzz{uuid.uuid4().hex[:8]}",
+        MAX_SESSIONS="4",
+        MAX_EXECUTION_TIME="5",
+        DEFAULT_TIMEOUT="5",
+        MAX_REQUEST_BYTES=str(1024 * 1024),
+    )
     with running_server(settings) as srv:
         yield srv
 
@@ -68,8 +77,11 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
 def harmless(case: schemathesis.Case, shared_session: str) -> None:
     """Make a generated case safe to send (see the module docstring)."""
     body = case.body
-    if case.operation.path == "/execute" and isinstance(body, dict) and isinstance(
-            body.get("code"), str):
+    if (
+        case.operation.path == "/execute"
+        and isinstance(body, dict)
+        and isinstance(body.get("code"), str)
+    ):
         body["code"] = repr(body["code"])
     # Half the cases that name a session name a real one, so the code behind
     # X-Session-ID (not only its 404) is reached.
@@ -84,8 +96,7 @@ def test_generated_requests_get_documented_answers(server: ServerProcess) -> Non
     http = requests.Session()
     http.trust_env = False  # never a proxy: 127.0.0.1 only
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    shared_session = http.post(f"{server.url}/sessions", json={}, headers=auth).json()[
-        "session_id"]
+    shared_session = http.post(f"{server.url}/sessions", json={}, headers=auth).json()["session_id"]
     counts: dict[str, int] = {}
     statuses: Counter[int] = Counter()
     failures: list[str] = []
@@ -95,15 +106,21 @@ def test_generated_requests_get_documented_answers(server: ServerProcess) -> Non
         label = f"{operation.label} ({mode.value})"
 
         @hypothesis.seed(SEED)
-        @settings(max_examples=examples, deadline=None, database=None,
-                  phases=[Phase.explicit, Phase.generate], print_blob=False,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            print_blob=False,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(mode))
         def send(case: schemathesis.Case) -> None:
             harmless(case, shared_session)
             counts[label] = counts.get(label, 0) + 1
-            response = case.call_and_validate(base_url=server.url, session=http,
-                                              headers=auth, checks=CHECKS)
+            response = case.call_and_validate(
+                base_url=server.url, session=http, headers=auth, checks=CHECKS
+            )
             statuses[response.status_code] += 1
 
         try:
@@ -122,9 +139,11 @@ def test_generated_requests_get_documented_answers(server: ServerProcess) -> Non
     elapsed = time.monotonic() - started
     total = sum(counts.values())
     load = os.getloadavg()
-    print(f"\nschemathesis: {total} cases over {len(counts)} operation/mode pairs in "
-          f"{elapsed:.1f}s (seed {SEED}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}); "
-          f"statuses {dict(sorted(statuses.items()))}")
+    print(
+        f"\nschemathesis: {total} cases over {len(counts)} operation/mode pairs in "
+        f"{elapsed:.1f}s (seed {SEED}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}); "
+        f"statuses {dict(sorted(statuses.items()))}"
+    )
     assert failures == [], "\n\n".join(failures) + f"\n\n{server.output()[-3000:]}"
     assert total >= MIN_CASES, counts
     # The server is still answering after all of it.

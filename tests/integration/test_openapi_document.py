@@ -38,9 +38,16 @@ def prefix() -> str:
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer, prefix: str) -> Iterator[ServerProcess]:
     settings = base_settings(
-        redis_server.url, prefix, WORKSPACE_ID=WS, MAX_SESSIONS="1", MAX_REQUEST_BYTES=str(TOO_BIG),
-        MAX_CODE_BYTES="100", STORAGE_MAX_ARTIFACT_BYTES="10", MAX_EXECUTION_TIME="5",
-        DEFAULT_TIMEOUT="5")
+        redis_server.url,
+        prefix,
+        WORKSPACE_ID=WS,
+        MAX_SESSIONS="1",
+        MAX_REQUEST_BYTES=str(TOO_BIG),
+        MAX_CODE_BYTES="100",
+        STORAGE_MAX_ARTIFACT_BYTES="10",
+        MAX_EXECUTION_TIME="5",
+        DEFAULT_TIMEOUT="5",
+    )
     with running_server(settings) as srv:
         yield srv
 
@@ -57,31 +64,39 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def conforms(document: dict[str, Any], path: str, method: str,
-             response: httpx.Response) -> None:
+def conforms(document: dict[str, Any], path: str, method: str, response: httpx.Response) -> None:
     """`response` is documented for the operation, and its body has the documented shape."""
     documented = document["paths"][path][method.lower()]["responses"]
     assert str(response.status_code) in documented, (
         f"{method} {path} answered {response.status_code}, the document lists {sorted(documented)}"
-        f": {response.text}")
+        f": {response.text}"
+    )
     operation = schemathesis.openapi.from_dict(document)[path][method.upper()]
     operation.validate_response(response)  # raises, saying what differs
 
 
 def test_every_error_the_server_gives_is_documented(
-    server: ServerProcess, http: httpx.Client, document: dict[str, Any], prefix: str,
-    redis_server: RedisServer
+    server: ServerProcess,
+    http: httpx.Client,
+    document: dict[str, Any],
+    prefix: str,
+    redis_server: RedisServer,
 ) -> None:
     store = redis.Redis.from_url(redis_server.url)
     store.hset(f"{prefix}:ws:{WS}:workflows:__owners__", "owned", "some-library")
     store.close()
     session = http.post("/sessions", json={}).json()["session_id"]
     unknown = {"X-Session-ID": "no-such-session"}
-    too_long = http.post("/execute", json={"code": "1", "timeout": 6},
-                         headers={"X-Session-ID": session})
+    too_long = http.post(
+        "/execute", json={"code": "1", "timeout": 6}, headers={"X-Session-ID": session}
+    )
     cases: list[tuple[int, str, str, httpx.Response]] = [
-        (400, "/api/workflows", "POST", http.post("/api/workflows",
-                                                  json={"name": "", "source": SRC})),
+        (
+            400,
+            "/api/workflows",
+            "POST",
+            http.post("/api/workflows", json={"name": "", "source": SRC}),
+        ),
         (400, "/api/artifacts/{name}", "GET", http.get("/api/artifacts/.hidden")),
         (400, "/sessions", "POST", http.post("/sessions", json={"workspace_id": "../x"})),
         (401, "/api/workflows", "GET", httpx.get(f"{server.url}/api/workflows", trust_env=False)),
@@ -91,15 +106,31 @@ def test_every_error_the_server_gives_is_documented(
         (404, "/sessions", "DELETE", http.delete("/sessions", headers=unknown)),
         (404, "/info", "GET", http.get("/info", headers=unknown)),
         (404, "/execute", "POST", http.post("/execute", json={"code": "1"}, headers=unknown)),
-        (409, "/api/workflows", "POST", http.post("/api/workflows",
-                                                  json={"name": "owned", "source": SRC})),
+        (
+            409,
+            "/api/workflows",
+            "POST",
+            http.post("/api/workflows", json={"name": "owned", "source": SRC}),
+        ),
         (409, "/api/workflows/{name}", "DELETE", http.delete("/api/workflows/owned")),
-        (413, "/api/artifacts", "POST", http.post("/api/artifacts", json={
-            "name": "big.txt", "data": "x" * TOO_BIG})),
-        (413, "/api/artifacts", "POST", http.post("/api/artifacts", json={
-            "name": "quota.txt", "data": "more than ten bytes"})),
-        (413, "/execute", "POST", http.post("/execute", json={"code": "#" * 200},
-                                            headers={"X-Session-ID": session})),
+        (
+            413,
+            "/api/artifacts",
+            "POST",
+            http.post("/api/artifacts", json={"name": "big.txt", "data": "x" * TOO_BIG}),
+        ),
+        (
+            413,
+            "/api/artifacts",
+            "POST",
+            http.post("/api/artifacts", json={"name": "quota.txt", "data": "more than ten bytes"}),
+        ),
+        (
+            413,
+            "/execute",
+            "POST",
+            http.post("/execute", json={"code": "#" * 200}, headers={"X-Session-ID": session}),
+        ),
         (422, "/execute", "POST", too_long),
         (422, "/execute", "POST", http.post("/execute", json={"code": 1})),
         (422, "/sessions", "DELETE", http.delete("/sessions")),
@@ -128,8 +159,11 @@ def test_the_schema_says_what_is_refused(http: httpx.Client, document: dict[str,
     workspace = schemas["CreateSessionRequest"]["properties"]["workspace_id"]
     assert not re.search(workspace["pattern"], "") and not re.search(workspace["pattern"], "../x")
     # What the document refuses, the server refuses.
-    for body in ({"name": "", "source": SRC}, {"name": "a-b", "source": SRC},
-                 {"name": "ok", "source": "  "}):
+    for body in (
+        {"name": "", "source": SRC},
+        {"name": "a-b", "source": SRC},
+        {"name": "ok", "source": "  "},
+    ):
         assert http.post("/api/workflows", json=body).status_code == 400
 
 
@@ -153,7 +187,9 @@ def test_storage_outage_is_a_documented_503(redis_server: RedisServer) -> None:
     settings = base_settings(f"redis://127.0.0.1:{free_port()}/0", "down")
     with running_server(settings) as server, server.client(allow_5xx=True) as http:
         document = http.get("/openapi.json").json()
-        for path, response in [("/ready", http.get("/ready")),
-                               ("/api/workflows", http.get("/api/workflows"))]:
+        for path, response in [
+            ("/ready", http.get("/ready")),
+            ("/api/workflows", http.get("/api/workflows")),
+        ]:
             assert response.status_code == 503, response.text
             conforms(document, path, "GET", response)

@@ -64,13 +64,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         username = redis_acl.acl_username("team", workspace_id)
         password = redis_acl.new_password()
         redis_acl.provision(server.url, username, password, PREFIX, workspace_id)
-        tenants.append(Tenant(workspace_id, username, password,
-                              redis_acl.scoped_url(server.url, username, password)))
+        tenants.append(
+            Tenant(
+                workspace_id,
+                username,
+                password,
+                redis_acl.scoped_url(server.url, username, password),
+            )
+        )
     yield Env(server, *tenants)
     server.stop()
 
 
 # ---- a small RESP2/RESP3 client: what any agent with the credentials could speak -------
+
 
 class RespError(Exception):
     pass
@@ -173,6 +180,7 @@ def _probe(name: str, arity: int, key: str) -> list[str]:
 
 # ---- the allow-list ------------------------------------------------------------------------
 
+
 def test_every_command_of_this_server_is_decided(env: Env) -> None:
     """A Redis upgrade that brings commands nobody decided on fails here (they are denied
     until someone does)."""
@@ -190,8 +198,9 @@ def test_the_user_runs_exactly_the_allowed_commands(env: Env) -> None:
         for name, arity in _server_commands(env):
             if name in redis_acl.UNRESTRICTED:
                 continue
-            answer = admin.execute_command("ACL", "DRYRUN", env.alpha.username,
-                                           *_probe(name, arity, key))
+            answer = admin.execute_command(
+                "ACL", "DRYRUN", env.alpha.username, *_probe(name, arity, key)
+            )
             allowed = answer == b"OK"
             if allowed != (name in redis_acl.ALLOWED):
                 wrong.append((name, answer))
@@ -231,13 +240,27 @@ def test_denied_commands_are_refused_when_tried(env: Env) -> None:
 def test_the_issue_cases_dbsize_keys_scan_info(env: Env, as_alpha: Resp) -> None:
     with env.admin() as admin:
         admin.set(env.beta.keys.artifact("plan"), b"beta's")
-    for command in (["DBSIZE"], ["KEYS", "*"], ["SCAN", "0"], ["RANDOMKEY"], ["INFO"],
-                    ["INFO", "keyspace"], ["MEMORY", "STATS"], ["CLIENT", "LIST"],
-                    ["PUBSUB", "CHANNELS"], ["OBJECT", "FREQ", env.alpha.keys.artifact("x")],
-                    ["SUBSCRIBE", "__keyspace@0__:*"], ["CLIENT", "KILL", "TYPE", "normal"],
-                    ["CLIENT", "PAUSE", "1000"], ["CLIENT", "NO-EVICT", "on"],
-                    ["WAIT", "0", "0"], ["SELECT", "1"], ["FUNCTION", "LIST"],
-                    ["LATENCY", "LATEST"], ["CONFIG", "GET", "*"]):
+    for command in (
+        ["DBSIZE"],
+        ["KEYS", "*"],
+        ["SCAN", "0"],
+        ["RANDOMKEY"],
+        ["INFO"],
+        ["INFO", "keyspace"],
+        ["MEMORY", "STATS"],
+        ["CLIENT", "LIST"],
+        ["PUBSUB", "CHANNELS"],
+        ["OBJECT", "FREQ", env.alpha.keys.artifact("x")],
+        ["SUBSCRIBE", "__keyspace@0__:*"],
+        ["CLIENT", "KILL", "TYPE", "normal"],
+        ["CLIENT", "PAUSE", "1000"],
+        ["CLIENT", "NO-EVICT", "on"],
+        ["WAIT", "0", "0"],
+        ["SELECT", "1"],
+        ["FUNCTION", "LIST"],
+        ["LATENCY", "LATEST"],
+        ["CONFIG", "GET", "*"],
+    ):
         with pytest.raises(RespError, match=r"^NOPERM"):
             as_alpha.call(*command)
     with pytest.raises(RespError, match=r"^NOPERM this user has no permissions to access"):
@@ -245,6 +268,7 @@ def test_the_issue_cases_dbsize_keys_scan_info(env: Env, as_alpha: Resp) -> None
 
 
 # ---- client tracking ---------------------------------------------------------------------
+
 
 def test_client_tracking_tells_alpha_nothing_about_beta(env: Env, as_alpha: Resp) -> None:
     own = env.alpha.keys.artifact("mine")
@@ -255,14 +279,22 @@ def test_client_tracking_tells_alpha_nothing_about_beta(env: Env, as_alpha: Resp
         assert watcher.call("CLIENT", "TRACKING", "ON", "BCAST") == "OK"
 
         redirect = str(watcher.call("CLIENT", "ID"))
-        for mode in (["ON", "BCAST"], ["ON"], ["ON", "OPTIN"], ["ON", "OPTOUT"],
-                     ["ON", "BCAST", "PREFIX", f"{PREFIX}:ws:beta:"],
-                     ["ON", "BCAST", "PREFIX", f"{PREFIX}:ws:alpha:"],
-                     ["ON", "REDIRECT", redirect]):
+        for mode in (
+            ["ON", "BCAST"],
+            ["ON"],
+            ["ON", "OPTIN"],
+            ["ON", "OPTOUT"],
+            ["ON", "BCAST", "PREFIX", f"{PREFIX}:ws:beta:"],
+            ["ON", "BCAST", "PREFIX", f"{PREFIX}:ws:alpha:"],
+            ["ON", "REDIRECT", redirect],
+        ):
             with pytest.raises(RespError, match=r"no permissions to run the 'client\|tracking'"):
                 as_alpha.call("CLIENT", "TRACKING", *mode)
-        for command in (["CLIENT", "CACHING", "yes"], ["CLIENT", "GETREDIR"],
-                        ["CLIENT", "TRACKINGINFO"]):
+        for command in (
+            ["CLIENT", "CACHING", "yes"],
+            ["CLIENT", "GETREDIR"],
+            ["CLIENT", "TRACKINGINFO"],
+        ):
             with pytest.raises(RespError, match=r"^NOPERM"):
                 as_alpha.call(*command)
 
@@ -286,7 +318,8 @@ def test_client_tracking_tells_alpha_nothing_about_beta(env: Env, as_alpha: Resp
 
 
 def test_reset_cannot_be_denied_but_leaves_a_logged_out_connection(
-        env: Env, as_alpha: Resp) -> None:
+    env: Env, as_alpha: Resp
+) -> None:
     """RESET is outside ACLs and logs in as `default`, which needs a password here."""
     assert as_alpha.call("RESET") == "RESET"
     with pytest.raises(RespError, match=r"^NOAUTH"):
@@ -295,10 +328,10 @@ def test_reset_cannot_be_denied_but_leaves_a_logged_out_connection(
 
 # ---- what codemode needs still works -----------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_redis_py_connects_and_names_its_connection(env: Env, protocol: int) -> None:
-    with redis.Redis.from_url(env.alpha.url, protocol=protocol,
-                              client_name="session-s1") as client:
+    with redis.Redis.from_url(env.alpha.url, protocol=protocol, client_name="session-s1") as client:
         assert client.ping()
         client.set(env.alpha.keys.artifact("hello"), b"x")
         assert client.get(env.alpha.keys.artifact("hello")) == b"x"
@@ -314,22 +347,30 @@ async def test_redis_storage_does_everything_as_the_workspace_user(env: Env) -> 
         assert found is not None and found.source == SRC
         assert [w.name for w in await store.list_workflows()] == ["double"]
 
-        await store.save_artifact(ArtifactInfo("report.json", metadata={"_data_type": "json"}),
-                                  b'{"n": 1}')
+        await store.save_artifact(
+            ArtifactInfo("report.json", metadata={"_data_type": "json"}), b'{"n": 1}'
+        )
         loaded = await store.load_artifact("report.json")
         assert loaded is not None and loaded[1] == b'{"n": 1}'
         assert [a.name for a in await store.list_artifacts()] == ["report.json"]
         assert await store.get_artifact("report.json") is not None
 
-        await store.apply_library("lib", [parse_workflow("from_git", SRC)], [],
-                                  LibraryRecord(revision="abc", digest="d", count=1,
-                                                synced_at=1.0))
+        await store.apply_library(
+            "lib",
+            [parse_workflow("from_git", SRC)],
+            [],
+            LibraryRecord(revision="abc", digest="d", count=1, synced_at=1.0),
+        )
         assert await store.workflow_owners() == {"from_git": "lib"}
         assert (await store.get_library("lib")) is not None
 
         async def read_all(txn: Any) -> tuple[Any, ...]:
-            return (await txn.workflow_owners(), await txn.list_tools(),
-                    await txn.list_deps(), await txn.get_workflows(["double"]))
+            return (
+                await txn.workflow_owners(),
+                await txn.list_tools(),
+                await txn.list_deps(),
+                await txn.get_workflows(["double"]),
+            )
 
         owners, tools, deps, workflows = await store.transaction(read_all, "read")
         assert owners == {"from_git": "lib"} and tools == {} and deps == []
@@ -359,14 +400,16 @@ async def test_redis_storage_does_everything_as_the_workspace_user(env: Env) -> 
 
 
 def test_store_cli_bootstrap_runs_as_the_workspace_user(
-        env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """What a WorkflowLibrary's sync Job runs, with the credentials it gets."""
     folder = tmp_path / "flows"
     folder.mkdir()
     (folder / "triple.py").write_text('"""Triples n."""\n' + SRC)
     target = ["--redis-url", env.alpha.url, "--prefix", PREFIX, "--workspace-id", "alpha"]
-    assert main(["store", "bootstrap", "--library", "cli-lib", "--folder", str(folder),
-                 *target]) == 0
+    assert (
+        main(["store", "bootstrap", "--library", "cli-lib", "--folder", str(folder), *target]) == 0
+    )
     assert main(["store", "list", "--json", *target]) == 0
     assert "triple" in capsys.readouterr().out
     assert main(["store", "bootstrap", "--library", "cli-lib", "--delete", *target]) == 0

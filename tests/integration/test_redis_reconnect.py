@@ -50,9 +50,22 @@ class RestartableRedis:
 
     def _start(self) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(self.port)
         return proc
 
@@ -97,10 +110,12 @@ def _failed(rounds: list[list[tuple[str, int]]]) -> list[tuple[str, int]]:
     return [(what, status) for round_ in rounds for what, status in round_ if status >= 300]
 
 
-def test_requests_after_a_redis_restart_succeed(redis_srv: RestartableRedis,
-                                                prefix: str) -> None:
-    with running_server(base_settings(redis_srv.url, prefix)) as server, \
-            server.client(allow_5xx=True) as http, ThreadPoolExecutor(8) as pool:
+def test_requests_after_a_redis_restart_succeed(redis_srv: RestartableRedis, prefix: str) -> None:
+    with (
+        running_server(base_settings(redis_srv.url, prefix)) as server,
+        server.client(allow_5xx=True) as http,
+        ThreadPoolExecutor(8) as pool,
+    ):
         # Several pooled connections: concurrent requests each take one.
         warm = [*pool.map(lambda _: _reads(http), range(16)), _writes(http, 0)]
         assert _failed(warm) == []
@@ -118,8 +133,9 @@ def _log(server: ServerProcess) -> str:
     return server.output()[-2000:]
 
 
-async def test_every_pooled_connection_survives_a_restart(redis_srv: RestartableRedis,
-                                                          prefix: str) -> None:
+async def test_every_pooled_connection_survives_a_restart(
+    redis_srv: RestartableRedis, prefix: str
+) -> None:
     store = RedisStorage(redis_srv.url, prefix=prefix, workspace_id="ws")
     try:
         await asyncio.gather(*(store.list_deps() for _ in range(6)))

@@ -45,15 +45,16 @@ def prefix() -> str:
     return f"api{uuid.uuid4().hex[:8]}"
 
 
-
 @pytest.fixture(scope="module")
-def server(redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[ServerProcess]:
+def server(
+    redis_server: RedisServer, prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     tools_dir = tmp_path_factory.mktemp("tools")
     (tools_dir / "say.yaml").write_text(TOOL)
     (tools_dir / "broken.yaml").write_text("name: [")
-    settings = base_settings(redis_server.url, prefix, WORKSPACE_ID=WORKSPACE,
-                             TOOLS_PATH=str(tools_dir))
+    settings = base_settings(
+        redis_server.url, prefix, WORKSPACE_ID=WORKSPACE, TOOLS_PATH=str(tools_dir)
+    )
     with running_server(settings) as srv:
         yield srv
 
@@ -82,8 +83,9 @@ def test_tools_list_and_search(api: Api) -> None:
     assert api.http.get("/api/tools/search", params={"query": "zzz"}).json() == []
     assert api.http.get("/api/tools/search", params={"query": "say", "limit": 0}).json() == []
     assert api.http.get("/api/tools/search").status_code == 422
-    assert api.http.get("/api/tools/search", params={"query": "x", "limit": "many"}
-                        ).status_code == 422
+    assert (
+        api.http.get("/api/tools/search", params={"query": "x", "limit": "many"}).status_code == 422
+    )
 
 
 # ---- workflows ----------------------------------------------------------------------------
@@ -108,8 +110,9 @@ def test_workflow_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
     session = api.session()
     assert api.value(session, "workflows.add(a=40, b=2)") == 42
 
-    described = api.http.post("/api/workflows", json={
-        "name": "add", "source": SOURCE, "description": "custom words"})
+    described = api.http.post(
+        "/api/workflows", json={"name": "add", "source": SOURCE, "description": "custom words"}
+    )
     assert described.json()["description"] == "custom words"
     deleted = api.http.delete("/api/workflows/add")
     assert deleted.status_code == 200 and deleted.json() is True
@@ -130,8 +133,9 @@ def test_workflow_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
         ({"name": 5, "source": SOURCE}, 422, "name"),
     ],
 )
-def test_workflow_create_errors(api: Api, body: dict[str, object], status: int,
-                                message: str) -> None:
+def test_workflow_create_errors(
+    api: Api, body: dict[str, object], status: int, message: str
+) -> None:
     response = api.http.post("/api/workflows", json=body)
     assert response.status_code == status, response.text
     assert message in json.dumps(response.json()["detail"])
@@ -146,8 +150,9 @@ def test_workflow_bad_json_and_names(api: Api) -> None:
 
 
 def test_library_owned_workflow_is_409(api: Api, rdb: redis.Redis, prefix: str) -> None:
-    assert api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE}
-                         ).status_code == 201
+    assert (
+        api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE}).status_code == 201
+    )
     rdb.hset(f"{prefix}:ws:{WORKSPACE}:workflows:__owners__", "owned", "shared-lib")
     overwrite = api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE})
     assert overwrite.status_code == 409
@@ -161,16 +166,25 @@ def test_library_owned_workflow_is_409(api: Api, rdb: redis.Redis, prefix: str) 
 
 
 def test_artifact_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
-    as_json = api.http.post("/api/artifacts", json={
-        "name": "data/result.json", "data": {"a": [1, 2]}, "description": "json data",
-        "metadata": {"run": 7}})
+    as_json = api.http.post(
+        "/api/artifacts",
+        json={
+            "name": "data/result.json",
+            "data": {"a": [1, 2]},
+            "description": "json data",
+            "metadata": {"run": 7},
+        },
+    )
     assert as_json.status_code == 201, as_json.text
     assert as_json.json()["metadata"] == {"run": 7, "_data_type": "json"}
-    assert api.http.post("/api/artifacts", json={"name": "note.txt", "data": "plain"}
-                         ).status_code == 201
+    assert (
+        api.http.post("/api/artifacts", json={"name": "note.txt", "data": "plain"}).status_code
+        == 201
+    )
     raw = b"\x00\xffbinary"
-    as_bytes = api.http.post("/api/artifacts", json={
-        "name": "blob.bin", "data_base64": base64.b64encode(raw).decode()})
+    as_bytes = api.http.post(
+        "/api/artifacts", json={"name": "blob.bin", "data_base64": base64.b64encode(raw).decode()}
+    )
     assert as_bytes.status_code == 201 and as_bytes.json()["data_type"] == "bytes"
 
     listed = api.http.get("/api/artifacts").json()
@@ -226,9 +240,11 @@ def test_artifact_lookup_errors(api: Api) -> None:
 
 def test_deps_endpoints_refused_when_off(api: Api) -> None:
     assert api.http.get("/api/deps").json() == []
-    for path, body in [("/api/deps/add", {"package": "requests"}),
-                       ("/api/deps/remove", {"package": "requests"}),
-                       ("/api/deps/sync", None)]:
+    for path, body in [
+        ("/api/deps/add", {"package": "requests"}),
+        ("/api/deps/remove", {"package": "requests"}),
+        ("/api/deps/sync", None),
+    ]:
         response = api.http.post(path, json=body)
         assert response.status_code == 403, (path, response.text)
         assert "ALLOW_RUNTIME_DEPS" in response.json()["detail"]
@@ -274,12 +290,16 @@ def test_unknown_routes_and_methods(api: Api) -> None:
         ("/api/deps/add", {"package": "\udcff"}, 403),
     ],
 )
-def test_text_that_is_not_unicode_is_a_4xx(api: Api, path: str, body: dict[str, object],
-                                           status: int) -> None:
+def test_text_that_is_not_unicode_is_a_4xx(
+    api: Api, path: str, body: dict[str, object], status: int
+) -> None:
     """JSON can carry lone surrogates ("\\udcff") that UTF-8 cannot: a 4xx, not a crash."""
     session = api.session()
-    response = api.http.post(path, content=json.dumps(body).encode(), headers={
-        "Content-Type": "application/json", "X-Session-ID": session})
+    response = api.http.post(
+        path,
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Session-ID": session},
+    )
     assert response.status_code == status, response.text
     if status >= 400:
         assert response.json()["detail"]
@@ -287,10 +307,13 @@ def test_text_that_is_not_unicode_is_a_4xx(api: Api, path: str, body: dict[str, 
 
 def test_stored_text_that_is_not_unicode_is_served(api: Api) -> None:
     session = api.session()
-    api.value(session, "artifacts.save('odd.txt', 'x', description='d\\udcff', "
-                       "metadata={'k': 'v\\udcff'})\n"
-                       "workflows.create('odd_flow', 'async def run():\\n    return 1\\n', "
-                       "description='w\\udcff')")
+    api.value(
+        session,
+        "artifacts.save('odd.txt', 'x', description='d\\udcff', "
+        "metadata={'k': 'v\\udcff'})\n"
+        "workflows.create('odd_flow', 'async def run():\\n    return 1\\n', "
+        "description='w\\udcff')",
+    )
     listed = api.http.get("/api/artifacts")
     assert listed.status_code == 200
     odd = next(a for a in listed.json() if a["name"] == "odd.txt")

@@ -73,11 +73,20 @@ def test_health_is_open(anonymous: httpx.Client) -> None:
 )
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/sessions"), ("POST", "/execute"), ("GET", "/info"), ("GET", "/api/workflows"),
-     ("GET", "/api/artifacts"), ("GET", "/api/tools"), ("GET", "/api/deps"), ("POST", "/reset")],
+    [
+        ("POST", "/sessions"),
+        ("POST", "/execute"),
+        ("GET", "/info"),
+        ("GET", "/api/workflows"),
+        ("GET", "/api/artifacts"),
+        ("GET", "/api/tools"),
+        ("GET", "/api/deps"),
+        ("POST", "/reset"),
+    ],
 )
-def test_bad_credentials_get_401(anonymous: httpx.Client, authorization: str | None,
-                                 method: str, path: str) -> None:
+def test_bad_credentials_get_401(
+    anonymous: httpx.Client, authorization: str | None, method: str, path: str
+) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
     body = {"code": "1+1"} if path == "/execute" else None
     response = anonymous.request(method, path, headers=headers, json=body)
@@ -90,9 +99,11 @@ def test_right_token_is_accepted(anonymous: httpx.Client) -> None:
     response = anonymous.post("/sessions", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 201
     session_id = response.json()["session_id"]
-    executed = anonymous.post("/execute", json={"code": "6 * 7"},
-                              headers={"Authorization": f"Bearer {TOKEN}",
-                                       "X-Session-ID": session_id})
+    executed = anonymous.post(
+        "/execute",
+        json={"code": "6 * 7"},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Session-ID": session_id},
+    )
     assert executed.status_code == 200 and executed.json()["value"] == 42
     # The scheme is case-insensitive (RFC 7235).
     lower = anonymous.get("/api/workflows", headers={"Authorization": f"bearer {TOKEN}"})
@@ -114,13 +125,21 @@ def test_worker_does_not_see_the_token(api: Api) -> None:
 def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: RedisServer) -> None:
     """CONTAINER_AUTH_DISABLED=true, ACCEPT_CLIENT_SESSION_IDS, MAX_SESSIONS, DEFAULT_TIMEOUT,
     MAX_EXECUTION_TIME and idle expiry, on one server."""
-    settings = {"REDIS_URL": redis_server.url, "STORAGE_PREFIX": "authoff",
-                "CONTAINER_AUTH_DISABLED": "true", "WORKER_SPARES": "0",
-                "SESSION_IDLE_TIMEOUT": "1", "MAX_SESSIONS": "2",
-                "ACCEPT_CLIENT_SESSION_IDS": "true", "DEFAULT_TIMEOUT": "1",
-                "MAX_EXECUTION_TIME": "2"}
-    with running_server(settings) as server, httpx.Client(
-            base_url=server.url, trust_env=False, timeout=30) as client:
+    settings = {
+        "REDIS_URL": redis_server.url,
+        "STORAGE_PREFIX": "authoff",
+        "CONTAINER_AUTH_DISABLED": "true",
+        "WORKER_SPARES": "0",
+        "SESSION_IDLE_TIMEOUT": "1",
+        "MAX_SESSIONS": "2",
+        "ACCEPT_CLIENT_SESSION_IDS": "true",
+        "DEFAULT_TIMEOUT": "1",
+        "MAX_EXECUTION_TIME": "2",
+    }
+    with (
+        running_server(settings) as server,
+        httpx.Client(base_url=server.url, trust_env=False, timeout=30) as client,
+    ):
         first, second = (client.post("/sessions") for _ in range(2))
         assert first.status_code == second.status_code == 201
         assert first.json()["idle_timeout_seconds"] == 1
@@ -150,11 +169,15 @@ def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: Redis
         assert short.status_code == 404
 
         # DEFAULT_TIMEOUT applies when a run names none; MAX_EXECUTION_TIME caps what it names.
-        slow = client.post("/execute", json={"code": "import time\ntime.sleep(30)"},
-                           headers={"X-Session-ID": chosen}).json()
+        slow = client.post(
+            "/execute",
+            json={"code": "import time\ntime.sleep(30)"},
+            headers={"X-Session-ID": chosen},
+        ).json()
         assert slow["error_type"] == "TimeoutError" and "timeout of 1s" in slow["error"]
-        too_long = client.post("/execute", json={"code": "1", "timeout": 3},
-                               headers={"X-Session-ID": chosen})
+        too_long = client.post(
+            "/execute", json={"code": "1", "timeout": 3}, headers={"X-Session-ID": chosen}
+        )
         assert too_long.status_code == 422
         # Shaped like every other 422 (the OpenAPI document's list of errors).
         [error] = too_long.json()["detail"]
@@ -162,29 +185,44 @@ def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: Redis
 
 
 REFUSALS: dict[str, tuple[dict[str, str], str]] = {
-    "no-auth": ({}, "refusing to start without auth: set CONTAINER_AUTH_TOKEN, or "
-                    "CONTAINER_AUTH_DISABLED=true"),
-    "auth-disabled-false": ({"CONTAINER_AUTH_DISABLED": "false"},
-                            "refusing to start without auth"),
+    "no-auth": (
+        {},
+        "refusing to start without auth: set CONTAINER_AUTH_TOKEN, or CONTAINER_AUTH_DISABLED=true",
+    ),
+    "auth-disabled-false": ({"CONTAINER_AUTH_DISABLED": "false"}, "refusing to start without auth"),
     "empty-token": ({"CONTAINER_AUTH_TOKEN": ""}, "refusing to start without auth"),
-    "bad-workspace": ({"CONTAINER_AUTH_TOKEN": TOKEN, "WORKSPACE_ID": "../x"},
-                      "invalid workspace_id '../x'"),
-    "bad-timeout": ({"CONTAINER_AUTH_TOKEN": TOKEN, "DEFAULT_TIMEOUT": "soon"},
-                    "DEFAULT_TIMEOUT='soon' is not a number"),
-    "bad-redis-url": ({"CONTAINER_AUTH_TOKEN": TOKEN, "REDIS_URL": "http://127.0.0.1:1"},
-                      "invalid Redis URL scheme 'http'"),
-    "bad-prefix": ({"CONTAINER_AUTH_TOKEN": TOKEN, "STORAGE_PREFIX": "bad prefix"},
-                   "invalid prefix 'bad prefix'"),
-    "no-storage": ({"CONTAINER_AUTH_TOKEN": TOKEN, "REDIS_URL": ""},
-                   "no storage configured: set REDIS_URL (or STORAGE_DIR)"),
+    "bad-workspace": (
+        {"CONTAINER_AUTH_TOKEN": TOKEN, "WORKSPACE_ID": "../x"},
+        "invalid workspace_id '../x'",
+    ),
+    "bad-timeout": (
+        {"CONTAINER_AUTH_TOKEN": TOKEN, "DEFAULT_TIMEOUT": "soon"},
+        "DEFAULT_TIMEOUT='soon' is not a number",
+    ),
+    "bad-redis-url": (
+        {"CONTAINER_AUTH_TOKEN": TOKEN, "REDIS_URL": "http://127.0.0.1:1"},
+        "invalid Redis URL scheme 'http'",
+    ),
+    "bad-prefix": (
+        {"CONTAINER_AUTH_TOKEN": TOKEN, "STORAGE_PREFIX": "bad prefix"},
+        "invalid prefix 'bad prefix'",
+    ),
+    "no-storage": (
+        {"CONTAINER_AUTH_TOKEN": TOKEN, "REDIS_URL": ""},
+        "no storage configured: set REDIS_URL (or STORAGE_DIR)",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def refusals(redis_server: RedisServer) -> dict[str, tuple[int, str]]:
     """Start `codemode serve` once per bad setting, all at once; (exit code, stderr) each."""
-    return serve_refusals({name: {"REDIS_URL": redis_server.url, **settings}
-                           for name, (settings, _) in REFUSALS.items()})
+    return serve_refusals(
+        {
+            name: {"REDIS_URL": redis_server.url, **settings}
+            for name, (settings, _) in REFUSALS.items()
+        }
+    )
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
@@ -220,11 +258,16 @@ def test_execute_without_a_session_id_starts_one(api: Api) -> None:
 
 
 def test_unknown_session_id_is_404(api: Api) -> None:
-    for method, path, body in [("POST", "/execute", {"code": "1"}), ("POST", "/reset", None),
-                               ("GET", "/info", None), ("GET", "/api/workflows", None),
-                               ("DELETE", "/sessions", None)]:
-        response = api.http.request(method, path, json=body,
-                                    headers={"X-Session-ID": "no-such-session-0000000000"})
+    for method, path, body in [
+        ("POST", "/execute", {"code": "1"}),
+        ("POST", "/reset", None),
+        ("GET", "/info", None),
+        ("GET", "/api/workflows", None),
+        ("DELETE", "/sessions", None),
+    ]:
+        response = api.http.request(
+            method, path, json=body, headers={"X-Session-ID": "no-such-session-0000000000"}
+        )
         assert response.status_code == 404, (path, response.text)
         assert "session" in response.json()["detail"]
 
@@ -256,14 +299,16 @@ def test_invalid_workspace_ids_are_rejected(api: Api, workspace_id: str) -> None
 @pytest.mark.parametrize("body", [{"workspace_id": 5}, {"workspace": "a"}, [1]])
 def test_malformed_session_requests_are_422(api: Api, body: object) -> None:
     assert api.http.post("/sessions", json=body).status_code == 422
-    bad_json = api.http.post("/sessions", content=b"{not json",
-                             headers={"Content-Type": "application/json"})
+    bad_json = api.http.post(
+        "/sessions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert bad_json.status_code == 422
 
 
 def test_pinned_workspace(redis_server: RedisServer) -> None:
-    settings = base_settings(redis_server.url, f"pin{uuid.uuid4().hex[:8]}",
-                             WORKSPACE_ID="team-a", WORKER_SPARES="0")
+    settings = base_settings(
+        redis_server.url, f"pin{uuid.uuid4().hex[:8]}", WORKSPACE_ID="team-a", WORKER_SPARES="0"
+    )
     with running_server(settings) as server, server.client() as client:
         assert client.get("/health").json()["workspace_id"] == "team-a"
         other = client.post("/sessions", json={"workspace_id": "team-b"})
@@ -288,8 +333,12 @@ def test_ready_with_redis_up(anonymous: httpx.Client) -> None:
 
 
 def test_ready_is_503_when_redis_is_down() -> None:
-    settings = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "STORAGE_PREFIX": "down",
-                "CONTAINER_AUTH_TOKEN": TOKEN, "WORKER_SPARES": "0"}
+    settings = {
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "STORAGE_PREFIX": "down",
+        "CONTAINER_AUTH_TOKEN": TOKEN,
+        "WORKER_SPARES": "0",
+    }
     with running_server(settings) as server, server.client(allow_5xx=True) as client:
         response = client.get("/ready")
         assert response.status_code == 503
@@ -301,11 +350,13 @@ def test_ready_is_503_when_redis_is_down() -> None:
         assert "detail" in listing.json()
         # Code that does not touch storage still runs.
         session = client.post("/sessions").json()["session_id"]
-        result = client.post("/execute", json={"code": "2 + 3"},
-                             headers={"X-Session-ID": session}).json()
+        result = client.post(
+            "/execute", json={"code": "2 + 3"}, headers={"X-Session-ID": session}
+        ).json()
         assert result["value"] == 5
-        failed = client.post("/execute", json={"code": "artifacts.list()"},
-                             headers={"X-Session-ID": session}).json()
+        failed = client.post(
+            "/execute", json={"code": "artifacts.list()"}, headers={"X-Session-ID": session}
+        ).json()
         assert failed["error_type"] == "StorageUnavailableError", failed
         assert server.alive
 
@@ -326,10 +377,26 @@ def test_openapi_document(anonymous: httpx.Client) -> None:
     response = anonymous.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    for path in ("/health", "/ready", "/metrics", "/sessions", "/execute", "/info", "/reset",
-                 "/api/tools", "/api/tools/search", "/api/workflows", "/api/workflows/search",
-                 "/api/workflows/{name}", "/api/artifacts", "/api/artifacts/{name}",
-                 "/api/deps", "/api/deps/add", "/api/deps/remove", "/api/deps/sync"):
+    for path in (
+        "/health",
+        "/ready",
+        "/metrics",
+        "/sessions",
+        "/execute",
+        "/info",
+        "/reset",
+        "/api/tools",
+        "/api/tools/search",
+        "/api/workflows",
+        "/api/workflows/search",
+        "/api/workflows/{name}",
+        "/api/artifacts",
+        "/api/artifacts/{name}",
+        "/api/deps",
+        "/api/deps/add",
+        "/api/deps/remove",
+        "/api/deps/sync",
+    ):
         assert path in paths, path
     execute = paths["/execute"]["post"]
     assert "requestBody" in execute

@@ -39,8 +39,7 @@ BODY_PATHS = ["/execute", "/sessions", "/api/artifacts", "/api/workflows", "/api
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
     prefix = f"limit{uuid.uuid4().hex[:8]}"
-    with running_server(base_settings(redis_server.url, prefix,
-                                      MAX_REQUEST_BYTES=str(CAP))) as srv:
+    with running_server(base_settings(redis_server.url, prefix, MAX_REQUEST_BYTES=str(CAP))) as srv:
         yield srv
 
 
@@ -73,8 +72,7 @@ def read_response(sock: socket.socket) -> RawResponse:
     head, body = data.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in
-               (line.split(":", 1) for line in lines[1:])}
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     length = int(headers["content-length"])
     while len(body) < length:
         try:
@@ -93,8 +91,10 @@ def connect(server: ServerProcess) -> socket.socket:
 
 
 def request_head(method: str, path: str, extra: str, auth: bool = True) -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH if auth else ''}"
-            f"Content-Type: application/json\r\n{extra}\r\n").encode()
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{AUTH if auth else ''}"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
 
 
 def assert_too_large(response: RawResponse) -> None:
@@ -141,8 +141,9 @@ def test_declared_length_one_over_the_cap_is_413(server: ServerProcess) -> None:
 def test_cap_applies_before_auth(server: ServerProcess) -> None:
     """A caller without a token cannot make the server read a huge body either."""
     with connect(server) as sock:
-        sock.sendall(request_head("POST", "/execute", "Content-Length: 10000000000\r\n",
-                                  auth=False))
+        sock.sendall(
+            request_head("POST", "/execute", "Content-Length: 10000000000\r\n", auth=False)
+        )
         assert_too_large(read_response(sock))
 
 
@@ -188,8 +189,9 @@ def artifact_body(size: int, name: str) -> bytes:
 def test_body_up_to_the_cap_works(api: Api, size: int) -> None:
     name = f"near_cap_{size}.txt"
     body = artifact_body(size, name)
-    response = api.http.post("/api/artifacts", content=body,
-                             headers={"Content-Type": "application/json"})
+    response = api.http.post(
+        "/api/artifacts", content=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 201, response.text
     fetched = api.http.get(f"/api/artifacts/{name}")
     assert fetched.status_code == 200
@@ -201,10 +203,11 @@ def test_chunked_body_under_the_cap_works(api: Api) -> None:
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(body), 10_000):
-            yield body[start:start + 10_000]
+            yield body[start : start + 10_000]
 
-    response = api.http.post("/api/artifacts", content=chunks(),
-                             headers={"Content-Type": "application/json"})
+    response = api.http.post(
+        "/api/artifacts", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 201, response.text
 
 
@@ -221,8 +224,11 @@ def test_code_under_the_cap_still_runs(api: Api) -> None:
 @pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
 def test_probes_are_not_capped(server: ServerProcess, path: str) -> None:
     with connect(server) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     f"Content-Length: {CAP + 1}\r\n\r\n".encode() + b"x" * (CAP + 1))
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Content-Length: {CAP + 1}\r\n\r\n".encode()
+            + b"x" * (CAP + 1)
+        )
         response = read_response(sock)
     assert response.status == 200, (response.status, response.body[:500])
 
@@ -256,13 +262,18 @@ REFUSALS = {
 @pytest.fixture(scope="module")
 def refusals(redis_server: RedisServer) -> dict[str, tuple[int, str]]:
     """Start `codemode serve` once per bad value, all at once; (exit code, stderr) each."""
-    return serve_refusals({value: base_settings(redis_server.url, "unused", MAX_REQUEST_BYTES=value)
-                           for value in REFUSALS})
+    return serve_refusals(
+        {
+            value: base_settings(redis_server.url, "unused", MAX_REQUEST_BYTES=value)
+            for value in REFUSALS
+        }
+    )
 
 
 @pytest.mark.parametrize("value", sorted(REFUSALS))
-def test_bad_max_request_bytes_stops_the_server(refusals: dict[str, tuple[int, str]],
-                                                value: str) -> None:
+def test_bad_max_request_bytes_stops_the_server(
+    refusals: dict[str, tuple[int, str]], value: str
+) -> None:
     returncode, stderr = refusals[value]
     assert returncode == 2, stderr
     lines = stderr.strip().splitlines()
@@ -273,7 +284,8 @@ def test_default_cap_is_64_mib() -> None:
     env = {"CONTAINER_AUTH_DISABLED": "true", "STORAGE_DIR": "/nonexistent"}
     assert ServerConfig.from_env(env).max_request_bytes == 64 * 1024 * 1024
     assert ServerConfig.from_env({**env, "MAX_REQUEST_BYTES": ""}).max_request_bytes == (
-        64 * 1024 * 1024)
+        64 * 1024 * 1024
+    )
     assert ServerConfig.from_env({**env, "MAX_REQUEST_BYTES": "1024"}).max_request_bytes == 1024
 
 
@@ -285,14 +297,15 @@ def test_default_cap_is_64_mib() -> None:
 def test_workflow_name_with_a_slash_is_400(api: Api, method: str, path: str) -> None:
     response = api.http.request(method, path)
     assert response.status_code == 400, response.text
-    assert response.json()["detail"] == (
-        "invalid workflow name 'a/b': must be a Python identifier")
+    assert response.json()["detail"] == ("invalid workflow name 'a/b': must be a Python identifier")
 
 
 def test_workflow_routes_still_route(api: Api) -> None:
     source = '"""Add one."""\n\n\nasync def run(a: int) -> int:\n    return a + 1\n'
-    assert api.http.post("/api/workflows", json={"name": "slash_ok", "source": source}
-                         ).status_code == 201
+    assert (
+        api.http.post("/api/workflows", json={"name": "slash_ok", "source": source}).status_code
+        == 201
+    )
     assert api.http.get("/api/workflows/slash_ok").json()["name"] == "slash_ok"
     assert api.http.get("/api/workflows/search", params={"query": "slash"}).status_code == 200
     assert api.http.get("/api/workflows/nothing_here").status_code == 404

@@ -60,9 +60,14 @@ def bounded_server(settings: Mapping[str, str]) -> Iterator[ServerProcess]:
     port = free_port()
     fd, log_name = tempfile.mkstemp(prefix="codemode-serve-", suffix=".log")
     with open(fd, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)],
-                                env=server_env(settings), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(port)],
+            env=server_env(settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = ServerProcess(proc, port, Path(log_name), settings.get("CONTAINER_AUTH_TOKEN"))
     try:
         with httpx.Client(trust_env=False, timeout=2.0) as http:
@@ -80,9 +85,13 @@ def bounded_server(settings: Mapping[str, str]) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
-    settings = base_settings(redis_server.url, f"conn{uuid.uuid4().hex[:8]}",
-                             HTTP_HEADER_TIMEOUT="1", HTTP_BODY_IDLE_TIMEOUT="1",
-                             HTTP_KEEPALIVE_TIMEOUT="1")
+    settings = base_settings(
+        redis_server.url,
+        f"conn{uuid.uuid4().hex[:8]}",
+        HTTP_HEADER_TIMEOUT="1",
+        HTTP_BODY_IDLE_TIMEOUT="1",
+        HTTP_KEEPALIVE_TIMEOUT="1",
+    )
     with bounded_server(settings) as srv:
         yield srv
 
@@ -115,8 +124,9 @@ def status_and_detail(raw: bytes) -> tuple[int, str]:
     return status, json.loads(body)["detail"]
 
 
-def request(path: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
-            method: str = "GET") -> bytes:
+def request(
+    path: str, headers: Mapping[str, str] | None = None, body: bytes = b"", method: str = "GET"
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -128,8 +138,7 @@ def test_a_connection_that_sends_nothing_is_closed(server: ServerProcess) -> Non
 
 def test_half_a_request_line_is_408(server: ServerProcess) -> None:
     raw = read_until_closed(connect(server, b"GET /hea"))
-    assert status_and_detail(raw) == (
-        408, "the request line and headers did not arrive within 1s")
+    assert status_and_detail(raw) == (408, "the request line and headers did not arrive within 1s")
 
 
 def test_headers_that_never_end_are_408(server: ServerProcess) -> None:
@@ -138,10 +147,14 @@ def test_headers_that_never_end_are_408(server: ServerProcess) -> None:
 
 
 def test_a_body_that_stalls_is_408(server: ServerProcess) -> None:
-    headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json",
-               "Content-Length": "100"}
-    raw = read_until_closed(connect(server, request("/api/artifacts", headers, b'{"na',
-                                                    method="POST")))
+    headers = {
+        "Authorization": f"Bearer {server.token}",
+        "Content-Type": "application/json",
+        "Content-Length": "100",
+    }
+    raw = read_until_closed(
+        connect(server, request("/api/artifacts", headers, b'{"na', method="POST"))
+    )
     assert status_and_detail(raw) == (408, "no part of the request body arrived for 1s")
 
 
@@ -200,25 +213,39 @@ def test_work_in_progress_is_not_cut(server: ServerProcess) -> None:
         # HTTP_BODY_IDLE_TIMEOUT=1, and the whole body takes longer than that.
         with connect(server) as sock:
             body = json.dumps({"name": "slow.txt", "data": "x" * 20}).encode()
-            sock.sendall(request("/api/artifacts", {
-                "Authorization": f"Bearer {server.token}", "Content-Type": "application/json",
-                "Content-Length": str(len(body))}, method="POST"))
+            sock.sendall(
+                request(
+                    "/api/artifacts",
+                    {
+                        "Authorization": f"Bearer {server.token}",
+                        "Content-Type": "application/json",
+                        "Content-Length": str(len(body)),
+                    },
+                    method="POST",
+                )
+            )
             sending = time.monotonic()
             for n in range(0, len(body), 10):
                 time.sleep(0.3)
-                sock.sendall(body[n:n + 10])
+                sock.sendall(body[n : n + 10])
             assert time.monotonic() - sending > 1.0, "the body was not sent slowly"
             assert sock.recv(65536).startswith(b"HTTP/1.1 201 Created")
 
 
 def test_connections_past_the_cap_are_refused(redis_server: RedisServer) -> None:
-    settings = base_settings(redis_server.url, f"cap{uuid.uuid4().hex[:8]}",
-                             MAX_CONNECTIONS="20", HTTP_HEADER_TIMEOUT="600")
+    settings = base_settings(
+        redis_server.url,
+        f"cap{uuid.uuid4().hex[:8]}",
+        MAX_CONNECTIONS="20",
+        HTTP_HEADER_TIMEOUT="600",
+    )
     with bounded_server(settings) as server:
         held = [connect(server) for _ in range(20)]
         refused = read_until_closed(connect(server, request("/health")))
         assert status_and_detail(refused) == (
-            503, "too many open connections (MAX_CONNECTIONS=20); retry later")
+            503,
+            "too many open connections (MAX_CONNECTIONS=20); retry later",
+        )
         for sock in held:
             sock.close()
         # Once the held connections are gone, requests are served again.
@@ -234,11 +261,14 @@ def test_connections_past_the_cap_are_refused(redis_server: RedisServer) -> None
                 pytest.fail("the server did not serve again after the connections closed")
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("HTTP_HEADER_TIMEOUT", "soon", "HTTP_HEADER_TIMEOUT='soon' is not a number"),
-    ("HTTP_BODY_IDLE_TIMEOUT", "0", "HTTP_BODY_IDLE_TIMEOUT must be positive"),
-    ("MAX_CONNECTIONS", "2.5", "MAX_CONNECTIONS must be a whole number"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("HTTP_HEADER_TIMEOUT", "soon", "HTTP_HEADER_TIMEOUT='soon' is not a number"),
+        ("HTTP_BODY_IDLE_TIMEOUT", "0", "HTTP_BODY_IDLE_TIMEOUT must be positive"),
+        ("MAX_CONNECTIONS", "2.5", "MAX_CONNECTIONS must be a whole number"),
+    ],
+)
 def test_bad_settings_are_one_line(name: str, value: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ConnectionLimits.from_env({name: value})

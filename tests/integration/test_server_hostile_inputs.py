@@ -39,7 +39,6 @@ def prefix() -> str:
     return f"hostile{uuid.uuid4().hex[:8]}"
 
 
-
 @pytest.fixture(scope="module")
 def redis_srv(redis_server: RedisServer, prefix: str) -> Iterator[ServerProcess]:
     with running_server(base_settings(redis_server.url, prefix)) as srv:
@@ -48,8 +47,11 @@ def redis_srv(redis_server: RedisServer, prefix: str) -> Iterator[ServerProcess]
 
 @pytest.fixture(scope="module")
 def file_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    settings = {k: v for k, v in base_settings("", "unused").items()
-                if k not in ("REDIS_URL", "STORAGE_PREFIX")}
+    settings = {
+        k: v
+        for k, v in base_settings("", "unused").items()
+        if k not in ("REDIS_URL", "STORAGE_PREFIX")
+    }
     settings["STORAGE_DIR"] = str(tmp_path_factory.mktemp("files"))
     with running_server(settings) as srv:
         yield srv
@@ -91,8 +93,9 @@ def detail_text(response: httpx.Response) -> str:
         ("true", "valid number"),  # was accepted as 1 second
     ],
 )
-def test_timeouts_that_are_not_finite_numbers_are_422(rapi: Api, timeout: str,
-                                                       message: str) -> None:
+def test_timeouts_that_are_not_finite_numbers_are_422(
+    rapi: Api, timeout: str, message: str
+) -> None:
     response = raw_post(rapi, "/execute", f'{{"code": "1", "timeout": {timeout}}}')
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
@@ -110,14 +113,16 @@ def test_numeric_timeouts_still_work(rapi: Api) -> None:
 
 
 @pytest.mark.parametrize("api_name", ["rapi", "fapi"])
-def test_non_finite_artifact_data_and_metadata_are_400(api_name: str,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_non_finite_artifact_data_and_metadata_are_400(
+    api_name: str, request: pytest.FixtureRequest
+) -> None:
     api: Api = request.getfixturevalue(api_name)
     data = raw_post(api, "/api/artifacts", '{"name": "nan.json", "data": NaN}')
     assert data.status_code == 400, data.text
     assert "JSON" in data.json()["detail"]
-    meta = raw_post(api, "/api/artifacts",
-                    '{"name": "inf.txt", "data": "x", "metadata": {"a": Infinity}}')
+    meta = raw_post(
+        api, "/api/artifacts", '{"name": "inf.txt", "data": "x", "metadata": {"a": Infinity}}'
+    )
     assert meta.status_code == 400, meta.text
     assert "metadata" in meta.json()["detail"]
     # Before, the NaN was stored and every later GET of it answered 500.
@@ -130,9 +135,12 @@ def test_non_json_artifacts_from_code_are_refused_clearly(rapi: Api) -> None:
     nan = rapi.execute(session, "artifacts.save('code-nan.json', float('nan'))")
     assert nan["error_type"] == "ValidationError"
     assert "JSON-serializable" in nan["error"]
-    dated = rapi.execute(session, "import datetime\n"
-                                  "artifacts.save('dated.txt', 'x', "
-                                  "metadata={'when': datetime.datetime.now()})")
+    dated = rapi.execute(
+        session,
+        "import datetime\n"
+        "artifacts.save('dated.txt', 'x', "
+        "metadata={'when': datetime.datetime.now()})",
+    )
     assert dated["error_type"] == "ValidationError"
     assert "metadata must be JSON-serializable" in dated["error"]
     # A storage error in code is not chained to the bridge's internal RuntimeError.
@@ -142,19 +150,29 @@ def test_non_json_artifacts_from_code_are_refused_clearly(rapi: Api) -> None:
     assert "description must be a str" in described["error"]
     assert rapi.http.get("/api/artifacts/code-nan.json").status_code == 404
     # Odd but valid metadata round-trips.
-    rapi.value(session, "artifacts.save('meta.txt', 'x', metadata={'n': None, 'l': [1, {'a': 2}],"
-                        " 'f': 1.5, 'b': True})")
+    rapi.value(
+        session,
+        "artifacts.save('meta.txt', 'x', metadata={'n': None, 'l': [1, {'a': 2}],"
+        " 'f': 1.5, 'b': True})",
+    )
     listed = {a["name"]: a for a in rapi.http.get("/api/artifacts").json()}
-    assert listed["meta.txt"]["metadata"] == {"n": None, "l": [1, {"a": 2}], "f": 1.5,
-                                              "b": True, "_data_type": "text"}
+    assert listed["meta.txt"]["metadata"] == {
+        "n": None,
+        "l": [1, {"a": 2}],
+        "f": 1.5,
+        "b": True,
+        "_data_type": "text",
+    }
 
 
 # ---- FileStorage: the index file and file/folder clashes ---------------------------------------
 
 
 def test_file_storage_index_name_is_reserved(fapi: Api) -> None:
-    assert fapi.http.post("/api/artifacts", json={"name": "kept.txt", "data": "kept"}
-                          ).status_code == 201
+    assert (
+        fapi.http.post("/api/artifacts", json={"name": "kept.txt", "data": "kept"}).status_code
+        == 201
+    )
     # Before: this overwrote the artifacts index, and every artifact call answered 500.
     response = fapi.http.post("/api/artifacts", json={"name": "__index__.json", "data": "x"})
     assert response.status_code == 400
@@ -174,15 +192,16 @@ def test_file_storage_file_and_folder_clashes_are_409(fapi: Api) -> None:
     assert under_file.status_code == 409, under_file.text  # was 500
     assert "'leaf/child'" in under_file.json()["detail"]
 
-    assert fapi.http.post("/api/artifacts", json={"name": "tree/a", "data": "x"}
-                          ).status_code == 201
+    assert fapi.http.post("/api/artifacts", json={"name": "tree/a", "data": "x"}).status_code == 201
     over_folder = fapi.http.post("/api/artifacts", json={"name": "tree", "data": "x"})
     assert over_folder.status_code == 409, over_folder.text  # was 500
     assert "folder" in over_folder.json()["detail"]
     # Deleting the last artifact in a folder frees the folder's name.
     assert fapi.http.delete("/api/artifacts/tree/a").status_code == 200
-    assert fapi.http.post("/api/artifacts", json={"name": "tree", "data": "now a file"}
-                          ).status_code == 201
+    assert (
+        fapi.http.post("/api/artifacts", json={"name": "tree", "data": "now a file"}).status_code
+        == 201
+    )
     assert fapi.http.get("/api/artifacts/tree").json() == "now a file"
 
 
@@ -215,19 +234,34 @@ def test_huge_int_result_keeps_the_session(rapi: Api) -> None:
 # ---- records other clients stored ----------------------------------------------------------
 
 
-def test_records_of_other_clients_do_not_break_listings(rapi: Api, rdb: redis.Redis,
-                                                        prefix: str) -> None:
-    rdb.hset(f"{prefix}:workflows:__workflows__", mapping={
-        "junk": "not json", "alist": "[1, 2]", "noname": json.dumps({"source": "x"}),
-        "fine": json.dumps({"name": "fine", "source": "async def run():\n    return 1\n",
-                            "parameters": "not a list"}),
-    })
-    rdb.hset(f"{prefix}:artifacts:__index__", mapping={
-        "junk": "not json", "alist": "[1]",
-        "odd": json.dumps({"created_at": "yesterday", "metadata": [1], "description": {}}),
-        "badjson": json.dumps({"metadata": {"_data_type": "json"}}),
-        "badtext": json.dumps({"metadata": {"_data_type": "text"}}),
-    })
+def test_records_of_other_clients_do_not_break_listings(
+    rapi: Api, rdb: redis.Redis, prefix: str
+) -> None:
+    rdb.hset(
+        f"{prefix}:workflows:__workflows__",
+        mapping={
+            "junk": "not json",
+            "alist": "[1, 2]",
+            "noname": json.dumps({"source": "x"}),
+            "fine": json.dumps(
+                {
+                    "name": "fine",
+                    "source": "async def run():\n    return 1\n",
+                    "parameters": "not a list",
+                }
+            ),
+        },
+    )
+    rdb.hset(
+        f"{prefix}:artifacts:__index__",
+        mapping={
+            "junk": "not json",
+            "alist": "[1]",
+            "odd": json.dumps({"created_at": "yesterday", "metadata": [1], "description": {}}),
+            "badjson": json.dumps({"metadata": {"_data_type": "json"}}),
+            "badtext": json.dumps({"metadata": {"_data_type": "text"}}),
+        },
+    )
     rdb.set(f"{prefix}:artifacts:badjson", b"{not json")
     rdb.set(f"{prefix}:artifacts:badtext", b"\xff\xfe")
 
@@ -260,10 +294,12 @@ BROKEN_TOOLS = {
     "posint": "name: posint\ncommand: echo\nschema:\n  positional: 5\n",
     "nan": "name: nan\ncommand: echo\ntimeout: .nan\n",
     "bigint": "name: bigint\ncommand: echo\ntimeout: 1" + "0" * 5000 + "\n",
-    "lol": ("a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
-            "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
-            "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
-            "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nname: lol\ncommand: echo\ndescription: *g\n"),
+    "lol": (
+        "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+        "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+        "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+        "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nname: lol\ncommand: echo\ndescription: *g\n"
+    ),
 }
 
 
@@ -273,12 +309,17 @@ def test_broken_tool_yaml_is_a_validation_error(name: str) -> None:
         parse_tool_yaml(BROKEN_TOOLS[name], default_name=name)
 
 
-def test_broken_tools_in_redis_do_not_hide_the_others(rapi: Api, rdb: redis.Redis,
-                                                      prefix: str) -> None:
-    rdb.hset(f"{prefix}:tools:__tools__", mapping={
-        **BROKEN_TOOLS, "notutf8": b"\xff\xfe",
-        "say": "name: say\ncommand: echo\ndescription: 2024-01-01\n",
-    })
+def test_broken_tools_in_redis_do_not_hide_the_others(
+    rapi: Api, rdb: redis.Redis, prefix: str
+) -> None:
+    rdb.hset(
+        f"{prefix}:tools:__tools__",
+        mapping={
+            **BROKEN_TOOLS,
+            "notutf8": b"\xff\xfe",
+            "say": "name: say\ncommand: echo\ndescription: 2024-01-01\n",
+        },
+    )
     assert set(tool_specs({k: v for k, v in BROKEN_TOOLS.items()})) == set()
     tools = rapi.http.get("/api/tools")
     assert tools.status_code == 200, tools.text  # was 500 for the first four
@@ -320,8 +361,7 @@ def test_client_names_are_url_quoted(fapi: Api, file_srv: ServerProcess) -> None
         assert bad_flow.value.status == 400
 
 
-def test_client_does_not_ignore_an_empty_workspace_id(rapi: Api,
-                                                      redis_srv: ServerProcess) -> None:
+def test_client_does_not_ignore_an_empty_workspace_id(rapi: Api, redis_srv: ServerProcess) -> None:
     with SessionClient(redis_srv.url, token=TOKEN) as client:
         # Before: "" was dropped and a session of the server's default workspace made.
         for workspace in ["", "..", "a/b"]:
@@ -406,4 +446,3 @@ def test_server_survives_the_whole_hostile_tour(rapi: Api, fapi: Api) -> None:
         session = api.session()
         assert api.value(session, "sum(range(10))") == 45
         assert api.server.alive
-

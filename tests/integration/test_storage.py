@@ -43,9 +43,7 @@ def test_a_128_character_id_is_accepted() -> None:
     RedisStorage("redis://127.0.0.1:1/0", prefix="p", workspace_id="x" * 128)
 
 
-async def test_workspaces_are_isolated_and_sessions_share(
-    stores: dict[str, RedisStorage]
-) -> None:
+async def test_workspaces_are_isolated_and_sessions_share(stores: dict[str, RedisStorage]) -> None:
     a1, a2, b, legacy = stores["a1"], stores["a2"], stores["b"], stores["legacy"]
     await a1.save_workflow(parse_workflow("shared", SRC))
     await a1.save_artifact(ArtifactInfo("report.json", metadata={"_data_type": "json"}), b"[1]")
@@ -61,8 +59,9 @@ async def test_workspaces_are_isolated_and_sessions_share(
         assert await other.get_workflow("shared") is None
 
 
-async def test_legacy_layout_keys(stores: dict[str, RedisStorage], redis_url: str,
-                                  prefix: str) -> None:
+async def test_legacy_layout_keys(
+    stores: dict[str, RedisStorage], redis_url: str, prefix: str
+) -> None:
     legacy, scoped = stores["legacy"], stores["a1"]
     await legacy.save_workflow(parse_workflow("old", SRC, "legacy one"))
     await legacy.save_artifact(ArtifactInfo("blob", metadata={"_data_type": "bytes"}), b"\x00")
@@ -121,8 +120,9 @@ async def test_library_publish_owns_and_protects(stores: dict[str, RedisStorage]
 async def test_unreachable_redis_is_a_readable_error() -> None:
     from codemode_session.errors import StorageUnavailableError
 
-    store = RedisStorage("redis://:hunter2@127.0.0.1:1/0", prefix="p", workspace_id="w",
-                         socket_timeout=1)
+    store = RedisStorage(
+        "redis://:hunter2@127.0.0.1:1/0", prefix="p", workspace_id="w", socket_timeout=1
+    )
     with pytest.raises(StorageUnavailableError) as info:
         await store.list_workflows()
     assert "127.0.0.1:1" in str(info.value) and "hunter2" not in str(info.value)

@@ -22,8 +22,9 @@ SRC = "async def run():\n    return 1\n"
 
 
 @pytest.fixture(params=["redis", "file"])
-async def pair(request: pytest.FixtureRequest, redis_url: str, prefix: str,
-               tmp_path: Path) -> AsyncIterator[tuple[Storage, Storage, Storage]]:
+async def pair(
+    request: pytest.FixtureRequest, redis_url: str, prefix: str, tmp_path: Path
+) -> AsyncIterator[tuple[Storage, Storage, Storage]]:
     """(workspace a with LIMITS, workspace b, the unscoped store) of one backend."""
     if request.param == "redis":
         made: list[Storage] = [
@@ -32,8 +33,11 @@ async def pair(request: pytest.FixtureRequest, redis_url: str, prefix: str,
             RedisStorage(redis_url, prefix=prefix),
         ]
     else:
-        made = [FileStorage(tmp_path, workspace_id="a", quota=LIMITS),
-                FileStorage(tmp_path, workspace_id="b"), FileStorage(tmp_path)]
+        made = [
+            FileStorage(tmp_path, workspace_id="a", quota=LIMITS),
+            FileStorage(tmp_path, workspace_id="b"),
+            FileStorage(tmp_path),
+        ]
     yield made[0], made[1], made[2]
     for store in made:
         await store.close()
@@ -44,7 +48,8 @@ def _info(name: str, description: str = "") -> ArtifactInfo:
 
 
 async def test_total_bytes_bound_data_and_descriptions(
-        pair: tuple[Storage, Storage, Storage]) -> None:
+    pair: tuple[Storage, Storage, Storage],
+) -> None:
     a, b, _ = pair
     await a.save_artifact(_info("one"), b"x" * 5_000)
     with pytest.raises(QuotaExceededError, match="maxStorageBytes"):
@@ -77,7 +82,8 @@ async def test_workflow_count(pair: tuple[Storage, Storage, Storage]) -> None:
 
 
 async def test_deps_are_the_workspaces_own_and_bounded(
-        pair: tuple[Storage, Storage, Storage]) -> None:
+    pair: tuple[Storage, Storage, Storage],
+) -> None:
     a, b, shared = pair
     assert await shared.add_dep("shared-pkg") is True  # the store's view: prefix-wide
     assert await a.add_dep("shared-pkg") is False  # already there for everyone
@@ -102,8 +108,7 @@ def test_deps_limit_defaults_and_can_be_lifted() -> None:
     assert Quota.from_env({}).max_bytes is None
 
 
-async def test_redis_usage_counter_matches_a_fresh_measurement(
-        redis_url: str, prefix: str) -> None:
+async def test_redis_usage_counter_matches_a_fresh_measurement(redis_url: str, prefix: str) -> None:
     store = RedisStorage(redis_url, prefix=prefix, workspace_id="m", quota=LIMITS)
     try:
         await store.save_artifact(_info("x", "about x"), b"1234")

@@ -26,16 +26,29 @@ def fingerprint(snapshot: Any) -> str:
     return h.hexdigest()
 
 
-def test_reader_sees_old_or_new_set_only(redis_url: str, prefix: str, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_reader_sees_old_or_new_set_only(
+    redis_url: str, prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = f"{prefix}:ws:ws:workflows:__workflows__"
     client = redis.Redis.from_url(redis_url)
     client.hset(key, "agent_made", json.dumps({"name": "agent_made", "source": "x"}))
     repo = GitRepo(tmp_path / "repo")
     repo.write({f"w{i:04d}.py": workflow_source(i) for i in range(N)})
     repo.commit("v1")
-    argv = ["store", "bootstrap", "--library", "big", "--git", repo.url, "--redis-url",
-            redis_url, "--prefix", prefix, "--workspace-id", "ws"]
+    argv = [
+        "store",
+        "bootstrap",
+        "--library",
+        "big",
+        "--git",
+        repo.url,
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        prefix,
+        "--workspace-id",
+        "ws",
+    ]
 
     # Version 2 changes every file, drops a quarter and adds as many new ones.
     v2: dict[str, str | None] = {f"w{i:04d}.py": workflow_source(i + 10_000) for i in range(N)}

@@ -25,8 +25,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean
 WS = "ws1"
 
 
-
-
 class Cli:
     """Runs `codemode ...` in-process and returns (exit code, stdout, stderr)."""
 
@@ -84,8 +82,9 @@ def save_agent_workflow(redis_url: str, prefix: str, name: str, ws: str = WS) ->
     asyncio.run(go())
 
 
-def test_folder_bootstrap_is_idempotent(cli: Cli, r: redis.Redis, prefix: str,
-                                        tmp_path: Path) -> None:
+def test_folder_bootstrap_is_idempotent(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
     folder = tmp_path / "lib"
     folder.mkdir()
     for n in range(3):
@@ -111,7 +110,8 @@ def test_folder_bootstrap_is_idempotent(cli: Cli, r: redis.Redis, prefix: str,
     assert again["digest"] == first["digest"] and again["revision"] == first["revision"]
     assert r.hgetall(wf_key(prefix)) == before
     assert float(r.hget(f"{prefix}:ws:{WS}:libraries:lib", "synced_at") or 0) >= float(
-        record["synced_at"])
+        record["synced_at"]
+    )
 
 
 @pytest.fixture(params=["in-place", "shallow-fetch"])
@@ -135,14 +135,14 @@ def test_force_repairs_what_clients_unaware_of_owners_changed(
     r.hset(wf_key(prefix), "w1", json.dumps({"name": "w1", "source": "tampered"}))
     fast = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder))
     assert counts(fast) == (0, 0, 0, 3)  # the digest matches: nothing is read
-    forced = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                    "--force")
+    forced = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder), "--force")
     assert counts(forced) == (1, 1, 0, 1)
     assert json.loads(r.hget(wf_key(prefix), "w1") or "")["source"] == workflow_source(1)
 
 
-def test_git_refs_branch_tag_commit(cli: Cli, r: redis.Redis, prefix: str,
-                                    tmp_path: Path, local_mode: str) -> None:
+def test_git_refs_branch_tag_commit(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path, local_mode: str
+) -> None:
     repo = GitRepo(tmp_path / "repo")
     repo.write({"a.py": workflow_source(1), "b.py": workflow_source(2)}, "wf")
     c1 = repo.commit("one")
@@ -157,8 +157,9 @@ def test_git_refs_branch_tag_commit(cli: Cli, r: redis.Redis, prefix: str,
 
     def boot(ref: str | None) -> dict[str, Any]:
         ref_args = ["--ref", ref] if ref else []
-        return cli.ok("store", "bootstrap", "--library", "lib", "--git", repo.url,
-                      *ref_args, "--path", "wf")
+        return cli.ok(
+            "store", "bootstrap", "--library", "lib", "--git", repo.url, *ref_args, "--path", "wf"
+        )
 
     assert boot("v1")["revision"] == c1
     assert set(r.hkeys(wf_key(prefix))) == {"a", "b"}
@@ -175,13 +176,24 @@ def test_git_refs_branch_tag_commit(cli: Cli, r: redis.Redis, prefix: str,
     assert set(r.hkeys(wf_key(prefix))) == {"a", "b"}
 
     # A local repository path works like file://.
-    local = cli.ok("store", "bootstrap", "--library", "lib", "--git", str(repo.path),
-                   "--ref", "main", "--path", "wf")
+    local = cli.ok(
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--git",
+        str(repo.path),
+        "--ref",
+        "main",
+        "--path",
+        "wf",
+    )
     assert local["revision"] == c2
 
 
-def test_missing_ref_and_bad_source_fail_in_one_line(cli: Cli, r: redis.Redis, prefix: str,
-                                                     tmp_path: Path, local_mode: str) -> None:
+def test_missing_ref_and_bad_source_fail_in_one_line(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path, local_mode: str
+) -> None:
     repo = GitRepo(tmp_path / "repo")
     repo.write({"a.py": workflow_source(1)})
     repo.write({"b.py": workflow_source(2)}, "sub")
@@ -210,11 +222,11 @@ def test_missing_ref_and_bad_source_fail_in_one_line(cli: Cli, r: redis.Redis, p
     assert not Path("/tmp/pwned").exists()
 
 
-def test_prune_removes_only_what_the_library_owns(cli: Cli, r: redis.Redis, prefix: str,
-                                                  redis_url: str, tmp_path: Path) -> None:
+def test_prune_removes_only_what_the_library_owns(
+    cli: Cli, r: redis.Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
     repo = GitRepo(tmp_path / "repo")
-    repo.write({"a.py": workflow_source(1), "b.py": workflow_source(2),
-                "c.py": workflow_source(3)})
+    repo.write({"a.py": workflow_source(1), "b.py": workflow_source(2), "c.py": workflow_source(3)})
     repo.commit()
     cli.ok("store", "bootstrap", "--library", "lib", "--git", repo.url)
     save_agent_workflow(redis_url, prefix, "agent_made")
@@ -239,7 +251,11 @@ def test_prune_removes_only_what_the_library_owns(cli: Cli, r: redis.Redis, pref
     repo.write({"b.py": None})
     repo.commit("drop b")
     assert counts(cli.ok("store", "bootstrap", "--library", "lib", "--git", repo.url)) == (
-        0, 0, 1, 1)
+        0,
+        0,
+        1,
+        1,
+    )
     assert set(r.hkeys(wf_key(prefix))) == {"a", "agent_made", "o"}
 
 
@@ -260,8 +276,9 @@ def test_same_named_agent_workflow_is_adopted_only_with_adopt(
     assert json.loads(r.hget(wf_key(prefix), "shared") or "")["description"] == "From git."
 
 
-def test_workflow_owned_by_another_library_is_a_conflict(cli: Cli, r: redis.Redis,
-                                                         prefix: str, tmp_path: Path) -> None:
+def test_workflow_owned_by_another_library_is_a_conflict(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
     first = tmp_path / "first"
     second = tmp_path / "second"
     for folder, n in ((first, 1), (second, 2)):
@@ -301,14 +318,27 @@ def test_invalid_workflow_fails_whole_bootstrap_and_leaves_redis(
         repo.write({bad_name: None, "other.py": workflow_source(2)})
 
 
-def test_unreachable_redis_fails_in_one_line(capsys: pytest.CaptureFixture[str],
-                                             tmp_path: Path) -> None:
+def test_unreachable_redis_fails_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     folder = tmp_path / "lib"
     folder.mkdir()
     (folder / "a.py").write_text(workflow_source(1))
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    code = main(["store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                 "--redis-url", url, "--redis-timeout", "2"])
+    code = main(
+        [
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--folder",
+            str(folder),
+            "--redis-url",
+            url,
+            "--redis-timeout",
+            "2",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "unreachable" in err.lower()
@@ -319,8 +349,9 @@ def test_unreachable_redis_fails_in_one_line(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "redis://" in err and len(err.strip().splitlines()) == 1
 
 
-def test_workspace_scoping(cli: Cli, r: redis.Redis, prefix: str, redis_url: str,
-                           tmp_path: Path) -> None:
+def test_workspace_scoping(
+    cli: Cli, r: redis.Redis, prefix: str, redis_url: str, tmp_path: Path
+) -> None:
     folder = tmp_path / "lib"
     folder.mkdir()
     (folder / "a.py").write_text(workflow_source(1))
@@ -330,8 +361,7 @@ def test_workspace_scoping(cli: Cli, r: redis.Redis, prefix: str, redis_url: str
     assert r.hkeys(f"{prefix}:workflows:__workflows__") == []
 
     def names(*ws: str) -> list[str]:
-        code = main(["store", "list", "--json", "--redis-url", redis_url, "--prefix", prefix,
-                     *ws])
+        code = main(["store", "list", "--json", "--redis-url", redis_url, "--prefix", prefix, *ws])
         out, _ = cli.capsys.readouterr()
         assert code == 0
         return [e["name"] for e in json.loads(out)]
@@ -341,16 +371,36 @@ def test_workspace_scoping(cli: Cli, r: redis.Redis, prefix: str, redis_url: str
     assert names() == []  # the legacy unscoped namespace
 
     # The same library name in another workspace is another library.
-    code = main(["store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                 "--redis-url", redis_url, "--prefix", prefix, "--workspace-id", "wsB"])
+    code = main(
+        [
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--folder",
+            str(folder),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--workspace-id",
+            "wsB",
+        ]
+    )
     out, _ = cli.capsys.readouterr()
     assert code == 0 and json.loads(out)["added"] == 1
     code, _, err = cli("store", "list", "--workspace-id", "../x", target=False)
     assert code == 2 and "workspace_id" in err
 
 
-def test_env_defaults_and_result_file(cli: Cli, r: redis.Redis, prefix: str, redis_url: str,
-                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_defaults_and_result_file(
+    cli: Cli,
+    r: redis.Redis,
+    prefix: str,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("STORAGE_PREFIX", prefix)
     monkeypatch.setenv("WORKSPACE_ID", "envws")
@@ -358,22 +408,41 @@ def test_env_defaults_and_result_file(cli: Cli, r: redis.Redis, prefix: str, red
     folder.mkdir()
     (folder / "a.py").write_text(workflow_source(1))
     result_file = tmp_path / "termination-log"
-    code, out, _ = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                       "--result-file", str(result_file), target=False)
+    code, out, _ = cli(
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(folder),
+        "--result-file",
+        str(result_file),
+        target=False,
+    )
     assert code == 0
     assert json.loads(result_file.read_text()) == json.loads(out)
     assert r.hkeys(wf_key(prefix, "envws")) == ["a"]
 
     (folder / "b.py").write_text("nonsense(")
-    code, out, err = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                         "--result-file", str(result_file), target=False)
+    code, out, err = cli(
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(folder),
+        "--result-file",
+        str(result_file),
+        target=False,
+    )
     assert code == 2
     assert result_file.read_text().strip() == err.strip()
     assert err.startswith("codemode: error: b.py: ")
 
 
-def test_empty_source_is_refused_unless_allowed(cli: Cli, r: redis.Redis, prefix: str,
-                                                tmp_path: Path) -> None:
+def test_empty_source_is_refused_unless_allowed(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
     folder = tmp_path / "lib"
     folder.mkdir()
     (folder / "a.py").write_text(workflow_source(1))
@@ -382,8 +451,9 @@ def test_empty_source_is_refused_unless_allowed(cli: Cli, r: redis.Redis, prefix
     code, _, err = cli("store", "bootstrap", "--library", "lib", "--folder", str(folder))
     assert code == 2 and "--allow-empty" in err
     assert r.hkeys(wf_key(prefix)) == ["a"]
-    result = cli.ok("store", "bootstrap", "--library", "lib", "--folder", str(folder),
-                    "--allow-empty")
+    result = cli.ok(
+        "store", "bootstrap", "--library", "lib", "--folder", str(folder), "--allow-empty"
+    )
     assert counts(result) == (0, 0, 1, 0)
 
 
@@ -414,7 +484,11 @@ def test_tools_and_deps(cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path) -
     assert counts(result) == (2, 0, 0, 0)
     assert set(r.hkeys(f"{prefix}:tools:__tools__")) == {"curl", "jq"}
     assert counts(cli.ok("store", "bootstrap", "--type", "tools", "--folder", str(folder))) == (
-        0, 0, 0, 2)
+        0,
+        0,
+        0,
+        2,
+    )
     result = cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder))
     assert counts(result) == (2, 0, 0, 0)
     assert r.smembers(f"{prefix}:deps") == {"requests>=2", "pandas[excel]==2.2"}
@@ -422,7 +496,11 @@ def test_tools_and_deps(cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path) -
     r.sadd(f"{prefix}:deps", "agent-added")
     (folder / "requirements.txt").write_text("requests>=2\n")
     assert counts(cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder))) == (
-        0, 0, 0, 1)
+        0,
+        0,
+        0,
+        1,
+    )
     assert "agent-added" in r.smembers(f"{prefix}:deps")  # no pruning unless asked
     result = cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder), "--prune")
     assert counts(result) == (0, 0, 2, 1)
@@ -441,11 +519,28 @@ def test_real_subprocess(redis_url: str, prefix: str, r: redis.Redis, tmp_path: 
     repo.write({"a.py": workflow_source(1), "b.py": workflow_source(2)}, "flows")
     sha = repo.commit()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WORKSPACE_ID")}
-    argv = [sys.executable, "-m", "codemode_session", "store", "bootstrap", "--library", "lib",
-            "--git", repo.url, "--ref", "main", "--path", "flows", "--redis-url", redis_url,
-            "--prefix", prefix, "--workspace-id", WS]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
-                          check=False)
+    argv = [
+        sys.executable,
+        "-m",
+        "codemode_session",
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--git",
+        repo.url,
+        "--ref",
+        "main",
+        "--path",
+        "flows",
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        prefix,
+        "--workspace-id",
+        WS,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["revision"] == sha and result["added"] == 2

@@ -33,8 +33,6 @@ WS = "ws"
 AGENT_SOURCE = '"""Made by an agent."""\n\nasync def run():\n    return "agent"\n'
 
 
-
-
 def wf_key(prefix: str) -> str:
     return f"{prefix}:ws:{WS}:workflows:__workflows__"
 
@@ -92,8 +90,9 @@ def agent_save(redis_url: str, prefix: str, name: str, source: str = AGENT_SOURC
     elsewhere(lambda: asyncio.run(save()))
 
 
-def between_read_and_write(monkeypatch: pytest.MonkeyPatch,
-                           step: Callable[[int], None]) -> list[int]:
+def between_read_and_write(
+    monkeypatch: pytest.MonkeyPatch, step: Callable[[int], None]
+) -> list[int]:
     """Run `step(n)` each time bootstrap has read storage and is about to decide
     (n counts from 0); returns the list of calls, so tests can count the decisions."""
     real = bootstrap.plan_workflows
@@ -113,8 +112,12 @@ def between_read_and_write(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_agent_workflow_saved_mid_bootstrap_is_never_overwritten(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
     src = folder(tmp_path, "src", {"a.py": workflow_source(1), "shared.py": workflow_source(2)})
@@ -126,8 +129,7 @@ def test_agent_workflow_saved_mid_bootstrap_is_never_overwritten(
             after_agent.update(snapshot(r, prefix))
 
     calls = between_read_and_write(monkeypatch, agent)
-    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src),
-                             *target)
+    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src), *target)
 
     assert code == 2, (out, err)
     assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -140,8 +142,12 @@ def test_agent_workflow_saved_mid_bootstrap_is_never_overwritten(
 
 
 def test_agent_workflow_recreated_mid_bootstrap_is_never_pruned(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     """The library owned `old` when bootstrap read the owners; before it publishes, the
     library is removed (`bootstrap --delete`) and an agent saves its own `old`."""
@@ -153,14 +159,14 @@ def test_agent_workflow_recreated_mid_bootstrap_is_never_pruned(
 
     def release_and_recreate(n: int) -> None:
         if n == 0:
-            code = elsewhere(lambda: main(["store", "bootstrap", "--library", "lib",
-                                           "--delete", *target]))
+            code = elsewhere(
+                lambda: main(["store", "bootstrap", "--library", "lib", "--delete", *target])
+            )
             assert code == 0
             agent_save(redis_url, prefix, "old")
 
     calls = between_read_and_write(monkeypatch, release_and_recreate)
-    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(v2),
-                             *target)
+    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(v2), *target)
 
     assert code == 0, err
     result = json.loads(out.splitlines()[-1])
@@ -172,15 +178,19 @@ def test_agent_workflow_recreated_mid_bootstrap_is_never_pruned(
 
 
 def test_unrelated_agent_write_costs_one_retry_and_both_survive(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
     src = folder(tmp_path, "src", {"a.py": workflow_source(1), "b.py": workflow_source(2)})
     calls = between_read_and_write(
-        monkeypatch, lambda n: agent_save(redis_url, prefix, "mine") if n == 0 else None)
-    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src),
-                             *target)
+        monkeypatch, lambda n: agent_save(redis_url, prefix, "mine") if n == 0 else None
+    )
+    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src), *target)
     assert code == 0, err
     assert json.loads(out)["added"] == 2
     assert len(calls) == 2
@@ -189,8 +199,12 @@ def test_unrelated_agent_write_costs_one_retry_and_both_survive(
 
 
 def test_retries_are_bounded_then_one_line_exit_2_and_nothing_written(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
@@ -202,8 +216,7 @@ def test_retries_are_bounded_then_one_line_exit_2_and_nothing_written(
         after_agent.update(snapshot(r, prefix))
 
     calls = between_read_and_write(monkeypatch, busy_agent)
-    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src),
-                             *target)
+    code, out, err = run_cli(capsys, "bootstrap", "--library", "lib", "--folder", str(src), *target)
     assert code == 2, (out, err)
     assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "another writer" in err and "nothing was written" in err
@@ -218,16 +231,22 @@ def test_retries_are_bounded_then_one_line_exit_2_and_nothing_written(
 
 
 def test_two_libraries_claiming_one_name_end_with_one_owner(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     """Both bootstraps have read (nobody owns `shared`) before either publishes."""
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
     sources = {
-        "one": folder(tmp_path, "one", {"shared.py": workflow_source(1),
-                                        "only_one.py": workflow_source(2)}),
-        "two": folder(tmp_path, "two", {"shared.py": workflow_source(3),
-                                        "only_two.py": workflow_source(4)}),
+        "one": folder(
+            tmp_path, "one", {"shared.py": workflow_source(1), "only_one.py": workflow_source(2)}
+        ),
+        "two": folder(
+            tmp_path, "two", {"shared.py": workflow_source(3), "only_two.py": workflow_source(4)}
+        ),
     }
     both_read = threading.Barrier(2, timeout=30)
     first_decision: set[int] = set()
@@ -244,8 +263,9 @@ def test_two_libraries_claiming_one_name_end_with_one_owner(
     codes: dict[str, int] = {}
 
     def run(library: str) -> None:
-        codes[library] = main(["store", "bootstrap", "--library", library,
-                               "--folder", str(sources[library]), *target])
+        codes[library] = main(
+            ["store", "bootstrap", "--library", library, "--folder", str(sources[library]), *target]
+        )
 
     capsys.readouterr()
     threads = [threading.Thread(target=run, args=(lib,)) for lib in sources]
@@ -267,7 +287,10 @@ def test_two_libraries_claiming_one_name_end_with_one_owner(
 
 
 def test_agent_save_racing_a_bootstrap_claim_is_refused(
-    monkeypatch: pytest.MonkeyPatch, r: redis.Redis, redis_url: str, prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
 ) -> None:
     """The agent side checks the owner and writes in one transaction: a library that
     claims the name after the check cannot have its workflow overwritten."""
@@ -298,10 +321,16 @@ def test_agent_save_racing_a_bootstrap_claim_is_refused(
 # ---- tools and deps: one transaction each ---------------------------------------------
 
 
-OLD_TOOLS = {"t1": "name: t1\ncommand: echo one\n", "t2": "name: t2\ncommand: echo two\n",
-             "gone": "name: gone\ncommand: echo gone\n"}
-NEW_TOOLS = {"t1": "name: t1\ncommand: echo ONE\n", "t2": "name: t2\ncommand: echo TWO\n",
-             **{f"n{i}": f"name: n{i}\ncommand: echo {i}\n" for i in range(5)}}
+OLD_TOOLS = {
+    "t1": "name: t1\ncommand: echo one\n",
+    "t2": "name: t2\ncommand: echo two\n",
+    "gone": "name: gone\ncommand: echo gone\n",
+}
+NEW_TOOLS = {
+    "t1": "name: t1\ncommand: echo ONE\n",
+    "t2": "name: t2\ncommand: echo TWO\n",
+    **{f"n{i}": f"name: n{i}\ncommand: echo {i}\n" for i in range(5)},
+}
 OLD_DEPS = {"requests>=2", "gone-pkg"}
 NEW_DEPS = {"requests>=2", *(f"pkg{i}" for i in range(5))}
 
@@ -322,8 +351,12 @@ def stored_sets(r: redis.Redis, prefix: str) -> tuple[dict[str, str], set[str]]:
 
 
 def test_readers_never_see_a_partial_tools_or_deps_sync(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     """After every reply the syncing connection reads, a reader looks at the stored set:
     it must be the old set or the new one. A polling thread checks the same meanwhile."""
@@ -355,8 +388,9 @@ def test_readers_never_see_a_partial_tools_or_deps_sync(
     thread.start()
     try:
         for kind, src in (("tools", tools_src), ("deps", deps_src)):
-            code, out, err = run_cli(capsys, "bootstrap", "--type", kind, "--prune",
-                                     "--folder", str(src), *target)
+            code, out, err = run_cli(
+                capsys, "bootstrap", "--type", kind, "--prune", "--folder", str(src), *target
+            )
             assert code == 0, err
             result = json.loads(out)
             assert (result["added"], result["removed"]) == (5, 1)
@@ -376,8 +410,13 @@ WRITES = (b"$4\r\nHSET\r\n", b"$4\r\nHDEL\r\n", b"$4\r\nSADD\r\n", b"$4\r\nSREM\
 
 @pytest.mark.parametrize("kind", ["tools", "deps"])
 def test_redis_failing_midway_leaves_the_old_set(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], r: redis.Redis,
-    redis_url: str, prefix: str, tmp_path: Path, kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    r: redis.Redis,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+    kind: str,
 ) -> None:
     """The connection dies in the middle of the sync: the bytes up to its second write
     command reach Redis, then the server is gone for this client."""
@@ -391,8 +430,11 @@ def test_redis_failing_midway_leaves_the_old_set(
     async def flaky(self: Any, command: Any, check_health: bool = True) -> None:
         if state["dead"]:
             raise redis.exceptions.ConnectionError("injected: Redis went away")
-        data = command.encode() if isinstance(command, str) else (
-            command if isinstance(command, bytes) else b"".join(command))
+        data = (
+            command.encode()
+            if isinstance(command, str)
+            else (command if isinstance(command, bytes) else b"".join(command))
+        )
         cuts = sorted(i for w in WRITES for i in _find_all(data, w))
         cut = next((i for n, i in enumerate(cuts, state["writes"]) if n >= 1), None)
         state["writes"] += len(cuts)
@@ -405,8 +447,16 @@ def test_redis_failing_midway_leaves_the_old_set(
         raise redis.exceptions.ConnectionError("injected: Redis went away")
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", flaky)
-    code, out, err = run_cli(capsys, "bootstrap", "--type", kind, "--prune", "--folder",
-                             str(tools_src if kind == "tools" else deps_src), *target)
+    code, out, err = run_cli(
+        capsys,
+        "bootstrap",
+        "--type",
+        kind,
+        "--prune",
+        "--folder",
+        str(tools_src if kind == "tools" else deps_src),
+        *target,
+    )
     monkeypatch.undo()
     assert state["dead"], "the fault was never injected"
     assert code == 2, (out, err)
@@ -426,7 +476,9 @@ def _find_all(data: bytes, needle: bytes) -> list[int]:
 
 
 def test_dir_tools_sync_failing_midway_changes_nothing(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
     (store / "tools").mkdir(parents=True)
@@ -445,30 +497,45 @@ def test_dir_tools_sync_failing_midway_changes_nothing(
         return real_mkstemp(*args, **kwargs)
 
     monkeypatch.setattr(fs.tempfile, "mkstemp", failing_mkstemp)
-    code, out, err = run_cli(capsys, "bootstrap", "--type", "tools", "--prune", "--folder",
-                             str(tools_src), "--dir", str(store))
+    code, out, err = run_cli(
+        capsys,
+        "bootstrap",
+        "--type",
+        "tools",
+        "--prune",
+        "--folder",
+        str(tools_src),
+        "--dir",
+        str(store),
+    )
     monkeypatch.undo()
     assert code == 2, (out, err)
     assert len(err.splitlines()) == 1 and "No space left" in err
-    files = {p.name: p.read_text() for p in (store / "tools").iterdir()
-             if not p.name.startswith(".")}
+    files = {
+        p.name: p.read_text() for p in (store / "tools").iterdir() if not p.name.startswith(".")
+    }
     assert files == {f"{n}.yaml": t for n, t in OLD_TOOLS.items()}
     assert not [p for p in (store / "tools").iterdir() if p.name.startswith(".tmp-")]
 
 
 def test_dir_tools_and_deps_sync_then_resync_is_unchanged(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
     tools_src, deps_src = sources_for_sync(tmp_path)
-    for kind, src, count in (("tools", tools_src, len(NEW_TOOLS)),
-                             ("deps", deps_src, len(NEW_DEPS))):
-        code, out, err = run_cli(capsys, "bootstrap", "--type", kind, "--folder", str(src),
-                                 "--dir", str(store))
+    for kind, src, count in (
+        ("tools", tools_src, len(NEW_TOOLS)),
+        ("deps", deps_src, len(NEW_DEPS)),
+    ):
+        code, out, err = run_cli(
+            capsys, "bootstrap", "--type", kind, "--folder", str(src), "--dir", str(store)
+        )
         assert code == 0, err
         assert json.loads(out)["added"] == count
-        code, out, err = run_cli(capsys, "bootstrap", "--type", kind, "--folder", str(src),
-                                 "--dir", str(store))
+        code, out, err = run_cli(
+            capsys, "bootstrap", "--type", kind, "--folder", str(src), "--dir", str(store)
+        )
         assert code == 0, err
         assert json.loads(out)["unchanged"] == count
     assert (store / "deps.txt").read_text() == "".join(f"{d}\n" for d in sorted(NEW_DEPS))

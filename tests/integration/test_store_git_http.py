@@ -55,11 +55,26 @@ def argv_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 class Boot:
-    def __init__(self, capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str,
-                 url: str) -> None:
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str, url: str
+    ) -> None:
         self.capsys = capsys
-        self.base = ["store", "bootstrap", "--library", "lib", "--git", url, "--path", "flows",
-                     "--redis-url", redis_url, "--prefix", prefix, "--workspace-id", "ws"]
+        self.base = [
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--git",
+            url,
+            "--path",
+            "flows",
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--workspace-id",
+            "ws",
+        ]
 
     def __call__(self, *extra: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -69,8 +84,9 @@ class Boot:
 
 
 @pytest.fixture
-def boot(capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str,
-         server: GitHTTPServer) -> Boot:
+def boot(
+    capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str, server: GitHTTPServer
+) -> Boot:
     return Boot(capsys, redis_url, prefix, server.url("lib.git"))
 
 
@@ -82,9 +98,15 @@ def stored(redis_url: str, prefix: str) -> set[str]:
         client.close()
 
 
-def test_token_from_file(boot: Boot, repo: GitRepo, tmp_path: Path, redis_url: str,
-                         prefix: str, server: GitHTTPServer,
-                         argv_seen: list[list[str]]) -> None:
+def test_token_from_file(
+    boot: Boot,
+    repo: GitRepo,
+    tmp_path: Path,
+    redis_url: str,
+    prefix: str,
+    server: GitHTTPServer,
+    argv_seen: list[list[str]],
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     code, out, err = boot("--token-file", str(token_file), "--ref", "main")
@@ -96,8 +118,9 @@ def test_token_from_file(boot: Boot, repo: GitRepo, tmp_path: Path, redis_url: s
     assert argv_seen and not any(TOKEN in arg for argv in argv_seen for arg in argv)
 
 
-def test_token_from_env_and_refs(boot: Boot, repo: GitRepo, redis_url: str, prefix: str,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_from_env_and_refs(
+    boot: Boot, repo: GitRepo, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GIT_TOKEN", TOKEN)
     code, out, err = boot("--token-env", "GIT_TOKEN", "--ref", "v1")
     assert code == 0, err
@@ -123,8 +146,9 @@ def test_token_schemes(boot: Boot, tmp_path: Path, server: GitHTTPServer) -> Non
         assert all(ok for _, _, ok in server.requests)  # sent up front, no 401 round trip
 
 
-def test_basic_auth(boot: Boot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                    argv_seen: list[list[str]]) -> None:
+def test_basic_auth(
+    boot: Boot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv_seen: list[list[str]]
+) -> None:
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD)
     code, _, err = boot("--username", "bob", "--password-file", str(password_file))
@@ -159,14 +183,27 @@ def test_wrong_password_and_no_credentials(boot: Boot, tmp_path: Path) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
-def test_missing_ref_and_repo_over_http(boot: Boot, tmp_path: Path, capsys: Any,
-                                        redis_url: str, server: GitHTTPServer) -> None:
+def test_missing_ref_and_repo_over_http(
+    boot: Boot, tmp_path: Path, capsys: Any, redis_url: str, server: GitHTTPServer
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     code, _, err = boot("--token-file", str(token_file), "--ref", "nope")
     assert code == 2 and "ref 'nope' not found" in err and TOKEN not in err
-    code = main(["store", "bootstrap", "--library", "lib", "--git", server.url("missing.git"),
-                 "--token-file", str(token_file), "--redis-url", redis_url])
+    code = main(
+        [
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--git",
+            server.url("missing.git"),
+            "--token-file",
+            str(token_file),
+            "--redis-url",
+            redis_url,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "not found" in err and TOKEN not in err
     assert len(err.strip().splitlines()) == 1
@@ -176,13 +213,36 @@ def test_credentials_are_never_taken_from_the_command_line(
     capsys: pytest.CaptureFixture[str], redis_url: str, server: GitHTTPServer, tmp_path: Path
 ) -> None:
     url = server.url("lib.git").replace("http://", f"http://bob:{PASSWORD}@")
-    code = main(["store", "bootstrap", "--library", "lib", "--git", url,
-                 "--redis-url", redis_url])
+    code = main(["store", "bootstrap", "--library", "lib", "--git", url, "--redis-url", redis_url])
     err = capsys.readouterr().err
     assert code == 2 and "must not embed a password" in err and PASSWORD not in err
     with pytest.raises(SystemExit):
-        main(["store", "bootstrap", "--library", "lib", "--git", server.url("lib.git"),
-              "--token", TOKEN, "--redis-url", redis_url])
-    code = main(["store", "bootstrap", "--library", "lib", "--git", server.url("lib.git"),
-                 "--token-env", "NO_SUCH_VAR_FOR_TEST", "--redis-url", redis_url])
+        main(
+            [
+                "store",
+                "bootstrap",
+                "--library",
+                "lib",
+                "--git",
+                server.url("lib.git"),
+                "--token",
+                TOKEN,
+                "--redis-url",
+                redis_url,
+            ]
+        )
+    code = main(
+        [
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--git",
+            server.url("lib.git"),
+            "--token-env",
+            "NO_SUCH_VAR_FOR_TEST",
+            "--redis-url",
+            redis_url,
+        ]
+    )
     assert code == 2 and "NO_SUCH_VAR_FOR_TEST" in capsys.readouterr().err

@@ -21,8 +21,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean
 WS = "ws"
 
 
-
-
 def snapshot(redis_url: str) -> dict[str, Any]:
     """DUMP of every key in every database of the server."""
     state: dict[str, Any] = {}
@@ -84,8 +82,15 @@ def owners_key(prefix: str) -> str:
 
 def agent_workflow(r: redis.Redis, prefix: str, name: str) -> str:
     """What an agent (any client) stores: a workflow without an owner record."""
-    text = json.dumps({"name": name, "description": "agent's", "parameters": [],
-                       "source": "async def run():\n    return 'agent'\n"}, sort_keys=True)
+    text = json.dumps(
+        {
+            "name": name,
+            "description": "agent's",
+            "parameters": [],
+            "source": "async def run():\n    return 'agent'\n",
+        },
+        sort_keys=True,
+    )
     r.hset(wf_key(prefix), name, text)
     return text
 
@@ -114,11 +119,21 @@ def test_agent_created_workflow_of_the_same_name_is_never_touched(
 
     result = cli.ok("bootstrap", "--library", "two", "--folder", str(two), "--adopt")
     assert (result["added"], result["updated"], result["adopted"]) == (1, 1, 1)
-    assert r.hgetall(owners_key(prefix)) == {"a": "one", "owned": "one", "shared": "two",
-                                              "c": "two"}
+    assert r.hgetall(owners_key(prefix)) == {
+        "a": "one",
+        "owned": "one",
+        "shared": "two",
+        "c": "two",
+    }
     # Pruning everything two owns leaves one's and the agent's workflows.
-    result = cli.ok("bootstrap", "--library", "two", "--folder",
-                    str(folder(tmp_path, "empty", {})), "--allow-empty")
+    result = cli.ok(
+        "bootstrap",
+        "--library",
+        "two",
+        "--folder",
+        str(folder(tmp_path, "empty", {})),
+        "--allow-empty",
+    )
     assert result["removed"] == 2
     assert set(r.hkeys(wf_key(prefix))) == {"a", "owned", "agent_only"}
 
@@ -134,12 +149,23 @@ def test_delete_of_a_library_never_published_changes_nothing(cli: Cli, redis_url
 
 
 @pytest.mark.parametrize("path", ["/abc", "/0/1", "/ 1", "/%zz", "/-1"])
-def test_redis_url_with_a_bad_database_is_refused(cli: Cli, redis_url: str, prefix: str,
-                                                  tmp_path: Path, path: str) -> None:
+def test_redis_url_with_a_bad_database_is_refused(
+    cli: Cli, redis_url: str, prefix: str, tmp_path: Path, path: str
+) -> None:
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
     base = redis_url.rsplit("/", 1)[0]
-    line = cli.fails("bootstrap", "--library", "lib", "--folder", str(src),
-                     "--redis-url", base + path, "--prefix", prefix, target=False)
+    line = cli.fails(
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(src),
+        "--redis-url",
+        base + path,
+        "--prefix",
+        prefix,
+        target=False,
+    )
     assert "invalid Redis URL" in line and "database" in line
 
 
@@ -155,19 +181,35 @@ def test_explicitly_empty_options_do_not_fall_back(
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
     monkeypatch.setenv("REDIS_URL", redis_url)
     assert "--prefix is empty" in cli.fails(
-        "bootstrap", "--library", "lib", "--folder", str(src), "--prefix", "", target=False)
+        "bootstrap", "--library", "lib", "--folder", str(src), "--prefix", "", target=False
+    )
     assert "--redis-url is empty" in cli.fails(
-        "bootstrap", "--library", "lib", "--folder", str(src), "--redis-url", "",
-        "--prefix", prefix, target=False)
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(src),
+        "--redis-url",
+        "",
+        "--prefix",
+        prefix,
+        target=False,
+    )
     assert "invalid library name ''" in cli.fails(
-        "bootstrap", "--library", "", "--folder", str(src))
+        "bootstrap", "--library", "", "--folder", str(src)
+    )
     assert "invalid library name ''" in cli.fails("list", "--library", "")
 
 
-@pytest.mark.parametrize("argv", [
-    ["list"], ["diff", "--folder", "{src}"], ["pull", "--to", "{out}"],
-    ["bootstrap", "--library", "lib", "--delete"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list"],
+        ["diff", "--folder", "{src}"],
+        ["pull", "--to", "{out}"],
+        ["bootstrap", "--library", "lib", "--delete"],
+    ],
+)
 def test_read_commands_on_a_missing_dir_fail_and_create_nothing(
     cli: Cli, tmp_path: Path, argv: list[str]
 ) -> None:
@@ -184,7 +226,8 @@ def test_pull_into_a_file_or_under_one_is_one_line(cli: Cli, tmp_path: Path) -> 
     a_file.write_text("x")
     assert cli.fails("pull", "--to", str(a_file)).endswith(f"{a_file}: it is not a folder")
     assert cli.fails("pull", "--to", str(a_file / "sub")).endswith(
-        f"{a_file / 'sub'}: Not a directory")
+        f"{a_file / 'sub'}: Not a directory"
+    )
 
 
 def test_pull_into_a_non_empty_folder_replaces_only_same_named_files(
@@ -193,8 +236,7 @@ def test_pull_into_a_non_empty_folder_replaces_only_same_named_files(
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
     cli.ok("bootstrap", "--library", "lib", "--folder", str(src))
     out = folder(tmp_path, "out", {"a.py": "old", "notes.md": "mine"})
-    assert cli.ok("pull", "--to", str(out)) == {"to": str(out), "type": "workflows",
-                                                 "written": 1}
+    assert cli.ok("pull", "--to", str(out)) == {"to": str(out), "type": "workflows", "written": 1}
     assert (out / "a.py").read_text() == workflow_source(1)
     assert (out / "notes.md").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["a.py", "notes.md"]
@@ -218,30 +260,41 @@ def test_corrupt_records_from_other_clients_never_give_a_traceback(
 
 def test_unwritable_result_file_fails_before_publishing(cli: Cli, tmp_path: Path) -> None:
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
-    line = cli.fails("bootstrap", "--library", "lib", "--folder", str(src),
-                     "--result-file", str(tmp_path / "no" / "such" / "file"))
+    line = cli.fails(
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(src),
+        "--result-file",
+        str(tmp_path / "no" / "such" / "file"),
+    )
     assert "cannot write --result-file" in line
 
 
 # ---- sources --------------------------------------------------------------------------
 
 
-def test_folder_symlinks_may_not_leave_the_folder(cli: Cli, r: redis.Redis, prefix: str,
-                                                   tmp_path: Path) -> None:
+def test_folder_symlinks_may_not_leave_the_folder(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("token-abc123\n")
     src = folder(tmp_path, "src", {"a.py": workflow_source(1)})
     (src / "requirements.txt").symlink_to(secret)
     line = cli.fails("bootstrap", "--type", "deps", "--folder", str(src))
-    assert line.endswith("requirements.txt: symlink points outside the source folder "
-                         f"{src.resolve()}")
+    assert line.endswith(
+        f"requirements.txt: symlink points outside the source folder {src.resolve()}"
+    )
     assert "token-abc123" not in line
     (src / "requirements.txt").unlink()
     (src / "passwd.py").symlink_to("/etc/passwd")
     assert "passwd.py: symlink points outside" in cli.fails(
-        "bootstrap", "--library", "lib", "--folder", str(src))
+        "bootstrap", "--library", "lib", "--folder", str(src)
+    )
     assert "leads outside the source folder" in cli.fails(
-        "bootstrap", "--library", "lib", "--folder", str(src), "--path", "passwd.py")
+        "bootstrap", "--library", "lib", "--folder", str(src), "--path", "passwd.py"
+    )
     assert not r.exists(wf_key(prefix))
 
 
@@ -265,12 +318,14 @@ def test_non_utf8_file_names_are_one_line(cli: Cli, tmp_path: Path) -> None:
     bad = os.fsdecode(b"b\xffad.py")
     src = folder(tmp_path, "src", {"ok.py": workflow_source(1), bad: workflow_source(2)})
     assert cli.fails("bootstrap", "--library", "lib", "--folder", str(src)).endswith(
-        "b\\xffad.py: file name is not UTF-8")
+        "b\\xffad.py: file name is not UTF-8"
+    )
     repo = GitRepo(tmp_path / "repo")
     repo.write({"ok.py": workflow_source(1), bad: workflow_source(2)})
     repo.commit()
     assert cli.fails("bootstrap", "--library", "lib", "--git", repo.url).endswith(
-        "b\\xffad.py: file name is not UTF-8")
+        "b\\xffad.py: file name is not UTF-8"
+    )
 
 
 def test_large_files_are_refused_before_reading_and_unrelated_ones_ignored(
@@ -284,7 +339,8 @@ def test_large_files_are_refused_before_reading_and_unrelated_ones_ignored(
     (repo.path / "huge.py").write_text("#" * (5 * 1024 * 1024))
     repo.commit()
     assert cli.fails("bootstrap", "--library", "lib", "--git", repo.url).endswith(
-        "huge.py: larger than 4194304 bytes")
+        "huge.py: larger than 4194304 bytes"
+    )
 
 
 def test_empty_repository_says_to_pass_a_ref(cli: Cli, tmp_path: Path) -> None:
@@ -325,21 +381,34 @@ def test_wrong_credentials_against_an_http_server(cli: Cli, tmp_path: Path) -> N
 def test_usage_and_unexpected_errors_are_one_line_in_a_real_process(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID", "CODEMODE_DEBUG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "STORAGE_PREFIX", "WORKSPACE_ID", "CODEMODE_DEBUG")
+    }
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
     cases = [
-        (["bootstrap", "--library", "--folder", str(tmp_path), *target],
-         "argument --library: expected one argument"),
-        (["bootstrap", "--library", "lib", "--git", "-uhoh", *target],
-         "argument --git: expected one argument"),
+        (
+            ["bootstrap", "--library", "--folder", str(tmp_path), *target],
+            "argument --library: expected one argument",
+        ),
+        (
+            ["bootstrap", "--library", "lib", "--git", "-uhoh", *target],
+            "argument --git: expected one argument",
+        ),
         (["list", "--type", "nope", *target], "invalid choice"),
         (["list", "--workspace-id", "a:b", "--redis-url", redis_url], "invalid workspace_id"),
     ]
     before = snapshot(redis_url)
     for argv, expected in cases:
-        proc = subprocess.run([sys.executable, "-m", "codemode_session.cli.main", "store", *argv],
-                              capture_output=True, text=True, env=env, timeout=60, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "codemode_session.cli.main", "store", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stdout == ""
         assert len(proc.stderr.splitlines()) == 1 and expected in proc.stderr, proc.stderr

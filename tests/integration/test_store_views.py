@@ -17,7 +17,6 @@ from tests.integration.gitserver import GitRepo, workflow_source
 pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean_store_env")]
 
 
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(list(argv))
@@ -25,15 +24,20 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_diff_lines_json_and_exit_code(capsys: pytest.CaptureFixture[str], redis_url: str,
-                                       prefix: str, tmp_path: Path) -> None:
+def test_diff_lines_json_and_exit_code(
+    capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", "ws"]
     repo = GitRepo(tmp_path / "repo")
-    repo.write({"keep.py": workflow_source(1), "change.py": workflow_source(2),
-                "gone.py": workflow_source(3)})
+    repo.write(
+        {
+            "keep.py": workflow_source(1),
+            "change.py": workflow_source(2),
+            "gone.py": workflow_source(3),
+        }
+    )
     repo.commit()
-    code, _, err = run(capsys, "store", "bootstrap", "--library", "lib", "--git", repo.url,
-                       *target)
+    code, _, err = run(capsys, "store", "bootstrap", "--library", "lib", "--git", repo.url, *target)
     assert code == 0, err
 
     async def agent() -> None:
@@ -49,13 +53,18 @@ def test_diff_lines_json_and_exit_code(capsys: pytest.CaptureFixture[str], redis
     assert code == 0
     assert out.splitlines() == ["~ change", "- gone", "= keep", "+ new"]
     code, out, _ = run(capsys, "store", "diff", "--git", repo.url, "--json", *target)
-    assert json.loads(out) == {"added": ["new"], "removed": ["agent", "gone"],
-                               "changed": ["change"], "unchanged": ["keep"]}
+    assert json.loads(out) == {
+        "added": ["new"],
+        "removed": ["agent", "gone"],
+        "changed": ["change"],
+        "unchanged": ["keep"],
+    }
     code, _, _ = run(capsys, "store", "diff", "--git", repo.url, "--exit-code", *target)
     assert code == 1
     run(capsys, "store", "bootstrap", "--library", "lib", "--git", repo.url, *target)
-    code, out, _ = run(capsys, "store", "diff", "--library", "lib", "--git", repo.url,
-                       "--exit-code", *target)
+    code, out, _ = run(
+        capsys, "store", "diff", "--library", "lib", "--git", repo.url, "--exit-code", *target
+    )
     assert code == 0 and out.splitlines() == ["= change", "= keep", "= new"]
 
 
@@ -70,8 +79,18 @@ def test_list_and_pull_round_trip_through_a_file_target(
     (src / "requirements.txt").write_text("requests>=2\n")
     target = ["--redis-url", redis_url, "--prefix", prefix]
     for kind in ("workflows", "tools", "deps"):
-        code, _, err = run(capsys, "store", "bootstrap", "--library", "lib", "--type", kind,
-                           "--folder", str(src), *target)
+        code, _, err = run(
+            capsys,
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--type",
+            kind,
+            "--folder",
+            str(src),
+            *target,
+        )
         assert code == 0, err
 
     code, out, _ = run(capsys, "store", "list", *target)
@@ -85,25 +104,71 @@ def test_list_and_pull_round_trip_through_a_file_target(
         code, out, _ = run(capsys, "store", "pull", "--type", kind, "--to", str(pulled), *target)
         assert code == 0
     assert sorted(p.name for p in pulled.iterdir()) == [
-        "alpha.py", "beta.py", "curl.yaml", "requirements.txt"]
+        "alpha.py",
+        "beta.py",
+        "curl.yaml",
+        "requirements.txt",
+    ]
     assert (pulled / "alpha.py").read_text() == (src / "alpha.py").read_text()
 
     # The pulled folder bootstraps into a FileStorage dir with identical content.
     store_dir = tmp_path / "filestore"
-    code, out, err = run(capsys, "store", "bootstrap", "--library", "lib", "--folder",
-                         str(pulled), "--dir", str(store_dir), "--workspace-id", "ws")
+    code, out, err = run(
+        capsys,
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(pulled),
+        "--dir",
+        str(store_dir),
+        "--workspace-id",
+        "ws",
+    )
     assert code == 0, err
     assert json.loads(out)["added"] == 2
-    code, out, _ = run(capsys, "store", "diff", "--folder", str(src), "--dir", str(store_dir),
-                       "--workspace-id", "ws", "--exit-code")
+    code, out, _ = run(
+        capsys,
+        "store",
+        "diff",
+        "--folder",
+        str(src),
+        "--dir",
+        str(store_dir),
+        "--workspace-id",
+        "ws",
+        "--exit-code",
+    )
     assert code == 0 and out.splitlines() == ["= alpha", "= beta"]
     workflows = asyncio.run(FileStorage(store_dir, "ws").list_workflows())
     assert [w.name for w in workflows] == ["alpha", "beta"]
-    code, out, _ = run(capsys, "store", "bootstrap", "--library", "lib", "--folder",
-                       str(pulled), "--dir", str(store_dir), "--workspace-id", "ws")
+    code, out, _ = run(
+        capsys,
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--folder",
+        str(pulled),
+        "--dir",
+        str(store_dir),
+        "--workspace-id",
+        "ws",
+    )
     assert json.loads(out)["unchanged"] == 2
-    code, out, _ = run(capsys, "store", "bootstrap", "--library", "lib", "--delete",
-                       "--dir", str(store_dir), "--workspace-id", "ws")
+    code, out, _ = run(
+        capsys,
+        "store",
+        "bootstrap",
+        "--library",
+        "lib",
+        "--delete",
+        "--dir",
+        str(store_dir),
+        "--workspace-id",
+        "ws",
+    )
     assert json.loads(out)["removed"] == 2
     assert asyncio.run(FileStorage(store_dir, "ws").list_workflows()) == []
 
@@ -113,6 +178,7 @@ def test_target_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert code == 2 and "--redis-url" in err
     code, _, err = run(capsys, "store", "list", "--redis-url", "redis://x", "--dir", "y")
     assert code == 2 and "not both" in err
-    code, _, err = run(capsys, "store", "list", "--redis-url", "redis://127.0.0.1:1",
-                       "--prefix", "bad prefix")
+    code, _, err = run(
+        capsys, "store", "list", "--redis-url", "redis://127.0.0.1:1", "--prefix", "bad prefix"
+    )
     assert code == 2 and "prefix" in err

@@ -69,12 +69,17 @@ def cli(capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str) -> Cli:
 # ---- the API ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("default", "message"), DEEP_DEFAULTS,
-                         ids=["400-terms", "100k-chars", "3000-signs", "5000-digit-int"])
-def test_deeply_nested_defaults_are_a_400_that_says_why(api: Api, default: str,
-                                                        message: str) -> None:
-    response = api.http.post("/api/workflows",
-                             json={"name": "deep", "source": deep_source(default)})
+@pytest.mark.parametrize(
+    ("default", "message"),
+    DEEP_DEFAULTS,
+    ids=["400-terms", "100k-chars", "3000-signs", "5000-digit-int"],
+)
+def test_deeply_nested_defaults_are_a_400_that_says_why(
+    api: Api, default: str, message: str
+) -> None:
+    response = api.http.post(
+        "/api/workflows", json={"name": "deep", "source": deep_source(default)}
+    )
     assert response.status_code == 400, response.text
     detail = response.json()["detail"]
     assert detail.startswith("workflow 'deep': ") and message in detail, detail
@@ -90,8 +95,13 @@ def test_a_deep_annotation_names_the_parameter(api: Api) -> None:
 
 def test_large_but_shallow_defaults_still_work(api: Api) -> None:
     text = "a" * 100_000
-    response = api.http.post("/api/workflows", json={
-        "name": "wide", "source": f"async def run(x={text!r}, y={PLAIN_SUM}):\n    return x\n"})
+    response = api.http.post(
+        "/api/workflows",
+        json={
+            "name": "wide",
+            "source": f"async def run(x={text!r}, y={PLAIN_SUM}):\n    return x\n",
+        },
+    )
     assert response.status_code == 201, response.text
     defaults = [p["default"] for p in response.json()["parameters"]]
     assert defaults == [text, " + ".join(["1"] * 50)]
@@ -122,24 +132,46 @@ def test_store_names_the_file_of_a_deeply_nested_workflow(
     assert message in line and "unexpected" not in line
 
 
-def test_store_in_a_real_process_names_the_file(redis_url: str, prefix: str,
-                                                tmp_path: Path) -> None:
+def test_store_in_a_real_process_names_the_file(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     (tmp_path / "deep.py").write_text(deep_source(PLUS_400))
     env = {k: v for k, v in os.environ.items() if k != "CODEMODE_DEBUG"}
     proc = subprocess.run(
-        [sys.executable, "-m", "codemode_session", "store", "bootstrap", "--library", "lib",
-         "--folder", str(tmp_path), "--redis-url", redis_url, "--prefix", prefix,
-         "--workspace-id", "ws"],
-        capture_output=True, text=True, env=env, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "codemode_session",
+            "store",
+            "bootstrap",
+            "--library",
+            "lib",
+            "--folder",
+            str(tmp_path),
+            "--redis-url",
+            redis_url,
+            "--prefix",
+            prefix,
+            "--workspace-id",
+            "ws",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "codemode: error: deep.py: workflow 'deep': the default of parameter 'x' is nested 400 "
-        "levels deep (at most 100); compute it inside run() instead"]
+        "levels deep (at most 100); compute it inside run() instead"
+    ]
 
 
-def test_store_accepts_files_with_a_bom(cli: Cli, r: redis.Redis, prefix: str,
-                                        tmp_path: Path) -> None:
+def test_store_accepts_files_with_a_bom(
+    cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path
+) -> None:
     source = tmp_path / "lib"
     source.mkdir()
     (source / "bom_flow.py").write_bytes((BOM + VALID).encode())

@@ -31,8 +31,7 @@ CRD_DIR = ROOT / "crds"
 GROUP = "codemode.dev"
 VERSION = "v1alpha1"
 PLURALS = ("workspaces", "codesessions", "workflowlibraries")
-PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
-              "ALL_PROXY")
+PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 T = TypeVar("T")
 
@@ -47,9 +46,20 @@ def kubectl_binary() -> str:
 def install_crds(kubeconfig: Path, api_client: Any, timeout: float = 60) -> None:
     """Apply crds/*.yaml (idempotent) and wait until each kind is Established and served."""
     proc = subprocess.run(
-        [kubectl_binary(), f"--kubeconfig={kubeconfig}", "apply", "--server-side",
-         "--force-conflicts", "--field-manager=codemode-tests", "-f", str(CRD_DIR)],
-        capture_output=True, text=True, timeout=120)
+        [
+            kubectl_binary(),
+            f"--kubeconfig={kubeconfig}",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=codemode-tests",
+            "-f",
+            str(CRD_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"kubectl apply -f crds/: {proc.stderr.strip()}")
     ext = client.ApiextensionsV1Api(api_client)
@@ -73,8 +83,13 @@ def install_crds(kubeconfig: Path, api_client: Any, timeout: float = 60) -> None
     forget_discovery()
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.25, op: OperatorProcess | None = None) -> T:
+def wait_for(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    interval: float = 0.25,
+    op: OperatorProcess | None = None,
+) -> T:
     """Poll until predicate() is truthy; its value is returned."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -92,8 +107,13 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
         time.sleep(interval)
 
 
-def stays_true_for(predicate: Callable[[], object], seconds: float, what: str,
-                   interval: float = 0.25, op: OperatorProcess | None = None) -> None:
+def stays_true_for(
+    predicate: Callable[[], object],
+    seconds: float,
+    what: str,
+    interval: float = 0.25,
+    op: OperatorProcess | None = None,
+) -> None:
     """Poll predicate() for `seconds`, failing as soon as it is falsy.
 
     The observation window of a negative check ("and it stays deleted", "no Job appears"):
@@ -113,8 +133,9 @@ def stays_true_for(predicate: Callable[[], object], seconds: float, what: str,
             holds = True
         if not holds:
             tail = f"\n--- operator log ---\n{op.log_tail()}" if op is not None else ""
-            raise AssertionError(f"{what} stopped holding after "
-                                 f"{time.monotonic() - start:.1f}s of {seconds}s{tail}")
+            raise AssertionError(
+                f"{what} stopped holding after {time.monotonic() - start:.1f}s of {seconds}s{tail}"
+            )
         if final:
             return
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
@@ -127,8 +148,11 @@ def temp_namespace(api_client: Any, base: str) -> Iterator[str]:
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     try:
-        wait_for(lambda: core.read_namespaced_service_account("default", name), 30,
-                 f"namespace {name} ready")
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", name),
+            30,
+            f"namespace {name} ready",
+        )
         yield name
     finally:
         with contextlib.suppress(client.ApiException):
@@ -138,8 +162,13 @@ def temp_namespace(api_client: Any, base: str) -> Iterator[str]:
 class OperatorProcess:
     """`python -m codemode_operator` watching `namespaces`, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, namespaces: Sequence[str],
-                 env: Mapping[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespaces: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = list(namespaces)
         self.extra_env = dict(env or {})
@@ -169,18 +198,25 @@ class OperatorProcess:
             log.write(f"===== start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "codemode_operator"], env=self.environment(),
-                stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
-                start_new_session=True)
+                [sys.executable, "-m", "codemode_operator"],
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+                start_new_session=True,
+            )
         return self
 
     def wait_started(self, timeout: float = 60) -> OperatorProcess:
         """Until kopf has logged in (its watches start right after)."""
+
         def started() -> bool:
             if not self.alive():
                 raise AssertionError(f"operator exited:\n{self.log_tail()}")
-            return "Initial authentication has finished" in self.log().split(
-                f"===== start #{self.starts} =====")[-1]
+            return (
+                "Initial authentication has finished"
+                in self.log().split(f"===== start #{self.starts} =====")[-1]
+            )
 
         wait_for(started, timeout, "operator started", interval=0.1, op=self)
         time.sleep(0.5)
@@ -232,8 +268,10 @@ def report_log_on_failure(request: Any, op: OperatorProcess, failed_before: int)
     """At fixture teardown: print the operator's log when a test of its scope failed."""
     if request.session.testsfailed > failed_before:
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        text = (f"\n===== operator log ({op.log_path}) =====\n{op.log_tail(300)}\n"
-                "===== end of operator log =====")
+        text = (
+            f"\n===== operator log ({op.log_path}) =====\n{op.log_tail(300)}\n"
+            "===== end of operator log ====="
+        )
         if reporter is not None:
             reporter.write_line(text)
         else:
@@ -241,6 +279,7 @@ def report_log_on_failure(request: Any, op: OperatorProcess, failed_before: int)
 
 
 # ---- small helpers on our kinds ----------------------------------------------------------
+
 
 class Kinds:
     """CRUD of Workspace, CodeSession and WorkflowLibrary in one namespace."""
@@ -251,17 +290,26 @@ class Kinds:
         self.namespace = namespace
 
     def create(self, plural: str, name: str, spec: dict[str, Any], **kw: Any) -> Any:
-        kind = {"workspaces": "Workspace", "codesessions": "CodeSession",
-                "workflowlibraries": "WorkflowLibrary"}[plural]
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
-                "metadata": {"name": name}, "spec": spec}
+        kind = {
+            "workspaces": "Workspace",
+            "codesessions": "CodeSession",
+            "workflowlibraries": "WorkflowLibrary",
+        }[plural]
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
         return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, body, **kw)
+            GROUP, VERSION, self.namespace, plural, body, **kw
+        )
 
     def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name)
+                GROUP, VERSION, self.namespace, plural, name
+            )
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
@@ -270,12 +318,14 @@ class Kinds:
 
     def patch(self, plural: str, name: str, body: Any) -> Any:
         return self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, plural, name, body)
+            GROUP, VERSION, self.namespace, plural, name, body
+        )
 
     def delete(self, plural: str, name: str) -> None:
         with contextlib.suppress(client.ApiException):
             self.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, name)
+                GROUP, VERSION, self.namespace, plural, name
+            )
 
     def status(self, plural: str, name: str) -> dict[str, Any]:
         obj = self.get(plural, name)

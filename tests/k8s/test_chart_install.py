@@ -31,8 +31,12 @@ CHART = Path(__file__).resolve().parents[2] / "helm" / "codemode"
 
 
 def helm(cluster: Cluster, *args: str) -> str:
-    proc = subprocess.run([str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -41,12 +45,25 @@ def helm(cluster: Cluster, *args: str) -> str:
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
 def test_server_side_dry_run(cluster: Cluster, namespace: str, mode: str) -> None:
     values = ["--set", f"watchNamespaces={{{namespace}}}"] if mode == "namespaced" else []
-    rendered = helm(cluster, "template", "codemode", str(CHART), "--namespace", namespace,
-                    "--include-crds", *values)
+    rendered = helm(
+        cluster,
+        "template",
+        "codemode",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--include-crds",
+        *values,
+    )
     out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
-    for kind in ("customresourcedefinition.apiextensions.k8s.io/workspaces.codemode.dev",
-                 "deployment.apps/codemode-operator", "statefulset.apps/codemode-redis",
-                 "secret/codemode-redis", "serviceaccount/codemode", "service/codemode-metrics"):
+    for kind in (
+        "customresourcedefinition.apiextensions.k8s.io/workspaces.codemode.dev",
+        "deployment.apps/codemode-operator",
+        "statefulset.apps/codemode-redis",
+        "secret/codemode-redis",
+        "serviceaccount/codemode",
+        "service/codemode-metrics",
+    ):
         assert kind in out, out
     assert ("role.rbac.authorization.k8s.io/codemode-operator" in out) == (mode == "namespaced")
 
@@ -56,9 +73,21 @@ def _can_i(cluster: Cluster, sa: str, verb: str, resource: str, ns: str | None) 
     if "/" in resource:  # a subresource, not TYPE/NAME
         resource, sub = resource.split("/", 1)
         where.append(f"--subresource={sub}")
-    proc = subprocess.run([kubectl_binary(), f"--kubeconfig={cluster.kubeconfig}", "auth", "can-i",
-                           verb, resource, f"--as={sa}", *where],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            kubectl_binary(),
+            f"--kubeconfig={cluster.kubeconfig}",
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            f"--as={sa}",
+            *where,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return proc.stdout.strip() == "yes"
 
 
@@ -73,8 +102,17 @@ def test_install_upgrade_keeps_password_and_rbac_is_least_privilege(
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=watched)))
     release = "cm"
     try:
-        helm(cluster, "install", release, str(CHART), "--namespace", namespace,
-             "--skip-crds", "--set", f"watchNamespaces={{{watched}}}")
+        helm(
+            cluster,
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--skip-crds",
+            "--set",
+            f"watchNamespaces={{{watched}}}",
+        )
 
         def password() -> str:
             secret = core.read_namespaced_secret("cm-codemode-redis", namespace)
@@ -82,42 +120,86 @@ def test_install_upgrade_keeps_password_and_rbac_is_least_privilege(
 
         first = password()
         assert len(first) == 32
-        helm(cluster, "upgrade", release, str(CHART), "--namespace", namespace, "--skip-crds",
-             "--reuse-values", "--set", "operator.logLevel=debug")
+        helm(
+            cluster,
+            "upgrade",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--skip-crds",
+            "--reuse-values",
+            "--set",
+            "operator.logLevel=debug",
+        )
         assert password() == first, "helm upgrade must keep the generated Redis password"
 
         sa = f"system:serviceaccount:{namespace}:cm-codemode"
-        for verb, resource in [("create", "pods"), ("update", "secrets"), ("watch", "jobs.batch"),
-                               ("patch", "codesessions.codemode.dev/status"),
-                               ("create", "networkpolicies.networking.k8s.io"),
-                               ("create", "events")]:
-            wait_for(lambda v=verb, r=resource: _can_i(cluster, sa, v, r, watched), 20,  # type: ignore[misc]
-                     f"{sa} may {verb} {resource}")
+        for verb, resource in [
+            ("create", "pods"),
+            ("update", "secrets"),
+            ("watch", "jobs.batch"),
+            ("patch", "codesessions.codemode.dev/status"),
+            ("create", "networkpolicies.networking.k8s.io"),
+            ("create", "events"),
+        ]:
+            wait_for(
+                lambda v=verb, r=resource: _can_i(cluster, sa, v, r, watched),
+                20,  # type: ignore[misc]
+                f"{sa} may {verb} {resource}",
+            )
             assert not _can_i(cluster, sa, verb, resource, "default"), (verb, resource, "default")
         assert _can_i(cluster, sa, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
         assert _can_i(cluster, sa, "watch", "namespaces", None)
-        for verb, resource, ns in [("create", "pods/exec", watched),
-                                   ("delete", "customresourcedefinitions", None),
-                                   ("list", "nodes", None), ("create", "roles", watched),
-                                   ("get", "secrets", namespace),
-                                   # least privilege: verbs the operator never calls
-                                   ("delete", "secrets", watched), ("list", "secrets", watched),
-                                   ("get", "services", watched),
-                                   ("delete", "networkpolicies.networking.k8s.io", watched),
-                                   ("update", "codesessions.codemode.dev", watched),
-                                   ("create", "events.events.k8s.io", watched)]:
+        for verb, resource, ns in [
+            ("create", "pods/exec", watched),
+            ("delete", "customresourcedefinitions", None),
+            ("list", "nodes", None),
+            ("create", "roles", watched),
+            ("get", "secrets", namespace),
+            # least privilege: verbs the operator never calls
+            ("delete", "secrets", watched),
+            ("list", "secrets", watched),
+            ("get", "services", watched),
+            ("delete", "networkpolicies.networking.k8s.io", watched),
+            ("update", "codesessions.codemode.dev", watched),
+            ("create", "events.events.k8s.io", watched),
+        ]:
             assert not _can_i(cluster, sa, verb, resource, ns), (verb, resource, ns)
 
         # Switching to cluster-wide mode replaces the Roles with a ClusterRole.
-        helm(cluster, "upgrade", release, str(CHART), "--namespace", namespace, "--skip-crds",
-             "--reuse-values", "--set-json", "watchNamespaces=[]")
-        wait_for(lambda: _can_i(cluster, sa, "create", "pods", "default"), 20,
-                 "cluster-wide RBAC in effect")
+        helm(
+            cluster,
+            "upgrade",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--skip-crds",
+            "--reuse-values",
+            "--set-json",
+            "watchNamespaces=[]",
+        )
+        wait_for(
+            lambda: _can_i(cluster, sa, "create", "pods", "default"),
+            20,
+            "cluster-wide RBAC in effect",
+        )
         assert password() == first
     finally:
-        subprocess.run([str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", "uninstall",
-                        release, "--namespace", namespace, "--wait=false"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                str(helm_binary()),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "uninstall",
+                release,
+                "--namespace",
+                namespace,
+                "--wait=false",
+            ],
+            capture_output=True,
+            timeout=120,
+        )
         core.delete_namespace(watched)
 
 
@@ -125,15 +207,24 @@ def _service_account_kubeconfig(cluster: Cluster, namespace: str, sa: str, path:
     """A kubeconfig of the admin one's cluster that authenticates as `sa` (a bound token)."""
     token = cluster.kubectl("-n", namespace, "create", "token", sa, "--duration=1h").strip()
     config = yaml.safe_load(cluster.kubeconfig.read_text())
-    context = next(c for c in config["contexts"]
-                   if c["name"] == config["current-context"])["context"]
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])[
+        "context"
+    ]
     cluster_entry = next(c for c in config["clusters"] if c["name"] == context["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [cluster_entry],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": cluster_entry["name"],
-                                                 "user": "sa"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [cluster_entry],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "sa", "context": {"cluster": cluster_entry["name"], "user": "sa"}}
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -152,30 +243,60 @@ def test_operator_runs_under_the_charts_rbac(
     op: OperatorProcess | None = None
     kinds = Kinds(api, watched)
     try:
-        helm(cluster, "install", release, str(CHART), "--namespace", namespace, "--skip-crds",
-             "--set", f"watchNamespaces={{{watched}}}", "--set", "redis.enabled=false",
-             "--set", "metrics.enabled=false")
-        kubeconfig = _service_account_kubeconfig(cluster, namespace, "rb-codemode",
-                                                 tmp_path / "sa.kubeconfig")
-        op = OperatorProcess(kubeconfig, [watched], {"SESSION_POLL_SECONDS": "1",
-                                                     "LIBRARY_POLL_SECONDS": "1"},
-                             log_dir=tmp_path)
+        helm(
+            cluster,
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--skip-crds",
+            "--set",
+            f"watchNamespaces={{{watched}}}",
+            "--set",
+            "redis.enabled=false",
+            "--set",
+            "metrics.enabled=false",
+        )
+        kubeconfig = _service_account_kubeconfig(
+            cluster, namespace, "rb-codemode", tmp_path / "sa.kubeconfig"
+        )
+        op = OperatorProcess(
+            kubeconfig,
+            [watched],
+            {"SESSION_POLL_SECONDS": "1", "LIBRARY_POLL_SECONDS": "1"},
+            log_dir=tmp_path,
+        )
         op.start().wait_started()
 
         def ready(plural: str, name: str) -> bool:
             return kinds.condition(plural, name, "Ready").get("status") == "True"
 
-        kinds.create("workspaces", "ws", {"redis": {"url": redis_server.url},
-                                          "prefix": f"t{uuid.uuid4().hex[:10]}",
-                                          "deletionPolicy": "Cascade"})
+        kinds.create(
+            "workspaces",
+            "ws",
+            {
+                "redis": {"url": redis_server.url},
+                "prefix": f"t{uuid.uuid4().hex[:10]}",
+                "deletionPolicy": "Cascade",
+            },
+        )
         wait_for(lambda: ready("workspaces", "ws"), 60, "Workspace Ready", op=op)
         kinds.create("codesessions", "s1", {"workspaceRef": "ws"})
-        wait_for(lambda: kinds.status("codesessions", "s1").get("phase") == "Ready", 60,
-                 "CodeSession Ready", op=op)
+        wait_for(
+            lambda: kinds.status("codesessions", "s1").get("phase") == "Ready",
+            60,
+            "CodeSession Ready",
+            op=op,
+        )
         # An idle session ends: the operator deletes its pod and Service itself.
         kinds.create("codesessions", "idle", {"workspaceRef": "ws", "idleTimeout": "2s"})
-        wait_for(lambda: kinds.status("codesessions", "idle").get("phase") == "Terminated", 60,
-                 "idle CodeSession Terminated", op=op)
+        wait_for(
+            lambda: kinds.status("codesessions", "idle").get("phase") == "Terminated",
+            60,
+            "idle CodeSession Terminated",
+            op=op,
+        )
 
         def service_gone() -> bool:
             try:
@@ -185,15 +306,30 @@ def test_operator_runs_under_the_charts_rbac(
             return False
 
         wait_for(service_gone, 30, "idle session's Service deleted", op=op)
-        kinds.create("workflowlibraries", "lib", {
-            "workspaceRef": "ws", "source": {"url": "https://git.example/flows.git"}})
-        wait_for(lambda: kinds.status("workflowlibraries", "lib").get("jobName"), 60,
-                 "library sync Job", op=op)
+        kinds.create(
+            "workflowlibraries",
+            "lib",
+            {"workspaceRef": "ws", "source": {"url": "https://git.example/flows.git"}},
+        )
+        wait_for(
+            lambda: kinds.status("workflowlibraries", "lib").get("jobName"),
+            60,
+            "library sync Job",
+            op=op,
+        )
         kinds.delete("workspaces", "ws")  # Cascade: the operator deletes s1 and lib
-        for plural, name in (("workspaces", "ws"), ("codesessions", "s1"),
-                             ("codesessions", "idle"), ("workflowlibraries", "lib")):
-            wait_for(lambda p=plural, n=name: kinds.get(p, n) is None, 60,  # type: ignore[misc]
-                     f"{plural}/{name} deleted", op=op)
+        for plural, name in (
+            ("workspaces", "ws"),
+            ("codesessions", "s1"),
+            ("codesessions", "idle"),
+            ("workflowlibraries", "lib"),
+        ):
+            wait_for(
+                lambda p=plural, n=name: kinds.get(p, n) is None,
+                60,  # type: ignore[misc]
+                f"{plural}/{name} deleted",
+                op=op,
+            )
         log = op.log()
         for word in ("Forbidden", "forbidden", "(403)", "Code: 403", "Not enough permissions"):
             assert word not in log, f"{word!r} in the operator log:\n{op.log_tail(60)}"
@@ -202,9 +338,20 @@ def test_operator_runs_under_the_charts_rbac(
             op.stop()
         for plural in ("codesessions", "workflowlibraries", "workspaces"):
             for obj in kinds.custom.list_namespaced_custom_object(
-                    "codemode.dev", "v1alpha1", watched, plural)["items"]:
+                "codemode.dev", "v1alpha1", watched, plural
+            )["items"]:
                 kinds.patch(plural, obj["metadata"]["name"], {"metadata": {"finalizers": None}})
-        subprocess.run([str(helm_binary()), f"--kubeconfig={cluster.kubeconfig}", "uninstall",
-                        release, "--namespace", namespace, "--wait=false"],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                str(helm_binary()),
+                f"--kubeconfig={cluster.kubeconfig}",
+                "uninstall",
+                release,
+                "--namespace",
+                namespace,
+                "--wait=false",
+            ],
+            capture_output=True,
+            timeout=120,
+        )
         core.delete_namespace(watched)

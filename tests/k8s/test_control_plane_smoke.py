@@ -15,7 +15,6 @@ from tests.k8s.operator_fixture import wait_for
 pytestmark = pytest.mark.k8s
 
 
-
 def test_deployment_pods_run_on_kwok_node(cluster: Cluster, namespace: str) -> None:
     api_client = cluster.api_client()
     apps: Any = client.AppsV1Api(api_client)

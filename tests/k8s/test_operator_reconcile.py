@@ -64,19 +64,28 @@ class Env:
         stays_true_for(predicate, seconds, what, op=self.op)
 
     def workspace(self, name: str, **spec: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"redis": {"url": self.redis.url},
-                                "prefix": f"t{uuid.uuid4().hex[:10]}", **spec}
+        body: dict[str, Any] = {
+            "redis": {"url": self.redis.url},
+            "prefix": f"t{uuid.uuid4().hex[:10]}",
+            **spec,
+        }
         self.kinds.create("workspaces", name, body)
         return body
 
     def ready(self, plural: str, name: str, timeout: float = 30) -> dict[str, Any]:
-        self.wait(lambda: self.kinds.condition(plural, name, "Ready").get("status") == "True",
-                  timeout, f"{plural}/{name} Ready")
+        self.wait(
+            lambda: self.kinds.condition(plural, name, "Ready").get("status") == "True",
+            timeout,
+            f"{plural}/{name} Ready",
+        )
         return self.kinds.status(plural, name)
 
     def phase(self, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-        self.wait(lambda: self.kinds.status("codesessions", name).get("phase") == phase,
-                  timeout, f"codesession/{name} phase {phase}")
+        self.wait(
+            lambda: self.kinds.status("codesessions", name).get("phase") == phase,
+            timeout,
+            f"codesession/{name} phase {phase}",
+        )
         return self.kinds.status("codesessions", name)
 
     def secret(self, name: str) -> dict[str, str]:
@@ -99,35 +108,55 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(k8s_cluster: Cluster, redis_server: RedisServer, request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    k8s_cluster: Cluster,
+    redis_server: RedisServer,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Env]:
     api = k8s_cluster.api_client()
     install_crds(k8s_cluster.kubeconfig, api)
     failed_before = request.session.testsfailed
     with temp_namespace(api, "t-operator") as ns:
-        op = OperatorProcess(k8s_cluster.kubeconfig, [ns],
-                             {"SESSION_POLL_SECONDS": "1", "LIBRARY_POLL_SECONDS": "1"},
-                             log_dir=tmp_path_factory.mktemp("operator"))
+        op = OperatorProcess(
+            k8s_cluster.kubeconfig,
+            [ns],
+            {"SESSION_POLL_SECONDS": "1", "LIBRARY_POLL_SECONDS": "1"},
+            log_dir=tmp_path_factory.mktemp("operator"),
+        )
         op.start().wait_started()
         try:
-            yield Env(k8s_cluster, api, Kinds(api, ns), client.CoreV1Api(api),
-                      client.BatchV1Api(api), client.NetworkingV1Api(api), op, redis_server)
+            yield Env(
+                k8s_cluster,
+                api,
+                Kinds(api, ns),
+                client.CoreV1Api(api),
+                client.BatchV1Api(api),
+                client.NetworkingV1Api(api),
+                op,
+                redis_server,
+            )
         finally:
             # Let the operator remove its finalizers before it stops.
             kinds = Kinds(api, ns)
             for plural in ("codesessions", "workflowlibraries", "workspaces"):
                 for obj in kinds.custom.list_namespaced_custom_object(
-                        "codemode.dev", "v1alpha1", ns, plural)["items"]:
+                    "codemode.dev", "v1alpha1", ns, plural
+                )["items"]:
                     if plural == "workspaces":
-                        kinds.patch(plural, obj["metadata"]["name"],
-                                    {"spec": {"deletionPolicy": "Cascade"}})
+                        kinds.patch(
+                            plural, obj["metadata"]["name"], {"spec": {"deletionPolicy": "Cascade"}}
+                        )
                     kinds.delete(plural, obj["metadata"]["name"])
 
             def leftovers() -> list[tuple[str, str]]:
-                return [(plural, o["metadata"]["name"])
-                        for plural in ("codesessions", "workflowlibraries", "workspaces")
-                        for o in kinds.custom.list_namespaced_custom_object(
-                            "codemode.dev", "v1alpha1", ns, plural)["items"]]
+                return [
+                    (plural, o["metadata"]["name"])
+                    for plural in ("codesessions", "workflowlibraries", "workspaces")
+                    for o in kinds.custom.list_namespaced_custom_object(
+                        "codemode.dev", "v1alpha1", ns, plural
+                    )["items"]
+                ]
 
             try:
                 wait_for(lambda: not leftovers(), 30, "operator released its objects")
@@ -146,6 +175,7 @@ def _owned_by(obj: Any, kind: str, name: str, uid: str) -> None:
 
 # ---- Workspace ---------------------------------------------------------------------------
 
+
 def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
     spec = env.workspace("ws-acl", workspaceId="tenant-a")
     prefix = spec["prefix"]
@@ -158,8 +188,10 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
 
     policy = env.net.read_namespaced_network_policy("ws-acl-sessions", env.ns)
     _owned_by(policy, "Workspace", "ws-acl", uid)
-    assert policy.spec.pod_selector.match_labels == {"codemode.dev/workspace": "ws-acl",
-                                                     "app.kubernetes.io/component": "session"}
+    assert policy.spec.pod_selector.match_labels == {
+        "codemode.dev/workspace": "ws-acl",
+        "app.kubernetes.io/component": "session",
+    }
     assert sorted(policy.spec.policy_types) == ["Egress", "Ingress"]
     redis_rule = policy.spec.egress[1]
     assert redis_rule.to[0].ip_block.cidr == "127.0.0.1/32"
@@ -179,14 +211,20 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
         assert scoped.get(own) == b"mine"
         scoped.hset(f"{prefix}:ws:tenant-a:workflows:__workflows__", "w", "{}")
         scoped.get(f"{prefix}:deps")  # shared, read-only
-        for denied in (lambda: scoped.get(other), lambda: scoped.set(other, b"x"),
-                       lambda: scoped.delete(other), lambda: scoped.scan(0),
-                       lambda: scoped.keys("*"), lambda: scoped.flushall(),
-                       lambda: scoped.flushdb(), lambda: scoped.set(f"{prefix}:deps", b"x"),
-                       lambda: scoped.set(f"{prefix}:tools:t", b"x"),
-                       lambda: scoped.execute_command("ACL", "LIST"),
-                       lambda: scoped.eval("return 1", 0),
-                       lambda: scoped.config_get("*")):
+        for denied in (
+            lambda: scoped.get(other),
+            lambda: scoped.set(other, b"x"),
+            lambda: scoped.delete(other),
+            lambda: scoped.scan(0),
+            lambda: scoped.keys("*"),
+            lambda: scoped.flushall(),
+            lambda: scoped.flushdb(),
+            lambda: scoped.set(f"{prefix}:deps", b"x"),
+            lambda: scoped.set(f"{prefix}:tools:t", b"x"),
+            lambda: scoped.execute_command("ACL", "LIST"),
+            lambda: scoped.eval("return 1", 0),
+            lambda: scoped.config_get("*"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 denied()
     assert env.admin().get(other) == b"secret of another tenant"
@@ -195,9 +233,11 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
 def test_workspace_status_reports_usage_and_quotas_reach_sessions(env: Env) -> None:
     """Usage is read from Redis on the workspace's timer: what sessions stored after the
     workspace became Ready shows up without any change to the Workspace."""
-    spec = env.workspace("ws-usage", workspaceId="tenant-u",
-                         limits={"maxStorageBytes": "10Mi", "maxArtifactBytes": "1Mi",
-                                 "maxWorkflows": 5})
+    spec = env.workspace(
+        "ws-usage",
+        workspaceId="tenant-u",
+        limits={"maxStorageBytes": "10Mi", "maxArtifactBytes": "1Mi", "maxWorkflows": 5},
+    )
     status = env.ready("workspaces", "ws-usage")
     assert status["usage"] == {"storageBytes": 0, "artifacts": 0, "workflows": 0}
 
@@ -207,8 +247,11 @@ def test_workspace_status_reports_usage_and_quotas_reach_sessions(env: Env) -> N
         admin.hset(keys.artifact_index, mapping={"a": "{}", "b": "{}"})
         admin.hset(keys.workflows, mapping={"w1": "{}", "w2": "{}", "w3": "{}"})
     want = {"storageBytes": 4242, "artifacts": 2, "workflows": 3}
-    env.wait(lambda: env.kinds.status("workspaces", "ws-usage").get("usage") == want, 75,
-             "Workspace status.usage refreshed by the timer")
+    env.wait(
+        lambda: env.kinds.status("workspaces", "ws-usage").get("usage") == want,
+        75,
+        "Workspace status.usage refreshed by the timer",
+    )
 
     env.kinds.create("codesessions", "s-quota", {"workspaceRef": "ws-usage"})
     env.wait(lambda: env.pod("s-quota-session") is not None, 30, "pod created")
@@ -224,26 +267,45 @@ def test_workspace_status_reports_usage_and_quotas_reach_sessions(env: Env) -> N
 
 
 def test_workspace_secret_ref_missing_then_created(env: Env) -> None:
-    env.kinds.create("workspaces", "ws-ref", {
-        "prefix": f"t{uuid.uuid4().hex[:10]}",
-        "redis": {"urlSecretRef": {"name": "ws-ref-admin", "key": "url"}}})
-    env.wait(lambda: env.kinds.condition("workspaces", "ws-ref", "Ready").get("reason")
-             == "RedisConfigInvalid", 30, "Ready False RedisConfigInvalid")
+    env.kinds.create(
+        "workspaces",
+        "ws-ref",
+        {
+            "prefix": f"t{uuid.uuid4().hex[:10]}",
+            "redis": {"urlSecretRef": {"name": "ws-ref-admin", "key": "url"}},
+        },
+    )
+    env.wait(
+        lambda: (
+            env.kinds.condition("workspaces", "ws-ref", "Ready").get("reason")
+            == "RedisConfigInvalid"
+        ),
+        30,
+        "Ready False RedisConfigInvalid",
+    )
     ready = env.kinds.condition("workspaces", "ws-ref", "Ready")
     assert ready["status"] == "False"
     assert "ws-ref-admin" in ready["message"]
-    env.core.create_namespaced_secret(env.ns, {
-        "metadata": {"name": "ws-ref-admin"}, "stringData": {"url": env.redis.url}})
+    env.core.create_namespaced_secret(
+        env.ns, {"metadata": {"name": "ws-ref-admin"}, "stringData": {"url": env.redis.url}}
+    )
     status = env.ready("workspaces", "ws-ref", timeout=60)
     assert status["redisReachable"] is True
     assert env.kinds.condition("workspaces", "ws-ref", "RedisReachable")["status"] == "True"
 
 
 def test_workspace_unreachable_redis(env: Env) -> None:
-    env.kinds.create("workspaces", "ws-down", {
-        "redis": {"url": f"redis://127.0.0.1:{free_port()}/0"}})
-    env.wait(lambda: env.kinds.condition("workspaces", "ws-down", "RedisReachable")
-             .get("reason") == "RedisUnreachable", 30, "RedisReachable False")
+    env.kinds.create(
+        "workspaces", "ws-down", {"redis": {"url": f"redis://127.0.0.1:{free_port()}/0"}}
+    )
+    env.wait(
+        lambda: (
+            env.kinds.condition("workspaces", "ws-down", "RedisReachable").get("reason")
+            == "RedisUnreachable"
+        ),
+        30,
+        "RedisReachable False",
+    )
     status = env.kinds.status("workspaces", "ws-down")
     assert status["redisReachable"] is False
     ready = env.kinds.condition("workspaces", "ws-down", "Ready")
@@ -253,6 +315,7 @@ def test_workspace_unreachable_redis(env: Env) -> None:
 
 
 # ---- CodeSession -------------------------------------------------------------------------
+
 
 def test_session_children_ready_and_pod_recreated(env: Env) -> None:
     env.workspace("ws-sess", workspaceId="tenant-s")
@@ -296,8 +359,11 @@ def test_session_children_ready_and_pod_recreated(env: Env) -> None:
 
     def recreated() -> bool:
         new = env.pod("s1-session")
-        return bool(new is not None and new.metadata.uid != old_uid
-                    and new.metadata.deletion_timestamp is None)
+        return bool(
+            new is not None
+            and new.metadata.uid != old_uid
+            and new.metadata.deletion_timestamp is None
+        )
 
     env.wait(recreated, 30, "pod recreated")
     env.phase("s1", "Ready")
@@ -319,8 +385,13 @@ def test_session_status_writes_refuse_a_stale_version(env: Env) -> None:
     assert stale is not None
     env.kinds.patch("codesessions", "cas", {"metadata": {"labels": {"touched": "yes"}}})
     with pytest.raises(client.ApiException) as refused:
-        kube.patch_status("codesessions", env.ns, "cas", {"reason": "Stale"},
-                          resource_version=stale["metadata"]["resourceVersion"])
+        kube.patch_status(
+            "codesessions",
+            env.ns,
+            "cas",
+            {"reason": "Stale"},
+            resource_version=stale["metadata"]["resourceVersion"],
+        )
     assert refused.value.status == 409
     assert env.kinds.status("codesessions", "cas").get("reason") != "Stale"
     # a write on the version just read lands (the operator and kopf write this object
@@ -329,8 +400,13 @@ def test_session_status_writes_refuse_a_stale_version(env: Env) -> None:
         fresh = env.kinds.get("codesessions", "cas")
         assert fresh is not None
         try:
-            kube.patch_status("codesessions", env.ns, "cas", {"lastActivityTime": None},
-                              resource_version=fresh["metadata"]["resourceVersion"])
+            kube.patch_status(
+                "codesessions",
+                env.ns,
+                "cas",
+                {"lastActivityTime": None},
+                resource_version=fresh["metadata"]["resourceVersion"],
+            )
             break
         except client.ApiException as exc:
             assert exc.status == 409
@@ -347,8 +423,13 @@ def test_watchdog_repairs_a_session_status_that_fell_behind_its_pod(env: Env) ->
     env.phase("behind", "Ready")
     pod_uid = env.pod("behind-session").metadata.uid
     env.kinds.custom.patch_namespaced_custom_object_status(
-        "codemode.dev", "v1alpha1", env.ns, "codesessions", "behind",
-        {"status": {"phase": "Starting", "reason": "PodStarting", "podResourceVersion": "1"}})
+        "codemode.dev",
+        "v1alpha1",
+        env.ns,
+        "codesessions",
+        "behind",
+        {"status": {"phase": "Starting", "reason": "PodStarting", "podResourceVersion": "1"}},
+    )
     assert env.kinds.status("codesessions", "behind")["phase"] == "Starting"
     # the operator here polls every second: checks every 6 s, repairs after 24 s of age
     env.phase("behind", "Ready", timeout=60)
@@ -357,8 +438,13 @@ def test_watchdog_repairs_a_session_status_that_fell_behind_its_pod(env: Env) ->
 
 def test_session_waits_for_missing_workspace(env: Env) -> None:
     env.kinds.create("codesessions", "early", {"workspaceRef": "ws-late"})
-    env.wait(lambda: env.kinds.condition("codesessions", "early", "WorkspaceFound")
-             .get("status") == "False", 30, "WorkspaceFound False")
+    env.wait(
+        lambda: (
+            env.kinds.condition("codesessions", "early", "WorkspaceFound").get("status") == "False"
+        ),
+        30,
+        "WorkspaceFound False",
+    )
     status = env.kinds.status("codesessions", "early")
     assert status["phase"] == "Pending" and status["reason"] == "WorkspaceNotFound"
     assert env.pod("early-session") is None
@@ -374,14 +460,16 @@ def test_max_sessions_admission(env: Env) -> None:
     env.kinds.create("codesessions", "one-a", {"workspaceRef": "ws-one"})
     env.phase("one-a", "Ready")
     env.kinds.create("codesessions", "one-b", {"workspaceRef": "ws-one"})
-    env.wait(lambda: env.kinds.status("codesessions", "one-b").get("reason")
-             == "SessionLimitReached", 30, "second session over the limit")
+    env.wait(
+        lambda: env.kinds.status("codesessions", "one-b").get("reason") == "SessionLimitReached",
+        30,
+        "second session over the limit",
+    )
     status = env.kinds.status("codesessions", "one-b")
     assert status["phase"] == "Pending"
     admitted = env.kinds.condition("codesessions", "one-b", "Admitted")
     assert admitted["status"] == "False" and "maxSessions" in admitted["message"]
-    env.stays(lambda: env.pod("one-b-session") is None, 2,
-              "no pod for the session over the limit")
+    env.stays(lambda: env.pod("one-b-session") is None, 2, "no pod for the session over the limit")
     assert env.pod("one-b-session") is None
     env.kinds.delete("codesessions", "one-a")
     env.phase("one-b", "Ready", timeout=45)
@@ -398,18 +486,25 @@ def test_idle_timeout_terminates_session(env: Env) -> None:
     ready = env.kinds.condition("codesessions", "idle", "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "IdleTimeout")
     env.wait(lambda: env.pod("idle-session") is None, 30, "idle pod deleted")
-    env.stays(lambda: env.pod("idle-session") is None
-              and env.kinds.status("codesessions", "idle").get("phase") == "Terminated",
-              3, "the idle session staying Terminated with its pod deleted")
+    env.stays(
+        lambda: (
+            env.pod("idle-session") is None
+            and env.kinds.status("codesessions", "idle").get("phase") == "Terminated"
+        ),
+        3,
+        "the idle session staying Terminated with its pod deleted",
+    )
     assert env.pod("idle-session") is None
     assert env.kinds.status("codesessions", "idle")["phase"] == "Terminated"
 
 
 # ---- deletion policy ---------------------------------------------------------------------
 
+
 def _events(env: Env, name: str, reason: str) -> list[Any]:
     events = env.core.list_namespaced_event(
-        env.ns, field_selector=f"involvedObject.name={name}").items
+        env.ns, field_selector=f"involvedObject.name={name}"
+    ).items
     return [e for e in events if e.reason == reason]
 
 
@@ -419,8 +514,7 @@ def test_deletion_policy_refuse(env: Env) -> None:
     env.kinds.create("codesessions", "keeper", {"workspaceRef": "ws-refuse"})
     env.phase("keeper", "Ready")
     env.kinds.delete("workspaces", "ws-refuse")
-    env.wait(lambda: _events(env, "ws-refuse", "DeletionBlocked"), 30,
-             "DeletionBlocked event")
+    env.wait(lambda: _events(env, "ws-refuse", "DeletionBlocked"), 30, "DeletionBlocked event")
     event = _events(env, "ws-refuse", "DeletionBlocked")[0]
     assert event.type == "Warning" and "Refuse" in event.message
     obj = env.kinds.get("workspaces", "ws-refuse")
@@ -431,14 +525,21 @@ def test_deletion_policy_refuse(env: Env) -> None:
 
 
 def test_deletion_policy_cascade_and_data_delete(env: Env) -> None:
-    spec = env.workspace("ws-casc", workspaceId="tenant-c", deletionPolicy="Cascade",
-                         dataPolicy="Delete")
+    spec = env.workspace(
+        "ws-casc", workspaceId="tenant-c", deletionPolicy="Cascade", dataPolicy="Delete"
+    )
     prefix = spec["prefix"]
     env.ready("workspaces", "ws-casc")
     env.kinds.create("codesessions", "casc-s", {"workspaceRef": "ws-casc"})
-    env.kinds.create("workflowlibraries", "casc-lib", {
-        "workspaceRef": "ws-casc", "suspend": True,
-        "source": {"url": "https://git.example/r.git"}})
+    env.kinds.create(
+        "workflowlibraries",
+        "casc-lib",
+        {
+            "workspaceRef": "ws-casc",
+            "suspend": True,
+            "source": {"url": "https://git.example/r.git"},
+        },
+    )
     env.phase("casc-s", "Ready")
     admin = env.admin()
     username = f"codemode:{env.ns}:ws-casc"
@@ -460,20 +561,33 @@ def test_deletion_policy_cascade_and_data_delete(env: Env) -> None:
 
 # ---- WorkflowLibrary ---------------------------------------------------------------------
 
+
 def _jobs(env: Env, library: str) -> list[Any]:
-    return list(env.batch.list_namespaced_job(
-        env.ns, label_selector=f"codemode.dev/library={library}").items)
+    return list(
+        env.batch.list_namespaced_job(
+            env.ns, label_selector=f"codemode.dev/library={library}"
+        ).items
+    )
 
 
 def test_library_sync_job_and_backoff(env: Env) -> None:
     env.workspace("ws-lib", workspaceId="tenant-l")
     env.ready("workspaces", "ws-lib")
-    env.kinds.create("workflowlibraries", "lib", {
-        "workspaceRef": "ws-lib",
-        "source": {"url": "https://git.example/flows.git", "ref": {"tag": "v1.2.0"},
-                   "path": "workflows"}})
-    job_name = env.wait(lambda: env.kinds.status("workflowlibraries", "lib").get("jobName"),
-                        30, "sync Job started")
+    env.kinds.create(
+        "workflowlibraries",
+        "lib",
+        {
+            "workspaceRef": "ws-lib",
+            "source": {
+                "url": "https://git.example/flows.git",
+                "ref": {"tag": "v1.2.0"},
+                "path": "workflows",
+            },
+        },
+    )
+    job_name = env.wait(
+        lambda: env.kinds.status("workflowlibraries", "lib").get("jobName"), 30, "sync Job started"
+    )
     job = env.batch.read_namespaced_job(job_name, env.ns)
     uid = env.kinds.get("workflowlibraries", "lib")["metadata"]["uid"]  # type: ignore[index]
     _owned_by(job, "WorkflowLibrary", "lib", uid)
@@ -492,32 +606,57 @@ def test_library_sync_job_and_backoff(env: Env) -> None:
     assert job.spec.template.spec.automount_service_account_token is False
 
     # On kwok the Job's pod "succeeds" without printing a result: a failed sync.
-    env.wait(lambda: env.kinds.condition("workflowlibraries", "lib", "Stalled")
-             .get("status") == "True", 60, "Stalled True")
+    env.wait(
+        lambda: env.kinds.condition("workflowlibraries", "lib", "Stalled").get("status") == "True",
+        60,
+        "Stalled True",
+    )
     stalled = env.kinds.condition("workflowlibraries", "lib", "Stalled")
     assert stalled["reason"] == "SyncFailed" and "without a result" in stalled["message"]
     assert env.kinds.condition("workflowlibraries", "lib", "Ready")["status"] == "False"
-    env.wait(lambda: int(env.kinds.status("workflowlibraries", "lib").get("failures") or 0)
-             >= 2, 60, "failures counting up")
+    env.wait(
+        lambda: int(env.kinds.status("workflowlibraries", "lib").get("failures") or 0) >= 2,
+        60,
+        "failures counting up",
+    )
     status = env.kinds.status("workflowlibraries", "lib")
     assert "artifact" not in status or status["artifact"] is None
     # Finished Jobs are cleaned up: at most the one in flight remains.
-    env.wait(lambda: len([j for j in _jobs(env, "lib")
-                          if j.metadata.deletion_timestamp is None]) <= 1, 30,
-             "finished Jobs deleted")
+    env.wait(
+        lambda: len([j for j in _jobs(env, "lib") if j.metadata.deletion_timestamp is None]) <= 1,
+        30,
+        "finished Jobs deleted",
+    )
 
 
 def test_library_suspend_creates_no_job(env: Env) -> None:
     env.workspace("ws-susp")
     env.ready("workspaces", "ws-susp")
-    env.kinds.create("workflowlibraries", "susp", {
-        "workspaceRef": "ws-susp", "suspend": True,
-        "source": {"url": "https://git.example/flows.git"}})
-    env.wait(lambda: env.kinds.condition("workflowlibraries", "susp", "Reconciling")
-             .get("reason") == "Suspended", 30, "Reconciling Suspended")
-    env.stays(lambda: _jobs(env, "susp") == []
-              and not env.kinds.status("workflowlibraries", "susp").get("jobName"),
-              3, "no sync Job for the suspended library")
+    env.kinds.create(
+        "workflowlibraries",
+        "susp",
+        {
+            "workspaceRef": "ws-susp",
+            "suspend": True,
+            "source": {"url": "https://git.example/flows.git"},
+        },
+    )
+    env.wait(
+        lambda: (
+            env.kinds.condition("workflowlibraries", "susp", "Reconciling").get("reason")
+            == "Suspended"
+        ),
+        30,
+        "Reconciling Suspended",
+    )
+    env.stays(
+        lambda: (
+            _jobs(env, "susp") == []
+            and not env.kinds.status("workflowlibraries", "susp").get("jobName")
+        ),
+        3,
+        "no sync Job for the suspended library",
+    )
     assert _jobs(env, "susp") == []
     assert not env.kinds.status("workflowlibraries", "susp").get("jobName")
 
@@ -529,14 +668,22 @@ def test_library_delete_prunes_owned_workflows(env: Env) -> None:
     async def seed() -> None:
         storage = RedisStorage(env.redis.url, prefix=spec["prefix"], workspace_id="tenant-p")
         try:
-            flows = [Workflow(name=f"lib_flow_{i}", source=f"def run():\n    return {i}\n")
-                     for i in range(3)]
-            await storage.apply_library("pruned", flows, [],
-                                        LibraryRecord("abc1234", "d" * 64, 3, time.time()))
-            await storage.apply_library("other-lib", [Workflow(
-                name="other_flow", source="def run():\n    return 0\n")], [], None)
-            await storage.save_workflow(Workflow(name="agent_flow",
-                                                 source="def run():\n    return 'a'\n"))
+            flows = [
+                Workflow(name=f"lib_flow_{i}", source=f"def run():\n    return {i}\n")
+                for i in range(3)
+            ]
+            await storage.apply_library(
+                "pruned", flows, [], LibraryRecord("abc1234", "d" * 64, 3, time.time())
+            )
+            await storage.apply_library(
+                "other-lib",
+                [Workflow(name="other_flow", source="def run():\n    return 0\n")],
+                [],
+                None,
+            )
+            await storage.save_workflow(
+                Workflow(name="agent_flow", source="def run():\n    return 'a'\n")
+            )
         finally:
             await storage.close()
 
@@ -548,58 +695,101 @@ def test_library_delete_prunes_owned_workflows(env: Env) -> None:
             await storage.close()
 
     asyncio.run(seed())
-    assert asyncio.run(names()) == ["agent_flow", "lib_flow_0", "lib_flow_1", "lib_flow_2",
-                                    "other_flow"]
-    env.kinds.create("workflowlibraries", "pruned", {
-        "workspaceRef": "ws-prune", "suspend": True, "prune": True,
-        "source": {"url": "https://git.example/flows.git"}})
-    env.wait(lambda: "codemode.dev/finalizer" in (
-        env.kinds.get("workflowlibraries", "pruned") or {}).get("metadata", {}).get(
-        "finalizers", []), 30, "library finalizer")
+    assert asyncio.run(names()) == [
+        "agent_flow",
+        "lib_flow_0",
+        "lib_flow_1",
+        "lib_flow_2",
+        "other_flow",
+    ]
+    env.kinds.create(
+        "workflowlibraries",
+        "pruned",
+        {
+            "workspaceRef": "ws-prune",
+            "suspend": True,
+            "prune": True,
+            "source": {"url": "https://git.example/flows.git"},
+        },
+    )
+    env.wait(
+        lambda: (
+            "codemode.dev/finalizer"
+            in (env.kinds.get("workflowlibraries", "pruned") or {})
+            .get("metadata", {})
+            .get("finalizers", [])
+        ),
+        30,
+        "library finalizer",
+    )
     env.kinds.delete("workflowlibraries", "pruned")
     env.gone("workflowlibraries", "pruned")
     assert asyncio.run(names()) == ["agent_flow", "other_flow"]
     assert env.admin().exists(f"{spec['prefix']}:ws:tenant-p:libraries:pruned") == 0
     # The delete handler's Event says what it pruned; kopf posts Events from a queue, so it
     # may land after the library is gone.
-    pruned = env.wait(lambda: [e for e in _events(env, "pruned", "Deleted")
-                               if e.message == "pruned 3 workflow(s)"], 30,
-                      "Deleted event naming the pruned workflows")
+    pruned = env.wait(
+        lambda: [
+            e for e in _events(env, "pruned", "Deleted") if e.message == "pruned 3 workflow(s)"
+        ],
+        30,
+        "Deleted event naming the pruned workflows",
+    )
     assert pruned[0].type == "Normal"
 
 
 # ---- restart -----------------------------------------------------------------------------
 
-def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
-                                                 tmp_path_factory: pytest.TempPathFactory,
-                                                 request: pytest.FixtureRequest) -> None:
+
+def test_operator_killed_mid_reconcile_converges(
+    k8s_cluster: Cluster,
+    env: Env,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> None:
     failed_before = request.session.testsfailed
     with temp_namespace(env.api, "t-op-restart") as ns:
         kinds = Kinds(env.api, ns)
-        op = OperatorProcess(k8s_cluster.kubeconfig, [ns], {"SESSION_POLL_SECONDS": "1"},
-                             log_dir=tmp_path_factory.mktemp("operator-restart")).start()
+        op = OperatorProcess(
+            k8s_cluster.kubeconfig,
+            [ns],
+            {"SESSION_POLL_SECONDS": "1"},
+            log_dir=tmp_path_factory.mktemp("operator-restart"),
+        ).start()
         op.wait_started()
         try:
-            kinds.create("workspaces", "ws", {"redis": {"url": env.redis.url},
-                                              "prefix": f"t{uuid.uuid4().hex[:10]}"})
-            wait_for(lambda: kinds.condition("workspaces", "ws", "Ready").get("status")
-                     == "True", 30, "workspace Ready", op=op)
+            kinds.create(
+                "workspaces",
+                "ws",
+                {"redis": {"url": env.redis.url}, "prefix": f"t{uuid.uuid4().hex[:10]}"},
+            )
+            wait_for(
+                lambda: kinds.condition("workspaces", "ws", "Ready").get("status") == "True",
+                30,
+                "workspace Ready",
+                op=op,
+            )
             names = [f"s{i}" for i in range(10)]
             for name in names:
                 kinds.create("codesessions", name, {"workspaceRef": "ws"})
             # Kill it once it is part-way through: some children exist, not all sessions Ready.
-            wait_for(lambda: env.core.list_namespaced_pod(
-                ns, label_selector=SESSION_LABEL).items, 30, "first pod", 0.02, op=op)
+            wait_for(
+                lambda: env.core.list_namespaced_pod(ns, label_selector=SESSION_LABEL).items,
+                30,
+                "first pod",
+                0.02,
+                op=op,
+            )
             op.kill()
-            ready_at_kill = sum(kinds.status("codesessions", n).get("phase") == "Ready"
-                                for n in names)
+            ready_at_kill = sum(
+                kinds.status("codesessions", n).get("phase") == "Ready" for n in names
+            )
             op.start().wait_started()  # before asserting: cleanup needs a running operator
             # Otherwise the kill came too late and the restart had nothing left to finish.
             assert ready_at_kill < len(names), "every session was Ready before the kill"
 
             def all_ready() -> bool:
-                return all(kinds.status("codesessions", n).get("phase") == "Ready"
-                           for n in names)
+                return all(kinds.status("codesessions", n).get("phase") == "Ready" for n in names)
 
             wait_for(all_ready, 90, "all 10 sessions Ready after restart", op=op)
             by_label = f"{SESSION_LABEL}"
@@ -607,10 +797,14 @@ def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
             def no_duplicates() -> bool:
                 """No session owns two live pods, services or secrets."""
                 listed = (
-                    [p for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
-                     if p.metadata.deletion_timestamp is None],
+                    [
+                        p
+                        for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
+                        if p.metadata.deletion_timestamp is None
+                    ],
                     env.core.list_namespaced_service(ns, label_selector=by_label).items,
-                    env.core.list_namespaced_secret(ns, label_selector=by_label).items)
+                    env.core.list_namespaced_secret(ns, label_selector=by_label).items,
+                )
                 for objs in listed:
                     owners = [o.metadata.labels[SESSION_LABEL] for o in objs]
                     if len(owners) != len(set(owners)):
@@ -618,10 +812,12 @@ def test_operator_killed_mid_reconcile_converges(k8s_cluster: Cluster, env: Env,
                 return True
 
             # A late duplicate attempt from before the kill would land in this window.
-            stays_true_for(no_duplicates, 2, "one pod, service and secret per session",
-                           op=op)
-            pods = [p for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
-                    if p.metadata.deletion_timestamp is None]
+            stays_true_for(no_duplicates, 2, "one pod, service and secret per session", op=op)
+            pods = [
+                p
+                for p in env.core.list_namespaced_pod(ns, label_selector=by_label).items
+                if p.metadata.deletion_timestamp is None
+            ]
             services = env.core.list_namespaced_service(ns, label_selector=by_label).items
             secrets = env.core.list_namespaced_secret(ns, label_selector=by_label).items
             for objs, what in ((pods, "pods"), (services, "services"), (secrets, "secrets")):

@@ -18,10 +18,18 @@ from typing import Any
 from codemode_operator.kube import LIST_PAGE, Obj
 from kubernetes.client.exceptions import ApiException
 
-PLURALS = {"Pod": "pods", "Service": "services", "Secret": "secrets", "Job": "jobs",
-           "NetworkPolicy": "networkpolicies"}
-KINDS = {"workspaces": "Workspace", "codesessions": "CodeSession",
-         "workflowlibraries": "WorkflowLibrary"}
+PLURALS = {
+    "Pod": "pods",
+    "Service": "services",
+    "Secret": "secrets",
+    "Job": "jobs",
+    "NetworkPolicy": "networkpolicies",
+}
+KINDS = {
+    "workspaces": "Workspace",
+    "codesessions": "CodeSession",
+    "workflowlibraries": "WorkflowLibrary",
+}
 Key = tuple[str, str, str]  # (plural, namespace, name)
 
 
@@ -79,8 +87,14 @@ class FakeKube:
         found = self.objects.get((plural, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def edit(self, plural: str, namespace: str, name: str,
-             change: Callable[[Obj], None], spec: bool = False) -> Obj:
+    def edit(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        change: Callable[[Obj], None],
+        spec: bool = False,
+    ) -> Obj:
         """Another writer changes an object: a new resourceVersion (and generation for
         a spec change)."""
         obj = self.objects[(plural, namespace, name)]
@@ -164,27 +178,39 @@ class FakeKube:
 
     def job_pods(self, namespace: str, job: str) -> list[Obj]:
         self._log("job_pods", job)
-        return [copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items())
-                if p == "pods" and ns == namespace
-                and (o["metadata"].get("labels") or {}).get("job-name") == job]
+        return [
+            copy.deepcopy(o)
+            for (p, ns, _), o in sorted(self.objects.items())
+            if p == "pods"
+            and ns == namespace
+            and (o["metadata"].get("labels") or {}).get("job-name") == job
+        ]
 
     def get_custom(self, plural: str, namespace: str, name: str) -> Obj | None:
         self._log("get_custom", plural, name)
         return self.get(plural, namespace, name)
 
-    def list_custom(self, plural: str, namespace: str,
-                    page: int = LIST_PAGE) -> Iterator[Obj]:
+    def list_custom(self, plural: str, namespace: str, page: int = LIST_PAGE) -> Iterator[Obj]:
         self._log("list_custom", plural)
-        items = [copy.deepcopy(o) for (p, ns, _), o in sorted(self.objects.items())
-                 if p == plural and ns == namespace]
+        items = [
+            copy.deepcopy(o)
+            for (p, ns, _), o in sorted(self.objects.items())
+            if p == plural and ns == namespace
+        ]
         yield from items
 
     def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         self._log("delete_custom", plural, name)
         self.remove(plural, namespace, name)
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: Obj,
-                     resource_version: str | None = None) -> Obj | None:
+    def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Obj,
+        resource_version: str | None = None,
+    ) -> Obj | None:
         self._log("patch_status", plural, name)
         if self.before_status_write is not None:
             hook, self.before_status_write = self.before_status_write, None
@@ -192,8 +218,7 @@ class FakeKube:
         obj = self.objects.get((plural, namespace, name))
         if obj is None:
             return None
-        if resource_version is not None and resource_version != \
-                obj["metadata"]["resourceVersion"]:
+        if resource_version is not None and resource_version != obj["metadata"]["resourceVersion"]:
             raise ApiException(status=409, reason="Conflict")
         obj["status"] = merge_patch(obj.get("status") or {}, status)
         obj["metadata"]["resourceVersion"] = self._next_rv()
@@ -207,26 +232,40 @@ REDIS = "redis://admin:pw@redis.example:6379/0"
 
 
 def workspace(name: str = "ws", ready: bool = True, **spec: Any) -> Obj:
-    body: Obj = {"metadata": {"name": name, "namespace": NS},
-                 "spec": {"redis": {"url": REDIS}, **spec}}
+    body: Obj = {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"redis": {"url": REDIS}, **spec},
+    }
     if ready:
         body["status"] = {"credentialsSecret": f"{name}-redis"}
     return body
 
 
 def session(name: str = "s1", workspace_ref: str = "ws", **spec: Any) -> Obj:
-    return {"metadata": {"name": name, "namespace": NS},
-            "spec": {"workspaceRef": workspace_ref, **spec}}
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"workspaceRef": workspace_ref, **spec},
+    }
 
 
 def library(name: str = "lib", workspace_ref: str = "ws", **spec: Any) -> Obj:
-    return {"metadata": {"name": name, "namespace": NS},
-            "spec": {"workspaceRef": workspace_ref,
-                     "source": {"url": "https://git.example/flows.git"}, **spec}}
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "workspaceRef": workspace_ref,
+            "source": {"url": "https://git.example/flows.git"},
+            **spec,
+        },
+    }
 
 
-def pod_status(phase: str = "Running", ready: bool = False, waiting: str | None = None,
-               unschedulable: str | None = None, ip: str | None = None) -> Obj:
+def pod_status(
+    phase: str = "Running",
+    ready: bool = False,
+    waiting: str | None = None,
+    unschedulable: str | None = None,
+    ip: str | None = None,
+) -> Obj:
     """A pod's status as the kubelet (or kwok) reports it."""
     conditions: list[Obj] = []
     if unschedulable:
@@ -236,8 +275,9 @@ def pod_status(phase: str = "Running", ready: bool = False, waiting: str | None 
         conditions.append({"type": "Ready", "status": "True" if ready else "False"})
     status: Obj = {"phase": phase, "conditions": conditions}
     if waiting:
-        status["containerStatuses"] = [{"name": "session",
-                                        "state": {"waiting": {"reason": waiting}}}]
+        status["containerStatuses"] = [
+            {"name": "session", "state": {"waiting": {"reason": waiting}}}
+        ]
     if ip:
         status["podIP"] = ip
     return status

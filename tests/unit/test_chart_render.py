@@ -23,29 +23,65 @@ VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
     "no-redis-no-metrics": ["--set", "redis.enabled=false", "--set", "metrics.enabled=false"],
-    "ephemeral-redis": ["--set", "redis.persistence.enabled=false",
-                        "--set", "operator.logLevel=debug"],
-    "storage-class": ["--set", "redis.persistence.storageClass=-",
-                      "--set", "redis.persistence.whenDeleted=Delete"],
+    "ephemeral-redis": [
+        "--set",
+        "redis.persistence.enabled=false",
+        "--set",
+        "operator.logLevel=debug",
+    ],
+    "storage-class": [
+        "--set",
+        "redis.persistence.storageClass=-",
+        "--set",
+        "redis.persistence.whenDeleted=Delete",
+    ],
     "one-namespace-existing-sa-no-rbac": [
-        "--set", "watchNamespaces={team-a}", "--set", "serviceAccount.create=false",
-        "--set", "serviceAccount.name=ops", "--set", "rbac.create=false",
-        "--set", "redis.auth.existingSecret=mine"],
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=ops",
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "redis.auth.existingSecret=mine",
+    ],
     "pod-settings": [
-        "--set", "imagePullSecrets[0].name=regcred",
-        "--set", "operator.extraEnv[0].name=FOO", "--set", "operator.extraEnv[0].value=bar",
-        "--set", "operator.extraEnv[1].name=POD",
-        "--set", "operator.extraEnv[1].valueFrom.fieldRef.fieldPath=metadata.name",
-        "--set", "operator.podAnnotations.a=b", "--set", "operator.podLabels.team=x",
-        "--set", "operator.nodeSelector.disk=ssd",
-        "--set", "operator.tolerations[0].key=k",
-        "--set", "operator.tolerations[0].operator=Exists",
-        "--set", "redis.tolerations[0].effect=NoSchedule",
-        "--set", "redis.tolerations[0].operator=Exists",
-        "--set-json", 'operator.affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuring'
+        "--set",
+        "imagePullSecrets[0].name=regcred",
+        "--set",
+        "operator.extraEnv[0].name=FOO",
+        "--set",
+        "operator.extraEnv[0].value=bar",
+        "--set",
+        "operator.extraEnv[1].name=POD",
+        "--set",
+        "operator.extraEnv[1].valueFrom.fieldRef.fieldPath=metadata.name",
+        "--set",
+        "operator.podAnnotations.a=b",
+        "--set",
+        "operator.podLabels.team=x",
+        "--set",
+        "operator.nodeSelector.disk=ssd",
+        "--set",
+        "operator.tolerations[0].key=k",
+        "--set",
+        "operator.tolerations[0].operator=Exists",
+        "--set",
+        "redis.tolerations[0].effect=NoSchedule",
+        "--set",
+        "redis.tolerations[0].operator=Exists",
+        "--set-json",
+        'operator.affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuring'
         'Execution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"a","operator":"Exists"}]}]}}}',
-        "--set", "operator.resources.limits.cpu=1", "--set", "operator.priorityClassName=high",
-        "--set", "nameOverride=cm"],
+        "--set",
+        "operator.resources.limits.cpu=1",
+        "--set",
+        "operator.priorityClassName=high",
+        "--set",
+        "nameOverride=cm",
+    ],
 }
 
 
@@ -61,8 +97,9 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def render(helm: str, *values: str, crds: bool = False,
-           release: str = "codemode") -> list[dict[str, Any]]:
+def render(
+    helm: str, *values: str, crds: bool = False, release: str = "codemode"
+) -> list[dict[str, Any]]:
     args = ["template", release, str(CHART), "--namespace", "codemode-system"]
     if crds:
         args.append("--include-crds")
@@ -94,31 +131,42 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -
             ) from exc
 
 
-@pytest.mark.parametrize("bad,named", [
-    (["--set", "operater.image.tag=x"], "operater"),
-    (["--set", "operator.image.tga=x"], "tga"),
-    (["--set", "redis.persistance.enabled=false"], "persistance"),
-    (["--set", "operator.logLevel=verbose"], "logLevel"),
-    (["--set", "metrics.port=70000"], "port"),
-    (["--set", "redis.persistence.whenDeleted=Keep"], "whenDeleted"),
-    (["--set", "redis.persistance.size=2Gi"], "persistance"),
-    (["--set", "metrics.port=abc"], "port"),
-    (["--set", "watchNamespaces=a"], "watchNamespaces"),
-    (["--set", "replicaCount=2"], "replicaCount"),
-    # pass-through Kubernetes structures are strict too (a typo there used to be
-    # dropped silently by the API server)
-    (["--set", "operator.tolerations[0].kye=x"], "kye"),
-    (["--set", "redis.tolerations[0].effect=NoSchedul"], "effect"),
-    (["--set-json", 'operator.affinity={"nodeAfinity":{}}'], "nodeAfinity"),
-    (["--set", "operator.extraEnv[0].name=A", "--set", "operator.extraEnv[0].vaule=b"], "vaule"),
-    (["--set", "operator.extraEnv[0].name=A",
-      "--set", "operator.extraEnv[0].valueFrom.secretKeyRef.nme=s"], "nme"),
-    # no ServiceAccount of ours and no name: the `default` one must not get the rules
-    (["--set", "serviceAccount.create=false"], "serviceAccount.name"),
-])
-def test_values_schema_rejects_typos_and_bad_values(
-    helm: str, bad: list[str], named: str
-) -> None:
+@pytest.mark.parametrize(
+    "bad,named",
+    [
+        (["--set", "operater.image.tag=x"], "operater"),
+        (["--set", "operator.image.tga=x"], "tga"),
+        (["--set", "redis.persistance.enabled=false"], "persistance"),
+        (["--set", "operator.logLevel=verbose"], "logLevel"),
+        (["--set", "metrics.port=70000"], "port"),
+        (["--set", "redis.persistence.whenDeleted=Keep"], "whenDeleted"),
+        (["--set", "redis.persistance.size=2Gi"], "persistance"),
+        (["--set", "metrics.port=abc"], "port"),
+        (["--set", "watchNamespaces=a"], "watchNamespaces"),
+        (["--set", "replicaCount=2"], "replicaCount"),
+        # pass-through Kubernetes structures are strict too (a typo there used to be
+        # dropped silently by the API server)
+        (["--set", "operator.tolerations[0].kye=x"], "kye"),
+        (["--set", "redis.tolerations[0].effect=NoSchedul"], "effect"),
+        (["--set-json", 'operator.affinity={"nodeAfinity":{}}'], "nodeAfinity"),
+        (
+            ["--set", "operator.extraEnv[0].name=A", "--set", "operator.extraEnv[0].vaule=b"],
+            "vaule",
+        ),
+        (
+            [
+                "--set",
+                "operator.extraEnv[0].name=A",
+                "--set",
+                "operator.extraEnv[0].valueFrom.secretKeyRef.nme=s",
+            ],
+            "nme",
+        ),
+        # no ServiceAccount of ours and no name: the `default` one must not get the rules
+        (["--set", "serviceAccount.create=false"], "serviceAccount.name"),
+    ],
+)
+def test_values_schema_rejects_typos_and_bad_values(helm: str, bad: list[str], named: str) -> None:
     proc = run_helm(helm, "template", "codemode", str(CHART), *bad, check=False)
     assert proc.returncode != 0, proc.stdout[:500]
     assert named in proc.stderr, proc.stderr
@@ -134,8 +182,15 @@ def _restricted(container: dict[str, Any]) -> None:
 
 
 def test_operator_deployment(helm: str) -> None:
-    docs = render(helm, "--set", "session.image.repository=reg.example/session",
-                  "--set", "session.image.tag=1.2.3", "--set", "operator.sessionPollSeconds=2")
+    docs = render(
+        helm,
+        "--set",
+        "session.image.repository=reg.example/session",
+        "--set",
+        "session.image.tag=1.2.3",
+        "--set",
+        "operator.sessionPollSeconds=2",
+    )
     (dep,) = by_kind(docs, "Deployment")
     spec = dep["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
@@ -166,8 +221,13 @@ def test_debug_log_level_and_metrics_off(helm: str) -> None:
 
 
 def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
-    return {(group, res, verb) for rule in role["rules"] for group in rule["apiGroups"]
-            for res in rule["resources"] for verb in rule["verbs"]}
+    return {
+        (group, res, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 # What the operator calls (kopf: list/watch of handled kinds, patches of objects and
@@ -194,16 +254,19 @@ def test_rbac_cluster_wide(helm: str) -> None:
     docs = render(helm)
     assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
     roles = {r["metadata"]["name"]: _rules(r) for r in by_kind(docs, "ClusterRole")}
-    assert roles == {"codemode-codemode-system-discovery": CRD_READS,
-                     "codemode-codemode-system-operator": NAMESPACED_RULES}
+    assert roles == {
+        "codemode-codemode-system-discovery": CRD_READS,
+        "codemode-codemode-system-operator": NAMESPACED_RULES,
+    }
     rules = set().union(*roles.values())
     assert not any(verb == "*" or res == "*" for _, res, verb in rules)
     assert ("", "pods/exec", "create") not in rules
     bindings = by_kind(docs, "ClusterRoleBinding")
     assert {b["roleRef"]["name"] for b in bindings} == set(roles)
     for b in bindings:
-        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "codemode",
-                                  "namespace": "codemode-system"}]
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "codemode", "namespace": "codemode-system"}
+        ]
 
 
 def test_rbac_namespaced(helm: str) -> None:
@@ -211,7 +274,9 @@ def test_rbac_namespaced(helm: str) -> None:
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == [
-        "team-a", "team-b"]
+        "team-a",
+        "team-b",
+    ]
     for role in roles:
         assert _rules(role) == NAMESPACED_RULES
     (cluster_role,) = by_kind(docs, "ClusterRole")
@@ -235,14 +300,17 @@ def test_bundled_redis(helm: str) -> None:
     assert "storageClassName" not in claim["spec"]
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "codemode-redis", "key": "password"}
+        "name": "codemode-redis",
+        "key": "password",
+    }
     assert "requirepass" in container["args"][0] and "$REDIS_PASSWORD" in container["args"][0]
     (secret,) = by_kind(docs, "Secret")
     assert set(secret["data"]) == {"password", "url"}
     password = base64.b64decode(secret["data"]["password"]).decode()
     assert len(password) == 32
     assert base64.b64decode(secret["data"]["url"]).decode() == (
-        f"redis://:{password}@codemode-redis.codemode-system.svc:6379/0")
+        f"redis://:{password}@codemode-redis.codemode-system.svc:6379/0"
+    )
 
     ephemeral = render(helm, "--set", "redis.persistence.enabled=false")
     (sts,) = by_kind(ephemeral, "StatefulSet")
@@ -265,23 +333,40 @@ def test_bundled_redis(helm: str) -> None:
 def test_crds_are_the_generated_ones(helm: str) -> None:
     docs = render(helm, crds=True)
     names = sorted(d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition"))
-    assert names == ["codesessions.codemode.dev", "workflowlibraries.codemode.dev",
-                     "workspaces.codemode.dev"]
+    assert names == [
+        "codesessions.codemode.dev",
+        "workflowlibraries.codemode.dev",
+        "workspaces.codemode.dev",
+    ]
 
 
 def test_notes_tell_the_next_commands(helm: str) -> None:
-    proc = run_helm(helm, "install", "codemode", str(CHART), "--dry-run=client",
-                    "--namespace", "codemode-system")
+    proc = run_helm(
+        helm,
+        "install",
+        "codemode",
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        "codemode-system",
+    )
     notes = proc.stdout.split("NOTES:", 1)[1]
-    for expected in ("kubectl -n NS apply -f examples/workspace.yaml", "get codemode",
-                     "codemode exec agent-1", "secret generic codemode-redis"):
+    for expected in (
+        "kubectl -n NS apply -f examples/workspace.yaml",
+        "get codemode",
+        "codemode exec agent-1",
+        "secret generic codemode-redis",
+    ):
         assert expected in notes, notes
 
 
-@pytest.mark.parametrize("release", [
-    "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefgh",  # 53, helm's longest
-    "my.release.v1",  # dots are allowed in release names, not in Service names
-])
+@pytest.mark.parametrize(
+    "release",
+    [
+        "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefgh",  # 53, helm's longest
+        "my.release.v1",  # dots are allowed in release names, not in Service names
+    ],
+)
 def test_long_and_dotted_release_names_give_valid_names(helm: str, release: str) -> None:
     kv = pytest.importorskip("kubernetes_validate")
     docs = render(helm, release=release)
@@ -304,8 +389,13 @@ def test_long_and_dotted_release_names_give_valid_names(helm: str, release: str)
 
 
 def test_pod_labels_cannot_break_the_selector(helm: str) -> None:
-    docs = render(helm, "--set", "operator.podLabels.app\\.kubernetes\\.io/component=x",
-                  "--set", "operator.podLabels.team=a")
+    docs = render(
+        helm,
+        "--set",
+        "operator.podLabels.app\\.kubernetes\\.io/component=x",
+        "--set",
+        "operator.podLabels.team=a",
+    )
     (dep,) = by_kind(docs, "Deployment")
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -322,8 +412,17 @@ def test_existing_service_account_is_bound(helm: str) -> None:
 
 def test_notes_with_an_existing_redis_secret(helm: str) -> None:
     # Such a Secret only has to hold `password`: the NOTES build the URL from it.
-    proc = run_helm(helm, "install", "codemode", str(CHART), "--dry-run=client",
-                    "--namespace", "codemode-system", "--set", "redis.auth.existingSecret=mine")
+    proc = run_helm(
+        helm,
+        "install",
+        "codemode",
+        str(CHART),
+        "--dry-run=client",
+        "--namespace",
+        "codemode-system",
+        "--set",
+        "redis.auth.existingSecret=mine",
+    )
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "get secret mine -o jsonpath='{.data.password}'" in notes, notes
     assert "@codemode-redis.codemode-system.svc:6379/0" in notes, notes
@@ -343,13 +442,19 @@ def test_redis_startup_script_accepts_any_password(helm: str, tmp_path: Path) ->
     (sts,) = by_kind(render(helm), "StatefulSet")
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     port = free_port()
-    script = (container["args"][0].replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
-              .replace("--port 6379 --bind 0.0.0.0", f"--port {port} --bind 127.0.0.1")
-              .replace("--dir /data", f"--dir {tmp_path}"))
-    password = 'p"a\\ss w$rd\'x'
+    script = (
+        container["args"][0]
+        .replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+        .replace("--port 6379 --bind 0.0.0.0", f"--port {port} --bind 127.0.0.1")
+        .replace("--dir /data", f"--dir {tmp_path}")
+    )
+    password = "p\"a\\ss w$rd'x"
     server = subprocess.Popen(
-        ["/bin/sh", "-c", script], env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        ["/bin/sh", "-c", script],
+        env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert shutil.which("redis-server")
         wait_for_port(port)

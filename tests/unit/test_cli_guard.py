@@ -13,25 +13,26 @@ import sys
 
 import pytest
 
-RUN_CLI = ("import sys\n"
-           "{hide}"
-           "from codemode_session.cli.main import main\n"
-           "sys.exit(main())\n")
+RUN_CLI = "import sys\n{hide}from codemode_session.cli.main import main\nsys.exit(main())\n"
 HIDE_KUBERNETES = "sys.modules['kubernetes'] = None\n"
 
 
 def _codemode(*args: str, extra: bool) -> subprocess.CompletedProcess[str]:
     code = RUN_CLI.format(hide="" if extra else HIDE_KUBERNETES)
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def _commands(help_text: str) -> list[str]:
     """The subcommand names `codemode --help` lists."""
     usage = help_text.split("positional arguments:", 1)[1].split("options:", 1)[0]
     lines = usage.splitlines()[2:]  # after the COMMAND line
-    return [line.split()[0] for line in lines if line.startswith("    ") and
-            not line.startswith("      ")]
+    return [
+        line.split()[0]
+        for line in lines
+        if line.startswith("    ") and not line.startswith("      ")
+    ]
 
 
 def test_exec_is_listed_with_the_operator_extra() -> None:
@@ -47,7 +48,8 @@ def test_without_the_extra_exec_is_not_offered() -> None:
     assert proc.returncode == 0, proc.stderr
     assert _commands(proc.stdout) == ["serve", "store", "dev"]
     assert "needs the operator extra: pip install 'codemode[operator]'" in " ".join(
-        proc.stdout.split())  # argparse wraps the epilog
+        proc.stdout.split()
+    )  # argparse wraps the epilog
 
 
 def test_without_the_extra_exec_says_what_to_install_in_one_line() -> None:
@@ -56,7 +58,8 @@ def test_without_the_extra_exec_says_what_to_install_in_one_line() -> None:
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "codemode: error: codemode exec (run code in a CodeSession) needs the operator "
-        "extra: pip install 'codemode[operator]'"]
+        "extra: pip install 'codemode[operator]'"
+    ]
 
 
 def test_without_the_extra_the_other_commands_still_work() -> None:

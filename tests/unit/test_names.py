@@ -18,8 +18,20 @@ from codemode_session.storage.file_storage import FileStorage
 from codemode_session.storage.redis_storage import RedisStorage
 from codemode_session.workflow_model import parse_workflow
 
-INVALID_WORKSPACE_IDS = ["", ".", "..", "../x", "a/b", "a\\b", "a:b", "x" * 129, "a b", "ä",
-                         "a\nb", "*"]
+INVALID_WORKSPACE_IDS = [
+    "",
+    ".",
+    "..",
+    "../x",
+    "a/b",
+    "a\\b",
+    "a:b",
+    "x" * 129,
+    "a b",
+    "ä",
+    "a\nb",
+    "*",
+]
 
 
 @pytest.mark.parametrize("value", ["a", "A-b_9", "x" * 128, "team-42", "_", "-"])
@@ -55,7 +67,8 @@ def test_storages_accept_a_valid_workspace_id(tmp_path: Path) -> None:
     storage = RedisStorage("redis://127.0.0.1:1/0", prefix="p", workspace_id="ws-1")
     assert storage.keys.artifact("a") == "p:ws:ws-1:artifacts:a"
     assert RedisStorage("redis://127.0.0.1:1/0", prefix="p").keys.workflows == (
-        "p:workflows:__workflows__")
+        "p:workflows:__workflows__"
+    )
 
 
 @pytest.mark.parametrize("value", ["codemode", "team:prod", "a.b-c_d", "a:b:c:d"])
@@ -74,8 +87,9 @@ def test_valid_workflow_names(value: str) -> None:
     assert validate_workflow_name(value) == value
 
 
-@pytest.mark.parametrize("value", ["list", "search", "get", "invoke", "create", "delete",
-                                   "class", "import", "__init__"])
+@pytest.mark.parametrize(
+    "value", ["list", "search", "get", "invoke", "create", "delete", "class", "import", "__init__"]
+)
 def test_reserved_workflow_names(value: str) -> None:
     with pytest.raises(ValidationError, match="reserved"):
         validate_workflow_name(value)
@@ -97,8 +111,23 @@ def test_valid_artifact_names(value: str) -> None:
     assert validate_artifact_name(value) == value
 
 
-@pytest.mark.parametrize("value", ["", ".hidden", "../x", "a/../b", "/abs", "a//b", "a b",
-                                   "__index__", "a:b", "a\\b", "-rf", "x" * 129])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        ".hidden",
+        "../x",
+        "a/../b",
+        "/abs",
+        "a//b",
+        "a b",
+        "__index__",
+        "a:b",
+        "a\\b",
+        "-rf",
+        "x" * 129,
+    ],
+)
 def test_invalid_artifact_names(value: str) -> None:
     with pytest.raises(ValidationError, match="invalid artifact name"):
         validate_artifact_name(value)
@@ -117,8 +146,14 @@ def test_invalid_tool_names(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["requests", "pandas>=2,<3", "Django==4.2.1", "uvicorn[standard]>=0.29", "a.b-c_d~=1.0",
-     " requests "],
+    [
+        "requests",
+        "pandas>=2,<3",
+        "Django==4.2.1",
+        "uvicorn[standard]>=0.29",
+        "a.b-c_d~=1.0",
+        " requests ",
+    ],
 )
 def test_valid_package_specs(value: str) -> None:
     assert validate_package_spec(value) == value.strip()

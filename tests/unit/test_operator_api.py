@@ -30,8 +30,9 @@ def _schema(kind: str) -> dict[str, Any]:
 def test_checked_in_crds_are_fresh() -> None:
     files = rendered_files(ROOT)
     crd_files = {p.relative_to(ROOT).as_posix() for p in files if p.suffix == ".yaml"}
-    assert crd_files == {f"{d}/{GROUP}_{k.plural}.yaml"
-                         for d in ("crds", "helm/codemode/crds") for k in KINDS}
+    assert crd_files == {
+        f"{d}/{GROUP}_{k.plural}.yaml" for d in ("crds", "helm/codemode/crds") for k in KINDS
+    }
     for path, text in files.items():
         assert path.exists(), f"{path} missing: run python -m codemode_operator.crdgen"
         assert path.read_text() == text, f"{path} is stale: run python -m codemode_operator.crdgen"
@@ -95,8 +96,11 @@ def test_schema_is_structural(kind: str) -> None:
 def test_names_columns_and_status_subresource() -> None:
     crds = _crds()
     shorts = {kind: c["spec"]["names"]["shortNames"] for kind, c in crds.items()}
-    assert shorts == {"Workspace": ["cmws"], "CodeSession": ["cmsess"],
-                      "WorkflowLibrary": ["cmlib"]}
+    assert shorts == {
+        "Workspace": ["cmws"],
+        "CodeSession": ["cmsess"],
+        "WorkflowLibrary": ["cmlib"],
+    }
     for kind, c in crds.items():
         assert c["metadata"]["name"] == f"{c['spec']['names']['plural']}.{GROUP}"
         assert c["spec"]["names"]["categories"] == ["codemode"]
@@ -107,11 +111,14 @@ def test_names_columns_and_status_subresource() -> None:
         columns = {col["name"]: col for col in version["additionalPrinterColumns"]}
         assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
         assert columns["Age"]["jsonPath"] == ".metadata.creationTimestamp", kind
-    session_cols = [c["name"] for c in
-                    crds["CodeSession"]["spec"]["versions"][0]["additionalPrinterColumns"]]
+    session_cols = [
+        c["name"] for c in crds["CodeSession"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    ]
     assert {"Phase", "Workspace", "Endpoint"} <= set(session_cols)
-    lib_cols = [c["name"] for c in
-                crds["WorkflowLibrary"]["spec"]["versions"][0]["additionalPrinterColumns"]]
+    lib_cols = [
+        c["name"]
+        for c in crds["WorkflowLibrary"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    ]
     assert {"Revision", "Workspace"} <= set(lib_cols)
 
 
@@ -137,10 +144,18 @@ def test_status_preserves_unknown_fields() -> None:
         assert _schema(kind)["properties"]["status"]["x-kubernetes-preserve-unknown-fields"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), ("1.5s", 1.5),
-    ("2h", 7200.0), ("0s", 0.0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("2h", 7200.0),
+        ("0s", 0.0),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -162,7 +177,8 @@ def test_models_default_and_refuse_unknown() -> None:
     with pytest.raises(ValidationError):
         CodeSessionSpec.model_validate({})
     lib = WorkflowLibrarySpec.model_validate(
-        {"workspaceRef": "ws", "source": {"url": "https://git.example/x.git"}})
+        {"workspaceRef": "ws", "source": {"url": "https://git.example/x.git"}}
+    )
     assert lib.source.ref == GitRef(branch="main")
     assert lib.prune is True and lib.suspend is False and lib.interval == "5m"
     # snake_case and camelCase both populate

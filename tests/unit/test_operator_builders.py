@@ -35,8 +35,15 @@ SECRET_WORDS = ("s3cret-token", "hunter2", "adminpw")
 
 def _session(**over: Any) -> SessionParams:
     base: dict[str, Any] = dict(
-        name="s1", namespace="team", uid="uid-s1", workspace="ws", workspace_id="wsid",
-        prefix="cm", credentials_secret="ws-redis", image="img:1")
+        name="s1",
+        namespace="team",
+        uid="uid-s1",
+        workspace="ws",
+        workspace_id="wsid",
+        prefix="cm",
+        credentials_secret="ws-redis",
+        image="img:1",
+    )
     base.update(over)
     return SessionParams(**base)
 
@@ -50,11 +57,20 @@ def _container(pod: dict[str, Any]) -> dict[str, Any]:
 
 def _owner_ok(manifest: dict[str, Any], kind: str, name: str, uid: str) -> None:
     owners = manifest["metadata"]["ownerReferences"]
-    assert owners == [{"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
-                       "controller": True, "blockOwnerDeletion": True}]
+    assert owners == [
+        {
+            "apiVersion": API_VERSION,
+            "kind": kind,
+            "name": name,
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 # ---- session -----------------------------------------------------------------------------
+
 
 def test_session_pod_is_hardened() -> None:
     pod = session_pod(_session())
@@ -92,10 +108,14 @@ def test_session_pod_resources_and_runtime_class_passthrough() -> None:
 def test_session_env_secrets_only_by_reference() -> None:
     pod = session_pod(_session())
     env = {e["name"]: e for e in _container(pod)["env"]}
-    assert env["REDIS_URL"] == {"name": "REDIS_URL", "valueFrom": {
-        "secretKeyRef": {"name": "ws-redis", "key": "url"}}}
-    assert env["CONTAINER_AUTH_TOKEN"] == {"name": "CONTAINER_AUTH_TOKEN", "valueFrom": {
-        "secretKeyRef": {"name": "s1-token", "key": "token"}}}
+    assert env["REDIS_URL"] == {
+        "name": "REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": "ws-redis", "key": "url"}},
+    }
+    assert env["CONTAINER_AUTH_TOKEN"] == {
+        "name": "CONTAINER_AUTH_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "s1-token", "key": "token"}},
+    }
     assert env["STORAGE_PREFIX"]["value"] == "cm"
     assert env["WORKSPACE_ID"]["value"] == "wsid"
     for e in env.values():
@@ -131,11 +151,16 @@ def test_session_children_owned_and_labelled() -> None:
 
 # ---- workspace ---------------------------------------------------------------------------
 
+
 def _workspace(**spec: Any) -> WorkspaceParams:
     body = {"redis": {"url": "redis://10.1.2.3:6380/0"}, **spec}
-    return WorkspaceParams(name="ws", namespace="team", uid="uid-ws",
-                           spec=WorkspaceSpec.model_validate(body),
-                           operator_namespace="codemode-system")
+    return WorkspaceParams(
+        name="ws",
+        namespace="team",
+        uid="uid-ws",
+        spec=WorkspaceSpec.model_validate(body),
+        operator_namespace="codemode-system",
+    )
 
 
 def test_credentials_secret() -> None:
@@ -147,14 +172,18 @@ def test_credentials_secret() -> None:
 
 
 def test_network_policy_shape() -> None:
-    p = _workspace(network={"egress": [{"cidr": "203.0.113.7/32", "ports": [443]},
-                                       {"cidr": "10.0.0.0/8"}],
-                            "ingressFromNamespaces": ["gateway"]})
+    p = _workspace(
+        network={
+            "egress": [{"cidr": "203.0.113.7/32", "ports": [443]}, {"cidr": "10.0.0.0/8"}],
+            "ingressFromNamespaces": ["gateway"],
+        }
+    )
     np = network_policy(p, "redis://10.1.2.3:6380/0")
     _owner_ok(np, "Workspace", "ws", "uid-ws")
     spec = np["spec"]
-    assert spec["podSelector"] == {"matchLabels": {f"{PREFIX}/workspace": "ws",
-                                                   "app.kubernetes.io/component": "session"}}
+    assert spec["podSelector"] == {
+        "matchLabels": {f"{PREFIX}/workspace": "ws", "app.kubernetes.io/component": "session"}
+    }
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     [ingress] = spec["ingress"]
     assert ingress["ports"] == [{"protocol": "TCP", "port": PORT}]
@@ -163,11 +192,15 @@ def test_network_policy_shape() -> None:
     egress = spec["egress"]
     dns, redis_rule, *extra = egress
     assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-    assert redis_rule == {"ports": [{"protocol": "TCP", "port": 6380}],
-                          "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}
+    assert redis_rule == {
+        "ports": [{"protocol": "TCP", "port": 6380}],
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+    }
     assert extra == [
-        {"to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}],
-         "ports": [{"protocol": "TCP", "port": 443}]},
+        {
+            "to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        },
         {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
     ]
 
@@ -195,8 +228,9 @@ def test_network_policy_dns_reaches_cluster_and_node_resolvers_only() -> None:
 
     dns = network_policy(_workspace(), "redis://10.1.2.3:6380/0")["spec"]["egress"][0]
     assert {"namespaceSelector": {}} in dns["to"]
-    blocks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in dns["to"]
-              if "ipBlock" in peer]
+    blocks = [
+        ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in dns["to"] if "ipBlock" in peer
+    ]
     assert blocks and all(b.is_private for b in blocks)
     for resolver in ("10.96.0.10", "169.254.20.10", "10.250.250.1"):
         assert any(ipaddress.ip_address(resolver) in b for b in blocks), resolver
@@ -208,20 +242,30 @@ def test_network_policy_redis_service_peer() -> None:
     np = network_policy(_workspace(), "redis://redis.data.svc.cluster.local/0")
     redis_rule = np["spec"]["egress"][1]
     assert redis_rule["ports"] == [{"protocol": "TCP", "port": 6379}]
-    assert redis_rule["to"] == [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "data"}}}]
+    assert redis_rule["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}
+    ]
 
 
 # ---- library -----------------------------------------------------------------------------
+
 
 def _library(secret: bool = False, **source: Any) -> LibraryParams:
     src: dict[str, Any] = {"url": "https://git.example/repo.git", "path": "flows", **source}
     if secret:
         src["secretRef"] = {"name": "git-creds"}
     spec = WorkflowLibrarySpec.model_validate({"workspaceRef": "ws", "source": src})
-    return LibraryParams(name="lib", namespace="team", uid="uid-lib", spec=spec,
-                         workspace="ws", workspace_id="wsid", prefix="cm",
-                         credentials_secret="ws-redis", image="img:1")
+    return LibraryParams(
+        name="lib",
+        namespace="team",
+        uid="uid-lib",
+        spec=spec,
+        workspace="ws",
+        workspace_id="wsid",
+        prefix="cm",
+        credentials_secret="ws-redis",
+        image="img:1",
+    )
 
 
 def test_job_runs_store_bootstrap_without_credentials_in_args() -> None:
@@ -276,16 +320,17 @@ def test_parse_result_and_failure_reason() -> None:
     assert parse_result(msg) == {"revision": "abc", "count": 2, "added": 2}
     assert parse_result("no json here") is None
     assert parse_result(None) is None
-    assert failure_reason("line\nerror: repository not found\n") == \
-        "error: repository not found"
+    assert failure_reason("line\nerror: repository not found\n") == "error: repository not found"
     assert failure_reason(None) == "the sync Job ended without a result"
 
 
 # ---- redis ACL ---------------------------------------------------------------------------
 
+
 def test_scoped_url_replaces_credentials() -> None:
-    url = redis_acl.scoped_url("redis://:adminpw@redis.example:6380/2", "codemode:ns:ws",
-                               "p@ss/word")
+    url = redis_acl.scoped_url(
+        "redis://:adminpw@redis.example:6380/2", "codemode:ns:ws", "p@ss/word"
+    )
     parts = urlsplit(url)
     assert parts.scheme == "redis" and parts.hostname == "redis.example"
     assert parts.port == 6380 and parts.path == "/2"

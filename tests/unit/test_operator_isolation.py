@@ -28,8 +28,15 @@ from pydantic import ValidationError
 
 def _session(uid: str = "uid-s1", **over: Any) -> SessionParams:
     base: dict[str, Any] = dict(
-        name="s1", namespace="team", uid=uid, workspace="ws", workspace_id="wsid",
-        prefix="cm", credentials_secret="ws-redis", image="img:1")
+        name="s1",
+        namespace="team",
+        uid=uid,
+        workspace="ws",
+        workspace_id="wsid",
+        prefix="cm",
+        credentials_secret="ws-redis",
+        image="img:1",
+    )
     base.update(over)
     return SessionParams(**base)
 
@@ -39,6 +46,7 @@ def _env(pod: dict[str, Any]) -> dict[str, str]:
 
 
 # ---- a uid per session pod ---------------------------------------------------------------
+
 
 def test_each_session_pod_runs_as_its_own_uid() -> None:
     """RLIMIT_NPROC counts per uid on the node: two pods must not share one."""
@@ -70,15 +78,25 @@ def test_session_uids_spread_over_the_range() -> None:
 
 def test_sync_jobs_keep_the_fixed_uid() -> None:
     spec = WorkflowLibrarySpec.model_validate(
-        {"workspaceRef": "ws", "source": {"url": "https://git.example/r.git"}})
-    lib = LibraryParams(name="lib", namespace="team", uid="uid-lib", spec=spec,
-                        workspace="ws", workspace_id="wsid", prefix="cm",
-                        credentials_secret="ws-redis", image="img:1")
+        {"workspaceRef": "ws", "source": {"url": "https://git.example/r.git"}}
+    )
+    lib = LibraryParams(
+        name="lib",
+        namespace="team",
+        uid="uid-lib",
+        spec=spec,
+        workspace="ws",
+        workspace_id="wsid",
+        prefix="cm",
+        credentials_secret="ws-redis",
+        image="img:1",
+    )
     psc = sync_job(lib, "lib-sync-1")["spec"]["template"]["spec"]["securityContext"]
     assert psc["runAsUser"] == 10001 and psc["runAsNonRoot"] is True
 
 
 # ---- one session per pod, storage quotas -------------------------------------------------
+
 
 def test_session_pod_serves_one_session() -> None:
     assert _env(session_pod(_session()))["MAX_SESSIONS"] == "1"
@@ -92,12 +110,18 @@ def test_session_pod_gets_the_default_storage_quotas() -> None:
 
 
 def test_workspace_limits_reach_the_session_pod_as_bytes() -> None:
-    workspace = {"metadata": {"name": "ws"}, "status": {"credentialsSecret": "ws-redis"},
-                 "spec": {"redis": {"url": "redis://r:6379/0"},
-                          "limits": {"maxStorageBytes": "2.5Gi", "maxArtifactBytes": "500k",
-                                     "maxWorkflows": 7}}}
-    session = {"metadata": {"name": "s1", "namespace": "team", "uid": "u1"},
-               "spec": {"workspaceRef": "ws"}}
+    workspace = {
+        "metadata": {"name": "ws"},
+        "status": {"credentialsSecret": "ws-redis"},
+        "spec": {
+            "redis": {"url": "redis://r:6379/0"},
+            "limits": {"maxStorageBytes": "2.5Gi", "maxArtifactBytes": "500k", "maxWorkflows": 7},
+        },
+    }
+    session = {
+        "metadata": {"name": "s1", "namespace": "team", "uid": "u1"},
+        "spec": {"workspaceRef": "ws"},
+    }
     params = params_of(session, workspace, OperatorConfig.from_env())
     env = _env(session_pod(params))
     assert env["STORAGE_MAX_BYTES"] == str(int(2.5 * 2**30))
@@ -105,10 +129,20 @@ def test_workspace_limits_reach_the_session_pod_as_bytes() -> None:
     assert env["STORAGE_MAX_WORKFLOWS"] == "7"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0", 0), ("1048576", 2**20), ("64Mi", 64 * 2**20), ("1Gi", 2**30), ("1G", 10**9),
-    ("1.5Ki", 1536), ("0.1", 1), ("2k", 2000), ("1Ei", 2**60),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("1048576", 2**20),
+        ("64Mi", 64 * 2**20),
+        ("1Gi", 2**30),
+        ("1G", 10**9),
+        ("1.5Ki", 1536),
+        ("0.1", 1),
+        ("2k", 2000),
+        ("1Ei", 2**60),
+    ],
+)
 def test_parse_bytes(text: str, expected: int) -> None:
     assert parse_bytes(text) == expected
 
@@ -119,10 +153,16 @@ def test_parse_bytes_refuses_what_the_schema_refuses(text: str) -> None:
         parse_bytes(text)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("maxStorageBytes", "1GB"), ("maxArtifactBytes", "-5"), ("maxStorageBytes", "lots"),
-    ("maxWorkflows", 0), ("maxWorkflows", 10**7),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("maxStorageBytes", "1GB"),
+        ("maxArtifactBytes", "-5"),
+        ("maxStorageBytes", "lots"),
+        ("maxWorkflows", 0),
+        ("maxWorkflows", 10**7),
+    ],
+)
 def test_invalid_limits_name_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as info:
         WorkspaceSpec.model_validate({"redis": {"url": "redis://r"}, "limits": {field: value}})
@@ -150,16 +190,39 @@ def test_limits_schema_has_defaults_bounds_and_the_contradiction_rule() -> None:
 
 # ---- Redis command allow-list ------------------------------------------------------------
 
+
 def test_allow_and_deny_lists_do_not_overlap_and_grant_only_commands() -> None:
     assert not set(redis_acl.ALLOWED) & set(redis_acl.DENIED)
     assert not set(redis_acl.UNRESTRICTED) & set(redis_acl.ALLOWED)
     for name in redis_acl.ALLOWED:
         assert name == name.lower() and not name.startswith("@")
     # what a workspace user must never have, whatever else changes
-    for leak in ("scan", "keys", "dbsize", "randomkey", "info", "client|tracking",
-                 "client|list", "client|kill", "client|pause", "memory", "object|freq",
-                 "pubsub", "subscribe", "publish", "monitor", "config", "debug", "eval",
-                 "function", "script", "select", "wait", "flushall", "flushdb"):
+    for leak in (
+        "scan",
+        "keys",
+        "dbsize",
+        "randomkey",
+        "info",
+        "client|tracking",
+        "client|list",
+        "client|kill",
+        "client|pause",
+        "memory",
+        "object|freq",
+        "pubsub",
+        "subscribe",
+        "publish",
+        "monitor",
+        "config",
+        "debug",
+        "eval",
+        "function",
+        "script",
+        "select",
+        "wait",
+        "flushall",
+        "flushdb",
+    ):
         assert leak not in redis_acl.ALLOWED
         assert redis_acl.decided(leak)
     assert redis_acl.decided("config|get") and not redis_acl.decided("nosuch")
@@ -174,10 +237,21 @@ def test_acl_rules_grant_only_the_known_commands_given() -> None:
 
 # ---- usage in Workspace status -----------------------------------------------------------
 
-@pytest.mark.parametrize(("stored", "expected"), [
-    (None, 0), (b"0", 0), (b"12345", 12345), (b"-20", 0), (b"garbage", 0),
-])
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (None, 0),
+        (b"0", 0),
+        (b"12345", 12345),
+        (b"-20", 0),
+        (b"garbage", 0),
+    ],
+)
 def test_usage_status(stored: bytes | None, expected: int) -> None:
     usage = usage_status(redis_acl.Usage(storage_bytes=stored, artifacts=3, workflows=4))
-    assert usage.model_dump(by_alias=True) == {"storageBytes": expected, "artifacts": 3,
-                                               "workflows": 4}
+    assert usage.model_dump(by_alias=True) == {
+        "storageBytes": expected,
+        "artifacts": 3,
+        "workflows": 4,
+    }

@@ -27,8 +27,9 @@ class PagedCustom:
         self.names = names
         self.calls: list[dict[str, Any]] = []
 
-    def list_namespaced_custom_object(self, group: str, version: str, namespace: str,
-                                      plural: str, **kwargs: Any) -> dict[str, Any]:
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, **kwargs: Any
+    ) -> dict[str, Any]:
         self.calls.append(kwargs)
         start = int(kwargs.get("_continue", 0))
         end = start + kwargs["limit"]

@@ -51,14 +51,22 @@ def events() -> Events:
 def h(kube: FakeKube, events: Events) -> handlers.Handlers:
     def post(obj: Obj, type_: str, reason: str, message: str) -> None:
         events.append((obj["metadata"]["name"], type_, reason, message))
+
     return handlers.Handlers(CFG, kube, post)
 
 
 # ---- settings and registration -----------------------------------------------------------
 
+
 def test_settings_are_parsed_once_with_defaults() -> None:
-    cfg = OperatorConfig.from_env({"WATCH_NAMESPACES": " a, ,b ", "OPERATOR_WORKERS": "4",
-                                   "POD_ID": "op-0", "METRICS_PORT": "0"})
+    cfg = OperatorConfig.from_env(
+        {
+            "WATCH_NAMESPACES": " a, ,b ",
+            "OPERATOR_WORKERS": "4",
+            "POD_ID": "op-0",
+            "METRICS_PORT": "0",
+        }
+    )
     assert cfg.watch_namespaces == ("a", "b") and cfg.workers == 4
     assert cfg.identity == "op-0" and cfg.metrics_port == 0
     default = OperatorConfig.from_env({})
@@ -66,10 +74,16 @@ def test_settings_are_parsed_once_with_defaults() -> None:
     assert default.identity.startswith("codemode-operator@") and default.workers == 32
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("SESSION_POLL_SECONDS", "soon"), ("SESSION_POLL_SECONDS", "0"),
-    ("OPERATOR_WORKERS", "0"), ("METRICS_PORT", "http"), ("LIBRARY_POLL_SECONDS", "-1"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SESSION_POLL_SECONDS", "soon"),
+        ("SESSION_POLL_SECONDS", "0"),
+        ("OPERATOR_WORKERS", "0"),
+        ("METRICS_PORT", "http"),
+        ("LIBRARY_POLL_SECONDS", "-1"),
+    ],
+)
 def test_settings_refuse_unusable_values(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         OperatorConfig.from_env({name: value})
@@ -79,14 +93,25 @@ def test_timers_come_from_the_settings() -> None:
     registry = kopf.OperatorRegistry()
     cfg = OperatorConfig.from_env({"SESSION_POLL_SECONDS": "2", "LIBRARY_POLL_SECONDS": "7"})
     handlers.register(cfg, FakeKube(), registry)
-    timers = {t.id: (t.interval, t.initial_delay, t.idle)
-              for t in registry._spawning.get_all_handlers()}
-    assert timers == {"workspace_health": (30, 5, 5), "session_watchdog": (12.0, 12.0, 2.0),
-                      "library_poll": (7.0, 7.0, None)}
+    timers = {
+        t.id: (t.interval, t.initial_delay, t.idle) for t in registry._spawning.get_all_handlers()
+    }
+    assert timers == {
+        "workspace_health": (30, 5, 5),
+        "session_watchdog": (12.0, 12.0, 2.0),
+        "library_poll": (7.0, 7.0, None),
+    }
     changing = {c.id for c in registry._changing.get_all_handlers()}
-    assert changing == {"workspace_changed", "workspace_changed/spec", "workspace_deleted",
-                        "session_changed", "session_changed/spec", "library_changed",
-                        "library_changed/spec", "library_deleted"}
+    assert changing == {
+        "workspace_changed",
+        "workspace_changed/spec",
+        "workspace_deleted",
+        "session_changed",
+        "session_changed/spec",
+        "library_changed",
+        "library_changed/spec",
+        "library_deleted",
+    }
     watching = {w.id for w in registry._watching.get_all_handlers()}
     assert watching == {"session_pod_event", "library_job_event"}
 
@@ -98,7 +123,8 @@ def test_nothing_reads_the_environment_at_import() -> None:
         for node in tree.body:  # module level only: functions may read what they are given
             text = ast.unparse(node)
             if isinstance(node, ast.Assign | ast.AnnAssign) or (
-                    isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+                isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            ):
                 assert "os.environ" not in text and "from_env" not in text, (path, text)
 
 
@@ -119,14 +145,22 @@ def test_kopf_settings_come_from_the_config() -> None:
 
 # ---- the committer's pieces --------------------------------------------------------------
 
+
 def test_changes_set_and_remove_fields() -> None:
     assert changes({"a": 1, "b": 2, "gone": 3}, {"a": 1, "b": 5, "new": 4}) == {
-        "b": 5, "gone": None, "new": 4}
+        "b": 5,
+        "gone": None,
+        "new": 4,
+    }
 
 
 def ready(status: str, reason: str, message: str = "") -> Condition:
-    return Condition(type="Ready", status=status, reason=reason,  # type: ignore[arg-type]
-                     message=message)
+    return Condition(
+        type="Ready",
+        status=status,
+        reason=reason,  # type: ignore[arg-type]
+        message=message,
+    )
 
 
 def test_transition_events() -> None:
@@ -135,9 +169,13 @@ def test_transition_events() -> None:
     assert transition(before, after, "session") == ("Normal", "PodReady", "up")
     assert transition(after, after, "session") is None
     assert transition(after, CodeSessionStatus(phase=Phase.PENDING), "session") == (
-        "Warning", "NotReady", "session is Pending")
-    assert transition(CodeSessionStatus(), CodeSessionStatus(
-        conditions=[ready("True", "")]), "x") == ("Normal", "Ready", "x is True")
+        "Warning",
+        "NotReady",
+        "session is Pending",
+    )
+    assert transition(
+        CodeSessionStatus(), CodeSessionStatus(conditions=[ready("True", "")]), "x"
+    ) == ("Normal", "Ready", "x is True")
 
 
 def test_a_failing_event_post_does_not_fail_the_commit(kube: FakeKube) -> None:
@@ -146,20 +184,25 @@ def test_a_failing_event_post_does_not_fail_the_commit(kube: FakeKube) -> None:
 
     kube.put("codesessions", session())
     committer = Committer(kube, broken)
-    done = committer.commit(session_rec.SESSION, kube.get("codesessions", NS, "s1"),
-                            lambda o: Outcome(CodeSessionStatus(
-                                phase=Phase.PENDING, conditions=[ready("False", "X")])))
+    done = committer.commit(
+        session_rec.SESSION,
+        kube.get("codesessions", NS, "s1"),
+        lambda o: Outcome(CodeSessionStatus(phase=Phase.PENDING, conditions=[ready("False", "X")])),
+    )
     assert done is not None and done.written and done.transitions
 
 
 # ---- handlers ----------------------------------------------------------------------------
 
-def test_workspace_handler_commits(h: handlers.Handlers, kube: FakeKube, events: Events,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_workspace_handler_commits(
+    h: handlers.Handlers, kube: FakeKube, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(workspace_rec.redis_acl, "ping", lambda url: None)
     monkeypatch.setattr(workspace_rec.redis_acl, "provision", lambda *a: None)
-    monkeypatch.setattr(workspace_rec.redis_acl, "read_usage", lambda *a: (_ for _ in ()).throw(
-        OSError("no usage")))
+    monkeypatch.setattr(
+        workspace_rec.redis_acl, "read_usage", lambda *a: (_ for _ in ()).throw(OSError("no usage"))
+    )
     kube.put("workspaces", workspace("fresh", ready=False))
     h.workspace(kopf.Body(kube.get("workspaces", NS, "fresh")))  # type: ignore[arg-type]
     obj = kube.get("workspaces", NS, "fresh")
@@ -197,26 +240,36 @@ def test_watchdog_waits_for_young_sessions(h: handlers.Handlers) -> None:
     assert h.watchdog_due({"metadata": {"creationTimestamp": "2020-01-01T00:00:00Z"}})
 
 
-async def test_watchdog_repairs_a_status_behind_its_pod(h: handlers.Handlers,
-                                                        kube: FakeKube) -> None:
+async def test_watchdog_repairs_a_status_behind_its_pod(
+    h: handlers.Handlers, kube: FakeKube
+) -> None:
     kube.put("codesessions", session())
     h.session_changed(kube.get("codesessions", NS, "s1"))
     kube.edit("pods", NS, "s1-session", lambda p: p.update(status=pod_status(ready=True)))
-    kube.edit("codesessions", NS, "s1", lambda o: o["status"].update(phase="Starting",
-                                                                     podResourceVersion="1"))
+    kube.edit(
+        "codesessions",
+        NS,
+        "s1",
+        lambda o: o["status"].update(phase="Starting", podResourceVersion="1"),
+    )
     await h.session_watchdog(kube.get("codesessions", NS, "s1"))
     assert kube.get("codesessions", NS, "s1")["status"]["phase"] == "Ready"  # type: ignore[index]
 
 
 def pod_event(kube: FakeKube, type_: str = "MODIFIED", name: str = "s1") -> dict[str, Any]:
     pod = kube.get("pods", NS, f"{name}-session") or {
-        "metadata": {"name": f"{name}-session", "namespace": NS,
-                     "labels": {"codemode.dev/session": name}}}
+        "metadata": {
+            "name": f"{name}-session",
+            "namespace": NS,
+            "labels": {"codemode.dev/session": name},
+        }
+    }
     return {"type": type_, "object": pod}
 
 
-async def test_pod_events_move_the_phase(h: handlers.Handlers, kube: FakeKube,
-                                         events: Events) -> None:
+async def test_pod_events_move_the_phase(
+    h: handlers.Handlers, kube: FakeKube, events: Events
+) -> None:
     kube.put("codesessions", session())
     h.session_changed(kube.get("codesessions", NS, "s1"))
     kube.edit("pods", NS, "s1-session", lambda p: p.update(status=pod_status(ready=True)))
@@ -227,20 +280,33 @@ async def test_pod_events_move_the_phase(h: handlers.Handlers, kube: FakeKube,
     await h.session_pod_event(pod_event(kube))  # the same state again: no read
     assert len(kube.called("get_custom")) == reads
 
-    kube.edit("pods", NS, "s1-session", lambda p: p["metadata"].update(
-        deletionTimestamp="2026-01-01T00:00:00Z"))
+    kube.edit(
+        "pods",
+        NS,
+        "s1-session",
+        lambda p: p["metadata"].update(deletionTimestamp="2026-01-01T00:00:00Z"),
+    )
     await h.session_pod_event(pod_event(kube))  # terminating: its DELETED event decides
     assert len(kube.called("get_custom")) == reads
     kube.remove("pods", NS, "s1-session")
-    await h.session_pod_event({"type": "DELETED", "object": {"metadata": {
-        "name": "s1-session", "namespace": NS, "labels": {"codemode.dev/session": "s1"},
-        "deletionTimestamp": "2026-01-01T00:00:00Z"}}})
+    await h.session_pod_event(
+        {
+            "type": "DELETED",
+            "object": {
+                "metadata": {
+                    "name": "s1-session",
+                    "namespace": NS,
+                    "labels": {"codemode.dev/session": "s1"},
+                    "deletionTimestamp": "2026-01-01T00:00:00Z",
+                }
+            },
+        }
+    )
     st = session_rec.SESSION.read(kube.get("codesessions", NS, "s1"))  # type: ignore[arg-type]
     assert kube.names("pods") == ["s1-session"] and st.pod_recreations == 1
 
 
-async def test_pod_events_of_other_pods_are_ignored(h: handlers.Handlers,
-                                                    kube: FakeKube) -> None:
+async def test_pod_events_of_other_pods_are_ignored(h: handlers.Handlers, kube: FakeKube) -> None:
     await h.session_pod_event({"type": "ADDED", "object": {"metadata": {"name": "x"}}})
     assert kube.calls == []
 
@@ -256,8 +322,7 @@ def test_pod_changed_edges(h: handlers.Handlers, kube: FakeKube) -> None:
     assert h.pod_changed(NS, "s2", (Phase.READY, "PodReady"), "999") is False
 
 
-async def test_a_failed_pod_event_replaces_the_pod(h: handlers.Handlers,
-                                                   kube: FakeKube) -> None:
+async def test_a_failed_pod_event_replaces_the_pod(h: handlers.Handlers, kube: FakeKube) -> None:
     kube.put("codesessions", session())
     h.session_changed(kube.get("codesessions", NS, "s1"))
     kube.edit("pods", NS, "s1-session", lambda p: p.update(status={"phase": "Failed"}))
@@ -273,8 +338,10 @@ def test_library_handlers(h: handlers.Handlers, kube: FakeKube, events: Events) 
     h.library_job_event({"type": "MODIFIED", "object": kube.get("jobs", NS, job)})  # running
     assert kube.names("jobs") == [job]
     h.library_job_event({"type": "DELETED", "object": kube.get("jobs", NS, job)})
-    other = {"metadata": {"name": "old-job", "namespace": NS,
-                          "labels": {"codemode.dev/library": "lib"}}, "status": {"failed": 1}}
+    other = {
+        "metadata": {"name": "old-job", "namespace": NS, "labels": {"codemode.dev/library": "lib"}},
+        "status": {"failed": 1},
+    }
     h.library_job_event({"type": "MODIFIED", "object": other})  # not the one in flight
     assert kube.names("jobs") == [job]
     kube.edit("jobs", NS, job, lambda j: j.update(status={"failed": 1}))
@@ -285,15 +352,15 @@ def test_library_handlers(h: handlers.Handlers, kube: FakeKube, events: Events) 
     assert kube.names("jobs") == [] and events[-1][2] == "SyncFailed"
 
 
-def test_deletion_handlers_post_events(h: handlers.Handlers, kube: FakeKube,
-                                       events: Events) -> None:
+def test_deletion_handlers_post_events(
+    h: handlers.Handlers, kube: FakeKube, events: Events
+) -> None:
     kube.put("codesessions", session())
     with pytest.raises(kopf.TemporaryError, match="Refuse"):
         h.workspace_deleted(kube.get("workspaces", NS, "ws"))
     assert events[-1][:3] == ("ws", "Warning", "DeletionBlocked")
     kube.remove("codesessions", NS, "s1")
-    kube.put("workspaces", workspace("plain", redis={"urlSecretRef": {"name": "x",
-                                                                         "key": "u"}}))
+    kube.put("workspaces", workspace("plain", redis={"urlSecretRef": {"name": "x", "key": "u"}}))
     assert h.workspace_deleted(kube.get("workspaces", NS, "plain")).startswith("Redis reference")
     assert events[-1][:3] == ("plain", "Normal", "Deleted")
     kube.put("workflowlibraries", library("keep", prune=False))
@@ -303,18 +370,26 @@ def test_deletion_handlers_post_events(h: handlers.Handlers, kube: FakeKube,
 
 # ---- the clients read phases as the operator writes them ---------------------------------
 
+
 def test_only_terminated_is_final() -> None:
     assert {Phase.TERMINATED} == FINAL_PHASES
     assert is_final("Terminated") and not is_final("Failed") and not is_final(None)
     assert Phase.TERMINATED.final and not Phase.FAILED.final
 
 
-@pytest.mark.parametrize(("phase", "endpoint", "usable", "settled"), [
-    ("Ready", "http://x", True, True), ("Ready", None, False, False),
-    ("Terminated", None, False, True), ("Failed", None, False, False),
-    ("Pending", None, False, False), (None, None, False, False),
-])
-def test_clients_wait_through_failed(phase: str | None, endpoint: str | None, usable: bool,
-                                     settled: bool) -> None:
+@pytest.mark.parametrize(
+    ("phase", "endpoint", "usable", "settled"),
+    [
+        ("Ready", "http://x", True, True),
+        ("Ready", None, False, False),
+        ("Terminated", None, False, True),
+        ("Failed", None, False, False),
+        ("Pending", None, False, False),
+        (None, None, False, False),
+    ],
+)
+def test_clients_wait_through_failed(
+    phase: str | None, endpoint: str | None, usable: bool, settled: bool
+) -> None:
     obj = {"status": {"phase": phase, "endpoint": endpoint}}
     assert sessions.usable(obj) is usable and sessions.settled(obj) is settled

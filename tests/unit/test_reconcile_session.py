@@ -48,13 +48,22 @@ def events() -> Events:
 def committer(kube: FakeKube, events: Events) -> Committer:
     def post(obj: Obj, type_: str, reason: str, message: str) -> None:
         events.append((obj["metadata"]["name"], type_, reason, message))
+
     return Committer(kube, post)
 
 
-def run(kube: FakeKube, committer: Committer, name: str = "s1", periodic: bool = False,
-        clock: Any = time.time) -> CodeSessionStatus:
-    done = committer.commit(rec.SESSION, kube.get("codesessions", NS, name),
-                            lambda obj: rec.reconcile(kube, CFG, obj, periodic, clock))
+def run(
+    kube: FakeKube,
+    committer: Committer,
+    name: str = "s1",
+    periodic: bool = False,
+    clock: Any = time.time,
+) -> CodeSessionStatus:
+    done = committer.commit(
+        rec.SESSION,
+        kube.get("codesessions", NS, name),
+        lambda obj: rec.reconcile(kube, CFG, obj, periodic, clock),
+    )
     assert done is not None
     return done.new
 
@@ -72,16 +81,20 @@ def cond(st: CodeSessionStatus, type_: ConditionType) -> tuple[str, str]:
 
 
 def kstatus(st: CodeSessionStatus) -> tuple[str, str, str]:
-    return tuple(cond(st, t)[0] for t in (ConditionType.READY, ConditionType.RECONCILING,
-                                           ConditionType.STALLED))  # type: ignore[return-value]
+    return tuple(
+        cond(st, t)[0]
+        for t in (ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED)
+    )  # type: ignore[return-value]
 
 
 def set_pod(kube: FakeKube, name: str = "s1", **state: Any) -> Obj:
-    return kube.edit("pods", NS, f"{name}-session",
-                     lambda pod: pod.__setitem__("status", pod_status(**state)))
+    return kube.edit(
+        "pods", NS, f"{name}-session", lambda pod: pod.__setitem__("status", pod_status(**state))
+    )
 
 
 # ---- waiting for the workspace -----------------------------------------------------------
+
 
 def test_missing_workspace_waits(kube: FakeKube, committer: Committer) -> None:
     kube.put("codesessions", session(workspace_ref="nope"))
@@ -104,8 +117,10 @@ def test_workspace_without_credentials_waits(kube: FakeKube, committer: Committe
 
 # ---- admission and children --------------------------------------------------------------
 
+
 def test_admission_is_recorded_before_any_child_is_created(
-        kube: FakeKube, committer: Committer, events: Events) -> None:
+    kube: FakeKube, committer: Committer, events: Events
+) -> None:
     kube.put("codesessions", session())
     st = run(kube, committer)
     writes = [i for i, c in enumerate(kube.calls) if c[0] == "patch_status"]
@@ -119,14 +134,19 @@ def test_admission_is_recorded_before_any_child_is_created(
     assert kube.names("pods") == ["s1-session"]
     assert kube.names("services") == ["s1-session"]
     assert kube.names("secrets") == ["s1-token"]
-    assert st.pod_resource_version == kube.get("pods", NS, "s1-session")["metadata"][  # type: ignore[index]
-        "resourceVersion"]
+    assert (
+        st.pod_resource_version
+        == kube.get("pods", NS, "s1-session")["metadata"][  # type: ignore[index]
+            "resourceVersion"
+        ]
+    )
     assert st.pod_recreations is None
     assert events == [("s1", "Warning", "PodStarting", "pod s1-session is starting")]
 
 
-def test_ready_pod_makes_a_ready_session(kube: FakeKube, committer: Committer,
-                                         events: Events) -> None:
+def test_ready_pod_makes_a_ready_session(
+    kube: FakeKube, committer: Committer, events: Events
+) -> None:
     kube.put("codesessions", session())
     run(kube, committer)
     set_pod(kube, ready=True)
@@ -160,8 +180,10 @@ def test_session_limit(kube: FakeKube, committer: Committer) -> None:
     st = run(kube, committer, "b")
     assert (st.phase, st.reason) == (Phase.PENDING, Reason.SESSION_LIMIT_REACHED)
     assert cond(st, ConditionType.ADMITTED) == ("False", "SessionLimitReached")
-    assert "maxSessions" in (condition(st.conditions, ConditionType.ADMITTED).message  # type: ignore[union-attr]
-                             or "")
+    assert "maxSessions" in (
+        condition(st.conditions, ConditionType.ADMITTED).message  # type: ignore[union-attr]
+        or ""
+    )
     assert kstatus(st) == ("False", "True", "False")
     assert kube.names("pods") == ["a-session"]
     kube.remove("codesessions", NS, "a")  # a slot frees: the next look lists again
@@ -185,8 +207,12 @@ def test_ended_sessions_free_their_slot(kube: FakeKube, committer: Committer) ->
     kube.put("codesessions", session("old", workspace_ref="one"))
     kube.put("codesessions", session("new", workspace_ref="one"))
     run(kube, committer, "old")
-    kube.edit("codesessions", NS, "old",
-              lambda o: o["status"].update(phase="Terminated", reason="IdleTimeout"))
+    kube.edit(
+        "codesessions",
+        NS,
+        "old",
+        lambda o: o["status"].update(phase="Terminated", reason="IdleTimeout"),
+    )
     assert run(kube, committer, "new").phase == Phase.STARTING
 
 
@@ -201,35 +227,61 @@ def test_a_failed_admission_write_keeps_no_child(kube: FakeKube, committer: Comm
 
 # ---- pod states --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("pod", "expected"), [
-    (None, (Phase.PENDING, "PodMissing")),
-    ({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}, "status": pod_status(
-        ready=True)}, (Phase.STARTING, "PodTerminating")),
-    ({"status": {"phase": "Failed"}}, (Phase.FAILED, "PodFailed")),
-    ({"status": {"phase": "Succeeded"}}, (Phase.FAILED, "PodSucceeded")),
-    ({"status": pod_status(ready=True)}, (Phase.READY, "PodReady")),
-    ({"status": pod_status(phase="Pending", unschedulable="Unschedulable")},
-     (Phase.STARTING, "Unschedulable")),
-    ({"status": pod_status(phase="Pending", waiting="ErrImagePull")},
-     (Phase.STARTING, "ErrImagePull")),
-    ({"status": pod_status(phase="Pending", waiting="ImagePullBackOff")},
-     (Phase.STARTING, "ImagePullBackOff")),
-    ({"status": pod_status(waiting="CrashLoopBackOff")}, (Phase.STARTING, "CrashLoopBackOff")),
-    ({"status": pod_status(waiting="CreateContainerConfigError")},
-     (Phase.STARTING, "CreateContainerConfigError")),
-    ({"status": pod_status(waiting="InvalidImageName")}, (Phase.STARTING, "InvalidImageName")),
-    ({"status": pod_status(waiting="ContainerCreating")}, (Phase.STARTING, "PodStarting")),
-    ({"status": {}}, (Phase.STARTING, "PodStarting")),
-    ({}, (Phase.STARTING, "PodStarting")),
-])
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (None, (Phase.PENDING, "PodMissing")),
+        (
+            {
+                "metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+                "status": pod_status(ready=True),
+            },
+            (Phase.STARTING, "PodTerminating"),
+        ),
+        ({"status": {"phase": "Failed"}}, (Phase.FAILED, "PodFailed")),
+        ({"status": {"phase": "Succeeded"}}, (Phase.FAILED, "PodSucceeded")),
+        ({"status": pod_status(ready=True)}, (Phase.READY, "PodReady")),
+        (
+            {"status": pod_status(phase="Pending", unschedulable="Unschedulable")},
+            (Phase.STARTING, "Unschedulable"),
+        ),
+        (
+            {"status": pod_status(phase="Pending", waiting="ErrImagePull")},
+            (Phase.STARTING, "ErrImagePull"),
+        ),
+        (
+            {"status": pod_status(phase="Pending", waiting="ImagePullBackOff")},
+            (Phase.STARTING, "ImagePullBackOff"),
+        ),
+        ({"status": pod_status(waiting="CrashLoopBackOff")}, (Phase.STARTING, "CrashLoopBackOff")),
+        (
+            {"status": pod_status(waiting="CreateContainerConfigError")},
+            (Phase.STARTING, "CreateContainerConfigError"),
+        ),
+        ({"status": pod_status(waiting="InvalidImageName")}, (Phase.STARTING, "InvalidImageName")),
+        ({"status": pod_status(waiting="ContainerCreating")}, (Phase.STARTING, "PodStarting")),
+        ({"status": {}}, (Phase.STARTING, "PodStarting")),
+        ({}, (Phase.STARTING, "PodStarting")),
+    ],
+)
 def test_pod_state(pod: Obj | None, expected: tuple[Phase, str]) -> None:
     assert rec.pod_state(pod) == expected
 
 
-@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff",
-                                    "CreateContainerConfigError", "InvalidImageName"])
-def test_a_pod_that_needs_a_fix_stalls_the_session(kube: FakeKube, committer: Committer,
-                                                   reason: str) -> None:
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "InvalidImageName",
+    ],
+)
+def test_a_pod_that_needs_a_fix_stalls_the_session(
+    kube: FakeKube, committer: Committer, reason: str
+) -> None:
     kube.put("codesessions", session())
     run(kube, committer)
     set_pod(kube, phase="Pending", waiting=reason)
@@ -273,8 +325,9 @@ def test_a_deleted_pod_is_recreated(kube: FakeKube, committer: Committer) -> Non
     assert st.start_time  # the session's start, not the new pod's
 
 
-def test_a_pod_gone_between_create_and_read(kube: FakeKube, committer: Committer,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pod_gone_between_create_and_read(
+    kube: FakeKube, committer: Committer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kube.put("codesessions", session())
     monkeypatch.setattr(kube, "create_pod", lambda manifest: (None, False))
     st = run(kube, committer)
@@ -283,6 +336,7 @@ def test_a_pod_gone_between_create_and_read(kube: FakeKube, committer: Committer
 
 # ---- idle and lifetime -------------------------------------------------------------------
 
+
 def ready_session(kube: FakeKube, committer: Committer, **spec: Any) -> None:
     kube.put("codesessions", session(**spec))
     run(kube, committer)
@@ -290,19 +344,22 @@ def ready_session(kube: FakeKube, committer: Committer, **spec: Any) -> None:
     run(kube, committer)
 
 
-def test_max_lifetime_ends_the_session(kube: FakeKube, committer: Committer,
-                                       events: Events) -> None:
+def test_max_lifetime_ends_the_session(
+    kube: FakeKube, committer: Committer, events: Events
+) -> None:
     ready_session(kube, committer, maxLifetime="1h")
     start = time.time()
     order_before = len(kube.calls)
     st = run(kube, committer, clock=lambda: start + 3601)
-    assert (st.phase, st.reason, st.endpoint) == (Phase.TERMINATED,
-                                                  Reason.MAX_LIFETIME_EXCEEDED, None)
+    assert (st.phase, st.reason, st.endpoint) == (
+        Phase.TERMINATED,
+        Reason.MAX_LIFETIME_EXCEEDED,
+        None,
+    )
     assert kstatus(st) == ("False", "False", "False")
     assert status(kube).phase == Phase.TERMINATED
     later = [c[0] for c in kube.calls[order_before:]]
-    assert later.index("patch_status") < later.index("delete_pod") < later.index(
-        "delete_service")
+    assert later.index("patch_status") < later.index("delete_pod") < later.index("delete_service")
     assert kube.names("pods") == [] and kube.names("services") == []
     assert events[-1][:3] == ("s1", "Warning", "MaxLifetimeExceeded")
 
@@ -317,8 +374,9 @@ def test_idle_timeout_ends_the_session(kube: FakeKube, committer: Committer) -> 
     assert msg == "no execution for 600s (idleTimeout)"
 
 
-def test_activity_keeps_a_session(kube: FakeKube, committer: Committer,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_activity_keeps_a_session(
+    kube: FakeKube, committer: Committer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ready_session(kube, committer, idleTimeout="10m")
     start = time.time()
     monkeypatch.setattr(rec, "last_activity", lambda pod: start + 500)
@@ -340,15 +398,15 @@ def test_an_ended_session_stays_ended(kube: FakeKube, committer: Committer) -> N
     assert {c[0] for c in kube.calls[calls:]} == {"patch_status"}  # no child touched
 
 
-def test_periodic_look_leaves_an_unstarted_session(kube: FakeKube,
-                                                   committer: Committer) -> None:
+def test_periodic_look_leaves_an_unstarted_session(kube: FakeKube, committer: Committer) -> None:
     kube.put("codesessions", session())
     st = run(kube, committer, periodic=True)
     assert st.phase is None and kube.names("pods") == []
 
 
-def test_periodic_look_reads_the_workspace_once_per_ttl(kube: FakeKube,
-                                                        committer: Committer) -> None:
+def test_periodic_look_reads_the_workspace_once_per_ttl(
+    kube: FakeKube, committer: Committer
+) -> None:
     ready_session(kube, committer)
     reads = len(kube.called("get_custom"))
     for _ in range(5):
@@ -394,15 +452,21 @@ def test_last_activity_from_the_server(health_server: dict[str, Any]) -> None:
 
 # ---- the committer's rules on sessions ---------------------------------------------------
 
-def test_a_concurrent_write_makes_the_status_computed_again(kube: FakeKube,
-                                                            committer: Committer) -> None:
+
+def test_a_concurrent_write_makes_the_status_computed_again(
+    kube: FakeKube, committer: Committer
+) -> None:
     kube.put("codesessions", session())
     run(kube, committer)
     set_pod(kube, ready=True)
 
     def pod_event_wrote_first(plural: str, namespace: str, name: str) -> None:
-        kube.edit(plural, namespace, name, lambda o: o["status"].update(
-            lastActivityTime="2026-01-01T00:00:00Z"))
+        kube.edit(
+            plural,
+            namespace,
+            name,
+            lambda o: o["status"].update(lastActivityTime="2026-01-01T00:00:00Z"),
+        )
 
     kube.before_status_write = pod_event_wrote_first
     st = run(kube, committer)
@@ -416,8 +480,12 @@ def test_a_status_that_keeps_changing_is_retried_later(kube: FakeKube) -> None:
     committer = Committer(kube, attempts=3)
 
     def someone_writes(obj: Obj) -> Outcome[CodeSessionStatus]:
-        kube.edit("codesessions", NS, "s1", lambda o: o.setdefault("status", {}).update(
-            reason=str(time.monotonic())))
+        kube.edit(
+            "codesessions",
+            NS,
+            "s1",
+            lambda o: o.setdefault("status", {}).update(reason=str(time.monotonic())),
+        )
         return Outcome(CodeSessionStatus(phase=Phase.PENDING))
 
     with pytest.raises(Retry, match="keeps changing"):
@@ -433,13 +501,14 @@ def test_a_vanished_session_is_not_an_error(kube: FakeKube, committer: Committer
 
 
 def test_phase_never_goes_back_to_an_older_pod_view() -> None:
-    newer = CodeSessionStatus(phase=Phase.READY, reason="PodReady", podResourceVersion="20",
-                              endpoint="http://x")
-    older = CodeSessionStatus(phase=Phase.STARTING, reason="PodStarting",
-                              podResourceVersion="10", podName="s1-session")
+    newer = CodeSessionStatus(
+        phase=Phase.READY, reason="PodReady", podResourceVersion="20", endpoint="http://x"
+    )
+    older = CodeSessionStatus(
+        phase=Phase.STARTING, reason="PodStarting", podResourceVersion="10", podName="s1-session"
+    )
     kept = rec.guard(newer, older)
-    assert (kept.phase, kept.pod_resource_version, kept.endpoint) == (Phase.READY, "20",
-                                                                       "http://x")
+    assert (kept.phase, kept.pod_resource_version, kept.endpoint) == (Phase.READY, "20", "http://x")
     assert kept.pod_name == "s1-session"  # fields other than the phase's still land
     assert rec.guard(older, newer) == newer
     unknown = CodeSessionStatus(phase=Phase.STARTING, podResourceVersion="junk")

@@ -36,8 +36,9 @@ class FakeRedis:
         if self.down is not None:
             raise self.down
 
-    def provision(self, url: str, username: str, password: str, prefix: str,
-                  workspace_id: str) -> None:
+    def provision(
+        self, url: str, username: str, password: str, prefix: str, workspace_id: str
+    ) -> None:
         if self.acl_error is not None:
             raise self.acl_error
         self.users[username] = (password, prefix, workspace_id)
@@ -83,8 +84,9 @@ def committer(kube: FakeKube, events: list[tuple[str, str, str]]) -> Committer:
 
 
 def run(kube: FakeKube, committer: Committer, name: str = "ws") -> WorkspaceStatus:
-    done = committer.commit(WORKSPACE, kube.get("workspaces", NS, name),
-                            lambda obj: rec.reconcile(kube, CFG, obj))
+    done = committer.commit(
+        WORKSPACE, kube.get("workspaces", NS, name), lambda obj: rec.reconcile(kube, CFG, obj)
+    )
     assert done is not None
     return done.new
 
@@ -103,16 +105,23 @@ def secret(kube: FakeKube, name: str = "ws-redis") -> dict[str, str]:
     return data
 
 
-def test_ready_with_a_scoped_acl_user(kube: FakeKube, committer: Committer, redis: FakeRedis,
-                                      events: list[tuple[str, str, str]]) -> None:
+def test_ready_with_a_scoped_acl_user(
+    kube: FakeKube, committer: Committer, redis: FakeRedis, events: list[tuple[str, str, str]]
+) -> None:
     kube.put("workspaces", workspace(ready=False, workspaceId="tenant", prefix="cm"))
     st = run(kube, committer)
     assert (st.workspace_id, st.credentials_secret, st.redis_reachable) == (
-        "tenant", "ws-redis", True)
+        "tenant",
+        "ws-redis",
+        True,
+    )
     assert st.observed_generation == 1
-    assert conds(st) == {"RedisReachable": ("True", "Pinged"), "Ready": ("True", "Provisioned"),
-                         "Reconciling": ("False", "Provisioned"),
-                         "Stalled": ("False", "NotStalled")}
+    assert conds(st) == {
+        "RedisReachable": ("True", "Pinged"),
+        "Ready": ("True", "Provisioned"),
+        "Reconciling": ("False", "Provisioned"),
+        "Stalled": ("False", "NotStalled"),
+    }
     assert message(st).endswith("with a scoped ACL user")
     assert "pw" not in message(st) and "pw" not in message(st, "RedisReachable")
     username = redis_acl.acl_username(NS, "ws")
@@ -122,12 +131,16 @@ def test_ready_with_a_scoped_acl_user(kube: FakeKube, committer: Committer, redi
     assert data["url"] == redis_acl.scoped_url(REDIS, username, data["password"])
     assert kube.names("networkpolicies") == ["ws-sessions"]
     assert st.usage is not None and st.usage.model_dump(by_alias=True) == {
-        "storageBytes": 2048, "artifacts": 2, "workflows": 5}
+        "storageBytes": 2048,
+        "artifacts": 2,
+        "workflows": 5,
+    }
     assert events == [("Normal", "Provisioned", message(st))]
 
 
-def test_the_password_survives_reconciles(kube: FakeKube, committer: Committer,
-                                          redis: FakeRedis) -> None:
+def test_the_password_survives_reconciles(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     run(kube, committer)
     first = secret(kube)["password"]
@@ -137,8 +150,9 @@ def test_the_password_survives_reconciles(kube: FakeKube, committer: Committer,
     assert len(kube.called("patch_status")) == writes  # nothing changed, nothing written
 
 
-def test_acl_off_gives_sessions_the_admin_url(kube: FakeKube, committer: Committer,
-                                              redis: FakeRedis) -> None:
+def test_acl_off_gives_sessions_the_admin_url(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False, redis={"url": REDIS, "acl": False}))
     st = run(kube, committer)
     assert secret(kube)["url"] == REDIS and redis.users == {}
@@ -146,27 +160,41 @@ def test_acl_off_gives_sessions_the_admin_url(kube: FakeKube, committer: Committ
 
 
 def test_url_from_a_secret(kube: FakeKube, committer: Committer, redis: FakeRedis) -> None:
-    kube.put("workspaces", workspace(ready=False, redis={
-        "urlSecretRef": {"name": "admin", "key": "url"}}))
+    kube.put(
+        "workspaces",
+        workspace(ready=False, redis={"urlSecretRef": {"name": "admin", "key": "url"}}),
+    )
     st = run(kube, committer)
     assert conds(st)["Ready"] == ("False", "RedisConfigInvalid")
     assert conds(st)["Stalled"] == ("True", "RedisConfigInvalid")
     assert conds(st)["Reconciling"][0] == "False"
     assert conds(st)["RedisReachable"] == ("False", "RedisConfigInvalid")
     assert "'admin'" in message(st) and st.redis_reachable is False
-    kube.put("secrets", {"kind": "Secret", "metadata": {"name": "admin", "namespace": NS},
-                         "stringData": {"other": "x"}})
+    kube.put(
+        "secrets",
+        {
+            "kind": "Secret",
+            "metadata": {"name": "admin", "namespace": NS},
+            "stringData": {"other": "x"},
+        },
+    )
     assert "has no key 'url'" in message(run(kube, committer))
-    kube.put("secrets", {"kind": "Secret", "metadata": {"name": "admin", "namespace": NS},
-                         "stringData": {"url": REDIS}})
+    kube.put(
+        "secrets",
+        {
+            "kind": "Secret",
+            "metadata": {"name": "admin", "namespace": NS},
+            "stringData": {"url": REDIS},
+        },
+    )
     st = run(kube, committer)
     assert conds(st)["Ready"] == ("True", "Provisioned")
     assert conds(st)["Stalled"] == ("False", "NotStalled")
 
 
-def test_unreachable_redis_keeps_reconciling(kube: FakeKube, committer: Committer,
-                                             redis: FakeRedis,
-                                             events: list[tuple[str, str, str]]) -> None:
+def test_unreachable_redis_keeps_reconciling(
+    kube: FakeKube, committer: Committer, redis: FakeRedis, events: list[tuple[str, str, str]]
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     redis.down = RedisConnectionError("Connection refused")
     st = run(kube, committer)
@@ -182,8 +210,9 @@ def test_unreachable_redis_keeps_reconciling(kube: FakeKube, committer: Committe
     assert events[-1][:2] == ("Normal", "Provisioned")
 
 
-def test_acl_provisioning_failure_stalls(kube: FakeKube, committer: Committer,
-                                         redis: FakeRedis) -> None:
+def test_acl_provisioning_failure_stalls(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     redis.acl_error = RedisError("unknown command 'ACL'")
     st = run(kube, committer)
@@ -193,8 +222,9 @@ def test_acl_provisioning_failure_stalls(kube: FakeKube, committer: Committer,
     assert "unknown command" in message(st)
 
 
-def test_usage_read_failure_keeps_the_last_usage(kube: FakeKube, committer: Committer,
-                                                 redis: FakeRedis) -> None:
+def test_usage_read_failure_keeps_the_last_usage(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     run(kube, committer)
     redis.usage = redis_acl.Usage(storage_bytes=b"1", artifacts=9, workflows=9)
@@ -203,8 +233,9 @@ def test_usage_read_failure_keeps_the_last_usage(kube: FakeKube, committer: Comm
     assert st.usage is not None and st.usage.artifacts == 2
 
 
-def test_counts_its_own_sessions_and_libraries(kube: FakeKube, committer: Committer,
-                                               redis: FakeRedis) -> None:
+def test_counts_its_own_sessions_and_libraries(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     for name, ref in (("a", "ws"), ("b", "ws"), ("c", "other")):
         kube.put("codesessions", session(name, workspace_ref=ref))
@@ -213,18 +244,25 @@ def test_counts_its_own_sessions_and_libraries(kube: FakeKube, committer: Commit
     assert (st.sessions, st.libraries) == (2, 1)
 
 
-def test_a_spec_change_moves_observed_generation(kube: FakeKube, committer: Committer,
-                                                 redis: FakeRedis) -> None:
+def test_a_spec_change_moves_observed_generation(
+    kube: FakeKube, committer: Committer, redis: FakeRedis
+) -> None:
     kube.put("workspaces", workspace(ready=False))
     run(kube, committer)
-    kube.edit("workspaces", NS, "ws", lambda o: o["spec"].update(
-        network={"egress": [{"cidr": "10.0.0.0/8"}]}), spec=True)
+    kube.edit(
+        "workspaces",
+        NS,
+        "ws",
+        lambda o: o["spec"].update(network={"egress": [{"cidr": "10.0.0.0/8"}]}),
+        spec=True,
+    )
     st = run(kube, committer)
     assert st.observed_generation == 2
     assert {c.observed_generation for c in st.conditions} == {2}
 
 
 # ---- deletion policies -------------------------------------------------------------------
+
 
 def members(kube: FakeKube) -> None:
     kube.put("codesessions", session("s", workspace_ref="ws"))
@@ -254,8 +292,12 @@ def test_cascade_deletes_members_first(kube: FakeKube, redis: FakeRedis) -> None
 
 
 def test_delete_data_without_acl(kube: FakeKube, redis: FakeRedis) -> None:
-    body = kube.put("workspaces", workspace(redis={"url": REDIS, "acl": False},
-                                            dataPolicy="Delete", workspaceId="t", prefix="p"))
+    body = kube.put(
+        "workspaces",
+        workspace(
+            redis={"url": REDIS, "acl": False}, dataPolicy="Delete", workspaceId="t", prefix="p"
+        ),
+    )
     assert rec.delete(kube, CFG, body) == "deleted 7 Redis key(s)"
     assert redis.deleted == [("p", "t")]
 
@@ -271,8 +313,9 @@ def test_delete_with_the_redis_reference_gone(kube: FakeKube, redis: FakeRedis) 
 
 
 @pytest.mark.parametrize("error", [RedisError("NOPERM"), OSError("unreachable")])
-def test_delete_retries_when_redis_fails(kube: FakeKube, redis: FakeRedis,
-                                         error: Exception) -> None:
+def test_delete_retries_when_redis_fails(
+    kube: FakeKube, redis: FakeRedis, error: Exception
+) -> None:
     body = kube.put("workspaces", workspace(dataPolicy="Delete"))
     redis.cleanup_error = error
     with pytest.raises(Retry, match="cannot clean up Redis at") as info:
@@ -281,7 +324,6 @@ def test_delete_retries_when_redis_fails(kube: FakeKube, redis: FakeRedis,
 
 
 def test_params_carry_the_operator_namespace() -> None:
-    body: dict[str, Any] = {**workspace(), "metadata": {"name": "ws", "namespace": NS,
-                                                         "uid": "u"}}
+    body: dict[str, Any] = {**workspace(), "metadata": {"name": "ws", "namespace": NS, "uid": "u"}}
     cfg = OperatorConfig.from_env({"OPERATOR_NAMESPACE": "ops"})
     assert rec.params_of(body, cfg).operator_namespace == "ops"

@@ -18,7 +18,10 @@ def test_the_openapi_model_is_derived_from_the_result() -> None:
     assert schema["title"] == "ExecuteResponse"
     assert schema["required"] == ["execution_time_ms", "session_id"]
     assert schema["properties"]["worker_restarted"] == {
-        "default": False, "title": "Worker Restarted", "type": "boolean"}
+        "default": False,
+        "title": "Worker Restarted",
+        "type": "boolean",
+    }
 
 
 def test_the_client_uses_the_same_class() -> None:
@@ -32,16 +35,28 @@ def test_worker_and_server_fields_make_up_the_answer() -> None:
 
 def test_a_failed_run_has_only_an_error() -> None:
     reply = failed_run("TimeoutError", "took too long")
-    assert reply == {"value": None, "stdout": "", "stderr": "",
-                     "error": "TimeoutError: took too long", "error_type": "TimeoutError"}
+    assert reply == {
+        "value": None,
+        "stdout": "",
+        "stderr": "",
+        "error": "TimeoutError: took too long",
+        "error_type": "TimeoutError",
+    }
     assert list(reply) == list(RUN_FIELDS)
 
 
 def test_from_json_is_lenient_and_complete() -> None:
-    full = {"value": [1], "stdout": "o", "stderr": "e", "error": None, "error_type": None,
-            "execution_time_ms": 3, "session_id": "s", "worker_restarted": True}
-    assert dataclasses.asdict(ExecuteResult.from_json(full)) == {**full,
-                                                                 "execution_time_ms": 3.0}
+    full = {
+        "value": [1],
+        "stdout": "o",
+        "stderr": "e",
+        "error": None,
+        "error_type": None,
+        "execution_time_ms": 3,
+        "session_id": "s",
+        "worker_restarted": True,
+    }
+    assert dataclasses.asdict(ExecuteResult.from_json(full)) == {**full, "execution_time_ms": 3.0}
     sparse = ExecuteResult.from_json({"error": "E: x"})
     assert (sparse.session_id, sparse.execution_time_ms, sparse.ok) == ("", 0.0, False)
 
@@ -50,9 +65,10 @@ def test_a_reply_json_cannot_carry_becomes_a_result_error() -> None:
     from codemode_session import protocol
     from codemode_session.worker import _frame
 
-    frame = _frame({"value": {1j}, "stdout": "", "stderr": "", "error": None,
-                    "error_type": None, "seq": 7})
-    reply = protocol.decode(frame[protocol.HEADER.size:])
+    frame = _frame(
+        {"value": {1j}, "stdout": "", "stderr": "", "error": None, "error_type": None, "seq": 7}
+    )
+    reply = protocol.decode(frame[protocol.HEADER.size :])
     assert reply.pop("seq") == 7
     assert list(reply) == list(RUN_FIELDS) and reply["error_type"] == "ResultError"
     assert reply["error"].startswith("ResultError: the result could not be sent as JSON")

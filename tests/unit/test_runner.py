@@ -35,8 +35,9 @@ def test_globals_persist_between_cells(runner: CellRunner) -> None:
 
 
 def test_top_level_await(runner: CellRunner) -> None:
-    code = ("import asyncio\nasync def f():\n    await asyncio.sleep(0)\n    return 7\n"
-            "v = await f()\nv")
+    code = (
+        "import asyncio\nasync def f():\n    await asyncio.sleep(0)\n    return 7\nv = await f()\nv"
+    )
     assert ok(runner, code) == 7
     assert ok(runner, "await f()") == 7
 
@@ -48,8 +49,13 @@ def test_event_loop_survives_between_cells(runner: CellRunner) -> None:
 
 def test_stdout_and_stderr_are_captured(runner: CellRunner) -> None:
     result = runner.run("import sys\nprint('hello')\nprint('oops', file=sys.stderr)\n3")
-    assert result == {"value": 3, "stdout": "hello\n", "stderr": "oops\n", "error": None,
-                      "error_type": None}
+    assert result == {
+        "value": 3,
+        "stdout": "hello\n",
+        "stderr": "oops\n",
+        "error": None,
+        "error_type": None,
+    }
 
 
 def test_stdout_is_capped_with_a_marker(runner: CellRunner) -> None:
@@ -72,7 +78,7 @@ def test_exception_shows_the_agents_frames_only(runner: CellRunner) -> None:
     assert result["value"] is None
     error = result["error"]
     assert error.startswith("Traceback (most recent call last):")
-    assert 'line 4, in <module>' in error and 'line 2, in check' in error
+    assert "line 4, in <module>" in error and "line 2, in check" in error
     assert error.endswith("ValueError: bad value 3")
     assert "runner.py" not in error and "codemode_session" not in error
 
@@ -173,8 +179,9 @@ def test_values_are_built_within_a_budget(runner: CellRunner) -> None:
 
 
 def test_a_failing_repr_is_the_cells_error(runner: CellRunner) -> None:
-    result = runner.run("class A:\n    def __repr__(self):\n"
-                        "        raise ValueError('no repr')\nA()")
+    result = runner.run(
+        "class A:\n    def __repr__(self):\n        raise ValueError('no repr')\nA()"
+    )
     assert result["error_type"] == "ValueError" and result["value"] is None
     assert "line 3, in __repr__" in result["error"]
     assert ok(runner, "1 + 1") == 2

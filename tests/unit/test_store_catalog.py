@@ -23,8 +23,13 @@ def src(n: int) -> str:
 
 
 def test_workflow_catalog_selects_py_files_and_digests_content() -> None:
-    files = {"a.py": src(1).encode(), "b.py": src(2).encode(), "notes.md": b"x",
-             "__init__.py": b"", ".hidden.py": b"x"}
+    files = {
+        "a.py": src(1).encode(),
+        "b.py": src(2).encode(),
+        "notes.md": b"x",
+        "__init__.py": b"",
+        ".hidden.py": b"x",
+    }
     catalog = build_catalog("workflows", files)
     assert sorted(catalog.texts) == ["a", "b"]
     same = build_catalog("workflows", dict(reversed(list(files.items()))))
@@ -48,13 +53,18 @@ def test_workflow_catalog_selects_py_files_and_digests_content() -> None:
 )
 def test_invalid_workflow_names_the_file(filename: str, data: bytes, expected: str) -> None:
     with pytest.raises(ValidationError, match=expected.replace("(", r"\(")):
-        parse_workflows(build_catalog("workflows", {"ok.py": src(1).encode(),
-                                                    filename: data}))
+        parse_workflows(build_catalog("workflows", {"ok.py": src(1).encode(), filename: data}))
 
 
 def test_tools_catalog() -> None:
-    catalog = build_catalog("tools", {"curl.yaml": b"name: curl\ncommand: curl\n",
-                                      "jq.yml": b"command: jq\n", "readme.txt": b""})
+    catalog = build_catalog(
+        "tools",
+        {
+            "curl.yaml": b"name: curl\ncommand: curl\n",
+            "jq.yml": b"command: jq\n",
+            "readme.txt": b"",
+        },
+    )
     assert sorted(catalog.texts) == ["curl", "jq"]
     for files, expected in [
         ({"a.yaml": b"- 1\n"}, "mapping"),
@@ -79,8 +89,12 @@ def test_deps_catalog() -> None:
 
 
 def test_plan_takes_over_agent_workflows_and_refuses_other_libraries() -> None:
-    a1, a2, b, c = (parse_workflow("a", src(1)), parse_workflow("a", src(2)),
-                    parse_workflow("b", src(1)), parse_workflow("c", src(1)))
+    a1, a2, b, c = (
+        parse_workflow("a", src(1)),
+        parse_workflow("a", src(2)),
+        parse_workflow("b", src(1)),
+        parse_workflow("c", src(1)),
+    )
     plan = plan_workflows(
         "lib",
         wanted={"a": a2, "b": b, "c": c},
@@ -102,8 +116,7 @@ def test_plan_takes_over_agent_workflows_and_refuses_other_libraries() -> None:
 def test_git_argument_checks(tmp_path: object) -> None:
     assert normalize_url("https://example.com/x.git") == "https://example.com/x.git"
     assert normalize_url("file:///srv/x.git") == "file:///srv/x.git"
-    for bad in ("ssh://git@h/x", "git@github.com:o/r.git", "ext::sh -c x", "-oProxy",
-                "ftp://h/x"):
+    for bad in ("ssh://git@h/x", "git@github.com:o/r.git", "ext::sh -c x", "-oProxy", "ftp://h/x"):
         with pytest.raises(ValidationError):
             normalize_url(bad)
     with pytest.raises(ValidationError, match="must not embed a password"):

@@ -82,7 +82,13 @@ def test_long_flags_and_repeated_options() -> None:
         "    max-time: {type: number}\n"
     )
     assert spec.build_argv({"header": ["a: 1", "b: 2"], "max_time": 5}) == [
-        "x", "--header", "a: 1", "--header", "b: 2", "--max-time", "5"
+        "x",
+        "--header",
+        "a: 1",
+        "--header",
+        "b: 2",
+        "--max-time",
+        "5",
     ]
 
 
@@ -106,14 +112,25 @@ def test_runs_the_command_and_returns_stdout() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["$(id)", "`id`", "a; rm -rf /tmp/nothing", "x | cat", "$HOME", "> /tmp/f", "a && b",
-     "'quoted' \"double\"", "*", "-n"],
+    [
+        "$(id)",
+        "`id`",
+        "a; rm -rf /tmp/nothing",
+        "x | cat",
+        "$HOME",
+        "> /tmp/f",
+        "a && b",
+        "'quoted' \"double\"",
+        "*",
+        "-n",
+    ],
 )
 def test_shell_metacharacters_are_passed_literally(text: str) -> None:
     spec = parse_tool_yaml(ECHO)
     assert run_tool(spec, {"no_newline": True, "words": ["--", text]}) in (text, f"-- {text}")
-    printf = parse_tool_yaml("name: p\ncommand: printf\nschema:\n  positional:\n"
-                             "    - name: fmt\n    - name: arg\n")
+    printf = parse_tool_yaml(
+        "name: p\ncommand: printf\nschema:\n  positional:\n    - name: fmt\n    - name: arg\n"
+    )
     assert run_tool(printf, {"fmt": "[%s]", "arg": text}) == f"[{text}]"
 
 
@@ -124,8 +141,9 @@ def test_failures_are_tool_errors() -> None:
     missing = parse_tool_yaml("name: m\ncommand: no-such-program-codemode\n")
     with pytest.raises(ToolError, match="is not installed"):
         run_tool(missing, {})
-    slow = parse_tool_yaml("name: s\ncommand: sleep\ntimeout: 0.2\nschema:\n  positional:\n"
-                           "    - name: seconds\n")
+    slow = parse_tool_yaml(
+        "name: s\ncommand: sleep\ntimeout: 0.2\nschema:\n  positional:\n    - name: seconds\n"
+    )
     with pytest.raises(ToolError, match="timed out"):
         run_tool(slow, {"seconds": 5})
 
@@ -182,18 +200,30 @@ def test_search_score_prefers_name_hits() -> None:
         ("name: curl\n", "tool 'curl': command: field required"),
         ("name: t\ncommand: '  '\n", "tool 't': command: 'command' must be a program name"),
         ("name: t\ncommand: x\ndescription: [a]\n", "tool 't': description: must be text"),
-        ("name: t\ncommand: x\nschema:\n  options:\n    v: {short: [1]}\n",
-         "tool 't': schema.options.v.short: must be text"),
-        ("name: t\ncommand: x\nschema:\n  options:\n    v: 5\n",
-         "tool 't': schema.options.v: must be a mapping"),
-        ("name: t\ncommand: x\nschema:\n  options: [a]\n",
-         "tool 't': schema.options: 'options' must be a mapping"),
-        ("name: t\ncommand: x\nschema:\n  positional: {a: 1}\n",
-         "tool 't': schema.positional: 'positional' must be a list"),
-        ("name: t\ncommand: x\nschema:\n  positional:\n    - name: ok\n    - name: 'a b'\n",
-         "tool 't': schema.positional.1.name: invalid positional name 'a b'"),
-        ("name: t\ncommand: x\nrecipes:\n  get: {preset: 3}\n",
-         "tool 't': recipes.get.preset: 'preset' must be a mapping"),
+        (
+            "name: t\ncommand: x\nschema:\n  options:\n    v: {short: [1]}\n",
+            "tool 't': schema.options.v.short: must be text",
+        ),
+        (
+            "name: t\ncommand: x\nschema:\n  options:\n    v: 5\n",
+            "tool 't': schema.options.v: must be a mapping",
+        ),
+        (
+            "name: t\ncommand: x\nschema:\n  options: [a]\n",
+            "tool 't': schema.options: 'options' must be a mapping",
+        ),
+        (
+            "name: t\ncommand: x\nschema:\n  positional: {a: 1}\n",
+            "tool 't': schema.positional: 'positional' must be a list",
+        ),
+        (
+            "name: t\ncommand: x\nschema:\n  positional:\n    - name: ok\n    - name: 'a b'\n",
+            "tool 't': schema.positional.1.name: invalid positional name 'a b'",
+        ),
+        (
+            "name: t\ncommand: x\nrecipes:\n  get: {preset: 3}\n",
+            "tool 't': recipes.get.preset: 'preset' must be a mapping",
+        ),
         ("name: t\ncommand: x\ntimeout: null\n", "tool 't': timeout: 'timeout' must be"),
         ("name: [a]\ncommand: x\n", "tool name must be text"),
     ],
@@ -209,7 +239,8 @@ def test_every_error_is_reported_at_once() -> None:
         parse_tool_yaml("name: t\ncommand: [x]\ntimeout: 0\nrecipes: 1\n")
     assert str(caught.value) == (
         "tool 't': command: 'command' must be a program name; timeout: 'timeout' must be a "
-        "positive number of seconds; recipes: 'recipes' must be a mapping")
+        "positive number of seconds; recipes: 'recipes' must be a mapping"
+    )
 
 
 def test_the_format_stays_lenient_where_it_always_was() -> None:
@@ -217,7 +248,8 @@ def test_the_format_stays_lenient_where_it_always_was() -> None:
         "name: t\ncommand: ' x '\ndescription: 42\nunknown: [ignored]\n"
         "schema:\n  options:\n    quiet:\n    level: {type: null, required: 'no', short: 1}\n"
         "    date: {description: 2024-01-02}\n  positional:\n"
-        "recipes:\n  get:\n  post: {params: {a: 1, b: 2}, preset: {1: 2}}\n  put: {params: 7}\n")
+        "recipes:\n  get:\n  post: {params: {a: 1, b: 2}, preset: {1: 2}}\n  put: {params: 7}\n"
+    )
     assert (spec.command, spec.description, spec.timeout) == ("x", "42", 60.0)
     quiet, level, date = spec.options
     assert (quiet.type, quiet.short, quiet.required) == ("string", None, False)
@@ -228,6 +260,7 @@ def test_the_format_stays_lenient_where_it_always_was() -> None:
     assert (get.preset, get.params) == ({}, ())
     assert (post.preset, post.params) == ({1: 2}, ("a", "b"))
     assert put.params == ()
-    positional = parse_tool_yaml("name: t\ncommand: x\nschema:\n  positional:\n"
-                                 "    - {name: in-file, required: 0}\n").positional
+    positional = parse_tool_yaml(
+        "name: t\ncommand: x\nschema:\n  positional:\n    - {name: in-file, required: 0}\n"
+    ).positional
     assert [(p.name, p.type, p.required) for p in positional] == [("in_file", "string", False)]

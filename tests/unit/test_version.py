@@ -35,7 +35,8 @@ def test_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((ROOT / "helm" / "codemode" / "Chart.yaml").read_text())
     assert str(chart["appVersion"]) == _pyproject_version(), (
         "helm/codemode/Chart.yaml appVersion must equal pyproject.toml's version "
-        "(bump the chart's version too)")
+        "(bump the chart's version too)"
+    )
 
 
 def test_unknown_attributes_still_raise() -> None:

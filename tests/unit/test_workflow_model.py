@@ -21,12 +21,27 @@ def test_parameters_come_from_the_signature() -> None:
     wf = parse_workflow("fetch_page", SOURCE)
     assert wf.description == "Fetch a page and keep it."
     assert [p.to_dict() for p in wf.parameters] == [
-        {"name": "url", "type": "str", "description": "the page to fetch", "required": True,
-         "default": None},
-        {"name": "retries", "type": "int", "description": "how often to retry",
-         "required": False, "default": 3},
-        {"name": "tags", "type": "list[str] | None", "description": "", "required": False,
-         "default": None},
+        {
+            "name": "url",
+            "type": "str",
+            "description": "the page to fetch",
+            "required": True,
+            "default": None,
+        },
+        {
+            "name": "retries",
+            "type": "int",
+            "description": "how often to retry",
+            "required": False,
+            "default": 3,
+        },
+        {
+            "name": "tags",
+            "type": "list[str] | None",
+            "description": "",
+            "required": False,
+            "default": None,
+        },
         {"name": "mode", "type": "Any", "description": "", "required": False, "default": "fast"},
     ]
     assert Workflow.from_json(wf.to_json()) == wf
@@ -54,16 +69,26 @@ def test_invalid_workflows_say_why(name: str, source: str, message: str) -> None
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("async def run(x=" + "+".join(["1"] * 400) + "): pass",
-         "the default of parameter 'x' is nested 400 levels deep"),
-        ("async def run(*, k=" + "-" * 150 + "1): pass",
-         "the default of parameter 'k' is nested 151 levels deep"),
-        ("async def run(x=0x" + "f" * 5000 + "): pass",
-         "the default of parameter 'x' cannot be described: Exceeds the limit"),
-        ("async def run(a: " + "list[" * 120 + "int" + "]" * 120 + "): pass",
-         "the annotation of parameter 'a' is nested"),
-        ("async def run(x=" + "+".join(["1"] * 50_000) + "): pass",
-         "source is nested too deeply to parse"),
+        (
+            "async def run(x=" + "+".join(["1"] * 400) + "): pass",
+            "the default of parameter 'x' is nested 400 levels deep",
+        ),
+        (
+            "async def run(*, k=" + "-" * 150 + "1): pass",
+            "the default of parameter 'k' is nested 151 levels deep",
+        ),
+        (
+            "async def run(x=0x" + "f" * 5000 + "): pass",
+            "the default of parameter 'x' cannot be described: Exceeds the limit",
+        ),
+        (
+            "async def run(a: " + "list[" * 120 + "int" + "]" * 120 + "): pass",
+            "the annotation of parameter 'a' is nested",
+        ),
+        (
+            "async def run(x=" + "+".join(["1"] * 50_000) + "): pass",
+            "source is nested too deeply to parse",
+        ),
     ],
     ids=["plus-400", "minus-150-kwonly", "long-int", "annotation", "plus-50000"],
 )

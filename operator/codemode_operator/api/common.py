@@ -16,9 +16,21 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # suffix (64Mi, 1Gi, 500M, 1048576); no milli or exponent forms, which make no sense for bytes.
 _BYTES = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 BYTES_PATTERN = f"^{_BYTES.pattern}$"
-_SUFFIX_BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-                 "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-                 "Pi": 2**50, "Ei": 2**60}
+_SUFFIX_BYTES = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -30,8 +42,13 @@ def parse_duration(text: str) -> float:
 
 def Duration(description: str, default: str | None = None, alias: str | None = None) -> Any:
     """A Field for a duration string (validated by the API server's pattern)."""
-    return Field(default=default, description=description, pattern=DURATION_PATTERN,
-                 max_length=32, alias=alias)
+    return Field(
+        default=default,
+        description=description,
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        alias=alias,
+    )
 
 
 def parse_bytes(text: str) -> int:
@@ -47,10 +64,21 @@ def parse_bytes(text: str) -> int:
 def Bytes(description: str, default: str, alias: str) -> Any:
     """A Field for a positive quantity of bytes, validated by the API server (pattern and
     CEL): 0 is refused because the session server reads 0 as "no limit"."""
-    return Field(default=default, description=description, pattern=BYTES_PATTERN,
-                 max_length=32, alias=alias, json_schema_extra={"x-kubernetes-validations": [{
-                     "rule": "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
-                     "message": "must be more than 0"}]})
+    return Field(
+        default=default,
+        description=description,
+        pattern=BYTES_PATTERN,
+        max_length=32,
+        alias=alias,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                    "message": "must be more than 0",
+                }
+            ]
+        },
+    )
 
 
 class Model(BaseModel):
@@ -60,15 +88,18 @@ class Model(BaseModel):
 
 
 class SecretKeyRef(Model):
-    name: str = Field(description="Name of a Secret in the same namespace.", max_length=253,
-                      pattern=NAME_PATTERN)
-    key: str = Field(description="Key within the Secret.", max_length=253,
-                     pattern=r"^[-._a-zA-Z0-9]+$")
+    name: str = Field(
+        description="Name of a Secret in the same namespace.", max_length=253, pattern=NAME_PATTERN
+    )
+    key: str = Field(
+        description="Key within the Secret.", max_length=253, pattern=r"^[-._a-zA-Z0-9]+$"
+    )
 
 
 class SecretRef(Model):
-    name: str = Field(description="Name of a Secret in the same namespace.", max_length=253,
-                      pattern=NAME_PATTERN)
+    name: str = Field(
+        description="Name of a Secret in the same namespace.", max_length=253, pattern=NAME_PATTERN
+    )
 
 
 class Condition(Model):
@@ -77,15 +108,21 @@ class Condition(Model):
     reason: str = Field(default="", description="Machine-readable CamelCase reason.")
     message: str = Field(default="", description="Human-readable explanation.")
     last_transition_time: str | None = Field(
-        default=None, alias="lastTransitionTime",
-        description="When the status last changed (RFC 3339).")
+        default=None,
+        alias="lastTransitionTime",
+        description="When the status last changed (RFC 3339).",
+    )
     observed_generation: int | None = Field(
-        default=None, alias="observedGeneration",
-        description="The .metadata.generation the condition was computed from.")
+        default=None,
+        alias="observedGeneration",
+        description="The .metadata.generation the condition was computed from.",
+    )
 
 
 class ResourceRequirements(Model):
     requests: dict[str, str] | None = Field(
-        default=None, description="Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.")
+        default=None, description="Minimum resources, e.g. {cpu: 100m, memory: 256Mi}."
+    )
     limits: dict[str, str] | None = Field(
-        default=None, description="Maximum resources, e.g. {cpu: '1', memory: 1Gi}.")
+        default=None, description="Maximum resources, e.g. {cpu: '1', memory: 1Gi}."
+    )

@@ -7,18 +7,25 @@ from typing import Any
 from codemode_operator import API_VERSION, PREFIX
 
 SESSION_UID = 10001  # sync Job pods; session pods each get one of their own (session_uid)
-MANAGED_BY = {"app.kubernetes.io/managed-by": "codemode-operator",
-              "app.kubernetes.io/part-of": "codemode"}
+MANAGED_BY = {
+    "app.kubernetes.io/managed-by": "codemode-operator",
+    "app.kubernetes.io/part-of": "codemode",
+}
 
 
 def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid,
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def labels(component: str, workspace: str, **extra: str) -> dict[str, str]:
-    out = {**MANAGED_BY, "app.kubernetes.io/component": component,
-           f"{PREFIX}/workspace": workspace}
+    out = {**MANAGED_BY, "app.kubernetes.io/component": component, f"{PREFIX}/workspace": workspace}
     out.update({f"{PREFIX}/{k}": v for k, v in extra.items()})
     return out
 

@@ -51,8 +51,9 @@ def job_name(library: str, attempt: int, spec: WorkflowLibrarySpec) -> str:
     return f"{base}-sync-{spec_hash(spec)}-{attempt}"
 
 
-def bootstrap_args(p: LibraryParams, delete: bool = False,
-                   secret_keys: frozenset[str] = frozenset()) -> list[str]:
+def bootstrap_args(
+    p: LibraryParams, delete: bool = False, secret_keys: frozenset[str] = frozenset()
+) -> list[str]:
     src = p.spec.source
     args = ["store", "bootstrap", "--library", p.name, "--result-file", "/dev/termination-log"]
     if delete:
@@ -69,24 +70,37 @@ def bootstrap_args(p: LibraryParams, delete: bool = False,
         if "token" in secret_keys:
             args += ["--token-file", f"{GIT_CREDENTIALS_DIR}/token"]
         elif {"username", "password"} <= secret_keys:
-            args += ["--username-file", f"{GIT_CREDENTIALS_DIR}/username",
-                     "--password-file", f"{GIT_CREDENTIALS_DIR}/password"]
+            args += [
+                "--username-file",
+                f"{GIT_CREDENTIALS_DIR}/username",
+                "--password-file",
+                f"{GIT_CREDENTIALS_DIR}/password",
+            ]
     return args
 
 
-def sync_job(p: LibraryParams, name: str, delete: bool = False,
-             secret_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
+def sync_job(
+    p: LibraryParams, name: str, delete: bool = False, secret_keys: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}]
     if p.spec.source.secret_ref is not None and not delete:
         mounts.append({"name": "git", "mountPath": GIT_CREDENTIALS_DIR, "readOnly": True})
-        volumes.append({"name": "git", "secret": {"secretName": p.spec.source.secret_ref.name,
-                                                  "defaultMode": 0o440}})
+        volumes.append(
+            {
+                "name": "git",
+                "secret": {"secretName": p.spec.source.secret_ref.name, "defaultMode": 0o440},
+            }
+        )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": p.namespace, "labels": p.labels(),
-                     "ownerReferences": p.owner()},
+        "metadata": {
+            "name": name,
+            "namespace": p.namespace,
+            "labels": p.labels(),
+            "ownerReferences": p.owner(),
+        },
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": p.timeout_seconds,
@@ -98,23 +112,27 @@ def sync_job(p: LibraryParams, name: str, delete: bool = False,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
-                    "containers": [{
-                        "name": "bootstrap",
-                        "image": p.image,
-                        "imagePullPolicy": p.image_pull_policy,
-                        "args": bootstrap_args(p, delete, secret_keys),
-                        "env": [
-                            secret_env("REDIS_URL", p.credentials_secret, "url"),
-                            env("STORAGE_PREFIX", p.prefix),
-                            env("WORKSPACE_ID", p.workspace_id),
-                            env("HOME", "/tmp"),
-                        ],
-                        "terminationMessagePolicy": "FallbackToLogsOnError",
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                      "limits": {"cpu": "1", "memory": "512Mi"}},
-                        "securityContext": container_security_context(),
-                        "volumeMounts": mounts,
-                    }],
+                    "containers": [
+                        {
+                            "name": "bootstrap",
+                            "image": p.image,
+                            "imagePullPolicy": p.image_pull_policy,
+                            "args": bootstrap_args(p, delete, secret_keys),
+                            "env": [
+                                secret_env("REDIS_URL", p.credentials_secret, "url"),
+                                env("STORAGE_PREFIX", p.prefix),
+                                env("WORKSPACE_ID", p.workspace_id),
+                                env("HOME", "/tmp"),
+                            ],
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"cpu": "1", "memory": "512Mi"},
+                            },
+                            "securityContext": container_security_context(),
+                            "volumeMounts": mounts,
+                        }
+                    ],
                     "volumes": volumes,
                 },
             },

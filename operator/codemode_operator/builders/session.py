@@ -99,8 +99,12 @@ def token_secret(p: SessionParams, token: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": p.token_secret, "namespace": p.namespace, "labels": p.labels(),
-                     "ownerReferences": p.owner()},
+        "metadata": {
+            "name": p.token_secret,
+            "namespace": p.namespace,
+            "labels": p.labels(),
+            "ownerReferences": p.owner(),
+        },
         "type": "Opaque",
         "stringData": {"token": token, "endpoint": p.endpoint},
     }
@@ -135,28 +139,37 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
         env_vars.append(env("TOOLS_PATH", TOOLS_DIR))
         mounts.append({"name": "tools", "mountPath": TOOLS_DIR, "readOnly": True})
         volumes.append({"name": "tools", "configMap": {"name": p.tools_config_map}})
-    probe = {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1,
-             "timeoutSeconds": 2, "failureThreshold": 3}
+    probe = {
+        "httpGet": {"path": "/ready", "port": "http"},
+        "periodSeconds": 1,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 5,
         "securityContext": pod_security_context(session_uid(p.uid)),
-        "containers": [{
-            "name": "session",
-            "image": p.image,
-            "imagePullPolicy": p.image_pull_policy,
-            "args": ["serve"],
-            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            "env": env_vars,
-            "resources": p.resources or DEFAULT_RESOURCES,
-            "securityContext": container_security_context(),
-            "readinessProbe": probe,
-            "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
-                              "periodSeconds": 10, "failureThreshold": 6},
-            "volumeMounts": mounts,
-        }],
+        "containers": [
+            {
+                "name": "session",
+                "image": p.image,
+                "imagePullPolicy": p.image_pull_policy,
+                "args": ["serve"],
+                "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                "env": env_vars,
+                "resources": p.resources or DEFAULT_RESOURCES,
+                "securityContext": container_security_context(),
+                "readinessProbe": probe,
+                "livenessProbe": {
+                    "httpGet": {"path": "/health", "port": "http"},
+                    "periodSeconds": 10,
+                    "failureThreshold": 6,
+                },
+                "volumeMounts": mounts,
+            }
+        ],
         "volumes": volumes,
     }
     if p.runtime_class_name:
@@ -164,9 +177,13 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": p.pod_name, "namespace": p.namespace, "labels": p.labels(),
-                     "annotations": {f"{PREFIX}/session": p.name},
-                     "ownerReferences": p.owner()},
+        "metadata": {
+            "name": p.pod_name,
+            "namespace": p.namespace,
+            "labels": p.labels(),
+            "annotations": {f"{PREFIX}/session": p.name},
+            "ownerReferences": p.owner(),
+        },
         "spec": spec,
     }
 
@@ -175,8 +192,12 @@ def session_service(p: SessionParams) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": p.service_name, "namespace": p.namespace, "labels": p.labels(),
-                     "ownerReferences": p.owner()},
+        "metadata": {
+            "name": p.service_name,
+            "namespace": p.namespace,
+            "labels": p.labels(),
+            "ownerReferences": p.owner(),
+        },
         "spec": {
             "type": "ClusterIP",
             "selector": {f"{PREFIX}/session": p.name},

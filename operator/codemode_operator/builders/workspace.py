@@ -38,8 +38,12 @@ def credentials_secret(p: WorkspaceParams, scoped_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": p.credentials_secret, "namespace": p.namespace,
-                     "labels": labels("credentials", p.name), "ownerReferences": p.owner()},
+        "metadata": {
+            "name": p.credentials_secret,
+            "namespace": p.namespace,
+            "labels": labels("credentials", p.name),
+            "ownerReferences": p.owner(),
+        },
         "type": "Opaque",
         "stringData": {"url": scoped_url},
     }
@@ -55,8 +59,9 @@ def _redis_peer(url: str) -> tuple[dict[str, Any] | None, int]:
     except ValueError:
         pieces = host.split(".")
         if len(pieces) >= 2 and (len(pieces) == 2 or pieces[2] == "svc"):
-            return {"namespaceSelector": {"matchLabels": {
-                "kubernetes.io/metadata.name": pieces[1]}}}, port
+            return {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pieces[1]}}
+            }, port
         return None, port
     bits = 32 if address.version == 4 else 128
     return {"ipBlock": {"cidr": f"{address}/{bits}"}}, port
@@ -76,8 +81,9 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
 
     Only session pods are selected: a library's sync Job carries the workspace label
     too but must reach its git server, which no session may."""
-    allowed_ns = sorted({p.namespace, p.operator_namespace,
-                         *p.spec.network.ingress_from_namespaces})
+    allowed_ns = sorted(
+        {p.namespace, p.operator_namespace, *p.spec.network.ingress_from_namespaces}
+    )
     peer, redis_port = _redis_peer(redis_url)
     redis_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": redis_port}]}
     if peer is not None:
@@ -85,8 +91,10 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
     dns_peers: list[dict[str, Any]] = [{"namespaceSelector": {}}]
     dns_peers += [{"ipBlock": {"cidr": cidr}} for cidr in DNS_CIDRS]
     egress: list[dict[str, Any]] = [
-        {"to": dns_peers,
-         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {
+            "to": dns_peers,
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        },
         redis_rule,
     ]
     for rule in p.spec.network.egress:
@@ -97,18 +105,38 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{p.name}-sessions", "namespace": p.namespace,
-                     "labels": labels("network-policy", p.name), "ownerReferences": p.owner()},
+        "metadata": {
+            "name": f"{p.name}-sessions",
+            "namespace": p.namespace,
+            "labels": labels("network-policy", p.name),
+            "ownerReferences": p.owner(),
+        },
         "spec": {
-            "podSelector": {"matchLabels": {f"{PREFIX}/workspace": p.name,
-                                            "app.kubernetes.io/component": "session"}},
+            "podSelector": {
+                "matchLabels": {
+                    f"{PREFIX}/workspace": p.name,
+                    "app.kubernetes.io/component": "session",
+                }
+            },
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{
-                "from": [{"namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name", "operator": "In",
-                    "values": allowed_ns}]}}],
-                "ports": [{"protocol": "TCP", "port": PORT}],
-            }],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/metadata.name",
+                                        "operator": "In",
+                                        "values": allowed_ns,
+                                    }
+                                ]
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": PORT}],
+                }
+            ],
             "egress": egress,
         },
     }

@@ -45,7 +45,10 @@ def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> LibraryParams:
     spec = WorkflowLibrarySpec.model_validate(body.get("spec") or {})
     ws_spec = WorkspaceSpec.model_validate(workspace.get("spec") or {})
     return LibraryParams(
-        name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], spec=spec,
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=spec,
         workspace=workspace["metadata"]["name"],
         workspace_id=ws_spec.workspace_id or workspace["metadata"]["name"],
         prefix=ws_spec.prefix,
@@ -82,8 +85,9 @@ def backoff(failures: int, interval: float) -> float:
     return min(MAX_BACKOFF, 5.0 * 2.0 ** (failures - 1), interval)
 
 
-def due(status: WorkflowLibraryStatus, spec: WorkflowLibrarySpec, generation: int | None,
-        now: float) -> bool:
+def due(
+    status: WorkflowLibraryStatus, spec: WorkflowLibrarySpec, generation: int | None, now: float
+) -> bool:
     if status.observed_generation != generation:
         return True
     interval = parse_duration(spec.interval)
@@ -94,24 +98,31 @@ def due(status: WorkflowLibraryStatus, spec: WorkflowLibrarySpec, generation: in
     return now - last >= interval
 
 
-def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time.time
-              ) -> Outcome[WorkflowLibraryStatus]:
+def reconcile(
+    kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time.time
+) -> Outcome[WorkflowLibraryStatus]:
     meta = body["metadata"]
     generation = meta.get("generation")
     status = LIBRARY.read(body)
     spec = WorkflowLibrarySpec.model_validate(body.get("spec") or {})
 
-    def conditions(ready: bool | None, reason: Reason, message: str,
-                   progress: Progress) -> None:
-        status.conditions = set_kstatus(status.conditions, generation, ready=ready,
-                                        reason=reason, message=message, progress=progress)
+    def conditions(ready: bool | None, reason: Reason, message: str, progress: Progress) -> None:
+        status.conditions = set_kstatus(
+            status.conditions,
+            generation,
+            ready=ready,
+            reason=reason,
+            message=message,
+            progress=progress,
+        )
 
     workspace = kube.get_custom("workspaces", meta["namespace"], spec.workspace_ref)
     if workspace is None or not (workspace.get("status") or {}).get("credentialsSecret"):
-        reason, message = (Reason.WORKSPACE_NOT_FOUND,
-                           f"Workspace {spec.workspace_ref!r} not found") \
-            if workspace is None else (Reason.WORKSPACE_NOT_READY,
-                                       "the workspace is not ready yet")
+        reason, message = (
+            (Reason.WORKSPACE_NOT_FOUND, f"Workspace {spec.workspace_ref!r} not found")
+            if workspace is None
+            else (Reason.WORKSPACE_NOT_READY, "the workspace is not ready yet")
+        )
         conditions(False, reason, message, Progress.RECONCILING)
         return Outcome(status)
     p = params_of(body, workspace, cfg)
@@ -126,30 +137,46 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time
         done = (lambda: kube.delete_job(p.namespace, finished),)  # once the result is on record
         result = parse_result(output) if outcome == "succeeded" else None
         if result is not None:
-            status.artifact = SyncedArtifact(revision=str(result.get("revision", "")),
-                                             digest=str(result.get("digest", "")),
-                                             count=int(result.get("count", 0) or 0))
+            status.artifact = SyncedArtifact(
+                revision=str(result.get("revision", "")),
+                digest=str(result.get("digest", "")),
+                count=int(result.get("count", 0) or 0),
+            )
             status.added = int(result.get("added", 0))
             status.updated = int(result.get("updated", 0))
             status.removed = int(result.get("removed", 0))
             status.last_sync_time = iso(clock())
             status.failures = 0
             status.observed_generation = generation
-            conditions(True, Reason.SUCCEEDED,
-                       f"published {status.artifact.count} workflow(s) at revision "
-                       f"{status.artifact.revision[:12]}", Progress.CURRENT)
+            conditions(
+                True,
+                Reason.SUCCEEDED,
+                f"published {status.artifact.count} workflow(s) at revision "
+                f"{status.artifact.revision[:12]}",
+                Progress.CURRENT,
+            )
             return Outcome(status, after=done)
         failures = (status.failures or 0) + 1
         why = failure_reason(output) if outcome != "missing" else "the sync Job disappeared"
         status.failures = failures
         status.observed_generation = generation
-        conditions(False if status.artifact is None else None, Reason.SYNC_FAILED,
-                   f"{why} (attempt {failures}; retrying with backoff)", Progress.STALLED)
+        conditions(
+            False if status.artifact is None else None,
+            Reason.SYNC_FAILED,
+            f"{why} (attempt {failures}; retrying with backoff)",
+            Progress.STALLED,
+        )
         return Outcome(status, after=done)
 
     if spec.suspend:
-        status.conditions = set_condition(status.conditions, ConditionType.RECONCILING, False,
-                                          Reason.SUSPENDED, "spec.suspend is true", generation)
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.RECONCILING,
+            False,
+            Reason.SUSPENDED,
+            "spec.suspend is true",
+            generation,
+        )
         status.observed_generation = generation
         return Outcome(status)
     if not due(status, spec, generation, clock()):
@@ -161,9 +188,12 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time
     if spec.source.secret_ref is not None:
         data = kube.secret_data(p.namespace, spec.source.secret_ref.name)
         if data is None:
-            conditions(False, Reason.SECRET_NOT_FOUND,
-                       f"Secret {spec.source.secret_ref.name!r} (source.secretRef) not found",
-                       Progress.STALLED)
+            conditions(
+                False,
+                Reason.SECRET_NOT_FOUND,
+                f"Secret {spec.source.secret_ref.name!r} (source.secretRef) not found",
+                Progress.STALLED,
+            )
             status.observed_generation = generation
             return Outcome(status)
         keys = frozenset(data)
@@ -172,8 +202,12 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, clock: Clock = time
     except ApiException as exc:
         raise Retry(f"cannot create sync Job {name}: {exc.reason}", 10) from None
     status.job_name, status.attempts, status.last_attempt_time = name, attempt, iso(clock())
-    conditions(True if status.artifact is not None else None, Reason.SYNCING,
-               f"Job {name} is fetching {spec.source.url}", Progress.RECONCILING)
+    conditions(
+        True if status.artifact is not None else None,
+        Reason.SYNCING,
+        f"Job {name} is fetching {spec.source.url}",
+        Progress.RECONCILING,
+    )
     return Outcome(status)
 
 
@@ -191,9 +225,11 @@ def delete(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> str:
         url = admin_url(kube, meta["namespace"], ws_spec)
     except RedisConfigError as exc:
         return f"cannot prune: {exc}"
-    return asyncio.run(_prune(url, ws_spec.prefix,
-                              ws_spec.workspace_id or workspace["metadata"]["name"],
-                              meta["name"]))
+    return asyncio.run(
+        _prune(
+            url, ws_spec.prefix, ws_spec.workspace_id or workspace["metadata"]["name"], meta["name"]
+        )
+    )
 
 
 async def _prune(url: str, prefix: str, workspace_id: str, library: str) -> str:

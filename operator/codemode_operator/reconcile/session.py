@@ -84,8 +84,10 @@ def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> SessionParams:
 def limits_of(body: Obj, workspace: Obj) -> tuple[float, float]:
     spec = CodeSessionSpec.model_validate(body.get("spec") or {})
     defaults = WorkspaceSpec.model_validate(workspace.get("spec") or {}).session_defaults
-    return (parse_duration(spec.idle_timeout or defaults.idle_timeout),
-            parse_duration(spec.max_lifetime or defaults.max_lifetime))
+    return (
+        parse_duration(spec.idle_timeout or defaults.idle_timeout),
+        parse_duration(spec.max_lifetime or defaults.max_lifetime),
+    )
 
 
 def pod_state(pod: Obj | None) -> tuple[Phase, str]:
@@ -100,8 +102,11 @@ def pod_state(pod: Obj | None) -> tuple[Phase, str]:
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Ready" and cond.get("status") == "True":
             return Phase.READY, Reason.POD_READY
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
-                and cond.get("reason"):
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason")
+        ):
             return Phase.STARTING, str(cond["reason"])
     for cs in status.get("containerStatuses") or []:
         reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
@@ -111,8 +116,11 @@ def pod_state(pod: Obj | None) -> tuple[Phase, str]:
 
 
 def _workspace_sessions(kube: KubeAPI, namespace: str, workspace: str) -> Iterator[Obj]:
-    return (o for o in kube.list_custom("codesessions", namespace)
-            if (o.get("spec") or {}).get("workspaceRef") == workspace)
+    return (
+        o
+        for o in kube.list_custom("codesessions", namespace)
+        if (o.get("spec") or {}).get("workspaceRef") == workspace
+    )
 
 
 # Admitted, live sessions per (namespace, workspace), as last listed plus those admitted
@@ -123,9 +131,12 @@ _admitted: dict[tuple[str, str], set[str]] = {}
 
 
 def _live_admitted(kube: KubeAPI, namespace: str, workspace: str) -> set[str]:
-    return {o["metadata"]["name"] for o in _workspace_sessions(kube, namespace, workspace)
-            if raw_is_true(o.get("status"), ConditionType.ADMITTED)
-            and not is_final((o.get("status") or {}).get("phase"))}
+    return {
+        o["metadata"]["name"]
+        for o in _workspace_sessions(kube, namespace, workspace)
+        if raw_is_true(o.get("status"), ConditionType.ADMITTED)
+        and not is_final((o.get("status") or {}).get("phase"))
+    }
 
 
 def admit(kube: KubeAPI, body: Obj, workspace: Obj) -> tuple[bool, str]:
@@ -144,8 +155,10 @@ def admit(kube: KubeAPI, body: Obj, workspace: Obj) -> tuple[bool, str]:
             known = _admitted[key] = _live_admitted(kube, *key)
         live = known - {meta["name"]}
         if len(live) >= limit:
-            return False, (f"workspace {workspace['metadata']['name']!r} allows {limit} "
-                           f"session(s) (limits.maxSessions) and {len(live)} are running")
+            return False, (
+                f"workspace {workspace['metadata']['name']!r} allows {limit} "
+                f"session(s) (limits.maxSessions) and {len(live)} are running"
+            )
         known.add(meta["name"])
     return True, f"{len(live) + 1} of {limit} sessions"
 
@@ -164,20 +177,35 @@ def last_activity(pod: Obj | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def terminate(kube: KubeAPI, p: SessionParams, status: CodeSessionStatus, reason: Reason,
-              message: str) -> Outcome[CodeSessionStatus]:
+def terminate(
+    kube: KubeAPI, p: SessionParams, status: CodeSessionStatus, reason: Reason, message: str
+) -> Outcome[CodeSessionStatus]:
     """End the session; its pod and Service go once Terminated is written."""
-    ended = status.model_copy(update={
-        "phase": Phase.TERMINATED, "reason": reason, "endpoint": None,
-        "conditions": set_kstatus(status.conditions, status.observed_generation,
-                                  ready=False, reason=reason, message=message,
-                                  progress=Progress.CURRENT)})
-    return Outcome(ended, after=(lambda: kube.delete_pod(p.namespace, p.pod_name),
-                                 lambda: kube.delete_service(p.namespace, p.service_name)))
+    ended = status.model_copy(
+        update={
+            "phase": Phase.TERMINATED,
+            "reason": reason,
+            "endpoint": None,
+            "conditions": set_kstatus(
+                status.conditions,
+                status.observed_generation,
+                ready=False,
+                reason=reason,
+                message=message,
+                progress=Progress.CURRENT,
+            ),
+        }
+    )
+    return Outcome(
+        ended,
+        after=(
+            lambda: kube.delete_pod(p.namespace, p.pod_name),
+            lambda: kube.delete_service(p.namespace, p.service_name),
+        ),
+    )
 
 
-PHASE_FIELDS = ("phase", "reason", "endpoint", "start_time", "conditions",
-                "pod_resource_version")
+PHASE_FIELDS = ("phase", "reason", "endpoint", "start_time", "conditions", "pod_resource_version")
 
 
 def _rv(value: Any) -> int:
@@ -216,9 +244,15 @@ def _progress(phase: Phase, reason: str) -> Progress:
     return Progress.STALLED if reason in STALLED_POD_REASONS else Progress.RECONCILING
 
 
-def with_pod_phase(status: CodeSessionStatus, namespace: str, name: str, phase: Phase,
-                   reason: str, generation: int | None, pod_version: str | None = None
-                   ) -> CodeSessionStatus:
+def with_pod_phase(
+    status: CodeSessionStatus,
+    namespace: str,
+    name: str,
+    phase: Phase,
+    reason: str,
+    generation: int | None,
+    pod_version: str | None = None,
+) -> CodeSessionStatus:
     """The session status for its pod's phase: endpoint and start time once Ready."""
     update: dict[str, Any] = {"phase": phase, "reason": reason}
     if pod_version is not None:
@@ -228,8 +262,13 @@ def with_pod_phase(status: CodeSessionStatus, namespace: str, name: str, phase: 
         if not status.start_time:
             update["start_time"] = now_iso()
     update["conditions"] = set_kstatus(
-        status.conditions, generation, ready=phase == Phase.READY, reason=reason,
-        message=f"pod {name}-session is {phase.lower()}", progress=_progress(phase, reason))
+        status.conditions,
+        generation,
+        ready=phase == Phase.READY,
+        reason=reason,
+        message=f"pod {name}-session is {phase.lower()}",
+        progress=_progress(phase, reason),
+    )
     return status.model_copy(update=update)
 
 
@@ -257,17 +296,29 @@ def _recent_workspace(kube: KubeAPI, namespace: str, name: str) -> Obj | None:
     return _read_workspace(kube, namespace, name)
 
 
-def _pending(status: CodeSessionStatus, generation: int | None, reason: Reason,
-             message: str) -> CodeSessionStatus:
+def _pending(
+    status: CodeSessionStatus, generation: int | None, reason: Reason, message: str
+) -> CodeSessionStatus:
     """Waiting (for the workspace, or a slot): Reconciling, and retried by the handler."""
-    return status.model_copy(update={
-        "phase": Phase.PENDING, "reason": reason,
-        "conditions": set_kstatus(status.conditions, generation, ready=False, reason=reason,
-                                  message=message, progress=Progress.RECONCILING)})
+    return status.model_copy(
+        update={
+            "phase": Phase.PENDING,
+            "reason": reason,
+            "conditions": set_kstatus(
+                status.conditions,
+                generation,
+                ready=False,
+                reason=reason,
+                message=message,
+                progress=Progress.RECONCILING,
+            ),
+        }
+    )
 
 
-def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = False,
-              clock: Clock = time.time) -> Outcome[CodeSessionStatus]:
+def reconcile(
+    kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = False, clock: Clock = time.time
+) -> Outcome[CodeSessionStatus]:
     """Ensure the children exist and compute the session's phase.
 
     `periodic` is the watchdog's look: it also reads the server's last activity, and
@@ -283,29 +334,48 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = Fa
         return Outcome(status)  # not started yet: the create handler still owns it
 
     workspace = (_recent_workspace if periodic else _read_workspace)(
-        kube, meta["namespace"], spec.get("workspaceRef", ""))
+        kube, meta["namespace"], spec.get("workspaceRef", "")
+    )
     if workspace is None:
         message = f"Workspace {spec.get('workspaceRef')!r} not found in {meta['namespace']!r}"
-        status.conditions = set_condition(status.conditions, ConditionType.WORKSPACE_FOUND,
-                                          False, Reason.WORKSPACE_NOT_FOUND, message,
-                                          generation)
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.WORKSPACE_FOUND,
+            False,
+            Reason.WORKSPACE_NOT_FOUND,
+            message,
+            generation,
+        )
         return Outcome(_pending(status, generation, Reason.WORKSPACE_NOT_FOUND, message))
-    status.conditions = set_condition(status.conditions, ConditionType.WORKSPACE_FOUND, True,
-                                      Reason.FOUND, "", generation)
+    status.conditions = set_condition(
+        status.conditions, ConditionType.WORKSPACE_FOUND, True, Reason.FOUND, "", generation
+    )
     if not (workspace.get("status") or {}).get("credentialsSecret"):
-        return Outcome(_pending(status, generation, Reason.WORKSPACE_NOT_READY,
-                                "the workspace has no Redis credentials yet"))
+        return Outcome(
+            _pending(
+                status,
+                generation,
+                Reason.WORKSPACE_NOT_READY,
+                "the workspace has no Redis credentials yet",
+            )
+        )
 
     if not is_true(status.conditions, ConditionType.ADMITTED):
         admitted, why = admit(kube, body, workspace)
         if not admitted:
-            status.conditions = set_condition(status.conditions, ConditionType.ADMITTED,
-                                              False, Reason.SESSION_LIMIT_REACHED, why,
-                                              generation)
+            status.conditions = set_condition(
+                status.conditions,
+                ConditionType.ADMITTED,
+                False,
+                Reason.SESSION_LIMIT_REACHED,
+                why,
+                generation,
+            )
             return Outcome(_pending(status, generation, Reason.SESSION_LIMIT_REACHED, why))
         # On record before anything is created for it: then the rest, from that object.
-        status.conditions = set_condition(status.conditions, ConditionType.ADMITTED, True,
-                                          Reason.WITHIN_LIMIT, why)
+        status.conditions = set_condition(
+            status.conditions, ConditionType.ADMITTED, True, Reason.WITHIN_LIMIT, why
+        )
         return Outcome(status, again=True)
 
     p = params_of(body, workspace, cfg)
@@ -323,25 +393,35 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = Fa
         pod, created = kube.create_pod(session_pod(p))
         if created and status.pod_name:
             status.pod_recreations = (status.pod_recreations or 0) + 1
-    status = status.model_copy(update={"pod_name": p.pod_name, "token_secret": p.token_secret,
-                                       "workspace_id": p.workspace_id})
+    status = status.model_copy(
+        update={
+            "pod_name": p.pod_name,
+            "token_secret": p.token_secret,
+            "workspace_id": p.workspace_id,
+        }
+    )
     pod_version = ((pod or {}).get("metadata") or {}).get("resourceVersion")
-    status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation,
-                            pod_version)
+    status = with_pod_phase(status, p.namespace, p.name, *pod_state(pod), generation, pod_version)
 
     if status.phase == Phase.READY:
         idle, lifetime = limits_of(body, workspace)
         now = clock()
         started = parse_iso(status.start_time) or now
         if now - started > lifetime:
-            return terminate(kube, p, status, Reason.MAX_LIFETIME_EXCEEDED,
-                             f"the session reached its maximum lifetime of {lifetime:g}s")
+            return terminate(
+                kube,
+                p,
+                status,
+                Reason.MAX_LIFETIME_EXCEEDED,
+                f"the session reached its maximum lifetime of {lifetime:g}s",
+            )
         if periodic:
             seen = last_activity(pod)
             if seen is not None:
                 status.last_activity_time = iso(seen)
         active = parse_iso(status.last_activity_time) or started
         if now - max(active, started) > idle:
-            return terminate(kube, p, status, Reason.IDLE_TIMEOUT,
-                             f"no execution for {idle:g}s (idleTimeout)")
+            return terminate(
+                kube, p, status, Reason.IDLE_TIMEOUT, f"no execution for {idle:g}s (idleTimeout)"
+            )
     return Outcome(status)

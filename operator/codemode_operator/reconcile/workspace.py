@@ -42,9 +42,13 @@ def admin_url(kube: KubeAPI, namespace: str, spec: WorkspaceSpec) -> str:
 
 def params_of(body: Obj, cfg: OperatorConfig) -> WorkspaceParams:
     meta = body["metadata"]
-    return WorkspaceParams(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
-                           spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
-                           operator_namespace=cfg.namespace)
+    return WorkspaceParams(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
+        operator_namespace=cfg.namespace,
+    )
 
 
 def usage_status(usage: redis_acl.Usage) -> WorkspaceUsage:
@@ -55,13 +59,15 @@ def usage_status(usage: redis_acl.Usage) -> WorkspaceUsage:
         stored = max(0, int(usage.storage_bytes or 0))
     except ValueError:
         stored = 0
-    return WorkspaceUsage(storageBytes=stored, artifacts=usage.artifacts,
-                          workflows=usage.workflows)
+    return WorkspaceUsage(storageBytes=stored, artifacts=usage.artifacts, workflows=usage.workflows)
 
 
 def _member_names(kube: KubeAPI, plural: str, namespace: str, workspace: str) -> list[str]:
-    return [o["metadata"]["name"] for o in kube.list_custom(plural, namespace)
-            if (o.get("spec") or {}).get("workspaceRef") == workspace]
+    return [
+        o["metadata"]["name"]
+        for o in kube.list_custom(plural, namespace)
+        if (o.get("spec") or {}).get("workspaceRef") == workspace
+    ]
 
 
 def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[WorkspaceStatus]:
@@ -69,11 +75,18 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
     p = params_of(body, cfg)
     generation = body["metadata"].get("generation")
     status = WORKSPACE.read(body).model_copy(
-        update={"workspace_id": p.workspace_id, "observed_generation": generation})
+        update={"workspace_id": p.workspace_id, "observed_generation": generation}
+    )
 
     def ready(ok: bool, reason: Reason, message: str, progress: Progress) -> None:
-        status.conditions = set_kstatus(status.conditions, generation, ready=ok,
-                                        reason=reason, message=message, progress=progress)
+        status.conditions = set_kstatus(
+            status.conditions,
+            generation,
+            ready=ok,
+            reason=reason,
+            message=message,
+            progress=progress,
+        )
 
     try:
         url = admin_url(kube, p.namespace, p.spec)
@@ -81,12 +94,15 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
     except (RedisConfigError, RedisError, OSError) as exc:
         message = str(exc)
         # A missing Secret needs someone to create it; an outage may pass by itself.
-        reason, progress = (Reason.REDIS_CONFIG_INVALID, Progress.STALLED) \
-            if isinstance(exc, RedisConfigError) else (Reason.REDIS_UNREACHABLE,
-                                                       Progress.RECONCILING)
+        reason, progress = (
+            (Reason.REDIS_CONFIG_INVALID, Progress.STALLED)
+            if isinstance(exc, RedisConfigError)
+            else (Reason.REDIS_UNREACHABLE, Progress.RECONCILING)
+        )
         status.redis_reachable = False
-        status.conditions = set_condition(status.conditions, ConditionType.REDIS_REACHABLE,
-                                          False, reason, message, generation)
+        status.conditions = set_condition(
+            status.conditions, ConditionType.REDIS_REACHABLE, False, reason, message, generation
+        )
         ready(False, reason, message, progress)
         return Outcome(status)
 
@@ -98,9 +114,12 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
             redis_acl.provision(url, username, password, p.spec.prefix, p.workspace_id)
         except RedisError as exc:
             status.redis_reachable = True
-            ready(False, Reason.ACL_PROVISIONING_FAILED,
-                  f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}",
-                  Progress.STALLED)
+            ready(
+                False,
+                Reason.ACL_PROVISIONING_FAILED,
+                f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}",
+                Progress.STALLED,
+            )
             return Outcome(status)
         scoped = redis_acl.scoped_url(url, username, password)
         manifest = credentials_secret(p, scoped)
@@ -122,12 +141,25 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
     else:
         status.usage = usage_status(usage)
     target = redacted_url(url)
-    status.conditions = set_condition(status.conditions, ConditionType.REDIS_REACHABLE, True,
-                                      Reason.PINGED, f"{target} answered", generation)
-    ready(True, Reason.PROVISIONED,
-          f"workspace {p.workspace_id!r} on {target}"
-          + (" with a scoped ACL user" if p.spec.redis.acl else " (ACL off: sessions use the "
-             "admin URL)"), Progress.CURRENT)
+    status.conditions = set_condition(
+        status.conditions,
+        ConditionType.REDIS_REACHABLE,
+        True,
+        Reason.PINGED,
+        f"{target} answered",
+        generation,
+    )
+    ready(
+        True,
+        Reason.PROVISIONED,
+        f"workspace {p.workspace_id!r} on {target}"
+        + (
+            " with a scoped ACL user"
+            if p.spec.redis.acl
+            else " (ACL off: sessions use the admin URL)"
+        ),
+        Progress.CURRENT,
+    )
     return Outcome(status)
 
 
@@ -140,13 +172,18 @@ def delete(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> str:
         if p.spec.deletion_policy == "Refuse":
             raise Retry(
                 f"deletionPolicy Refuse: {len(sessions)} CodeSession(s) and {len(libraries)} "
-                f"WorkflowLibrary(ies) still use workspace {p.name!r}; delete them first", 10)
+                f"WorkflowLibrary(ies) still use workspace {p.name!r}; delete them first",
+                10,
+            )
         for name in sessions:
             kube.delete_custom("codesessions", p.namespace, name)
         for name in libraries:
             kube.delete_custom("workflowlibraries", p.namespace, name)
-        raise Retry(f"deletionPolicy Cascade: waiting for {len(sessions)} session(s) and "
-                    f"{len(libraries)} library(ies) to be deleted", 3)
+        raise Retry(
+            f"deletionPolicy Cascade: waiting for {len(sessions)} session(s) and "
+            f"{len(libraries)} library(ies) to be deleted",
+            3,
+        )
     done = []
     try:
         url = admin_url(kube, p.namespace, p.spec)

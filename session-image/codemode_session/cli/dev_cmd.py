@@ -38,10 +38,13 @@ def checkout_root(start: Path | None = None) -> Path:
 
 def _tool(args: list[str]) -> int:
     root = checkout_root()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.run([sys.executable, "-m", "tests.cluster", *args], cwd=root,
-                          env=env, check=False).returncode
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tests.cluster", *args], cwd=root, env=env, check=False
+    ).returncode
 
 
 def run_cluster(args: argparse.Namespace) -> int:

@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codemode", description="Sandboxed Python code-mode sessions for AI agents."
     )
     # Subcommand parsers are OneLineParsers too (argparse makes them of the parent's type).
-    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
-               parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     serve_cmd.register(sub)
     store_cmd.register(sub)
     dev_cmd.register(sub)
@@ -46,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXEC_MISSING = ("codemode exec (run code in a CodeSession) needs the operator extra: "
-                "pip install 'codemode[operator]'")
+EXEC_MISSING = (
+    "codemode exec (run code in a CodeSession) needs the operator extra: "
+    "pip install 'codemode[operator]'"
+)
 
 
 def operator_extra_installed() -> bool:
@@ -81,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not expected and os.environ.get("CODEMODE_DEBUG"):
             raise
         hint = "" if expected else " (unexpected; CODEMODE_DEBUG=1 shows the traceback)"
-        print(f"codemode: error: {type(exc).__name__}: {_first_line(exc)}{hint}",
-              file=sys.stderr)
+        print(f"codemode: error: {type(exc).__name__}: {_first_line(exc)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

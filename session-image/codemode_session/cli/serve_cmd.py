@@ -42,8 +42,15 @@ def run(args: argparse.Namespace) -> int:
     except CodemodeError as exc:
         print(f"codemode serve: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, timeout_graceful_shutdown=10, **bounds)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **bounds,
+    )
     server = uvicorn.Server(config)
     if os.getpid() == 1:
         init_guard.guard(server)

@@ -63,28 +63,46 @@ def _add_target(p: argparse.ArgumentParser) -> None:
     g.add_argument("--redis-url", help="redis:// or rediss:// URL (default: $REDIS_URL)")
     g.add_argument("--prefix", help="key prefix (default: $STORAGE_PREFIX or 'codemode')")
     g.add_argument("--workspace-id", help="workspace to scope to (default: $WORKSPACE_ID)")
-    g.add_argument("--dir", dest="target_dir", metavar="PATH",
-                   help="use a FileStorage folder instead of Redis")
-    g.add_argument("--redis-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="Redis connect and socket timeout (default: 10)")
+    g.add_argument(
+        "--dir", dest="target_dir", metavar="PATH", help="use a FileStorage folder instead of Redis"
+    )
+    g.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="Redis connect and socket timeout (default: 10)",
+    )
 
 
 def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("source")
     one = g.add_mutually_exclusive_group(required=required)
     one.add_argument("--folder", metavar="DIR", help="a local folder")
-    one.add_argument("--git", metavar="URL",
-                     help="a git repository: http(s)://, file:// or a local repository path")
+    one.add_argument(
+        "--git",
+        metavar="URL",
+        help="a git repository: http(s)://, file:// or a local repository path",
+    )
     g.add_argument("--ref", help="branch, tag or commit sha (default: the remote HEAD)")
     g.add_argument("--path", default="", help="sub-folder (or file) inside the source")
-    g.add_argument("--git-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"overall git timeout (default: {DEFAULT_TIMEOUT:g})")
+    g.add_argument(
+        "--git-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"overall git timeout (default: {DEFAULT_TIMEOUT:g})",
+    )
     a = p.add_argument_group("git credentials for http(s) (never on the command line)")
     a.add_argument("--token-file", metavar="PATH", help="file holding an access token")
     a.add_argument("--token-env", metavar="NAME", help="env var holding a token")
-    a.add_argument("--token-scheme", choices=("basic", "bearer"), default="basic",
-                   help="send the token as the basic-auth password (default; user name "
-                        "--username or 'x-access-token') or as a bearer token")
+    a.add_argument(
+        "--token-scheme",
+        choices=("basic", "bearer"),
+        default="basic",
+        help="send the token as the basic-auth password (default; user name "
+        "--username or 'x-access-token') or as a bearer token",
+    )
     a.add_argument("--username", help="basic-auth user name")
     a.add_argument("--username-file", metavar="PATH", help="file holding the user name")
     a.add_argument("--password-file", metavar="PATH", help="file holding the password")
@@ -92,8 +110,13 @@ def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _add_kind(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--type", dest="kind", choices=KINDS, default="workflows",
-                   help="what to move (default: workflows)")
+    p.add_argument(
+        "--type",
+        dest="kind",
+        choices=KINDS,
+        default="workflows",
+        help="what to move (default: workflows)",
+    )
 
 
 def _read_secret_file(path: str, what: str) -> str:
@@ -137,27 +160,42 @@ def _auth(args: argparse.Namespace) -> GitAuth:
         raise ValidationError("basic auth needs both a username and --password-file/--password-env")
     if not username:
         return GitAuth()
-    password = (_read_secret_file(args.password_file, "password") if args.password_file
-                else _read_secret_env(args.password_env, "password"))
+    password = (
+        _read_secret_file(args.password_file, "password")
+        if args.password_file
+        else _read_secret_env(args.password_env, "password")
+    )
     return GitAuth(username=username, password=password)
 
 
 def _source(args: argparse.Namespace) -> SourceSpec:
-    return SourceSpec(folder=args.folder, git_url=args.git, ref=args.ref, path=args.path,
-                      auth=_auth(args), timeout=args.git_timeout)
+    return SourceSpec(
+        folder=args.folder,
+        git_url=args.git,
+        ref=args.ref,
+        path=args.path,
+        auth=_auth(args),
+        timeout=args.git_timeout,
+    )
 
 
 def _target(args: argparse.Namespace) -> TargetSpec:
-    return TargetSpec(redis_url=args.redis_url, directory=args.target_dir, prefix=args.prefix,
-                      workspace_id=args.workspace_id, timeout=args.redis_timeout)
+    return TargetSpec(
+        redis_url=args.redis_url,
+        directory=args.target_dir,
+        prefix=args.prefix,
+        workspace_id=args.workspace_id,
+        timeout=args.redis_timeout,
+    )
 
 
 def _library(args: argparse.Namespace) -> str | None:
     return validate_library_name(args.library) if args.library is not None else None
 
 
-async def _with_storage(args: argparse.Namespace, fn: Callable[[Storage], Awaitable[T]],
-                        create: bool = False) -> T:
+async def _with_storage(
+    args: argparse.Namespace, fn: Callable[[Storage], Awaitable[T]], create: bool = False
+) -> T:
     """Run `fn` on the opened target; only a publishing bootstrap may create a --dir."""
     storage = await open_storage(_target(args), create=create)
     try:
@@ -200,7 +238,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                 pass
         except OSError as exc:
             raise ValidationError(
-                f"cannot write --result-file {args.result_file}: {exc.strerror}") from None
+                f"cannot write --result-file {args.result_file}: {exc.strerror}"
+            ) from None
     try:
         result = _bootstrap(args)
     except CodemodeError as exc:
@@ -239,8 +278,9 @@ def _bootstrap(args: argparse.Namespace) -> SyncResult:
             )
         if kind == "workflows":
             assert library is not None
-            return await bootstrap_workflows(storage, library, catalog, revision, prune,
-                                             force=args.force, adopt=args.adopt)
+            return await bootstrap_workflows(
+                storage, library, catalog, revision, prune, force=args.force, adopt=args.adopt
+            )
         sync = sync_tools if kind == "tools" else sync_deps
         result = await sync(storage, catalog, revision, prune)
         result.library = library
@@ -293,32 +333,56 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `store` and its subcommands to the top-level `codemode` parser."""
     store = subparsers.add_parser(
-        "store", help="move workflows, tools and deps between folders, git and storage",
-        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "store",
+        help="move workflows, tools and deps between folders, git and storage",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
 
     boot = sub.add_parser(
-        "bootstrap", help="publish a source into storage (atomic, prunes what the library owns)",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "bootstrap",
+        help="publish a source into storage (atomic, prunes what the library owns)",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     boot.add_argument("--library", help="the WorkflowLibrary that owns what is published")
     _add_kind(boot)
     _add_source(boot, required=False)  # --delete takes none
-    boot.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
-                      help="remove what the library owns but the source no longer has "
-                           "(default: on for workflows, off for tools and deps)")
-    boot.add_argument("--force", action="store_true",
-                      help="compare every workflow even when the digest says nothing changed")
-    boot.add_argument("--adopt", action="store_true",
-                      help="take over same-named workflows an agent created (default: such "
-                           "a name is a conflict and nothing is written)")
-    boot.add_argument("--delete", action="store_true",
-                      help="remove everything --library owns, and its record; no source")
-    boot.add_argument("--allow-empty", action="store_true",
-                      help="allow publishing an empty source (prunes everything it owned)")
-    boot.add_argument("--result-file", metavar="PATH",
-                      help="also write the JSON result here (e.g. /dev/termination-log)")
+    boot.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="remove what the library owns but the source no longer has "
+        "(default: on for workflows, off for tools and deps)",
+    )
+    boot.add_argument(
+        "--force",
+        action="store_true",
+        help="compare every workflow even when the digest says nothing changed",
+    )
+    boot.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over same-named workflows an agent created (default: such "
+        "a name is a conflict and nothing is written)",
+    )
+    boot.add_argument(
+        "--delete",
+        action="store_true",
+        help="remove everything --library owns, and its record; no source",
+    )
+    boot.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="allow publishing an empty source (prunes everything it owned)",
+    )
+    boot.add_argument(
+        "--result-file",
+        metavar="PATH",
+        help="also write the JSON result here (e.g. /dev/termination-log)",
+    )
     _add_target(boot)
     boot.set_defaults(func=cmd_bootstrap)
 

@@ -41,8 +41,12 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
         yield
         await state.close()
 
-    app = FastAPI(title="codemode session server", version=__version__, lifespan=lifespan,
-                  default_response_class=AsciiJSONResponse)
+    app = FastAPI(
+        title="codemode session server",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=AsciiJSONResponse,
+    )
     app.state.config = config  # read by auth.check_bearer
     app.state.server = state
     openapi.install(app, config.max_execution_time)

@@ -21,8 +21,10 @@ async def check_bearer(request: Request) -> None:
     expected: str | None = config.auth_token
     header = request.headers.get("authorization", "")
     scheme, _, supplied = header.partition(" ")
-    if expected is None or scheme.lower() != "bearer" or not hmac.compare_digest(
-        supplied.strip().encode(), expected.encode()
+    if (
+        expected is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(supplied.strip().encode(), expected.encode())
     ):
         metrics.AUTH_FAILURES.inc()
         raise HTTPException(

@@ -69,8 +69,9 @@ def _declared_length(scope: Scope) -> int | None:
 class BodySizeLimit:
     """Refuse request bodies larger than `max_bytes` with 413 and a JSON `detail`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int,
-                 exempt_paths: Collection[str] = EXEMPT_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, exempt_paths: Collection[str] = EXEMPT_PATHS
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_paths = exempt_paths

@@ -87,8 +87,10 @@ class ConnectionLimits:
 
 def _raw_response(status: int, reason: str, detail: str) -> bytes:
     body = json.dumps({"detail": detail}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -117,8 +119,12 @@ class _Bounded(asyncio.Protocol):
         if len(self.connections) >= self.limits.max_connections:
             self._refused = True
             self.transport = cast(asyncio.Transport, transport)
-            self._refuse(503, "Service Unavailable", "too many open connections "
-                         f"(MAX_CONNECTIONS={self.limits.max_connections}); retry later")
+            self._refuse(
+                503,
+                "Service Unavailable",
+                "too many open connections "
+                f"(MAX_CONNECTIONS={self.limits.max_connections}); retry later",
+            )
             return
         super().connection_made(transport)
         self._arm("headers", self.limits.header_timeout)
@@ -144,9 +150,11 @@ class _Bounded(asyncio.Protocol):
             self._cancel()
         if self._awaiting_headers():
             if self._header_bytes > self.limits.max_header_bytes:
-                self._refuse(431, "Request Header Fields Too Large",
-                            f"request line and headers exceed {self.limits.max_header_bytes} "
-                            "bytes")
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request line and headers exceed {self.limits.max_header_bytes} bytes",
+                )
             elif self._timer_kind != "headers":  # the first byte of a new request
                 self._arm("headers", self.limits.header_timeout)
         elif self._awaiting_body():
@@ -183,8 +191,12 @@ class _Bounded(asyncio.Protocol):
             return
         if kind == "headers" and self._awaiting_headers():
             if self._header_bytes:
-                self._refuse(408, "Request Timeout", "the request line and headers did not "
-                            f"arrive within {self.limits.header_timeout:g}s")
+                self._refuse(
+                    408,
+                    "Request Timeout",
+                    "the request line and headers did not "
+                    f"arrive within {self.limits.header_timeout:g}s",
+                )
             else:  # it never said anything: nothing to answer
                 self.transport.close()
         elif kind == "body" and self._awaiting_body():
@@ -193,8 +205,11 @@ class _Bounded(asyncio.Protocol):
             elif self.cycle.response_started:
                 self.transport.close()
             else:
-                self._refuse(408, "Request Timeout", "no part of the request body arrived "
-                            f"for {self.limits.body_idle_timeout:g}s")
+                self._refuse(
+                    408,
+                    "Request Timeout",
+                    f"no part of the request body arrived for {self.limits.body_idle_timeout:g}s",
+                )
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` and end the connection (after LINGER_SECONDS at most)."""
@@ -219,8 +234,9 @@ if HttpToolsProtocol is not None:
 
 def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """The HTTP protocol uvicorn should use (httptools when installed), bound to `limits`."""
-    base: type[_Bounded] = (BoundedHttpToolsProtocol if HttpToolsProtocol is not None
-                            else BoundedH11Protocol)
+    base: type[_Bounded] = (
+        BoundedHttpToolsProtocol if HttpToolsProtocol is not None else BoundedH11Protocol
+    )
     return cast("type[asyncio.Protocol]", type(base.__name__, (base,), {"limits": limits}))
 
 
@@ -237,9 +253,17 @@ def uvicorn_options(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def build_config(app: Any, *, host: str, port: int, log_level: str,
-                 env: Mapping[str, str]) -> uvicorn.Config:
+def build_config(
+    app: Any, *, host: str, port: int, log_level: str, env: Mapping[str, str]
+) -> uvicorn.Config:
     """The `uvicorn.Config` `codemode serve` runs with (as its CLI builds it today),
     plus the bounds above."""
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                          timeout_graceful_shutdown=10, **uvicorn_options(env))
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **uvicorn_options(env),
+    )

@@ -63,6 +63,9 @@ CallerWorkspace = Annotated[Workspace, Depends(workspace)]
 def authenticated_router(**kwargs: Any) -> APIRouter:
     """A router whose every route needs the bearer token; any request may also be
     unauthenticated, too large or not Unicode (401, 413, 400)."""
-    return APIRouter(dependencies=[Depends(check_bearer)],
-                     default_response_class=AsciiJSONResponse,
-                     responses=errors(400, 401, 413), **kwargs)
+    return APIRouter(
+        dependencies=[Depends(check_bearer)],
+        default_response_class=AsciiJSONResponse,
+        responses=errors(400, 401, 413),
+        **kwargs,
+    )

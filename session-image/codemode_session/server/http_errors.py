@@ -46,14 +46,15 @@ STATUS_BY_ERROR: tuple[tuple[type[CodemodeError], int], ...] = (
     (SessionLimitReached, 429),
 )
 
-NOT_UNICODE = ("the request contains text that is not valid Unicode (a lone surrogate such as "
-               "\\udcff); send UTF-8 text")
+NOT_UNICODE = (
+    "the request contains text that is not valid Unicode (a lone surrogate such as "
+    "\\udcff); send UTF-8 text"
+)
 
 
 def error_response(detail: Any, status: int) -> Response:
     """`{"detail": ...}` as ASCII JSON: details may quote the caller's input."""
-    return AsciiJSONResponse({"detail": finite_json(jsonable_encoder(detail))},
-                             status_code=status)
+    return AsciiJSONResponse({"detail": finite_json(jsonable_encoder(detail))}, status_code=status)
 
 
 def status_of(exc: CodemodeError) -> int:

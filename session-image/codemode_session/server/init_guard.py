@@ -41,8 +41,12 @@ def _watch_signals(server: _Server) -> None:
     while True:
         info = signal.sigwaitinfo(STOP_SIGNALS)
         if not _from_outside(info):
-            print(f"codemode serve: ignored signal {info.si_signo} from pid {info.si_pid} "
-                  "inside the sandbox", file=sys.stderr, flush=True)
+            print(
+                f"codemode serve: ignored signal {info.si_signo} from pid {info.si_pid} "
+                "inside the sandbox",
+                file=sys.stderr,
+                flush=True,
+            )
             continue
         stops += 1
         server.should_exit = True
@@ -61,7 +65,6 @@ def guard(server: _Server) -> None:
     # Blocked before any other thread starts, so every thread inherits the mask and
     # only sigwaitinfo ever sees these signals.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    threading.Thread(target=_watch_signals, args=(server,), name="signals",
-                     daemon=True).start()
+    threading.Thread(target=_watch_signals, args=(server,), name="signals", daemon=True).start()
     threading.Thread(target=_reap_forever, name="reaper", daemon=True).start()
     server.run()

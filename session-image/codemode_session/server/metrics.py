@@ -4,10 +4,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EXECUTIONS = Counter("codemode_executions_total", "Code executions by outcome", ["outcome"])
 EXECUTION_SECONDS = Histogram(
-    "codemode_execution_seconds", "Wall time of /execute",
+    "codemode_execution_seconds",
+    "Wall time of /execute",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 SESSIONS = Gauge("codemode_sessions_active", "Sessions currently open")
-WORKER_RESTARTS = Counter("codemode_worker_restarts_total", "Workers killed and replaced",
-                          ["reason"])
+WORKER_RESTARTS = Counter(
+    "codemode_worker_restarts_total", "Workers killed and replaced", ["reason"]
+)
 AUTH_FAILURES = Counter("codemode_auth_failures_total", "Requests refused for bad credentials")

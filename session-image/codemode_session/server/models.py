@@ -26,8 +26,9 @@ BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 RESERVED = ", ".join(sorted(RESERVED_WORKFLOW_NAMES))
 
 
-def documented(pattern: str | None = None, min_length: int | None = None,
-               max_length: int | None = None) -> dict[str, Any]:
+def documented(
+    pattern: str | None = None, min_length: int | None = None, max_length: int | None = None
+) -> dict[str, Any]:
     """JSON Schema keywords for the document only (the server checks the rule itself)."""
     extra: dict[str, Any] = {}
     if pattern is not None:
@@ -40,11 +41,14 @@ def documented(pattern: str | None = None, min_length: int | None = None,
 
 
 WORKFLOW_NAME = documented(WORKFLOW_NAME_RE.pattern, 1, 128)
-WORKFLOW_NAME_HELP = (f"A Python identifier; not a keyword, not starting with '__', not one "
-                      f"of {RESERVED}")
+WORKFLOW_NAME_HELP = (
+    f"A Python identifier; not a keyword, not starting with '__', not one of {RESERVED}"
+)
 ARTIFACT_NAME = documented(ARTIFACT_NAME_RE.pattern, 1)
-ARTIFACT_NAME_HELP = ("Parts of letters, digits, '_', '.', '-' joined by '/'; no part starts "
-                      "with '.' or '-'; not '__index__'")
+ARTIFACT_NAME_HELP = (
+    "Parts of letters, digits, '_', '.', '-' joined by '/'; no part starts "
+    "with '.' or '-'; not '__index__'"
+)
 
 
 class Strict(BaseModel):
@@ -58,12 +62,18 @@ class ErrorResponse(BaseModel):
 
 
 class ExecuteRequest(Strict):
-    code: str = Field(description="Python source; a trailing expression's value is returned. "
-                                  "At most MAX_CODE_BYTES (UTF-8), else 413")
+    code: str = Field(
+        description="Python source; a trailing expression's value is returned. "
+        "At most MAX_CODE_BYTES (UTF-8), else 413"
+    )
     timeout: float | None = Field(
-        default=None, gt=0, strict=True, allow_inf_nan=False,
+        default=None,
+        gt=0,
+        strict=True,
+        allow_inf_nan=False,
         description="Seconds before the worker is killed (a finite number, at most "
-                    "MAX_EXECUTION_TIME, else 422)")
+        "MAX_EXECUTION_TIME, else 422)",
+    )
 
 
 def _model_of(name: str, source: type[Any]) -> type[BaseModel]:
@@ -83,9 +93,11 @@ ExecuteResponse = _model_of("ExecuteResponse", ExecuteResult)
 
 class CreateSessionRequest(Strict):
     workspace_id: str | None = Field(
-        default=None, json_schema_extra=documented(WORKSPACE_ID_RE.pattern, 1, 128),
+        default=None,
+        json_schema_extra=documented(WORKSPACE_ID_RE.pattern, 1, 128),
         description="The workspace (default: the server's); a pinned server refuses others "
-                    "with 403")
+        "with 403",
+    )
 
 
 class CreateSessionResponse(BaseModel):
@@ -98,7 +110,8 @@ class WorkflowCreate(Strict):
     name: str = Field(json_schema_extra=WORKFLOW_NAME, description=WORKFLOW_NAME_HELP)
     source: str = Field(
         json_schema_extra=documented(r"\S", 1),
-        description="Python source defining `async def run(...)` (not blank, at most 512 KiB)")
+        description="Python source defining `async def run(...)` (not blank, at most 512 KiB)",
+    )
     description: str = ""
 
 
@@ -106,8 +119,10 @@ class ArtifactCreate(Strict):
     name: str = Field(json_schema_extra=ARTIFACT_NAME, description=ARTIFACT_NAME_HELP)
     data: Any = None
     data_base64: str | None = Field(
-        default=None, json_schema_extra=documented(BASE64_PATTERN),
-        description="Binary data, base64-encoded (standard alphabet, padded)")
+        default=None,
+        json_schema_extra=documented(BASE64_PATTERN),
+        description="Binary data, base64-encoded (standard alphabet, padded)",
+    )
     description: str = ""
     metadata: dict[str, Any] | None = None
 
@@ -117,7 +132,8 @@ class PackageRequest(Strict):
         # The server strips surrounding whitespace before it checks the spec.
         json_schema_extra=documented(rf"^\s*(?:{PACKAGE_SPEC_RE.pattern[1:-1]})\s*$", 1),
         description="A PyPI requirement like 'requests' or 'pandas>=2,<3' (no URLs, paths, "
-                    "options or shell characters; at most 200 characters)")
+        "options or shell characters; at most 200 characters)",
+    )
 
 
 class ReadyResponse(BaseModel):

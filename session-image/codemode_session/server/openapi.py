@@ -21,7 +21,7 @@ ERRORS: dict[int, str] = {
     404: "Unknown or expired session, or no such workflow or artifact",
     409: "The object belongs to a WorkflowLibrary, or concurrent writers kept changing it",
     413: "The request body is larger than MAX_REQUEST_BYTES, the code than MAX_CODE_BYTES, "
-         "or a write would pass the workspace's storage quota",
+    "or a write would pass the workspace's storage quota",
     429: "MAX_SESSIONS sessions are open; end one with DELETE /sessions",
     503: "Storage (Redis or the storage folder) does not answer",
 }
@@ -38,8 +38,9 @@ def install(app: FastAPI, max_execution_time: float) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                                   description=app.description)
+            document = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, description=app.description
+            )
             timeout = document["components"]["schemas"]["ExecuteRequest"]["properties"]["timeout"]
             for option in timeout.get("anyOf", [timeout]):
                 if option.get("type") == "number":

@@ -30,9 +30,9 @@ class AsciiJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         try:
-            text = json.dumps(content, ensure_ascii=True, allow_nan=False,
-                              separators=(",", ":"))
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
         except ValueError:  # NaN or Infinity somewhere in the content
-            text = json.dumps(finite_json(content), ensure_ascii=True, allow_nan=False,
-                              separators=(",", ":"))
+            text = json.dumps(
+                finite_json(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")
+            )
         return text.encode()

@@ -102,8 +102,11 @@ class SessionManager:
 
     async def sweep(self) -> int:
         now = time.time()
-        idle = [s.id for s in self._sessions.values()
-                if now - s.last_used > self.idle_timeout and not s.lock.locked()]
+        idle = [
+            s.id
+            for s in self._sessions.values()
+            if now - s.last_used > self.idle_timeout and not s.lock.locked()
+        ]
         for session_id in idle:
             await self.end(session_id)
         return len(idle)
@@ -132,12 +135,14 @@ class SessionManager:
             try:
                 await self._ensure_worker(session)
                 reply: dict[str, Any] = await session.worker.request(
-                    {"op": "exec", "code": code}, timeout)
+                    {"op": "exec", "code": code}, timeout
+                )
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
             except WorkerTimeout:
-                reply = self._lost("TimeoutError",
-                                   f"execution exceeded the timeout of {timeout:g}s")
+                reply = self._lost(
+                    "TimeoutError", f"execution exceeded the timeout of {timeout:g}s"
+                )
                 outcome, restarted, killed = "timeout", True, True
             except WorkerCrashed as exc:
                 reply = self._lost("WorkerCrashed", f"{exc} while running this code")
@@ -163,8 +168,11 @@ class SessionManager:
 
     @staticmethod
     def _lost(kind: str, what: str) -> dict[str, Any]:
-        return failed_run(kind, f"{what}; the worker was killed and restarted, so this "
-                                "session's state (variables, imports) was lost")
+        return failed_run(
+            kind,
+            f"{what}; the worker was killed and restarted, so this "
+            "session's state (variables, imports) was lost",
+        )
 
     async def reset(self, session: Session) -> None:
         async with session.lock:

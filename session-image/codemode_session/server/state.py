@@ -70,8 +70,7 @@ class ServerState:
             raise ForbiddenError(f"this server serves workspace {pinned!r} only")
         return requested
 
-    def session(self, session_id: str,
-                hint: str = "create one with POST /sessions") -> Session:
+    def session(self, session_id: str, hint: str = "create one with POST /sessions") -> Session:
         session = self.sessions.get(session_id)
         if session is None:
             raise NotFoundError(f"{UNKNOWN_SESSION}; {hint}")
@@ -84,14 +83,13 @@ class ServerState:
             workspace = self.session(session_id).workspace_id
         return self.storages.get(workspace)
 
-    async def open_session(self, workspace: str | None,
-                           session_id: str | None = None) -> Session:
+    async def open_session(self, workspace: str | None, session_id: str | None = None) -> Session:
         try:
             return await self.sessions.create(workspace, session_id=session_id)
         except TooManySessions:
             raise SessionLimitReached(
-                f"session limit reached ({self.config.max_sessions}); end one with "
-                "DELETE /sessions") from None
+                f"session limit reached ({self.config.max_sessions}); end one with DELETE /sessions"
+            ) from None
 
     async def session_for_execute(self, session_id: str | None) -> Session:
         """The session a run goes to: a new one without an id, and (when the server
@@ -105,4 +103,5 @@ class ServerState:
         if self.config.accept_client_session_ids and CLIENT_ID_RE.match(session_id):
             return await self.open_session(workspace, session_id=session_id)
         raise NotFoundError(
-            f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions")
+            f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
+        )

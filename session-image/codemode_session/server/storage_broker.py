@@ -33,8 +33,12 @@ def _ok(result: Any = None, blob: bytes | None = None) -> Answer:
 
 
 class StorageBroker:
-    def __init__(self, storage_for: Callable[[str | None], Storage], allow_deps: bool,
-                 install: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        storage_for: Callable[[str | None], Storage],
+        allow_deps: bool,
+        install: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
         self._storage_for = storage_for
         self._allow_deps = allow_deps
         self._install = install
@@ -68,13 +72,19 @@ class StorageBroker:
             if not isinstance(args, dict):
                 raise ValidationError("storage call arguments must be an object")
             attachment = call.get("blob")
-            reply, blob = await handler(self._storage_for(workspace_id), args,
-                                        attachment if isinstance(attachment, bytes) else None)
+            reply, blob = await handler(
+                self._storage_for(workspace_id),
+                args,
+                attachment if isinstance(attachment, bytes) else None,
+            )
         except CodemodeError as exc:
             reply = {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}
         except (ValueError, TypeError, RecursionError, MemoryError) as exc:
-            reply = {"ok": False, "error_type": "ValidationError",
-                     "error": f"invalid storage call: {type(exc).__name__}"}
+            reply = {
+                "ok": False,
+                "error_type": "ValidationError",
+                "error": f"invalid storage call: {type(exc).__name__}",
+            }
         return {**reply, "op": "storage_answer", "id": call.get("id")}, blob
 
     # ---- handlers -----------------------------------------------------------------
@@ -83,17 +93,20 @@ class StorageBroker:
         await storage.ping()
         return _ok()
 
-    async def _list_workflows(self, storage: Storage, _: dict[str, Any],
-                              __: bytes | None) -> Answer:
+    async def _list_workflows(
+        self, storage: Storage, _: dict[str, Any], __: bytes | None
+    ) -> Answer:
         return _ok([w.to_dict() for w in await storage.list_workflows()])
 
-    async def _get_workflow(self, storage: Storage, args: dict[str, Any],
-                            _: bytes | None) -> Answer:
+    async def _get_workflow(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         found = await storage.get_workflow(_str(args, "name"))
         return _ok(found.to_dict() if found else None)
 
-    async def _save_workflow(self, storage: Storage, args: dict[str, Any],
-                             _: bytes | None) -> Answer:
+    async def _save_workflow(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         description = args.get("description") or None
         if description is not None and not isinstance(description, str):
             raise ValidationError("description must be a string")
@@ -103,42 +116,51 @@ class StorageBroker:
         await storage.save_workflow(workflow)
         return _ok()
 
-    async def _delete_workflow(self, storage: Storage, args: dict[str, Any],
-                               _: bytes | None) -> Answer:
+    async def _delete_workflow(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         return _ok(await storage.delete_workflow(_str(args, "name")))
 
-    async def _save_artifact(self, storage: Storage, args: dict[str, Any],
-                             blob: bytes | None) -> Answer:
+    async def _save_artifact(
+        self, storage: Storage, args: dict[str, Any], blob: bytes | None
+    ) -> Answer:
         if blob is None:
             raise ValidationError("save_artifact needs the data as an attachment")
         metadata = args.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise ValidationError("metadata must be an object")
-        info = ArtifactInfo(name=_str(args, "name"), description=str(args.get("description")
-                                                                     or ""),
-                            created_at=time.time(), metadata=metadata)
+        info = ArtifactInfo(
+            name=_str(args, "name"),
+            description=str(args.get("description") or ""),
+            created_at=time.time(),
+            metadata=metadata,
+        )
         await storage.save_artifact(info, blob)
         return _ok()
 
-    async def _load_artifact(self, storage: Storage, args: dict[str, Any],
-                             _: bytes | None) -> Answer:
+    async def _load_artifact(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         found = await storage.load_artifact(_str(args, "name"))
         if found is None:
             return _ok(None)
         info, data = found
         return _ok(info.index_entry(), data)
 
-    async def _get_artifact(self, storage: Storage, args: dict[str, Any],
-                            _: bytes | None) -> Answer:
+    async def _get_artifact(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         info = await storage.get_artifact(_str(args, "name"))
         return _ok(info.index_entry() if info else None)
 
-    async def _list_artifacts(self, storage: Storage, _: dict[str, Any],
-                              __: bytes | None) -> Answer:
+    async def _list_artifacts(
+        self, storage: Storage, _: dict[str, Any], __: bytes | None
+    ) -> Answer:
         return _ok([{"name": i.name, **i.index_entry()} for i in await storage.list_artifacts()])
 
-    async def _delete_artifact(self, storage: Storage, args: dict[str, Any],
-                               _: bytes | None) -> Answer:
+    async def _delete_artifact(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         return _ok(await storage.delete_artifact(_str(args, "name")))
 
     async def _list_deps(self, storage: Storage, _: dict[str, Any], __: bytes | None) -> Answer:
@@ -149,19 +171,20 @@ class StorageBroker:
             raise ForbiddenError(
                 f"deps.{verb}() is disabled: runtime dependencies are off for this session "
                 "(ALLOW_RUNTIME_DEPS=false); ask an operator to add the package to the image "
-                "or the workspace")
+                "or the workspace"
+            )
 
     async def _add_dep(self, storage: Storage, args: dict[str, Any], _: bytes | None) -> Answer:
         self._require_deps("add")
         return _ok(await storage.add_dep(validate_package_spec(_str(args, "spec"))))
 
-    async def _remove_dep(self, storage: Storage, args: dict[str, Any],
-                          _: bytes | None) -> Answer:
+    async def _remove_dep(self, storage: Storage, args: dict[str, Any], _: bytes | None) -> Answer:
         self._require_deps("remove")
         return _ok(await storage.remove_dep(validate_package_spec(_str(args, "spec"))))
 
-    async def _install_deps(self, storage: Storage, args: dict[str, Any],
-                            _: bytes | None) -> Answer:
+    async def _install_deps(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
         self._require_deps("add")
         specs = args.get("specs")
         if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
@@ -174,4 +197,3 @@ class StorageBroker:
 
     async def _list_tools(self, storage: Storage, _: dict[str, Any], __: bytes | None) -> Answer:
         return _ok(await storage.list_tools())
-

@@ -18,8 +18,9 @@ def sole_session(config: ServerConfig) -> bool:
     return os.getpid() == 1 and config.max_sessions == 1
 
 
-def build_pool(environ: Mapping[str, str], config: ServerConfig,
-               storage_for: Callable[[str | None], Storage]) -> WorkerPool:
+def build_pool(
+    environ: Mapping[str, str], config: ServerConfig, storage_for: Callable[[str | None], Storage]
+) -> WorkerPool:
     deps_dir = config.deps_dir
     if deps_dir:
         reset_folder(deps_dir)  # a restarted container's leftovers are not ours
@@ -31,5 +32,10 @@ def build_pool(environ: Mapping[str, str], config: ServerConfig,
         await asyncio.to_thread(verify_folder, deps_dir)
 
     broker = StorageBroker(storage_for, config.allow_runtime_deps, install)
-    return WorkerPool(worker_env(environ), spares=config.worker_spares, broker=broker,
-                      sole=sole_session(config), before_handout=check_deps)
+    return WorkerPool(
+        worker_env(environ),
+        spares=config.worker_spares,
+        broker=broker,
+        sole=sole_session(config),
+        before_handout=check_deps,
+    )

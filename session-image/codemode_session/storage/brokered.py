@@ -21,9 +21,14 @@ T = TypeVar("T")
 # What an answer's error_type may turn into; anything else is a plain CodemodeError.
 ERROR_TYPES: dict[str, type[errors.CodemodeError]] = {
     cls.__name__: cls
-    for cls in (errors.ValidationError, errors.NotFoundError, errors.ForbiddenError,
-                errors.StorageUnavailableError, errors.ConflictError,
-                errors.QuotaExceededError)
+    for cls in (
+        errors.ValidationError,
+        errors.NotFoundError,
+        errors.ForbiddenError,
+        errors.StorageUnavailableError,
+        errors.ConflictError,
+        errors.QuotaExceededError,
+    )
 }
 
 
@@ -65,16 +70,25 @@ class BrokeredStorage:
         return Workflow.from_dict(found) if found is not None else None
 
     async def save_workflow(self, workflow: Workflow) -> None:
-        self._result("save_workflow", name=workflow.name, source=workflow.source,
-                     description=workflow.description)
+        self._result(
+            "save_workflow",
+            name=workflow.name,
+            source=workflow.source,
+            description=workflow.description,
+        )
 
     async def delete_workflow(self, name: str) -> bool:
         return bool(self._result("delete_workflow", name=name))
 
     # artifacts
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
-        self._call("save_artifact", blob=data, name=info.name, description=info.description,
-                   metadata=info.metadata)
+        self._call(
+            "save_artifact",
+            blob=data,
+            name=info.name,
+            description=info.description,
+            metadata=info.metadata,
+        )
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         answer = self._call("load_artifact", name=name)
@@ -89,8 +103,11 @@ class BrokeredStorage:
         return ArtifactInfo.from_index_entry(name, found) if found is not None else None
 
     async def list_artifacts(self) -> list[ArtifactInfo]:
-        return [ArtifactInfo.from_index_entry(str(e.get("name", "")), e)
-                for e in self._result("list_artifacts") or [] if isinstance(e, dict)]
+        return [
+            ArtifactInfo.from_index_entry(str(e.get("name", "")), e)
+            for e in self._result("list_artifacts") or []
+            if isinstance(e, dict)
+        ]
 
     async def delete_artifact(self, name: str) -> bool:
         return bool(self._result("delete_artifact", name=name))
@@ -127,13 +144,19 @@ class BrokeredStorage:
     async def workflow_owners(self) -> dict[str, str]:
         self._refuse("reading workflow owners")
 
-    async def apply_library(self, library: str, upserts: list[Workflow], removals: list[str],
-                            record: LibraryRecord | None) -> None:
+    async def apply_library(
+        self,
+        library: str,
+        upserts: list[Workflow],
+        removals: list[str],
+        record: LibraryRecord | None,
+    ) -> None:
         self._refuse("publishing a library")
 
     async def get_library(self, library: str) -> LibraryRecord | None:
         self._refuse("reading library records")
 
-    async def transaction(self, body: Callable[[StorageTransaction], Awaitable[T]], what: str,
-                          attempts: int = 5) -> T:
+    async def transaction(
+        self, body: Callable[[StorageTransaction], Awaitable[T]], what: str, attempts: int = 5
+    ) -> T:
         self._refuse("a storage transaction")

@@ -16,8 +16,12 @@ def storage_from_env(env: Mapping[str, str], workspace_id: str | None) -> Storag
     url = env.get("REDIS_URL")
     quota = Quota.from_env(env)
     if url:
-        return RedisStorage(url, prefix=env.get("STORAGE_PREFIX") or "codemode",
-                            workspace_id=workspace_id, quota=quota)
+        return RedisStorage(
+            url,
+            prefix=env.get("STORAGE_PREFIX") or "codemode",
+            workspace_id=workspace_id,
+            quota=quota,
+        )
     base = env.get("STORAGE_DIR")
     if base:
         return FileStorage(base, workspace_id=workspace_id, quota=quota)

@@ -73,8 +73,8 @@ def _flock(fh: IO[Any], mode: int, path: Path) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise StorageUnavailableError(
-                    f"{path} has been locked by another process for {LOCK_TIMEOUT:g}s; "
-                    "try again") from None
+                    f"{path} has been locked by another process for {LOCK_TIMEOUT:g}s; try again"
+                ) from None
             time.sleep(0.01)
 
 
@@ -137,13 +137,16 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
     except (ValueError, RecursionError):
         raise StorageUnavailableError(
-            f"{path} is corrupt (not JSON); restore or remove it") from None
+            f"{path} is corrupt (not JSON); restore or remove it"
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
 class FileStorage:
     def __init__(
-        self, base_path: str | os.PathLike[str], workspace_id: str | None = None,
+        self,
+        base_path: str | os.PathLike[str],
+        workspace_id: str | None = None,
         quota: Quota | None = None,
     ) -> None:
         validate_workspace_id(workspace_id)
@@ -209,8 +212,10 @@ class FileStorage:
         return parse_workflow(name, source, meta.get("description"))
 
     def _write_workflow(self, workflow: Workflow) -> None:
-        atomic_write(self.workflows_dir / f"{workflow.name}.meta.json",
-                      json.dumps({"description": workflow.description}).encode())
+        atomic_write(
+            self.workflows_dir / f"{workflow.name}.meta.json",
+            json.dumps({"description": workflow.description}).encode(),
+        )
         atomic_write(self.workflows_dir / f"{workflow.name}.py", workflow.source.encode())
 
     def _remove_workflow(self, name: str) -> bool:
@@ -308,7 +313,8 @@ class FileStorage:
         deletes: list[Path] = []
         for workflow in upserts:
             writes[self.workflows_dir / f"{workflow.name}.meta.json"] = json.dumps(
-                {"description": workflow.description}).encode()
+                {"description": workflow.description}
+            ).encode()
             writes[self.workflows_dir / f"{workflow.name}.py"] = workflow.source.encode()
             owners[workflow.name] = library
         for name in removals:
@@ -356,11 +362,12 @@ class FileStorage:
         """Artifact data and index (descriptions, metadata) plus agent workflow sources,
         measured (files have no counter)."""
         owned = self._owners()
-        total = sum(_size(p) for p in self.artifacts_dir.rglob("*")
-                    if p.is_file() and p.name != ".lock"
-                    and not p.name.startswith(".tmp-"))
-        return total + sum(_size(p) for p in self.workflows_dir.glob("*.py")
-                           if p.stem not in owned)
+        total = sum(
+            _size(p)
+            for p in self.artifacts_dir.rglob("*")
+            if p.is_file() and p.name != ".lock" and not p.name.startswith(".tmp-")
+        )
+        return total + sum(_size(p) for p in self.workflows_dir.glob("*.py") if p.stem not in owned)
 
     @_in_thread
     def usage_bytes(self) -> int:
@@ -370,7 +377,8 @@ class FileStorage:
         validate_artifact_name(name)
         if name == INDEX_FILE:
             raise ValidationError(
-                f"invalid artifact name {name!r}: reserved for the artifacts index")
+                f"invalid artifact name {name!r}: reserved for the artifacts index"
+            )
         return self.artifacts_dir / name
 
     @_in_thread
@@ -391,11 +399,13 @@ class FileStorage:
             except (NotADirectoryError, FileExistsError):
                 raise ConflictError(
                     f"cannot save artifact {info.name!r}: a part of its path is an artifact, "
-                    "not a folder (pick another name or delete that artifact)") from None
+                    "not a folder (pick another name or delete that artifact)"
+                ) from None
             except IsADirectoryError:
                 raise ConflictError(
                     f"cannot save artifact {info.name!r}: it is a folder of other artifacts "
-                    f"(names starting with '{info.name}/')") from None
+                    f"(names starting with '{info.name}/')"
+                ) from None
             index = self._index()
             index[info.name] = entry
             atomic_write(self.artifacts_dir / INDEX_FILE, json.dumps(index).encode())
@@ -472,13 +482,13 @@ class FileStorage:
         with self._lock(self.scope):
             own = self._deps(self.workspace_deps_file)
             if spec in own:
-                atomic_write(self.workspace_deps_file,
-                             _deps_text([d for d in own if d != spec]))
+                atomic_write(self.workspace_deps_file, _deps_text([d for d in own if d != spec]))
                 return True
         if spec in self._deps():
             raise ForbiddenError(
                 f"package {spec!r} is shared by every workspace under {self.base}; it can "
-                "only be removed from the store (the library's deps), not by a session")
+                "only be removed from the store (the library's deps), not by a session"
+            )
         return False
 
     def _tools(self) -> dict[str, str]:
@@ -563,8 +573,7 @@ class _FileTransaction:
         validate_library_name(library)
         self._hold(self._st.workflows_dir)
         ups, rems = list(upserts), list(removals)
-        self.writes.append(
-            lambda: self._st._apply_library_locked(library, ups, rems, record))
+        self.writes.append(lambda: self._st._apply_library_locked(library, ups, rems, record))
 
     def update_tools(self, save: Mapping[str, str], delete: Collection[str]) -> None:
         self._hold(self._st.tools_dir)

@@ -48,30 +48,33 @@ class Quota:
     def from_env(cls, env: Mapping[str, str]) -> Quota:
         """Unset or 0 means no limit, except STORAGE_MAX_DEPS (unset: DEFAULT_MAX_DEPS)."""
         defaults = {"max_deps": DEFAULT_MAX_DEPS}
-        return cls(**{field: _limit(env, name, defaults.get(field))
-                      for field, name in ENV.items()})
+        return cls(**{field: _limit(env, name, defaults.get(field)) for field, name in ENV.items()})
 
     def check_artifact(self, name: str, size: int) -> None:
         if self.max_artifact_bytes is not None and size > self.max_artifact_bytes:
             raise QuotaExceededError(
                 f"artifact {name!r} is {size} bytes; this workspace's largest artifact may "
-                f"be {self.max_artifact_bytes} bytes (maxArtifactBytes)")
+                f"be {self.max_artifact_bytes} bytes (maxArtifactBytes)"
+            )
 
     def check_bytes(self, used_after: int, grows: bool) -> None:
         """A write that shrinks or keeps usage is always allowed (it can only help)."""
         if grows and self.max_bytes is not None and used_after > self.max_bytes:
             raise QuotaExceededError(
                 f"this write would make the workspace's storage {used_after} bytes; its limit "
-                f"is {self.max_bytes} bytes (maxStorageBytes): delete artifacts first")
+                f"is {self.max_bytes} bytes (maxStorageBytes): delete artifacts first"
+            )
 
     def check_deps(self, count_after: int) -> None:
         if self.max_deps is not None and count_after > self.max_deps:
             raise QuotaExceededError(
                 f"this workspace may add {self.max_deps} packages of its own "
-                "(STORAGE_MAX_DEPS); remove one with deps.remove() first")
+                "(STORAGE_MAX_DEPS); remove one with deps.remove() first"
+            )
 
     def check_workflows(self, count_after: int, grows: bool) -> None:
         if grows and self.max_workflows is not None and count_after > self.max_workflows:
             raise QuotaExceededError(
                 f"this workspace may hold {self.max_workflows} workflows (maxWorkflows); "
-                "delete one first")
+                "delete one first"
+            )

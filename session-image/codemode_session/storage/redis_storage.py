@@ -251,7 +251,8 @@ class RedisStorage:
             raise ForbiddenError(f"Redis refused the operation: {exc}") from None
         except AuthenticationError as exc:
             raise StorageUnavailableError(
-                f"Redis authentication failed at {self._url}: {exc}") from None
+                f"Redis authentication failed at {self._url}: {exc}"
+            ) from None
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StorageUnavailableError(f"Redis unreachable at {self._url}: {exc}") from None
         except ResponseError as exc:
@@ -274,9 +275,7 @@ class RedisStorage:
 
     async def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
-        raw = await self._call(
-            lambda: self.redis.hget(self.keys.workflows, name)
-        )
+        raw = await self._call(lambda: self.redis.hget(self.keys.workflows, name))
         return Workflow.from_json(raw) if raw is not None else None
 
     async def _usage(self, pipe: Pipeline) -> int | None:
@@ -289,8 +288,7 @@ class RedisStorage:
         by other clients)."""
         names = [_s(n) for n in await self.redis.hkeys(self.keys.artifact_index)]
         owned = {_s(n) for n in await self.redis.hkeys(self.keys.workflow_owners)}
-        agent = [_s(n) for n in await self.redis.hkeys(self.keys.workflows)
-                 if _s(n) not in owned]
+        agent = [_s(n) for n in await self.redis.hkeys(self.keys.workflows) if _s(n) not in owned]
         async with self.redis.pipeline(transaction=False) as reads:
             for name in names:
                 reads.strlen(self.keys.artifact(name))
@@ -307,7 +305,9 @@ class RedisStorage:
         pipe.hincrby(self.keys.usage, "bytes", delta)
 
     async def _watched(
-        self, keys: list[str], verb: str,
+        self,
+        keys: list[str],
+        verb: str,
         plan: Callable[[Pipeline], Awaitable[Callable[[Pipeline], None]]],
     ) -> list[Any]:
         """WATCH `keys`, let `plan` read and decide (it may raise), then run the writes it
@@ -333,7 +333,10 @@ class RedisStorage:
         return await self._call(run)
 
     async def _watched_reads(
-        self, keys: list[str], reads: list[tuple[Any, ...]], verb: str,
+        self,
+        keys: list[str],
+        reads: list[tuple[Any, ...]],
+        verb: str,
         plan: Callable[[list[Any]], Awaitable[Callable[[Pipeline], None]]],
     ) -> list[Any]:
         """Like `_watched`, in two round trips instead of one per command: WATCH and
@@ -423,16 +426,21 @@ class RedisStorage:
                 def start(p: Pipeline) -> None:
                     p.hset(keys.workflows, workflow.name, encoded)
                     p.hset(keys.usage, "bytes", str(total))
+
                 return start
             self.quota.check_bytes((used or 0) + delta, grows=delta > 0)
 
             def write(p: Pipeline) -> None:
                 p.hset(keys.workflows, workflow.name, encoded)
                 self._count(p, used, delta)
+
             return write
 
-        await self._watched([keys.workflow_owners, keys.workflows, keys.usage],
-                            f"save workflow {workflow.name!r}", plan)
+        await self._watched(
+            [keys.workflow_owners, keys.workflows, keys.usage],
+            f"save workflow {workflow.name!r}",
+            plan,
+        )
 
     async def delete_workflow(self, name: str) -> bool:
         validate_workflow_name(name)
@@ -446,10 +454,12 @@ class RedisStorage:
             def write(p: Pipeline) -> None:
                 p.hdel(keys.workflows, name)
                 self._count(p, used, -min(old, used or 0))
+
             return write
 
-        removed = await self._watched([keys.workflow_owners, keys.workflows, keys.usage],
-                                      f"delete workflow {name!r}", plan)
+        removed = await self._watched(
+            [keys.workflow_owners, keys.workflows, keys.usage], f"delete workflow {name!r}", plan
+        )
         return bool(removed[0])
 
     async def workflow_owners(self) -> dict[str, str]:
@@ -544,6 +554,7 @@ class RedisStorage:
                     p.set(key, data)
                     p.hset(keys.artifact_index, info.name, entry)
                     p.hset(keys.usage, "bytes", str(total))
+
                 return start
             self.quota.check_bytes((used or 0) + delta, grows=delta > 0)
 
@@ -551,13 +562,19 @@ class RedisStorage:
                 p.set(key, data)
                 p.hset(keys.artifact_index, info.name, entry)
                 self._count(p, used, delta)
+
             return write
 
         await self._watched_reads(
             [key, keys.artifact_index, keys.usage],
-            [("STRLEN", key), ("HSTRLEN", keys.artifact_index, info.name),
-             ("HGET", keys.usage, "bytes")],
-            f"save artifact {info.name!r}", plan)
+            [
+                ("STRLEN", key),
+                ("HSTRLEN", keys.artifact_index, info.name),
+                ("HGET", keys.usage, "bytes"),
+            ],
+            f"save artifact {info.name!r}",
+            plan,
+        )
 
     async def _stored_artifact_bytes(self, pipe: Pipeline, name: str) -> int:
         """What one artifact adds to usage: its data and its index entry."""
@@ -582,9 +599,7 @@ class RedisStorage:
 
     async def get_artifact(self, name: str) -> ArtifactInfo | None:
         validate_artifact_name(name)
-        entry = await self._call(
-            lambda: self.redis.hget(self.keys.artifact_index, name)
-        )
+        entry = await self._call(lambda: self.redis.hget(self.keys.artifact_index, name))
         return ArtifactInfo.from_index_entry(name, _loads(entry)) if entry else None
 
     async def list_artifacts(self) -> list[ArtifactInfo]:
@@ -607,10 +622,12 @@ class RedisStorage:
                 p.delete(key)
                 p.hdel(keys.artifact_index, name)
                 self._count(p, used, -min(old, used or 0))
+
             return write
 
-        deleted, unindexed, *_ = await self._watched([key, keys.artifact_index, keys.usage],
-                                                     f"delete artifact {name!r}", plan)
+        deleted, unindexed, *_ = await self._watched(
+            [key, keys.artifact_index, keys.usage], f"delete artifact {name!r}", plan
+        )
         return bool(deleted or unindexed)
 
     async def usage_bytes(self) -> int:
@@ -637,16 +654,19 @@ class RedisStorage:
 
         async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
             if await pipe.sismember(keys.deps, spec) or await pipe.sismember(
-                    keys.workspace_deps, spec):
+                keys.workspace_deps, spec
+            ):
                 return lambda p: None
             self.quota.check_deps(int(await pipe.scard(keys.workspace_deps)) + 1)
 
             def write(p: Pipeline) -> None:
                 p.sadd(keys.workspace_deps, spec)
+
             return write
 
-        result = await self._watched([keys.deps, keys.workspace_deps],
-                                     f"add package {spec!r}", plan)
+        result = await self._watched(
+            [keys.deps, keys.workspace_deps], f"add package {spec!r}", plan
+        )
         return bool(result and result[0])
 
     async def remove_dep(self, spec: str) -> bool:
@@ -659,7 +679,8 @@ class RedisStorage:
         if keys.workspace_deps != keys.deps and shared:
             raise ForbiddenError(
                 f"package {spec!r} is shared by every workspace of prefix {self.prefix!r}; "
-                "it can only be removed from the store (the library's deps), not by a session")
+                "it can only be removed from the store (the library's deps), not by a session"
+            )
         return False
 
     async def list_tools(self) -> dict[str, str]:

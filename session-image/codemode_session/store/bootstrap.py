@@ -158,15 +158,25 @@ async def bootstrap_workflows(
 
     async def decide(txn: StorageTransaction) -> SyncResult:
         nonlocal wanted
-        result = SyncResult(revision=revision, digest=digest, count=len(catalog),
-                            library=library, workspace_id=storage.workspace_id)
-        fresh = LibraryRecord(revision=revision, digest=digest, count=len(catalog),
-                              synced_at=time.time())
+        result = SyncResult(
+            revision=revision,
+            digest=digest,
+            count=len(catalog),
+            library=library,
+            workspace_id=storage.workspace_id,
+        )
+        fresh = LibraryRecord(
+            revision=revision, digest=digest, count=len(catalog), synced_at=time.time()
+        )
         owners = await txn.workflow_owners()
         record = await _read_record(txn, library)
         owned = {n for n, lib in owners.items() if lib == library}
-        if (not force and record is not None and record.digest == digest
-                and owned == set(catalog.texts)):
+        if (
+            not force
+            and record is not None
+            and record.digest == digest
+            and owned == set(catalog.texts)
+        ):
             txn.apply_library(library, [], [], fresh)
             result.unchanged = len(catalog)
             return result
@@ -175,8 +185,7 @@ async def bootstrap_workflows(
         existing = await txn.get_workflows(sorted(wanted))
         plan = plan_workflows(library, wanted, existing, owners, prune, adopt)
         txn.apply_library(library, plan.upserts, plan.removals, fresh)
-        result.added, result.updated, result.unchanged = (
-            plan.added, plan.updated, plan.unchanged)
+        result.added, result.updated, result.unchanged = (plan.added, plan.updated, plan.unchanged)
         result.removed, result.adopted = len(plan.removals), plan.adopted
         return result
 
@@ -204,14 +213,18 @@ async def unpublish_library(storage: Storage, library: str) -> SyncResult:
     return await storage.transaction(decide, f"removal of library {library!r}")
 
 
-async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: bool
-                     ) -> SyncResult:
+async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: bool) -> SyncResult:
     """Add and update (and with `prune` remove) tools in one atomic write."""
 
     async def decide(txn: StorageTransaction) -> SyncResult:
         current = await txn.list_tools()
-        result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
-                            workspace_id=None, type="tools")
+        result = SyncResult(
+            revision=revision,
+            digest=catalog.digest,
+            count=len(catalog),
+            workspace_id=None,
+            type="tools",
+        )
         save: dict[str, str] = {}
         for name, text in sorted(catalog.texts.items()):
             if current.get(name) == text:
@@ -231,14 +244,18 @@ async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: b
     return await storage.transaction(decide, "tools sync")
 
 
-async def sync_deps(storage: Storage, catalog: Catalog, revision: str, prune: bool
-                    ) -> SyncResult:
+async def sync_deps(storage: Storage, catalog: Catalog, revision: str, prune: bool) -> SyncResult:
     """Add (and with `prune` remove) package specs in one atomic write."""
 
     async def decide(txn: StorageTransaction) -> SyncResult:
         current = set(await txn.list_deps())
-        result = SyncResult(revision=revision, digest=catalog.digest, count=len(catalog),
-                            workspace_id=None, type="deps")
+        result = SyncResult(
+            revision=revision,
+            digest=catalog.digest,
+            count=len(catalog),
+            workspace_id=None,
+            type="deps",
+        )
         add = sorted(set(catalog.texts) - current)
         remove = sorted(current - set(catalog.texts)) if prune else []
         result.unchanged = len(catalog) - len(add)

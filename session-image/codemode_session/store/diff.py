@@ -26,8 +26,12 @@ class Diff:
         return bool(self.added or self.removed or self.changed)
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"added": self.added, "removed": self.removed, "changed": self.changed,
-                "unchanged": self.unchanged}
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+        }
 
     def lines(self) -> list[str]:
         marked = [("+", n) for n in self.added] + [("-", n) for n in self.removed]

@@ -140,11 +140,18 @@ def validate_subpath(path: str) -> str:
     return "/".join(parts)
 
 
-def _run(argv: list[str], stdin: bytes | None, env: dict[str, str], timeout: float
-         ) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    argv: list[str], stdin: bytes | None, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[bytes]:
     """subprocess.run, but a timeout kills git's whole process group (remote helpers too)."""
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env, start_new_session=True) as proc:
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -203,17 +210,16 @@ class _Git:
             text = text.replace(self.url, self.shown_url)
         return re.sub(r"(https?://)[^/@\s]+@", r"\1", text)
 
-    def run(self, *args: str, stdin: bytes | None = None, check: bool = True
-            ) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, stdin: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise GitError(f"git timed out after {self.timeout:g}s on {self.shown_url}")
         try:
             proc = _run(["git", f"--git-dir={self.gitdir}", *args], stdin, self.env, remaining)
         except subprocess.TimeoutExpired:
-            raise GitError(
-                f"git timed out after {self.timeout:g}s on {self.shown_url}"
-            ) from None
+            raise GitError(f"git timed out after {self.timeout:g}s on {self.shown_url}") from None
         except FileNotFoundError:
             raise GitError("git is not installed (it is needed for git sources)") from None
         if check and proc.returncode != 0:
@@ -232,33 +238,62 @@ class _Git:
         """Classify git's stderr into one line a user can act on."""
         low = stderr.decode(errors="replace").lower()
         url = self.shown_url
-        if any(s in low for s in ("authentication failed", "could not read username",
-                                  "could not read password", "401", "403 forbidden",
-                                  "the requested url returned error: 403")):
-            return GitAuthError(f"git authentication failed for {url} (check the credentials)")
-        if any(s in low for s in ("not found", "does not appear to be a git repository",
-                                  "404", "no such file or directory")) and (
-            "remote ref" not in low
+        if any(
+            s in low
+            for s in (
+                "authentication failed",
+                "could not read username",
+                "could not read password",
+                "401",
+                "403 forbidden",
+                "the requested url returned error: 403",
+            )
         ):
+            return GitAuthError(f"git authentication failed for {url} (check the credentials)")
+        if any(
+            s in low
+            for s in (
+                "not found",
+                "does not appear to be a git repository",
+                "404",
+                "no such file or directory",
+            )
+        ) and ("remote ref" not in low):
             return GitError(f"git repository not found: {url}")
-        if any(s in low for s in ("could not resolve host", "failed to connect",
-                                  "connection refused", "couldn't connect",
-                                  "timed out", "ssl", "certificate")):
+        if any(
+            s in low
+            for s in (
+                "could not resolve host",
+                "failed to connect",
+                "connection refused",
+                "couldn't connect",
+                "timed out",
+                "ssl",
+                "certificate",
+            )
+        ):
             return GitError(f"cannot reach git repository {url}: {self.last_line(stderr)}")
         return GitError(f"{what} failed for {url}: {self.last_line(stderr)}")
 
 
 def _missing_ref(stderr: bytes) -> bool:
     low = stderr.decode(errors="replace").lower()
-    return any(s in low for s in ("couldn't find remote ref", "not our ref",
-                                  "unadvertised object", "no such remote ref",
-                                  "invalid refspec", "remote error: upload-pack"))
+    return any(
+        s in low
+        for s in (
+            "couldn't find remote ref",
+            "not our ref",
+            "unadvertised object",
+            "no such remote ref",
+            "invalid refspec",
+            "remote error: upload-pack",
+        )
+    )
 
 
 def _fetch_commit(git: _Git, ref: str) -> str:
     """Fetch `ref` (branch, tag, full or short sha) at depth 1 where possible."""
-    proc = git.run("fetch", "--quiet", "--no-tags", "--depth", "1", "--", git.url, ref,
-                   check=False)
+    proc = git.run("fetch", "--quiet", "--no-tags", "--depth", "1", "--", git.url, ref, check=False)
     if proc.returncode == 0:
         out = git.run("rev-parse", "--verify", "FETCH_HEAD^{commit}").stdout
         return out.decode().strip()
@@ -268,8 +303,14 @@ def _fetch_commit(git: _Git, ref: str) -> str:
         raise NotFoundError(f"git ref {ref!r} not found in {git.shown_url}")
     # A (short) commit sha the server will not serve directly: fetch everything
     # reachable, then resolve it locally.
-    git.run("fetch", "--quiet", "--", git.url,
-            "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+    git.run(
+        "fetch",
+        "--quiet",
+        "--",
+        git.url,
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
+    )
     found = git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     if found.returncode != 0:
         raise NotFoundError(f"git ref {ref!r} not found in {git.shown_url}")
@@ -289,8 +330,9 @@ def check_utf8_name(name: str) -> None:
         raise ValidationError(f"{shown}: file name is not UTF-8") from None
 
 
-def _read_folder(git: _Git, commit: str, subpath: str,
-                 wanted: Callable[[str], bool] = _keep_all) -> dict[str, bytes]:
+def _read_folder(
+    git: _Git, commit: str, subpath: str, wanted: Callable[[str], bool] = _keep_all
+) -> dict[str, bytes]:
     """Read the regular files directly in `subpath` that `wanted` accepts, via one
     `cat-file --batch`. A symlink to a regular file of the repository reads as that
     file; one that leaves the repository is refused; submodules are skipped."""
@@ -342,8 +384,9 @@ def _cat_blobs(git: _Git, commit: str, objects: list[tuple[str, str]]) -> list[b
     return blobs
 
 
-def _link_targets(git: _Git, commit: str, subpath: str,
-                  links: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
+def _link_targets(
+    git: _Git, commit: str, subpath: str, links: list[tuple[str, str]]
+) -> list[tuple[str, str, int]]:
     """(object id, link name, size) of the regular files that in-repository symlinks
     point at. A link out of the repository is refused; a dangling one, or one to a
     folder or another link, is skipped (as in a folder source)."""
@@ -372,19 +415,27 @@ def _local_repo(url: str) -> Path | None:
     return Path(url)
 
 
-def _read_local(repo: Path, url: str, ref: str, subpath: str, timeout: float,
-                wanted: Callable[[str], bool] = _keep_all) -> GitTree:
+def _read_local(
+    repo: Path,
+    url: str,
+    ref: str,
+    subpath: str,
+    timeout: float,
+    wanted: Callable[[str], bool] = _keep_all,
+) -> GitTree:
     """Read a repository on this machine in place: no transport, pack or copy needed."""
     probe = _Git(repo, url, GitAuth(), timeout)
-    found = _run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], None, probe.env,
-                 timeout)
+    found = _run(
+        ["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], None, probe.env, timeout
+    )
     gitdir = Path(found.stdout.decode().strip())
     # Like a fetch would, refuse a folder that is merely inside a repository.
     if found.returncode != 0 or not (gitdir == repo.resolve() or (repo / ".git").exists()):
         raise GitError(f"git repository not found: {url} is not a git repository")
     git = _Git(gitdir, url, GitAuth(), timeout)
-    resolved = git.run("rev-parse", "--verify", "--quiet", "--end-of-options",
-                       f"{ref}^{{commit}}", check=False)
+    resolved = git.run(
+        "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
+    )
     if resolved.returncode != 0:
         raise NotFoundError(f"git ref {ref!r} not found in {url}")
     commit = resolved.stdout.decode().strip()
@@ -420,8 +471,15 @@ def fetch_folder(
     return _fetch_folder(url, validate_ref(ref), subpath, auth, timeout, local_in_place, wanted)
 
 
-def _fetch_folder(url: str, ref: str, subpath: str, auth: GitAuth | None, timeout: float,
-                  local_in_place: bool, wanted: Callable[[str], bool]) -> GitTree:
+def _fetch_folder(
+    url: str,
+    ref: str,
+    subpath: str,
+    auth: GitAuth | None,
+    timeout: float,
+    local_in_place: bool,
+    wanted: Callable[[str], bool],
+) -> GitTree:
     local = _local_repo(url)
     if local is not None and local_in_place:
         return _read_local(local, url, ref, subpath, timeout, wanted)

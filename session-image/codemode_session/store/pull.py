@@ -57,8 +57,10 @@ async def list_entries(storage: Storage, kind: Kind, library: str | None = None)
     """Names and descriptions in the target; with a library, only what it owns."""
     if kind == "workflows":
         owners = await storage.workflow_owners()
-        entries = [Entry(w.name, w.description, owners.get(w.name))
-                   for w in await stored_workflows(storage)]
+        entries = [
+            Entry(w.name, w.description, owners.get(w.name))
+            for w in await stored_workflows(storage)
+        ]
         if library is not None:
             entries = [e for e in entries if e.owner == library]
         return entries
@@ -67,8 +69,9 @@ async def list_entries(storage: Storage, kind: Kind, library: str | None = None)
     return [Entry(spec) for spec in await storage.list_deps()]
 
 
-async def pull_to_folder(storage: Storage, kind: Kind, folder: str,
-                         library: str | None = None) -> list[str]:
+async def pull_to_folder(
+    storage: Storage, kind: Kind, folder: str, library: str | None = None
+) -> list[str]:
     """Write the target's items into `folder`; returns the file names written.
 
     Same-named files in `folder` are replaced, other files are left alone.

@@ -108,8 +108,9 @@ def load_snapshot(spec: SourceSpec, wanted: NameFilter = _everything) -> Snapsho
     """Read the source's files (only those `wanted` names, so a large unrelated file
     beside the workflows is never read); git sources are fetched first."""
     if spec.git_url is not None:
-        tree = fetch_folder(spec.git_url, spec.ref, spec.path, spec.auth, spec.timeout,
-                            wanted=wanted)
+        tree = fetch_folder(
+            spec.git_url, spec.ref, spec.path, spec.auth, spec.timeout, wanted=wanted
+        )
         return Snapshot(files=tree.files, revision=tree.commit, origin=spec.git_url)
     assert spec.folder is not None
     sub = validate_subpath(spec.path)

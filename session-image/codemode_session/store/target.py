@@ -125,5 +125,6 @@ async def _open_folder(directory: str, workspace_id: str | None, create: bool) -
         await storage.ping()
     except OSError as exc:
         raise StorageUnavailableError(
-            f"cannot use target folder {base}: {exc.strerror or exc}") from None
+            f"cannot use target folder {base}: {exc.strerror or exc}"
+        ) from None
     return storage

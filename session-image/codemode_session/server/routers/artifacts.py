@@ -22,9 +22,10 @@ from codemode_session.storage.base import ArtifactInfo
 router = authenticated_router()
 
 BINARY_ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The artifact: JSON, or bytes for binary data",
-          "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                              "format": "binary"}}}},
+    200: {
+        "description": "The artifact: JSON, or bytes for binary data",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
 }
 
 
@@ -57,8 +58,11 @@ def _payload(body: ArtifactCreate) -> tuple[bytes, str]:
 @router.post("/api/artifacts", status_code=201, responses=errors(404, 409, 413, 503))
 async def save_artifact(body: ArtifactCreate, workspace: CallerWorkspace) -> dict[str, Any]:
     payload, data_type = _payload(body)
-    info = ArtifactInfo(name=body.name, description=body.description,
-                        metadata=artifact_metadata(body.metadata, data_type))
+    info = ArtifactInfo(
+        name=body.name,
+        description=body.description,
+        metadata=artifact_metadata(body.metadata, data_type),
+    )
     await workspace.storage().save_artifact(info, payload)
     return info.to_dict()
 

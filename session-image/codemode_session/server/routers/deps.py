@@ -19,7 +19,8 @@ router = authenticated_router()
 def require_runtime_deps(config: ServerConfig, verb: str) -> None:
     if not config.allow_runtime_deps:
         raise ForbiddenError(
-            f"deps {verb} is disabled: runtime dependencies are off (ALLOW_RUNTIME_DEPS)")
+            f"deps {verb} is disabled: runtime dependencies are off (ALLOW_RUNTIME_DEPS)"
+        )
 
 
 async def install(config: ServerConfig, specs: list[str]) -> None:

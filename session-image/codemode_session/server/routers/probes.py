@@ -33,8 +33,11 @@ async def health(state: State) -> dict[str, Any]:
     }
 
 
-@router.get("/ready", response_model=ReadyResponse,
-            responses={503: {"model": ReadyResponse, "description": "storage does not answer"}})
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "storage does not answer"}},
+)
 async def ready(state: State) -> JSONResponse:
     try:
         await asyncio.wait_for(state.storage_for(None).ping(), READY_TIMEOUT)

@@ -32,14 +32,19 @@ from codemode_session.server.state import UNKNOWN_SESSION
 router = authenticated_router()
 
 
-@router.post("/sessions", status_code=201, response_model=CreateSessionResponse,
-             responses=errors(403, 429))
-async def create_session(state: State, body: CreateSessionRequest | None = None
-                         ) -> CreateSessionResponse:
+@router.post(
+    "/sessions", status_code=201, response_model=CreateSessionResponse, responses=errors(403, 429)
+)
+async def create_session(
+    state: State, body: CreateSessionRequest | None = None
+) -> CreateSessionResponse:
     workspace = state.resolve_workspace(body.workspace_id if body else None)
     session = await state.open_session(workspace)
-    return CreateSessionResponse(session_id=session.id, workspace_id=workspace,
-                                 idle_timeout_seconds=state.config.session_idle_timeout)
+    return CreateSessionResponse(
+        session_id=session.id,
+        workspace_id=workspace,
+        idle_timeout_seconds=state.config.session_idle_timeout,
+    )
 
 
 @router.delete("/sessions", responses=errors(404))
@@ -54,18 +59,25 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
     (a list of errors), as the document says."""
     timeout = requested or config.default_timeout
     if timeout > config.max_execution_time:
-        raise RequestValidationError([{
-            "type": "less_than_equal", "loc": ("body", "timeout"), "input": timeout,
-            "msg": f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME="
-                   f"{config.max_execution_time:g}s",
-            "ctx": {"le": config.max_execution_time},
-        }])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "timeout"),
+                    "input": timeout,
+                    "msg": f"timeout {timeout:g}s exceeds MAX_EXECUTION_TIME="
+                    f"{config.max_execution_time:g}s",
+                    "ctx": {"le": config.max_execution_time},
+                }
+            ]
+        )
     return timeout
 
 
 @router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
-async def execute(body: ExecuteRequest, state: State,
-                  x_session_id: OptionalSessionHeader = None) -> Response:
+async def execute(
+    body: ExecuteRequest, state: State, x_session_id: OptionalSessionHeader = None
+) -> Response:
     config = state.config
     if len(body.code.encode()) > config.max_code_bytes:
         raise TooLarge(f"code is larger than {config.max_code_bytes} bytes")
@@ -81,8 +93,9 @@ async def info(workspace: CallerWorkspace) -> dict[str, Any]:
     config = workspace.state.config
     storage = workspace.storage()
     tools = await tool_specs_for(storage, config.tools_path)
-    workflows = [{"name": w.name, "description": w.description}
-                 for w in await storage.list_workflows()]
+    workflows = [
+        {"name": w.name, "description": w.description} for w in await storage.list_workflows()
+    ]
     return {
         "tools": [{"name": s.name, "description": s.description} for s in tools.values()],
         "workflows": workflows,

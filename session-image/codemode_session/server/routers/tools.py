@@ -29,9 +29,11 @@ async def list_tools(workspace: CallerWorkspace) -> list[dict[str, Any]]:
 
 
 @router.get("/api/tools/search", responses=errors(404, 503))
-async def search_tools(query: str, workspace: CallerWorkspace,
-                       limit: int = 10) -> list[dict[str, Any]]:
+async def search_tools(
+    query: str, workspace: CallerWorkspace, limit: int = 10
+) -> list[dict[str, Any]]:
     specs = (await _specs(workspace)).values()
-    scored = sorted(((search_score(query, s.name, s.description), s) for s in specs),
-                    key=lambda x: -x[0])
+    scored = sorted(
+        ((search_score(query, s.name, s.description), s) for s in specs), key=lambda x: -x[0]
+    )
     return [s.summary() for score, s in scored if score > 0][: max(0, limit)]

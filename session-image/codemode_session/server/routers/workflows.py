@@ -26,11 +26,14 @@ async def list_workflows(workspace: CallerWorkspace) -> list[dict[str, Any]]:
 
 # Before `/api/workflows/{name:path}`, which would take "search" for a name.
 @router.get("/api/workflows/search", responses=errors(404, 503))
-async def search_workflows(query: str, workspace: CallerWorkspace,
-                           limit: int = 10) -> list[dict[str, Any]]:
+async def search_workflows(
+    query: str, workspace: CallerWorkspace, limit: int = 10
+) -> list[dict[str, Any]]:
     workflows = await workspace.storage().list_workflows()
-    scored = sorted(((search_score(query, w.name, w.description), w) for w in workflows),
-                    key=lambda x: (-x[0], x[1].name))
+    scored = sorted(
+        ((search_score(query, w.name, w.description), w) for w in workflows),
+        key=lambda x: (-x[0], x[1].name),
+    )
     return [w.summary() for score, w in scored if score > 0][: max(0, limit)]
 
 
