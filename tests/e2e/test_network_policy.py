@@ -429,9 +429,22 @@ def _await_enforced(net: Net, sentinels: list[Check], what: str) -> None:
     )
 
 
+def _baseline(net: Net, checks: list[Check]) -> list[str]:
+    """Every check's outcome before any policy, once all connect: a Service answers a
+    moment after its pod is Ready (kube-proxy programs it then), so this waits up to 30
+    rounds for that, and returns the last outcomes either way."""
+    details = net.run(checks)
+    for _ in range(30):
+        if all(c.passed(d) for c, d in zip(checks, details, strict=True)):
+            break
+        time.sleep(1)
+        details = net.run(checks)
+    return details
+
+
 def test_workspace_policy_allows_exactly_redis_dns_and_the_allow_list(net: Net) -> None:
     checks = _checks(net)
-    before = net.run(checks)
+    before = _baseline(net, checks)
     unreachable = [c for c, d in zip(checks, before, strict=True) if not c.passed(d)]
     assert not unreachable, (
         "every target must answer before any policy, or a deny proves "
@@ -473,7 +486,7 @@ def test_a_default_deny_policy_blocks_a_working_connection(
     net = Net(cluster, {}, {"client": (namespace, "client")}, {"server": server_ip}, "", ("", 0))
     open_ = Check("client", f"server :{PORT}", "tcp", server_ip, PORT, True)
     shut = Check("client", f"server :{PORT}", "tcp", server_ip, PORT, False)
-    [detail] = net.run([open_])
+    [detail] = _baseline(net, [open_])
     assert open_.passed(detail), f"no connection without a policy:\n{_table([open_], [detail])}"
 
     networking: Any = client.NetworkingV1Api(cluster.api_client())
