@@ -18,6 +18,8 @@ from typing import Any
 from codemode_operator.kube import LIST_PAGE, Obj
 from kubernetes.client.exceptions import ApiException
 
+Events = list[tuple[str, str, str, str]]  # (name, type, reason, message) posted
+
 PLURALS = {
     "Pod": "pods",
     "Service": "services",

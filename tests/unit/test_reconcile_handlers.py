@@ -23,28 +23,12 @@ from codemode_operator.settings import ConfigError, OperatorConfig
 from codemode_operator.vocabulary import FINAL_PHASES, Phase, is_final
 from kubernetes.client.exceptions import ApiException
 
-from tests.unit.fake_kube import NS, FakeKube, library, pod_status, session, workspace
+from tests.unit.fake_kube import NS, Events, FakeKube, library, pod_status, session, workspace
 
 CFG = OperatorConfig.from_env({"SESSION_POLL_SECONDS": "1"})
-Events = list[tuple[str, str, str, str]]
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_rec, "_admitted", {})
-    monkeypatch.setattr(session_rec, "_workspaces", {})
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    fake = FakeKube()
-    fake.put("workspaces", workspace())
-    return fake
-
-
-@pytest.fixture
-def events() -> Events:
-    return []
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture

@@ -20,28 +20,12 @@ from codemode_operator.reconcile import session as rec
 from codemode_operator.settings import OperatorConfig
 from codemode_operator.vocabulary import ConditionType, Phase, Reason
 
-from tests.unit.fake_kube import NS, FakeKube, pod_status, session, workspace
+from tests.unit.fake_kube import NS, Events, FakeKube, pod_status, session, workspace
 
 CFG = OperatorConfig.from_env({})
-Events = list[tuple[str, str, str, str]]
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rec, "_admitted", {})
-    monkeypatch.setattr(rec, "_workspaces", {})
-
-
-@pytest.fixture
-def kube() -> FakeKube:
-    fake = FakeKube()
-    fake.put("workspaces", workspace())
-    return fake
-
-
-@pytest.fixture
-def events() -> Events:
-    return []
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture
