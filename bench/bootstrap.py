@@ -18,18 +18,16 @@ import contextlib
 import io
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
 from codemode_session.cli import store_cmd
 from codemode_session.store import gitfetch
+from local_redis import redis_server
 
 WORKFLOW = '''"""Workflow number {i}: adds {i} to a value."""
 
@@ -43,52 +41,6 @@ async def run(value: int, scale: float = 1.0, label: str = "w{i}") -> dict:
     """
     return {{"label": label, "result": (value + {i}) * scale}}
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -138,7 +90,7 @@ def main() -> None:
         repo = make_repo(root, opts.workflows)
         build_s = time.perf_counter() - t0
         (root / "redis").mkdir()
-        with redis_server(root / "redis") as url:
+        with redis_server(root / "redis") as (url, _pid):
             argv = [
                 "store",
                 "bootstrap",

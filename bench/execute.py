@@ -39,7 +39,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -52,23 +51,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from local_redis import free_port, redis_server
+
 TOKEN = "bench-token-0123456789"
 NOOP = "async def run():\n    return None\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -104,37 +90,6 @@ def children(pid: int) -> list[int]:
             if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
                 found.append(int(entry))
     return found
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0", proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
