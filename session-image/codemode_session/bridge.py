@@ -1,12 +1,9 @@
-"""Run async storage calls from synchronous user code.
+"""Run a workflow's `async def run` to completion from synchronous agent code.
 
-User code and workflows call `artifacts.save(...)` synchronously, from plain code
-or from inside a running `async def run`. Storage is async (redis-py asyncio), and
-its connections belong to one event loop, so every storage call runs on the
-bridge's own loop, one call at a time. A caller with no running loop in its
-thread (plain agent code: the common case) runs that loop itself, which costs no
-thread hand-off; a caller inside a running loop (top-level `await`, a workflow's
-`async def run`) has a helper thread run it and blocks on the result.
+`workflows.name(...)` is a plain call, from plain code or from inside a running
+`async def run` (a workflow invoking another), so the coroutine it gets back is
+driven here. (Storage calls need none of this: they are synchronous frames to the
+server, see storage/brokered.py.)
 """
 
 from __future__ import annotations
@@ -14,38 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-
-class SyncBridge:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._lock = threading.Lock()
-        self._helper: ThreadPoolExecutor | None = None
-
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        with self._lock:
-            if timeout is None:
-                return self.loop.run_until_complete(coro)
-            return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            in_loop = False
-        else:
-            in_loop = True
-        if not in_loop:
-            # Outside the `except` block: a storage error must not show the agent a
-            # chained "RuntimeError: no running event loop" it has nothing to do with.
-            return self._run(coro, timeout)
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
-        return self._helper.submit(self._run, coro, timeout).result()
 
 
 def _idle_current_loop() -> asyncio.AbstractEventLoop | None:

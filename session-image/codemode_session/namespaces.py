@@ -1,7 +1,7 @@
 """The four names ready inside executed code: tools, workflows, artifacts, deps.
 
-They are synchronous facades over async storage (see bridge.py), so agent code
-stays simple: `artifacts.save("x", data)`, `workflows.summarize(text=t)`.
+They are synchronous facades over the server's storage (storage/brokered.py), so
+agent code stays simple: `artifacts.save("x", data)`, `workflows.summarize(text=t)`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from codemode_session.bridge import SyncBridge, run_coroutine_sync
+from codemode_session.bridge import run_coroutine_sync
 from codemode_session.errors import ForbiddenError, NotFoundError, ValidationError
 from codemode_session.names import (
     RESERVED_WORKFLOW_NAMES,
     validate_artifact_name,
     validate_package_spec,
 )
-from codemode_session.storage.base import ArtifactInfo, Storage
+from codemode_session.storage.base import ArtifactInfo
+from codemode_session.storage.brokered import BrokeredStorage as AgentStorage
 from codemode_session.tools import (
     ToolSpec,
     get_spec,
@@ -77,9 +78,8 @@ def decode_artifact(info: ArtifactInfo, data: bytes) -> Any:
 class ArtifactsNamespace:
     """Persistent data shared by every session of the workspace."""
 
-    def __init__(self, storage: Storage, bridge: SyncBridge) -> None:
+    def __init__(self, storage: AgentStorage) -> None:
         self._storage = storage
-        self._bridge = bridge
 
     def save(
         self,
@@ -100,27 +100,27 @@ class ArtifactsNamespace:
             created_at=time.time(),
             metadata=artifact_metadata(metadata, data_type),
         )
-        self._bridge.call(self._storage.save_artifact(info, payload))
+        self._storage.save_artifact(info, payload)
         return info.to_dict()
 
     def load(self, name: str) -> Any:
-        found = self._bridge.call(self._storage.load_artifact(name))
+        found = self._storage.load_artifact(name)
         if found is None:
             raise NotFoundError(f"no artifact named {name!r}")
         return decode_artifact(*found)
 
     def get(self, name: str) -> dict[str, Any] | None:
-        info = self._bridge.call(self._storage.get_artifact(name))
+        info = self._storage.get_artifact(name)
         return info.to_dict() if info else None
 
     def exists(self, name: str) -> bool:
         return self.get(name) is not None
 
     def list(self) -> list[dict[str, Any]]:
-        return [i.to_dict() for i in self._bridge.call(self._storage.list_artifacts())]
+        return [i.to_dict() for i in self._storage.list_artifacts()]
 
     def delete(self, name: str) -> bool:
-        return self._bridge.call(self._storage.delete_artifact(name))
+        return self._storage.delete_artifact(name)
 
     def __repr__(self) -> str:
         return "<artifacts: save, load, list, exists, get, delete>"
@@ -154,9 +154,8 @@ class _Tool:
 class ToolsNamespace:
     """CLI tools from TOOLS_PATH and the prefix's Redis tool hash."""
 
-    def __init__(self, storage: Storage, bridge: SyncBridge, tools_path: str | None) -> None:
+    def __init__(self, storage: AgentStorage, tools_path: str | None) -> None:
         self._storage = storage
-        self._bridge = bridge
         self._tools_path = tools_path
         self._cache: tuple[float, dict[str, ToolSpec]] | None = None
 
@@ -164,7 +163,7 @@ class ToolsNamespace:
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > 5.0:
             texts = load_tools_dir(self._tools_path)
-            texts.update(self._bridge.call(self._storage.list_tools()))
+            texts.update(self._storage.list_tools())
             self._cache = (now, tool_specs(texts))
         return self._cache[1]
 
@@ -192,33 +191,32 @@ class WorkflowsNamespace:
     """Reusable async recipes shared by every agent of the workspace."""
 
     def __init__(
-        self, storage: Storage, bridge: SyncBridge, globals_factory: Callable[[], dict[str, Any]]
+        self, storage: AgentStorage, globals_factory: Callable[[], dict[str, Any]]
     ) -> None:
         self._storage = storage
-        self._bridge = bridge
         self._globals_factory = globals_factory
         self._compiled: dict[str, tuple[str, Callable[..., Any]]] = {}
 
     def list(self) -> list[dict[str, Any]]:
-        return [w.summary() for w in self._bridge.call(self._storage.list_workflows())]
+        return [w.summary() for w in self._storage.list_workflows()]
 
     def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
-        workflows = self._bridge.call(self._storage.list_workflows())
+        workflows = self._storage.list_workflows()
         scored = [(search_score(query, w.name, w.description), w) for w in workflows]
         hits = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1].name))
         return [w.summary() for _, w in hits[:limit]]
 
     def get(self, name: str) -> dict[str, Any] | None:
-        workflow = self._bridge.call(self._storage.get_workflow(name))
+        workflow = self._storage.get_workflow(name)
         return workflow.to_dict() if workflow else None
 
     def create(self, name: str, source: str, description: str = "") -> dict[str, Any]:
         workflow = parse_workflow(name, source, description or None)
-        self._bridge.call(self._storage.save_workflow(workflow))
+        self._storage.save_workflow(workflow)
         return workflow.summary()
 
     def delete(self, name: str) -> bool:
-        return self._bridge.call(self._storage.delete_workflow(name))
+        return self._storage.delete_workflow(name)
 
     def _function(self, workflow: Workflow) -> Callable[..., Any]:
         cached = self._compiled.get(workflow.name)
@@ -235,7 +233,7 @@ class WorkflowsNamespace:
         return run
 
     def invoke(self, name: str, /, **kwargs: Any) -> Any:
-        workflow = self._bridge.call(self._storage.get_workflow(name))
+        workflow = self._storage.get_workflow(name)
         if workflow is None:
             raise NotFoundError(f"no workflow named {name!r}")
         result = self._function(workflow)(**kwargs)
@@ -266,13 +264,11 @@ class DepsNamespace:
 
     def __init__(
         self,
-        storage: Storage,
-        bridge: SyncBridge,
+        storage: AgentStorage,
         allow_runtime: bool,
         install: Callable[[list[str]], None],
     ) -> None:
         self._storage = storage
-        self._bridge = bridge
         self._allow = allow_runtime
         self._install = install
 
@@ -285,19 +281,19 @@ class DepsNamespace:
             )
 
     def list(self) -> list[str]:
-        return self._bridge.call(self._storage.list_deps())
+        return self._storage.list_deps()
 
     def add(self, spec: str) -> dict[str, Any]:
         self._require_allowed("add")
         spec = validate_package_spec(spec)
         self._install([spec])
-        self._bridge.call(self._storage.add_dep(spec))
+        self._storage.add_dep(spec)
         return {"installed": [spec]}
 
     def remove(self, spec: str) -> bool:
         self._require_allowed("remove")
         spec = validate_package_spec(spec)
-        return self._bridge.call(self._storage.remove_dep(spec))
+        return self._storage.remove_dep(spec)
 
     def sync(self) -> dict[str, Any]:
         self._require_allowed("sync")

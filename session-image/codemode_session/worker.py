@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from codemode_session import protocol
-from codemode_session.bridge import SyncBridge
 from codemode_session.channel import WorkerChannel
 from codemode_session.limits import apply_worker_limits, leave_pids_cgroup, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
@@ -38,19 +37,18 @@ def build_namespace(
     workspace_id: str | None, channel: WorkerChannel, config: WorkerConfig
 ) -> dict[str, Any]:
     """The globals agent code starts with; their storage is the server's, by call."""
-    bridge = SyncBridge()
     storage = BrokeredStorage(channel, config.storage_prefix, validate_workspace_id(workspace_id))
     deps_dir = config.deps_dir
-    tools = ToolsNamespace(storage, bridge, config.tools_path)
-    artifacts = ArtifactsNamespace(storage, bridge)
+    tools = ToolsNamespace(storage, config.tools_path)
+    artifacts = ArtifactsNamespace(storage)
 
     def install(specs: list[str]) -> None:
-        bridge.call(storage.install_deps(specs))
+        storage.install_deps(specs)
         if deps_dir and deps_dir not in sys.path:
             sys.path.insert(0, deps_dir)
         importlib.invalidate_caches()
 
-    deps = DepsNamespace(storage, bridge, config.allow_runtime_deps, install)
+    deps = DepsNamespace(storage, config.allow_runtime_deps, install)
 
     def workflow_globals() -> dict[str, Any]:
         return {
@@ -61,7 +59,7 @@ def build_namespace(
             "__builtins__": __builtins__,
         }
 
-    workflows = WorkflowsNamespace(storage, bridge, workflow_globals)
+    workflows = WorkflowsNamespace(storage, workflow_globals)
     namespace = workflow_globals()
     namespace["__name__"] = "__main__"
     return namespace

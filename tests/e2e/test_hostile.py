@@ -786,8 +786,8 @@ def storage_quotas(rows: Rows, w: World) -> None:
         members_before = int(w.admin.scard(deps_key))
         out = a.value(
             "_added, _err = 0, None\nfor _i in range(3000):\n    try:\n"
-            "        deps._bridge.call(deps._storage.add_dep("
-            "f'hostile-fill-{_i:05d}-' + 'x' * 170))\n        _added += 1\n"
+            "        deps._storage.add_dep("
+            "f'hostile-fill-{_i:05d}-' + 'x' * 170)\n        _added += 1\n"
             "    except Exception as _e:\n        _err = [type(_e).__name__, str(_e)[:120]]\n"
             "        break\n[_added, _err]",
             timeout=120,
@@ -813,7 +813,7 @@ def storage_quotas(rows: Rows, w: World) -> None:
         refused = a.value(
             "try:\n    deps.remove('b-needs-this==1.0')\n    _r = None\n"
             "except Exception as _e:\n    _r = type(_e).__name__\n"
-            "deps._bridge.call(deps._storage.add_dep('a-planted==6.6.6'))\n_r"
+            "deps._storage.add_dep('a-planted==6.6.6')\n_r"
         )
         seen = b.value("deps.list()")
         row.result(

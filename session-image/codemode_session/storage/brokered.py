@@ -3,20 +3,18 @@
 A worker holds no storage credentials: its namespaces (`artifacts`, `workflows`,
 `tools`, `deps`) ask the server over the worker's socket, and the server
 decides, scoped to the session's workspace and within its quotas. Raw Redis
-commands are out of reach because there is nothing to connect with.
+commands are out of reach because there is nothing to connect with, and only the
+calls below exist (no library publishing, tool writes or transactions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 from codemode_session import errors
 from codemode_session.channel import WorkerChannel
-from codemode_session.storage.base import ArtifactInfo, LibraryRecord, StorageTransaction
+from codemode_session.storage.base import ArtifactInfo
 from codemode_session.workflow_model import Workflow
-
-T = TypeVar("T")
 
 # What an answer's error_type may turn into; anything else is a plain CodemodeError.
 ERROR_TYPES: dict[str, type[errors.CodemodeError]] = {
@@ -33,7 +31,12 @@ ERROR_TYPES: dict[str, type[errors.CodemodeError]] = {
 
 
 class BrokeredStorage:
-    """The subset of `Storage` agent code uses, answered by the session server."""
+    """What agent code may ask of storage, answered by the session server.
+
+    Synchronous on purpose: a call is one frame out and one back on a thread-safe
+    channel, so there is nothing to await, and no event loop sits on the hot path of
+    `artifacts.save`/`load` (it cost more than the hop to the server).
+    """
 
     def __init__(self, channel: WorkerChannel, prefix: str, workspace_id: str | None) -> None:
         self._channel = channel
@@ -55,21 +58,18 @@ class BrokeredStorage:
     def _result(self, method: str, **args: Any) -> Any:
         return self._call(method, **args).get("result")
 
-    async def ping(self) -> None:
+    def ping(self) -> None:
         self._result("ping")
 
-    async def close(self) -> None:
-        return None
-
     # workflows
-    async def list_workflows(self) -> list[Workflow]:
+    def list_workflows(self) -> list[Workflow]:
         return [Workflow.from_dict(w) for w in self._result("list_workflows") or []]
 
-    async def get_workflow(self, name: str) -> Workflow | None:
+    def get_workflow(self, name: str) -> Workflow | None:
         found = self._result("get_workflow", name=name)
         return Workflow.from_dict(found) if found is not None else None
 
-    async def save_workflow(self, workflow: Workflow) -> None:
+    def save_workflow(self, workflow: Workflow) -> None:
         self._result(
             "save_workflow",
             name=workflow.name,
@@ -77,11 +77,11 @@ class BrokeredStorage:
             description=workflow.description,
         )
 
-    async def delete_workflow(self, name: str) -> bool:
+    def delete_workflow(self, name: str) -> bool:
         return bool(self._result("delete_workflow", name=name))
 
     # artifacts
-    async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
+    def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         self._call(
             "save_artifact",
             blob=data,
@@ -90,7 +90,7 @@ class BrokeredStorage:
             metadata=info.metadata,
         )
 
-    async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
+    def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         answer = self._call("load_artifact", name=name)
         found = answer.get("result")
         blob = answer.get("blob")
@@ -98,65 +98,34 @@ class BrokeredStorage:
             return None
         return ArtifactInfo.from_index_entry(name, found), blob
 
-    async def get_artifact(self, name: str) -> ArtifactInfo | None:
+    def get_artifact(self, name: str) -> ArtifactInfo | None:
         found = self._result("get_artifact", name=name)
         return ArtifactInfo.from_index_entry(name, found) if found is not None else None
 
-    async def list_artifacts(self) -> list[ArtifactInfo]:
+    def list_artifacts(self) -> list[ArtifactInfo]:
         return [
             ArtifactInfo.from_index_entry(str(e.get("name", "")), e)
             for e in self._result("list_artifacts") or []
             if isinstance(e, dict)
         ]
 
-    async def delete_artifact(self, name: str) -> bool:
+    def delete_artifact(self, name: str) -> bool:
         return bool(self._result("delete_artifact", name=name))
 
     # deps and tools
-    async def list_deps(self) -> list[str]:
+    def list_deps(self) -> list[str]:
         return [str(s) for s in self._result("list_deps") or []]
 
-    async def add_dep(self, spec: str) -> bool:
+    def add_dep(self, spec: str) -> bool:
         return bool(self._result("add_dep", spec=spec))
 
-    async def remove_dep(self, spec: str) -> bool:
+    def remove_dep(self, spec: str) -> bool:
         return bool(self._result("remove_dep", spec=spec))
 
-    async def install_deps(self, specs: list[str]) -> list[str]:
+    def install_deps(self, specs: list[str]) -> list[str]:
         """pip install by the server (into DEPS_DIR), which keeps the folder's manifest."""
         return [str(s) for s in self._result("install_deps", specs=specs) or []]
 
-    async def list_tools(self) -> dict[str, str]:
+    def list_tools(self) -> dict[str, str]:
         found = self._result("list_tools") or {}
         return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-
-    # what only the store CLI and the server's own API do
-    @staticmethod
-    def _refuse(what: str) -> NoReturn:
-        raise errors.ForbiddenError(f"{what} is not available to agent code")
-
-    async def save_tool(self, name: str, yaml_text: str) -> None:
-        self._refuse("saving tools")
-
-    async def delete_tool(self, name: str) -> bool:
-        self._refuse("deleting tools")
-
-    async def workflow_owners(self) -> dict[str, str]:
-        self._refuse("reading workflow owners")
-
-    async def apply_library(
-        self,
-        library: str,
-        upserts: list[Workflow],
-        removals: list[str],
-        record: LibraryRecord | None,
-    ) -> None:
-        self._refuse("publishing a library")
-
-    async def get_library(self, library: str) -> LibraryRecord | None:
-        self._refuse("reading library records")
-
-    async def transaction(
-        self, body: Callable[[StorageTransaction], Awaitable[T]], what: str, attempts: int = 5
-    ) -> T:
-        self._refuse("a storage transaction")

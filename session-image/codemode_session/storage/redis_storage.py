@@ -100,6 +100,20 @@ def _queue_library(
         pipe.hset(keys.library(library), mapping=dict(record.to_mapping().items()))
 
 
+async def _exec(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any] | None:
+    """MULTI, `commands`, EXEC in one round trip on a raw connection: EXEC's replies,
+    or None when a WATCHed key changed; a command's error reply is raised."""
+    sent = [("MULTI",), *commands, ("EXEC",)]
+    await conn.send_packed_command(conn.pack_commands(sent))
+    answers = [await conn.read_response() for _ in sent]
+    if answers[-1] is None:
+        return None
+    failed = [r for r in answers[-1] if isinstance(r, Exception)]
+    if failed:
+        raise failed[0]
+    return list(answers[-1])
+
+
 class _RedisTransaction:
     """Reads WATCH their key first (on the transaction's own connection); writes are
     queued as functions and run inside MULTI/EXEC by `RedisStorage.transaction`."""
@@ -332,6 +346,55 @@ class RedisStorage:
 
         return await self._call(run)
 
+    async def _on_connection(
+        self, attempt: Callable[[Any], Awaitable[list[Any] | None]], verb: str
+    ) -> list[Any]:
+        """Run `attempt` on one pooled connection; None from it means "decide again".
+
+        A connection lost mid-exchange (even with EXEC's answer in flight) is dropped
+        and the attempt reruns on a fresh one from fresh reads, so an EXEC that did
+        land is never counted twice; anything else drops the connection too (its
+        replies are out of step) and propagates.
+        """
+
+        async def run() -> list[Any]:
+            pool = self.redis.connection_pool
+            lost = 0
+            for _ in range(TRANSACTION_ATTEMPTS):
+                conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    result = await attempt(conn)
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    await conn.disconnect()
+                    lost += 1
+                    if lost > CONNECTION_RETRIES:
+                        raise
+                    await asyncio.sleep(0.05 * lost)
+                    continue
+                except BaseException:
+                    await conn.disconnect()
+                    raise
+                finally:
+                    await pool.release(conn)
+                if result is not None:
+                    return result
+            raise ConflictError(
+                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
+                "attempts); nothing was written, try again"
+            )
+
+        return await self._call(run)
+
+    async def _transaction(self, commands: list[tuple[Any, ...]], verb: str) -> list[Any]:
+        """`commands` in one MULTI/EXEC, one round trip on a raw connection: the hot
+        reads (artifact load) skip redis-py's pipeline objects, which cost more than
+        the round trip itself."""
+
+        async def attempt(conn: Any) -> list[Any] | None:
+            return await _exec(conn, commands)
+
+        return await self._on_connection(attempt, verb)
+
     async def _watched_reads(
         self,
         keys: list[str],
@@ -355,45 +418,9 @@ class RedisStorage:
                 raise
             collect = self.redis.pipeline(transaction=False)
             queue(collect)
-            second = [("MULTI",), *(args for args, _ in collect.command_stack), ("EXEC",)]
-            await conn.send_packed_command(conn.pack_commands(second))
-            answers = [await conn.read_response() for _ in second]
-            if answers[-1] is None:
-                return None  # a watched key changed: decide again
-            failed = [r for r in answers[-1] if isinstance(r, Exception)]
-            if failed:
-                raise failed[0]
-            return list(answers[-1])
+            return await _exec(conn, [args for args, _ in collect.command_stack])
 
-        async def run() -> list[Any]:
-            pool = self.redis.connection_pool
-            lost = 0
-            for _ in range(TRANSACTION_ATTEMPTS):
-                conn: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
-                try:
-                    result = await attempt(conn)
-                except (RedisConnectionError, RedisTimeoutError, OSError):
-                    # The connection went (even with EXEC's answer in flight): decide again
-                    # from fresh reads, so an EXEC that did land is not counted twice.
-                    await conn.disconnect()
-                    lost += 1
-                    if lost > CONNECTION_RETRIES:
-                        raise
-                    await asyncio.sleep(0.05 * lost)
-                    continue
-                except BaseException:
-                    await conn.disconnect()  # mid-exchange: never reuse it
-                    raise
-                finally:
-                    await pool.release(conn)
-                if result is not None:
-                    return result
-            raise ConflictError(
-                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
-                "attempts); nothing was written, try again"
-            )
-
-        return await self._call(run)
+        return await self._on_connection(attempt, verb)
 
     async def _check_unowned(self, pipe: Pipeline, name: str, verb: str) -> None:
         owner = await pipe.hget(self.keys.workflow_owners, name)
@@ -584,14 +611,10 @@ class RedisStorage:
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         validate_artifact_name(name)
 
-        async def run() -> tuple[Any, Any]:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(self.keys.artifact(name))
-                pipe.hget(self.keys.artifact_index, name)
-                data, entry = await pipe.execute()
-                return data, entry
-
-        data, entry = await self._call(run)
+        data, entry = await self._transaction(
+            [("GET", self.keys.artifact(name)), ("HGET", self.keys.artifact_index, name)],
+            f"load artifact {name!r}",
+        )
         if data is None:
             return None
         info = ArtifactInfo.from_index_entry(name, _loads(entry))
