@@ -317,9 +317,14 @@ def register(
         h.workspace_deleted(body)
 
     changed(ws, "workspace_changed", workspace_changed)
-    kopf.timer(*ws, interval=30, initial_delay=5, idle=5, id="workspace_health", registry=registry)(
-        workspace_health
-    )
+    kopf.timer(
+        *ws,
+        interval=cfg.workspace_poll_seconds,
+        initial_delay=5,
+        idle=5,
+        id="workspace_health",
+        registry=registry,
+    )(workspace_health)
     kopf.on.delete(*ws, id="workspace_deleted", registry=registry)(workspace_deleted)
 
     def session_changed(body: kopf.Body, **_: Any) -> None:

@@ -179,16 +179,50 @@ def known_commands(client: redis.Redis, names: Iterable[str]) -> list[str]:
     return [name for name, info in zip(wanted, infos, strict=True) if info]
 
 
+def save_acl(client: redis.Redis) -> bool:
+    """ACL SAVE: write the server's users to its `aclfile`, so a restarted Redis has them
+    at once (the chart's bundled Redis has one on its data volume). A Redis without an
+    aclfile (one you run, a managed one) answers that none is configured: that is fine,
+    and False; its users come back only through the operator's Workspace timer."""
+    try:
+        client.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]
+    except redis.ResponseError as exc:
+        if "not configured to use an ACL file" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _user(client: redis.Redis, username: str) -> Any:
+    return client.execute_command("ACL", "GETUSER", username)  # type: ignore[no-untyped-call]
+
+
+# Users this process has written to an aclfile since it started, with what they were then
+# (as ACL GETUSER showed them): a periodic reconcile that changes nothing saves nothing,
+# as one ACL SAVE rewrites the whole file (every workspace's user).
+_saved: dict[tuple[str, str], Any] = {}
+
+
 def provision(admin_url: str, username: str, password: str, prefix: str, workspace_id: str) -> None:
-    """Create or update the workspace's user (one ACL SETUSER: never half-applied)."""
+    """Create or update the workspace's user (one ACL SETUSER: never half-applied), then
+    ACL SAVE when the user was missing (a new workspace, or a Redis that restarted without
+    it), is changed, or was not saved by this process yet."""
     with _client(admin_url) as client:
         rules = acl_rules(prefix, workspace_id, password, known_commands(client, ALLOWED))
+        before = _user(client, username)
         client.execute_command("ACL", "SETUSER", username, *rules)
+        after = _user(client, username)
+        key = (admin_url, username)
+        if before is None or _saved.get(key) != after:
+            save_acl(client)
+            _saved[key] = after
 
 
 def deprovision(admin_url: str, username: str) -> None:
     with _client(admin_url) as client:
         client.execute_command("ACL", "DELUSER", username)
+        save_acl(client)
+        _saved.pop((admin_url, username), None)
 
 
 def ping(url: str) -> None:

@@ -7,10 +7,12 @@ environment at import.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
@@ -30,6 +32,58 @@ def _number(
     return value
 
 
+# A label's name: an optional DNS-subdomain prefix and a name of up to 63 characters; its
+# value: up to 63 characters, alphanumeric at both ends (Kubernetes' own rules).
+_LABEL_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DnsEgress:
+    """Where session pods may send DNS queries (port 53, UDP and TCP): the pods labelled
+    `pod_labels` in `namespace` (the cluster's DNS behind its Service; no pod peer when
+    `namespace` is empty), and the resolvers at `cidrs` (a node-local cache such as
+    NodeLocal DNSCache's 169.254.20.10, or CoreDNS on the node's address). Nothing else
+    answers on port 53 for them, so port 53 is no way to another pod or out of the cluster.
+    """
+
+    namespace: str = "kube-system"
+    pod_labels: tuple[tuple[str, str], ...] = (("k8s-app", "kube-dns"),)
+    cidrs: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DnsEgress:
+        namespace = env.get("SESSION_DNS_NAMESPACE", cls.namespace).strip()
+        if namespace and not _NAMESPACE.match(namespace):
+            raise ConfigError(f"SESSION_DNS_NAMESPACE={namespace!r} is not a namespace name")
+        labels_text = env.get("SESSION_DNS_POD_LABELS", "k8s-app=kube-dns")
+        pod_labels = []
+        for item in (i.strip() for i in labels_text.split(",")):
+            if not item:
+                continue
+            key, sep, value = (p.strip() for p in item.partition("="))
+            if not sep or not _LABEL_NAME.match(key) or not _LABEL_VALUE.match(value):
+                raise ConfigError(
+                    f"SESSION_DNS_POD_LABELS={labels_text!r}: {item!r} is not a label "
+                    "name=value (comma-separated, e.g. k8s-app=kube-dns)"
+                )
+            pod_labels.append((key, value))
+        cidrs_text = env.get("SESSION_DNS_CIDRS", "")
+        cidrs = []
+        for item in (i.strip() for i in cidrs_text.split(",")):
+            if not item:
+                continue
+            try:
+                cidrs.append(str(ipaddress.ip_network(item, strict=True)))
+            except ValueError as exc:
+                raise ConfigError(f"SESSION_DNS_CIDRS={cidrs_text!r}: {exc}") from None
+        return cls(namespace, tuple(pod_labels), tuple(dict.fromkeys(cidrs)))
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     session_image: str
@@ -40,6 +94,8 @@ class OperatorConfig:
     session_poll_seconds: float
     library_poll_seconds: float
     workers: int = 32
+    workspace_poll_seconds: float = 30.0
+    dns: DnsEgress = field(default_factory=DnsEgress)
     # kopf's name for this process; kopf asks getpass.getuser() otherwise, which fails for
     # a uid without a passwd entry (any runAsUser in a pod).
     identity: str = "codemode-operator"
@@ -57,5 +113,7 @@ class OperatorConfig:
             session_poll_seconds=_number(env, "SESSION_POLL_SECONDS", "5", float, 0.1),
             library_poll_seconds=_number(env, "LIBRARY_POLL_SECONDS", "10", float, 0.1),
             workers=int(_number(env, "OPERATOR_WORKERS", "32", int, 1)),
+            workspace_poll_seconds=_number(env, "WORKSPACE_POLL_SECONDS", "30", float, 1),
+            dns=DnsEgress.from_env(env),
             identity=env.get("POD_ID") or f"codemode-operator@{socket.gethostname()}",
         )

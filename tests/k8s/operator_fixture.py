@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from kubernetes import client
 
 from tests.cluster.kubectl import forget_discovery
+from tests.cluster.layout import NODE_HOST_IP
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
@@ -81,6 +82,22 @@ def install_crds(kubeconfig: Path, api_client: Any, timeout: float = 60) -> None
 
     wait_for(ready, timeout, "codemode CRDs established")
     forget_discovery()
+
+
+def local_dns_env() -> dict[str, str]:
+    """The operator setting the local node cluster needs: its CoreDNS runs on the host
+    (NODE_HOST_IP:53), not in kube-dns pods, so the sessions' NetworkPolicy must allow it
+    by address. kind (CODEMODE_KUBECONFIG) has kube-dns pods, the operator's default."""
+    if os.environ.get("CODEMODE_KUBECONFIG"):
+        return {}
+    return {"SESSION_DNS_CIDRS": f"{NODE_HOST_IP}/32"}
+
+
+def local_dns_values() -> list[str]:
+    """`local_dns_env()` as the chart's values (`helm install` arguments)."""
+    if os.environ.get("CODEMODE_KUBECONFIG"):
+        return []
+    return ["--set", f"session.dns.cidrs={{{NODE_HOST_IP}/32}}"]
 
 
 def wait_for(
@@ -188,6 +205,7 @@ class OperatorProcess:
             PYTHONUNBUFFERED="1",
             NO_PROXY="127.0.0.1,localhost",
         )
+        env.update(local_dns_env())
         env.update(self.extra_env)
         return env
 

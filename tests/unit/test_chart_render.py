@@ -162,6 +162,11 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -
             ],
             "nme",
         ),
+        (["--set", "session.dns.namespce=x"], "namespce"),
+        (["--set", "session.dns.cidrs={dns.example}"], "cidrs"),
+        (["--set", "session.dns.namespace=Kube_System"], "namespace"),
+        (["--set", "session.dns.podLabels.k8s-app=kube dns"], "k8s-app"),
+        (["--set", "operator.workspacePollSeconds=0"], "workspacePollSeconds"),
         # no ServiceAccount of ours and no name: the `default` one must not get the rules
         (["--set", "serviceAccount.create=false"], "serviceAccount.name"),
     ],
@@ -303,7 +308,9 @@ def test_bundled_redis(helm: str) -> None:
         "name": "codemode-redis",
         "key": "password",
     }
-    assert "requirepass" in container["args"][0] and "$REDIS_PASSWORD" in container["args"][0]
+    script = container["args"][0]
+    assert "$REDIS_PASSWORD" in script and "--aclfile" in script
+    assert "--appendfsync everysec" in script
     (secret,) = by_kind(docs, "Secret")
     assert set(secret["data"]) == {"password", "url"}
     password = base64.b64decode(secret["data"]["password"]).decode()
@@ -316,6 +323,11 @@ def test_bundled_redis(helm: str) -> None:
     (sts,) = by_kind(ephemeral, "StatefulSet")
     assert "volumeClaimTemplates" not in sts["spec"]
     assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+    # The aclfile is on the data volume either way (an emptyDir outlives a container
+    # restart, not the pod).
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    assert "acl=/data/users.acl" in container["args"][0]
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
 
     no_class = render(helm, "--set", "redis.persistence.storageClass=-")
     (claim,) = by_kind(no_class, "StatefulSet")[0]["spec"]["volumeClaimTemplates"]
@@ -444,9 +456,8 @@ def test_redis_startup_script_accepts_any_password(helm: str, tmp_path: Path) ->
     port = free_port()
     script = (
         container["args"][0]
-        .replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
         .replace("--port 6379 --bind 0.0.0.0", f"--port {port} --bind 127.0.0.1")
-        .replace("--dir /data", f"--dir {tmp_path}")
+        .replace("/data", str(tmp_path))
     )
     password = "p\"a\\ss w$rd'x"
     server = subprocess.Popen(
@@ -464,3 +475,118 @@ def test_redis_startup_script_accepts_any_password(helm: str, tmp_path: Path) ->
     finally:
         server.kill()
         server.wait()
+
+
+def _start_chart_redis(
+    helm: str, data: Path, password: str, *values: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The chart's Redis start script as the container runs it, on `data` as /data."""
+    from tests.conftest import free_port, wait_for_port
+
+    (sts,) = by_kind(render(helm, *values), "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    port = free_port()
+    script = (
+        container["args"][0]
+        .replace("--port 6379 --bind 0.0.0.0", f"--port {port} --bind 127.0.0.1")
+        .replace("/data", str(data))
+    )
+    server = subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        env={"REDIS_PASSWORD": password, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port)
+    return server, port
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("persistence", ["true", "false"])
+def test_redis_keeps_workspace_users_across_a_restart(
+    helm: str, tmp_path: Path, persistence: str
+) -> None:
+    """The operator's ACL SAVE writes the workspace user to the chart Redis's aclfile, so
+    a SIGKILLed and restarted Redis (same data volume: a PVC, or an emptyDir within its
+    pod) lets the user in at once, without the operator. The default user's password is
+    the Secret's at every start, never the one saved in the file: a rotated Secret wins,
+    and no start ever leaves the default user without a password."""
+    import redis
+    from codemode_operator import redis_acl
+
+    values = ("--set", f"redis.persistence.enabled={persistence}")
+    server, port = _start_chart_redis(helm, tmp_path, "first-pw", *values)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        admin = f"redis://:first-pw@127.0.0.1:{port}/0"
+        user = redis_acl.acl_username("team", "ws")
+        redis_acl.provision(admin, user, "ws-pw", "cm", "ws")
+        saved = (tmp_path / "users.acl").read_text()
+        assert f"user {user} on" in saved and "first-pw" not in saved
+    finally:
+        server.kill()
+        server.wait()
+
+    server, port = _start_chart_redis(helm, tmp_path, "rotated-pw", *values)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="first-pw").ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()  # NOAUTH: the default user still needs one
+        scoped = redis.Redis(port=port, username=user, password="ws-pw")
+        scoped.set("cm:ws:ws:k", "v")
+        assert scoped.get("cm:ws:ws:k") == b"v"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            scoped.get("cm:ws:other:k")
+        admin = f"redis://:rotated-pw@127.0.0.1:{port}/0"
+        redis_acl.deprovision(admin, user)
+        assert f"user {user} " not in (tmp_path / "users.acl").read_text()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_session_dns_values_reach_the_operator(helm: str) -> None:
+    """The defaults need nothing on a kubeadm, kind, EKS, GKE or AKS cluster (kube-dns pods
+    in kube-system); node-local resolvers are added as CIDRs."""
+    (dep,) = by_kind(render(helm), "Deployment")
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SESSION_DNS_NAMESPACE"] == "kube-system"
+    assert env["SESSION_DNS_POD_LABELS"] == "k8s-app=kube-dns"
+    assert env["SESSION_DNS_CIDRS"] == ""
+    assert env["WORKSPACE_POLL_SECONDS"] == "30"
+    (dep,) = by_kind(
+        render(
+            helm,
+            "--set",
+            "session.dns.namespace=dns",
+            "--set",
+            "session.dns.podLabels.k8s-app=null",  # maps merge: null drops a default key
+            "--set",
+            "session.dns.podLabels.tier=dns",
+            "--set",
+            "session.dns.podLabels.app=coredns",
+            "--set",
+            "session.dns.cidrs={169.254.20.10/32,10.250.250.1/32}",
+            "--set",
+            "operator.workspacePollSeconds=600",
+        ),
+        "Deployment",
+    )
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["SESSION_DNS_NAMESPACE"] == "dns"
+    assert env["SESSION_DNS_POD_LABELS"] == "app=coredns,tier=dns"
+    assert env["SESSION_DNS_CIDRS"] == "169.254.20.10/32,10.250.250.1/32"
+    assert env["WORKSPACE_POLL_SECONDS"] == "600"
+    from codemode_operator.settings import DnsEgress, OperatorConfig
+
+    assert OperatorConfig.from_env({k: v for k, v in env.items() if v is not None}).dns == (
+        DnsEgress(
+            "dns", (("app", "coredns"), ("tier", "dns")), ("169.254.20.10/32", "10.250.250.1/32")
+        )
+    )

@@ -29,6 +29,7 @@ from codemode_operator.builders.workspace import (
     credentials_secret,
     network_policy,
 )
+from codemode_operator.settings import DnsEgress
 
 SECRET_WORDS = ("s3cret-token", "hunter2", "adminpw")
 
@@ -152,7 +153,7 @@ def test_session_children_owned_and_labelled() -> None:
 # ---- workspace ---------------------------------------------------------------------------
 
 
-def _workspace(**spec: Any) -> WorkspaceParams:
+def _workspace(dns: DnsEgress | None = None, **spec: Any) -> WorkspaceParams:
     body = {"redis": {"url": "redis://10.1.2.3:6380/0"}, **spec}
     return WorkspaceParams(
         name="ws",
@@ -160,6 +161,7 @@ def _workspace(**spec: Any) -> WorkspaceParams:
         uid="uid-ws",
         spec=WorkspaceSpec.model_validate(body),
         operator_namespace="codemode-system",
+        dns=dns or DnsEgress(),
     )
 
 
@@ -221,21 +223,67 @@ def test_network_policy_selects_session_pods_but_not_sync_jobs() -> None:
     assert not _selects(selector, other["metadata"]["labels"])
 
 
-def test_network_policy_dns_reaches_cluster_and_node_resolvers_only() -> None:
-    """Port 53 of pods and of private or link-local addresses (a node-local cache, CoreDNS
-    on the node); never a public address, or port 53 would be a way out."""
-    import ipaddress
-
+def test_network_policy_dns_reaches_only_the_cluster_dns_by_default() -> None:
+    """Port 53 of the kube-dns pods in kube-system (kubeadm, kind, EKS, GKE, AKS) and of
+    nothing else: not of any other pod (any pod can listen on 53), not of any address."""
     dns = network_policy(_workspace(), "redis://10.1.2.3:6380/0")["spec"]["egress"][0]
-    assert {"namespaceSelector": {}} in dns["to"]
-    blocks = [
-        ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in dns["to"] if "ipBlock" in peer
+    assert dns == {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+def test_network_policy_dns_from_the_operator_settings() -> None:
+    """SESSION_DNS_*: another DNS namespace and labels, node-local resolvers by CIDR; a
+    namespace of "" leaves only the CIDRs, and nothing at all leaves no DNS rule (a rule
+    without `to` would allow port 53 everywhere)."""
+    dns = DnsEgress.from_env(
+        {
+            "SESSION_DNS_NAMESPACE": "dns-system",
+            "SESSION_DNS_POD_LABELS": "app=coredns, tier=dns",
+            "SESSION_DNS_CIDRS": "169.254.20.10/32,10.250.250.1/32, fd00::a/128",
+        }
+    )
+    p = _workspace(dns=dns)
+    [rule] = [
+        r
+        for r in network_policy(p, "redis://10.1.2.3:6380/0")["spec"]["egress"]
+        if {"protocol": "UDP", "port": 53} in r.get("ports", [])
     ]
-    assert blocks and all(b.is_private for b in blocks)
-    for resolver in ("10.96.0.10", "169.254.20.10", "10.250.250.1"):
-        assert any(ipaddress.ip_address(resolver) in b for b in blocks), resolver
-    for public in ("8.8.8.8", "1.1.1.1", "2001:4860:4860::8888"):
-        assert not any(ipaddress.ip_address(public) in b for b in blocks), public
+    assert rule["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns-system"}},
+            "podSelector": {"matchLabels": {"app": "coredns", "tier": "dns"}},
+        },
+        {"ipBlock": {"cidr": "169.254.20.10/32"}},
+        {"ipBlock": {"cidr": "10.250.250.1/32"}},
+        {"ipBlock": {"cidr": "fd00::a/128"}},
+    ]
+    any_pod = DnsEgress.from_env({"SESSION_DNS_POD_LABELS": ""})
+    egress = network_policy(_workspace(dns=any_pod), "redis://10.1.2.3:6380/0")["spec"]["egress"]
+    assert egress[0]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {},
+        }
+    ]
+    cidrs_only = DnsEgress.from_env(
+        {"SESSION_DNS_NAMESPACE": "", "SESSION_DNS_CIDRS": "169.254.20.10/32"}
+    )
+    egress = network_policy(_workspace(dns=cidrs_only), "redis://10.1.2.3:6380/0")["spec"]["egress"]
+    assert egress[0]["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    none = DnsEgress(namespace="", cidrs=())
+    egress = network_policy(_workspace(dns=none), "redis://10.1.2.3:6380/0")["spec"]["egress"]
+    assert egress == [
+        {"ports": [{"protocol": "TCP", "port": 6380}], "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}
+    ]
 
 
 def test_network_policy_redis_service_peer() -> None:

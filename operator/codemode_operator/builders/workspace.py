@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +11,7 @@ from codemode_operator import PREFIX
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.common import labels, owner_reference
 from codemode_operator.builders.session import PORT
+from codemode_operator.settings import DnsEgress
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class WorkspaceParams:
     uid: str
     spec: WorkspaceSpec
     operator_namespace: str
+    dns: DnsEgress = field(default_factory=DnsEgress)
 
     @property
     def workspace_id(self) -> str:
@@ -67,17 +69,29 @@ def _redis_peer(url: str) -> tuple[dict[str, Any] | None, int]:
     return {"ipBlock": {"cidr": f"{address}/{bits}"}}, port
 
 
-# Cluster DNS is either pods behind a Service (the pod peer covers them, as policies
-# see the Service's endpoints) or a resolver on the node: a node-local cache at a
-# link-local address, or CoreDNS on the node's own address (the local test cluster).
-# Port 53 of private and link-local addresses covers those; public ones stay shut,
-# so port 53 is no tunnel out of the cluster.
-DNS_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7")
+def _dns_peers(dns: DnsEgress) -> list[dict[str, Any]]:
+    """The cluster's DNS only: its pods (by namespace and labels; a policy sees the pods
+    behind the kube-dns Service's ClusterIP) and the node-local resolvers' CIDRs. Not
+    "port 53 anywhere": any pod can listen on port 53, and an address outside the
+    cluster would be a way out."""
+    peers: list[dict[str, Any]] = []
+    if dns.namespace:
+        peers.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": dns.namespace}
+                },
+                "podSelector": {"matchLabels": dict(dns.pod_labels)} if dns.pod_labels else {},
+            }
+        )
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in dns.cidrs]
+    return peers
 
 
 def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
     """Session pods: ingress only from allowed namespaces on the server port; egress only
-    to Redis, cluster DNS and the declared allow-list. Nothing else, not even the API.
+    to Redis, the cluster's DNS (`p.dns`, the operator's SESSION_DNS_* settings) and the
+    declared allow-list. Nothing else, not even the API.
 
     Only session pods are selected: a library's sync Job carries the workspace label
     too but must reach its git server, which no session may."""
@@ -88,15 +102,16 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
     redis_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": redis_port}]}
     if peer is not None:
         redis_rule["to"] = [peer]
-    dns_peers: list[dict[str, Any]] = [{"namespaceSelector": {}}]
-    dns_peers += [{"ipBlock": {"cidr": cidr}} for cidr in DNS_CIDRS]
-    egress: list[dict[str, Any]] = [
-        {
-            "to": dns_peers,
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        },
-        redis_rule,
-    ]
+    egress: list[dict[str, Any]] = []
+    dns_peers = _dns_peers(p.dns)
+    if dns_peers:  # none configured: no DNS at all (an egress rule without `to` is "anywhere")
+        egress.append(
+            {
+                "to": dns_peers,
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }
+        )
+    egress.append(redis_rule)
     for rule in p.spec.network.egress:
         entry: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
         if rule.ports:

@@ -48,6 +48,7 @@ def params_of(body: Obj, cfg: OperatorConfig) -> WorkspaceParams:
         uid=meta["uid"],
         spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
         operator_namespace=cfg.namespace,
+        dns=cfg.dns,
     )
 
 
@@ -117,7 +118,7 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
             ready(
                 False,
                 Reason.ACL_PROVISIONING_FAILED,
-                f"ACL SETUSER failed (needs Redis 7 and an admin user): {exc}",
+                f"ACL SETUSER or SAVE failed (needs Redis 7 and an admin user): {exc}",
                 Progress.STALLED,
             )
             return Outcome(status)
