@@ -160,6 +160,9 @@ def main() -> int:
         "--wait",
         "--timeout",
         "5m",
+        # This cluster's CoreDNS runs on the host, not in kube-dns pods: let sessions reach it.
+        "--set",
+        f"session.dns.cidrs={{{NODE_HOST_IP}/32}}",
     )
 
     step("a git server with examples/workflows, and the examples applied")

@@ -3,6 +3,11 @@ Workspace policy the operator builds lets a session pod reach exactly its Redis,
 cluster DNS and its declared allow-list, and be reached only on its server port from
 its own and the operator's namespaces (docs/architecture.md §7).
 
+Cluster DNS is the operator's SESSION_DNS_* setting: here the ``op`` namespace's pods
+labelled ``k8s-app=kube-dns`` stand for kube-system's DNS pods, and the node's address
+is allowed as the chart's ``session.dns.cidrs`` does on this cluster, whose CoreDNS runs
+on the host. A pod listening on port 53 anywhere else is as unreachable as any other.
+
 Every connection is a single TCP connect or DNS query with a short timeout, from
 ``kubectl exec`` in a pod, to pods and Services of this cluster or the API server;
 nothing off the machine is ever addressed. Before any policy exists every probe must
@@ -27,6 +32,7 @@ from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.common import labels
 from codemode_operator.builders.session import PORT
 from codemode_operator.builders.workspace import WorkspaceParams, network_policy
+from codemode_operator.settings import DnsEgress
 from kubernetes import client
 
 from tests.cluster.images import BASE, REDIS
@@ -37,6 +43,9 @@ from tests.k8s.operator_fixture import wait_for
 pytestmark = pytest.mark.e2e
 
 OTHER_PORT = 9090  # a second listener on session pods: ingress there must be refused
+DNS_PORT = 53
+DNS_LABELS = {"k8s-app": "kube-dns"}  # what kubeadm, kind, EKS, GKE and AKS label DNS pods
+KIND = bool(os.environ.get("CODEMODE_KUBECONFIG"))  # kind: its own kube-dns pods in kube-system
 ALLOWED_PORT, UNLISTED_PORT = 7000, 7001  # the allow-list names only the first
 
 LISTEN = """
@@ -259,7 +268,10 @@ def _ready(core: Any, ns: str, name: str) -> bool:
 def net(e2e_cluster: Cluster) -> Iterator[Net]:
     """Namespaces ``op`` (the operator's: Redis and a client), ``a`` and ``b`` (one
     workspace each: a session-labelled listener, its Service, a client) and ``x``
-    (anyone else: a client and two listeners, one of them on ws-a's allow-list)."""
+    (anyone else: a client and two listeners, one of them on ws-a's allow-list). Three
+    pods listen on port 53: ``dns`` in ``op`` with the DNS pods' labels (the cluster DNS
+    the policy names), ``dns-unlabelled`` in ``op`` without them, and ``dns-x`` in ``x``
+    with them (a pod anyone can start)."""
     core: Any = client.CoreV1Api(e2e_cluster.api_client())
     ns = {role: _namespace(core, role) for role in ("op", "a", "b", "x")}
     try:
@@ -289,6 +301,9 @@ def net(e2e_cluster: Cluster) -> Iterator[Net]:
             "client-x": ("x", _client("client-x")),
             "allowed": ("x", _listener("allowed", {"app": "allowed"}, ALLOWED_PORT, UNLISTED_PORT)),
             "unlisted": ("x", _listener("unlisted", {"app": "unlisted"}, ALLOWED_PORT)),
+            "dns": ("op", _listener("dns", DNS_LABELS, DNS_PORT)),
+            "dns-unlabelled": ("op", _listener("dns-unlabelled", {"app": "dns"}, DNS_PORT)),
+            "dns-x": ("x", _listener("dns-x", DNS_LABELS, DNS_PORT)),
         }
         for role, pod in pods.values():
             core.create_namespaced_pod(ns[role], pod)
@@ -349,10 +364,20 @@ def _workspace_policy(
         uid=str(uuid.uuid4()),
         spec=spec,
         operator_namespace=net.ns["op"],
+        dns=_dns(net),
     )
     policy = network_policy(params, f"redis://redis.{net.ns['op']}.svc.cluster.local:6379/0")
     del policy["metadata"]["ownerReferences"]
     return policy
+
+
+def _dns(net: Net) -> DnsEgress:
+    """The operator's DNS setting for this cluster: the ``op`` namespace's DNS-labelled
+    pods, and CoreDNS on the host by address (tests/k8s/operator_fixture.local_dns_env).
+    On kind, the operator's default: the kube-dns pods in kube-system."""
+    if KIND:
+        return DnsEgress()
+    return DnsEgress(namespace=net.ns["op"], cidrs=(f"{NODE_HOST_IP}/32",))
 
 
 def _checks(net: Net) -> list[Check]:
@@ -382,6 +407,14 @@ def _checks(net: Net) -> list[Check]:
         Check("sess-a", f"API server {net.api[0]}:{net.api[1]}", "tcp", *net.api, False),
         Check("sess-a", "ws-b session pod", "tcp", ip["sess-b"], PORT, False),
         Check("sess-a", "ws-b session Service", "tcp", ip["svc:sess-b"], PORT, False),
+        # Port 53 only of the cluster's DNS: not of any pod that listens there.
+        Check("sess-a", "DNS-labelled pod in op :53", "tcp", ip["dns"], DNS_PORT, not KIND),
+        Check("sess-a", "unlabelled pod in op :53", "tcp", ip["dns-unlabelled"], DNS_PORT, False),
+        Check("sess-a", "DNS-labelled pod in x :53", "tcp", ip["dns-x"], DNS_PORT, False),
+        Check("sess-b", "DNS-labelled pod in x :53", "tcp", ip["dns-x"], DNS_PORT, False),
+        Check(
+            "sess-b", f"DNS {net.nameserver} udp", "dns", net.nameserver, 53, True, name=redis_name
+        ),
         # ws-b's session pod: its Redis yes, the other workspace no.
         Check("sess-b", "Redis Service (PING)", "redis", ip["svc:redis"], 6379, True),
         Check("sess-b", "ws-a session pod", "tcp", ip["sess-a"], PORT, False),
