@@ -3,8 +3,9 @@
 - `DurableRedis`: a redis-server on the host where pods reach it (as `hostredis`), but
   with an append-only file fsynced on every write, and a `kill()` (SIGKILL, no chance
   to flush anything) and `start()` again on the same port and data directory.
-- `kill_session_server()`: SIGKILL of the session server process of a pod, found on
-  the host through containerd (the task's PID), as the kernel's OOM killer would.
+- `kill_session_server()`, `kill_container()`: SIGKILL of the session server (or another
+  container's main process) of a pod, found on the host through containerd (the task's
+  PID), as the kernel's OOM killer would.
 - `kubelet_stopped()`: the node cluster's kubelet stopped and started again through
   the code `tests.cluster` starts it with, under the cluster's own lock so a
   concurrent `up` never sees the node half down.
@@ -155,6 +156,19 @@ def _task_pid(container_id: str) -> int:
         if len(fields) >= 2 and fields[0] == container_id:
             return int(fields[1])
     raise AssertionError(f"containerd runs no task {container_id}")
+
+
+def kill_container(pod: Any, expect: bytes) -> int:
+    """SIGKILL the main process of `pod`'s first container (a V1Pod read just before) on
+    the host, as the OOM killer would; its command line must contain `expect`."""
+    status = pod.status.container_statuses[0]
+    runtime, _, container_id = str(status.container_id).partition("://")
+    assert runtime == "containerd", status.container_id
+    pid = _task_pid(container_id)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    assert expect in cmdline, cmdline
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def kill_session_server(pod: Any) -> int:
