@@ -107,15 +107,31 @@ def _queue_library(
         pipe.hset(keys.library(library), mapping=dict(record.to_mapping().items()))
 
 
-# hiredis packs in C, but copies every argument into one string, which for a large value
-# costs more than redis-py's packer (that one sends a large value as its own piece).
+# hiredis packs in C, but copies every argument into one string (and redis-py's packer
+# calls hiredis too when it is installed), which for a large value costs more than the
+# round trip: a command with one is packed here, the value sent as its own piece.
 _HIREDIS_MAX_ARGUMENT = 16 * 1024
 
 
-def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+def _resp_pieces(command: tuple[Any, ...]) -> list[bytes]:
+    """One command in RESP as pieces: headers joined, large values by reference."""
+    pieces: list[bytes] = []
+    head = bytearray(b"*%d\r\n" % len(command))
+    for arg in command:
+        value = arg if isinstance(arg, bytes) else str(arg).encode()
+        head += b"$%d\r\n" % len(value)
+        if len(value) > _HIREDIS_MAX_ARGUMENT:
+            pieces += [bytes(head), value]
+            head = bytearray(b"\r\n")
+        else:
+            head += value + b"\r\n"
+    pieces.append(bytes(head))
+    return pieces
+
+
+def _packed(commands: list[tuple[Any, ...]]) -> list[bytes]:
     """The commands in RESP: small ones packed by hiredis when it is there (redis-py's own
-    packer costs ~10 us of Python per command; a save sends nine), large values by
-    redis-py without a copy."""
+    packer costs ~10 us of Python per command; a save sends nine), large values uncopied."""
     pieces: list[bytes] = []
     for command in commands:
         if _pack_command is not None and all(
@@ -123,7 +139,7 @@ def _packed(conn: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
         ):
             pieces.append(_pack_command(command))
         else:
-            pieces += conn.pack_command(*command)
+            pieces += _resp_pieces(command)
     return pieces
 
 
@@ -134,7 +150,7 @@ async def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     One deadline (the connection's socket timeout) covers the whole exchange instead of
     one per reply: the replies arrive together, and a timer per reply was a fifth of
     the cost of a save."""
-    await conn.send_packed_command(_packed(conn, commands))
+    await conn.send_packed_command(_packed(commands))
     try:
         async with asyncio.timeout(conn.socket_timeout):
             return [await conn.read_response(timeout=math.inf) for _ in commands]
