@@ -8,9 +8,11 @@ durable by Redis's own contract and anything lost would be codemode's doing). Th
 
 1. Redis is SIGKILLed while the session runs code that saves artifacts in a loop and
    a library re-sync Job has just been started (the library reports Syncing), and is
-   started again on the same data once that Job failed. Redis keeps no ACL users
-   across a restart, so the operator must provision the workspace's user again (its
-   30 s health timer) before sessions and Jobs can log in.
+   started again on the same data once that Job failed. This Redis is one of your own
+   without an `aclfile` (the operator's ACL SAVE is told so, and goes on): it keeps no
+   ACL users across a restart, so the operator must provision the workspace's user again
+   (its 30 s health timer) before sessions and Jobs can log in. The chart's bundled
+   Redis keeps them (tests/e2e/test_redis_restart.py).
 2. The session server process is SIGKILLed on the host (as an OOM kill would); the
    kubelet restarts the container.
 3. The operator is SIGKILLed while it reconciles a new CodeSession and a library sync,
@@ -326,6 +328,9 @@ def test_redis_killed_mid_run_and_mid_bootstrap(world: World) -> None:
     with ThreadPoolExecutor(1) as pool, w.connect(SESSION, timeout=180) as agent:
         run = pool.submit(agent.execute, "LIMIT = 100\n" + SAVE_LOOP, 150)
         admin = w.redis.admin()
+        # No aclfile: the Workspace became Ready all the same (ACL SAVE's "not configured"
+        # is fine), and the restart below loses the workspace's user.
+        assert admin.config_get("aclfile") == {"aclfile": ""}
         w.wait(
             "the run's first saves",
             lambda: len(admin.keys(f"{PREFIX}:ws:{WS}:artifacts:run-*")) >= 5,
