@@ -96,6 +96,7 @@ class Reason(StrEnum):
     MAX_LIFETIME_EXCEEDED = "MaxLifetimeExceeded"
     # container waiting reasons the kubelet reports, passed through as they are
     ERR_IMAGE_PULL = "ErrImagePull"
+    ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
@@ -117,6 +118,7 @@ class Reason(StrEnum):
 STALLED_POD_REASONS = frozenset(
     {
         Reason.ERR_IMAGE_PULL,
+        Reason.ERR_IMAGE_NEVER_PULL,
         Reason.IMAGE_PULL_BACK_OFF,
         Reason.CRASH_LOOP_BACK_OFF,
         Reason.CREATE_CONTAINER_CONFIG_ERROR,

@@ -238,6 +238,11 @@ def test_a_failed_admission_write_keeps_no_child(kube: FakeKube, committer: Comm
             {"status": pod_status(phase="Pending", waiting="ImagePullBackOff")},
             (Phase.STARTING, "ImagePullBackOff"),
         ),
+        (
+            # imagePullPolicy Never and the image is not on the node: no pull will fix it
+            {"status": pod_status(phase="Pending", waiting="ErrImageNeverPull")},
+            (Phase.STARTING, "ErrImageNeverPull"),
+        ),
         ({"status": pod_status(waiting="CrashLoopBackOff")}, (Phase.STARTING, "CrashLoopBackOff")),
         (
             {"status": pod_status(waiting="CreateContainerConfigError")},
@@ -257,6 +262,7 @@ def test_pod_state(pod: Obj | None, expected: tuple[Phase, str]) -> None:
     "reason",
     [
         "ErrImagePull",
+        "ErrImageNeverPull",
         "ImagePullBackOff",
         "CrashLoopBackOff",
         "CreateContainerConfigError",
