@@ -17,21 +17,13 @@ from codemode_operator.sessions import Sessions
 
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
-from tests.e2e import hostredis
+from tests.e2e.hostredis import HostRedis
 from tests.integration.gitserver import GitHTTPServer, GitRepo
 from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_PASSWORD = "e2e-admin-secret"
-
-
-@pytest.fixture(scope="module")
-def host_redis() -> Iterator[str]:
-    """redis-server on this host, where pods reach it (the node's host address)."""
-    with hostredis.host_redis(ADMIN_PASSWORD) as server:
-        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_library_sessions_and_isolation(
     cluster: Cluster,
     namespace: str,
     project_images: dict[str, str],
-    host_redis: str,
+    host_redis: HostRedis,
     library_url: str,
     tmp_path: Path,
 ) -> None:
@@ -71,7 +63,7 @@ def test_library_sessions_and_isolation(
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
     kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis}}
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
     )
     kinds.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "git-auth"}, "stringData": {"token": "git-token"}}
@@ -173,7 +165,7 @@ def test_library_sessions_and_isolation(
             assert "NOPERM" in outcome.upper() or "permission" in outcome.lower(), (label, outcome)
         as_b.close()
 
-        admin = redis.Redis.from_url(host_redis.replace(NODE_HOST_IP, "127.0.0.1"))
+        admin = redis.Redis.from_url(host_redis.url.replace(NODE_HOST_IP, "127.0.0.1"))
         assert admin.exists("codemode:ws:client-a:artifacts:report") == 1
         assert admin.hget("codemode:ws:client-a:workflows:__owners__", "top_words") == b"team"
         assert not admin.keys("codemode:ws:client-b:artifacts:*")

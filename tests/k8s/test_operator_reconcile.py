@@ -9,11 +9,8 @@ Succeeded without output, and nothing answers on a pod IP.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -26,11 +23,11 @@ from codemode_session.workflow_model import Workflow
 from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
+from tests.k8s.operator_env import Env
 from tests.k8s.operator_fixture import (
     Kinds,
     OperatorProcess,
-    install_crds,
     report_log_on_failure,
     stays_true_for,
     temp_namespace,
@@ -39,133 +36,6 @@ from tests.k8s.operator_fixture import (
 
 pytestmark = pytest.mark.k8s
 SESSION_LABEL = "codemode.dev/session"
-
-
-@dataclass
-class Env:
-    cluster: Cluster
-    api: Any
-    kinds: Kinds
-    core: Any
-    batch: Any
-    net: Any
-    op: OperatorProcess
-    redis: RedisServer
-
-    @property
-    def ns(self) -> str:
-        return self.kinds.namespace
-
-    def wait(self, predicate: Any, timeout: float, what: str) -> Any:
-        return wait_for(predicate, timeout, what, op=self.op)
-
-    def stays(self, predicate: Any, seconds: float, what: str) -> None:
-        """A negative check: `predicate` keeps holding for `seconds` (fails at once if not)."""
-        stays_true_for(predicate, seconds, what, op=self.op)
-
-    def workspace(self, name: str, **spec: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "redis": {"url": self.redis.url},
-            "prefix": f"t{uuid.uuid4().hex[:10]}",
-            **spec,
-        }
-        self.kinds.create("workspaces", name, body)
-        return body
-
-    def ready(self, plural: str, name: str, timeout: float = 30) -> dict[str, Any]:
-        self.wait(
-            lambda: self.kinds.condition(plural, name, "Ready").get("status") == "True",
-            timeout,
-            f"{plural}/{name} Ready",
-        )
-        return self.kinds.status(plural, name)
-
-    def phase(self, name: str, phase: str, timeout: float = 30) -> dict[str, Any]:
-        self.wait(
-            lambda: self.kinds.status("codesessions", name).get("phase") == phase,
-            timeout,
-            f"codesession/{name} phase {phase}",
-        )
-        return self.kinds.status("codesessions", name)
-
-    def secret(self, name: str) -> dict[str, str]:
-        data = self.core.read_namespaced_secret(name, self.ns).data or {}
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
-    def pod(self, name: str) -> Any | None:
-        try:
-            return self.core.read_namespaced_pod(name, self.ns)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def gone(self, plural: str, name: str, timeout: float = 30) -> None:
-        self.wait(lambda: self.kinds.get(plural, name) is None, timeout, f"{plural}/{name} gone")
-
-    def admin(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.url)
-
-
-@pytest.fixture(scope="module")
-def env(
-    k8s_cluster: Cluster,
-    redis_server: RedisServer,
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Env]:
-    api = k8s_cluster.api_client()
-    install_crds(k8s_cluster.kubeconfig, api)
-    failed_before = request.session.testsfailed
-    with temp_namespace(api, "t-operator") as ns:
-        op = OperatorProcess(
-            k8s_cluster.kubeconfig,
-            [ns],
-            {"SESSION_POLL_SECONDS": "1", "LIBRARY_POLL_SECONDS": "1"},
-            log_dir=tmp_path_factory.mktemp("operator"),
-        )
-        op.start().wait_started()
-        try:
-            yield Env(
-                k8s_cluster,
-                api,
-                Kinds(api, ns),
-                client.CoreV1Api(api),
-                client.BatchV1Api(api),
-                client.NetworkingV1Api(api),
-                op,
-                redis_server,
-            )
-        finally:
-            # Let the operator remove its finalizers before it stops.
-            kinds = Kinds(api, ns)
-            for plural in ("codesessions", "workflowlibraries", "workspaces"):
-                for obj in kinds.custom.list_namespaced_custom_object(
-                    "codemode.dev", "v1alpha1", ns, plural
-                )["items"]:
-                    if plural == "workspaces":
-                        kinds.patch(
-                            plural, obj["metadata"]["name"], {"spec": {"deletionPolicy": "Cascade"}}
-                        )
-                    kinds.delete(plural, obj["metadata"]["name"])
-
-            def leftovers() -> list[tuple[str, str]]:
-                return [
-                    (plural, o["metadata"]["name"])
-                    for plural in ("codesessions", "workflowlibraries", "workspaces")
-                    for o in kinds.custom.list_namespaced_custom_object(
-                        "codemode.dev", "v1alpha1", ns, plural
-                    )["items"]
-                ]
-
-            try:
-                wait_for(lambda: not leftovers(), 30, "operator released its objects")
-            except AssertionError:
-                # e.g. a Workspace whose Redis is unreachable keeps retrying its cleanup
-                for plural, name in leftovers():
-                    kinds.patch(plural, name, {"metadata": {"finalizers": None}})
-            op.stop()
-            report_log_on_failure(request, op, failed_before)
 
 
 def _owned_by(obj: Any, kind: str, name: str, uid: str) -> None:
