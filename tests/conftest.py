@@ -1,19 +1,68 @@
-"""Shared fixtures: a real redis-server on a free loopback port."""
+"""Shared fixtures: a real redis-server on a free loopback port. And how a run is spread
+over processes: plain `pytest` runs the unit and integration tiers on one pytest-xdist
+worker per CPU (`-n auto` in pyproject's addopts); a run that may include a cluster tier
+runs in one process (pytest_xdist_auto_num_workers)."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 
 pytest_plugins = ["tests.cluster.pytest_plugin"]
+
+
+# The tiers that share one local cluster: their tests never run in parallel.
+CLUSTER_TIERS = ("k8s", "e2e")
+
+
+def may_select_cluster_tests(markexpr: str) -> bool:
+    """Whether `-m markexpr` selects any test marked with a cluster tier, whatever other
+    markers that test has (every combination of the expression's other names is tried)."""
+    if not markexpr.strip():
+        return True
+    expression = Expression.compile(markexpr)
+    names = set(re.findall(r"[\w:+\-.\[\]\\/]+", markexpr)) - {"and", "or", "not", "True", "False"}
+    others = sorted(names - set(CLUSTER_TIERS))
+    return any(
+        expression.evaluate(_marked({tier, *itertools.compress(others, present)}))
+        for tier in CLUSTER_TIERS
+        for present in itertools.product((False, True), repeat=len(others))
+    )
+
+
+def _marked(marks: set[str]) -> Callable[..., bool]:
+    """An `Expression` matcher for a test that carries exactly `marks`."""
+
+    def matcher(name: str, /, **kwargs: object) -> bool:
+        return name in marks
+
+    return matcher
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: no workers (one process, as without xdist) when the run may include a
+    cluster tier, e.g. `tests/run` (`-m ""`): those tests share one local cluster and an
+    order (tests/e2e/test_zz_cluster_down.py last). None either when the arguments name
+    files, not folders: a module or a test alone runs sooner than workers start, each of
+    which imports and collects. Otherwise xdist's default, one worker per CPU. The unit
+    and integration tiers are safe in parallel: every fixture takes a free port, a temp
+    dir and a Redis key prefix of its own, and each worker starts its own redis-server."""
+    if may_select_cluster_tests(config.getoption("markexpr") or ""):
+        return 0
+    if any(Path(arg.partition("::")[0]).is_file() for arg in config.args):
+        return 0
+    return None
 
 
 def free_port() -> int:
