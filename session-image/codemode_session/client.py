@@ -49,6 +49,17 @@ def _name_path(kind: str, name: str) -> str:
     return f"/api/{kind}/" + "/".join(parts)
 
 
+def _workflow_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    """The server answers null for a missing workflow (older ones answered 404)."""
+    data = response.json()
+    return None if data is None else dict(data)
+
+
+def _no_such_object(exc: SessionError) -> bool:
+    """An older server's 404 for a missing workflow, not one for an unknown session."""
+    return "unknown or expired session" not in exc.detail
+
+
 def _artifact_value(response: httpx.Response) -> Any:
     if response.headers.get("content-type", "").startswith("application/octet-stream"):
         return response.content
@@ -163,9 +174,9 @@ class SessionClient(_Base):
 
     def get_workflow(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self._req("GET", _name_path("workflows", name)).json())
+            return _workflow_or_none(self._req("GET", _name_path("workflows", name)))
         except SessionError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and _no_such_object(exc):
                 return None
             raise
 
@@ -175,12 +186,11 @@ class SessionClient(_Base):
 
     def delete_workflow(self, name: str) -> bool:
         try:
-            self._req("DELETE", _name_path("workflows", name))
+            return self._req("DELETE", _name_path("workflows", name)).json() is not False
         except SessionError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and _no_such_object(exc):
                 return False
             raise
-        return True
 
     def list_artifacts(self) -> list[dict[str, Any]]:
         return list(self._req("GET", "/api/artifacts").json())
@@ -299,20 +309,20 @@ class AsyncSessionClient(_Base):
 
     async def get_workflow(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict((await self._req("GET", _name_path("workflows", name))).json())
+            return _workflow_or_none(await self._req("GET", _name_path("workflows", name)))
         except SessionError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and _no_such_object(exc):
                 return None
             raise
 
     async def delete_workflow(self, name: str) -> bool:
         try:
-            await self._req("DELETE", _name_path("workflows", name))
+            response = await self._req("DELETE", _name_path("workflows", name))
         except SessionError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and _no_such_object(exc):
                 return False
             raise
-        return True
+        return response.json() is not False
 
     async def list_artifacts(self) -> list[dict[str, Any]]:
         return list((await self._req("GET", "/api/artifacts")).json())

@@ -23,6 +23,9 @@ class ExecuteResult:
     execution_time_ms: float
     session_id: str
     worker_restarted: bool = False
+    # Why an earlier run's variables are gone although this run went well (the session's
+    # worker was released while idle); None when the session kept its interpreter.
+    state_released: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -40,11 +43,12 @@ class ExecuteResult:
             execution_time_ms=float(data.get("execution_time_ms", 0.0)),
             session_id=data.get("session_id", ""),
             worker_restarted=bool(data.get("worker_restarted", False)),
+            state_released=data.get("state_released"),
         )
 
 
 # Only the server knows these (it times the run and restarts workers).
-SERVER_FIELDS = ("execution_time_ms", "session_id", "worker_restarted")
+SERVER_FIELDS = ("execution_time_ms", "session_id", "worker_restarted", "state_released")
 # What a worker answers for one run.
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(ExecuteResult) if f.name not in SERVER_FIELDS)
 _RUN_DEFAULTS = {

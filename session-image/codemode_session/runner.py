@@ -127,8 +127,19 @@ class _Budget:
         return text
 
 
+def json_key(key: Any) -> str:
+    """A dict key as JSON writes it: {1: 'a'} is {"1": "a"}, True "true", None "null"."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    return str(key)
+
+
 def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> Any:
-    """The JSON form of a result: containers recurse, anything else is its repr.
+    """The JSON form of a result, as py-code-mode's server gives it: lists, tuples and
+    frozensets are lists, dicts objects (keys as JSON writes them), NaN null, and
+    anything else (a set too) its str().
 
     The whole result is built within about twice MAX_VALUE_CHARS (`bounded` cuts it
     to size), so `[big] * 10_000` costs no more memory than `big`.
@@ -152,15 +163,14 @@ def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> An
         return budget.spend(_short(value))
     if isinstance(value, float):
         budget.left -= 8
-        return value if math.isfinite(value) else repr(value)
+        # NaN and infinities are not JSON: null, as py-code-mode's server answers them.
+        return value if math.isfinite(value) else None
     if depth < 20 and budget.left > 0:
-        if isinstance(value, list | tuple):
-            return [to_jsonable(v, depth + 1, budget) for v in value[:10000]]
-        if isinstance(value, set | frozenset):
+        if isinstance(value, list | tuple | frozenset):
             return [to_jsonable(v, depth + 1, budget) for v in list(value)[:10000]]
-        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        if isinstance(value, dict):
             return {
-                budget.spend(clean_text(k)): to_jsonable(v, depth + 1, budget)
+                budget.spend(clean_text(json_key(k))): to_jsonable(v, depth + 1, budget)
                 for k, v in list(value.items())[:10000]
             }
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -169,7 +179,7 @@ def to_jsonable(value: Any, depth: int = 0, budget: _Budget | None = None) -> An
         return "...[truncated]"
     if isinstance(value, bytes | bytearray) and len(value) > MAX_VALUE_CHARS // 4:
         return budget.spend(repr(bytes(value[: MAX_VALUE_CHARS // 4])) + "...[truncated]")
-    return budget.spend(_short(repr(value)))
+    return budget.spend(_short(str(value)))
 
 
 def _format_error(exc: BaseException) -> str:

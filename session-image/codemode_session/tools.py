@@ -8,6 +8,7 @@ Recipes are named presets (`tools.curl.get(url=...)`).
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import shutil
@@ -190,6 +191,30 @@ def _name_text(value: Any) -> str:
     if isinstance(value, str | int | float | bool | datetime.date):
         return str(value)
     raise ValidationError("tool name must be text")
+
+
+def stored_tool_value(text: str) -> str:
+    """A tool's YAML as the Redis tools hash holds it: the JSON of its mapping, as
+    py-code-mode stores (and requires) it. Older codemode values are the YAML itself;
+    readers take both (JSON is YAML), and the next bootstrap rewrites them as JSON."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if not isinstance(data, dict):
+        return text
+    return json.dumps(data, default=str)
+
+
+def tool_yaml(value: str) -> str:
+    """A stored tool value (JSON, or an older YAML one) as YAML, for files."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return value
+    if not isinstance(data, dict):
+        return value
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def load_tools_dir(path: str | os.PathLike[str] | None) -> dict[str, str]:

@@ -38,6 +38,7 @@ SERVER_VARS = (
     "WORKER_MEMORY_MB",
     "WORKER_MAX_PROCESSES",
     "SESSION_IDLE_TIMEOUT",
+    "WORKER_IDLE_TIMEOUT",
     "MAX_SESSIONS",
     "WORKER_SPARES",
     "ACCEPT_CLIENT_SESSION_IDS",
@@ -214,7 +215,7 @@ class Api:
     def session(self, workspace_id: str | None = None) -> str:
         body = {} if workspace_id is None else {"workspace_id": workspace_id}
         response = self.http.post("/sessions", json=body)
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         session_id: str = response.json()["session_id"]
         return session_id
 

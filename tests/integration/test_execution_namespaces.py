@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,8 @@ def test_artifact_redis_layout(
     entry = json.loads(rdb.hget(f"{prefix}:ws:alpha:artifacts:__index__", "layout.txt"))
     assert entry["description"] == "d"
     assert entry["metadata"] == {"k": "v", "_data_type": "text"}
-    assert isinstance(entry["created_at"], float)
+    # ISO 8601, as py-code-mode writes and reads it (its list_artifacts parses it).
+    assert datetime.fromisoformat(entry["created_at"]).tzinfo is not None
     assert rdb.get(f"{prefix}:artifacts:layout.txt") is None
 
     # Legacy (no workspace): py-code-mode's unscoped keys.

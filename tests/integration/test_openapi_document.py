@@ -11,8 +11,10 @@ status is documented for its operation, and its body matches the documented sche
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -75,6 +77,23 @@ def conforms(document: dict[str, Any], path: str, method: str, response: httpx.R
     operation.validate_response(response)  # raises, saying what differs
 
 
+def while_running(server: ServerProcess, session: str, http: httpx.Client) -> httpx.Response:
+    """POST /sessions while the one worker (MAX_SESSIONS=1) runs the session's code: 429."""
+    with ThreadPoolExecutor(1) as running, server.client() as other:
+        busy = running.submit(
+            other.post,
+            "/execute",
+            json={"code": "import time\ntime.sleep(2)"},
+            headers={"X-Session-ID": session},
+        )
+        deadline = time.monotonic() + 20
+        while (answer := http.post("/sessions", json={})).status_code != 429:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.05)
+        assert busy.result().status_code == 200
+    return answer
+
+
 def test_every_error_the_server_gives_is_documented(
     server: ServerProcess,
     http: httpx.Client,
@@ -102,7 +121,12 @@ def test_every_error_the_server_gives_is_documented(
         (401, "/api/workflows", "GET", httpx.get(f"{server.url}/api/workflows", trust_env=False)),
         (403, "/sessions", "POST", http.post("/sessions", json={"workspace_id": "other"})),
         (403, "/api/deps/add", "POST", http.post("/api/deps/add", json={"package": "requests"})),
-        (404, "/api/workflows/{name}", "GET", http.get("/api/workflows/nothing_here")),
+        (
+            404,
+            "/api/workflows/{name}",
+            "GET",
+            http.get("/api/workflows/nothing_here", headers=unknown),
+        ),
         (404, "/sessions", "DELETE", http.delete("/sessions", headers=unknown)),
         (404, "/info", "GET", http.get("/info", headers=unknown)),
         (404, "/execute", "POST", http.post("/execute", json={"code": "1"}, headers=unknown)),
@@ -134,7 +158,7 @@ def test_every_error_the_server_gives_is_documented(
         (422, "/execute", "POST", too_long),
         (422, "/execute", "POST", http.post("/execute", json={"code": 1})),
         (422, "/sessions", "DELETE", http.delete("/sessions")),
-        (429, "/sessions", "POST", http.post("/sessions", json={})),
+        (429, "/sessions", "POST", while_running(server, session, http)),
     ]
     for status, path, method, response in cases:
         assert response.status_code == status, (path, method, response.text)

@@ -93,7 +93,7 @@ def test_tools_list_and_search(api: Api) -> None:
 
 def test_workflow_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
     created = api.http.post("/api/workflows", json={"name": "add", "source": SOURCE})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     assert created.json()["description"] == "Add two numbers."
     assert [p["name"] for p in created.json()["parameters"]] == ["a", "b"]
     assert rdb.hexists(f"{prefix}:ws:{WORKSPACE}:workflows:__workflows__", "add")
@@ -116,8 +116,11 @@ def test_workflow_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
     assert described.json()["description"] == "custom words"
     deleted = api.http.delete("/api/workflows/add")
     assert deleted.status_code == 200 and deleted.json() is True
-    assert api.http.get("/api/workflows/add").status_code == 404
-    assert api.http.delete("/api/workflows/add").status_code == 404
+    # Missing: null and false, as py-code-mode's server answers (its client reads them).
+    gone = api.http.get("/api/workflows/add")
+    assert gone.status_code == 200 and gone.json() is None
+    again = api.http.delete("/api/workflows/add")
+    assert again.status_code == 200 and again.json() is False
 
 
 @pytest.mark.parametrize(
@@ -146,12 +149,12 @@ def test_workflow_bad_json_and_names(api: Api) -> None:
     assert api.http.get("/api/workflows/not-valid").status_code == 400
     assert api.http.get("/api/workflows/search").status_code == 422
     assert api.http.delete("/api/workflows/class").status_code == 400
-    assert api.http.get("/api/workflows/nothing_here").status_code == 404
+    assert api.http.get("/api/workflows/nothing_here").json() is None
 
 
 def test_library_owned_workflow_is_409(api: Api, rdb: redis.Redis, prefix: str) -> None:
     assert (
-        api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE}).status_code == 201
+        api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE}).status_code == 200
     )
     rdb.hset(f"{prefix}:ws:{WORKSPACE}:workflows:__owners__", "owned", "shared-lib")
     overwrite = api.http.post("/api/workflows", json={"name": "owned", "source": SOURCE})
@@ -175,17 +178,17 @@ def test_artifact_endpoints(api: Api, rdb: redis.Redis, prefix: str) -> None:
             "metadata": {"run": 7},
         },
     )
-    assert as_json.status_code == 201, as_json.text
+    assert as_json.status_code == 200, as_json.text
     assert as_json.json()["metadata"] == {"run": 7, "_data_type": "json"}
     assert (
         api.http.post("/api/artifacts", json={"name": "note.txt", "data": "plain"}).status_code
-        == 201
+        == 200
     )
     raw = b"\x00\xffbinary"
     as_bytes = api.http.post(
         "/api/artifacts", json={"name": "blob.bin", "data_base64": base64.b64encode(raw).decode()}
     )
-    assert as_bytes.status_code == 201 and as_bytes.json()["data_type"] == "bytes"
+    assert as_bytes.status_code == 200 and as_bytes.json()["data_type"] == "bytes"
 
     listed = api.http.get("/api/artifacts").json()
     assert [a["name"] for a in listed] == ["blob.bin", "data/result.json", "note.txt"]
@@ -268,7 +271,7 @@ def test_info(api: Api) -> None:
 def test_pinned_server_refuses_other_workspaces(api: Api) -> None:
     assert api.http.post("/sessions", json={"workspace_id": "someone-else"}).status_code == 403
     created = api.http.post("/sessions", json={"workspace_id": WORKSPACE})
-    assert created.status_code == 201 and created.json()["workspace_id"] == WORKSPACE
+    assert created.status_code == 200 and created.json()["workspace_id"] == WORKSPACE
 
 
 def test_unknown_routes_and_methods(api: Api) -> None:
@@ -286,7 +289,7 @@ def test_unknown_routes_and_methods(api: Api) -> None:
         ("/api/workflows", {"name": "w", "source": "async def run():\n    return '\udcff'\n"}, 400),
         ("/api/workflows", {"name": "\udcff", "source": "x"}, 400),
         ("/api/artifacts", {"name": "a.txt", "data": "\udcff"}, 400),
-        ("/api/artifacts", {"name": "a.txt", "data": "x", "metadata": {"k": "\udcff"}}, 201),
+        ("/api/artifacts", {"name": "a.txt", "data": "x", "metadata": {"k": "\udcff"}}, 200),
         ("/api/deps/add", {"package": "\udcff"}, 403),
     ],
 )

@@ -171,7 +171,7 @@ def test_non_json_artifacts_from_code_are_refused_clearly(rapi: Api) -> None:
 def test_file_storage_index_name_is_reserved(fapi: Api) -> None:
     assert (
         fapi.http.post("/api/artifacts", json={"name": "kept.txt", "data": "kept"}).status_code
-        == 201
+        == 200
     )
     # Before: this overwrote the artifacts index, and every artifact call answered 500.
     response = fapi.http.post("/api/artifacts", json={"name": "__index__.json", "data": "x"})
@@ -187,12 +187,12 @@ def test_file_storage_index_name_is_reserved(fapi: Api) -> None:
 
 
 def test_file_storage_file_and_folder_clashes_are_409(fapi: Api) -> None:
-    assert fapi.http.post("/api/artifacts", json={"name": "leaf", "data": "x"}).status_code == 201
+    assert fapi.http.post("/api/artifacts", json={"name": "leaf", "data": "x"}).status_code == 200
     under_file = fapi.http.post("/api/artifacts", json={"name": "leaf/child", "data": "x"})
     assert under_file.status_code == 409, under_file.text  # was 500
     assert "'leaf/child'" in under_file.json()["detail"]
 
-    assert fapi.http.post("/api/artifacts", json={"name": "tree/a", "data": "x"}).status_code == 201
+    assert fapi.http.post("/api/artifacts", json={"name": "tree/a", "data": "x"}).status_code == 200
     over_folder = fapi.http.post("/api/artifacts", json={"name": "tree", "data": "x"})
     assert over_folder.status_code == 409, over_folder.text  # was 500
     assert "folder" in over_folder.json()["detail"]
@@ -200,7 +200,7 @@ def test_file_storage_file_and_folder_clashes_are_409(fapi: Api) -> None:
     assert fapi.http.delete("/api/artifacts/tree/a").status_code == 200
     assert (
         fapi.http.post("/api/artifacts", json={"name": "tree", "data": "now a file"}).status_code
-        == 201
+        == 200
     )
     assert fapi.http.get("/api/artifacts/tree").json() == "now a file"
 
@@ -336,7 +336,7 @@ def test_broken_tools_in_redis_do_not_hide_the_others(
 def test_workflow_defaults_that_are_not_json_keep_their_source(rapi: Api) -> None:
     source = "async def run(a=1e999, b={1, 2}, c=b'x', d=-1e999):\n    return a\n"
     created = rapi.http.post("/api/workflows", json={"name": "odd_defaults", "source": source})
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     defaults = [p["default"] for p in created.json()["parameters"]]
     # 1e999 was stored as Infinity: shown as null by the API and "inf" to code.
     assert defaults == ["1e309", "{1, 2}", "b'x'", "-1e309"]

@@ -21,6 +21,7 @@ from codemode_session.cli.main import main
 from codemode_session.errors import ConflictError
 from codemode_session.storage import RedisStorage
 from codemode_session.store import bootstrap
+from codemode_session.tools import stored_tool_value
 from codemode_session.workflow_model import parse_workflow
 from redis.asyncio.connection import AbstractConnection
 
@@ -363,7 +364,9 @@ def test_readers_never_see_a_partial_tools_or_deps_sync(
     target = ["--redis-url", redis_url, "--prefix", prefix]
     tools_src, deps_src = sources_for_sync(tmp_path)
     seed(r, prefix)
-    allowed_tools = [OLD_TOOLS, NEW_TOOLS]
+    # Stored as py-code-mode stores tools: the JSON of each YAML mapping.
+    new_tools = {n: stored_tool_value(t) for n, t in NEW_TOOLS.items()}
+    allowed_tools = [OLD_TOOLS, new_tools]
     allowed_deps = [OLD_DEPS, NEW_DEPS]
     seen: list[tuple[dict[str, str], set[str]]] = []
     reader = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -398,7 +401,7 @@ def test_readers_never_see_a_partial_tools_or_deps_sync(
         stop.set()
         thread.join()
         reader.close()
-    assert stored_sets(r, prefix) == (NEW_TOOLS, NEW_DEPS)
+    assert stored_sets(r, prefix) == (new_tools, NEW_DEPS)
     assert len(seen) >= 4
     for tools, deps in seen + polled:
         assert tools in allowed_tools, f"a reader saw a partial tools set: {sorted(tools)}"

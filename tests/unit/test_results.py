@@ -55,6 +55,7 @@ def test_from_json_is_lenient_and_complete() -> None:
         "execution_time_ms": 3,
         "session_id": "s",
         "worker_restarted": True,
+        "state_released": "idle",
     }
     assert dataclasses.asdict(ExecuteResult.from_json(full)) == {**full, "execution_time_ms": 3.0}
     sparse = ExecuteResult.from_json({"error": "E: x"})

@@ -42,6 +42,8 @@ ROUTES = [
     ("POST", "/api/deps/add"),
     ("POST", "/api/deps/remove"),
     ("POST", "/api/deps/sync"),
+    ("POST", "/install_deps"),
+    ("POST", "/uninstall_deps"),
 ]
 PROBES = {"/health", "/ready", "/metrics"}
 

@@ -37,7 +37,11 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool = build_pool(environ, config, state.storages.get)
-        state.start(SessionManager(pool, config.session_idle_timeout, config.max_sessions))
+        state.start(
+            SessionManager(
+                pool, config.session_idle_timeout, config.max_sessions, config.worker_idle_timeout
+            )
+        )
         yield
         await state.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from fastapi import HTTPException, Request
@@ -32,3 +33,12 @@ async def check_bearer(request: Request) -> None:
             detail="missing or invalid bearer token (send 'Authorization: Bearer <token>')",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def token_owner(request: Request) -> str | None:
+    """Who a client-chosen session id belongs to: a digest of the bearer token sent
+    (None when auth is off). The token itself is never kept."""
+    if request.app.state.config.auth_disabled:
+        return None
+    _, _, supplied = request.headers.get("authorization", "").partition(" ")
+    return hashlib.sha256(supplied.strip().encode()).hexdigest()

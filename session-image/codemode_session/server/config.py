@@ -60,6 +60,7 @@ class ServerConfig:
     max_execution_time: float
     allow_runtime_deps: bool
     session_idle_timeout: float
+    worker_idle_timeout: float
     max_sessions: int
     worker_spares: int
     accept_client_session_ids: bool
@@ -90,9 +91,11 @@ class ServerConfig:
             max_execution_time=max_time,
             allow_runtime_deps=_flag(env, "ALLOW_RUNTIME_DEPS"),
             session_idle_timeout=_float(env, "SESSION_IDLE_TIMEOUT", 3600.0),
+            worker_idle_timeout=_float(env, "WORKER_IDLE_TIMEOUT", 300.0),
             max_sessions=int(_float(env, "MAX_SESSIONS", 32)),
             worker_spares=int(env.get("WORKER_SPARES", "1") or 0),
-            accept_client_session_ids=_flag(env, "ACCEPT_CLIENT_SESSION_IDS"),
+            # On unless turned off: py-code-mode's client chooses its session ids.
+            accept_client_session_ids=env.get("ACCEPT_CLIENT_SESSION_IDS", "true").lower() in TRUE,
             max_code_bytes=int(_float(env, "MAX_CODE_BYTES", 1024 * 1024)),
             max_request_bytes=_bytes(env, "MAX_REQUEST_BYTES", MAX_REQUEST_BYTES_DEFAULT),
             tools_path=env.get("TOOLS_PATH") or None,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 
-from codemode_session.server.auth import check_bearer
+from codemode_session.server.auth import check_bearer, token_owner
 from codemode_session.server.models import (
     ARTIFACT_NAME,
     ARTIFACT_NAME_HELP,
@@ -30,6 +30,14 @@ async def server_state(request: Request) -> ServerState:
 
 
 State = Annotated[ServerState, Depends(server_state)]
+
+
+async def caller(request: Request) -> str | None:
+    return token_owner(request)
+
+
+# Whom a client-chosen session id is bound to (sessions.Session.owner).
+Owner = Annotated[str | None, Depends(caller)]
 SessionHeader = Annotated[str, Header(alias="X-Session-ID")]
 OptionalSessionHeader = Annotated[str | None, Header(alias="X-Session-ID")]
 
@@ -48,13 +56,16 @@ class Workspace:
 
     state: ServerState
     session_id: str | None
+    owner: str | None = None
 
     def storage(self) -> Storage:
-        return self.state.storage_for(self.session_id)
+        return self.state.storage_for(self.session_id, self.owner)
 
 
-async def workspace(state: State, x_session_id: OptionalSessionHeader = None) -> Workspace:
-    return Workspace(state, x_session_id)
+async def workspace(
+    state: State, owner: Owner, x_session_id: OptionalSessionHeader = None
+) -> Workspace:
+    return Workspace(state, x_session_id, owner)
 
 
 CallerWorkspace = Annotated[Workspace, Depends(workspace)]

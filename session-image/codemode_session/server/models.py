@@ -136,6 +136,23 @@ class PackageRequest(Strict):
     )
 
 
+class PackagesRequest(Strict):
+    packages: list[str] = Field(
+        description="PyPI requirements, each as `package` in /api/deps/add (py-code-mode's "
+        "/install_deps and /uninstall_deps body)"
+    )
+
+
+class PackagesResult(BaseModel):
+    """The answer of /install_deps and /uninstall_deps, shaped as py-code-mode's."""
+
+    installed: list[str] = []
+    already_present: list[str] = []
+    removed: list[str] = []
+    not_found: list[str] = []
+    failed: list[str] = []
+
+
 class ReadyResponse(BaseModel):
     ready: bool
     reason: str | None = None

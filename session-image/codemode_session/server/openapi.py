@@ -22,7 +22,8 @@ ERRORS: dict[int, str] = {
     409: "The object belongs to a WorkflowLibrary, or concurrent writers kept changing it",
     413: "The request body is larger than MAX_REQUEST_BYTES, the code than MAX_CODE_BYTES, "
     "or a write would pass the workspace's storage quota",
-    429: "MAX_SESSIONS sessions are open; end one with DELETE /sessions",
+    429: "All MAX_SESSIONS workers are running code (idle sessions give theirs up); retry "
+    "when one finishes",
     503: "Storage (Redis or the storage folder) does not answer",
 }
 

@@ -1,7 +1,16 @@
-"""Sessions: server-issued ids, one worker each, expiry when idle.
+"""Sessions: ids, one worker each while in use, release when idle, expiry.
 
-Ids are 192-bit random tokens; they are never listed, so knowing one is the
-capability to use that session.
+Ids the server issues are 192-bit random tokens; they are never listed, so knowing
+one is the capability to use that session. A client may also choose its own id (as
+py-code-mode's client does); such a session is bound to the bearer token that
+created it, and any other token finds no session there.
+
+Workers are the scarce part (MAX_SESSIONS of them at most), records are not: a
+session idle for `worker_idle_timeout` gives its worker back and keeps its id, and
+when every worker is taken, the one idle longest is released for a newcomer. A
+released session's next run gets a fresh worker and says that its state is gone.
+A run refused for want of a worker (429) happens only while every worker is running
+code.
 """
 
 from __future__ import annotations
@@ -19,6 +28,16 @@ from codemode_session.server import metrics
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+# Session records are small; past this many per worker the longest idle without a
+# worker are forgotten (its id, if used again, starts afresh).
+RECORDS_PER_WORKER = 64
+MIN_RECORDS = 1024
+
+
+def issued_id() -> str:
+    """192 random bits, with a '.' that no client-chosen id has: an id the server issued
+    and later ended or expired is never taken up again as a client's."""
+    return "s." + secrets.token_urlsafe(24)
 
 
 class TooManySessions(Exception):
@@ -29,26 +48,41 @@ class TooManySessions(Exception):
 class Session:
     id: str
     workspace_id: str | None
+    owner: str | None = None  # digest of the token that chose this id; None: server-issued
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     executions: int = 0
     worker: Any = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    released: str | None = None  # why the worker was given back while idle, until the next run
 
 
 class SessionManager:
-    def __init__(self, pool: WorkerPool, idle_timeout: float, max_sessions: int) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        idle_timeout: float,
+        max_sessions: int,
+        worker_idle_timeout: float | None = None,
+    ) -> None:
         self.pool = pool
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
+        self.worker_idle_timeout = min(worker_idle_timeout or idle_timeout, idle_timeout)
+        self.max_records = max(MIN_RECORDS, RECORDS_PER_WORKER * max_sessions)
         self._sessions: dict[str, Session] = {}
+        self._acquiring = 0
         self.last_activity = time.time()
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def count(self) -> int:
         return len(self._sessions)
+
+    @property
+    def workers_held(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.worker is not None)
 
     def start(self) -> None:
         self.pool.refill()
@@ -63,27 +97,38 @@ class SessionManager:
             await self.end(session_id)
         await self.pool.close()
 
-    async def create(self, workspace_id: str | None, session_id: str | None = None) -> Session:
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.last_used > self.idle_timeout and not session.lock.locked()
+
+    def taken(self, session_id: str) -> bool:
+        """A live session has this id (whoever owns it)."""
+        session = self._sessions.get(session_id)
+        return session is not None and not self._expired(session, time.time())
+
+    async def create(
+        self, workspace_id: str | None, session_id: str | None = None, owner: str | None = None
+    ) -> Session:
         if session_id is not None and session_id in self._sessions:
             # A client-chosen id of an expired session not yet swept: end it first, or its
             # worker would be orphaned (never killed) when the new session takes the id.
             await self.end(session_id)
-        if len(self._sessions) >= self.max_sessions:
+        if not self._room_for_a_worker():
+            raise TooManySessions()
+        if len(self._sessions) >= self.max_records:
             await self.sweep()
-            if len(self._sessions) >= self.max_sessions:
-                raise TooManySessions()
-        session = Session(id=session_id or secrets.token_urlsafe(24), workspace_id=workspace_id)
+            await self._forget_oldest_without_worker()
+        session = Session(id=session_id or issued_id(), workspace_id=workspace_id, owner=owner)
         self._sessions[session.id] = session
         metrics.SESSIONS.set(len(self._sessions))
         self.touch(session)
         return session
 
-    def get(self, session_id: str) -> Session | None:
+    def get(self, session_id: str, owner: str | None = None) -> Session | None:
         session = self._sessions.get(session_id)
-        if session is None:
+        if session is None or self._expired(session, time.time()):
             return None
-        if time.time() - session.last_used > self.idle_timeout and not session.lock.locked():
-            return None
+        if session.owner is not None and session.owner != owner:
+            return None  # a client-chosen id belongs to the token that chose it
         return session
 
     def touch(self, session: Session) -> None:
@@ -100,28 +145,89 @@ class SessionManager:
             session.worker = None
         return True
 
+    async def release(self, session: Session, why: str) -> None:
+        """Give the session's worker back, keeping the session (its next run starts afresh).
+
+        No await between the check of the lock (by the caller) and taking the worker, so
+        a run cannot start on a worker being released."""
+        worker, session.worker = session.worker, None
+        if worker is None:
+            return
+        session.released = why
+        metrics.WORKER_RESTARTS.labels(reason="released").inc()
+        await worker.kill()
+
     async def sweep(self) -> int:
         now = time.time()
-        idle = [
-            s.id
-            for s in self._sessions.values()
-            if now - s.last_used > self.idle_timeout and not s.lock.locked()
-        ]
+        idle = [s.id for s in self._sessions.values() if self._expired(s, now)]
         for session_id in idle:
             await self.end(session_id)
+        for session in list(self._sessions.values()):
+            if (
+                session.worker is not None
+                and not session.lock.locked()
+                and now - session.last_used > self.worker_idle_timeout
+            ):
+                await self.release(
+                    session, f"it was idle for more than {self.worker_idle_timeout:g}s"
+                )
         return len(idle)
 
+    async def _forget_oldest_without_worker(self) -> None:
+        spare = sorted(
+            (s for s in self._sessions.values() if s.worker is None and not s.lock.locked()),
+            key=lambda s: s.last_used,
+        )
+        for session in spare[: max(1, len(self._sessions) - self.max_records + 1)]:
+            await self.end(session.id)
+        if len(self._sessions) >= self.max_records:
+            raise TooManySessions()
+
     async def _sweep_forever(self) -> None:
-        interval = max(1.0, min(30.0, self.idle_timeout / 4))
+        interval = max(1.0, min(30.0, self.worker_idle_timeout / 4))
         while True:
             await asyncio.sleep(interval)
             await self.sweep()
+
+    def _idle_holders(self, besides: Session | None = None) -> list[Session]:
+        return sorted(
+            (
+                s
+                for s in self._sessions.values()
+                if s.worker is not None and s is not besides and not s.lock.locked()
+            ),
+            key=lambda s: s.last_used,
+        )
+
+    def _room_for_a_worker(self, besides: Session | None = None) -> bool:
+        """A worker is free, or one can be taken from an idle session."""
+        held = self._acquiring + sum(
+            1 for s in self._sessions.values() if s.worker is not None and s is not besides
+        )
+        return held < self.max_sessions or bool(self._idle_holders(besides))
+
+    async def _make_room(self, session: Session) -> None:
+        while (
+            self._acquiring
+            + sum(1 for s in self._sessions.values() if s.worker is not None and s is not session)
+            >= self.max_sessions
+        ):
+            idle = self._idle_holders(session)
+            if not idle:
+                raise TooManySessions()
+            await self.release(idle[0], "another session needed a worker while it was idle")
 
     async def _ensure_worker(self, session: Session) -> None:
         if session.worker is None or not session.worker.alive:
             if session.worker is not None:
                 await session.worker.kill()
-            session.worker = await self.pool.acquire(session.workspace_id)
+                session.worker = None
+            await self._make_room(session)
+            self._acquiring += 1
+            try:
+                session.worker = await self.pool.acquire(session.workspace_id)
+            finally:
+                self._acquiring -= 1
 
     async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
         async with session.lock:
@@ -132,6 +238,7 @@ class SessionManager:
             restarted = session.worker is not None and not session.worker.alive
             if restarted:
                 metrics.WORKER_RESTARTS.labels(reason="lost").inc()
+            released, session.released = session.released, None
             try:
                 await self._ensure_worker(session)
                 reply: dict[str, Any] = await session.worker.request(
@@ -139,6 +246,9 @@ class SessionManager:
                 )
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
+            except TooManySessions:
+                session.released = released  # not run: the next attempt must still say so
+                raise
             except WorkerTimeout:
                 reply = self._lost(
                     "TimeoutError", f"execution exceeded the timeout of {timeout:g}s"
@@ -153,7 +263,7 @@ class SessionManager:
                     session.worker = None
                 metrics.WORKER_RESTARTS.labels(reason=outcome).inc()
                 if not session.closed:
-                    with contextlib.suppress(WorkerCrashed):
+                    with contextlib.suppress(WorkerCrashed, TooManySessions):
                         await self._ensure_worker(session)
             await self._drop_if_closed(session)
             elapsed = time.perf_counter() - started
@@ -163,7 +273,13 @@ class SessionManager:
             metrics.EXECUTION_SECONDS.observe(elapsed)
             reply["execution_time_ms"] = elapsed * 1000
             reply["session_id"] = session.id
-            reply["worker_restarted"] = restarted
+            reply["worker_restarted"] = restarted or released is not None
+            reply["state_released"] = (
+                None
+                if released is None
+                else f"this session's worker was released because {released}; variables "
+                "and imports from earlier runs are gone (storage is kept)"
+            )
             return reply
 
     @staticmethod
@@ -175,13 +291,13 @@ class SessionManager:
         )
 
     async def reset(self, session: Session) -> None:
+        """A fresh interpreter for the next run (started then, not now)."""
         async with session.lock:
             if session.worker is not None:
                 await session.worker.kill()
                 session.worker = None
+            session.released = None
             self.touch(session)
-            await self._ensure_worker(session)
-            await self._drop_if_closed(session)
 
     @staticmethod
     async def _drop_if_closed(session: Session) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from codemode_session.errors import ForbiddenError, NotFoundError
 from codemode_session.names import validate_workspace_id
@@ -70,38 +71,72 @@ class ServerState:
             raise ForbiddenError(f"this server serves workspace {pinned!r} only")
         return requested
 
-    def session(self, session_id: str, hint: str = "create one with POST /sessions") -> Session:
-        session = self.sessions.get(session_id)
+    def session(
+        self, session_id: str, owner: str | None, hint: str = "create one with POST /sessions"
+    ) -> Session:
+        session = self.sessions.get(session_id, owner)
         if session is None:
             raise NotFoundError(f"{UNKNOWN_SESSION}; {hint}")
         return session
 
-    def storage_for(self, session_id: str | None) -> Storage:
-        """The storage of the session's workspace; without a session, the server's."""
+    def client_id_allowed(self, session_id: str) -> bool:
+        """`session_id` may name a session the caller creates (client-chosen ids on, the
+        id well formed, and no live session of another caller under it)."""
+        return (
+            self.config.accept_client_session_ids
+            and CLIENT_ID_RE.match(session_id) is not None
+            and not self.sessions.taken(session_id)
+        )
+
+    def storage_for(self, session_id: str | None, owner: str | None = None) -> Storage:
+        """The storage of the session's workspace; without a session, the server's.
+
+        A client-chosen id that names no session yet (py-code-mode's client sends its id
+        on every request, before the first run too) works in the server's workspace,
+        where its session will be created."""
         workspace = self.config.workspace_id
         if session_id:
-            workspace = self.session(session_id).workspace_id
+            session = self.sessions.get(session_id, owner)
+            if session is not None:
+                workspace = session.workspace_id
+            elif not self.client_id_allowed(session_id):
+                raise NotFoundError(
+                    f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
+                )
         return self.storages.get(workspace)
 
-    async def open_session(self, workspace: str | None, session_id: str | None = None) -> Session:
+    async def open_session(
+        self, workspace: str | None, session_id: str | None = None, owner: str | None = None
+    ) -> Session:
         try:
-            return await self.sessions.create(workspace, session_id=session_id)
+            return await self.sessions.create(workspace, session_id=session_id, owner=owner)
         except TooManySessions:
-            raise SessionLimitReached(
-                f"session limit reached ({self.config.max_sessions}); end one with DELETE /sessions"
-            ) from None
+            raise self._limit() from None
 
-    async def session_for_execute(self, session_id: str | None) -> Session:
-        """The session a run goes to: a new one without an id, and (when the server
-        accepts client ids, as py-code-mode's client expects) one under the given id."""
+    def _limit(self) -> SessionLimitReached:
+        return SessionLimitReached(
+            f"session limit reached: all {self.config.max_sessions} workers are running "
+            "code; retry when one finishes, or end a session with DELETE /sessions"
+        )
+
+    async def session_for_execute(self, session_id: str | None, owner: str | None) -> Session:
+        """The session a run goes to: a new one without an id, the caller's under its id,
+        and (client-chosen ids, as py-code-mode's client sends) a new one bound to the
+        caller's token under an id no live session has."""
         workspace = self.config.workspace_id
         if session_id is None:
             return await self.open_session(workspace)
-        session = self.sessions.get(session_id)
+        session = self.sessions.get(session_id, owner)
         if session is not None:
             return session
-        if self.config.accept_client_session_ids and CLIENT_ID_RE.match(session_id):
-            return await self.open_session(workspace, session_id=session_id)
+        if self.client_id_allowed(session_id):
+            return await self.open_session(workspace, session_id=session_id, owner=owner)
         raise NotFoundError(
             f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
         )
+
+    async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
+        try:
+            return await self.sessions.execute(session, code, timeout)
+        except TooManySessions:
+            raise self._limit() from None

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 from codemode_session.workflow_model import Workflow
@@ -30,15 +31,23 @@ class ArtifactInfo:
         return value if value in ("bytes", "text", "json") else "bytes"
 
     def index_entry(self) -> dict[str, Any]:
-        """The JSON stored in the artifacts index hash (py-code-mode's shape)."""
+        """The JSON stored in the artifacts index hash, as py-code-mode writes it:
+        `created_at` an ISO 8601 string (its readers parse it with fromisoformat)."""
         return {
             "description": self.description,
-            "created_at": self.created_at,
+            "created_at": datetime.fromtimestamp(self.created_at, UTC).isoformat(),
             "metadata": self.metadata,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.index_entry(), "data_type": self.data_type}
+        """The API's (and the namespace's) form: `created_at` in seconds since the epoch."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+            "data_type": self.data_type,
+        }
 
     @classmethod
     def from_index_entry(cls, name: str, entry: Any) -> ArtifactInfo:
@@ -46,9 +55,7 @@ class ArtifactInfo:
         if not isinstance(entry, dict):
             entry = {}
         created = entry.get("created_at", 0.0)
-        if isinstance(created, str):  # py-code-mode may write ISO timestamps
-            from datetime import datetime
-
+        if isinstance(created, str):  # ISO 8601 (ours and py-code-mode's); floats are older
             try:
                 created = datetime.fromisoformat(created).timestamp()
             except ValueError:

@@ -32,6 +32,7 @@ from codemode_session.storage.base import (
 )
 from codemode_session.storage.keys import KeyLayout
 from codemode_session.storage.quota import Quota
+from codemode_session.tools import stored_tool_value
 from codemode_session.workflow_model import Workflow
 
 _pack_command: Callable[[tuple[Any, ...]], bytes] | None
@@ -768,7 +769,8 @@ class RedisStorage:
         return {_s(k): _s(v) for k, v in sorted(raw.items())}
 
     async def save_tool(self, name: str, yaml_text: str) -> None:
-        await self._call(lambda: self.redis.hset(self.keys.tools, name, yaml_text))
+        value = stored_tool_value(yaml_text)  # JSON, as py-code-mode stores tools
+        await self._call(lambda: self.redis.hset(self.keys.tools, name, value))
 
     async def delete_tool(self, name: str) -> bool:
         removed = await self._call(lambda: self.redis.hdel(self.keys.tools, name))

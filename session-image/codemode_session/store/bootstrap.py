@@ -35,6 +35,7 @@ from codemode_session.errors import CodemodeError, ConflictError, ForbiddenError
 from codemode_session.names import validate_library_name
 from codemode_session.storage import LibraryRecord, Storage, StorageTransaction
 from codemode_session.store.catalog import Catalog, parse_workflows
+from codemode_session.tools import stored_tool_value
 from codemode_session.workflow_model import Workflow
 
 
@@ -227,14 +228,15 @@ async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: b
         )
         save: dict[str, str] = {}
         for name, text in sorted(catalog.texts.items()):
-            if current.get(name) == text:
+            value = stored_tool_value(text)
+            if current.get(name) == value:
                 result.unchanged += 1
                 continue
             if name in current:
                 result.updated += 1
             else:
                 result.added += 1
-            save[name] = text
+            save[name] = value
         delete = sorted(set(current) - set(catalog.texts)) if prune else []
         result.removed = len(delete)
         if save or delete:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from codemode_session.storage import Storage
 from codemode_session.store.catalog import Catalog, Kind, parse_workflows
 from codemode_session.store.pull import stored_workflows
+from codemode_session.tools import stored_tool_value
 
 
 @dataclass
@@ -43,14 +44,16 @@ def comparable_source(catalog: Catalog) -> dict[str, str]:
     """name -> the text storage would hold after a bootstrap (validates workflows)."""
     if catalog.kind == "workflows":
         return {n: w.to_json() for n, w in parse_workflows(catalog).items()}
+    if catalog.kind == "tools":
+        return {n: stored_tool_value(t) for n, t in catalog.texts.items()}
     return dict(catalog.texts)
 
 
 async def comparable_target(storage: Storage, kind: Kind) -> dict[str, str]:
     if kind == "workflows":
         return {w.name: w.to_json() for w in await stored_workflows(storage)}
-    if kind == "tools":
-        return await storage.list_tools()
+    if kind == "tools":  # older values are YAML: compared as what a bootstrap would write
+        return {n: stored_tool_value(t) for n, t in (await storage.list_tools()).items()}
     return {spec: spec for spec in await storage.list_deps()}
 
 

@@ -17,6 +17,7 @@ from codemode_session.names import validate_tool_name, validate_workflow_name
 from codemode_session.storage import Storage
 from codemode_session.storage.file_storage import atomic_write
 from codemode_session.store.catalog import REQUIREMENTS, Kind
+from codemode_session.tools import tool_yaml
 from codemode_session.workflow_model import Workflow
 
 
@@ -85,7 +86,10 @@ async def pull_to_folder(
             if library is None or owners.get(workflow.name) == library:
                 files[f"{_checked(kind, workflow.name)}.py"] = workflow.source
     elif kind == "tools":
-        files = {f"{_checked(kind, n)}.yaml": t for n, t in (await storage.list_tools()).items()}
+        files = {
+            f"{_checked(kind, n)}.yaml": tool_yaml(t)
+            for n, t in (await storage.list_tools()).items()
+        }
     else:
         specs = await storage.list_deps()
         files = {REQUIREMENTS: "".join(f"{s}\n" for s in specs)}

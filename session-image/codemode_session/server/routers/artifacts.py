@@ -55,7 +55,7 @@ def _payload(body: ArtifactCreate) -> tuple[bytes, str]:
         raise ValidationError("data_base64 is not valid base64") from None
 
 
-@router.post("/api/artifacts", status_code=201, responses=errors(404, 409, 413, 503))
+@router.post("/api/artifacts", responses=errors(404, 409, 413, 503))
 async def save_artifact(body: ArtifactCreate, workspace: CallerWorkspace) -> dict[str, Any]:
     payload, data_type = _payload(body)
     info = ArtifactInfo(

@@ -13,6 +13,7 @@ from codemode_session.server.config import ServerConfig
 from codemode_session.server.dependencies import (
     CallerWorkspace,
     OptionalSessionHeader,
+    Owner,
     SessionHeader,
     State,
     authenticated_router,
@@ -32,9 +33,8 @@ from codemode_session.server.state import UNKNOWN_SESSION
 router = authenticated_router()
 
 
-@router.post(
-    "/sessions", status_code=201, response_model=CreateSessionResponse, responses=errors(403, 429)
-)
+# 200, not 201: py-code-mode's clients take only 200 as success for what they create.
+@router.post("/sessions", response_model=CreateSessionResponse, responses=errors(403, 429))
 async def create_session(
     state: State, body: CreateSessionRequest | None = None
 ) -> CreateSessionResponse:
@@ -48,8 +48,10 @@ async def create_session(
 
 
 @router.delete("/sessions", responses=errors(404))
-async def end_session(state: State, x_session_id: SessionHeader) -> dict[str, Any]:
-    if not await state.sessions.end(x_session_id):
+async def end_session(state: State, owner: Owner, x_session_id: SessionHeader) -> dict[str, Any]:
+    if state.sessions.get(x_session_id, owner) is None or not await state.sessions.end(
+        x_session_id
+    ):
         raise NotFoundError(UNKNOWN_SESSION)
     return {"status": "ended", "session_id": x_session_id}
 
@@ -76,16 +78,16 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
 
 @router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
 async def execute(
-    body: ExecuteRequest, state: State, x_session_id: OptionalSessionHeader = None
+    body: ExecuteRequest, state: State, owner: Owner, x_session_id: OptionalSessionHeader = None
 ) -> Response:
     config = state.config
     if len(body.code.encode()) > config.max_code_bytes:
         raise TooLarge(f"code is larger than {config.max_code_bytes} bytes")
     timeout = run_timeout(body.timeout, config)
-    session = await state.session_for_execute(x_session_id)
+    session = await state.session_for_execute(x_session_id, owner)
     # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
     # from the worker); returning it as is skips a second validation per request.
-    return AsciiJSONResponse(await state.sessions.execute(session, body.code, timeout))
+    return AsciiJSONResponse(await state.execute(session, body.code, timeout))
 
 
 @router.get("/info", responses=errors(404, 503))
@@ -110,6 +112,12 @@ async def info(workspace: CallerWorkspace) -> dict[str, Any]:
 
 
 @router.post("/reset", responses=errors(404))
-async def reset(state: State, x_session_id: SessionHeader) -> dict[str, Any]:
-    await state.sessions.reset(state.session(x_session_id))
+async def reset(state: State, owner: Owner, x_session_id: SessionHeader) -> dict[str, Any]:
+    session = state.sessions.get(x_session_id, owner)
+    if session is not None:
+        await state.sessions.reset(session)
+    elif not state.client_id_allowed(x_session_id):
+        state.session(x_session_id, owner)  # the 404 that says why
+    # A client-chosen id with no session yet has nothing to reset: its first run starts
+    # a fresh interpreter anyway.
     return {"status": "reset", "session_id": x_session_id}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from codemode_session.errors import NotFoundError
 from codemode_session.names import validate_workflow_name
 from codemode_session.server.dependencies import (
     CallerWorkspace,
@@ -40,15 +39,15 @@ async def search_workflows(
 # `{name:path}`: a name with a slash (`a%2Fb` arrives decoded) is a 400 that says
 # why, like any other invalid name, not the router's bare 404.
 @router.get("/api/workflows/{name:path}", responses=errors(404, 503))
-async def get_workflow(name: WorkflowName, workspace: CallerWorkspace) -> dict[str, Any]:
+async def get_workflow(name: WorkflowName, workspace: CallerWorkspace) -> dict[str, Any] | None:
+    """The workflow, or null when there is none (as py-code-mode's server answers)."""
     validate_workflow_name(name)
     workflow = await workspace.storage().get_workflow(name)
-    if workflow is None:
-        raise NotFoundError(f"no workflow named {name!r}")
-    return workflow.to_dict()
+    return None if workflow is None else workflow.to_dict()
 
 
-@router.post("/api/workflows", status_code=201, responses=errors(404, 409, 413, 503))
+# 200, not 201: py-code-mode's client takes only 200 as a created workflow.
+@router.post("/api/workflows", responses=errors(404, 409, 413, 503))
 async def create_workflow(body: WorkflowCreate, workspace: CallerWorkspace) -> dict[str, Any]:
     workflow = parse_workflow(body.name, body.source, body.description or None)
     await workspace.storage().save_workflow(workflow)
@@ -57,7 +56,6 @@ async def create_workflow(body: WorkflowCreate, workspace: CallerWorkspace) -> d
 
 @router.delete("/api/workflows/{name:path}", responses=errors(404, 409, 503))
 async def delete_workflow(name: WorkflowName, workspace: CallerWorkspace) -> bool:
+    """true when it was deleted, false when there was none (as py-code-mode answers)."""
     validate_workflow_name(name)
-    if not await workspace.storage().delete_workflow(name):
-        raise NotFoundError(f"no workflow named {name!r}")
-    return True
+    return await workspace.storage().delete_workflow(name)
