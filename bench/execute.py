@@ -345,10 +345,10 @@ def run_execute(args: argparse.Namespace) -> dict[str, Any]:
     ):
         setup = Client(port)
         status, created = setup.call("POST", "/sessions", {})
-        assert status == 201, created
+        assert status in (200, 201), created  # 201 before py-code-mode's codes
         session_id = created["session_id"]
         status, _ = setup.call("POST", "/api/workflows", {"name": "noop", "source": NOOP})
-        assert status == 201
+        assert status in (200, 201)
         setup.close()
 
         client = Client(port, session_id)
@@ -520,7 +520,7 @@ def run_artifacts(python: str, sizes: list[int], iterations: int, warmup: int) -
     ):
         setup = Client(port)
         status, created = setup.call("POST", "/sessions", {})
-        assert status == 201, created
+        assert status in (200, 201), created  # 201 before py-code-mode's codes
         setup.close()
         client = Client(port, created["session_id"])
         for size in sizes:

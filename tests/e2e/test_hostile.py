@@ -989,17 +989,74 @@ def signals(rows: Rows, w: World) -> None:
     with (
         rows.attempt(
             "6.second-session",
-            "open a second server session on A's pod",
-            "refused (one session per pod)",
+            "a second server session on A's pod: runs while A's code runs, then once A "
+            "is idle (A left a setsid'd `sleep 300` and a variable behind)",
+            "refused (429) while A runs; once A is idle the newcomer gets a worker only "
+            "after A's whole tree is gone, and A's next run says its state was released",
         ) as row,
         SessionClient(a.base_url, token=a.token, timeout=10) as other,
     ):
-        try:
-            other.create_session()
-            other.end_session()
-            row.result(False, "a second session was issued (and ended again)")
-        except SessionError as exc:
-            row.result(exc.status == 429, f"{exc.status}: {exc.detail}")
+        row.result(*_second_session(a, other, w.admin))
+
+
+SLEEPERS = (
+    "import os\n"
+    "def _cmd(p):\n"
+    "    try:\n"
+    "        return open(f'/proc/{p}/cmdline', 'rb').read()\n"
+    "    except OSError:\n"
+    "        return b''\n"
+    "[p for p in os.listdir('/proc') if p.isdigit() and _cmd(p) == b'sleep\\x00300\\x00']"
+)
+
+
+def _second_session(a: Agent, other: SessionClient, admin: Any) -> tuple[bool, str]:
+    """One session's code at a time on a pod: a newcomer is refused while A runs, and
+    takes the worker from an idle A only by ending everything A started. A's busy cell
+    saves an artifact first, so the attempts start once A's code provably runs."""
+    a.value(
+        "import subprocess\n"
+        "_bg = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "_left_behind = 42\nNone"
+    )
+    planted = a.value(SLEEPERS)
+    outcomes: list[str] = []
+    marker = f"{PREFIX}:ws:{WS_A}:artifacts:second-session-busy"
+    admin.delete(marker)
+    busy_cell = "artifacts.save('second-session-busy', 'x')\nimport time\ntime.sleep(6)\nNone"
+    busy = threading.Thread(target=lambda: a.run(busy_cell, 30))
+    busy.start()
+    try:
+        wait_for(lambda: admin.exists(marker) or not busy.is_alive(), 20, "A's busy cell runs")
+        while busy.is_alive():
+            try:
+                other.create_session()
+                ran = other.execute("1 + 1", timeout=10)
+                outcomes.append(f"ran ({ran.value!r})" if busy.is_alive() else "late")
+            except SessionError as exc:
+                outcomes.append(str(exc.status))
+    finally:
+        busy.join()
+    during = [o for o in outcomes if o != "late"]
+    took = other.execute(SLEEPERS, timeout=20)
+    back = a.run("_left_behind", timeout=20)
+    held = (
+        bool(planted)
+        and bool(during)
+        and all(o == "429" for o in during)
+        and took.error is None
+        and took.value == []
+        and back.error is not None
+        and "NameError" in back.error
+        and back.worker_restarted
+        and bool(back.state_released)
+    )
+    return held, (
+        f"A planted sleeper(s) {planted}; while A ran: {len(during)} attempts, "
+        f"{sorted(set(during))}; the newcomer then ran and saw sleepers {took.value!r} "
+        f"{took.error or ''}; A's next run: {(back.error or '').splitlines()[-1:]} "
+        f"worker_restarted={back.worker_restarted} state_released={back.state_released!r}"
+    )
 
 
 def persistence(rows: Rows, w: World) -> None:
