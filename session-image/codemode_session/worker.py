@@ -54,6 +54,7 @@ def build_namespace(
         return {
             "tools": tools,
             "workflows": workflows,
+            "skills": workflows,  # py-code-mode's skills-era name for the same recipes
             "artifacts": artifacts,
             "deps": deps,
             "__builtins__": __builtins__,

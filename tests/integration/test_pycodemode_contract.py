@@ -343,3 +343,24 @@ def test_tools_are_stored_as_json_and_both_forms_are_read(
 def rdb_url(rdb: redis.Redis) -> str:
     kwargs = rdb.connection_pool.connection_kwargs
     return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+# ---- case 8 (in part): the skills-era names --------------------------------------------
+
+
+def test_skills_era_routes_and_name_are_the_workflows(http: httpx.Client) -> None:
+    created = http.post(
+        "/api/skills", json={"name": "skill_plus", "source": SRC, "description": "plus one"}
+    )
+    assert created.status_code == 200, created.text
+    assert "skill_plus" in {w["name"] for w in http.get("/api/skills").json()}
+    assert http.get("/api/workflows/skill_plus").json()["name"] == "skill_plus"
+    found = http.get("/api/skills/search", params={"query": "plus", "limit": 5}).json()
+    assert "skill_plus" in {w["name"] for w in found}
+    assert http.get("/api/skills/skill_plus").json()["source"] == SRC
+    session = str(uuid.uuid4())
+    assert run(http, session, "skills.skill_plus(x=1)")["value"] == 2
+    assert run(http, session, "skills.invoke('skill_plus', x=2)")["value"] == 3
+    assert http.delete("/api/skills/skill_plus").json() is True
+    assert http.get("/api/skills/skill_plus").json() is None
+    assert http.delete("/api/skills/skill_plus").json() is False

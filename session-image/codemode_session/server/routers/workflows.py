@@ -59,3 +59,19 @@ async def delete_workflow(name: WorkflowName, workspace: CallerWorkspace) -> boo
     """true when it was deleted, false when there was none (as py-code-mode answers)."""
     validate_workflow_name(name)
     return await workspace.storage().delete_workflow(name)
+
+
+# py-code-mode's skills-era names for the same workflows: its older client calls
+# /api/skills (list, search, get, create, delete) with the same bodies and answers.
+for _route in list(router.routes):
+    _path = getattr(_route, "path", "")
+    if _path.startswith("/api/workflows"):
+        router.add_api_route(
+            _path.replace("/api/workflows", "/api/skills", 1),
+            _route.endpoint,  # type: ignore[attr-defined]
+            methods=sorted(_route.methods),  # type: ignore[attr-defined]
+            responses=_route.responses,  # type: ignore[attr-defined]
+            name=f"{_route.name}_as_skills",  # type: ignore[attr-defined]
+            summary=f"{_route.summary or _route.name} (py-code-mode's skills-era name)",  # type: ignore[attr-defined]
+            deprecated=True,
+        )
