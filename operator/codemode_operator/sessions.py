@@ -213,9 +213,9 @@ class Sessions:
     ) -> Iterator[SessionClient]:
         """A SessionClient for the Ready session `name` (created if needed).
 
-        The server session the client opens is ended on the way out: a session pod
-        serves one at a time (MAX_SESSIONS=1), so one left open would refuse the next
-        client (429) until it idled out."""
+        The server session the client opens is ended on the way out: a session pod has
+        one worker (MAX_SESSIONS=1), and a session left open would hold it until the next
+        client takes it over (that one then starts on a fresh interpreter anyway)."""
         self.ensure(name, workspace)
         session = self.wait_ready(name, timeout)
         with SessionClient(self._base_url(session), token=self.token(session)) as session_client:
