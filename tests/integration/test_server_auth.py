@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -123,7 +124,9 @@ def test_worker_does_not_see_the_token(api: Api) -> None:
     assert TOKEN not in env_text
 
 
-def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: RedisServer) -> None:
+def test_auth_disabled_client_ids_limits_timeouts_and_expiry(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
     """CONTAINER_AUTH_DISABLED=true, ACCEPT_CLIENT_SESSION_IDS, MAX_SESSIONS, DEFAULT_TIMEOUT,
     MAX_EXECUTION_TIME and idle expiry, on one server."""
     settings = {
@@ -146,22 +149,29 @@ def test_auth_disabled_client_ids_limits_timeouts_and_expiry(redis_server: Redis
         assert first.json()["idle_timeout_seconds"] == 1
         # MAX_SESSIONS counts workers, and idle sessions give theirs up: a third session
         # is refused only while the other two are running code.
+        # Each busy cell touches a file first, so the third comes once both provably run
+        # (with no spare worker, starting one takes a while on a loaded machine).
+        markers = [tmp_path / f"running-{n}" for n in range(2)]
         with ThreadPoolExecutor(2) as running:
             busy = [
                 running.submit(
                     client.post,
                     "/execute",
-                    json={"code": "import time\ntime.sleep(1.5)", "timeout": 2},
+                    json={
+                        "code": f"import pathlib, time\npathlib.Path({str(m)!r}).touch()\n"
+                        "time.sleep(1.5)",
+                        "timeout": 2,
+                    },
                     headers={"X-Session-ID": s.json()["session_id"]},
                 )
-                for s in (first, second)
+                for s, m in zip((first, second), markers, strict=True)
             ]
-            deadline = time.monotonic() + 20
-            while True:
-                full = client.post("/execute", json={"code": "1"})
-                if full.status_code == 429 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+            deadline = time.monotonic() + 30
+            while not all(m.exists() for m in markers):
+                assert time.monotonic() < deadline, "the two busy cells did not start in 30s"
+                assert not any(b.done() for b in busy), [b.result().text for b in busy]
+                time.sleep(0.02)
+            full = client.post("/execute", json={"code": "1"})
             assert full.status_code == 429 and "session limit" in full.json()["detail"]
             assert all(b.result().status_code == 200 for b in busy)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from codemode_session import __version__
 from codemode_session.errors import NotFoundError
+from codemode_session.server.auth import token_owner
 from codemode_session.server.config import ServerConfig
 from codemode_session.server.dependencies import (
     CallerWorkspace,
@@ -28,7 +29,7 @@ from codemode_session.server.models import (
 from codemode_session.server.openapi import errors
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers.tools import tool_specs_for
-from codemode_session.server.state import UNKNOWN_SESSION
+from codemode_session.server.state import UNKNOWN_SESSION, ServerState
 
 router = authenticated_router()
 
@@ -78,13 +79,16 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
 
 @router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
 async def execute(
-    body: ExecuteRequest, state: State, owner: Owner, x_session_id: OptionalSessionHeader = None
+    body: ExecuteRequest, request: Request, x_session_id: OptionalSessionHeader = None
 ) -> Response:
+    # The server state and the caller from the request itself, not from dependencies:
+    # /execute is the hot path, and each dependency FastAPI resolves costs more than this.
+    state: ServerState = request.app.state.server
     config = state.config
     if len(body.code.encode()) > config.max_code_bytes:
         raise TooLarge(f"code is larger than {config.max_code_bytes} bytes")
     timeout = run_timeout(body.timeout, config)
-    session = await state.session_for_execute(x_session_id, owner)
+    session = await state.session_for_execute(x_session_id, token_owner(request))
     # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
     # from the worker); returning it as is skips a second validation per request.
     return AsciiJSONResponse(await state.execute(session, body.code, timeout))
