@@ -776,7 +776,7 @@ def storage_quotas(rows: Rows, w: World) -> None:
             f"{out[0]} saved, then {out[1]}; A stores {before} bytes before, {after} "
             f"after (limit {LIMITS['maxStorageBytes']}){missing}",
         )
-    deps_key = f"{PREFIX}:deps"
+    deps_key = f"{PREFIX}:deps:deps"
     with rows.attempt(
         "3.deps",
         "A (runtime deps on) adds 3,000 200-byte specs to the deps "
@@ -793,8 +793,8 @@ def storage_quotas(rows: Rows, w: World) -> None:
             timeout=120,
         )
         grown = int(w.admin.scard(deps_key)) - members_before
-        own = int(w.admin.scard(f"{PREFIX}:ws:{WS_A}:deps"))
-        w.admin.delete(f"{PREFIX}:ws:{WS_A}:deps")
+        own = int(w.admin.scard(f"{PREFIX}:ws:{WS_A}:deps:deps"))
+        w.admin.delete(f"{PREFIX}:ws:{WS_A}:deps:deps")
         row.result(
             grown == 0 and own < 3000 and bool(out[1]) and out[1][0] == quota,
             f"{out[0]} added, then {out[1]}; A's own set holds {own}; the prefix-wide "

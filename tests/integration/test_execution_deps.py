@@ -119,8 +119,8 @@ def test_add_installs_and_imports(api: Api, redis_server: RedisServer, prefix: s
     # An agent's package is its workspace's: the prefix-wide set, which every workspace
     # installs, is the store's to change.
     with redis.Redis.from_url(redis_server.url) as rdb:
-        assert rdb.smembers(f"{prefix}:ws:deps-ws:deps") == {PACKAGE.encode()}
-        assert rdb.smembers(f"{prefix}:deps") == set()
+        assert rdb.smembers(f"{prefix}:ws:deps-ws:deps:deps") == {PACKAGE.encode()}
+        assert rdb.smembers(f"{prefix}:deps:deps") == set()
     # A new session (a new worker) of the workspace finds the package installed and listed;
     # another workspace does not see it listed.
     fresh = api.session("deps-ws")

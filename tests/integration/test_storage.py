@@ -77,7 +77,7 @@ async def test_legacy_layout_keys(
         f"{prefix}:artifacts:__index__",
         f"{prefix}:ws:client-a:artifacts:blob",
         f"{prefix}:ws:client-a:artifacts:__index__",
-        f"{prefix}:ws:client-a:deps",  # ours: a workspace's own packages
+        f"{prefix}:ws:client-a:deps:deps",  # ours: a workspace's own packages
         f"{prefix}:tools:__tools__",
         f"{prefix}:usage",  # ours: the quota's usage counter, one per namespace
         f"{prefix}:ws:client-a:usage",

@@ -491,9 +491,9 @@ def test_tools_and_deps(cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path) -
     )
     result = cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder))
     assert counts(result) == (2, 0, 0, 0)
-    assert r.smembers(f"{prefix}:deps") == {"requests>=2", "pandas[excel]==2.2"}
+    assert r.smembers(f"{prefix}:deps:deps") == {"requests>=2", "pandas[excel]==2.2"}
 
-    r.sadd(f"{prefix}:deps", "agent-added")
+    r.sadd(f"{prefix}:deps:deps", "agent-added")
     (folder / "requirements.txt").write_text("requests>=2\n")
     assert counts(cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder))) == (
         0,
@@ -501,10 +501,10 @@ def test_tools_and_deps(cli: Cli, r: redis.Redis, prefix: str, tmp_path: Path) -
         0,
         1,
     )
-    assert "agent-added" in r.smembers(f"{prefix}:deps")  # no pruning unless asked
+    assert "agent-added" in r.smembers(f"{prefix}:deps:deps")  # no pruning unless asked
     result = cli.ok("store", "bootstrap", "--type", "deps", "--folder", str(folder), "--prune")
     assert counts(result) == (0, 0, 2, 1)
-    assert r.smembers(f"{prefix}:deps") == {"requests>=2"}
+    assert r.smembers(f"{prefix}:deps:deps") == {"requests>=2"}
 
     (folder / "requirements.txt").write_text("requests\nhttps://evil.example/x.whl\n")
     code, _, err = cli("store", "bootstrap", "--type", "deps", "--folder", str(folder))

@@ -344,11 +344,11 @@ def sources_for_sync(tmp_path: Path) -> tuple[Path, Path]:
 
 def seed(r: redis.Redis, prefix: str) -> None:
     r.hset(f"{prefix}:tools:__tools__", mapping=OLD_TOOLS)
-    r.sadd(f"{prefix}:deps", *OLD_DEPS)
+    r.sadd(f"{prefix}:deps:deps", *OLD_DEPS)
 
 
 def stored_sets(r: redis.Redis, prefix: str) -> tuple[dict[str, str], set[str]]:
-    return r.hgetall(f"{prefix}:tools:__tools__"), r.smembers(f"{prefix}:deps")
+    return r.hgetall(f"{prefix}:tools:__tools__"), r.smembers(f"{prefix}:deps:deps")
 
 
 def test_readers_never_see_a_partial_tools_or_deps_sync(

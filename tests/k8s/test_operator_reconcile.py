@@ -80,7 +80,7 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
         scoped.set(own, b"mine")
         assert scoped.get(own) == b"mine"
         scoped.hset(f"{prefix}:ws:tenant-a:workflows:__workflows__", "w", "{}")
-        scoped.get(f"{prefix}:deps")  # shared, read-only
+        scoped.get(f"{prefix}:deps:deps")  # shared, read-only
         for denied in (
             lambda: scoped.get(other),
             lambda: scoped.set(other, b"x"),
@@ -89,7 +89,7 @@ def test_workspace_ready_with_confined_redis_user(env: Env) -> None:
             lambda: scoped.keys("*"),
             lambda: scoped.flushall(),
             lambda: scoped.flushdb(),
-            lambda: scoped.set(f"{prefix}:deps", b"x"),
+            lambda: scoped.set(f"{prefix}:deps:deps", b"x"),
             lambda: scoped.set(f"{prefix}:tools:t", b"x"),
             lambda: scoped.execute_command("ACL", "LIST"),
             lambda: scoped.eval("return 1", 0),
@@ -417,7 +417,7 @@ def test_deletion_policy_cascade_and_data_delete(env: Env) -> None:
     for i in range(5):
         admin.set(f"{prefix}:ws:tenant-c:artifacts:{i}", b"x")
     admin.set(f"{prefix}:ws:tenant-other:artifacts:0", b"keep")
-    admin.set(f"{prefix}:deps", b"shared")
+    admin.set(f"{prefix}:deps:deps", b"shared")
 
     env.kinds.delete("workspaces", "ws-casc")
     env.gone("workspaces", "ws-casc", timeout=60)
@@ -425,7 +425,7 @@ def test_deletion_policy_cascade_and_data_delete(env: Env) -> None:
     assert env.kinds.get("workflowlibraries", "casc-lib") is None
     assert list(admin.scan_iter(f"{prefix}:ws:tenant-c:*")) == []
     assert admin.get(f"{prefix}:ws:tenant-other:artifacts:0") == b"keep"
-    assert admin.get(f"{prefix}:deps") == b"shared"
+    assert admin.get(f"{prefix}:deps:deps") == b"shared"
     assert admin.acl_getuser(username) is None
 
 

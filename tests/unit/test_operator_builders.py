@@ -395,7 +395,7 @@ def test_acl_rules() -> None:
     keys = [r for r in rules if r.startswith(("~", "%"))]
     assert "~cm:ws:wsid:*" in keys
     assert "%R~cm:tools:*" in keys
-    assert "%R~cm:deps" in keys and "~cm:deps" not in keys
+    assert "%R~cm:deps:deps" in keys and "~cm:deps:deps" not in keys
     assert not any(k in ("~*", "allkeys", "~cm:*") for k in rules)
     granted = [r for r in rules if r.startswith("+")]
     assert granted and rules.index("-@all") < rules.index(granted[0])

@@ -60,14 +60,15 @@ class KeyLayout:
     @property
     def deps(self) -> str:
         """Set of specs every workspace of the prefix installs; written only by the store
-        (admin credentials), read-only to workspaces."""
-        return f"{self.root}:deps"
+        (admin credentials), read-only to workspaces. py-code-mode's key: its deps store
+        keeps `{key prefix}:deps` under the key prefix `{prefix}:deps`."""
+        return f"{self.root}:deps:deps"
 
     @property
     def workspace_deps(self) -> str:
         """(ours) set of specs this workspace's agents added; with no workspace id it is
         `deps` itself (py-code-mode's single-tenant layout)."""
-        return f"{self.scope}:deps"
+        return f"{self.scope}:deps:deps"
 
     @property
     def tools(self) -> str:
