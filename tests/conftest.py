@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -85,7 +85,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """A real redis-server process owned by the test session."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, password: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -108,6 +110,7 @@ class RedisServer:
         ]
         if password:
             args += ["--requirepass", password]
+        args += extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         wait_for_port(self.port)
 

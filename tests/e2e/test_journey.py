@@ -33,7 +33,7 @@ from tests.cluster.helm import helm_binary
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
 from tests.integration.gitserver import GitHTTPServer, GitRepo
-from tests.k8s.operator_fixture import Kinds, local_dns_values, wait_for
+from tests.k8s.operator_fixture import Kinds, image_values, local_dns_values, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -142,9 +142,6 @@ def test_journey(
     system = f"codemode-system-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
     helm = Helm(cluster, system)
-    operator_repo, operator_tag = project_images["operator"].rsplit(":", 1)
-    session_repo, session_tag = project_images["session"].rsplit(":", 1)
-    redis_repo, redis_tag = redis_image.rsplit(":", 1)
     timings: dict[str, float] = {}
 
     def mark(step: str) -> None:
@@ -163,18 +160,7 @@ def test_journey(
             "--force-conflicts",
             "--set",
             f"watchNamespaces={{{namespace}}}",
-            "--set",
-            f"operator.image.repository={operator_repo}",
-            "--set",
-            f"operator.image.tag={operator_tag}",
-            "--set",
-            f"session.image.repository={session_repo}",
-            "--set",
-            f"session.image.tag={session_tag}",
-            "--set",
-            f"redis.image.repository={redis_repo}",
-            "--set",
-            f"redis.image.tag={redis_tag}",
+            *image_values(project_images["operator"], project_images["session"], redis_image),
             "--set",
             "redis.persistence.whenDeleted=Delete",
             "--set",

@@ -27,7 +27,7 @@ from kubernetes import client
 from tests.cluster.helm import helm_binary
 from tests.cluster.pytest_plugin import Cluster
 from tests.e2e.faults_support import kill_container
-from tests.k8s.operator_fixture import Kinds, local_dns_values, wait_for
+from tests.k8s.operator_fixture import Kinds, image_values, local_dns_values, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -103,9 +103,6 @@ def test_workspace_users_survive_a_redis_restart(
     kinds = Kinds(api, namespace)
     system = f"cm-rr-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=system)))
-    operator_repo, operator_tag = project_images["operator"].rsplit(":", 1)
-    session_repo, session_tag = project_images["session"].rsplit(":", 1)
-    redis_repo, redis_tag = images.REDIS.rsplit(":", 1)
     sessions = Sessions(namespace=namespace, api=api)
     try:
         _helm(
@@ -120,18 +117,7 @@ def test_workspace_users_survive_a_redis_restart(
             "--force-conflicts",  # CRDs another test applied already: take them over
             "--set",
             f"watchNamespaces={{{namespace}}}",
-            "--set",
-            f"operator.image.repository={operator_repo}",
-            "--set",
-            f"operator.image.tag={operator_tag}",
-            "--set",
-            f"session.image.repository={session_repo}",
-            "--set",
-            f"session.image.tag={session_tag}",
-            "--set",
-            f"redis.image.repository={redis_repo}",
-            "--set",
-            f"redis.image.tag={redis_tag}",
+            *image_values(project_images["operator"], project_images["session"], images.REDIS),
             "--set",
             "redis.persistence.whenDeleted=Delete",
             "--set",

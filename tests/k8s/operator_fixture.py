@@ -100,6 +100,16 @@ def local_dns_values() -> list[str]:
     return ["--set", f"session.dns.cidrs={{{NODE_HOST_IP}/32}}"]
 
 
+def image_values(operator: str, session: str, redis: str) -> list[str]:
+    """The chart's image values (`helm install` arguments) for images named `repo:tag`."""
+    values: list[str] = []
+    for key, image in (("operator", operator), ("session", session), ("redis", redis)):
+        repository, tag = image.rsplit(":", 1)
+        values += ["--set", f"{key}.image.repository={repository}"]
+        values += ["--set", f"{key}.image.tag={tag}"]
+    return values
+
+
 def wait_for(
     predicate: Callable[[], T | None],
     timeout: float,

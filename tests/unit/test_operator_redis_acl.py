@@ -6,7 +6,6 @@ there), and any other failure to save is an error the Workspace's status reports
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,52 +13,22 @@ import pytest
 import redis
 from codemode_operator import redis_acl
 
-from tests.conftest import RedisServer, free_port, wait_for_port
+from tests.conftest import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
 
-class AclFileRedis:
+class AclFileRedis(RedisServer):
     """redis-server with an aclfile in `workdir`, as the chart's bundled Redis runs."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.aclfile = workdir / "users.acl"
         self.aclfile.write_text("user default on nopass ~* &* +@all\n")
-        self.port = free_port()
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-                "--aclfile",
-                str(self.aclfile),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(self.port)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        super().__init__(workdir, extra_args=["--aclfile", str(self.aclfile)])
 
     def saved_users(self) -> list[str]:
         return sorted(line.split()[1] for line in self.aclfile.read_text().splitlines() if line)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture
