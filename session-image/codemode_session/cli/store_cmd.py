@@ -52,7 +52,21 @@ counts them as updated and adopted).
 
 Symlinks are followed while they stay inside the --folder or the git
 repository; one that leads outside is refused, a dangling one is skipped.
+
+py-code-mode's forms are accepted too: --source PATH (a folder, or for deps a
+requirements file), --target URL (redis://, rediss:// or unix://), pull --dest
+DIR, --type skills (= workflows), bootstrap --clear (= --prune) and --deps SPEC...
+With --target, a --prefix that names one kind's key prefix (agent:tools for
+--type tools, agent:workflows or agent:skills for workflows, agent:deps for
+deps) means the storage prefix before it (agent). A workflows bootstrap in this
+form needs no --library: it publishes as library 'default', does not prune
+unless --clear, and keeps the ownership rules above. diff in this form prints
+py-code-mode's marks: + in storage only, - in the source only.
 """
+
+# What a bootstrap in py-code-mode's form publishes as: it has no --library option.
+DEFAULT_LIBRARY = "default"
+_KIND_SEGMENTS = {"workflows": ("workflows", "skills"), "tools": ("tools",), "deps": ("deps",)}
 
 
 # ---- shared options -------------------------------------------------------------------
@@ -61,6 +75,11 @@ repository; one that leads outside is refused, a dangling one is skipped.
 def _add_target(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target (Redis by default, or a FileStorage folder)")
     g.add_argument("--redis-url", help="redis:// or rediss:// URL (default: $REDIS_URL)")
+    g.add_argument(
+        "--target",
+        metavar="URL",
+        help="py-code-mode's form of --redis-url; a per-kind --prefix (agent:tools) is mapped",
+    )
     g.add_argument("--prefix", help="key prefix (default: $STORAGE_PREFIX or 'codemode')")
     g.add_argument("--workspace-id", help="workspace to scope to (default: $WORKSPACE_ID)")
     g.add_argument(
@@ -79,6 +98,11 @@ def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("source")
     one = g.add_mutually_exclusive_group(required=required)
     one.add_argument("--folder", metavar="DIR", help="a local folder")
+    one.add_argument(
+        "--source",
+        metavar="PATH",
+        help="py-code-mode's form: a local folder, or (deps) a requirements file",
+    )
     one.add_argument(
         "--git",
         metavar="URL",
@@ -113,9 +137,9 @@ def _add_kind(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--type",
         dest="kind",
-        choices=KINDS,
+        choices=(*KINDS, "skills"),
         default="workflows",
-        help="what to move (default: workflows)",
+        help="what to move (default: workflows; skills is py-code-mode's older name for them)",
     )
 
 
@@ -168,7 +192,25 @@ def _auth(args: argparse.Namespace) -> GitAuth:
     return GitAuth(username=username, password=password)
 
 
+def _kind(args: argparse.Namespace) -> Kind:
+    kind: str = args.kind
+    return "workflows" if kind == "skills" else kind  # type: ignore[return-value]
+
+
+def _pycodemode_form(args: argparse.Namespace) -> bool:
+    return getattr(args, "target", None) is not None
+
+
 def _source(args: argparse.Namespace) -> SourceSpec:
+    if getattr(args, "source", None) is not None:
+        source = Path(args.source).expanduser()
+        if source.is_file():  # a requirements file: the file inside its folder
+            if args.path:
+                raise ValidationError("--path needs --source to be a folder")
+            folder, path = str(source.parent), source.name
+        else:
+            folder, path = str(source), args.path
+        return SourceSpec(folder=folder, path=path, auth=_auth(args), timeout=args.git_timeout)
     return SourceSpec(
         folder=args.folder,
         git_url=args.git,
@@ -179,7 +221,36 @@ def _source(args: argparse.Namespace) -> SourceSpec:
     )
 
 
+def _storage_prefix(prefix: str | None, kind: Kind) -> str | None:
+    """py-code-mode's CLI takes the key prefix of one kind's store (its storage puts
+    tools under `{prefix}:tools`): `agent:tools` for tools means our storage prefix
+    `agent`. A prefix without the kind's segment is the storage prefix itself."""
+    if prefix is None:
+        return None
+    for segment in _KIND_SEGMENTS[kind]:
+        head, sep, tail = prefix.rpartition(":")
+        if sep and head and tail == segment:
+            return head
+    return prefix
+
+
 def _target(args: argparse.Namespace) -> TargetSpec:
+    if _pycodemode_form(args):
+        if args.redis_url is not None or args.target_dir is not None:
+            raise ValidationError("give --target, --redis-url or --dir, not more than one")
+        url = args.target
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValidationError(
+                f"--target {url!r}: use a redis://, rediss:// or unix:// URL "
+                "(--dir PATH for a FileStorage folder)"
+            )
+        return TargetSpec(
+            redis_url=url,
+            prefix=_storage_prefix(args.prefix, _kind(args)),
+            workspace_id=args.workspace_id,
+            timeout=args.redis_timeout,
+        )
     return TargetSpec(
         redis_url=args.redis_url,
         directory=args.target_dir,
@@ -204,10 +275,26 @@ async def _with_storage(
         await storage.close()
 
 
+def _has_source(args: argparse.Namespace) -> bool:
+    return bool(args.folder or args.git or getattr(args, "source", None))
+
+
 def _load(args: argparse.Namespace) -> tuple[Catalog, str, str]:
-    """The source's catalog of `--type`, its revision, and where it came from."""
-    snapshot = load_snapshot(_source(args), relevant(args.kind))
-    catalog = build_catalog(args.kind, snapshot.files)
+    """The source's catalog of `--type`, its revision, and where it came from; inline
+    `--deps` specs (py-code-mode's form) are added to a deps source, or are one."""
+    kind = _kind(args)
+    inline: list[str] = getattr(args, "inline_deps", None) or []
+    if inline and not _has_source(args):
+        text = "\n".join(inline) + "\n"
+        catalog = build_catalog("deps", {"requirements.txt": text.encode()})
+        return catalog, f"inline:{catalog.digest}", "--deps"
+    snapshot = load_snapshot(_source(args), relevant(kind))
+    files = snapshot.files
+    if inline:
+        name = "requirements.txt" if "requirements.txt" in files else next(iter(files), "")
+        base = files.get(name, b"")
+        files = {name or "requirements.txt": base + b"\n" + "\n".join(inline).encode() + b"\n"}
+    catalog = build_catalog(kind, files)
     revision = snapshot.revision or f"folder:{catalog.digest}"
     return catalog, revision, snapshot.origin
 
@@ -253,16 +340,26 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> SyncResult:
-    kind: Kind = args.kind
+    kind = _kind(args)
     library = _library(args)
+    if args.inline_deps is not None and kind != "deps":
+        raise ValidationError("--deps needs --type deps")
+    if args.clear:
+        if args.prune is False:
+            raise ValidationError("--clear is --prune: it cannot go with --no-prune")
+        args.prune = True
+    if _pycodemode_form(args) and kind == "workflows" and library is None and not args.delete:
+        library = DEFAULT_LIBRARY
+        if args.prune is None:  # py-code-mode's bootstrap adds; it removes only with --clear
+            args.prune = False
     if args.delete:
         if library is None or kind != "workflows":
             raise ValidationError("--delete needs --library and --type workflows")
-        if args.folder or args.git:
+        if _has_source(args) or args.inline_deps:
             raise ValidationError("--delete takes no source")
         return asyncio.run(_with_storage(args, lambda s: unpublish_library(s, library)))
-    if not (args.folder or args.git):
-        raise ValidationError("give a source: --folder DIR or --git URL")
+    if not (_has_source(args) or args.inline_deps):
+        raise ValidationError("give a source: --folder DIR, --git URL or --source PATH")
     if kind == "workflows" and library is None:
         raise ValidationError("bootstrap of workflows needs --library NAME (the owner)")
     prune = args.prune if args.prune is not None else kind == "workflows"
@@ -299,15 +396,30 @@ def cmd_diff(args: argparse.Namespace) -> int:
     diff = asyncio.run(_with_storage(args, run))
     if args.json:
         _print_json(diff.to_dict())
+    elif _pycodemode_form(args):
+        for line in _pycodemode_lines(diff.added, diff.removed, diff.changed, diff.unchanged):
+            print(line)
     else:
         for line in diff.lines():
             print(line)
     return 1 if args.exit_code and diff.differs else 0
 
 
+def _pycodemode_lines(
+    source_only: list[str], stored_only: list[str], changed: list[str], same: list[str]
+) -> list[str]:
+    """py-code-mode's diff marks, which read from storage's side: + what storage has
+    and the source lacks (an agent created it), - what only the source has."""
+    marked = [("+", n, " (in storage only)") for n in stored_only]
+    marked += [("-", n, " (in the source only)") for n in source_only]
+    marked += [("~", n, " (changed)") for n in changed] + [("=", n, "") for n in same]
+    return [f"  {mark} {name}{note}" for mark, name, note in sorted(marked, key=lambda m: m[1])]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     library = _library(args)
-    entries = asyncio.run(_with_storage(args, lambda s: list_entries(s, args.kind, library)))
+    kind = _kind(args)
+    entries = asyncio.run(_with_storage(args, lambda s: list_entries(s, kind, library)))
     if args.json:
         _print_json([e.to_dict() for e in entries])
         return 0
@@ -320,10 +432,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     library = _library(args)
-    written = asyncio.run(
-        _with_storage(args, lambda s: pull_to_folder(s, args.kind, args.to, library))
-    )
-    _print_json({"to": args.to, "type": args.kind, "written": len(written)})
+    kind = _kind(args)
+    if (args.to is None) == (args.dest is None):
+        raise ValidationError("give the destination folder once: --to DIR (or --dest DIR)")
+    to = args.to if args.to is not None else args.dest
+    written = asyncio.run(_with_storage(args, lambda s: pull_to_folder(s, kind, to, library)))
+    _print_json({"to": to, "type": kind, "written": len(written)})
     return 0
 
 
@@ -374,6 +488,18 @@ def register(subparsers: Any) -> None:
         help="remove everything --library owns, and its record; no source",
     )
     boot.add_argument(
+        "--clear",
+        action="store_true",
+        help="py-code-mode's name for --prune (only what the library owns is removed)",
+    )
+    boot.add_argument(
+        "--deps",
+        dest="inline_deps",
+        nargs="+",
+        metavar="SPEC",
+        help="package specs to publish with --type deps (py-code-mode's form)",
+    )
+    boot.add_argument(
         "--allow-empty",
         action="store_true",
         help="allow publishing an empty source (prunes everything it owned)",
@@ -403,7 +529,8 @@ def register(subparsers: Any) -> None:
     lst.set_defaults(func=cmd_list)
 
     pull = sub.add_parser("pull", help="write what storage holds into a folder as files")
-    pull.add_argument("--to", required=True, metavar="DIR", help="destination folder")
+    pull.add_argument("--to", metavar="DIR", help="destination folder")
+    pull.add_argument("--dest", metavar="DIR", help="py-code-mode's name for --to")
     pull.add_argument("--library", help="only workflows this library owns")
     _add_kind(pull)
     _add_target(pull)

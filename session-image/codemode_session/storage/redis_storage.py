@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
@@ -32,6 +33,7 @@ from codemode_session.storage.base import (
 )
 from codemode_session.storage.keys import KeyLayout
 from codemode_session.storage.quota import Quota
+from codemode_session.storage.sync_client import async_client_from_sync
 from codemode_session.tools import stored_tool_value
 from codemode_session.workflow_model import Workflow
 
@@ -269,7 +271,7 @@ class RedisStorage:
         self,
         url: str | None = None,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: aioredis.Redis | SyncRedis | None = None,
         prefix: str = "codemode",
         workspace_id: str | None = None,
         socket_timeout: float = 10.0,
@@ -304,6 +306,9 @@ class RedisStorage:
                 # Artifacts are up to tens of MiB: read replies in large pieces, not 64 KiB.
                 socket_read_size=1 << 20,
             )
+            self._owns_client = True
+        elif isinstance(redis, SyncRedis):  # py-code-mode's documented form: made asyncio
+            redis = async_client_from_sync(redis, socket_timeout)
             self._owns_client = True
         else:
             self._owns_client = False
