@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from codemode_session.errors import CodemodeError
+from codemode_session.errors import CodemodeError, ValidationError
 from codemode_session.results import ExecuteResult
 
 __all__ = ["AsyncSessionClient", "ExecuteResult", "SessionClient", "SessionError"]
@@ -47,6 +47,19 @@ def _name_path(kind: str, name: str) -> str:
     parts = [quote(part, safe="") for part in name.split("/")]
     parts = [p.replace(".", "%2E") if p in (".", "..") else p for p in parts]
     return f"/api/{kind}/" + "/".join(parts)
+
+
+def _history_path(session_id: str | None) -> str:
+    if not session_id:
+        raise ValidationError("no session id: pass one, or create a session first")
+    return f"/api/history/sessions/{quote(session_id, safe='')}"
+
+
+def _history_list_params(agent_id: str | None, offset: int, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"offset": offset, "limit": limit}
+    if agent_id is not None:
+        params["agent_id"] = agent_id
+    return params
 
 
 def _workflow_or_none(response: httpx.Response) -> dict[str, Any] | None:
@@ -219,6 +232,29 @@ class SessionClient(_Base):
     def sync_deps(self) -> dict[str, Any]:
         return dict(self._req("POST", "/api/deps/sync").json())
 
+    # Session history (Agentix's list/get/fork/delete); ids as /api/history takes them.
+    def list_history(
+        self, agent_id: str | None = None, offset: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        params = _history_list_params(agent_id, offset, limit)
+        return dict(self._req("GET", "/api/history/sessions", params=params).json())
+
+    def history(
+        self, session_id: str | None = None, offset: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        """A session's record and a page of its messages (default: this client's session)."""
+        sid = session_id or self.session_id
+        params = {"offset": offset, "limit": limit}
+        return dict(self._req("GET", _history_path(sid), params=params).json())
+
+    def fork_history(self, session_id: str | None = None) -> dict[str, Any]:
+        sid = session_id or self.session_id
+        return dict(self._req("POST", f"{_history_path(sid)}/fork").json())
+
+    def delete_history(self, session_id: str | None = None) -> None:
+        sid = session_id or self.session_id
+        self._req("DELETE", _history_path(sid))
+
 
 class AsyncSessionClient(_Base):
     """Asyncio client with the same methods as SessionClient, awaited."""
@@ -350,3 +386,24 @@ class AsyncSessionClient(_Base):
 
     async def sync_deps(self) -> dict[str, Any]:
         return dict((await self._req("POST", "/api/deps/sync")).json())
+
+    # Session history, as SessionClient's.
+    async def list_history(
+        self, agent_id: str | None = None, offset: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        params = _history_list_params(agent_id, offset, limit)
+        return dict((await self._req("GET", "/api/history/sessions", params=params)).json())
+
+    async def history(
+        self, session_id: str | None = None, offset: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        path = _history_path(session_id or self.session_id)
+        params = {"offset": offset, "limit": limit}
+        return dict((await self._req("GET", path, params=params)).json())
+
+    async def fork_history(self, session_id: str | None = None) -> dict[str, Any]:
+        path = _history_path(session_id or self.session_id)
+        return dict((await self._req("POST", f"{path}/fork")).json())
+
+    async def delete_history(self, session_id: str | None = None) -> None:
+        await self._req("DELETE", _history_path(session_id or self.session_id))

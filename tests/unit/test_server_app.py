@@ -49,6 +49,10 @@ ROUTES = [
     ("POST", "/api/deps/sync"),
     ("POST", "/install_deps"),
     ("POST", "/uninstall_deps"),
+    ("GET", "/api/history/sessions"),
+    ("GET", "/api/history/sessions/{session_id}"),
+    ("DELETE", "/api/history/sessions/{session_id}"),
+    ("POST", "/api/history/sessions/{session_id}/fork"),
 ]
 PROBES = {"/health", "/ready", "/metrics"}
 

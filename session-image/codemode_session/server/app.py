@@ -18,6 +18,7 @@ from codemode_session import __version__
 from codemode_session.server import http_errors, openapi
 from codemode_session.server.body_limit import BodySizeLimit
 from codemode_session.server.config import ServerConfig
+from codemode_session.server.history import History
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers import ROUTERS
 from codemode_session.server.sessions import SessionManager
@@ -33,16 +34,22 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     # Build the default storage now: a bad REDIS_URL scheme or STORAGE_PREFIX stops
     # the server at start (one readable line) instead of failing every session later.
     state.storages.get(config.workspace_id)
+    history = History(state.storages, config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         pool = build_pool(environ, config, state.storages.get)
         state.start(
             SessionManager(
-                pool, config.session_idle_timeout, config.max_sessions, config.worker_idle_timeout
+                pool,
+                config.session_idle_timeout,
+                config.max_sessions,
+                config.worker_idle_timeout,
+                recorder=history.record,
             )
         )
         yield
+        await history.close()
         await state.close()
 
     app = FastAPI(
@@ -53,6 +60,7 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     )
     app.state.config = config  # read by auth.check_bearer
     app.state.server = state
+    app.state.history = history  # read by routers.history
     openapi.install(app, config.max_execution_time)
     http_errors.install(app)
     # Every body but the probes' is capped before anything reads it (MAX_REQUEST_BYTES).

@@ -48,6 +48,16 @@ def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number (digits only)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ValidationError(f"{name}={raw!r} is not a positive whole number")
+    return int(raw)
+
+
 MAX_REQUEST_BYTES_DEFAULT = 64 * 1024 * 1024
 
 
@@ -68,6 +78,11 @@ class ServerConfig:
     max_request_bytes: int
     tools_path: str | None = None
     deps_dir: str | None = None
+    # Session history (storage/history.py): the agent a session is recorded under when
+    # its creator names none, and the bounds of what is kept.
+    agent_id: str = "default"
+    history_max_messages: int = 1000
+    history_max_output_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -100,7 +115,18 @@ class ServerConfig:
             max_request_bytes=_bytes(env, "MAX_REQUEST_BYTES", MAX_REQUEST_BYTES_DEFAULT),
             tools_path=env.get("TOOLS_PATH") or None,
             deps_dir=env.get("DEPS_DIR") or None,
+            agent_id=_agent_id(env),
+            history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
+            history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
         )
+
+
+def _agent_id(env: Mapping[str, str]) -> str:
+    """AGENT_ID (a CodeSession's spec.agentId, passed by the operator), else "default"."""
+    from codemode_session.storage.history import DEFAULT_AGENT_ID, validate_agent_id
+
+    raw = env.get("AGENT_ID")
+    return DEFAULT_AGENT_ID if not raw else validate_agent_id(raw)
 
 
 def _lenient_int(env: Mapping[str, str], name: str, default: int) -> int:

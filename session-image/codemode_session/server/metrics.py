@@ -13,3 +13,7 @@ WORKER_RESTARTS = Counter(
     "codemode_worker_restarts_total", "Workers killed and replaced", ["reason"]
 )
 AUTH_FAILURES = Counter("codemode_auth_failures_total", "Requests refused for bad credentials")
+HISTORY_WRITE_FAILURES = Counter(
+    "codemode_history_write_failures_total",
+    "Runs whose history could not be written (the run itself still answered)",
+)

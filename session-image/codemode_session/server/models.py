@@ -20,6 +20,7 @@ from codemode_session.names import (
     WORKSPACE_ID_RE,
 )
 from codemode_session.results import ExecuteResult
+from codemode_session.storage.history import AGENT_ID_RE
 
 # Standard base64 with its padding: what `base64.b64decode(validate=True)` accepts.
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -97,6 +98,12 @@ class CreateSessionRequest(Strict):
         json_schema_extra=documented(WORKSPACE_ID_RE.pattern, 1, 128),
         description="The workspace (default: the server's); a pinned server refuses others "
         "with 403",
+    )
+    agent_id: str | None = Field(
+        default=None,
+        json_schema_extra=documented(AGENT_ID_RE.pattern, 1, 128),
+        description="The agent whose history index lists this session (default: the "
+        "X-Agent-ID header, else the server's AGENT_ID); invalid is 400",
     )
 
 

@@ -20,6 +20,7 @@ import contextlib
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,12 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
     released: str | None = None  # why the worker was given back while idle, until the next run
+    agent_id: str | None = None  # whom its history is indexed under (None: the server's)
+
+
+# Called with (session, code, reply, wall-clock start) once a run's reply is complete,
+# under the session's lock (so runs are recorded in order): the history hook.
+Recorder = Callable[[Session, str, dict[str, Any], float], Awaitable[None]]
 
 
 class SessionManager:
@@ -65,8 +72,10 @@ class SessionManager:
         idle_timeout: float,
         max_sessions: int,
         worker_idle_timeout: float | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.pool = pool
+        self.recorder = recorder
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
         self.worker_idle_timeout = min(worker_idle_timeout or idle_timeout, idle_timeout)
@@ -106,7 +115,11 @@ class SessionManager:
         return session is not None and not self._expired(session, time.time())
 
     async def create(
-        self, workspace_id: str | None, session_id: str | None = None, owner: str | None = None
+        self,
+        workspace_id: str | None,
+        session_id: str | None = None,
+        owner: str | None = None,
+        agent_id: str | None = None,
     ) -> Session:
         if session_id is not None and session_id in self._sessions:
             # A client-chosen id of an expired session not yet swept: end it first, or its
@@ -117,7 +130,9 @@ class SessionManager:
         if len(self._sessions) >= self.max_records:
             await self.sweep()
             await self._forget_oldest_without_worker()
-        session = Session(id=session_id or issued_id(), workspace_id=workspace_id, owner=owner)
+        session = Session(
+            id=session_id or issued_id(), workspace_id=workspace_id, owner=owner, agent_id=agent_id
+        )
         self._sessions[session.id] = session
         metrics.SESSIONS.set(len(self._sessions))
         self.touch(session)
@@ -232,7 +247,7 @@ class SessionManager:
     async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
         async with session.lock:
             self.touch(session)
-            started = time.perf_counter()
+            started, started_at = time.perf_counter(), time.time()
             # A worker that died between runs (killed from outside, OOM) took the
             # session's state with it: the reply must say so, even if this run succeeds.
             restarted = session.worker is not None and not session.worker.alive
@@ -280,6 +295,8 @@ class SessionManager:
                 else f"this session's worker was released because {released}; variables "
                 "and imports from earlier runs are gone (storage is kept)"
             )
+            if self.recorder is not None:
+                await self.recorder(session, code, reply, started_at)
             return reply
 
     @staticmethod

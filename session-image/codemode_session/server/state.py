@@ -106,10 +106,16 @@ class ServerState:
         return self.storages.get(workspace)
 
     async def open_session(
-        self, workspace: str | None, session_id: str | None = None, owner: str | None = None
+        self,
+        workspace: str | None,
+        session_id: str | None = None,
+        owner: str | None = None,
+        agent_id: str | None = None,
     ) -> Session:
         try:
-            return await self.sessions.create(workspace, session_id=session_id, owner=owner)
+            return await self.sessions.create(
+                workspace, session_id=session_id, owner=owner, agent_id=agent_id
+            )
         except TooManySessions:
             raise self._limit() from None
 
@@ -119,18 +125,22 @@ class ServerState:
             "code; retry when one finishes, or end a session with DELETE /sessions"
         )
 
-    async def session_for_execute(self, session_id: str | None, owner: str | None) -> Session:
+    async def session_for_execute(
+        self, session_id: str | None, owner: str | None, agent_id: str | None = None
+    ) -> Session:
         """The session a run goes to: a new one without an id, the caller's under its id,
         and (client-chosen ids, as py-code-mode's client sends) a new one bound to the
         caller's token under an id no live session has."""
         workspace = self.config.workspace_id
         if session_id is None:
-            return await self.open_session(workspace)
+            return await self.open_session(workspace, agent_id=agent_id)
         session = self.sessions.get(session_id, owner)
         if session is not None:
             return session
         if self.client_id_allowed(session_id):
-            return await self.open_session(workspace, session_id=session_id, owner=owner)
+            return await self.open_session(
+                workspace, session_id=session_id, owner=owner, agent_id=agent_id
+            )
         raise NotFoundError(
             f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
         )

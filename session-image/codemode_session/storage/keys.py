@@ -74,6 +74,19 @@ class KeyLayout:
     def tools(self) -> str:
         return f"{self.root}:tools:__tools__"
 
+    # Session history in Agentix's layout (issue 13; storage/history.py writes it).
+    def history_session(self, session_id: str) -> str:
+        """Hash: session_id, agent_id, created_at, updated_at (ISO 8601), metadata (JSON)."""
+        return f"{self.scope}:session:{session_id}"
+
+    def history_messages(self, session_id: str) -> str:
+        """List of JSON messages {role, content, timestamp}, oldest first."""
+        return f"{self.scope}:messages:{session_id}"
+
+    def history_index(self, agent_id: str) -> str:
+        """Sorted set of an agent's session ids scored by updated_at (unix seconds)."""
+        return f"{self.scope}:index:{agent_id}"
+
     def workspace_patterns(self) -> list[str]:
         """Glob patterns covering every key this workspace may touch (for Redis ACLs)."""
         return [f"{self.scope}:*", self.deps, f"{self.root}:tools:*"]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from codemode_session.server.routers import artifacts, deps, probes, sessions, tools, workflows
+from codemode_session.server.routers import (
+    artifacts,
+    deps,
+    history,
+    probes,
+    sessions,
+    tools,
+    workflows,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     probes.router,
@@ -13,4 +21,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     workflows.router,
     artifacts.router,
     deps.router,
+    history.router,
 )

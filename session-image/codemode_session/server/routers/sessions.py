@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from codemode_session import __version__
@@ -30,6 +30,15 @@ from codemode_session.server.openapi import errors
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers.tools import tool_specs_for
 from codemode_session.server.state import UNKNOWN_SESSION, ServerState
+from codemode_session.storage.history import validate_agent_id
+
+AgentHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Agent-ID",
+        description="The agent a new session's history is indexed under (default: AGENT_ID)",
+    ),
+]
 
 router = authenticated_router()
 
@@ -37,10 +46,13 @@ router = authenticated_router()
 # 200, not 201: py-code-mode's clients take only 200 as success for what they create.
 @router.post("/sessions", response_model=CreateSessionResponse, responses=errors(403, 429))
 async def create_session(
-    state: State, body: CreateSessionRequest | None = None
+    state: State, body: CreateSessionRequest | None = None, x_agent_id: AgentHeader = None
 ) -> CreateSessionResponse:
+    agent = (body.agent_id if body else None) or x_agent_id
+    if agent is not None:
+        validate_agent_id(agent)
     workspace = state.resolve_workspace(body.workspace_id if body else None)
-    session = await state.open_session(workspace)
+    session = await state.open_session(workspace, agent_id=agent)
     return CreateSessionResponse(
         session_id=session.id,
         workspace_id=workspace,
@@ -79,7 +91,10 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
 
 @router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
 async def execute(
-    body: ExecuteRequest, request: Request, x_session_id: OptionalSessionHeader = None
+    body: ExecuteRequest,
+    request: Request,
+    x_session_id: OptionalSessionHeader = None,
+    x_agent_id: AgentHeader = None,
 ) -> Response:
     # The server state and the caller from the request itself, not from dependencies:
     # /execute is the hot path, and each dependency FastAPI resolves costs more than this.
@@ -88,7 +103,9 @@ async def execute(
     if len(body.code.encode()) > config.max_code_bytes:
         raise TooLarge(f"code is larger than {config.max_code_bytes} bytes")
     timeout = run_timeout(body.timeout, config)
-    session = await state.session_for_execute(x_session_id, token_owner(request))
+    if x_agent_id is not None:
+        validate_agent_id(x_agent_id)  # used only when this run creates the session
+    session = await state.session_for_execute(x_session_id, token_owner(request), x_agent_id)
     # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
     # from the worker); returning it as is skips a second validation per request.
     return AsciiJSONResponse(await state.execute(session, body.code, timeout))

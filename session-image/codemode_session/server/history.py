@@ -1,0 +1,102 @@
+"""Each workspace's session history, and the hook that records every `/execute` run.
+
+The server is the only writer (storage/history.py): a worker has no credentials and
+its storage broker has no history call, so agent code cannot forge a record. A
+failed write never fails the run: it is counted (`codemode_history_write_failures_total`)
+and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from codemode_session.server import metrics
+from codemode_session.server.config import ServerConfig
+from codemode_session.server.sessions import Session
+from codemode_session.server.state import StorageRegistry
+from codemode_session.storage.history import (
+    HistoryLimits,
+    HistoryStore,
+    history_for,
+    history_id,
+    run_messages,
+)
+
+log = logging.getLogger("codemode.history")
+
+# Runs answered but not yet written; past this many, /execute waits for the writer
+# (a slow Redis slows runs down rather than growing the server's memory).
+QUEUE_SIZE = 1000
+Pending = tuple[Session, str, dict[str, Any], float, float]
+
+
+class History:
+    def __init__(self, storages: StorageRegistry, config: ServerConfig) -> None:
+        self._storages = storages
+        self.default_agent = config.agent_id
+        self.limits = HistoryLimits(
+            max_messages=config.history_max_messages,
+            max_output_bytes=config.history_max_output_bytes,
+        )
+        self._by_ws: dict[str | None, HistoryStore] = {}
+        self._queue: asyncio.Queue[Pending] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def store(self, workspace_id: str | None) -> HistoryStore:
+        if workspace_id not in self._by_ws:
+            self._by_ws[workspace_id] = history_for(self._storages.get(workspace_id), self.limits)
+        return self._by_ws[workspace_id]
+
+    async def record(
+        self, session: Session, code: str, reply: dict[str, Any], started_at: float
+    ) -> None:
+        """SessionManager's recorder: queues the run for the writer and returns, so the
+        history write (a Redis round trip and the messages' JSON) is never on /execute's
+        path. One writer, first in first out: a session's runs are written in order."""
+        if self._queue is None:
+            self._queue = asyncio.Queue(QUEUE_SIZE)
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        await self._queue.put((session, code, reply, started_at, time.time()))
+
+    async def flush(self) -> None:
+        """Wait until every queued run is written (reads through the API see them all)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the writer (server shutdown)."""
+        if self._writer is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), 5.0)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def _write_forever(self) -> None:
+        assert self._queue is not None
+        while True:
+            pending = await self._queue.get()
+            try:
+                await self._write(*pending)
+            finally:
+                self._queue.task_done()
+
+    async def _write(
+        self, session: Session, code: str, reply: dict[str, Any], started_at: float, now: float
+    ) -> None:
+        try:
+            await self.store(session.workspace_id).record_run(
+                history_id(session.id),
+                session.agent_id or self.default_agent,
+                {"workspace_id": session.workspace_id},
+                run_messages(code, reply, started_at, now, self.limits),
+                now,
+            )
+        except Exception as exc:  # any failure: counted and logged, never raised
+            metrics.HISTORY_WRITE_FAILURES.inc()
+            log.warning("session history not written for a run: %s: %s", type(exc).__name__, exc)
