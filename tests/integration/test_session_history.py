@@ -40,6 +40,7 @@ def server(redis_server: RedisServer, prefix: str) -> Iterator[ServerProcess]:
         prefix,
         WORKSPACE_ID=WORKSPACE,
         AGENT_ID="pod-agent",
+        HISTORY_ENABLED="true",
         HISTORY_MAX_MESSAGES=str(MAX_MESSAGES),
         HISTORY_MAX_OUTPUT_BYTES=str(MAX_OUTPUT),
     )
@@ -236,7 +237,8 @@ def test_a_redis_failure_does_not_fail_the_run(redis_server: RedisServer) -> Non
     admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "-zadd")
     try:
         url = redis_server.url.replace("redis://", f"redis://{user}:pw@")
-        with running_server(base_settings(url, prefix)) as server, server.client() as http:
+        settings = base_settings(url, prefix, HISTORY_ENABLED="true")
+        with running_server(settings) as server, server.client() as http:
             api = Api(server, http)
             session = api.session()
             assert api.value(session, "6 * 7") == 42
@@ -256,6 +258,7 @@ def test_file_storage_keeps_the_same_records(tmp_path: Path) -> None:
         "STORAGE_DIR": str(tmp_path),
         "CONTAINER_AUTH_DISABLED": "true",
         "WORKSPACE_ID": "files",
+        "HISTORY_ENABLED": "true",
         "HISTORY_MAX_MESSAGES": "4",
     }
     with running_server(settings) as server, server.client() as http:
@@ -281,6 +284,29 @@ def test_file_storage_keeps_the_same_records(tmp_path: Path) -> None:
         assert http.delete(f"/api/history/sessions/{hid}").status_code == 200
         assert not (folder / "sessions" / hid).exists()
         assert hid not in json.loads((folder / "index" / "fileagent.json").read_text())
+
+
+def test_history_is_off_by_default(redis_server: RedisServer) -> None:
+    """Until history counts toward the workspace's quota, a server records nothing and
+    forks nothing unless HISTORY_ENABLED is set (runs and forks would grow the
+    workspace's Redis share past limits.maxStorageBytes)."""
+    prefix = f"histoff{uuid.uuid4().hex[:6]}"
+    admin = redis.Redis.from_url(redis_server.url)
+    settings = base_settings(redis_server.url, prefix, WORKSPACE_ID=WORKSPACE)
+    try:
+        with running_server(settings) as server, server.client() as http:
+            api = Api(server, http)
+            session = api.session()
+            assert api.value(session, "6 * 7") == 42
+            listed = http.get("/api/history/sessions", headers={"X-Session-ID": session})
+            assert listed.status_code == 200 and listed.json()["sessions"] == []
+            forked = http.post(f"/api/history/sessions/{session}/fork")
+            assert forked.status_code == 403 and "HISTORY_ENABLED" in forked.json()["detail"]
+        assert list(admin.scan_iter(f"{prefix}:*:session:*")) == []
+        assert list(admin.scan_iter(f"{prefix}:*:messages:*")) == []
+    finally:
+        for key in admin.scan_iter(f"{prefix}:*"):
+            admin.delete(key)
 
 
 def test_python_client_reads_forks_and_deletes(server: ServerProcess) -> None:

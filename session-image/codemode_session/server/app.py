@@ -45,7 +45,7 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
                 config.session_idle_timeout,
                 config.max_sessions,
                 config.worker_idle_timeout,
-                recorder=history.record,
+                recorder=history.record if config.history_enabled else None,
             )
         )
         yield

@@ -81,6 +81,9 @@ class ServerConfig:
     # Session history (storage/history.py): the agent a session is recorded under when
     # its creator names none, and the bounds of what is kept.
     agent_id: str = "default"
+    # Off by default until history counts toward the workspace's storage quota: with it
+    # on, runs and forks grow the workspace's Redis share past limits.maxStorageBytes.
+    history_enabled: bool = False
     history_max_messages: int = 1000
     history_max_output_bytes: int = 64 * 1024
 
@@ -116,6 +119,7 @@ class ServerConfig:
             tools_path=env.get("TOOLS_PATH") or None,
             deps_dir=env.get("DEPS_DIR") or None,
             agent_id=_agent_id(env),
+            history_enabled=_flag(env, "HISTORY_ENABLED"),
             history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
             history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
         )

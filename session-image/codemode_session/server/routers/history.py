@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
 
-from codemode_session.errors import NotFoundError
+from codemode_session.errors import ForbiddenError, NotFoundError
 from codemode_session.server.dependencies import CallerWorkspace, authenticated_router
 from codemode_session.server.history import History
 from codemode_session.server.models import documented
@@ -103,12 +103,14 @@ async def delete_session(
     return {"deleted": key}
 
 
-@router.post("/api/history/sessions/{session_id}/fork", responses=errors(404, 503))
+@router.post("/api/history/sessions/{session_id}/fork", responses=errors(403, 404, 503))
 async def fork_session(
     session_id: HistoryId, request: Request, workspace: CallerWorkspace
 ) -> dict[str, Any]:
     """A copy of the session's record and every message under a new id, indexed under
     the same agent; the two then diverge independently."""
+    if not request.app.state.config.history_enabled:
+        raise ForbiddenError("session history is off on this server (HISTORY_ENABLED)")
     key = history_id(validate_history_id(session_id))
     _, store = await _store(request, workspace)
     forked = await store.fork(key, "h." + secrets.token_urlsafe(24), time.time())
