@@ -207,6 +207,15 @@ class Sessions:
             raise SessionUnavailable(f"token Secret {secret!r} not found")
         return data["token"]
 
+    def address(
+        self, name: str, workspace: str | None = None, timeout: float = 120.0
+    ) -> tuple[str, str]:
+        """(base URL, token) of the Ready session `name` (created if needed), reachable
+        from here: its Service, its pod IP, or a port-forward this object keeps open."""
+        self.ensure(name, workspace)
+        session = self.wait_ready(name, timeout)
+        return self._base_url(session), self.token(session)
+
     @contextlib.contextmanager
     def connect(
         self, name: str, workspace: str | None = None, timeout: float = 120.0
@@ -216,9 +225,8 @@ class Sessions:
         The server session the client opens is ended on the way out: a session pod has
         one worker (MAX_SESSIONS=1), and a session left open would hold it until the next
         client takes it over (that one then starts on a fresh interpreter anyway)."""
-        self.ensure(name, workspace)
-        session = self.wait_ready(name, timeout)
-        with SessionClient(self._base_url(session), token=self.token(session)) as session_client:
+        url, token = self.address(name, workspace, timeout)
+        with SessionClient(url, token=token) as session_client:
             try:
                 yield session_client
             finally:
