@@ -26,6 +26,14 @@ class SessionError(CodemodeError):
         self.status = status
         self.detail = detail
 
+    @property
+    def unknown_session(self) -> bool:
+        """X-Session-ID names no session of ours (unknown, ended or expired): a server's
+        400 `Invalid session ID`, or an earlier server's 404 `unknown or expired session`."""
+        if self.status == 400:
+            return self.detail.startswith("Invalid session ID")
+        return self.status == 404 and "unknown or expired session" in self.detail
+
 
 def _check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
@@ -34,6 +42,9 @@ def _check(response: httpx.Response) -> httpx.Response:
         except ValueError:
             body = None
         detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
+        reason = body.get("error") if isinstance(body, dict) else None
+        if detail == "Invalid session ID" and isinstance(reason, str):
+            detail = f"{detail}: {reason}"  # the server's reason says what to do
         raise SessionError(response.status_code, str(detail))
     return response
 
@@ -70,7 +81,7 @@ def _workflow_or_none(response: httpx.Response) -> dict[str, Any] | None:
 
 def _no_such_object(exc: SessionError) -> bool:
     """An older server's 404 for a missing workflow, not one for an unknown session."""
-    return "unknown or expired session" not in exc.detail
+    return exc.status == 404 and not exc.unknown_session
 
 
 def _artifact_value(response: httpx.Response) -> Any:
@@ -189,7 +200,7 @@ class SessionClient(_Base):
         try:
             return _workflow_or_none(self._req("GET", _name_path("workflows", name)))
         except SessionError as exc:
-            if exc.status == 404 and _no_such_object(exc):
+            if _no_such_object(exc):
                 return None
             raise
 
@@ -201,7 +212,7 @@ class SessionClient(_Base):
         try:
             return self._req("DELETE", _name_path("workflows", name)).json() is not False
         except SessionError as exc:
-            if exc.status == 404 and _no_such_object(exc):
+            if _no_such_object(exc):
                 return False
             raise
 
@@ -347,7 +358,7 @@ class AsyncSessionClient(_Base):
         try:
             return _workflow_or_none(await self._req("GET", _name_path("workflows", name)))
         except SessionError as exc:
-            if exc.status == 404 and _no_such_object(exc):
+            if _no_such_object(exc):
                 return None
             raise
 
@@ -355,7 +366,7 @@ class AsyncSessionClient(_Base):
         try:
             response = await self._req("DELETE", _name_path("workflows", name))
         except SessionError as exc:
-            if exc.status == 404 and _no_such_object(exc):
+            if _no_such_object(exc):
                 return False
             raise
         return response.json() is not False

@@ -453,7 +453,7 @@ def test_session_server_killed(world: World) -> None:
         # The killed server's interpreter session is gone, and its client is told so.
         with pytest.raises(SessionError) as gone:
             old.execute("marker")
-        assert gone.value.status == 404, gone.value
+        assert gone.value.unknown_session and gone.value.status == 400, gone.value
     print(
         f"\nsession server pid {pid} killed; container restarts {restarts} -> "
         f"{pod.status.container_statuses[0].restart_count}"

@@ -122,14 +122,15 @@ def test_every_error_the_server_gives_is_documented(
         (403, "/sessions", "POST", http.post("/sessions", json={"workspace_id": "other"})),
         (403, "/api/deps/add", "POST", http.post("/api/deps/add", json={"package": "requests"})),
         (
-            404,
+            400,
             "/api/workflows/{name}",
             "GET",
             http.get("/api/workflows/nothing_here", headers=unknown),
         ),
-        (404, "/sessions", "DELETE", http.delete("/sessions", headers=unknown)),
-        (404, "/info", "GET", http.get("/info", headers=unknown)),
-        (404, "/execute", "POST", http.post("/execute", json={"code": "1"}, headers=unknown)),
+        (400, "/sessions", "DELETE", http.delete("/sessions", headers=unknown)),
+        (400, "/info", "GET", http.get("/info", headers=unknown)),
+        (400, "/execute", "POST", http.post("/execute", json={"code": "1"}, headers=unknown)),
+        (404, "/api/artifacts/{name}", "GET", http.get("/api/artifacts/nothing_here.txt")),
         (
             409,
             "/api/workflows",
@@ -200,11 +201,13 @@ def test_every_authenticated_operation_documents_its_errors(document: dict[str, 
                 continue
             assert {"400", "401", "413", "422"} <= statuses, (method, path, statuses)
             if any(p["name"] == "X-Session-ID" for p in operation.get("parameters", [])):
-                assert "404" in statuses, (method, path)
+                # an unknown session's answer: 400 with detail "Invalid session ID"
+                assert "Invalid session ID" in operation["responses"]["400"]["description"]
             for status in statuses - {"422"}:
                 if status.startswith("4"):
                     ref = operation["responses"][status]["content"]["application/json"]["schema"]
-                    assert ref == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+                    model = "InvalidRequestResponse" if status == "400" else "ErrorResponse"
+                    assert ref == {"$ref": f"#/components/schemas/{model}"}, (path, status)
 
 
 def test_storage_outage_is_a_documented_503(redis_server: RedisServer) -> None:

@@ -107,7 +107,73 @@ def test_ids_the_server_issues_are_never_taken_up_as_a_clients(http: httpx.Clien
     assert len(issued) >= 32
     assert http.request("DELETE", "/sessions", headers=own(issued)).status_code == 200
     again = http.post("/execute", json={"code": "1"}, headers=own(issued))
-    assert again.status_code == 404 and "unknown or expired session" in again.json()["detail"]
+    assert again.status_code == 400 and again.json()["detail"] == "Invalid session ID"
+
+
+# An X-Session-ID that names no session of the caller (ended, expired, another token's, or
+# not an id a client may choose) is answered 400 with `detail` exactly "Invalid session
+# ID" on every route that takes the header: the one answer on which py-code-mode's newer
+# client opens a new session (POST /sessions) and goes on. Its older client never sees
+# it: the ids it picks are always taken up. codemode's reason is in `error`.
+UNKNOWN_SESSION_ROUTES = [
+    ("POST", "/execute", {"code": "1"}),
+    ("POST", "/reset", None),
+    ("GET", "/info", None),
+    ("GET", "/api/tools", None),
+    ("GET", "/api/workflows", None),
+    ("GET", "/api/skills", None),
+    ("GET", "/api/workflows/plus", None),
+    ("POST", "/api/workflows", {"name": "plus", "source": SRC, "description": ""}),
+    ("DELETE", "/api/workflows/plus", None),
+    ("GET", "/api/artifacts", None),
+    ("GET", "/api/artifacts/a.json", None),
+    ("POST", "/api/artifacts", {"name": "a.json", "data": 1}),
+    ("GET", "/api/deps", None),
+    ("DELETE", "/sessions", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), UNKNOWN_SESSION_ROUTES)
+def test_an_unknown_session_is_400_invalid_session_id(
+    http: httpx.Client, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    issued = http.post("/sessions", json={}).json()["session_id"]
+    assert http.delete("/sessions", headers=own(issued)).status_code == 200
+    for gone in (issued, "not a session id"):
+        answer = http.request(method, path, json=body, headers=own(gone))
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["detail"] == "Invalid session ID"
+        assert "unknown or expired session" in answer.json()["error"]
+
+
+def test_a_client_that_reopens_on_invalid_session_id_goes_on(http: httpx.Client) -> None:
+    """What py-code-mode's newer client does: on 400 "Invalid session ID", POST /sessions
+    and send the request again under the new id."""
+    session_id = http.post("/sessions", json={}).json()["session_id"]
+    assert run(http, session_id, "y = 1\ny")["value"] == 1
+    http.delete("/sessions", headers=own(session_id))  # as the idle sweep would end it
+    answer = http.post("/execute", json={"code": "2"}, headers=own(session_id))
+    if answer.status_code == 400 and answer.json().get("detail") == "Invalid session ID":
+        session_id = http.post("/sessions", json={}).json()["session_id"]
+        answer = http.post("/execute", json={"code": "2"}, headers=own(session_id))
+    assert answer.status_code == 200 and answer.json()["value"] == 2
+
+
+def test_codemode_clients_know_the_answer_too(server: ServerProcess) -> None:
+    from codemode_session.client import SessionClient, SessionError
+
+    with SessionClient(server.url, token=server.token) as client:
+        assert client.execute("1").value == 1
+        ended = client.session_id
+        client.end_session()
+        client.session_id = ended
+        with pytest.raises(SessionError) as gone:
+            client.execute("1")
+    assert gone.value.unknown_session and gone.value.status == 400
+    assert "unknown or expired session" in gone.value.detail  # the reason stays in the text
+    assert SessionError(404, "unknown or expired session; ...").unknown_session  # older servers
+    assert not SessionError(404, "no artifact named 'x'").unknown_session
+    assert not SessionError(400, "invalid workflow name").unknown_session
 
 
 async def test_a_client_chosen_id_is_bound_to_the_token_that_chose_it() -> None:

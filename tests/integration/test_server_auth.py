@@ -184,8 +184,8 @@ def test_auth_disabled_client_ids_limits_timeouts_and_expiry(
         for expired_id in (first.json()["session_id"], second.json()["session_id"]):
             # An id the server issued is never taken up as a client's (it has a '.').
             expired = client.post("/reset", headers={"X-Session-ID": expired_id})
-            assert expired.status_code == 404
-            assert "unknown or expired session" in expired.json()["detail"]
+            assert expired.status_code == 400 and expired.json()["detail"] == "Invalid session ID"
+            assert "unknown or expired session" in expired.json()["error"]
         assert client.get("/health").json()["active_sessions"] == 0
 
         # No token needed; py-code-mode's client picks its own ids, accepted when well-formed.
@@ -194,7 +194,7 @@ def test_auth_disabled_client_ids_limits_timeouts_and_expiry(
         assert mine.status_code == 200, mine.text
         assert mine.json()["value"] == "mine" and mine.json()["session_id"] == chosen
         short = client.post("/execute", json={"code": "1"}, headers={"X-Session-ID": "abc"})
-        assert short.status_code == 404
+        assert short.status_code == 400 and short.json()["detail"] == "Invalid session ID"
 
         # DEFAULT_TIMEOUT applies when a run names none; MAX_EXECUTION_TIME caps what it names.
         slow = client.post(
@@ -285,7 +285,7 @@ def test_execute_without_a_session_id_starts_one(api: Api) -> None:
     assert other["session_id"] != issued and other["value"] is False
 
 
-def test_unknown_session_id_is_404(api: Api) -> None:
+def test_unknown_session_id_is_400_invalid_session_id(api: Api) -> None:
     """An id that is neither a live session nor one a client may choose (client-chosen
     ids are on by default: 16-128 of A-Z a-z 0-9 _ -) names no session."""
     for method, path, body in [
@@ -298,8 +298,9 @@ def test_unknown_session_id_is_404(api: Api) -> None:
         response = api.http.request(
             method, path, json=body, headers={"X-Session-ID": "no such session 00000"}
         )
-        assert response.status_code == 404, (path, response.text)
-        assert "session" in response.json()["detail"]
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["detail"] == "Invalid session ID"
+        assert "unknown or expired session" in response.json()["error"]
 
 
 def test_sessions_cannot_be_listed(api: Api) -> None:
@@ -316,7 +317,7 @@ def test_session_can_be_ended(api: Api) -> None:
     ended = api.http.delete("/sessions", headers={"X-Session-ID": session})
     assert ended.status_code == 200 and ended.json()["status"] == "ended"
     response = api.http.post("/execute", json={"code": "1"}, headers={"X-Session-ID": session})
-    assert response.status_code == 404
+    assert response.status_code == 400 and response.json()["detail"] == "Invalid session ID"
 
 
 @pytest.mark.parametrize("workspace_id", INVALID_WORKSPACE_IDS)

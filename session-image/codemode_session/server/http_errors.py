@@ -34,8 +34,20 @@ class SessionLimitReached(CodemodeError):
     """MAX_SESSIONS sessions are open."""
 
 
+# The answer for an X-Session-ID that names no session of the caller (unknown, ended,
+# expired, another token's, or not an id a client may choose): 400 with exactly this
+# `detail`, the answer py-code-mode's newer server gives and the only one on which its
+# client opens a new session; our own reason (which says what to do) is in `error`.
+INVALID_SESSION_ID = "Invalid session ID"
+
+
+class UnknownSession(NotFoundError):
+    """X-Session-ID names no session of this caller (HTTP 400 `Invalid session ID`)."""
+
+
 # First match wins; a CodemodeError not listed is a 400.
 STATUS_BY_ERROR: tuple[tuple[type[CodemodeError], int], ...] = (
+    (UnknownSession, 400),
     (ValidationError, 400),
     (NotFoundError, 404),
     (ForbiddenError, 403),
@@ -61,8 +73,16 @@ def status_of(exc: CodemodeError) -> int:
     return next((code for kind, code in STATUS_BY_ERROR if isinstance(exc, kind)), 400)
 
 
+def unknown_session_response(reason: str) -> Response:
+    """`{"detail": "Invalid session ID", "error": reason}`, status 400."""
+    body = {"detail": INVALID_SESSION_ID, "error": reason}
+    return AsciiJSONResponse(finite_json(jsonable_encoder(body)), status_code=400)
+
+
 async def _codemode_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, CodemodeError)
+    if isinstance(exc, UnknownSession):
+        return unknown_session_response(str(exc))
     return error_response(str(exc), status_of(exc))
 
 

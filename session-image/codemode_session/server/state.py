@@ -11,15 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from codemode_session.errors import ForbiddenError, NotFoundError
+from codemode_session.errors import ForbiddenError
 from codemode_session.names import validate_workspace_id
 from codemode_session.server.config import ServerConfig
-from codemode_session.server.http_errors import SessionLimitReached
+from codemode_session.server.http_errors import SessionLimitReached, UnknownSession
 from codemode_session.server.sessions import CLIENT_ID_RE, Session, SessionManager, TooManySessions
 from codemode_session.storage.base import Storage
 from codemode_session.storage.factory import storage_from_env
 
+# Our reason for the 400 `Invalid session ID` (http_errors.UnknownSession), in its
+# `error` (earlier servers answered it as a 404's `detail`).
 UNKNOWN_SESSION = "unknown or expired session"
+UNKNOWN_SESSION_HINT = f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
 
 
 class StorageRegistry:
@@ -76,7 +79,7 @@ class ServerState:
     ) -> Session:
         session = self.sessions.get(session_id, owner)
         if session is None:
-            raise NotFoundError(f"{UNKNOWN_SESSION}; {hint}")
+            raise UnknownSession(f"{UNKNOWN_SESSION}; {hint}")
         return session
 
     def client_id_allowed(self, session_id: str) -> bool:
@@ -100,9 +103,7 @@ class ServerState:
             if session is not None:
                 workspace = session.workspace_id
             elif not self.client_id_allowed(session_id):
-                raise NotFoundError(
-                    f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
-                )
+                raise UnknownSession(UNKNOWN_SESSION_HINT)
         return self.storages.get(workspace)
 
     async def open_session(
@@ -141,9 +142,7 @@ class ServerState:
             return await self.open_session(
                 workspace, session_id=session_id, owner=owner, agent_id=agent_id
             )
-        raise NotFoundError(
-            f"{UNKNOWN_SESSION}; omit X-Session-ID or create one with POST /sessions"
-        )
+        raise UnknownSession(UNKNOWN_SESSION_HINT)
 
     async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
         try:

@@ -8,7 +8,6 @@ from fastapi import Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from codemode_session import __version__
-from codemode_session.errors import NotFoundError
 from codemode_session.server.auth import token_owner
 from codemode_session.server.config import ServerConfig
 from codemode_session.server.dependencies import (
@@ -19,7 +18,7 @@ from codemode_session.server.dependencies import (
     State,
     authenticated_router,
 )
-from codemode_session.server.http_errors import TooLarge
+from codemode_session.server.http_errors import TooLarge, UnknownSession
 from codemode_session.server.models import (
     CreateSessionRequest,
     CreateSessionResponse,
@@ -60,12 +59,12 @@ async def create_session(
     )
 
 
-@router.delete("/sessions", responses=errors(404))
+@router.delete("/sessions")
 async def end_session(state: State, owner: Owner, x_session_id: SessionHeader) -> dict[str, Any]:
     if state.sessions.get(x_session_id, owner) is None or not await state.sessions.end(
         x_session_id
     ):
-        raise NotFoundError(UNKNOWN_SESSION)
+        raise UnknownSession(UNKNOWN_SESSION)
     return {"status": "ended", "session_id": x_session_id}
 
 
@@ -89,7 +88,7 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
     return timeout
 
 
-@router.post("/execute", response_model=ExecuteResponse, responses=errors(404, 429))
+@router.post("/execute", response_model=ExecuteResponse, responses=errors(429))
 async def execute(
     body: ExecuteRequest,
     request: Request,
@@ -111,7 +110,7 @@ async def execute(
     return AsciiJSONResponse(await state.execute(session, body.code, timeout))
 
 
-@router.get("/info", responses=errors(404, 503))
+@router.get("/info", responses=errors(503))
 async def info(workspace: CallerWorkspace) -> dict[str, Any]:
     config = workspace.state.config
     storage = workspace.storage()
@@ -132,13 +131,13 @@ async def info(workspace: CallerWorkspace) -> dict[str, Any]:
     }
 
 
-@router.post("/reset", responses=errors(404))
+@router.post("/reset")
 async def reset(state: State, owner: Owner, x_session_id: SessionHeader) -> dict[str, Any]:
     session = state.sessions.get(x_session_id, owner)
     if session is not None:
         await state.sessions.reset(session)
     elif not state.client_id_allowed(x_session_id):
-        state.session(x_session_id, owner)  # the 404 that says why
+        state.session(x_session_id, owner)  # the 400 Invalid session ID that says why
     # A client-chosen id with no session yet has nothing to reset: its first run starts
     # a fresh interpreter anyway.
     return {"status": "reset", "session_id": x_session_id}
