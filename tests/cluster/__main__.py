@@ -1,4 +1,4 @@
-"""Command line: ``python -m tests.cluster build|up|down|status|images``."""
+"""Command line: ``python -m tests.cluster build|up|down|status|images|kind``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import sys
 from .cli import main
 
 try:
-    code = main()
+    if sys.argv[1:2] == ["kind"]:
+        from . import kind
+
+        code = kind.main(sys.argv[2:])
+    else:
+        code = main()
     sys.stdout.flush()
 except BrokenPipeError:
     # `status | head`: the reader is gone; exit quietly like any Unix tool.
