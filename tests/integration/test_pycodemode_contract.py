@@ -284,13 +284,15 @@ def test_an_idle_session_gives_its_worker_back_and_says_so(http: httpx.Client) -
     chosen = str(uuid.uuid4())
     assert run(http, chosen, "kept = 1\nkept")["value"] == 1
     deadline = time.monotonic() + 30
-    result = run(http, chosen, "'kept' in globals()")
-    while result["value"] is True:  # WORKER_IDLE_TIMEOUT=2 here; the sweeper runs each second
+    result = run(http, chosen, "kept")
+    while result["state_released"] is None:  # WORKER_IDLE_TIMEOUT=2; the sweeper: each second
         assert time.monotonic() < deadline, "the idle worker was not released within 30s"
         time.sleep(3)
-        result = run(http, chosen, "'kept' in globals()")
-    assert result["worker_restarted"] is True
-    assert "released" in result["state_released"] and result["session_id"] == chosen
+        result = run(http, chosen, "kept")
+    assert result["worker_restarted"] is True and result["session_id"] == chosen
+    # The worker went back, the state did not: the new one loaded the session's snapshot.
+    assert "released" in result["state_released"] and "restored" in result["state_released"]
+    assert result["value"] == 1 and result["state_restored"]["restored"] == ["kept"]
     after = run(http, chosen, "1")
     assert after["worker_restarted"] is False and after["state_released"] is None
 
@@ -430,3 +432,97 @@ def test_skills_era_routes_and_name_are_the_workflows(http: httpx.Client) -> Non
     assert http.delete("/api/skills/skill_plus").json() is True
     assert http.get("/api/skills/skill_plus").json() is None
     assert http.delete("/api/skills/skill_plus").json() is False
+
+
+# ---- the skills-era key, both ways, with and without a workspace -----------------------
+#
+# py-code-mode keeps workflows in one Redis hash per storage prefix P, the name as field
+# and a JSON record {"name", "description", "source", "parameters"} as value: the
+# workflows era under `P:workflows:__workflows__`, the skills era under
+# `P:skills:__skills__`. Its readers skip a record without name, source or description,
+# and its last skills-era release (0.10) also one whose `run` is not `async def`. With a
+# workspace, P is `{prefix}:ws:{workspace}`.
+
+ERA_KEYS = {"workflows": "workflows:__workflows__", "skills": "skills:__skills__"}
+
+
+def scope(prefix: str, workspace: str | None) -> str:
+    return prefix if workspace is None else f"{prefix}:ws:{workspace}"
+
+
+def read_like_pcm(rdb: redis.Redis, key: str, era: str) -> dict[str, dict[str, Any]]:
+    """What a py-code-mode reader of `era` takes from its hash, as its documents say."""
+    taken: dict[str, dict[str, Any]] = {}
+    for name, value in rdb.hgetall(key).items():
+        record = json.loads(value)
+        if not {"name", "source", "description"} <= set(record):
+            continue
+        if era == "skills" and "async def run(" not in record["source"]:
+            continue
+        taken[name] = record
+    return taken
+
+
+def workspace_session(http: httpx.Client, workspace: str | None) -> dict[str, str]:
+    if workspace is None:
+        return {}
+    created = http.post("/sessions", json={"workspace_id": workspace})
+    assert created.status_code == 200, created.text
+    return own(created.json()["session_id"])
+
+
+@pytest.mark.parametrize("workspace", [None, "client-a"])
+def test_what_codemode_writes_both_eras_readers_take(
+    http: httpx.Client, rdb: redis.Redis, prefix: str, workspace: str | None
+) -> None:
+    headers = workspace_session(http, workspace)
+    name = f"both_{uuid.uuid4().hex[:6]}"
+    body = {"name": name, "source": SRC, "description": "plus one"}
+    assert http.post("/api/workflows", json=body, headers=headers).status_code == 200
+    for era, key in ERA_KEYS.items():
+        taken = read_like_pcm(rdb, f"{scope(prefix, workspace)}:{key}", era)
+        assert taken[name]["source"] == SRC and taken[name]["description"] == "plus one", era
+        assert taken[name]["parameters"][0]["name"] == "x"
+    # Deleted through codemode: gone for both eras.
+    assert http.delete(f"/api/workflows/{name}", headers=headers).json() is True
+    for era, key in ERA_KEYS.items():
+        assert name not in read_like_pcm(rdb, f"{scope(prefix, workspace)}:{key}", era)
+
+
+@pytest.mark.parametrize("era", ["workflows", "skills"])
+@pytest.mark.parametrize("workspace", [None, "client-a"])
+def test_what_either_eras_writer_stores_codemode_reads(
+    http: httpx.Client, rdb: redis.Redis, prefix: str, workspace: str | None, era: str
+) -> None:
+    headers = workspace_session(http, workspace)
+    name = f"{era}_{uuid.uuid4().hex[:6]}"
+    record = {"name": name, "description": f"from {era}", "source": SRC, "parameters": []}
+    rdb.hset(f"{scope(prefix, workspace)}:{ERA_KEYS[era]}", name, json.dumps(record))
+    listed = {w["name"]: w for w in http.get("/api/workflows", headers=headers).json()}
+    assert listed[name]["description"] == f"from {era}"
+    assert http.get(f"/api/skills/{name}", headers=headers).json()["source"] == SRC
+    session = headers.get("X-Session-ID") or str(uuid.uuid4())
+    assert run(http, session, f"workflows.invoke({name!r}, x=4)")["value"] == 5
+    # A delete through codemode removes it from the hash its writer used.
+    assert http.delete(f"/api/workflows/{name}", headers=headers).json() is True
+    assert rdb.hget(f"{scope(prefix, workspace)}:{ERA_KEYS[era]}", name) is None
+    assert http.get(f"/api/workflows/{name}", headers=headers).json() is None
+
+
+def test_a_workflows_era_delete_is_not_undone_by_the_skills_era_copy(
+    http: httpx.Client, rdb: redis.Redis, prefix: str
+) -> None:
+    name = f"gone_{uuid.uuid4().hex[:6]}"
+    body = {"name": name, "source": SRC, "description": "d"}
+    assert http.post("/api/workflows", json=body).status_code == 200
+    rdb.hdel(f"{prefix}:{ERA_KEYS['workflows']}", name)  # a workflows-era client deletes it
+    assert http.get(f"/api/workflows/{name}").json() is None
+    assert name not in {w["name"] for w in http.get("/api/workflows").json()}
+    # The workflows era's record wins over the skills era's for the same name.
+    theirs = {"name": name, "description": "skills era", "source": SRC, "parameters": []}
+    rdb.hset(f"{prefix}:{ERA_KEYS['skills']}", name, json.dumps(theirs))
+    assert http.get(f"/api/workflows/{name}").json()["description"] == "skills era"
+    ours = {**theirs, "description": "workflows era"}
+    rdb.hset(f"{prefix}:{ERA_KEYS['workflows']}", name, json.dumps(ours))
+    assert http.get(f"/api/workflows/{name}").json()["description"] == "workflows era"
+    assert http.delete(f"/api/workflows/{name}").json() is True

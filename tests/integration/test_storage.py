@@ -73,6 +73,7 @@ async def test_legacy_layout_keys(
     keys = {k.decode() for k in raw.keys(f"{prefix}*")}
     assert keys == {
         f"{prefix}:workflows:__workflows__",
+        f"{prefix}:skills:__skills__",  # the copy py-code-mode's skills-era readers read
         f"{prefix}:artifacts:blob",
         f"{prefix}:artifacts:__index__",
         f"{prefix}:ws:client-a:artifacts:blob",

@@ -38,6 +38,13 @@ class KeyLayout:
         return f"{self.scope}:workflows:__workflows__"
 
     @property
+    def skills(self) -> str:
+        """py-code-mode's skills-era key for the same records ({"name", "description",
+        "source", "parameters"} JSON by name): read where `workflows` lacks a name, and
+        written alongside it, so readers of either era see what the other wrote."""
+        return f"{self.scope}:skills:__skills__"
+
+    @property
     def workflow_owners(self) -> str:
         return f"{self.scope}:workflows:__owners__"
 

@@ -79,10 +79,36 @@ def _loads(raw: bytes | str | None) -> Any:
         return None
 
 
-def _workflows(raw: dict[bytes | str, bytes | str]) -> list[Workflow]:
-    """The hash's workflows; records that are not workflows (another client's) are skipped."""
+# The skills-era hash (KeyLayout.skills) gets a copy of every workflow written here, marked
+# as ours: py-code-mode's skills-era readers take it like any skill (they ignore the
+# mark). Reads take a workflow from the workflows hash, else from the skills hash when a
+# skills-era writer put it there (no mark); a marked copy whose original is gone (deleted
+# by a client that knows only the workflows hash) is not brought back.
+MIRROR_MARK = "codemode_mirror"
+
+
+def _skills_record(workflow: Workflow) -> str:
+    return json.dumps({**workflow.to_dict(), MIRROR_MARK: True}, sort_keys=True)
+
+
+def _skills_era(raw: bytes | str | None) -> bytes | str | None:
+    """A skills-hash record a skills-era writer put there; None for our marked copy."""
+    data = _loads(raw)
+    return None if isinstance(data, dict) and data.get(MIRROR_MARK) is True else raw
+
+
+def _workflows(
+    raw: dict[bytes | str, bytes | str], skills: dict[bytes | str, bytes | str] | None = None
+) -> list[Workflow]:
+    """The hash's workflows, plus those only a skills-era writer put in the skills hash;
+    records that are not workflows (another client's) are skipped."""
+    merged: dict[str, bytes | str] = {}
+    for name, value in (skills or {}).items():
+        if (theirs := _skills_era(value)) is not None:
+            merged[_s(name)] = theirs
+    merged.update({_s(k): v for k, v in raw.items()})
     found: list[Workflow] = []
-    for value in raw.values():
+    for value in merged.values():
         try:
             found.append(Workflow.from_json(value))
         except ValidationError:
@@ -101,9 +127,11 @@ def _queue_library(
     """Queue one library's change on a MULTI pipeline."""
     if upserts:
         pipe.hset(keys.workflows, mapping={w.name: w.to_json() for w in upserts})
+        pipe.hset(keys.skills, mapping={w.name: _skills_record(w) for w in upserts})
         pipe.hset(keys.workflow_owners, mapping={w.name: library for w in upserts})
     if removals:
         pipe.hdel(keys.workflows, *removals)
+        pipe.hdel(keys.skills, *removals)
         pipe.hdel(keys.workflow_owners, *removals)
     pipe.delete(keys.library(library))
     if record is not None:
@@ -203,14 +231,17 @@ class _RedisTransaction:
         return LibraryRecord.from_mapping({_s(k): _s(v) for k, v in raw.items()})
 
     async def get_workflows(self, names: Collection[str]) -> dict[str, Workflow | None]:
-        key = self._keys.workflows
+        key, skills = self._keys.workflows, self._keys.skills
         await self._watch(key)
+        await self._watch(skills)
         wanted = sorted(set(names))
         if not wanted:
             return {}
         values: list[bytes | str | None] = await self._pipe.hmget(key, wanted)
+        older: list[bytes | str | None] = await self._pipe.hmget(skills, wanted)
         found: dict[str, Workflow | None] = {}
-        for name, raw in zip(wanted, values, strict=True):
+        for name, current, skill in zip(wanted, values, older, strict=True):
+            raw = current if current is not None else _skills_era(skill)
             if raw is None:
                 continue
             try:
@@ -343,15 +374,31 @@ class RedisStorage:
 
     # ---- workflows -------------------------------------------------------------------
 
+    # Workflows: py-code-mode's workflows-era hash, and its skills-era one as MIRROR_MARK
+    # above says; writes go to both, deletes from both.
+
     async def list_workflows(self) -> list[Workflow]:
-        raw: dict[bytes | str, bytes | str] = await self._call(
-            lambda: self.redis.hgetall(self.keys.workflows)
-        )
-        return sorted(_workflows(raw), key=lambda w: w.name)
+        async def both() -> tuple[dict[bytes | str, bytes | str], dict[bytes | str, bytes | str]]:
+            async with self.redis.pipeline(transaction=False) as reads:
+                reads.hgetall(self.keys.workflows)
+                reads.hgetall(self.keys.skills)
+                current, older = await reads.execute()
+            return current, older
+
+        current, older = await self._call(both)
+        return sorted(_workflows(current, older), key=lambda w: w.name)
 
     async def get_workflow(self, name: str) -> Workflow | None:
         validate_workflow_name(name)
-        raw = await self._call(lambda: self.redis.hget(self.keys.workflows, name))
+
+        async def either() -> bytes | str | None:
+            async with self.redis.pipeline(transaction=False) as reads:
+                reads.hget(self.keys.workflows, name)
+                reads.hget(self.keys.skills, name)
+                current, older = await reads.execute()
+            return current if current is not None else _skills_era(older)
+
+        raw = await self._call(either)
         return Workflow.from_json(raw) if raw is not None else None
 
     async def _usage(self, pipe: Pipeline) -> int | None:
@@ -497,6 +544,7 @@ class RedisStorage:
         so a bootstrap claiming it in between is never overwritten), within the quota."""
         validate_workflow_name(workflow.name)
         encoded = workflow.to_json()
+        mirrored = _skills_record(workflow)
         keys = self.keys
 
         async def plan(pipe: Pipeline) -> Callable[[Pipeline], None]:
@@ -513,6 +561,7 @@ class RedisStorage:
 
                 def start(p: Pipeline) -> None:
                     p.hset(keys.workflows, workflow.name, encoded)
+                    p.hset(keys.skills, workflow.name, mirrored)
                     p.hset(keys.usage, "bytes", str(total))
 
                 return start
@@ -520,12 +569,13 @@ class RedisStorage:
 
             def write(p: Pipeline) -> None:
                 p.hset(keys.workflows, workflow.name, encoded)
+                p.hset(keys.skills, workflow.name, mirrored)
                 self._count(p, used, delta)
 
             return write
 
         await self._watched(
-            [keys.workflow_owners, keys.workflows, keys.usage],
+            [keys.workflow_owners, keys.workflows, keys.skills, keys.usage],
             f"save workflow {workflow.name!r}",
             plan,
         )
@@ -541,14 +591,17 @@ class RedisStorage:
 
             def write(p: Pipeline) -> None:
                 p.hdel(keys.workflows, name)
+                p.hdel(keys.skills, name)
                 self._count(p, used, -min(old, used or 0))
 
             return write
 
         removed = await self._watched(
-            [keys.workflow_owners, keys.workflows, keys.usage], f"delete workflow {name!r}", plan
+            [keys.workflow_owners, keys.workflows, keys.skills, keys.usage],
+            f"delete workflow {name!r}",
+            plan,
         )
-        return bool(removed[0])
+        return bool(removed[0]) or bool(removed[1])
 
     async def workflow_owners(self) -> dict[str, str]:
         raw: dict[bytes | str, bytes | str] = await self._call(
