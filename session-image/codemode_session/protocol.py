@@ -16,6 +16,9 @@ from typing import Any
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024
+# An attachment may be larger than a frame: a session snapshot of big globals (its
+# size is bounded again by SNAPSHOT_MAX_BYTES and the workspace's storage quota).
+MAX_ATTACHMENT = 256 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -64,7 +67,7 @@ def blob_size(message: dict[str, Any]) -> int | None:
     size = message.get("blob")
     if size is None:
         return None
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FRAME:
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_ATTACHMENT:
         raise ProtocolError("frame announces an invalid attachment")
     return size
 
@@ -90,9 +93,9 @@ def decode(body: bytes) -> dict[str, Any]:
     return message
 
 
-def _recv_raw_blocking(sock: socket.socket) -> bytes:
+def _recv_raw_blocking(sock: socket.socket, limit: int = MAX_FRAME) -> bytes:
     (size,) = HEADER.unpack(_recv_exact(sock, HEADER.size))
-    if size > MAX_FRAME:
+    if size > limit:
         raise ProtocolError(f"frame of {size} bytes is too large")
     return _recv_exact(sock, size)
 
@@ -102,18 +105,18 @@ def recv_blocking(sock: socket.socket) -> dict[str, Any]:
     message = decode(_recv_raw_blocking(sock))
     size = blob_size(message)
     if size is not None:
-        blob = _recv_raw_blocking(sock)
+        blob = _recv_raw_blocking(sock, MAX_ATTACHMENT)
         if len(blob) != size:
             raise ProtocolError("attachment size does not match its announcement")
         message["blob"] = blob
     return message
 
 
-async def _recv_raw_async(reader: asyncio.StreamReader) -> bytes:
+async def _recv_raw_async(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> bytes:
     try:
         header = await reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(header)
-        if size > MAX_FRAME:
+        if size > limit:
             raise ProtocolError(f"frame of {size} bytes is too large")
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
@@ -125,7 +128,7 @@ async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:
     message = decode(await _recv_raw_async(reader))
     size = blob_size(message)
     if size is not None:
-        blob = await _recv_raw_async(reader)
+        blob = await _recv_raw_async(reader, MAX_ATTACHMENT)
         if len(blob) != size:
             raise ProtocolError("attachment size does not match its announcement")
         message["blob"] = blob

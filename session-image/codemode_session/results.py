@@ -26,6 +26,12 @@ class ExecuteResult:
     # Why an earlier run's variables are gone although this run went well (the session's
     # worker was released while idle); None when the session kept its interpreter.
     state_released: str | None = None
+    # The session's snapshot after this run (snapshots on): `saved` and `unsaved` names
+    # (name: why it cannot be saved), `bytes`, `seconds`, `changed` (stored anew).
+    snapshot: dict[str, Any] | None = None
+    # What this run's new worker loaded from the session's snapshot: `restored` names,
+    # `lost` (name: why), `taken_at`; None when the worker kept its interpreter.
+    state_restored: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -44,11 +50,21 @@ class ExecuteResult:
             session_id=data.get("session_id", ""),
             worker_restarted=bool(data.get("worker_restarted", False)),
             state_released=data.get("state_released"),
+            snapshot=data.get("snapshot"),
+            state_restored=data.get("state_restored"),
         )
 
 
-# Only the server knows these (it times the run and restarts workers).
-SERVER_FIELDS = ("execution_time_ms", "session_id", "worker_restarted", "state_released")
+# Added around the run, not by the cell runner: the server times the run and restarts
+# workers; the worker's session adds its snapshot's summary.
+SERVER_FIELDS = (
+    "execution_time_ms",
+    "session_id",
+    "worker_restarted",
+    "state_released",
+    "snapshot",
+    "state_restored",
+)
 # What a worker answers for one run.
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(ExecuteResult) if f.name not in SERVER_FIELDS)
 _RUN_DEFAULTS = {

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from codemode_session import protocol
+from codemode_session import protocol, snapshot
 from codemode_session.channel import WorkerChannel
 from codemode_session.limits import apply_worker_limits, leave_pids_cgroup, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
@@ -64,6 +64,48 @@ def build_namespace(
     namespace = workflow_globals()
     namespace["__name__"] = "__main__"
     return namespace
+
+
+# The names every namespace starts with that a snapshot refers to instead of copying.
+STARTING_NAMES = ("tools", "workflows", "skills", "artifacts", "deps")
+
+
+class SessionState:
+    """The interpreter of one session and its snapshots (taken here, in the sandbox)."""
+
+    def __init__(self, namespace: dict[str, Any], output_limit: int, max_bytes: int) -> None:
+        self.runner = CellRunner(namespace, output_limit)
+        self.namespace = namespace
+        self.starting = {name: namespace[name] for name in STARTING_NAMES}
+        self.max_bytes = max_bytes
+        self.snapshots = False
+        self._last_digest: str | None = None
+
+    def snapshot(self, force: bool = False) -> tuple[dict[str, Any], bytes | None]:
+        """A summary of the namespace's snapshot, and its bytes when they changed since
+        the last one sent (or `force`)."""
+        try:
+            taken = snapshot.take(self.namespace, self.starting)
+        except Exception as exc:  # never lose the run's reply over its snapshot
+            return {"error": f"{type(exc).__name__}: {exc}"[:300]}, None
+        summary = taken.summary()
+        if len(taken.blob) > self.max_bytes:
+            summary["error"] = (
+                f"the snapshot is {len(taken.blob)} bytes; SNAPSHOT_MAX_BYTES is "
+                f"{self.max_bytes}: the state after this run was not saved"
+            )
+            return summary, None
+        changed = force or taken.digest != self._last_digest
+        summary["changed"] = changed
+        if not changed:
+            return summary, None
+        self._last_digest = taken.digest
+        return summary, taken.blob
+
+    def restore(self, blob: bytes) -> dict[str, Any]:
+        restored = snapshot.restore(self.namespace, self.starting, blob)
+        self._last_digest = None  # the next snapshot is sent whatever it holds
+        return restored.summary()
 
 
 _forked = False
@@ -130,24 +172,27 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
     global _forked
     main_pid = os.getpid()
     os.register_at_fork(after_in_parent=_note_fork)
-    runner: CellRunner | None = None
+    state: SessionState | None = None
     while True:
         try:
             request = channel.next_request()
         except (protocol.ProtocolError, OSError):
             return
         op = request.get("op")
+        blob: bytes | None = None
         if op == "init":
             try:
-                runner = CellRunner(
+                state = SessionState(
                     build_namespace(request.get("workspace_id"), channel, config),
                     config.output_limit_bytes,
+                    config.snapshot_max_bytes,
                 )
+                state.snapshots = bool(request.get("snapshots"))
                 reply: dict[str, Any] = {"ok": True}
             except Exception as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        elif op == "exec" and runner is not None:
-            reply = runner.run(str(request.get("code", "")))
+        elif op == "exec" and state is not None:
+            reply = state.runner.run(str(request.get("code", "")))
             if os.getpid() != main_pid:
                 # A copy made by os.fork() in the cell finished the cell: it must not
                 # answer on the shared channel (the worker itself does).
@@ -155,23 +200,32 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
             if _forked:
                 _forked = False
                 stop_forked_copies()
+            if state.snapshots:
+                reply["snapshot"], blob = state.snapshot(bool(request.get("force_snapshot")))
+        elif op == "snapshot" and state is not None:
+            reply, blob = state.snapshot(force=True)
+            reply["ok"] = "error" not in reply
+        elif op == "restore" and state is not None:
+            found = request.get("blob")
+            reply = state.restore(found) if isinstance(found, bytes) else {"restored": []}
+            reply["ok"] = True
         elif op == "ping":
             reply = {"ok": True}
         else:
             reply = {"ok": False, "error": f"unexpected request {op!r}"}
         reply["seq"] = request.get("seq")
         with channel.sending():
-            channel.sock.sendall(_frame(reply))
+            protocol.send_parts(channel.sock, _frame(reply, blob))
 
 
-def _frame(reply: dict[str, Any]) -> bytes:
+def _frame(reply: dict[str, Any], blob: bytes | None = None) -> list[bytes]:
     """The reply as a frame; a reply JSON cannot carry becomes an error, never an exit
     (an exit would throw the session's state away)."""
     try:
-        return protocol.encode(reply)
+        return protocol.encode_parts(reply, blob)
     except (TypeError, ValueError, RecursionError) as exc:
         failed = failed_run("ResultError", f"the result could not be sent as JSON: {exc}")
-        return protocol.encode({**failed, "seq": reply.get("seq")})
+        return protocol.encode_parts({**failed, "seq": reply.get("seq")})
 
 
 def main() -> None:

@@ -162,14 +162,16 @@ class Worker:
                 }
             )
 
-    async def request(self, message: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    async def request(
+        self, message: dict[str, Any], timeout: float | None, blob: bytes | None = None
+    ) -> dict[str, Any]:
         if not self.alive:
             raise WorkerCrashed(self._exit_reason())
         self._seq += 1
         pending: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending = pending
         try:
-            await self._send({**message, "seq": self._seq})
+            await self._send({**message, "seq": self._seq}, blob)
             reply = await asyncio.wait_for(pending, timeout)
         except TimeoutError:
             raise WorkerTimeout() from None
@@ -187,9 +189,13 @@ class Worker:
             raise WorkerCrashed(self._broken)
         return reply
 
-    async def init(self, workspace_id: str | None, timeout: float = 30.0) -> None:
+    async def init(
+        self, workspace_id: str | None, timeout: float = 30.0, snapshots: bool = False
+    ) -> None:
         self.workspace_id = workspace_id
-        reply = await self.request({"op": "init", "workspace_id": workspace_id}, timeout)
+        reply = await self.request(
+            {"op": "init", "workspace_id": workspace_id, "snapshots": snapshots}, timeout
+        )
         if not reply.get("ok"):
             await self.kill()
             raise WorkerCrashed(str(reply.get("error", "worker init failed")))
@@ -274,7 +280,7 @@ class WorkerPool:
             except WorkerCrashed:
                 await asyncio.sleep(1.0)
 
-    async def acquire(self, workspace_id: str | None) -> Worker:
+    async def acquire(self, workspace_id: str | None, snapshots: bool = False) -> Worker:
         worker = None
         while self._ready and worker is None:
             candidate = self._ready.pop()
@@ -287,7 +293,7 @@ class WorkerPool:
         if self.before_handout is not None:
             await self.before_handout()
         self.refill()
-        await worker.init(workspace_id)
+        await worker.init(workspace_id, snapshots=snapshots)
         worker.drop_spares = self.drop_spares
         return worker
 

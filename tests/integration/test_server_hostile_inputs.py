@@ -413,7 +413,7 @@ class _FakePool:
     def refill(self) -> None:
         return None
 
-    async def acquire(self, workspace_id: str | None) -> _FakeWorker:
+    async def acquire(self, workspace_id: str | None, snapshots: bool = False) -> _FakeWorker:
         self.workers.append(_FakeWorker())
         return self.workers[-1]
 

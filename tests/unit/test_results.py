@@ -56,6 +56,8 @@ def test_from_json_is_lenient_and_complete() -> None:
         "session_id": "s",
         "worker_restarted": True,
         "state_released": "idle",
+        "snapshot": {"saved": ["x"], "unsaved": {}, "bytes": 80, "seconds": 0.0001},
+        "state_restored": {"restored": ["x"], "lost": {}, "taken_at": 1.5},
     }
     assert dataclasses.asdict(ExecuteResult.from_json(full)) == {**full, "execution_time_ms": 3.0}
     sparse = ExecuteResult.from_json({"error": "E: x"})
@@ -69,7 +71,7 @@ def test_a_reply_json_cannot_carry_becomes_a_result_error() -> None:
     frame = _frame(
         {"value": {1j}, "stdout": "", "stderr": "", "error": None, "error_type": None, "seq": 7}
     )
-    reply = protocol.decode(frame[protocol.HEADER.size :])
+    reply = protocol.decode(b"".join(frame)[protocol.HEADER.size :])
     assert reply.pop("seq") == 7
     assert list(reply) == list(RUN_FIELDS) and reply["error_type"] == "ResultError"
     assert reply["error"].startswith("ResultError: the result could not be sent as JSON")

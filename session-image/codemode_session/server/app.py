@@ -22,6 +22,7 @@ from codemode_session.server.history import History
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers import ROUTERS
 from codemode_session.server.sessions import SessionManager
+from codemode_session.server.snapshots import Snapshots
 from codemode_session.server.state import ServerState, StorageRegistry
 from codemode_session.server.worker_setup import build_pool
 
@@ -35,6 +36,7 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     # the server at start (one readable line) instead of failing every session later.
     state.storages.get(config.workspace_id)
     history = History(state.storages, config)
+    snapshots = Snapshots(state.storages, config.state_id)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -46,11 +48,13 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
                 config.max_sessions,
                 config.worker_idle_timeout,
                 recorder=history.record if config.history_enabled else None,
+                snapshots=snapshots if config.snapshots_enabled else None,
             )
         )
         yield
         await history.close()
         await state.close()
+        await snapshots.close()
 
     app = FastAPI(
         title="codemode session server",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from codemode_session.errors import ValidationError
 from codemode_session.names import validate_workspace_id
+from codemode_session.protocol import MAX_ATTACHMENT
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -86,6 +87,10 @@ class ServerConfig:
     history_enabled: bool = False
     history_max_messages: int = 1000
     history_max_output_bytes: int = 64 * 1024
+    # Snapshots of each session's globals (server/snapshots.py), counted in the quota.
+    snapshots_enabled: bool = True
+    # One state for every server session (a CodeSession pod, set by the operator).
+    state_id: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -122,7 +127,17 @@ class ServerConfig:
             history_enabled=_flag(env, "HISTORY_ENABLED"),
             history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
             history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
+            snapshots_enabled=env.get("SNAPSHOTS_ENABLED", "true").lower() in TRUE,
+            state_id=_state_id(env),
         )
+
+
+def _state_id(env: Mapping[str, str]) -> str | None:
+    """SESSION_STATE_ID: the id every server session's snapshot is kept under."""
+    from codemode_session.storage.history import validate_history_id
+
+    raw = env.get("SESSION_STATE_ID")
+    return validate_history_id(raw) if raw else None
 
 
 def _agent_id(env: Mapping[str, str]) -> str:
@@ -150,11 +165,13 @@ class WorkerConfig:
     allow_runtime_deps: bool = False
     deps_dir: str | None = None
     tools_path: str | None = None
+    snapshot_max_bytes: int = MAX_ATTACHMENT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerConfig:
         """WORKER_MEMORY_MB, WORKER_MAX_PROCESSES, OUTPUT_LIMIT_BYTES, STORAGE_PREFIX,
-        ALLOW_RUNTIME_DEPS (read as the server reads it), DEPS_DIR and TOOLS_PATH."""
+        ALLOW_RUNTIME_DEPS (read as the server reads it), DEPS_DIR, TOOLS_PATH and
+        SNAPSHOT_MAX_BYTES (at most protocol.MAX_ATTACHMENT)."""
         return cls(
             memory_mb=_lenient_int(env, "WORKER_MEMORY_MB", cls.memory_mb),
             max_processes=_lenient_int(env, "WORKER_MAX_PROCESSES", cls.max_processes),
@@ -163,4 +180,8 @@ class WorkerConfig:
             allow_runtime_deps=_flag(env, "ALLOW_RUNTIME_DEPS"),
             deps_dir=env.get("DEPS_DIR") or None,
             tools_path=env.get("TOOLS_PATH") or None,
+            snapshot_max_bytes=min(
+                MAX_ATTACHMENT,
+                _lenient_int(env, "SNAPSHOT_MAX_BYTES", cls.snapshot_max_bytes),
+            ),
         )

@@ -17,3 +17,10 @@ HISTORY_WRITE_FAILURES = Counter(
     "codemode_history_write_failures_total",
     "Runs whose history could not be written (the run itself still answered)",
 )
+SNAPSHOT_WRITE_FAILURES = Counter(
+    "codemode_snapshot_write_failures_total",
+    "Session snapshots that could not be stored (over quota, storage down)",
+)
+RESTORES = Counter(
+    "codemode_session_restores_total", "New workers that loaded a session snapshot", ["outcome"]
+)

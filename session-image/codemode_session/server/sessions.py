@@ -22,13 +22,15 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from codemode_session.results import failed_run
 from codemode_session.server import metrics
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+LOST = "this session's state (variables, imports) was lost"
+RESTORE_TIMEOUT = 120.0  # seconds a new worker may take to load a snapshot
 # Session records are small; past this many per worker the longest idle without a
 # worker are forgotten (its id, if used again, starts afresh).
 RECORDS_PER_WORKER = 64
@@ -58,6 +60,25 @@ class Session:
     closed: bool = False
     released: str | None = None  # why the worker was given back while idle, until the next run
     agent_id: str | None = None  # whom its history is indexed under (None: the server's)
+    # Snapshots (server/snapshots.py): the last one stored, why the last one failed, and
+    # what the current worker restored.
+    snapshot_meta: dict[str, Any] | None = None
+    snapshot_error: str | None = None
+    snapshot_failed: bool = False  # the next run's snapshot is sent even if unchanged
+    restored: dict[str, Any] | None = None
+
+
+class Snapshotter(Protocol):
+    """What the session manager needs of server.snapshots.Snapshots."""
+
+    async def record(self, session: Session, data: bytes, summary: dict[str, Any]) -> None: ...
+
+    async def forget(self, session: Session) -> None: ...
+
+    async def load(self, session: Session) -> tuple[bytes, dict[str, Any]] | None: ...
+
+    @property
+    def shared(self) -> bool: ...
 
 
 # Called with (session, code, reply, wall-clock start) once a run's reply is complete,
@@ -73,9 +94,11 @@ class SessionManager:
         max_sessions: int,
         worker_idle_timeout: float | None = None,
         recorder: Recorder | None = None,
+        snapshots: Snapshotter | None = None,
     ) -> None:
         self.pool = pool
         self.recorder = recorder
+        self.snapshots = snapshots
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
         self.worker_idle_timeout = min(worker_idle_timeout or idle_timeout, idle_timeout)
@@ -103,7 +126,7 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for session_id in list(self._sessions):
-            await self.end(session_id)
+            await self.end(session_id, keep_state=True)  # a shutdown is not the end
         await self.pool.close()
 
     def _expired(self, session: Session, now: float) -> bool:
@@ -149,7 +172,9 @@ class SessionManager:
     def touch(self, session: Session) -> None:
         session.last_used = self.last_activity = time.time()
 
-    async def end(self, session_id: str) -> bool:
+    async def end(self, session_id: str, keep_state: bool = False) -> bool:
+        """End a session; its snapshot goes too unless `keep_state` or the server's
+        sessions share one state (a CodeSession pod: the CodeSession lives on)."""
         session = self._sessions.pop(session_id, None)
         metrics.SESSIONS.set(len(self._sessions))
         if session is None:
@@ -158,6 +183,8 @@ class SessionManager:
         if session.worker is not None:
             await session.worker.kill()
             session.worker = None
+        if self.snapshots is not None and not keep_state and not self.snapshots.shared:
+            await self.snapshots.forget(session)
         return True
 
     async def release(self, session: Session, why: str) -> None:
@@ -240,9 +267,49 @@ class SessionManager:
             await self._make_room(session)
             self._acquiring += 1
             try:
-                session.worker = await self.pool.acquire(session.workspace_id)
+                session.worker = await self.pool.acquire(
+                    session.workspace_id, snapshots=self.snapshots is not None
+                )
             finally:
                 self._acquiring -= 1
+            await self._restore(session)
+
+    async def _restore(self, session: Session) -> None:
+        """Load the session's latest snapshot into its new worker (inside the worker:
+        the server never unpickles). Nothing stored: a fresh interpreter, as before."""
+        session.restored = None
+        if self.snapshots is None or session.worker is None:
+            return
+        found = await self.snapshots.load(session)
+        if found is None:
+            return
+        data, meta = found
+        try:
+            report = await session.worker.request({"op": "restore"}, RESTORE_TIMEOUT, blob=data)
+        except (WorkerTimeout, WorkerCrashed) as exc:
+            metrics.RESTORES.labels(outcome="failed").inc()
+            await session.worker.kill()
+            session.worker = None
+            session.restored = {
+                "restored": [],
+                "lost": dict.fromkeys(meta.get("saved") or [], f"the restore failed: {exc}"),
+            }
+            await self._ensure_worker_plain(session)
+            return
+        report.pop("ok", None)
+        report["taken_at"] = meta.get("taken_at")
+        metrics.RESTORES.labels(outcome="lost" if report.get("lost") else "ok").inc()
+        session.restored = report
+
+    async def _ensure_worker_plain(self, session: Session) -> None:
+        """A worker without a restore (after a restore killed one)."""
+        self._acquiring += 1
+        try:
+            session.worker = await self.pool.acquire(
+                session.workspace_id, snapshots=self.snapshots is not None
+            )
+        finally:
+            self._acquiring -= 1
 
     async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
         async with session.lock:
@@ -254,11 +321,17 @@ class SessionManager:
             if restarted:
                 metrics.WORKER_RESTARTS.labels(reason="lost").inc()
             released, session.released = session.released, None
+            request: dict[str, Any] = {"op": "exec", "code": code}
+            if session.snapshot_failed:  # the last one was not stored: send it again
+                session.snapshot_failed = False
+                request["force_snapshot"] = True
+            restored: dict[str, Any] | None = None
             try:
+                fresh = session.worker is None or not session.worker.alive
                 await self._ensure_worker(session)
-                reply: dict[str, Any] = await session.worker.request(
-                    {"op": "exec", "code": code}, timeout
-                )
+                if fresh:
+                    restored = session.restored
+                reply: dict[str, Any] = await session.worker.request(request, timeout)
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
             except TooManySessions:
@@ -280,7 +353,22 @@ class SessionManager:
                 if not session.closed:
                     with contextlib.suppress(WorkerCrashed, TooManySessions):
                         await self._ensure_worker(session)
+                        restored = session.restored
+                if restored is not None:
+                    reply["error"] = str(reply["error"]).replace(
+                        LOST,
+                        "the session's state as of its previous run was restored "
+                        "into the new worker (see state_restored)",
+                    )
             await self._drop_if_closed(session)
+            data = reply.pop("blob", None)
+            summary = reply.get("snapshot")
+            if isinstance(summary, dict) and session.snapshot_error is not None:
+                summary["previous_error"] = session.snapshot_error  # written after a reply
+            if isinstance(data, bytes) and self.snapshots is not None and not session.closed:
+                await self.snapshots.record(
+                    session, data, summary if isinstance(summary, dict) else {}
+                )
             elapsed = time.perf_counter() - started
             session.executions += 1
             self.touch(session)
@@ -292,20 +380,22 @@ class SessionManager:
             reply["state_released"] = (
                 None
                 if released is None
-                else f"this session's worker was released because {released}; variables "
-                "and imports from earlier runs are gone (storage is kept)"
+                else f"this session's worker was released because {released}; "
+                + (
+                    "its variables and imports were restored from the session's snapshot "
+                    "(see state_restored)"
+                    if restored is not None
+                    else "variables and imports from earlier runs are gone (storage is kept)"
+                )
             )
+            reply["state_restored"] = restored
             if self.recorder is not None:
                 await self.recorder(session, code, reply, started_at)
             return reply
 
     @staticmethod
     def _lost(kind: str, what: str) -> dict[str, Any]:
-        return failed_run(
-            kind,
-            f"{what}; the worker was killed and restarted, so this "
-            "session's state (variables, imports) was lost",
-        )
+        return failed_run(kind, f"{what}; the worker was killed and restarted, so {LOST}")
 
     async def reset(self, session: Session) -> None:
         """A fresh interpreter for the next run (started then, not now)."""
@@ -314,6 +404,8 @@ class SessionManager:
                 await session.worker.kill()
                 session.worker = None
             session.released = None
+            if self.snapshots is not None:  # or the next worker would load the old state
+                await self.snapshots.forget(session)
             self.touch(session)
 
     @staticmethod

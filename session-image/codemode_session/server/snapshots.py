@@ -1,0 +1,126 @@
+"""Keeping each session's snapshots: written in order off the request path, loaded for a
+new worker of the same session.
+
+The worker makes a snapshot after each run that changed its globals and sends it with
+the run's reply; the server never unpickles one, it only stores the bytes under the
+session's snapshot id and hands them to the next worker of that session (after a
+timeout kill, a crash, an idle release, a server or pod restart). A session's
+snapshot id is `SESSION_STATE_ID` when the server has one (a CodeSession pod: all its
+server sessions are the one CodeSession), else the session's history id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from codemode_session.errors import CodemodeError
+from codemode_session.server import metrics
+from codemode_session.server.sessions import Session
+from codemode_session.server.state import StorageRegistry
+from codemode_session.storage.history import history_id
+from codemode_session.storage.snapshots import SnapshotStore, snapshots_for
+
+log = logging.getLogger("codemode.snapshots")
+
+QUEUE_SIZE = 64  # snapshots may be large: past this many unwritten, runs wait
+# (session, data or None for a delete, meta)
+Pending = tuple[Session, bytes | None, dict[str, Any]]
+
+
+class Snapshots:
+    def __init__(self, storages: StorageRegistry, state_id: str | None = None) -> None:
+        self._storages = storages
+        self.state_id = state_id
+        self._by_ws: dict[str | None, SnapshotStore] = {}
+        self._queue: asyncio.Queue[Pending] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def store(self, workspace_id: str | None) -> SnapshotStore:
+        if workspace_id not in self._by_ws:
+            self._by_ws[workspace_id] = snapshots_for(self._storages.get(workspace_id))
+        return self._by_ws[workspace_id]
+
+    def snapshot_id(self, session: Session) -> str:
+        return self.state_id or history_id(session.id)
+
+    @property
+    def shared(self) -> bool:
+        """Every session of this server is one state (a CodeSession pod)."""
+        return self.state_id is not None
+
+    async def _put(self, pending: Pending) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue(QUEUE_SIZE)
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        await self._queue.put(pending)
+
+    async def record(self, session: Session, data: bytes, summary: dict[str, Any]) -> None:
+        """Queue a snapshot the session's worker sent (SessionManager's hook)."""
+        meta = {
+            "saved": summary.get("saved") or [],
+            "unsaved": summary.get("unsaved") or {},
+            "taken_at": time.time(),
+            "owner": session.owner,
+            "runs": session.executions + 1,
+        }
+        await self._put((session, data, meta))
+
+    async def forget(self, session: Session) -> None:
+        """Queue the deletion of the session's snapshot (a reset, an explicit end)."""
+        await self._put((session, None, {}))
+
+    async def flush(self) -> None:
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def load(self, session: Session) -> tuple[bytes, dict[str, Any]] | None:
+        """The session's latest snapshot (after every queued write), if it may have it."""
+        await self.flush()
+        try:
+            found = await self.store(session.workspace_id).load(self.snapshot_id(session))
+        except CodemodeError as exc:
+            log.warning("session snapshot not loaded: %s", exc)
+            session.snapshot_error = f"the snapshot could not be read: {exc}"
+            return None
+        if found is None:
+            return None
+        if not self.shared and found[1].get("owner") != session.owner:
+            return None  # a client-chosen id another token used before: not this one's
+        return found
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), 30.0)
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def _write_forever(self) -> None:
+        assert self._queue is not None
+        while True:
+            session, data, meta = await self._queue.get()
+            try:
+                await self._write(session, data, meta)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, session: Session, data: bytes | None, meta: dict[str, Any]) -> None:
+        store, snapshot_id = self.store(session.workspace_id), self.snapshot_id(session)
+        try:
+            if data is None:
+                await store.delete(snapshot_id)
+                return
+            await store.save(snapshot_id, data, meta)
+            session.snapshot_error = None
+            session.snapshot_meta = {**meta, "bytes": len(data)}
+        except Exception as exc:  # counted, logged and reported by the session; never raised
+            metrics.SNAPSHOT_WRITE_FAILURES.inc()
+            session.snapshot_error = f"the snapshot after a run was not stored: {exc}"
+            session.snapshot_failed = True
+            log.warning("session snapshot not written: %s: %s", type(exc).__name__, exc)
