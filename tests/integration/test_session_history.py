@@ -286,27 +286,76 @@ def test_file_storage_keeps_the_same_records(tmp_path: Path) -> None:
         assert hid not in json.loads((folder / "index" / "fileagent.json").read_text())
 
 
-def test_history_is_off_by_default(redis_server: RedisServer) -> None:
-    """Until history counts toward the workspace's quota, a server records nothing and
-    forks nothing unless HISTORY_ENABLED is set (runs and forks would grow the
-    workspace's Redis share past limits.maxStorageBytes)."""
-    prefix = f"histoff{uuid.uuid4().hex[:6]}"
+def test_history_is_on_by_default_and_counted_in_the_quota(redis_server: RedisServer) -> None:
+    """History is on unless HISTORY_ENABLED=false, and its messages count toward the
+    workspace's storage limit: each run adds its bytes to P:usage, the bound gives the
+    dropped ones back, a run whose history would not fit is not recorded (the run itself
+    still answers), a fork past the limit is a 413, a delete frees its bytes."""
+    prefix = f"histq{uuid.uuid4().hex[:6]}"
     admin = redis.Redis.from_url(redis_server.url)
-    settings = base_settings(redis_server.url, prefix, WORKSPACE_ID=WORKSPACE)
+    usage_key = f"{prefix}:ws:{WORKSPACE}:usage"
+    settings = base_settings(
+        redis_server.url,
+        prefix,
+        WORKSPACE_ID=WORKSPACE,
+        HISTORY_MAX_MESSAGES="4",
+        STORAGE_MAX_BYTES="6000",
+        SNAPSHOTS_ENABLED="false",
+    )
+
+    def used() -> int:
+        return int(admin.hget(usage_key, "bytes") or 0)
+
+    def stored(hid: str) -> int:
+        return sum(len(m) for m in admin.lrange(f"{prefix}:ws:{WORKSPACE}:messages:{hid}", 0, -1))
+
     try:
         with running_server(settings) as server, server.client() as http:
             api = Api(server, http)
             session = api.session()
             assert api.value(session, "6 * 7") == 42
+            hid = history(api, session)["session_id"]
+            assert used() == stored(hid) > 0
+            for i in range(3):  # the bound (4 messages) drops the oldest: usage follows
+                api.value(session, f"'{i}' * 300")
+            assert history(api, session)["total_messages"] == 4
+            assert used() == stored(hid)
+            # A fork copies the messages, so it needs room for them: 2 copies fit, 4 do not.
+            first = http.post(f"/api/history/sessions/{hid}/fork")
+            assert first.status_code == 200, first.text
+            assert used() == 2 * stored(hid)
+            refused = [http.post(f"/api/history/sessions/{hid}/fork") for _ in range(3)]
+            assert refused[-1].status_code == 413
+            assert "maxStorageBytes" in refused[-1].json()["detail"]
+            assert used() <= 6000
+            # A run whose history would not fit still answers; its messages are not kept.
+            before = history(api, session)["messages"]
+            assert api.value(session, "print('b' * 4000)") is None
+            assert history(api, session)["messages"] == before
+            forked = first.json()["session_id"]
+            gone = used() - stored(forked)
+            assert http.delete(f"/api/history/sessions/{forked}").status_code == 200
+            assert used() == gone
+        off = {**settings, "HISTORY_ENABLED": "false"}
+        with running_server(off) as server, server.client() as http:
+            api = Api(server, http)
+            session = api.session()
+            assert api.value(session, "1") == 1
             listed = http.get("/api/history/sessions", headers={"X-Session-ID": session})
-            assert listed.status_code == 200 and listed.json()["sessions"] == []
-            forked = http.post(f"/api/history/sessions/{session}/fork")
-            assert forked.status_code == 403 and "HISTORY_ENABLED" in forked.json()["detail"]
-        assert list(admin.scan_iter(f"{prefix}:*:session:*")) == []
-        assert list(admin.scan_iter(f"{prefix}:*:messages:*")) == []
+            assert listed.status_code == 200
+            assert all(s["session_id"] != history_id_of(session) for s in listed.json()["sessions"])
+            forked_off = http.post(f"/api/history/sessions/{session}/fork")
+            assert forked_off.status_code == 403
+            assert "HISTORY_ENABLED" in forked_off.json()["detail"]
     finally:
         for key in admin.scan_iter(f"{prefix}:*"):
             admin.delete(key)
+
+
+def history_id_of(session_id: str) -> str:
+    from codemode_session.storage.history import history_id
+
+    return history_id(session_id)
 
 
 def test_python_client_reads_forks_and_deletes(server: ServerProcess) -> None:

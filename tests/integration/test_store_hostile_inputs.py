@@ -21,17 +21,14 @@ pytestmark = [pytest.mark.redis, pytest.mark.git, pytest.mark.usefixtures("clean
 WS = "ws"
 
 
-def snapshot(redis_url: str) -> dict[str, Any]:
-    """DUMP of every key in every database of the server, but session snapshots and the
-    usage they count: other tests' session servers share this Redis and write or delete
-    those on their own (a session expiring, a worker released)."""
+def snapshot(redis_url: str, prefix: str) -> dict[str, Any]:
+    """DUMP of every key under `prefix` in every database of the server (other tests'
+    session servers share this Redis and write their own keys at any time)."""
     state: dict[str, Any] = {}
     for db in range(16):
         client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{db}")
         try:
-            for key in sorted(client.scan_iter("*")):
-                if b":snapshot" in key or key.endswith(b":usage"):
-                    continue
+            for key in sorted(client.scan_iter(f"{prefix}*")):
                 state[f"{db}/{key!r}"] = client.dump(key)
         finally:
             client.close()
@@ -42,6 +39,7 @@ class Cli:
     def __init__(self, capsys: pytest.CaptureFixture[str], redis_url: str, prefix: str) -> None:
         self.capsys = capsys
         self.redis_url = redis_url
+        self.prefix = prefix
         self.target = ["--redis-url", redis_url, "--prefix", prefix, "--workspace-id", WS]
 
     def __call__(self, *argv: str, target: bool = True) -> tuple[int, str, str]:
@@ -61,13 +59,13 @@ class Cli:
 
     def fails(self, *argv: str, target: bool = True) -> str:
         """Exit 2, exactly one line on stderr, nothing on stdout, Redis untouched."""
-        before = snapshot(self.redis_url)
+        before = snapshot(self.redis_url, self.prefix)
         code, out, err = self(*argv, target=target)
         assert code == 2, (code, out, err)
         assert out == ""
         lines = err.splitlines()
         assert len(lines) == 1 and "Traceback" not in err, err
-        assert snapshot(self.redis_url) == before
+        assert snapshot(self.redis_url, self.prefix) == before
         return lines[0]
 
 
@@ -143,10 +141,10 @@ def test_agent_created_workflow_of_the_same_name_is_never_touched(
 
 
 def test_delete_of_a_library_never_published_changes_nothing(cli: Cli, redis_url: str) -> None:
-    before = snapshot(redis_url)
+    before = snapshot(redis_url, cli.prefix)
     result = cli.ok("bootstrap", "--library", "never", "--delete")
     assert (result["removed"], result["deleted"], result["revision"]) == (0, True, "")
-    assert snapshot(redis_url) == before
+    assert snapshot(redis_url, cli.prefix) == before
 
 
 # ---- targets --------------------------------------------------------------------------
@@ -403,7 +401,7 @@ def test_usage_and_unexpected_errors_are_one_line_in_a_real_process(
         (["list", "--type", "nope", *target], "invalid choice"),
         (["list", "--workspace-id", "a:b", "--redis-url", redis_url], "invalid workspace_id"),
     ]
-    before = snapshot(redis_url)
+    before = snapshot(redis_url, prefix)
     for argv, expected in cases:
         proc = subprocess.run(
             [sys.executable, "-m", "codemode_session.cli.main", "store", *argv],
@@ -416,7 +414,7 @@ def test_usage_and_unexpected_errors_are_one_line_in_a_real_process(
         assert proc.returncode == 2, proc.stderr
         assert proc.stdout == ""
         assert len(proc.stderr.splitlines()) == 1 and expected in proc.stderr, proc.stderr
-    assert snapshot(redis_url) == before
+    assert snapshot(redis_url, prefix) == before
 
 
 def test_git_symlinks_read_their_target_inside_the_repository(

@@ -82,9 +82,8 @@ class ServerConfig:
     # Session history (storage/history.py): the agent a session is recorded under when
     # its creator names none, and the bounds of what is kept.
     agent_id: str = "default"
-    # Off by default until history counts toward the workspace's storage quota: with it
-    # on, runs and forks grow the workspace's Redis share past limits.maxStorageBytes.
-    history_enabled: bool = False
+    # On unless HISTORY_ENABLED=false; stored messages count toward the storage quota.
+    history_enabled: bool = True
     history_max_messages: int = 1000
     history_max_output_bytes: int = 64 * 1024
     # Snapshots of each session's globals (server/snapshots.py), counted in the quota.
@@ -124,7 +123,7 @@ class ServerConfig:
             tools_path=env.get("TOOLS_PATH") or None,
             deps_dir=env.get("DEPS_DIR") or None,
             agent_id=_agent_id(env),
-            history_enabled=_flag(env, "HISTORY_ENABLED"),
+            history_enabled=env.get("HISTORY_ENABLED", "true").lower() in TRUE,
             history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
             history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
             snapshots_enabled=env.get("SNAPSHOTS_ENABLED", "true").lower() in TRUE,

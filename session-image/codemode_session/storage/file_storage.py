@@ -359,15 +359,19 @@ class FileStorage:
         return _read_json(self.artifacts_dir / INDEX_FILE)
 
     def _usage(self) -> int:
-        """Artifact data and index (descriptions, metadata) plus agent workflow sources,
-        measured (files have no counter)."""
+        """Artifact data and index (descriptions, metadata), agent workflow sources, session
+        snapshots and history, measured (files have no counter)."""
         owned = self._owners()
         total = sum(
             _size(p)
             for p in self.artifacts_dir.rglob("*")
             if p.is_file() and p.name != ".lock" and not p.name.startswith(".tmp-")
         )
-        return total + sum(_size(p) for p in self.workflows_dir.glob("*.py") if p.stem not in owned)
+        total += sum(_size(p) for p in self.workflows_dir.glob("*.py") if p.stem not in owned)
+        # Session snapshots and history (storage/snapshots.py, storage/history.py) count too.
+        for folder in (self.scope / "snapshots", self.scope / "history"):
+            total += sum(_size(p) for p in folder.rglob("*") if p.is_file() and p.name != ".lock")
+        return total
 
     @_in_thread
     def usage_bytes(self) -> int:

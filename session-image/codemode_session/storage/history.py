@@ -200,15 +200,40 @@ def _s(value: bytes | str) -> str:
 
 
 class RedisHistory:
-    """History on the workspace storage's own Redis client (and so its credentials)."""
+    """History on the workspace storage's own Redis client (and so its credentials).
 
-    def __init__(self, redis: aioredis.Redis, keys: KeyLayout, limits: HistoryLimits) -> None:
-        self.redis = redis
-        self.keys = keys
+    Stored messages count toward the workspace's usage (`P:usage`, the storage quota):
+    each write adds the bytes of the messages it appends and gives back those of the
+    messages the bound drops, in the same WATCH/MULTI; `P:messages:{id}:bytes` (ours)
+    keeps a session's total so a delete or a fork costs one read."""
+
+    def __init__(self, storage: RedisStorage, limits: HistoryLimits) -> None:
+        self.storage = storage
+        self.redis: aioredis.Redis = storage.redis
+        self.keys: KeyLayout = storage.keys
         self.limits = limits
 
     def count_key(self, session_id: str) -> str:
         return f"{self.keys.history_messages(session_id)}:count"
+
+    def bytes_key(self, session_id: str) -> str:
+        return f"{self.keys.history_messages(session_id)}:bytes"
+
+    async def _used(self, pipe: Any, delta: int) -> tuple[int | None, int | None]:
+        """(the usage counter, or None if never started; the total to start it at)."""
+        used = await self.storage._usage(pipe)
+        if used is None and delta > 0:
+            start = await self.storage._measure_usage() + delta
+            self.storage.quota.check_bytes(start, grows=True)
+            return None, start
+        self.storage.quota.check_bytes((used or 0) + delta, grows=delta > 0)
+        return used, None
+
+    def _count(self, pipe: Any, used: int | None, start: int | None, delta: int) -> None:
+        if start is not None:
+            pipe.hset(self.keys.usage, "bytes", str(start))
+        elif used is not None:
+            pipe.hincrby(self.keys.usage, "bytes", max(delta, -used))
 
     async def record_run(
         self,
@@ -218,21 +243,43 @@ class RedisHistory:
         messages: list[dict[str, Any]],
         now: float,
     ) -> None:
-        """One round trip, one MULTI: the run's messages, the bound, the session, the index."""
+        """One WATCH/MULTI: the run's messages, the bound (the oldest dropped, their bytes
+        given back), the session, the index, the usage; QuotaExceededError when the
+        messages would not fit in the workspace's storage limit."""
         keys, stamp = self.keys, iso(now)
         session_key, list_key = keys.history_session(session_id), keys.history_messages(session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(session_key, "created_at", stamp)
-            pipe.hsetnx(session_key, "metadata", json.dumps(metadata))
-            pipe.hset(
-                session_key,
-                mapping={"session_id": session_id, "agent_id": agent_id, "updated_at": stamp},
-            )
-            pipe.rpush(list_key, *(json.dumps(m, ensure_ascii=False) for m in messages))
-            pipe.ltrim(list_key, -self.limits.max_messages, -1)
-            pipe.incrby(self.count_key(session_id), len(messages))
-            pipe.zadd(keys.history_index(agent_id), {session_id: now})
-            await pipe.execute()
+        encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
+        added = sum(len(e.encode(errors="surrogatepass")) for e in encoded)
+
+        async def plan(pipe: Any) -> Any:
+            kept = int(await pipe.llen(list_key))
+            overflow = max(0, kept + len(encoded) - self.limits.max_messages)
+            dropping = min(overflow, kept)
+            dropped = 0
+            if dropping:
+                dropped = sum(len(m) for m in await pipe.lrange(list_key, 0, dropping - 1))
+            delta = added - dropped
+            used, start = await self._used(pipe, delta)
+
+            def write(p: Any) -> None:
+                p.hsetnx(session_key, "created_at", stamp)
+                p.hsetnx(session_key, "metadata", json.dumps(metadata))
+                p.hset(
+                    session_key,
+                    mapping={"session_id": session_id, "agent_id": agent_id, "updated_at": stamp},
+                )
+                p.rpush(list_key, *encoded)
+                p.ltrim(list_key, -self.limits.max_messages, -1)
+                p.incrby(self.count_key(session_id), len(messages))
+                p.incrby(self.bytes_key(session_id), delta)
+                p.zadd(keys.history_index(agent_id), {session_id: now})
+                self._count(p, used, start, delta)
+
+            return write
+
+        await self.storage._watched(
+            [list_key, keys.usage], f"record history of session {session_id!r}", plan
+        )
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -288,17 +335,30 @@ class RedisHistory:
     async def delete(self, session_id: str) -> bool:
         key = self.keys.history_session(session_id)
 
-        async def run() -> bool:
-            agent = await self.redis.hget(key, "agent_id")
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.unlink(key, self.keys.history_messages(session_id), self.count_key(session_id))
-                if agent is not None:
-                    pipe.zrem(self.keys.history_index(_s(agent)), session_id)
-                removed = (await pipe.execute())[0]
-            return bool(removed)
+        async def plan(pipe: Any) -> Any:
+            agent = await pipe.hget(key, "agent_id")
+            stored = int(await pipe.get(self.bytes_key(session_id)) or 0)
+            used = await self.storage._usage(pipe)
 
-        deleted: bool = await self._call(run())
-        return deleted
+            def write(p: Any) -> None:
+                p.unlink(
+                    key,
+                    self.keys.history_messages(session_id),
+                    self.count_key(session_id),
+                    self.bytes_key(session_id),
+                )
+                if agent is not None:
+                    p.zrem(self.keys.history_index(_s(agent)), session_id)
+                self._count(p, used, None, -stored)
+
+            return write
+
+        removed = await self.storage._watched(
+            [key, self.bytes_key(session_id), self.keys.usage],
+            f"delete history of session {session_id!r}",
+            plan,
+        )
+        return bool(removed[0])
 
     async def fork(self, session_id: str, new_id: str, now: float) -> dict[str, Any] | None:
         """Copy the session hash and all messages to `new_id` (COPY is denied by the
@@ -324,13 +384,27 @@ class RedisHistory:
                 "updated_at": stamp,
                 "metadata": json.dumps(metadata),
             }
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.history_session(new_id), mapping=fields)  # type: ignore[arg-type]  # Mapping is invariant in its key
-                if messages:
-                    pipe.rpush(self.keys.history_messages(new_id), *messages)
-                pipe.set(self.count_key(new_id), int(count or 0) or len(messages))
-                pipe.zadd(self.keys.history_index(fields["agent_id"]), {new_id: now})
-                await pipe.execute()
+            size = sum(len(m) for m in messages)
+
+            async def plan(pipe: Any) -> Any:
+                replaced = int(await pipe.get(self.bytes_key(new_id)) or 0)
+                used, start = await self._used(pipe, size - replaced)
+
+                def write(p: Any) -> None:
+                    p.hset(self.keys.history_session(new_id), mapping=fields)
+                    p.delete(self.keys.history_messages(new_id))
+                    if messages:
+                        p.rpush(self.keys.history_messages(new_id), *messages)
+                    p.set(self.count_key(new_id), int(count or 0) or len(messages))
+                    p.set(self.bytes_key(new_id), size)
+                    p.zadd(self.keys.history_index(fields["agent_id"]), {new_id: now})
+                    self._count(p, used, start, size - replaced)
+
+                return write
+
+            await self.storage._watched(
+                [self.bytes_key(new_id), self.keys.usage], f"fork session {session_id!r}", plan
+            )
             return _record(fields)
 
         forked: dict[str, Any] | None = await self._call(run())
@@ -346,6 +420,10 @@ def _read(path: Path, default: Any) -> Any:
         raise StorageUnavailableError(f"{path} is corrupt (not JSON); remove it") from None
 
 
+def _size_of(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.json") if p.is_file())
+
+
 def _write(path: Path, value: Any) -> None:
     atomic_write(path, json.dumps(value, ensure_ascii=False).encode(errors="surrogatepass"))
 
@@ -356,9 +434,18 @@ class FileHistory:
     (`{session_id: score}`). Writers hold `history/.lock`: history writes are small and
     a FileStorage deployment is one server."""
 
-    def __init__(self, base: Path, limits: HistoryLimits) -> None:
+    def __init__(
+        self, base: Path, limits: HistoryLimits, storage: FileStorage | None = None
+    ) -> None:
         self.base = base
         self.limits = limits
+        self.storage = storage  # its quota bounds what history adds (measured usage)
+
+    def _check_quota(self, adding: int) -> None:
+        quota = None if self.storage is None else self.storage.quota
+        if quota is not None and quota.max_bytes is not None and adding > 0:
+            assert self.storage is not None
+            quota.check_bytes(self.storage._usage() + adding, grows=True)
 
     def _dir(self, session_id: str) -> Path:
         return self.base / "sessions" / session_id
@@ -390,6 +477,7 @@ class FileHistory:
             record.setdefault("created_at", stamp)
             record.setdefault("metadata", json.dumps(metadata))
             record.update(session_id=session_id, agent_id=agent_id, updated_at=stamp)
+            self._check_quota(len(json.dumps(messages, ensure_ascii=False).encode()))
             kept = _read(folder / "messages.json", []) + messages
             count = int(_read(folder / "count.json", 0)) + len(messages)
             _write(folder / "messages.json", kept[-self.limits.max_messages :])
@@ -470,6 +558,7 @@ class FileHistory:
                 "metadata": json.dumps({**parsed["metadata"], "forked_from": session_id}),
             }
             messages = _read(source / "messages.json", [])
+            self._check_quota(_size_of(source))
             _write(target / "messages.json", messages)
             _write(target / "count.json", int(_read(source / "count.json", len(messages))))
             _write(target / "session.json", record)
@@ -485,7 +574,7 @@ class FileHistory:
 def history_for(storage: Storage, limits: HistoryLimits) -> HistoryStore:
     """The history beside a workspace's storage, on the same connection or folder."""
     if isinstance(storage, RedisStorage):
-        return RedisHistory(storage.redis, storage.keys, limits)
+        return RedisHistory(storage, limits)
     if isinstance(storage, FileStorage):
-        return FileHistory(storage.scope / "history", limits)
+        return FileHistory(storage.scope / "history", limits, storage)
     raise ValidationError(f"no session history for storage {type(storage).__name__}")
