@@ -240,3 +240,38 @@ def test_file_storage_keeps_snapshots_too(tmp_path: Path) -> None:
         assert api.value(session, "q") == "on disk"
     stored = list((tmp_path / "store").rglob("snapshots/*.bin"))
     assert len(stored) == 1
+
+
+def test_a_forked_state_starts_from_the_source_and_then_diverges(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    source, fork = f"src-{uuid.uuid4().hex[:8]}", f"dst-{uuid.uuid4().hex[:8]}"
+    base = settings(redis_server, prefix, MAX_SESSIONS="1")
+    with running_server({**base, "SESSION_STATE_ID": source}) as srv, srv.client() as http:
+        api = Api(srv, http)
+        api.value(api.session(), "x = 'source'")
+        health = http.get("/health").json()
+        assert health["state"]["state_id"] == source
+    forked_env = {**base, "SESSION_STATE_ID": fork, "SESSION_FORK_FROM": source}
+    with running_server(forked_env) as srv, srv.client() as http:
+        api = Api(srv, http)
+        session = api.session()
+        first = api.execute(session, "x")
+        assert first["value"] == "source"
+        assert first["state_restored"]["forked_from"] == source
+        api.value(session, "x = 'fork'")
+        page = http.get(f"/api/history/sessions/{fork}").json()
+        contents = [m["content"] for m in page["messages"]]
+        assert contents[0] == "x = 'source'" and contents[-2] == "x = 'fork'"
+        deadline = time.monotonic() + 10
+        while (http.get("/health").json()["state"]["snapshot"] or {}).get("saved") != ["x"]:
+            assert time.monotonic() < deadline, "/health did not report the snapshot"
+            time.sleep(0.05)
+        assert http.get("/health").json()["state"]["restore"]["restored"] == ["x"]
+    # A restart of the fork keeps its own state (the fork happens once).
+    with running_server(forked_env) as srv, srv.client() as http:
+        api = Api(srv, http)
+        assert api.value(api.session(), "x") == "fork"
+    with running_server({**base, "SESSION_STATE_ID": source}) as srv, srv.client() as http:
+        api = Api(srv, http)
+        assert api.value(api.session(), "x") == "source"

@@ -36,7 +36,12 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     # the server at start (one readable line) instead of failing every session later.
     state.storages.get(config.workspace_id)
     history = History(state.storages, config)
-    snapshots = Snapshots(state.storages, config.state_id)
+    snapshots = Snapshots(
+        state.storages,
+        config.state_id,
+        config.fork_from,
+        history.fork_once if config.history_enabled else None,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +70,7 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     app.state.config = config  # read by auth.check_bearer
     app.state.server = state
     app.state.history = history  # read by routers.history
+    app.state.snapshots = snapshots  # read by routers.probes (/health)
     openapi.install(app, config.max_execution_time)
     http_errors.install(app)
     # Every body but the probes' is capped before anything reads it (MAX_REQUEST_BYTES).

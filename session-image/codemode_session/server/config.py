@@ -90,6 +90,8 @@ class ServerConfig:
     snapshots_enabled: bool = True
     # One state for every server session (a CodeSession pod, set by the operator).
     state_id: str | None = None
+    # The state a new state_id starts from (a CodeSession's spec.forkFrom).
+    fork_from: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -127,15 +129,17 @@ class ServerConfig:
             history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
             history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
             snapshots_enabled=env.get("SNAPSHOTS_ENABLED", "true").lower() in TRUE,
-            state_id=_state_id(env),
+            state_id=_state_id(env, "SESSION_STATE_ID"),
+            fork_from=_state_id(env, "SESSION_FORK_FROM"),
         )
 
 
-def _state_id(env: Mapping[str, str]) -> str | None:
-    """SESSION_STATE_ID: the id every server session's snapshot is kept under."""
+def _state_id(env: Mapping[str, str], name: str) -> str | None:
+    """SESSION_STATE_ID (the id every server session's snapshot and history are kept
+    under) or SESSION_FORK_FROM (the one it starts from)."""
     from codemode_session.storage.history import validate_history_id
 
-    raw = env.get("SESSION_STATE_ID")
+    raw = env.get(name)
     return validate_history_id(raw) if raw else None
 
 

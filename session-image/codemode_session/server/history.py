@@ -42,6 +42,8 @@ class History:
             max_messages=config.history_max_messages,
             max_output_bytes=config.history_max_output_bytes,
         )
+        # A CodeSession pod's server sessions are one session: one history under its id.
+        self.state_id = config.state_id
         self._by_ws: dict[str | None, HistoryStore] = {}
         self._queue: asyncio.Queue[Pending] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -61,6 +63,16 @@ class History:
             self._queue = asyncio.Queue(QUEUE_SIZE)
             self._writer = asyncio.get_running_loop().create_task(self._write_forever())
         await self._queue.put((session, code, reply, started_at, time.time()))
+
+    async def fork_once(self, workspace_id: str | None, source: str, target: str) -> None:
+        """Copy `source`'s history to `target` unless `target` has one (a forked
+        CodeSession's first start; a restart must not overwrite what it recorded since)."""
+        store = self.store(workspace_id)
+        try:
+            if await store.get(target, 0, 1) is None:
+                await store.fork(source, target, time.time())
+        except Exception as exc:  # the fork's state still comes; its history is logged
+            log.warning("history of %s not forked from %s: %s", target, source, exc)
 
     async def flush(self) -> None:
         """Wait until every queued run is written (reads through the API see them all)."""
@@ -91,7 +103,7 @@ class History:
     ) -> None:
         try:
             await self.store(session.workspace_id).record_run(
-                history_id(session.id),
+                self.state_id or history_id(session.id),
                 session.agent_id or self.default_agent,
                 {"workspace_id": session.workspace_id},
                 run_messages(code, reply, started_at, now, self.limits),

@@ -77,6 +77,8 @@ class Snapshotter(Protocol):
 
     async def load(self, session: Session) -> tuple[bytes, dict[str, Any]] | None: ...
 
+    def note_restore(self, report: dict[str, Any]) -> None: ...
+
     @property
     def shared(self) -> bool: ...
 
@@ -298,8 +300,11 @@ class SessionManager:
             return
         report.pop("ok", None)
         report["taken_at"] = meta.get("taken_at")
+        if meta.get("forked_from"):
+            report["forked_from"] = meta["forked_from"]
         metrics.RESTORES.labels(outcome="lost" if report.get("lost") else "ok").inc()
         session.restored = report
+        self.snapshots.note_restore(report)
 
     async def _ensure_worker_plain(self, session: Session) -> None:
         """A worker without a restore (after a restore killed one)."""

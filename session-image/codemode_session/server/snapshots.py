@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from codemode_session.errors import CodemodeError
@@ -26,18 +27,33 @@ from codemode_session.storage.snapshots import SnapshotStore, snapshots_for
 
 log = logging.getLogger("codemode.snapshots")
 
+# (workspace, source history id, target history id): copies a history if the target
+# has none yet (server/history.py)
+ForkHistory = Callable[[str | None, str, str], Awaitable[None]]
 QUEUE_SIZE = 64  # snapshots may be large: past this many unwritten, runs wait
 # (session, data or None for a delete, meta)
 Pending = tuple[Session, bytes | None, dict[str, Any]]
 
 
 class Snapshots:
-    def __init__(self, storages: StorageRegistry, state_id: str | None = None) -> None:
+    def __init__(
+        self,
+        storages: StorageRegistry,
+        state_id: str | None = None,
+        fork_from: str | None = None,
+        fork_history: ForkHistory | None = None,
+    ) -> None:
         self._storages = storages
         self.state_id = state_id
+        self.fork_from = fork_from if state_id is not None else None
+        self.fork_history = fork_history
         self._by_ws: dict[str | None, SnapshotStore] = {}
         self._queue: asyncio.Queue[Pending] | None = None
         self._writer: asyncio.Task[None] | None = None
+        # The shared state's last stored snapshot and last restore (GET /health reports
+        # them for the operator's CodeSession status).
+        self.last_stored: dict[str, Any] | None = None
+        self.last_restore: dict[str, Any] | None = None
 
     def store(self, workspace_id: str | None) -> SnapshotStore:
         if workspace_id not in self._by_ws:
@@ -78,10 +94,16 @@ class Snapshots:
             await self._queue.join()
 
     async def load(self, session: Session) -> tuple[bytes, dict[str, Any]] | None:
-        """The session's latest snapshot (after every queued write), if it may have it."""
+        """The session's latest snapshot (after every queued write), if it may have it.
+
+        A forked state (SESSION_FORK_FROM) with no snapshot of its own yet starts from a
+        copy of the source's latest one, and a copy of its history."""
         await self.flush()
+        store = self.store(session.workspace_id)
         try:
-            found = await self.store(session.workspace_id).load(self.snapshot_id(session))
+            found = await store.load(self.snapshot_id(session))
+            if found is None and self.fork_from is not None and self.state_id is not None:
+                found = await self._fork(store, self.fork_from, self.state_id, session)
         except CodemodeError as exc:
             log.warning("session snapshot not loaded: %s", exc)
             session.snapshot_error = f"the snapshot could not be read: {exc}"
@@ -91,6 +113,29 @@ class Snapshots:
         if not self.shared and found[1].get("owner") != session.owner:
             return None  # a client-chosen id another token used before: not this one's
         return found
+
+    async def _fork(
+        self, store: SnapshotStore, source: str, target: str, session: Session
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        if self.fork_history is not None:
+            await self.fork_history(session.workspace_id, source, target)
+        if not await store.copy(source, target, {"forked_from": source, "taken_at": time.time()}):
+            return None
+        log.info("state %s forked from %s", target, source)
+        return await store.load(target)
+
+    def note_restore(self, report: dict[str, Any]) -> None:
+        if self.shared:
+            self.last_restore = {**report, "at": time.time()}
+
+    def status(self) -> dict[str, Any]:
+        """The shared state's snapshot and restore, for GET /health (names, sizes, times;
+        never values)."""
+        return {
+            "state_id": self.state_id,
+            "snapshot": self.last_stored,
+            "restore": self.last_restore,
+        }
 
     async def close(self) -> None:
         if self._writer is None:
@@ -119,6 +164,13 @@ class Snapshots:
             await store.save(snapshot_id, data, meta)
             session.snapshot_error = None
             session.snapshot_meta = {**meta, "bytes": len(data)}
+            if self.shared:
+                self.last_stored = {
+                    "taken_at": meta.get("taken_at"),
+                    "bytes": len(data),
+                    "saved": meta.get("saved") or [],
+                    "unsaved": sorted(meta.get("unsaved") or {}),
+                }
         except Exception as exc:  # counted, logged and reported by the session; never raised
             metrics.SNAPSHOT_WRITE_FAILURES.inc()
             session.snapshot_error = f"the snapshot after a run was not stored: {exc}"

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -22,8 +22,8 @@ router = APIRouter(tags=["probes"], default_response_class=AsciiJSONResponse)
 
 
 @router.get("/health")
-async def health(state: State) -> dict[str, Any]:
-    return {
+async def health(state: State, request: Request) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "status": "healthy",
         "uptime_seconds": time.time() - state.started,
         "active_sessions": state.sessions.count,
@@ -31,6 +31,12 @@ async def health(state: State) -> dict[str, Any]:
         "workspace_id": state.config.workspace_id,
         "version": __version__,
     }
+    snapshots = getattr(request.app.state, "snapshots", None)
+    if snapshots is not None and snapshots.shared:
+        # A CodeSession pod: its state's last snapshot and restore, for the operator's
+        # status (names, sizes and times; never values).
+        found["state"] = snapshots.status()
+    return found
 
 
 @router.get(
