@@ -43,6 +43,7 @@ class KubeAPI(Protocol):
     def get_custom(self, plural: str, namespace: str, name: str) -> Obj | None: ...
     def list_custom(self, plural: str, namespace: str, page: int = LIST_PAGE) -> Iterator[Obj]: ...
     def delete_custom(self, plural: str, namespace: str, name: str) -> None: ...
+    def patch_custom(self, plural: str, namespace: str, name: str, body: Obj) -> None: ...
     def patch_status(
         self,
         plural: str,
@@ -207,6 +208,14 @@ class Kube:
         _ignore_404(
             lambda: self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name
+            )
+        )
+
+    def patch_custom(self, plural: str, namespace: str, name: str, body: Obj) -> None:
+        """Merge-patch metadata or spec (a label, spec.suspend); a vanished object is fine."""
+        _or_none(
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, body
             )
         )
 

@@ -22,6 +22,7 @@ class Phase(StrEnum):
     PENDING = "Pending"
     STARTING = "Starting"
     READY = "Ready"
+    SUSPENDED = "Suspended"
     TERMINATED = "Terminated"
     FAILED = "Failed"
 
@@ -43,6 +44,7 @@ _PHASE_DOCS = {
     Phase.PENDING: "waiting for its Workspace or for a free slot (limits.maxSessions)",
     Phase.STARTING: "its pod is being created, scheduled or started",
     Phase.READY: "its server answers at status.endpoint",
+    Phase.SUSPENDED: "its state is saved and its pod deleted (spec.suspend); false resumes it",
     Phase.TERMINATED: "ended by its idle timeout or maximum lifetime; final",
     Phase.FAILED: "its pod failed; the operator replaces it (not final)",
 }
@@ -94,6 +96,8 @@ class Reason(StrEnum):
     POD_SUCCEEDED = "PodSucceeded"
     IDLE_TIMEOUT = "IdleTimeout"
     MAX_LIFETIME_EXCEEDED = "MaxLifetimeExceeded"
+    FORK_SOURCE_NOT_FOUND = "ForkSourceNotFound"
+    RETENTION_EXPIRED = "RetentionExpired"
     # container waiting reasons the kubelet reports, passed through as they are
     ERR_IMAGE_PULL = "ErrImagePull"
     ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
@@ -184,6 +188,8 @@ CONDITIONS: dict[str, tuple[ConditionDoc, ...]] = {
                 Reason.SESSION_LIMIT_REACHED,
                 Reason.IDLE_TIMEOUT,
                 Reason.MAX_LIFETIME_EXCEEDED,
+                Reason.SUSPENDED,
+                Reason.FORK_SOURCE_NOT_FOUND,
                 *sorted(STALLED_POD_REASONS),
             ),
         ),

@@ -205,6 +205,19 @@ class FakeKube:
         self._log("delete_custom", plural, name)
         self.remove(plural, namespace, name)
 
+    def patch_custom(self, plural: str, namespace: str, name: str, body: Obj) -> None:
+        self._log("patch_custom", plural, name)
+        obj = self.objects.get((plural, namespace, name))
+        if obj is None:
+            return
+        status = obj.get("status")
+        merged = merge_patch(obj, body)
+        merged["status"] = status
+        merged["metadata"]["resourceVersion"] = self._next_rv()
+        if "spec" in body:
+            merged["metadata"]["generation"] = int(obj["metadata"].get("generation") or 1) + 1
+        self.objects[(plural, namespace, name)] = merged
+
     def patch_status(
         self,
         plural: str,

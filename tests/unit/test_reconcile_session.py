@@ -25,7 +25,15 @@ from tests.unit.fake_kube import NS, Events, FakeKube, pod_status, session, work
 CFG = OperatorConfig.from_env({})
 
 
-pytestmark = pytest.mark.usefixtures("fresh_caches")
+pytestmark = pytest.mark.usefixtures("fresh_caches", "no_redis")
+
+
+@pytest.fixture
+def no_redis(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """What the reconciler asked Redis to forget (never a real connection here)."""
+    forgotten: list[tuple[str, ...]] = []
+    monkeypatch.setattr(rec, "forget_state", lambda *args: forgotten.append(args) or True)
+    return forgotten
 
 
 @pytest.fixture
@@ -369,10 +377,10 @@ def test_activity_keeps_a_session(
 ) -> None:
     ready_session(kube, committer, idleTimeout="10m")
     start = time.time()
-    monkeypatch.setattr(rec, "last_activity", lambda pod: start + 500)
+    monkeypatch.setattr(rec, "server_health", lambda pod: {"last_activity": start + 500})
     st = run(kube, committer, periodic=True, clock=lambda: start + 900)
     assert st.phase == Phase.READY and st.last_activity_time == iso(start + 500)
-    monkeypatch.setattr(rec, "last_activity", lambda pod: None)  # server silent: last known
+    monkeypatch.setattr(rec, "server_health", lambda pod: {})  # server silent: last known
     assert run(kube, committer, periodic=True, clock=lambda: start + 1000).phase == Phase.READY
     st = run(kube, committer, periodic=True, clock=lambda: start + 1200)
     assert st.reason == Reason.IDLE_TIMEOUT
@@ -510,3 +518,126 @@ def test_nothing_revives_an_ended_session() -> None:
     assert rec.guard(ended, CodeSessionStatus(phase=Phase.READY)) == ended
     ready = CodeSessionStatus(phase=Phase.READY)
     assert rec.guard(ready, ended) == ended
+
+
+# ---- durable sessions: state id, agent label, suspend and resume, idle suspend, fork ----
+
+
+def test_the_pod_keeps_its_state_under_the_sessions_uid(
+    kube: FakeKube, committer: Committer
+) -> None:
+    ready_session(kube, committer, agentId="agent-7")
+    obj = kube.get("codesessions", NS, "s1")
+    uid = obj["metadata"]["uid"]
+    assert obj["metadata"]["labels"]["codemode.dev/agent"] == "agent-7"
+    assert status(kube).state_id == f"cs.{uid}"
+    env = {
+        e["name"]: e.get("value")
+        for e in kube.get("pods", NS, "s1-session")["spec"]["containers"][0]["env"]
+    }
+    assert env["SESSION_STATE_ID"] == f"cs.{uid}" and env["AGENT_ID"] == "agent-7"
+    assert "SESSION_FORK_FROM" not in env
+
+
+def test_suspend_deletes_the_pod_and_resume_brings_it_back(
+    kube: FakeKube, committer: Committer
+) -> None:
+    ready_session(kube, committer)
+    kube.edit("codesessions", NS, "s1", lambda o: o["spec"].update(suspend=True))
+    st = run(kube, committer)
+    assert (st.phase, st.reason, st.endpoint) == (Phase.SUSPENDED, Reason.SUSPENDED, None)
+    assert kstatus(st) == ("False", "False", "False")
+    assert cond(st, ConditionType.READY) == ("False", Reason.SUSPENDED)
+    assert kube.get("pods", NS, "s1-session") is None
+    assert kube.get("services", NS, "s1-session") is None
+    calls = len(kube.calls)
+    assert run(kube, committer).phase == Phase.SUSPENDED
+    assert {c[0] for c in kube.calls[calls:]} <= {"get_custom", "patch_status"}
+    kube.edit("codesessions", NS, "s1", lambda o: o["spec"].update(suspend=False))
+    st = run(kube, committer)
+    assert st.phase == Phase.STARTING and st.suspended_at is None
+    assert kube.get("pods", NS, "s1-session") is not None
+    assert kube.get("services", NS, "s1-session") is not None
+    assert not st.pod_recreations  # a resume is not a failure
+    set_pod(kube, ready=True)
+    assert run(kube, committer).phase == Phase.READY
+
+
+def test_idle_suspend_sets_spec_suspend(
+    kube: FakeKube, committer: Committer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready_session(kube, committer, idleTimeout="10m", idleAction="Suspend")
+    monkeypatch.setattr(rec, "server_health", lambda pod: {})
+    st = run(kube, committer, periodic=True, clock=lambda: time.time() + 900)
+    assert st.phase == Phase.SUSPENDED
+    assert kube.get("codesessions", NS, "s1")["spec"]["suspend"] is True
+    assert kube.get("pods", NS, "s1-session") is None
+
+
+def test_a_suspended_session_past_its_retention_goes_with_its_state(
+    kube: FakeKube, committer: Committer, no_redis: list[tuple[str, ...]]
+) -> None:
+    ready_session(kube, committer, suspendedRetention="1h")
+    uid = kube.get("codesessions", NS, "s1")["metadata"]["uid"]
+    kube.edit("codesessions", NS, "s1", lambda o: o["spec"].update(suspend=True))
+    run(kube, committer)
+    assert no_redis == []
+    committer.commit(
+        rec.SESSION,
+        kube.get("codesessions", NS, "s1"),
+        lambda obj: rec.reconcile(kube, CFG, obj, True, lambda: time.time() + 3700),
+    )
+    assert kube.get("codesessions", NS, "s1") is None
+    assert [args[1:] for args in no_redis] == [("codemode", "ws", f"cs.{uid}")]
+
+
+def test_an_ended_session_forgets_its_state(
+    kube: FakeKube, committer: Committer, no_redis: list[tuple[str, ...]]
+) -> None:
+    ready_session(kube, committer, maxLifetime="1h")
+    run(kube, committer, clock=lambda: time.time() + 3601)
+    assert len(no_redis) == 1 and no_redis[0][-1].startswith("cs.")
+
+
+def test_fork_from_starts_from_the_sources_state(kube: FakeKube, committer: Committer) -> None:
+    ready_session(kube, committer)
+    source_uid = kube.get("codesessions", NS, "s1")["metadata"]["uid"]
+    kube.put("codesessions", session("s2", forkFrom={"session": "s1"}))
+    st = run(kube, committer, name="s2")
+    st = run(kube, committer, name="s2")
+    assert st.forked_from == f"cs.{source_uid}"
+    pod = kube.get("pods", NS, "s2-session")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["SESSION_FORK_FROM"] == f"cs.{source_uid}"
+    assert env["SESSION_STATE_ID"] != env["SESSION_FORK_FROM"]
+
+
+def test_fork_from_a_missing_session_waits(kube: FakeKube, committer: Committer) -> None:
+    kube.put("codesessions", session("s3", forkFrom={"session": "nope"}))
+    run(kube, committer, name="s3")
+    st = run(kube, committer, name="s3")
+    assert (st.phase, st.reason) == (Phase.PENDING, Reason.FORK_SOURCE_NOT_FOUND)
+    assert kube.get("pods", NS, "s3-session") is None
+
+
+def test_the_state_fields_come_from_the_servers_health(
+    kube: FakeKube, committer: Committer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready_session(kube, committer)
+    health = {
+        "last_activity": time.time(),
+        "state": {
+            "snapshot": {
+                "taken_at": 1_800_000_000.0,
+                "bytes": 1234,
+                "saved": ["x"],
+                "unsaved": ["lock"],
+            },
+            "restore": {"restored": ["x"], "lost": {"gen": "not saved"}},
+        },
+    }
+    monkeypatch.setattr(rec, "server_health", lambda pod: health)
+    st = run(kube, committer, periodic=True)
+    assert st.last_snapshot_time == iso(1_800_000_000.0) and st.snapshot_bytes == 1234
+    assert st.unsaved_names == ["lock"]
+    assert (st.restored_names, st.lost_names) == (["x"], ["gen"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from codemode_operator.api.common import (
     NAME_PATTERN,
@@ -14,6 +17,20 @@ from codemode_operator.api.common import (
 from codemode_operator.vocabulary import PHASES, Phase, condition_types
 
 _PHASES = "; ".join(f"{p.value}: {p.doc}" for p in PHASES["CodeSession"])
+# A label value (it becomes codemode.dev/agent) that is also a valid history agent id.
+AGENT_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+
+
+def _immutable(what: str) -> JsonDict:
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": what}]}
+
+
+class ForkSource(Model):
+    session: str = Field(
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="A CodeSession of the same namespace and workspace to start from.",
+    )
 
 
 class CodeSessionSpec(Model):
@@ -48,6 +65,38 @@ class CodeSessionSpec(Model):
     )
     default_timeout: str | None = Duration(
         "Overrides the default time limit of one execution.", alias="defaultTimeout"
+    )
+    agent_id: str | None = Field(
+        default=None,
+        alias="agentId",
+        max_length=63,
+        pattern=AGENT_PATTERN,
+        json_schema_extra=_immutable("agentId is immutable"),
+        description="The agent this session's history is indexed under, also the label "
+        "codemode.dev/agent (list with -l codemode.dev/agent=ID). Immutable.",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="true saves the session's state, deletes its pod and Service and sets "
+        "phase Suspended; false brings the pod back with the state restored.",
+    )
+    idle_action: Literal["Delete", "Suspend"] = Field(
+        default="Delete",
+        alias="idleAction",
+        description="What the idle timeout does: Delete ends the session (Terminated); "
+        "Suspend sets spec.suspend (resume by setting it false).",
+    )
+    suspended_retention: str | None = Duration(
+        "How long a suspended session is kept before it is deleted with its state "
+        "(default: the workspace's sessionDefaults.suspendedRetention).",
+        alias="suspendedRetention",
+    )
+    fork_from: ForkSource | None = Field(
+        default=None,
+        alias="forkFrom",
+        json_schema_extra=_immutable("forkFrom is immutable"),
+        description="Start from another session's latest state and a copy of its history; "
+        "the two then diverge. Immutable.",
     )
 
 
@@ -88,6 +137,41 @@ class CodeSessionStatus(Model):
         default=None,
         alias="podRecreations",
         description="How often the operator replaced a failed or deleted pod.",
+    )
+    state_id: str | None = Field(
+        default=None,
+        alias="stateId",
+        description="The id the session's snapshots and history are kept under in its "
+        "workspace (P:snapshot:ID, P:session:ID).",
+    )
+    forked_from: str | None = Field(
+        default=None, alias="forkedFrom", description="The state id this session started from."
+    )
+    suspended_at: str | None = Field(
+        default=None, alias="suspendedAt", description="When it was suspended (RFC 3339)."
+    )
+    last_snapshot_time: str | None = Field(
+        default=None,
+        alias="lastSnapshotTime",
+        description="When the server last stored the session's state (RFC 3339).",
+    )
+    snapshot_bytes: int | None = Field(
+        default=None, alias="snapshotBytes", description="Size of the last stored state."
+    )
+    unsaved_names: list[str] | None = Field(
+        default=None,
+        alias="unsavedNames",
+        description="Globals the last snapshot could not save (not picklable).",
+    )
+    restored_names: list[str] | None = Field(
+        default=None,
+        alias="restoredNames",
+        description="Globals the current pod restored from the session's state.",
+    )
+    lost_names: list[str] | None = Field(
+        default=None,
+        alias="lostNames",
+        description="Globals the current pod could not restore.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, description=condition_types("CodeSession") + "."

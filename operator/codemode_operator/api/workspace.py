@@ -95,7 +95,14 @@ class SessionDefaults(Model):
         "Largest time limit a caller may ask for.", "5m", "maxExecutionTime"
     )
     idle_timeout: str = Duration(
-        "A session with no execution for this long is ended.", "30m", "idleTimeout"
+        "A session with no execution for this long is ended (or suspended: idleAction).",
+        "30m",
+        "idleTimeout",
+    )
+    suspended_retention: str = Duration(
+        "How long a suspended session is kept before it is deleted with its state.",
+        "168h",
+        "suspendedRetention",
     )
     max_lifetime: str = Duration(
         "A session is ended this long after it started.", "12h", "maxLifetime"

@@ -71,6 +71,9 @@ class SessionParams:
     max_storage_bytes: int = parse_bytes(_DEFAULT_LIMITS.max_storage_bytes)
     max_artifact_bytes: int = parse_bytes(_DEFAULT_LIMITS.max_artifact_bytes)
     max_workflows: int = _DEFAULT_LIMITS.max_workflows
+    agent_id: str | None = None
+    state_id: str | None = None  # SESSION_STATE_ID: where its snapshots and history go
+    fork_from: str | None = None  # SESSION_FORK_FROM: the state it starts from
 
     @property
     def token_secret(self) -> str:
@@ -133,6 +136,13 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
         env("DEPS_DIR", "/tmp/deps"),
         env("HOME", "/tmp"),
     ]
+    for name, value in (
+        ("SESSION_STATE_ID", p.state_id),
+        ("SESSION_FORK_FROM", p.fork_from),
+        ("AGENT_ID", p.agent_id),
+    ):
+        if value:
+            env_vars.append(env(name, value))
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     if p.tools_config_map:

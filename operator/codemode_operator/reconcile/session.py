@@ -16,6 +16,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from redis import exceptions as redis_errors
+
+from codemode_operator import PREFIX
 from codemode_operator.api.codesession import CodeSessionSpec, CodeSessionStatus
 from codemode_operator.api.common import parse_bytes, parse_duration
 from codemode_operator.api.workspace import WorkspaceSpec
@@ -39,6 +42,8 @@ from codemode_operator.conditions import (
     set_kstatus,
 )
 from codemode_operator.kube import KubeAPI, Obj
+from codemode_operator.reconcile.workspace import RedisConfigError, admin_url
+from codemode_operator.session_state import forget_state, state_id_of
 from codemode_operator.settings import OperatorConfig
 from codemode_operator.vocabulary import (
     STALLED_POD_REASONS,
@@ -49,6 +54,7 @@ from codemode_operator.vocabulary import (
 )
 
 _admission = threading.Lock()
+AGENT_LABEL = f"{PREFIX}/agent"
 Clock = Callable[[], float]
 
 
@@ -78,6 +84,9 @@ def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> SessionParams:
         max_storage_bytes=parse_bytes(ws_spec.limits.max_storage_bytes),
         max_artifact_bytes=parse_bytes(ws_spec.limits.max_artifact_bytes),
         max_workflows=ws_spec.limits.max_workflows,
+        agent_id=spec.agent_id,
+        state_id=state_id_of(meta["uid"]),
+        fork_from=((body.get("status") or {}).get("forkedFrom") or None),
     )
 
 
@@ -163,24 +172,61 @@ def admit(kube: KubeAPI, body: Obj, workspace: Obj) -> tuple[bool, str]:
     return True, f"{len(live) + 1} of {limit} sessions"
 
 
-def last_activity(pod: Obj | None) -> float | None:
-    """The session server's own record of its last execution (GET /health)."""
+def server_health(pod: Obj | None) -> dict[str, Any]:
+    """The session server's GET /health: its last execution and its state's last snapshot
+    and restore; {} when it does not answer."""
     ip = ((pod or {}).get("status") or {}).get("podIP")
     if not ip:
-        return None
+        return {}
     try:
         with urllib.request.urlopen(f"http://{ip}:{PORT}/health", timeout=2) as response:
             data = json.load(response)
     except (OSError, ValueError):
-        return None
-    value = data.get("last_activity") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def last_activity(pod: Obj | None) -> float | None:
+    """The session server's own record of its last execution (GET /health)."""
+    value = server_health(pod).get("last_activity")
     return float(value) if isinstance(value, int | float) else None
 
 
+def _names(value: Any) -> list[str] | None:
+    return [str(n) for n in value][:100] if isinstance(value, list | dict) else None
+
+
+def with_state(status: CodeSessionStatus, health: dict[str, Any]) -> CodeSessionStatus:
+    """The status fields of the session's saved state, from its server's /health."""
+    state = health.get("state") if isinstance(health.get("state"), dict) else None
+    if state is None:
+        return status
+    update: dict[str, Any] = {}
+    snapshot = state.get("snapshot")
+    if isinstance(snapshot, dict):
+        taken = snapshot.get("taken_at")
+        if isinstance(taken, int | float):
+            update["last_snapshot_time"] = iso(taken)
+        if isinstance(snapshot.get("bytes"), int):
+            update["snapshot_bytes"] = snapshot["bytes"]
+        update["unsaved_names"] = _names(snapshot.get("unsaved"))
+    restore = state.get("restore")
+    if isinstance(restore, dict):
+        update["restored_names"] = _names(restore.get("restored"))
+        update["lost_names"] = _names(restore.get("lost"))
+    return status.model_copy(update=update)
+
+
 def terminate(
-    kube: KubeAPI, p: SessionParams, status: CodeSessionStatus, reason: Reason, message: str
+    kube: KubeAPI,
+    p: SessionParams,
+    status: CodeSessionStatus,
+    reason: Reason,
+    message: str,
+    workspace: Obj | None = None,
 ) -> Outcome[CodeSessionStatus]:
-    """End the session; its pod and Service go once Terminated is written."""
+    """End the session; its pod and Service go once Terminated is written, and its saved
+    state (Terminated is final: nothing could load it again)."""
     ended = status.model_copy(
         update={
             "phase": Phase.TERMINATED,
@@ -196,8 +242,73 @@ def terminate(
             ),
         }
     )
+    cleanup = () if workspace is None else (_forget(kube, p, p.namespace, workspace),)
     return Outcome(
         ended,
+        after=(
+            lambda: kube.delete_pod(p.namespace, p.pod_name),
+            lambda: kube.delete_service(p.namespace, p.service_name),
+            *cleanup,
+        ),
+    )
+
+
+def _forget(kube: KubeAPI, p: SessionParams, namespace: str, workspace: Obj) -> Callable[[], None]:
+    """Delete the session's saved state (after the status that ends it is written)."""
+
+    def run() -> None:
+        if not p.state_id:
+            return
+        try:
+            url = admin_url(kube, namespace, WorkspaceSpec.model_validate(workspace["spec"]))
+            forget_state(url, p.prefix, p.workspace_id, p.state_id)
+        except (RedisConfigError, OSError, redis_errors.RedisError):
+            pass  # left for the workspace's deletion to remove with its keys
+
+    return run
+
+
+def suspend(
+    kube: KubeAPI,
+    p: SessionParams,
+    status: CodeSessionStatus,
+    workspace: Obj,
+    retention: float,
+    clock: Clock,
+) -> Outcome[CodeSessionStatus]:
+    """Suspended: the pod and Service go (the server stores nothing new: each run's state
+    was saved as it answered); past the retention the CodeSession and its state go too."""
+    now = clock()
+    since = parse_iso(status.suspended_at) or now
+    message = "suspended (spec.suspend); set spec.suspend to false to resume"
+    suspended = status.model_copy(
+        update={
+            "phase": Phase.SUSPENDED,
+            "reason": Reason.SUSPENDED,
+            "endpoint": None,
+            "suspended_at": iso(since),
+            "conditions": set_kstatus(
+                status.conditions,
+                status.observed_generation,
+                ready=False,
+                reason=Reason.SUSPENDED,
+                message=message,
+                progress=Progress.CURRENT,
+            ),
+        }
+    )
+    if now - since > retention:
+        return Outcome(
+            suspended,
+            after=(
+                _forget(kube, p, p.namespace, workspace),
+                lambda: kube.delete_custom("codesessions", p.namespace, p.name),
+            ),
+        )
+    if status.phase == Phase.SUSPENDED:
+        return Outcome(suspended)  # already gone: no calls
+    return Outcome(
+        suspended,
         after=(
             lambda: kube.delete_pod(p.namespace, p.pod_name),
             lambda: kube.delete_service(p.namespace, p.service_name),
@@ -378,7 +489,40 @@ def reconcile(
         )
         return Outcome(status, again=True)
 
+    session_spec = CodeSessionSpec.model_validate(spec)
+    agent = session_spec.agent_id
+    if agent and (meta.get("labels") or {}).get(AGENT_LABEL) != agent:
+        kube.patch_custom(
+            "codesessions",
+            meta["namespace"],
+            meta["name"],
+            {"metadata": {"labels": {AGENT_LABEL: agent}}},
+        )
+    if session_spec.fork_from is not None and not status.forked_from:
+        source = kube.get_custom("codesessions", meta["namespace"], session_spec.fork_from.session)
+        if source is None or (source.get("spec") or {}).get("workspaceRef") != spec.get(
+            "workspaceRef"
+        ):
+            message = (
+                f"spec.forkFrom: CodeSession {session_spec.fork_from.session!r} not found "
+                f"in workspace {spec.get('workspaceRef')!r}"
+            )
+            return Outcome(_pending(status, generation, Reason.FORK_SOURCE_NOT_FOUND, message))
+        status.forked_from = state_id_of(source["metadata"]["uid"])
+        body = {**body, "status": {**(body.get("status") or {}), "forkedFrom": status.forked_from}}
+    status.state_id = state_id_of(meta["uid"])
     p = params_of(body, workspace, cfg)
+    if session_spec.suspend:
+        ws_defaults = WorkspaceSpec.model_validate(workspace.get("spec") or {}).session_defaults
+        retention = parse_duration(
+            session_spec.suspended_retention or ws_defaults.suspended_retention
+        )
+        return suspend(kube, p, status, workspace, retention, clock)
+    resuming = status.phase == Phase.SUSPENDED
+    if resuming:  # the idle clock starts again from the resume
+        status = status.model_copy(
+            update={"suspended_at": None, "last_activity_time": iso(clock()), "endpoint": None}
+        )
     pod = kube.read_pod(p.namespace, p.pod_name) if status.pod_name else None
     if not (periodic and pod is not None):
         # Create first and let 409 say "already there": an existing token is kept, and the
@@ -391,7 +535,7 @@ def reconcile(
         pod = None
     if pod is None:
         pod, created = kube.create_pod(session_pod(p))
-        if created and status.pod_name:
+        if created and status.pod_name and not resuming:
             status.pod_recreations = (status.pod_recreations or 0) + 1
     status = status.model_copy(
         update={
@@ -414,14 +558,32 @@ def reconcile(
                 status,
                 Reason.MAX_LIFETIME_EXCEEDED,
                 f"the session reached its maximum lifetime of {lifetime:g}s",
+                workspace,
             )
         if periodic:
-            seen = last_activity(pod)
-            if seen is not None:
+            health = server_health(pod)
+            seen = health.get("last_activity")
+            if isinstance(seen, int | float):
                 status.last_activity_time = iso(seen)
+            status = with_state(status, health)
         active = parse_iso(status.last_activity_time) or started
         if now - max(active, started) > idle:
+            if session_spec.idle_action == "Suspend":
+                # Through spec, so a user resumes by setting it back to false.
+                kube.patch_custom("codesessions", p.namespace, p.name, {"spec": {"suspend": True}})
+                ws_defaults = WorkspaceSpec.model_validate(
+                    workspace.get("spec") or {}
+                ).session_defaults
+                retention = parse_duration(
+                    session_spec.suspended_retention or ws_defaults.suspended_retention
+                )
+                return suspend(kube, p, status, workspace, retention, clock)
             return terminate(
-                kube, p, status, Reason.IDLE_TIMEOUT, f"no execution for {idle:g}s (idleTimeout)"
+                kube,
+                p,
+                status,
+                Reason.IDLE_TIMEOUT,
+                f"no execution for {idle:g}s (idleTimeout)",
+                workspace,
             )
     return Outcome(status)
