@@ -480,6 +480,7 @@ def main(argv: list[str]) -> int:
     sub.add_parser("status", help="dockerd, the cluster and its API server")
     sub.add_parser("env", help="shell exports: KUBECONFIG, PATH with kind, kubectl and helm")
     sub.add_parser("images", help="only build the kind base and node images (cached)")
+    sub.add_parser("load", help="build our session, operator and Redis images and load them")
     args = p.parse_args(argv)
     if args.cmd == "up":
         took = up()
@@ -493,4 +494,19 @@ def main(argv: list[str]) -> int:
     elif args.cmd == "images":
         print(kind_images.base_archive())
         print(kind_images.node_archive())
+    elif args.cmd == "load":
+        print("\n".join(load_project_images()))
     return 0
+
+
+def load_project_images() -> list[str]:
+    """Our session and operator images and the bundled Redis's, built as for the
+    local cluster (buildah, cached by source time) and loaded into the kind node."""
+    hostdeps.install("node")
+    archives = [*images.build_project_images(), images.build_redis()]
+    subprocess.run(
+        [str(kind_binary()), "load", "image-archive", f"--name={CLUSTER}", *map(str, archives)],
+        check=True,
+        env=_env(),
+    )
+    return [str(a) for a in archives]

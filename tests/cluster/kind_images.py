@@ -541,7 +541,7 @@ metadata: {name: local-path-storage}
 ---
 apiVersion: v1
 kind: ServiceAccount
-metadata: {name: local-path-provisioner, namespace: local-path-storage}
+metadata: {name: local-path-provisioner-service-account, namespace: local-path-storage}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -572,7 +572,7 @@ metadata: {name: "system:codemode-local-path"}
 roleRef:
   {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:codemode-local-path"}
 subjects:
-- {kind: ServiceAccount, name: local-path-provisioner, namespace: local-path-storage}
+- {kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -610,7 +610,7 @@ spec:
   template:
     metadata: {labels: {app: local-path-provisioner}}
     spec:
-      serviceAccountName: local-path-provisioner
+      serviceAccountName: local-path-provisioner-service-account
       tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists}]
       containers:
       - name: local-path-provisioner
