@@ -500,10 +500,11 @@ def main(argv: list[str]) -> int:
 
 
 def load_project_images() -> list[str]:
-    """Our session and operator images and the bundled Redis's, built as for the
-    local cluster (buildah, cached by source time) and loaded into the kind node."""
+    """Our session and operator images, the bundled Redis's and the Debian base
+    (tests run plain pods on it), built as for the local cluster (buildah, cached)
+    and loaded into the kind node."""
     hostdeps.install("node")
-    archives = [*images.build_project_images(), images.build_redis()]
+    archives = [*images.build_project_images(), images.build_redis(), images.build_base()]
     subprocess.run(
         [str(kind_binary()), "load", "image-archive", f"--name={CLUSTER}", *map(str, archives)],
         check=True,

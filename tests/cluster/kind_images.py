@@ -572,7 +572,9 @@ metadata: {name: "system:codemode-local-path"}
 roleRef:
   {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:codemode-local-path"}
 subjects:
-- {kind: ServiceAccount, name: local-path-provisioner-service-account, namespace: local-path-storage}
+- kind: ServiceAccount
+  name: local-path-provisioner-service-account
+  namespace: local-path-storage
 ---
 apiVersion: v1
 kind: ConfigMap
