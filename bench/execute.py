@@ -95,7 +95,10 @@ def children(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def session_server(
-    redis_url: str, log: Path, python: str = sys.executable
+    redis_url: str,
+    log: Path,
+    python: str = sys.executable,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {
@@ -109,6 +112,7 @@ def session_server(
             "STORAGE_PREFIX": "bench",
             "CONTAINER_AUTH_TOKEN": TOKEN,
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
     )
     with log.open("wb") as out:

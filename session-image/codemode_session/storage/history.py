@@ -40,7 +40,7 @@ from codemode_session.errors import StorageUnavailableError, ValidationError
 from codemode_session.storage.base import Storage
 from codemode_session.storage.file_storage import FileStorage, _flock, atomic_write
 from codemode_session.storage.keys import KeyLayout
-from codemode_session.storage.redis_storage import RedisStorage
+from codemode_session.storage.redis_storage import RedisStorage, _counter
 
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 AGENT_ID_HELP = "1-128 of letters, digits, '_', '.', '@', '-', starting with a letter or digit"
@@ -251,15 +251,18 @@ class RedisHistory:
         encoded = [json.dumps(m, ensure_ascii=False) for m in messages]
         added = sum(len(e.encode(errors="surrogatepass")) for e in encoded)
 
-        async def plan(pipe: Any) -> Any:
-            kept = int(await pipe.llen(list_key))
-            overflow = max(0, kept + len(encoded) - self.limits.max_messages)
-            dropping = min(overflow, kept)
-            dropped = 0
-            if dropping:
-                dropped = sum(len(m) for m in await pipe.lrange(list_key, 0, dropping - 1))
+        async def plan(reads: list[Any]) -> Any:
+            kept, used_raw, oldest = int(reads[0]), reads[1], reads[2]
+            dropping = min(max(0, kept + len(encoded) - self.limits.max_messages), kept)
+            dropped = sum(len(m) for m in oldest[:dropping])
             delta = added - dropped
-            used, start = await self._used(pipe, delta)
+            used = _counter(used_raw)
+            start: int | None = None
+            if used is None and delta > 0:
+                start = await self.storage._measure_usage() + delta
+                self.storage.quota.check_bytes(start, grows=True)
+            else:
+                self.storage.quota.check_bytes((used or 0) + delta, grows=delta > 0)
 
             def write(p: Any) -> None:
                 p.hsetnx(session_key, "created_at", stamp)
@@ -277,8 +280,17 @@ class RedisHistory:
 
             return write
 
-        await self.storage._watched(
-            [list_key, keys.usage], f"record history of session {session_id!r}", plan
+        # Two round trips: WATCH with the reads, then MULTI/EXEC (the oldest messages are
+        # read in case the bound drops them: at most as many as this run appends).
+        await self.storage._watched_reads(
+            [list_key, keys.usage],
+            [
+                ("LLEN", list_key),
+                ("HGET", keys.usage, "bytes"),
+                ("LRANGE", list_key, 0, len(encoded) - 1),
+            ],
+            f"record history of session {session_id!r}",
+            plan,
         )
 
     async def _call(self, coro: Any) -> Any:

@@ -1,0 +1,185 @@
+"""Durable CodeSessions on a real node (issue 13): variables survive a deleted pod, a
+suspend and resume, and seed a fork that then diverges; an idle session is suspended,
+not deleted; `spec.agentId` is a label; the status reports the saved state; history
+survives every pod of the session.
+
+A session's variables live as long as the CodeSession, whichever pod or server session
+runs its code: `Sessions.connect` opens and ends a server session each time, as
+`codemode exec` does, and the next one still sees `x`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from codemode_operator.sessions import Sessions
+
+from tests.cluster.pytest_plugin import Cluster
+from tests.e2e.hostredis import HostRedis
+from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+
+pytestmark = pytest.mark.e2e
+
+WORKSPACE = "durable"
+
+
+def _ready(kinds: Kinds, name: str) -> dict[str, Any] | None:
+    obj = kinds.get("codesessions", name)
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    return obj if ready else None
+
+
+def _phase(kinds: Kinds, name: str, phase: str) -> dict[str, Any] | None:
+    obj = kinds.get("codesessions", name)
+    return obj if ((obj or {}).get("status") or {}).get("phase") == phase else None
+
+
+@pytest.fixture
+def env(
+    cluster: Cluster,
+    namespace: str,
+    project_images: dict[str, str],
+    host_redis: HostRedis,
+    tmp_path: Path,
+) -> Iterator[tuple[Kinds, Sessions, OperatorProcess]]:
+    api = cluster.api_client()
+    install_crds(cluster.kubeconfig, api)
+    kinds = Kinds(api, namespace)
+    kinds.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
+    )
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        log_dir=tmp_path,
+        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
+    )
+    with operator:
+        kinds.create(
+            "workspaces",
+            WORKSPACE,
+            {
+                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                "deletionPolicy": "Cascade",
+                "dataPolicy": "Delete",
+            },
+        )
+        sessions = Sessions(namespace=namespace, api=api)
+        try:
+            yield kinds, sessions, operator
+        finally:
+            sessions.close()
+
+
+def run(sessions: Sessions, name: str, code: str) -> Any:
+    with sessions.connect(name) as client:
+        result = client.execute(code)
+    assert result.error is None, result.error
+    return result.value
+
+
+def wait(op: OperatorProcess, what: str, predicate: Callable[[], Any], timeout: float = 180) -> Any:
+    return wait_for(predicate, timeout, what, op=op)
+
+
+def test_variables_survive_a_deleted_pod_a_suspend_and_seed_a_fork(
+    env: tuple[Kinds, Sessions, OperatorProcess],
+) -> None:
+    kinds, sessions, op = env
+    kinds.create("codesessions", "d1", {"workspaceRef": WORKSPACE, "agentId": "agent-9"})
+    wait(op, "d1 Ready", lambda: _ready(kinds, "d1"))
+    assert run(sessions, "d1", "import math\nx = 41\ndef inc(n): return n + x\nx") == 41
+    # A second connection (a new server session, as codemode exec makes) sees x.
+    assert run(sessions, "d1", "x += 1\ninc(0)") == 42
+
+    # The label makes an agent's sessions listable.
+    labelled = kinds.custom.list_namespaced_custom_object(
+        "codemode.dev",
+        "v1alpha1",
+        kinds.namespace,
+        "codesessions",
+        label_selector="codemode.dev/agent=agent-9",
+    )
+    assert [o["metadata"]["name"] for o in labelled["items"]] == ["d1"]
+
+    # The pod is deleted: the operator makes a new one, and x comes back.
+    old_uid = kinds.core.read_namespaced_pod("d1-session", kinds.namespace).metadata.uid
+    kinds.core.delete_namespaced_pod("d1-session", kinds.namespace, grace_period_seconds=0)
+
+    def new_ready_pod() -> Any:
+        try:
+            pod = kinds.core.read_namespaced_pod("d1-session", kinds.namespace)
+        except Exception:
+            return None
+        return pod if pod.metadata.uid != old_uid and _ready(kinds, "d1") else None
+
+    wait(op, "a new d1 pod Ready", new_ready_pod)
+    wait(op, "d1 Ready after its pod was replaced", lambda: _ready(kinds, "d1"))
+    assert run(sessions, "d1", "(x, inc(1), math.sqrt(16))") == [42, 43, 4.0]
+    status = wait(
+        op,
+        "d1 status reports its state",
+        lambda: (s := kinds.status("codesessions", "d1")).get("restoredNames") and s,
+    )
+    assert "x" in status["restoredNames"] and status["stateId"].startswith("cs.")
+    assert status["snapshotBytes"] > 0 and status["lastSnapshotTime"]
+
+    # Suspend: the pod and Service go, the phase says so; resume: x is back.
+    kinds.patch("codesessions", "d1", {"spec": {"suspend": True}})
+    suspended = wait(op, "d1 Suspended", lambda: _phase(kinds, "d1", "Suspended"))
+    ready = next(c for c in suspended["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Suspended")
+    wait(op, "d1's pod gone", lambda: not _pod_exists(kinds, "d1-session") or None)
+    kinds.patch("codesessions", "d1", {"spec": {"suspend": False}})
+    wait(op, "d1 Ready after resume", lambda: _ready(kinds, "d1"))
+    assert run(sessions, "d1", "x") == 42
+
+    # Fork: the fork starts from d1's state and history, then the two diverge.
+    kinds.create("codesessions", "d2", {"workspaceRef": WORKSPACE, "forkFrom": {"session": "d1"}})
+    wait(op, "d2 Ready", lambda: _ready(kinds, "d2"))
+    assert run(sessions, "d2", "x") == 42
+    assert run(sessions, "d2", "x = 'fork'\nx") == "fork"
+    assert run(sessions, "d1", "x") == 42
+    assert kinds.status("codesessions", "d2")["forkedFrom"] == status["stateId"]
+
+    # History: every run of d1, through every pod, under its state id; the fork has a copy.
+    with sessions.connect("d1") as client:
+        page = client.history(status["stateId"])
+    codes = [m["content"] for m in page["messages"] if m["role"] == "user"]
+    assert codes[:2] == ["import math\nx = 41\ndef inc(n): return n + x\nx", "x += 1\ninc(0)"]
+    assert "x" in codes  # the run after the resume
+    with sessions.connect("d2") as client:
+        forked = client.history(kinds.status("codesessions", "d2")["stateId"])
+    assert [m["content"] for m in forked["messages"]][:1] == [codes[0]]
+
+
+def _pod_exists(kinds: Kinds, name: str) -> bool:
+    try:
+        kinds.core.read_namespaced_pod(name, kinds.namespace)
+    except Exception:
+        return False
+    return True
+
+
+def test_an_idle_session_is_suspended_not_deleted(
+    env: tuple[Kinds, Sessions, OperatorProcess],
+) -> None:
+    kinds, sessions, op = env
+    kinds.create(
+        "codesessions",
+        "idle1",
+        {"workspaceRef": WORKSPACE, "idleTimeout": "10s", "idleAction": "Suspend"},
+    )
+    wait(op, "idle1 Ready", lambda: _ready(kinds, "idle1"))
+    assert run(sessions, "idle1", "y = [1, 2, 3]\nlen(y)") == 3
+    started = time.monotonic()
+    wait(op, "idle1 Suspended by its idle timeout", lambda: _phase(kinds, "idle1", "Suspended"))
+    assert time.monotonic() - started >= 3
+    assert kinds.get("codesessions", "idle1")["spec"]["suspend"] is True
+    kinds.patch("codesessions", "idle1", {"spec": {"suspend": False}})
+    wait(op, "idle1 Ready after resume", lambda: _ready(kinds, "idle1"))
+    assert run(sessions, "idle1", "sum(y)") == 6
