@@ -32,7 +32,7 @@ from . import build, images, locks, paths, versions
 KIND = "v0.33.0"
 LOCAL_PATH_PROVISIONER = "v0.0.30"
 # Bump when the recipe below changes in a way the versions do not show.
-RECIPE = "1"
+RECIPE = "2"
 
 NODE_PACKAGES = (
     "systemd",
