@@ -105,6 +105,10 @@ class _PortForward:
         self.server.close()
 
 
+class _PodGone(SessionUnavailable):
+    """The session's status says Ready, but its pod is gone or going."""
+
+
 class Sessions:
     def __init__(self, namespace: str = "default", api: client.ApiClient | None = None) -> None:
         if api is None:
@@ -191,11 +195,13 @@ class Sessions:
             if _reachable(host, PORT):
                 return endpoint
         pod = self.kube.read_pod(self.namespace, str(status.get("podName", "")))
+        if pod is not None and (pod.get("metadata") or {}).get("deletionTimestamp"):
+            pod = None  # going: the session's Ready is about to be withdrawn
         ip = ((pod or {}).get("status") or {}).get("podIP")
         if ip and _reachable(ip, PORT):
             return f"http://{ip}:{PORT}"
         if pod is None:
-            raise SessionUnavailable(f"session pod {status.get('podName')!r} not found")
+            raise _PodGone(f"session pod {status.get('podName')!r} not found")
         forward = _PortForward(self.kube.core, self.namespace, pod["metadata"]["name"], PORT)
         self._forwards.append(forward)
         return f"http://127.0.0.1:{forward.local_port}"
@@ -213,8 +219,17 @@ class Sessions:
         """(base URL, token) of the Ready session `name` (created if needed), reachable
         from here: its Service, its pod IP, or a port-forward this object keeps open."""
         self.ensure(name, workspace)
-        session = self.wait_ready(name, timeout)
-        return self._base_url(session), self.token(session)
+        deadline = time.monotonic() + timeout
+        while True:
+            session = self.wait_ready(name, max(1.0, deadline - time.monotonic()))
+            try:
+                return self._base_url(session), self.token(session)
+            except _PodGone:
+                # Ready was read just before its pod went (deleted, evicted): the operator
+                # is making a new one; wait for it rather than fail.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
 
     @contextlib.contextmanager
     def connect(
