@@ -165,6 +165,8 @@ def install_docker() -> None:
 
 
 def docker_ok() -> bool:
+    if shutil.which("docker") is None:
+        return False
     return _sh("docker", "version", "--format", "{{.Server.Version}}").returncode == 0
 
 
@@ -263,6 +265,8 @@ def _load(archive: Path) -> None:
 
 
 def cluster_exists() -> bool:
+    if not kind_binary().exists() or not docker_ok():
+        return False
     out = _sh(str(kind_binary()), "get", "clusters").stdout.split()
     return CLUSTER in out
 
