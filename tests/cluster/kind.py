@@ -219,6 +219,7 @@ def stop_docker() -> None:
         time.sleep(0.5)
     if procs.running_pid(run_dir(), "dockerd") is not None:
         os.kill(pid, signal.SIGKILL)
+    procs.pid_file(run_dir(), "dockerd").unlink(missing_ok=True)
 
 
 def _image_id(tag: str) -> str:
