@@ -30,6 +30,7 @@ from codemode_operator.kube import Kube, load_config
 from codemode_operator.vocabulary import Phase, is_final
 
 PLURAL = "codesessions"
+AGENT_LABEL = "codemode.dev/agent"
 PORT = 8080
 
 
@@ -247,6 +248,86 @@ class Sessions:
             finally:
                 with contextlib.suppress(Exception):  # the pod may be gone; nothing to end
                     session_client.end_session()
+
+    # ---- durable sessions: list, history, fork, suspend, resume ------------------------
+
+    def list(self, agent_id: str | None = None, workspace: str | None = None) -> list[Any]:
+        """CodeSessions of the namespace, newest first: an agent's (its label) or all."""
+        selector = f"{AGENT_LABEL}={agent_id}" if agent_id else None
+        found: Any = self.kube.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, label_selector=selector
+        )
+        items = [
+            o
+            for o in found.get("items", [])
+            if workspace is None or (o.get("spec") or {}).get("workspaceRef") == workspace
+        ]
+        items.sort(key=lambda o: o["metadata"].get("creationTimestamp") or "", reverse=True)
+        return items
+
+    def history(self, name: str, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        """The session's history (every run, through all its pods). History is read by a
+        session server of its workspace: its own if it runs, else another running one."""
+        session = self.get(name)
+        if session is None:
+            raise NotFoundError(f"CodeSession {name!r} does not exist in {self.namespace!r}")
+        state_id = (session.get("status") or {}).get("stateId")
+        if not state_id:
+            raise SessionUnavailable(f"CodeSession {name!r} has not started yet: no history")
+        workspace = (session.get("spec") or {}).get("workspaceRef")
+        reader = session if usable(session) else None
+        if reader is None:
+            reader = next(
+                (o for o in self.list(workspace=workspace) if usable(o)),
+                None,
+            )
+        if reader is None:
+            raise SessionUnavailable(
+                f"CodeSession {name!r} is {(session.get('status') or {}).get('phase')} and no "
+                f"session of workspace {workspace!r} runs to read its history: resume it"
+            )
+        url = self._base_url(reader)
+        with SessionClient(url, token=self.token(reader)) as client:
+            return client.history(state_id, offset=offset, limit=limit)
+
+    def fork(self, name: str, new_name: str, spec: dict[str, Any] | None = None) -> Any:
+        """A new CodeSession that starts from `name`'s latest state and history."""
+        source = self.get(name)
+        if source is None:
+            raise NotFoundError(f"CodeSession {name!r} does not exist in {self.namespace!r}")
+        workspace = (source.get("spec") or {}).get("workspaceRef")
+        return self.ensure(new_name, workspace, {"forkFrom": {"session": name}, **(spec or {})})
+
+    def _set_suspend(self, name: str, suspend: bool, wait: float | None) -> Any:
+        try:
+            self.kube.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, {"spec": {"suspend": suspend}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFoundError(
+                    f"CodeSession {name!r} does not exist in {self.namespace!r}"
+                ) from None
+            raise
+        if wait is None:
+            return self.get(name)
+        if not suspend:
+            return self.wait_ready(name, wait)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            found = self.get(name)
+            if ((found or {}).get("status") or {}).get("phase") == Phase.SUSPENDED:
+                return found
+            time.sleep(0.25)
+        raise SessionUnavailable(f"CodeSession {name!r} not Suspended after {wait:g}s")
+
+    def suspend(self, name: str, wait: float | None = None) -> Any:
+        """Save the session's state and delete its pod (spec.suspend: true)."""
+        return self._set_suspend(name, True, wait)
+
+    def resume(self, name: str, wait: float | None = None) -> Any:
+        """Bring the session's pod back with its state (spec.suspend: false)."""
+        return self._set_suspend(name, False, wait)
 
     def close(self) -> None:
         for forward in self._forwards:

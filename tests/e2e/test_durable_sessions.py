@@ -9,6 +9,10 @@ runs its code: `Sessions.connect` opens and ends a server session each time, as
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,3 +187,40 @@ def test_an_idle_session_is_suspended_not_deleted(
     kinds.patch("codesessions", "idle1", {"spec": {"suspend": False}})
     wait(op, "idle1 Ready after resume", lambda: _ready(kinds, "idle1"))
     assert run(sessions, "idle1", "sum(y)") == 6
+
+
+def cli(kubeconfig: Path, *argv: str) -> Any:
+    """`codemode sessions --json ...` as a user runs it (its own process, KUBECONFIG)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemode_session", "sessions", "--json", *argv],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_cli_lists_suspends_resumes_forks_and_reads_history(
+    env: tuple[Kinds, Sessions, OperatorProcess],
+    cluster: Cluster,
+) -> None:
+    kinds, sessions, op = env
+    ns = [cluster.kubeconfig, "-n", kinds.namespace]
+    kinds.create("codesessions", "c1", {"workspaceRef": WORKSPACE, "agentId": "cli-agent"})
+    kinds.create("codesessions", "c2", {"workspaceRef": WORKSPACE})
+    wait(op, "c1 Ready", lambda: _ready(kinds, "c1"))
+    assert run(sessions, "c1", "z = 'cli'\nz") == "cli"
+    listed = cli(*ns, "list", "--agent", "cli-agent")
+    assert [r["name"] for r in listed] == ["c1"] and listed[0]["phase"] == "Ready"
+    assert cli(*ns, "suspend", "c1", "--wait", "120")["phase"] == "Suspended"
+    # A suspended session's history is read through another running session of its workspace.
+    wait(op, "c2 Ready", lambda: _ready(kinds, "c2"))
+    page = cli(*ns, "history", "c1")
+    assert [m["content"] for m in page["messages"]][:1] == ["z = 'cli'\nz"]
+    assert cli(*ns, "resume", "c1", "--wait", "180")["phase"] == "Ready"
+    assert run(sessions, "c1", "z") == "cli"
+    assert cli(*ns, "fork", "c1", "c3")["name"] == "c3"
+    wait(op, "c3 Ready", lambda: _ready(kinds, "c3"))
+    assert run(sessions, "c3", "z + '-fork'") == "cli-fork"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -275,3 +276,29 @@ def test_a_forked_state_starts_from_the_source_and_then_diverges(
     with running_server({**base, "SESSION_STATE_ID": source}) as srv, srv.client() as http:
         api = Api(srv, http)
         assert api.value(api.session(), "x") == "source"
+
+
+def test_a_shared_state_keeps_its_worker_between_sessions_and_loads_before_ready(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    env = settings(redis_server, prefix, SESSION_STATE_ID=f"kept-{uuid.uuid4().hex[:8]}")
+    with running_server(env) as srv, srv.client() as http:
+        api = Api(srv, http)
+        first = api.session()
+        pid = api.value(first, "import os\nk = 'v'\nos.getpid()")
+        assert http.delete("/sessions", headers={"X-Session-ID": first}).status_code == 200
+        second = api.session()
+        # The next session of the same state takes the worker as it was: no restore.
+        result = api.execute(second, "(os.getpid(), k)")
+        assert result["value"] == [pid, "v"] and result["state_restored"] is None
+    with running_server(env) as srv, srv.client() as http:
+        # /ready answers 503 until the state is loaded into a worker, then 200.
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{srv.url}/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the state was not loaded within 30s"
+            time.sleep(0.05)
+        health = http.get("/health").json()
+        assert health["state"]["restore"]["restored"] == ["k", "os"]  # loaded at start
+        api = Api(srv, http)
+        result = api.execute(api.session(), "k")
+        assert result["value"] == "v" and result["state_restored"]["restored"] == ["k", "os"]

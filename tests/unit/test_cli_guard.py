@@ -39,7 +39,7 @@ def test_exec_is_listed_with_the_operator_extra() -> None:
     pytest.importorskip("kubernetes")
     proc = _codemode("--help", extra=True)
     assert proc.returncode == 0, proc.stderr
-    assert _commands(proc.stdout) == ["serve", "store", "dev", "exec"]
+    assert _commands(proc.stdout) == ["serve", "store", "dev", "exec", "sessions"]
     assert "operator extra" not in proc.stdout
 
 
@@ -47,7 +47,7 @@ def test_without_the_extra_exec_is_not_offered() -> None:
     proc = _codemode("--help", extra=False)
     assert proc.returncode == 0, proc.stderr
     assert _commands(proc.stdout) == ["serve", "store", "dev"]
-    assert "needs the operator extra: pip install 'codemode[operator]'" in " ".join(
+    assert "need the operator extra: pip install 'codemode[operator]'" in " ".join(
         proc.stdout.split()
     )  # argparse wraps the epilog
 
@@ -57,7 +57,8 @@ def test_without_the_extra_exec_says_what_to_install_in_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "codemode: error: codemode exec (run code in a CodeSession) needs the operator "
+        "codemode: error: codemode exec and codemode sessions (CodeSessions on Kubernetes) "
+        "need the operator "
         "extra: pip install 'codemode[operator]'"
     ]
 

@@ -40,17 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     store_cmd.register(sub)
     dev_cmd.register(sub)
     if operator_extra_installed():
-        from codemode_operator import exec_cmd
+        from codemode_operator import exec_cmd, sessions_cmd
 
         exec_cmd.register(sub)
+        sessions_cmd.register(sub)
     else:
         parser.epilog = EXEC_MISSING
     return parser
 
 
 EXEC_MISSING = (
-    "codemode exec (run code in a CodeSession) needs the operator extra: "
-    "pip install 'codemode[operator]'"
+    "codemode exec and codemode sessions (CodeSessions on Kubernetes) need the operator "
+    "extra: pip install 'codemode[operator]'"
 )
 
 
@@ -67,7 +68,7 @@ def operator_extra_installed() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["exec"] and not operator_extra_installed():
+    if argv[:1] in (["exec"], ["sessions"]) and not operator_extra_installed():
         print(f"codemode: error: {EXEC_MISSING}", file=sys.stderr)
         return 2
     parser = build_parser()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 import time
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 from codemode_session.results import failed_run
 from codemode_session.server import metrics
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
+
+log = logging.getLogger("codemode.sessions")
 
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 LOST = "this session's state (variables, imports) was lost"
@@ -66,6 +69,7 @@ class Session:
     snapshot_error: str | None = None
     snapshot_failed: bool = False  # the next run's snapshot is sent even if unchanged
     restored: dict[str, Any] | None = None
+    kept: bool = False  # its worker is the one the last session of a shared state left
 
 
 class Snapshotter(Protocol):
@@ -109,6 +113,13 @@ class SessionManager:
         self._acquiring = 0
         self.last_activity = time.time()
         self._sweeper: asyncio.Task[None] | None = None
+        # Sessions that share one state (a CodeSession pod) hand their worker on instead of
+        # killing it: the next session takes it as it is, state and all (no restore).
+        self._kept: Any = None
+        self._kept_report: dict[str, Any] | None = None
+        # Set once the shared state is loaded into a worker (GET /ready waits for it).
+        self.primed = asyncio.Event()
+        self._priming: asyncio.Task[None] | None = None
 
     @property
     def count(self) -> int:
@@ -118,17 +129,57 @@ class SessionManager:
     def workers_held(self) -> int:
         return sum(1 for s in self._sessions.values() if s.worker is not None)
 
-    def start(self) -> None:
+    def start(self, workspace_id: str | None = None) -> None:
         self.pool.refill()
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        if self._shared:
+            self._priming = asyncio.create_task(self._prime(workspace_id))
+        else:
+            self.primed.set()
+
+    @property
+    def _shared(self) -> bool:
+        return self.snapshots is not None and self.snapshots.shared
+
+    async def _prime(self, workspace_id: str | None) -> None:
+        """Load the shared state into a worker before the server reports ready, so the
+        first run (after a pod restart or a resume) finds its variables at once."""
+        try:
+            worker = await self.pool.acquire(workspace_id, snapshots=True)
+            report = await self._load_into(worker, Session(id="(state)", workspace_id=workspace_id))
+            if worker.alive:
+                self._kept, self._kept_report = worker, report
+            else:
+                await worker.kill()
+        except Exception as exc:  # the first run restores instead
+            log.warning("the session's state was not loaded at start: %s", exc)
+        finally:
+            self.primed.set()
+
+    async def _give_back(self, worker: Any, keep: bool = True) -> None:
+        """A worker a session no longer holds: kept for the next session when they share
+        one state (and it is alive), else killed."""
+        if keep and self._shared and worker.alive:
+            older, self._kept, self._kept_report = self._kept, worker, None
+            if older is not None:  # it holds an older state (in a sole pod this kill takes
+                await older.kill()  # both; the next session then restores the snapshot)
+            return
+        await worker.kill()
 
     async def close(self) -> None:
+        if self._priming is not None:
+            self._priming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._priming
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         for session_id in list(self._sessions):
             await self.end(session_id, keep_state=True)  # a shutdown is not the end
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            await kept.kill()
         await self.pool.close()
 
     def _expired(self, session: Session, now: float) -> bool:
@@ -183,8 +234,8 @@ class SessionManager:
             return False
         session.closed = True
         if session.worker is not None:
-            await session.worker.kill()
-            session.worker = None
+            worker, session.worker = session.worker, None
+            await self._give_back(worker, keep=not keep_state)
         if self.snapshots is not None and not keep_state and not self.snapshots.shared:
             await self.snapshots.forget(session)
         return True
@@ -199,7 +250,7 @@ class SessionManager:
             return
         session.released = why
         metrics.WORKER_RESTARTS.labels(reason="released").inc()
-        await worker.kill()
+        await self._give_back(worker)
 
     async def sweep(self) -> int:
         now = time.time()
@@ -266,6 +317,16 @@ class SessionManager:
             if session.worker is not None:
                 await session.worker.kill()
                 session.worker = None
+            if self._shared:
+                await self.primed.wait()  # the state is being loaded into a worker
+            kept, self._kept = self._kept, None
+            if kept is not None:
+                if kept.alive and kept.workspace_id == session.workspace_id:
+                    session.worker, session.restored = kept, self._kept_report
+                    session.kept = True
+                    self._kept_report = None
+                    return
+                await kept.kill()
             await self._make_room(session)
             self._acquiring += 1
             try:
@@ -280,31 +341,40 @@ class SessionManager:
         """Load the session's latest snapshot into its new worker (inside the worker:
         the server never unpickles). Nothing stored: a fresh interpreter, as before."""
         session.restored = None
-        if self.snapshots is None or session.worker is None:
+        session.kept = False
+        if session.worker is None:
             return
-        found = await self.snapshots.load(session)
-        if found is None:
-            return
-        data, meta = found
         try:
-            report = await session.worker.request({"op": "restore"}, RESTORE_TIMEOUT, blob=data)
+            session.restored = await self._load_into(session.worker, session)
         except (WorkerTimeout, WorkerCrashed) as exc:
-            metrics.RESTORES.labels(outcome="failed").inc()
             await session.worker.kill()
             session.worker = None
-            session.restored = {
-                "restored": [],
-                "lost": dict.fromkeys(meta.get("saved") or [], f"the restore failed: {exc}"),
-            }
+            session.restored = {"restored": [], "lost": {"(state)": f"the restore failed: {exc}"}}
             await self._ensure_worker_plain(session)
-            return
+
+    async def _load_into(self, worker: Any, session: Session) -> dict[str, Any] | None:
+        """The session's latest snapshot loaded into `worker`: what came back and what did
+        not; None when there is none (or snapshots are off)."""
+        if self.snapshots is None:
+            return None
+        found = await self.snapshots.load(session)
+        if found is None:
+            return None
+        data, meta = found
+        try:
+            report: dict[str, Any] = await worker.request(
+                {"op": "restore"}, RESTORE_TIMEOUT, blob=data
+            )
+        except (WorkerTimeout, WorkerCrashed):
+            metrics.RESTORES.labels(outcome="failed").inc()
+            raise
         report.pop("ok", None)
         report["taken_at"] = meta.get("taken_at")
         if meta.get("forked_from"):
             report["forked_from"] = meta["forked_from"]
         metrics.RESTORES.labels(outcome="lost" if report.get("lost") else "ok").inc()
-        session.restored = report
         self.snapshots.note_restore(report)
+        return report
 
     async def _ensure_worker_plain(self, session: Session) -> None:
         """A worker without a restore (after a restore killed one)."""
@@ -336,6 +406,8 @@ class SessionManager:
                 await self._ensure_worker(session)
                 if fresh:
                     restored = session.restored
+                    if session.kept:  # the shared state's worker, as the last run left it
+                        released = None
                 reply: dict[str, Any] = await session.worker.request(request, timeout)
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False

@@ -57,7 +57,7 @@ class ServerState:
 
     def start(self, sessions: SessionManager) -> None:
         self._sessions = sessions
-        sessions.start()
+        sessions.start(self.config.workspace_id)
 
     async def close(self) -> None:
         if self._sessions is not None:

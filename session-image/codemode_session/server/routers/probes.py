@@ -45,6 +45,9 @@ async def health(state: State, request: Request) -> dict[str, Any]:
     responses={503: {"model": ReadyResponse, "description": "storage does not answer"}},
 )
 async def ready(state: State) -> JSONResponse:
+    if not state.sessions.primed.is_set():
+        reason = "loading the session's saved state"
+        return AsciiJSONResponse({"ready": False, "reason": reason}, status_code=503)
     try:
         await asyncio.wait_for(state.storage_for(None).ping(), READY_TIMEOUT)
     except (CodemodeError, TimeoutError) as exc:
