@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from codemode_operator.sessions import Sessions
 
+from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
+from tests.conftest import free_port, wait_for_port
 from tests.e2e.hostredis import HostRedis
 from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
 
@@ -224,3 +226,79 @@ def test_the_cli_lists_suspends_resumes_forks_and_reads_history(
     assert cli(*ns, "fork", "c1", "c3")["name"] == "c3"
     wait(op, "c3 Ready", lambda: _ready(kinds, "c3"))
     assert run(sessions, "c3", "z + '-fork'") == "cli-fork"
+
+
+def _persistent_redis(port: int, workdir: Path, password: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {NODE_HOST_IP}",
+         "--requirepass", password, "--save", "", "--appendonly", "yes",
+         "--appendfsync", "always", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def test_history_and_state_survive_an_operator_restart_and_a_redis_restart(
+    cluster: Cluster,
+    namespace: str,
+    project_images: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Redis with persistence on (AOF, fsync always), killed and started again on its
+    data; the operator stopped and started. The Workspace's ACL user comes back with the
+    operator's next workspace check, and the session's history and variables with it."""
+    password, port = "durable-admin", free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = _persistent_redis(port, data, password)
+    wait_for_port(port)
+    api = cluster.api_client()
+    install_crds(cluster.kubeconfig, api)
+    kinds = Kinds(api, namespace)
+    url = f"redis://:{password}@{NODE_HOST_IP}:{port}/0"
+    kinds.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": url}}
+    )
+    op = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        log_dir=tmp_path,
+        env={
+            "CODEMODE_SESSION_IMAGE": project_images["session"],
+            "SESSION_POLL_SECONDS": "1",
+            "WORKSPACE_POLL_SECONDS": "2",
+        },
+    )
+    sessions = Sessions(namespace=namespace, api=api)
+    try:
+        with op:
+            kinds.create(
+                "workspaces",
+                WORKSPACE,
+                {"redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}}},
+            )
+            kinds.create("codesessions", "h1", {"workspaceRef": WORKSPACE})
+            wait(op, "h1 Ready", lambda: _ready(kinds, "h1"))
+            assert run(sessions, "h1", "x = 5\nx") == 5
+            assert run(sessions, "h1", "y = x * 2\ny") == 10
+            op.stop()
+            op.start().wait_started()
+            runs = [m["content"] for m in sessions.history("h1")["messages"] if m["role"] == "user"]
+            assert runs == ["x = 5\nx", "y = x * 2\ny"]
+
+            server.kill()
+            server.wait(10)
+            server = _persistent_redis(port, data, password)
+            wait_for_port(port)
+            # A new pod loads the state from the restarted Redis (its ACL user provisioned
+            # again by the operator's workspace check).
+            kinds.core.delete_namespaced_pod("h1-session", namespace, grace_period_seconds=0)
+            time.sleep(1)
+            wait(op, "h1 Ready again", lambda: _ready(kinds, "h1"))
+            assert run(sessions, "h1", "(x, y)") == [5, 10]
+            runs = [m["content"] for m in sessions.history("h1")["messages"] if m["role"] == "user"]
+            assert runs == ["x = 5\nx", "y = x * 2\ny", "(x, y)"]
+    finally:
+        sessions.close()
+        server.terminate()
+        server.wait(10)
