@@ -133,6 +133,7 @@ def test_variables_survive_a_deleted_pod_a_suspend_and_seed_a_fork(
     )
     assert "x" in status["restoredNames"] and status["stateId"].startswith("cs.")
     assert status["snapshotBytes"] > 0 and status["lastSnapshotTime"]
+    assert status["historyMessages"] >= 2
 
     # Suspend: the pod and Service go, the phase says so; resume: x is back.
     kinds.patch("codesessions", "d1", {"spec": {"suspend": True}})

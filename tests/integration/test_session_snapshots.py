@@ -269,6 +269,10 @@ def test_a_forked_state_starts_from_the_source_and_then_diverges(
             assert time.monotonic() < deadline, "/health did not report the snapshot"
             time.sleep(0.05)
         assert http.get("/health").json()["state"]["restore"]["restored"] == ["x"]
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["state"]["history_messages"] != len(page["messages"]):
+            assert time.monotonic() < deadline, "/health did not count the history"
+            time.sleep(0.05)
     # A restart of the fork keeps its own state (the fork happens once).
     with running_server(forked_env) as srv, srv.client() as http:
         api = Api(srv, http)

@@ -634,6 +634,7 @@ def test_the_state_fields_come_from_the_servers_health(
                 "unsaved": ["lock"],
             },
             "restore": {"restored": ["x"], "lost": {"gen": "not saved"}},
+            "history_messages": 8,
         },
     }
     monkeypatch.setattr(rec, "server_health", lambda pod: health)
@@ -641,3 +642,4 @@ def test_the_state_fields_come_from_the_servers_health(
     assert st.last_snapshot_time == iso(1_800_000_000.0) and st.snapshot_bytes == 1234
     assert st.unsaved_names == ["lock"]
     assert (st.restored_names, st.lost_names) == (["x"], ["gen"])
+    assert st.history_messages == 8

@@ -173,6 +173,11 @@ class CodeSessionStatus(Model):
         alias="lostNames",
         description="Globals the current pod could not restore.",
     )
+    history_messages: int | None = Field(
+        default=None,
+        alias="historyMessages",
+        description="Messages the session's history keeps (two per run, the newest).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list, description=condition_types("CodeSession") + "."
     )

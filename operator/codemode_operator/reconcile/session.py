@@ -210,6 +210,8 @@ def with_state(status: CodeSessionStatus, health: dict[str, Any]) -> CodeSession
         if isinstance(snapshot.get("bytes"), int):
             update["snapshot_bytes"] = snapshot["bytes"]
         update["unsaved_names"] = _names(snapshot.get("unsaved"))
+    if isinstance(state.get("history_messages"), int):
+        update["history_messages"] = state["history_messages"]
     restore = state.get("restore")
     if isinstance(restore, dict):
         update["restored_names"] = _names(restore.get("restored"))

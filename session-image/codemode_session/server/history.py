@@ -44,6 +44,7 @@ class History:
         )
         # A CodeSession pod's server sessions are one session: one history under its id.
         self.state_id = config.state_id
+        self.state_messages: int | None = None  # the shared state's kept messages (/health)
         self._by_ws: dict[str | None, HistoryStore] = {}
         self._queue: asyncio.Queue[Pending] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -102,13 +103,15 @@ class History:
         self, session: Session, code: str, reply: dict[str, Any], started_at: float, now: float
     ) -> None:
         try:
-            await self.store(session.workspace_id).record_run(
+            kept = await self.store(session.workspace_id).record_run(
                 self.state_id or history_id(session.id),
                 session.agent_id or self.default_agent,
                 {"workspace_id": session.workspace_id},
                 run_messages(code, reply, started_at, now, self.limits),
                 now,
             )
+            if self.state_id is not None:
+                self.state_messages = kept
         except Exception as exc:  # any failure: counted and logged, never raised
             metrics.HISTORY_WRITE_FAILURES.inc()
             log.warning("session history not written for a run: %s: %s", type(exc).__name__, exc)

@@ -182,7 +182,9 @@ class HistoryStore(Protocol):
         metadata: dict[str, Any],
         messages: list[dict[str, Any]],
         now: float,
-    ) -> None: ...
+    ) -> int:
+        """Record one run; the number of messages the session's history keeps now."""
+        ...
 
     async def list_sessions(
         self, agent_id: str, offset: int, limit: int
@@ -242,7 +244,7 @@ class RedisHistory:
         metadata: dict[str, Any],
         messages: list[dict[str, Any]],
         now: float,
-    ) -> None:
+    ) -> int:
         """One WATCH/MULTI: the run's messages, the bound (the oldest dropped, their bytes
         given back), the session, the index, the usage; QuotaExceededError when the
         messages would not fit in the workspace's storage limit."""
@@ -282,7 +284,7 @@ class RedisHistory:
 
         # Two round trips: WATCH with the reads, then MULTI/EXEC (the oldest messages are
         # read in case the bound drops them: at most as many as this run appends).
-        await self.storage._watched_reads(
+        written = await self.storage._watched_reads(
             [list_key, keys.usage],
             [
                 ("LLEN", list_key),
@@ -292,6 +294,7 @@ class RedisHistory:
             f"record history of session {session_id!r}",
             plan,
         )
+        return min(int(written[3]), self.limits.max_messages)  # RPUSH's length, then LTRIM
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -482,7 +485,7 @@ class FileHistory:
         metadata: dict[str, Any],
         messages: list[dict[str, Any]],
         now: float,
-    ) -> None:
+    ) -> int:
         folder, stamp = self._dir(session_id), iso(now)
         with self._locked():
             record = _read(folder / "session.json", {})
@@ -498,6 +501,7 @@ class FileHistory:
             index = _read(self._index(agent_id), {})
             index[session_id] = now
             _write(self._index(agent_id), index)
+            return min(len(kept), self.limits.max_messages)
 
     async def record_run(
         self,
@@ -506,8 +510,10 @@ class FileHistory:
         metadata: dict[str, Any],
         messages: list[dict[str, Any]],
         now: float,
-    ) -> None:
-        await asyncio.to_thread(self._record_run, session_id, agent_id, metadata, messages, now)
+    ) -> int:
+        return await asyncio.to_thread(
+            self._record_run, session_id, agent_id, metadata, messages, now
+        )
 
     def _list(self, agent_id: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         index = _read(self._index(agent_id), {})

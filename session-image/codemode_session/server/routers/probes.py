@@ -36,6 +36,8 @@ async def health(state: State, request: Request) -> dict[str, Any]:
         # A CodeSession pod: its state's last snapshot and restore, for the operator's
         # status (names, sizes and times; never values).
         found["state"] = snapshots.status()
+        history = getattr(request.app.state, "history", None)
+        found["state"]["history_messages"] = getattr(history, "state_messages", None)
     return found
 
 
