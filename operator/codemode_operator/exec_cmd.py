@@ -64,17 +64,48 @@ def _kubernetes_errors() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from codemode_operator.sessions import Sessions
+    from codemode_session.results import ExecuteResult
+
+    from codemode_operator import exec_cache
 
     code = sys.stdin.read() if args.code == "-" else args.code
+    found = None
+    if not args.workspace:  # creating a session needs Kubernetes anyway
+        found = exec_cache.try_execute(args.namespace, args.session, code, args.timeout)
+    result = (
+        ExecuteResult.from_json(found) if found is not None else _through_kubernetes(args, code)
+    )
+    return _print(result, args.json)
+
+
+def _through_kubernetes(args: argparse.Namespace, code: str) -> Any:
+    """The slow path: find (or create) the session through the API server, run the code,
+    and remember the session's address for the next call."""
+    from codemode_session.client import SessionClient
+
+    from codemode_operator import exec_cache
+    from codemode_operator.sessions import Sessions
+
     with _kubernetes_errors():
         sessions = Sessions(namespace=_namespace(args.namespace))
         try:
-            with sessions.connect(args.session, args.workspace, timeout=args.wait) as client:
-                result = client.execute(code, timeout=args.timeout)
+            url, token = sessions.address(args.session, args.workspace, timeout=args.wait)
+            with SessionClient(url, token=token) as client:
+                try:
+                    result = client.execute(code, timeout=args.timeout)
+                finally:
+                    with contextlib.suppress(Exception):  # the pod may be gone
+                        client.end_session()
+            state_id = ((sessions.get(args.session) or {}).get("status") or {}).get("stateId")
+            with contextlib.suppress(OSError):
+                exec_cache.remember(args.namespace, args.session, url, token, state_id)
         finally:
             sessions.close()
-    if args.json:
+    return result
+
+
+def _print(result: Any, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(result.__dict__, default=str))
         return 0 if result.ok else 1
     if result.stdout:

@@ -25,9 +25,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from codemode_session.cli import dev_cmd, serve_cmd, store_cmd
-
+def build_parser(only_exec: bool = False) -> argparse.ArgumentParser:
+    """Every command's parser; with `only_exec`, `exec`'s alone: the other commands'
+    modules import the storage stack (about a tenth of a second), and `codemode exec`
+    is meant to answer in a few."""
     parser = OneLineParser(
         prog="codemode", description="Sandboxed Python code-mode sessions for AI agents."
     )
@@ -36,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
     )
+    if only_exec:
+        from codemode_operator import exec_cmd
+
+        exec_cmd.register(sub)
+        return parser
+    from codemode_session.cli import dev_cmd, serve_cmd, store_cmd
+
     serve_cmd.register(sub)
     store_cmd.register(sub)
     dev_cmd.register(sub)
@@ -71,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] in (["exec"], ["sessions"]) and not operator_extra_installed():
         print(f"codemode: error: {EXEC_MISSING}", file=sys.stderr)
         return 2
-    parser = build_parser()
+    parser = build_parser(only_exec=argv[:1] == ["exec"] and "--help" not in argv[1:2])
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
