@@ -66,6 +66,11 @@ def _history_path(session_id: str | None) -> str:
     return f"/api/history/sessions/{quote(session_id, safe='')}"
 
 
+def _session_body(workspace_id: str | None, agent_id: str | None) -> dict[str, str] | None:
+    body = {"workspace_id": workspace_id, "agent_id": agent_id}
+    return {k: v for k, v in body.items() if v is not None} or None
+
+
 def _history_list_params(agent_id: str | None, offset: int, limit: int) -> dict[str, Any]:
     params: dict[str, Any] = {"offset": offset, "limit": limit}
     if agent_id is not None:
@@ -149,11 +154,10 @@ class SessionClient(_Base):
     def health(self) -> dict[str, Any]:
         return dict(_check(self._http.get("/health")).json())
 
-    def create_session(self, workspace_id: str | None = None) -> str:
+    def create_session(self, workspace_id: str | None = None, agent_id: str | None = None) -> str:
+        """Open a server session; `agent_id` is whom its history is indexed under."""
         ws = workspace_id if workspace_id is not None else self.workspace_id
-        data = self._req(
-            "POST", "/sessions", json={"workspace_id": ws} if ws is not None else None
-        ).json()
+        data = self._req("POST", "/sessions", json=_session_body(ws, agent_id)).json()
         self.session_id = str(data["session_id"])
         return self.session_id
 
@@ -297,11 +301,11 @@ class AsyncSessionClient(_Base):
     async def health(self) -> dict[str, Any]:
         return dict(_check(await self._http.get("/health")).json())
 
-    async def create_session(self, workspace_id: str | None = None) -> str:
+    async def create_session(
+        self, workspace_id: str | None = None, agent_id: str | None = None
+    ) -> str:
         ws = workspace_id if workspace_id is not None else self.workspace_id
-        response = await self._req(
-            "POST", "/sessions", json={"workspace_id": ws} if ws is not None else None
-        )
+        response = await self._req("POST", "/sessions", json=_session_body(ws, agent_id))
         self.session_id = str(response.json()["session_id"])
         return self.session_id
 

@@ -43,10 +43,12 @@ def build_parser(only_exec: bool = False) -> argparse.ArgumentParser:
         exec_cmd.register(sub)
         return parser
     from codemode_session.cli import dev_cmd, serve_cmd, store_cmd
+    from codemode_session.mcp import cli as mcp_cmd  # imports the MCP SDK only when run
 
     serve_cmd.register(sub)
     store_cmd.register(sub)
     dev_cmd.register(sub)
+    mcp_cmd.register(sub)
     if operator_extra_installed():
         from codemode_operator import exec_cmd, sessions_cmd
 
@@ -61,6 +63,9 @@ EXEC_MISSING = (
     "codemode exec and codemode sessions (CodeSessions on Kubernetes) need the operator "
     "extra: pip install 'codemode[operator]'"
 )
+
+
+MCP_MISSING = "codemode mcp needs the mcp extra (the MCP SDK): pip install 'codemode[mcp]'"
 
 
 def operator_extra_installed() -> bool:
@@ -78,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["exec"], ["sessions"]) and not operator_extra_installed():
         print(f"codemode: error: {EXEC_MISSING}", file=sys.stderr)
+        return 2
+    if argv[:1] == ["mcp"] and importlib.util.find_spec("mcp") is None:
+        print(f"codemode: error: {MCP_MISSING}", file=sys.stderr)
         return 2
     parser = build_parser(only_exec=argv[:1] == ["exec"] and "--help" not in argv[1:2])
     args = parser.parse_args(argv)

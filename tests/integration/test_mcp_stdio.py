@@ -1,0 +1,312 @@
+"""`codemode mcp` over stdio, driven by the official MCP SDK's own client (issue 15, item 3).
+
+Each test spawns `python -m codemode_session mcp --url ... --token-file ...` with
+`mcp.client.stdio` and talks to it with `ClientSession`, against a real `codemode serve`
+on a real redis-server: what an agent sees, tool by tool. Runtime deps install from a
+local wheel (no network).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.client import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.types import CallToolResult, TextContent
+
+from tests.conftest import RedisServer
+from tests.integration.server_fixture import TOKEN, ServerProcess, base_settings, running_server
+from tests.integration.test_execution_deps import MODULE, PACKAGE, build_wheel
+
+pytestmark = pytest.mark.redis
+
+WORKSPACE = "mcp-ws"
+CODE_TOOLS = {
+    "run_code",
+    "list_tools",
+    "search_tools",
+    "list_workflows",
+    "search_workflows",
+    "create_workflow",
+    "delete_workflow",
+    "list_artifacts",
+    "list_deps",
+    "add_dep",
+    "remove_dep",
+}
+SESSION_TOOLS = {
+    "create_session",
+    "list_sessions",
+    "session_history",
+    "fork_session",
+    "suspend_session",
+    "resume_session",
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcp")
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer, workdir: Path) -> Iterator[ServerProcess]:
+    settings = base_settings(
+        redis_server.url,
+        f"mcp{uuid.uuid4().hex[:8]}",
+        WORKSPACE_ID=WORKSPACE,
+        ALLOW_RUNTIME_DEPS="true",
+        DEPS_DIR=str(workdir / "site"),
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(build_wheel(workdir)),
+    )
+    with running_server(settings) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def token_file(workdir: Path) -> Path:
+    path = workdir / "token"
+    path.write_text(TOKEN + "\n")
+    return path
+
+
+class Agent:
+    """An MCP client session with helpers that read a tool's answer as an agent does."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+
+    async def call(self, tool: str, **arguments: Any) -> CallToolResult:
+        result = await self.session.call_tool(tool, arguments)
+        assert isinstance(result, CallToolResult)
+        return result
+
+    async def text(self, tool: str, **arguments: Any) -> str:
+        """The answer's text; the call must not be a tool error."""
+        result = await self.call(tool, **arguments)
+        assert not result.is_error, _text(result)
+        return _text(result)
+
+    async def json(self, tool: str, **arguments: Any) -> Any:
+        return json.loads(await self.text(tool, **arguments))
+
+    async def error(self, tool: str, **arguments: Any) -> str:
+        """The message of a call that must be a tool error."""
+        result = await self.call(tool, **arguments)
+        assert result.is_error, _text(result)
+        return _text(result)
+
+
+def _text(result: CallToolResult) -> str:
+    assert len(result.content) == 1, result.content
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return content.text
+
+
+@asynccontextmanager
+async def agent(url: str, token_file: Path) -> AsyncIterator[Agent]:
+    """`codemode mcp` spawned by the SDK's stdio client, initialised; on the way out, its
+    stderr must show no traceback (a failing tool is an answer, never a crash)."""
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "codemode_session", "mcp", "--url", url, "--token-file", str(token_file)],
+        env={"NO_PROXY": "127.0.0.1,localhost"},
+    )
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write, read_timeout_seconds=120) as session,
+        ):
+            await session.initialize()
+            yield Agent(session)
+        errlog.seek(0)
+        stderr = errlog.read()
+    assert "Traceback" not in stderr, stderr
+
+
+Connect = Callable[[], AbstractAsyncContextManager[Agent]]
+
+
+@pytest.fixture
+def connect(server: ServerProcess, token_file: Path) -> Connect:
+    """Opens a new `codemode mcp` for the test server. Not an async fixture: the SDK's
+    client must be closed by the task that opened it, the test's own."""
+    return lambda: agent(server.url, token_file)
+
+
+async def test_lists_the_tools_with_their_input_schemas(connect: Connect) -> None:
+    async with connect() as mcp:
+        tools = {tool.name: tool for tool in (await mcp.session.list_tools()).tools}
+        assert set(tools) == CODE_TOOLS | SESSION_TOOLS
+
+        run = tools["run_code"].input_schema
+        assert run["required"] == ["code"]
+        assert run["properties"]["code"]["type"] == "string"
+        assert set(run["properties"]) == {"code", "timeout", "session"}
+        # py-code-mode's parameters and defaults, and an optional session on each of its tools.
+        workflow = tools["create_workflow"].input_schema
+        assert workflow["required"] == ["name", "source", "description"]
+        assert tools["search_workflows"].input_schema["properties"]["limit"]["default"] == 5
+        assert tools["search_tools"].input_schema["properties"]["limit"]["default"] == 10
+        assert tools["add_dep"].input_schema["required"] == ["package"]
+        for name in CODE_TOOLS:
+            schema = tools[name].input_schema
+            assert "session" in schema["properties"], name
+            assert "session" not in schema.get("required", []), name
+            assert tools[name].description, name
+        assert tools["fork_session"].input_schema["properties"]["new_name"]["default"] is None
+        listing = tools["list_workflows"].annotations
+        assert listing is not None and listing.read_only_hint is True
+        deleting = tools["delete_workflow"].annotations
+        assert deleting is not None and deleting.destructive_hint is True
+
+
+async def test_run_code_keeps_variables_and_answers_as_py_code_mode(connect: Connect) -> None:
+    async with connect() as mcp:
+        assert await mcp.text("run_code", code="x = 41") == "(no output)"
+        assert await mcp.text("run_code", code="x + 1") == "42"
+        assert await mcp.text("run_code", code="print('hello')\nx") == "41\n\nStdout:\nhello\n"
+        assert await mcp.text("run_code", code="{'a': [1, None]}") == '{"a": [1, null]}'
+        assert await mcp.text("run_code", code="'text'") == "text"
+        answer = await mcp.text("run_code", code="import sys\nprint('oops', file=sys.stderr)")
+        assert answer == "Stderr:\noops\n"
+
+
+async def test_a_run_error_is_an_answer_and_the_session_goes_on(connect: Connect) -> None:
+    async with connect() as mcp:
+        await mcp.text("run_code", code="kept = 'still here'")
+        answer = await mcp.text("run_code", code="print('before')\n1 / 0")
+        assert answer.startswith("Error: ")
+        assert "ZeroDivisionError: division by zero" in answer
+        assert answer.endswith("Stdout:\nbefore\n")
+        assert await mcp.text("run_code", code="kept") == "still here"
+        slow = await mcp.text("run_code", code="import time\ntime.sleep(5)", timeout=0.5)
+        assert slow.startswith("Error: TimeoutError: execution exceeded the timeout of 0.5s")
+
+
+async def test_workflows_create_list_search_run_delete(connect: Connect) -> None:
+    async with connect() as mcp:
+        name = f"shout_{uuid.uuid4().hex[:6]}"
+        source = "async def run(text: str) -> str:\n    return text.upper() + '!'\n"
+        created = await mcp.json(
+            "create_workflow", name=name, source=source, description="shout a text loudly"
+        )
+        assert created["name"] == name
+        assert name in {w["name"] for w in await mcp.json("list_workflows")}
+        found = await mcp.json("search_workflows", query="shout loudly")
+        assert found and found[0]["name"] == name
+        assert await mcp.text("run_code", code=f"workflows.{name}(text='hey')") == "HEY!"
+        assert await mcp.json("delete_workflow", name=name) is True
+        assert await mcp.json("delete_workflow", name=name) is False
+        assert name not in {w["name"] for w in await mcp.json("list_workflows")}
+
+
+async def test_artifacts_and_tools_listings(connect: Connect) -> None:
+    async with connect() as mcp:
+        name = f"report-{uuid.uuid4().hex[:6]}"
+        await mcp.text("run_code", code=f"artifacts.save({name!r}, {{'rows': 3}}, 'a report')")
+        artifacts = {a["name"]: a for a in await mcp.json("list_artifacts")}
+        assert artifacts[name]["description"] == "a report"
+        assert isinstance(await mcp.json("list_tools"), list)
+        assert isinstance(await mcp.json("search_tools", query="http", limit=3), list)
+
+
+async def test_deps_add_list_remove(connect: Connect) -> None:
+    async with connect() as mcp:
+        assert PACKAGE not in await mcp.json("list_deps")
+        assert (await mcp.json("add_dep", package=PACKAGE))["installed"] == [PACKAGE]
+        assert PACKAGE in await mcp.json("list_deps")
+        assert await mcp.text("run_code", code=f"import {MODULE}\n{MODULE}.VALUE") == "42"
+        removed = await mcp.json("remove_dep", package=PACKAGE)
+        assert removed == {"removed": [PACKAGE], "not_found": []}
+        assert PACKAGE not in await mcp.json("list_deps")
+        refused = await mcp.error("add_dep", package="pkg; rm -rf /")
+        assert "invalid package spec" in refused
+
+
+async def test_sessions_create_list_history_fork_and_per_call_choice(connect: Connect) -> None:
+    async with connect() as mcp:
+        await mcp.text("run_code", code="where = 'default'")
+        other = (await mcp.json("create_session", agent="mcp-agent"))["session"]
+        # Per call: the other session has its own variables; without `session`, the default.
+        assert await mcp.text("run_code", code="where = 'other'\nwhere", session=other) == "other"
+        assert await mcp.text("run_code", code="where") == "default"
+        missing = await mcp.text("run_code", code="y", session=other)
+        assert missing.startswith("Error: ") and "NameError" in missing
+
+        listed = await mcp.json("list_sessions", agent="mcp-agent")
+        assert other in listed["opened"] and listed["default"] in listed["opened"]
+        assert listed["default"] != other
+        assert listed["history"]["agent_id"] == "mcp-agent"
+        assert listed["history"]["total"] == 1  # the other session, indexed under its agent
+
+        history = await mcp.json("session_history", session=other)
+        codes = [m["content"] for m in history["messages"] if m["role"] == "user"]
+        assert codes == ["where = 'other'\nwhere", "y"]
+        fork = await mcp.json("fork_session", session=other)
+        assert fork["session_id"].startswith("h.") and fork["session_id"] != history["session_id"]
+        forked = await mcp.json("session_history", session=fork["session_id"])
+        assert forked["messages"] == history["messages"]
+        own = await mcp.json("session_history", limit=100)
+        assert "where = 'default'" in [m["content"] for m in own["messages"]]
+
+
+async def test_tool_errors_are_readable_and_the_server_goes_on(connect: Connect) -> None:
+    async with connect() as mcp:
+        suspend = await mcp.error("suspend_session")
+        assert "only a CodeSession on Kubernetes can be suspended" in suspend
+        assert "can be resumed" in await mcp.error("resume_session")
+        unknown = await mcp.error("run_code", code="1", session="s.not-a-session")
+        assert "is no session of this server" in unknown and "create_session" in unknown
+        assert "leave name out" in await mcp.error("create_session", name="mine")
+        assert "code" in await mcp.error("run_code", code=5)  # the SDK checks the schema
+        assert "1 validation error" in await mcp.error("search_tools", query="x", limit=0)
+        assert await mcp.text("run_code", code="'still answering'") == "still answering"
+
+
+async def test_an_unreachable_server_is_a_tool_error(token_file: Path) -> None:
+    from tests.integration.server_fixture import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    async with agent(url, token_file) as down:
+        message = await down.error("run_code", code="1")
+        assert f"cannot reach the session server ({url}/sessions)" in message
+        assert "cannot reach" in await down.error("list_workflows")
+
+
+def test_bad_command_lines_exit_2_with_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    cases = {
+        (): "name a session server: --url URL (or CODEMODE_URL)",
+        ("--url", "ftp://x"): "--url must be an http:// or https:// URL",
+        ("--url", "http://x", "--token-file", str(tmp_path / "no")): "cannot read --token-file",
+        ("--url", "http://x", "--token-file", str(empty)): "is empty",
+        ("--url", "http://x", "-n", "ns"): "--namespace is for --codesession",
+        ("--url", "http://x", "--codesession", "a"): "leave out --url and --token-file",
+    }
+    env = {"PATH": "/usr/bin:/bin", "NO_PROXY": "*"}
+    for args, expected in cases.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "codemode_session", "mcp", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stdout == ""
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)
