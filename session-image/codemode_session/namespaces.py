@@ -26,7 +26,6 @@ from codemode_session.tools import (
     get_spec,
     load_tools_dir,
     run_tool,
-    search_score,
     tool_specs,
 )
 from codemode_session.workflow_model import Workflow, parse_workflow
@@ -141,7 +140,7 @@ class _Tool:
             raise AttributeError(f"tool {self._spec.name!r} has no recipe {name!r}")
 
         def run_recipe(**kwargs: Any) -> str:
-            return run_tool(self._spec, {**recipe.preset, **kwargs})
+            return run_tool(self._spec, recipe.arguments(self._spec.name, kwargs))
 
         run_recipe.__doc__ = recipe.description
         return run_recipe
@@ -171,9 +170,8 @@ class ToolsNamespace:
         return [s.summary() for s in self._specs().values()]
 
     def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
-        scored = [(search_score(query, s.name, s.description), s) for s in self._specs().values()]
-        hits = sorted((x for x in scored if x[0] > 0), key=lambda x: -x[0])[:limit]
-        return [s.summary() for _, s in hits]
+        """Best first, by name, description, tags and recipes (and meaning, with the model)."""
+        return self._storage.search_tools(_text("query", query), _count("limit", limit))
 
     def __getattr__(self, name: str) -> _Tool:
         if name.startswith("_"):
@@ -201,10 +199,9 @@ class WorkflowsNamespace:
         return [w.summary() for w in self._storage.list_workflows()]
 
     def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
-        workflows = self._storage.list_workflows()
-        scored = [(search_score(query, w.name, w.description), w) for w in workflows]
-        hits = sorted((x for x in scored if x[0] > 0), key=lambda x: (-x[0], x[1].name))
-        return [w.summary() for _, w in hits[:limit]]
+        """Best first: hybrid of word matches and meaning when the search model is installed."""
+        found = self._storage.search_workflows(_text("query", query), _count("limit", limit))
+        return [w.summary() for w in found]
 
     def get(self, name: str) -> dict[str, Any] | None:
         workflow = self._storage.get_workflow(name)
@@ -253,6 +250,18 @@ class WorkflowsNamespace:
 
     def __repr__(self) -> str:
         return "<workflows: list, search, get, create, delete, invoke, or workflows.NAME(...)>"
+
+
+def _text(what: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _count(what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{what} must be an int, got {type(value).__name__}")
+    return value
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -64,6 +64,12 @@ def _option_name(value: Any) -> str:
     return value
 
 
+def _param_name(value: Any) -> str:
+    if not isinstance(value, str) or not ARG_NAME_RE.match(value):
+        raise _invalid(f"invalid parameter {{name}}: {ARG_NAME_RULE}", name=repr(value))
+    return value
+
+
 def _recipe_name(value: Any) -> str:
     if not isinstance(value, str) or not value.isidentifier():
         raise _invalid("invalid recipe {name}: must be a Python identifier", name=repr(value))
@@ -89,10 +95,22 @@ def _positionals(value: Any) -> list[Any]:
     return value
 
 
-def _params(value: Any) -> tuple[str, ...]:
-    """Names of a recipe's parameters; anything but a list or mapping means none."""
-    value = value or {}
-    return tuple(str(p) for p in value) if isinstance(value, dict | list) else ()
+def _params(value: Any) -> dict[Any, Any] | None:
+    """A recipe's parameters by name: py-code-mode's mapping (`url: {}`, `n: {default: 3}`)
+    or a list of names. None (no `params` key) means the recipe takes any argument."""
+    if isinstance(value, list):
+        return {_text(name): {} for name in value}
+    if not isinstance(value, dict):
+        return None  # lenient, as the format always was: no usable list, no declared params
+    return {name: spec if isinstance(spec, dict) else {} for name, spec in value.items()}
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    """Search keywords: a list, or one comma-separated text."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(t for t in (_text(item).strip() for item in items) if t)
 
 
 def _command(value: Any) -> str:
@@ -147,10 +165,25 @@ class SchemaModel(BaseModel):
     ] = []
 
 
+class ParamModel(BaseModel):
+    """One recipe parameter: required unless it has a `default` or says `required: false`."""
+
+    description: Text = ""
+    default: Any = None
+    required: Truthy | None = None
+
+
 class RecipeModel(BaseModel):
     description: Text = ""
     preset: Annotated[dict[Any, Any], _mapping("preset")] = {}
-    params: Annotated[tuple[str, ...], BeforeValidator(_params)] = ()
+    params: Annotated[
+        dict[
+            Annotated[str, BeforeValidator(_param_name)],
+            Annotated[ParamModel, BeforeValidator(_settings)],
+        ]
+        | None,
+        BeforeValidator(_params),
+    ] = None
 
 
 class ToolModel(BaseModel):
@@ -158,6 +191,7 @@ class ToolModel(BaseModel):
 
     command: Annotated[str, BeforeValidator(_command)] = Field(default=None, validate_default=True)
     description: Text = ""
+    tags: Annotated[tuple[str, ...], BeforeValidator(_tags)] = ()
     timeout: Annotated[float, BeforeValidator(_timeout)] = 60.0
     schema_: Annotated[SchemaModel, _mapping("schema")] = Field(
         default_factory=SchemaModel, alias="schema"

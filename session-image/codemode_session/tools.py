@@ -60,11 +60,47 @@ class PositionalSpec:
 
 
 @dataclass(frozen=True)
+class RecipeParam:
+    """An argument a recipe exposes; required unless it has a default."""
+
+    name: str
+    description: str = ""
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     description: str = ""
     preset: dict[str, Any] = field(default_factory=dict)
-    params: tuple[str, ...] = ()
+    # None: the YAML declares no params, so any argument of the tool is accepted.
+    params: tuple[RecipeParam, ...] | None = None
+
+    def arguments(self, tool: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The tool's arguments for a call of this recipe: its preset, its params'
+        defaults, then the caller's; an undeclared or missing param is refused by name."""
+        if self.params is None:
+            return {**self.preset, **kwargs}
+        declared = {p.name: p for p in self.params}
+        unknown = sorted(set(kwargs) - set(declared))
+        if unknown:
+            raise ValidationError(
+                f"recipe {tool}.{self.name} has no parameter {', '.join(map(repr, unknown))}; "
+                f"parameters: {', '.join(declared) or '-'}"
+            )
+        args = dict(self.preset)
+        for param in self.params:
+            if param.name in kwargs:
+                args[param.name] = kwargs[param.name]
+            elif not param.required:
+                if param.default is not None:
+                    args[param.name] = param.default
+            elif param.name not in self.preset:
+                raise ValidationError(
+                    f"recipe {tool}.{self.name}: parameter {param.name!r} is required"
+                )
+        return args
 
 
 @dataclass(frozen=True)
@@ -76,11 +112,41 @@ class ToolSpec:
     options: tuple[OptionSpec, ...] = ()
     positional: tuple[PositionalSpec, ...] = ()
     recipes: tuple[Recipe, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def _argument(self, name: str) -> OptionSpec | PositionalSpec | None:
+        args: list[OptionSpec | PositionalSpec] = [*self.options, *self.positional]
+        return next((a for a in args if a.name == name), None)
+
+    def recipe_summary(self, recipe: Recipe) -> dict[str, Any]:
+        """A recipe as list and search show it; `params` is null when it takes any argument."""
+        params = (
+            None
+            if recipe.params is None
+            else [
+                {
+                    "name": p.name,
+                    "type": arg.type if arg else "string",
+                    "description": p.description or (arg.description if arg else ""),
+                    "required": p.required,
+                    "default": p.default,
+                }
+                for p in recipe.params
+                for arg in [self._argument(p.name)]
+            ]
+        )
+        return {"name": recipe.name, "description": recipe.description, "params": params}
+
+    def search_text(self) -> str:
+        """What search matches and embeds: description, tags and recipes."""
+        recipes = "; ".join(f"{r.name}: {r.description}" for r in self.recipes)
+        return f"{self.description}. tags: {', '.join(self.tags)}. recipes: {recipes}"
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
+            "tags": list(self.tags),
             "command": self.command,
             "options": [
                 {
@@ -100,7 +166,7 @@ class ToolSpec:
                 }
                 for p in self.positional
             ],
-            "recipes": [{"name": r.name, "description": r.description} for r in self.recipes],
+            "recipes": [self.recipe_summary(r) for r in self.recipes],
         }
 
     def build_argv(self, kwargs: dict[str, Any]) -> list[str]:
@@ -159,6 +225,7 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
         command=model.command,
         description=model.description,
         timeout=model.timeout,
+        tags=model.tags,
         options=tuple(
             OptionSpec(
                 name=key.replace("-", "_"),
@@ -180,10 +247,35 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
             for p in model.schema_.positional
         ),
         recipes=tuple(
-            Recipe(name=key, description=r.description, preset=dict(r.preset), params=r.params)
+            Recipe(
+                name=key,
+                description=r.description,
+                preset={
+                    k.replace("-", "_") if isinstance(k, str) else k: v for k, v in r.preset.items()
+                },
+                params=_recipe_params(r.params),
+            )
             for key, r in model.recipes.items()
         ),
     )
+
+
+def _recipe_params(params: dict[str, Any] | None) -> tuple[RecipeParam, ...] | None:
+    if params is None:
+        return None
+    out = []
+    for key, p in params.items():
+        has_default = "default" in p.model_fields_set
+        required = p.required if p.required is not None else not has_default
+        out.append(
+            RecipeParam(
+                name=key.replace("-", "_"),
+                description=p.description,
+                required=required,
+                default=p.default,
+            )
+        )
+    return tuple(out)
 
 
 def _name_text(value: Any) -> str:

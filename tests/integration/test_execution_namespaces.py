@@ -434,7 +434,9 @@ def test_tools_list_and_search(api: Api, alpha: str) -> None:
     assert hits[0] == "numbers"
     assert api.value(alpha, "tools.search('nothing-like-this')") == []
     say = api.value(alpha, "[t for t in tools.list() if t['name'] == 'say'][0]")
-    assert say["recipes"] == [{"name": "quietly", "description": "say without a newline"}]
+    assert say["recipes"] == [
+        {"name": "quietly", "description": "say without a newline", "params": None}
+    ]
 
 
 def test_tools_run_with_options_positionals_and_recipes(api: Api, alpha: str) -> None:

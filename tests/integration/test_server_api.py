@@ -77,7 +77,9 @@ def test_tools_list_and_search(api: Api) -> None:
     tools = api.http.get("/api/tools")
     assert tools.status_code == 200
     assert [t["name"] for t in tools.json()] == ["say"]  # broken YAML is skipped
-    assert tools.json()[0]["recipes"] == [{"name": "hello", "description": "say hello"}]
+    assert tools.json()[0]["recipes"] == [
+        {"name": "hello", "description": "say hello", "params": None}
+    ]
     found = api.http.get("/api/tools/search", params={"query": "echo words"})
     assert [t["name"] for t in found.json()] == ["say"]
     assert api.http.get("/api/tools/search", params={"query": "zzz"}).json() == []

@@ -65,7 +65,9 @@ def test_parse_full_tool() -> None:
     assert [p.name for p in spec.positional] == ["first", "last"]
     assert spec.recipes[0].name == "csv" and spec.recipes[0].preset == {"separator": ","}
     summary = spec.summary()
-    assert summary["recipes"] == [{"name": "csv", "description": "Comma-separated numbers"}]
+    assert summary["recipes"] == [
+        {"name": "csv", "description": "Comma-separated numbers", "params": None}
+    ]
     assert summary["options"][0]["description"] == "string between numbers"
 
 
@@ -257,9 +259,10 @@ def test_the_format_stays_lenient_where_it_always_was() -> None:
     assert date.description == "2024-01-02"
     assert spec.positional == ()
     get, post, put = spec.recipes
-    assert (get.preset, get.params) == ({}, ())
-    assert (post.preset, post.params) == ({1: 2}, ("a", "b"))
-    assert put.params == ()
+    assert (get.preset, get.params) == ({}, None)  # no params: any argument of the tool
+    assert post.preset == {1: 2}
+    assert [(p.name, p.required) for p in post.params or ()] == [("a", True), ("b", True)]
+    assert put.params is None
     positional = parse_tool_yaml(
         "name: t\ncommand: x\nschema:\n  positional:\n    - {name: in-file, required: 0}\n"
     ).positional

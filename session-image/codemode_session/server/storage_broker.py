@@ -14,7 +14,9 @@ from typing import Any
 
 from codemode_session.errors import CodemodeError, ForbiddenError, ValidationError
 from codemode_session.names import validate_package_spec
+from codemode_session.search.service import search_tools, search_workflows, workflows_changed
 from codemode_session.storage.base import ArtifactInfo, Storage
+from codemode_session.tools import load_tools_dir, tool_specs
 from codemode_session.workflow_model import parse_workflow
 
 Answer = tuple[dict[str, Any], bytes | None]
@@ -28,6 +30,13 @@ def _str(args: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def _limit(args: Mapping[str, Any]) -> int:
+    value = args.get("limit", 10)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("limit must be an integer")
+    return max(0, min(value, 1000))
+
+
 def _ok(result: Any = None, blob: bytes | None = None) -> Answer:
     return {"ok": True, "result": result}, blob
 
@@ -38,8 +47,10 @@ class StorageBroker:
         storage_for: Callable[[str | None], Storage],
         allow_deps: bool,
         install: Callable[[list[str]], Awaitable[None]] | None = None,
+        tools_path: str | None = None,
     ) -> None:
         self._storage_for = storage_for
+        self._tools_path = tools_path
         self._allow_deps = allow_deps
         self._install = install
         self._handlers: dict[str, Handler] = {
@@ -58,6 +69,8 @@ class StorageBroker:
             "remove_dep": self._remove_dep,
             "install_deps": self._install_deps,
             "list_tools": self._list_tools,
+            "search_workflows": self._search_workflows,
+            "search_tools": self._search_tools,
         }
 
     async def answer(self, workspace_id: str | None, call: dict[str, Any]) -> Answer:
@@ -114,12 +127,30 @@ class StorageBroker:
         # agent code's to change.
         workflow = parse_workflow(_str(args, "name"), _str(args, "source"), description)
         await storage.save_workflow(workflow)
+        await workflows_changed(storage, saved=[workflow])
         return _ok()
 
     async def _delete_workflow(
         self, storage: Storage, args: dict[str, Any], _: bytes | None
     ) -> Answer:
-        return _ok(await storage.delete_workflow(_str(args, "name")))
+        name = _str(args, "name")
+        deleted = await storage.delete_workflow(name)
+        await workflows_changed(storage, deleted=[name])
+        return _ok(deleted)
+
+    async def _search_workflows(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
+        found = await search_workflows(storage, _str(args, "query"), _limit(args))
+        return _ok([w.summary() for w in found])
+
+    async def _search_tools(
+        self, storage: Storage, args: dict[str, Any], _: bytes | None
+    ) -> Answer:
+        texts = load_tools_dir(self._tools_path)
+        texts.update(await storage.list_tools())
+        found = await search_tools(storage, tool_specs(texts), _str(args, "query"), _limit(args))
+        return _ok([s.summary() for s in found])
 
     async def _save_artifact(
         self, storage: Storage, args: dict[str, Any], blob: bytes | None

@@ -31,7 +31,7 @@ def build_pool(
     async def check_deps() -> None:
         await asyncio.to_thread(verify_folder, deps_dir)
 
-    broker = StorageBroker(storage_for, config.allow_runtime_deps, install)
+    broker = StorageBroker(storage_for, config.allow_runtime_deps, install, config.tools_path)
     return WorkerPool(
         worker_env(environ),
         spares=config.worker_spares,

@@ -80,6 +80,15 @@ class BrokeredStorage:
     def delete_workflow(self, name: str) -> bool:
         return bool(self._result("delete_workflow", name=name))
 
+    def search_workflows(self, query: str, limit: int) -> list[Workflow]:
+        """Ranked by the server, where the search model and its vectors are."""
+        found = self._result("search_workflows", query=query, limit=limit) or []
+        return [Workflow.from_dict({**w, "source": ""}) for w in found]
+
+    def search_tools(self, query: str, limit: int) -> list[dict[str, Any]]:
+        found = self._result("search_tools", query=query, limit=limit) or []
+        return [t for t in found if isinstance(t, dict)]
+
     # artifacts
     def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         self._call(

@@ -77,6 +77,11 @@ class KeyLayout:
         `deps` itself (py-code-mode's single-tenant layout)."""
         return f"{self.scope}:deps:deps"
 
+    def vectors(self, index: str) -> str:
+        """(py-code-mode's `{prefix}:vectors:` naming) hash: name -> embedding record of one
+        search index (`workflows_idx`, `tools_idx`); see search/vectors.py."""
+        return f"{self.scope}:vectors:{index}"
+
     @property
     def tools(self) -> str:
         return f"{self.root}:tools:__tools__"

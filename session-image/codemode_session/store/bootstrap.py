@@ -33,6 +33,7 @@ from typing import Any
 
 from codemode_session.errors import CodemodeError, ConflictError, ForbiddenError
 from codemode_session.names import validate_library_name
+from codemode_session.search.service import prune_workflow_vectors, workflows_changed
 from codemode_session.storage import LibraryRecord, Storage, StorageTransaction
 from codemode_session.store.catalog import Catalog, parse_workflows
 from codemode_session.tools import stored_tool_value
@@ -156,9 +157,11 @@ async def bootstrap_workflows(
     validate_library_name(library)
     digest = catalog.digest
     wanted: dict[str, Workflow] | None = None  # parsed once, however often we re-decide
+    removed: list[str] = []
 
     async def decide(txn: StorageTransaction) -> SyncResult:
         nonlocal wanted
+        removed.clear()
         result = SyncResult(
             revision=revision,
             digest=digest,
@@ -186,11 +189,16 @@ async def bootstrap_workflows(
         existing = await txn.get_workflows(sorted(wanted))
         plan = plan_workflows(library, wanted, existing, owners, prune, adopt)
         txn.apply_library(library, plan.upserts, plan.removals, fresh)
+        removed[:] = plan.removals
         result.added, result.updated, result.unchanged = (plan.added, plan.updated, plan.unchanged)
         result.removed, result.adopted = len(plan.removals), plan.adopted
         return result
 
-    return await storage.transaction(decide, f"bootstrap of library {library!r}")
+    result = await storage.transaction(decide, f"bootstrap of library {library!r}")
+    if wanted is not None:  # published something: its search vectors follow
+        await workflows_changed(storage, saved=wanted.values(), deleted=removed)
+        await prune_workflow_vectors(storage, [w.name for w in await storage.list_workflows()])
+    return result
 
 
 async def unpublish_library(storage: Storage, library: str) -> SyncResult:
@@ -211,7 +219,9 @@ async def unpublish_library(storage: Storage, library: str) -> SyncResult:
             deleted=True,
         )
 
-    return await storage.transaction(decide, f"removal of library {library!r}")
+    result = await storage.transaction(decide, f"removal of library {library!r}")
+    await prune_workflow_vectors(storage, [w.name for w in await storage.list_workflows()])
+    return result
 
 
 async def sync_tools(storage: Storage, catalog: Catalog, revision: str, prune: bool) -> SyncResult:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from codemode_session.search import service as search
 from codemode_session.server.dependencies import CallerWorkspace, authenticated_router
 from codemode_session.server.openapi import errors
 from codemode_session.storage.base import Storage
-from codemode_session.tools import ToolSpec, load_tools_dir, search_score, tool_specs
+from codemode_session.tools import ToolSpec, load_tools_dir, tool_specs
 
 router = authenticated_router()
 
@@ -32,8 +33,7 @@ async def list_tools(workspace: CallerWorkspace) -> list[dict[str, Any]]:
 async def search_tools(
     query: str, workspace: CallerWorkspace, limit: int = 10
 ) -> list[dict[str, Any]]:
-    specs = (await _specs(workspace)).values()
-    scored = sorted(
-        ((search_score(query, s.name, s.description), s) for s in specs), key=lambda x: -x[0]
-    )
-    return [s.summary() for score, s in scored if score > 0][: max(0, limit)]
+    """Best first, by name, description, tags and recipes (and meaning, with the model)."""
+    specs = await _specs(workspace)
+    found = await search.search_tools(workspace.storage(), specs, query, limit)
+    return [s.summary() for s in found]

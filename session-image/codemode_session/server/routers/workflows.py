@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from codemode_session.names import validate_workflow_name
+from codemode_session.search import service as search
 from codemode_session.server.dependencies import (
     CallerWorkspace,
     WorkflowName,
@@ -12,7 +13,6 @@ from codemode_session.server.dependencies import (
 )
 from codemode_session.server.models import WorkflowCreate
 from codemode_session.server.openapi import errors
-from codemode_session.tools import search_score
 from codemode_session.workflow_model import parse_workflow
 
 router = authenticated_router()
@@ -28,12 +28,8 @@ async def list_workflows(workspace: CallerWorkspace) -> list[dict[str, Any]]:
 async def search_workflows(
     query: str, workspace: CallerWorkspace, limit: int = 10
 ) -> list[dict[str, Any]]:
-    workflows = await workspace.storage().list_workflows()
-    scored = sorted(
-        ((search_score(query, w.name, w.description), w) for w in workflows),
-        key=lambda x: (-x[0], x[1].name),
-    )
-    return [w.summary() for score, w in scored if score > 0][: max(0, limit)]
+    """Best first: hybrid of word matches and meaning when the search model is installed."""
+    return [w.summary() for w in await search.search_workflows(workspace.storage(), query, limit)]
 
 
 # `{name:path}`: a name with a slash (`a%2Fb` arrives decoded) is a 400 that says
@@ -50,7 +46,9 @@ async def get_workflow(name: WorkflowName, workspace: CallerWorkspace) -> dict[s
 @router.post("/api/workflows", responses=errors(404, 409, 413, 503))
 async def create_workflow(body: WorkflowCreate, workspace: CallerWorkspace) -> dict[str, Any]:
     workflow = parse_workflow(body.name, body.source, body.description or None)
-    await workspace.storage().save_workflow(workflow)
+    storage = workspace.storage()
+    await storage.save_workflow(workflow)
+    await search.workflows_changed(storage, saved=[workflow])
     return workflow.summary()
 
 
@@ -58,7 +56,10 @@ async def create_workflow(body: WorkflowCreate, workspace: CallerWorkspace) -> d
 async def delete_workflow(name: WorkflowName, workspace: CallerWorkspace) -> bool:
     """true when it was deleted, false when there was none (as py-code-mode answers)."""
     validate_workflow_name(name)
-    return await workspace.storage().delete_workflow(name)
+    storage = workspace.storage()
+    deleted = await storage.delete_workflow(name)
+    await search.workflows_changed(storage, deleted=[name])
+    return deleted
 
 
 # py-code-mode's skills-era names for the same workflows: its older client calls

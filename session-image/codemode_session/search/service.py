@@ -1,0 +1,179 @@
+"""The one search behind `workflows.search`, `tools.search`, `/api/workflows/search` and
+`/api/tools/search`, and the upkeep of its vectors on create, delete and bootstrap.
+
+Vectors live in three layers: this process's memory (a search embeds nothing it has
+seen), the storage's cache (search/vectors.py, shared by every server and the store
+CLI of the workspace), and the model, for a text neither has. Embedding runs in a
+thread: a search never stalls the server's event loop for longer than a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from codemode_session.errors import CodemodeError
+from codemode_session.search import vectors
+from codemode_session.search.embedder import Embedder, get_embedder
+from codemode_session.search.ranking import Document, as_floats, rank
+from codemode_session.storage.base import Storage
+from codemode_session.tools import ToolSpec
+from codemode_session.workflow_model import Workflow
+
+log = logging.getLogger(__name__)
+
+# (storage description, index) -> name -> (content hash, vector)
+_memory: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+
+
+def _clean(text: str) -> str:
+    """Text as the model and the hash take it: stored text that is not Unicode (another
+    client's bytes) has its undecodable parts replaced."""
+    return text.encode("utf-8", "replace").decode()
+
+
+def workflow_text(workflow: Workflow) -> str:
+    """What a workflow is found by: its name, description and parameters."""
+    params = ", ".join(
+        f"{p.name} ({p.description})" if p.description else p.name for p in workflow.parameters
+    )
+    name = workflow.name.replace("_", " ")
+    return _clean(f"{name}: {workflow.description} Parameters: {params}")
+
+
+def tool_text(spec: ToolSpec) -> str:
+    return _clean(f"{spec.name.replace('_', ' ')}: {spec.search_text()}")
+
+
+def content_hash(model: str, text: str) -> str:
+    return hashlib.sha256(f"{model}\n{text}".encode()).hexdigest()[:32]
+
+
+async def _vectors(
+    storage: Storage, index: str, texts: Mapping[str, str], embedder: Embedder
+) -> dict[str, Any]:
+    """A vector for every text: from memory, else the storage's cache, else the model
+    (then written to the cache). Memory forgets names that are gone."""
+    import numpy as np
+
+    memory = _memory.setdefault((storage.description, index), {})
+    hashes = {name: content_hash(embedder.name, text) for name, text in texts.items()}
+    for name in set(memory) - set(texts):
+        del memory[name]
+    found = {n: memory[n][1] for n, h in hashes.items() if n in memory and memory[n][0] == h}
+    # Only names of the shapes we write are cached (another client's odd name is embedded
+    # for this search and kept in memory only).
+    missing = [n for n in texts if n not in found and vectors.NAME_RE.match(n)]
+    store = vectors.vector_store(storage, index)
+    if missing and store is not None:
+        for name, record in (await _guarded(store.get(missing), {})).items():
+            parts = vectors.decode(record)
+            if parts is None or parts[:2] != (embedder.name, hashes[name]):
+                continue
+            vector = np.frombuffer(parts[2], dtype=np.float32)
+            if vector.shape == (embedder.dimension,):
+                found[name] = vector
+                memory[name] = (hashes[name], vector)
+    todo = [n for n in texts if n not in found]
+    if todo:
+        embedded = await asyncio.to_thread(embedder.documents, [texts[n] for n in todo])
+        records: dict[str, bytes] = {}
+        for name, vector in zip(todo, embedded, strict=True):
+            vector = np.ascontiguousarray(vector, dtype=np.float32)
+            found[name] = vector
+            memory[name] = (hashes[name], vector)
+            if vectors.NAME_RE.match(name):
+                records[name] = vectors.encode(embedder.name, hashes[name], vector.tobytes())
+        if store is not None:
+            await _guarded(store.put(records), None)
+    return found
+
+
+async def _guarded(call: Any, default: Any) -> Any:
+    """The cache is a cache: a storage error is logged and the search goes on without it."""
+    try:
+        return await call
+    except (CodemodeError, OSError, ValueError) as exc:
+        log.warning("vector cache unavailable: %s", exc)
+        return default
+    except Exception as exc:  # redis-py's own errors, when the storage layer did not map them
+        log.warning("vector cache unavailable: %s", exc)
+        return default
+
+
+async def _ranked(
+    storage: Storage, index: str, query: str, docs: list[Document], limit: int
+) -> list[str]:
+    embedder = get_embedder()
+    if embedder is None or not docs or limit <= 0 or not query.strip():
+        return rank(query, docs, None, 0.0, limit)
+    import numpy as np
+
+    found = await _vectors(storage, index, {d.key: d.text for d in docs}, embedder)
+    q = await asyncio.to_thread(embedder.query, query)
+    matrix = np.stack([found[d.key] for d in docs])
+    bar = float(np.max(embedder.background @ q))
+    return rank(query, docs, as_floats(matrix @ q), bar, limit)
+
+
+async def search_workflows(storage: Storage, query: str, limit: int = 10) -> list[Workflow]:
+    workflows = {w.name: w for w in await storage.list_workflows()}
+    docs = [Document(w.name, w.name, workflow_text(w)) for w in workflows.values()]
+    return [workflows[k] for k in await _ranked(storage, vectors.WORKFLOWS, query, docs, limit)]
+
+
+async def search_tools(
+    storage: Storage, specs: Mapping[str, ToolSpec], query: str, limit: int = 10
+) -> list[ToolSpec]:
+    docs = [Document(s.name, s.name, tool_text(s)) for s in specs.values()]
+    return [specs[k] for k in await _ranked(storage, vectors.TOOLS, query, docs, limit)]
+
+
+async def workflows_changed(
+    storage: Storage, saved: Iterable[Workflow] = (), deleted: Collection[str] = ()
+) -> None:
+    """Keep the workflow vectors in step with a create, delete or bootstrap: new texts
+    are embedded now (not by the next search), deleted names leave the cache. Never
+    fails the write it follows: a vector missed here is made by the next search."""
+    try:
+        await _workflows_changed(storage, saved, deleted)
+    except Exception:
+        log.exception("search vectors not updated")
+
+
+async def _workflows_changed(
+    storage: Storage, saved: Iterable[Workflow], deleted: Collection[str]
+) -> None:
+    store = vectors.vector_store(storage, vectors.WORKFLOWS)
+    memory = _memory.get((storage.description, vectors.WORKFLOWS), {})
+    for name in deleted:
+        memory.pop(name, None)
+    cached = [n for n in deleted if vectors.NAME_RE.match(n)]
+    if store is not None and cached:
+        await _guarded(store.delete(cached), None)
+    embedder = get_embedder()
+    texts = {w.name: workflow_text(w) for w in saved}
+    if embedder is not None and texts:
+        await _vectors_only(storage, texts, embedder)
+
+
+async def _vectors_only(storage: Storage, texts: Mapping[str, str], embedder: Embedder) -> None:
+    """_vectors for some names, keeping what memory holds for the others."""
+    key = (storage.description, vectors.WORKFLOWS)
+    kept = dict(_memory.get(key, {}))
+    await _vectors(storage, vectors.WORKFLOWS, texts, embedder)
+    _memory[key] = {**kept, **_memory.get(key, {})}
+
+
+async def prune_workflow_vectors(storage: Storage, keep: Collection[str]) -> int:
+    """Drop cached vectors of workflows that no longer exist (after a bootstrap)."""
+    store = vectors.vector_store(storage, vectors.WORKFLOWS)
+    if store is None:
+        return 0
+    stale = await _guarded(store.names(), set()) - set(keep)
+    if stale:
+        await _guarded(store.delete(stale), None)
+    return len(stale)
