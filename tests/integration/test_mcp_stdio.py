@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from codemode_session.errors import NotFoundError
 from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
@@ -310,3 +311,103 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path: Path) -> None:
         assert proc.stdout == ""
         lines = proc.stderr.splitlines()
         assert len(lines) == 1 and expected in lines[0], (args, proc.stderr)
+
+
+class FakeSessions:
+    """The operator's `Sessions` client as `--codesession` uses it, with every CodeSession
+    served by the test server: the Kubernetes side of the session tools, without a cluster."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.addressed: list[tuple[str, str | None]] = []
+
+    def _object(self, name: str, workspace: str | None, **spec: Any) -> dict[str, Any]:
+        found = self.objects.get(name)
+        if found is None:
+            if workspace is None:
+                raise NotFoundError(f"CodeSession {name!r} does not exist in namespace 'ns'")
+            found = {
+                "metadata": {"name": name, "creationTimestamp": f"t{len(self.objects)}"},
+                "spec": {"workspaceRef": workspace, **spec},
+                "status": {"phase": "Running", "stateId": f"cs.{name}"},
+            }
+            self.objects[name] = found
+        return found
+
+    def address(self, name: str, workspace: str | None, timeout: float) -> tuple[str, str]:
+        self.addressed.append((name, workspace))
+        self._object(name, workspace)
+        return self.server.url, TOKEN
+
+    def ensure(self, name: str, workspace: str | None, spec: dict[str, Any] | None) -> Any:
+        return self._object(name, workspace, **(spec or {}))
+
+    def list(self, agent: str | None, workspace: str | None) -> list[Any]:
+        return list(reversed(self.objects.values()))
+
+    def history(self, name: str, offset: int, limit: int) -> dict[str, Any]:
+        return {"session_id": self.objects[name]["status"]["stateId"], "messages": []}
+
+    def fork(self, name: str, new_name: str) -> Any:
+        workspace = self.objects[name]["spec"]["workspaceRef"]
+        return self._object(new_name, workspace, forkFrom={"session": name})
+
+    def suspend(self, name: str, wait: float | None) -> Any:
+        self.objects[name]["status"]["phase"] = "Suspended"
+        return self.objects[name]
+
+    def resume(self, name: str, wait: float | None) -> Any:
+        self.objects[name]["status"]["phase"] = "Running"
+        return self.objects[name]
+
+    def close(self) -> None:
+        pass
+
+
+async def test_codesession_tools_map_onto_the_sessions_client(server: ServerProcess) -> None:
+    """`--codesession`'s backend, in process through the SDK's in-memory client."""
+    from codemode_session.mcp.backends import KubeBackend
+    from codemode_session.mcp.server import build
+    from mcp.client import Client
+
+    sessions = FakeSessions(server)
+    backend = KubeBackend(sessions, "agent-1", WORKSPACE, "planner", 30.0)
+    try:
+        async with Client(build(backend)) as client:
+
+            async def call(tool: str, **arguments: Any) -> tuple[bool, str]:
+                result = await client.call_tool(tool, arguments)
+                assert isinstance(result, CallToolResult)
+                return bool(result.is_error), _text(result)
+
+            # The default CodeSession is created in -w on first use; others must exist.
+            assert await call("run_code", code="n = 1\nn") == (False, "1")
+            assert sessions.addressed == [("agent-1", WORKSPACE)]
+            error, message = await call("run_code", code="1", session="agent-2")
+            assert error and "CodeSession 'agent-2' does not exist" in message
+            error, message = await call("create_session", name="agent-2")
+            assert not error and json.loads(message)["agent"] == "planner"
+            assert await call("run_code", code="'two'", session="agent-2") == (False, "two")
+            assert sessions.addressed[-1] == ("agent-2", None)
+
+            error, message = await call("list_sessions")
+            assert [row["name"] for row in json.loads(message)] == ["agent-2", "agent-1"]
+            error, message = await call("session_history")
+            assert json.loads(message)["session_id"] == "cs.agent-1"
+            error, message = await call("fork_session")
+            assert error and "new_name" in message
+            error, message = await call("fork_session", new_name="agent-1b")
+            assert json.loads(message)["name"] == "agent-1b"
+
+            # Suspend forgets the pod's address; the next call looks it up again.
+            error, message = await call("suspend_session")
+            assert json.loads(message)["phase"] == "Suspended"
+            assert json.loads((await call("resume_session", session="agent-1"))[1])["phase"] == (
+                "Running"
+            )
+            before = len(sessions.addressed)
+            assert await call("run_code", code="'back'") == (False, "back")
+            assert sessions.addressed[before:] == [("agent-1", WORKSPACE)]
+    finally:
+        backend.close()
