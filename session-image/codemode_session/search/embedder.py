@@ -22,7 +22,10 @@ DIMENSION = 384
 
 # Unrelated phrases: a query's best similarity to them is the bar a workflow must clear
 # to be a semantic hit. e5's cosines sit in a narrow band (0.75-0.9), so an absolute
-# bar cannot tell a paraphrase from noise; a bar measured per query can.
+# bar cannot tell a paraphrase from noise; a bar measured per query can. They are
+# embedded in e5's "passage: " form, documents in its "query: " form: of the four
+# pairings that kept gibberish ("zebra", "zzz") out, this one found the most of
+# tests/search_quality.py.
 BACKGROUND = (
     "weather forecast for tomorrow",
     "a recipe for chocolate cake",
@@ -56,6 +59,26 @@ BACKGROUND = (
 )
 
 
+def _counter() -> Any:
+    """codemode_search_embedded_texts_total{kind}: texts the model embedded (a cached
+    vector is not counted); None where prometheus-client is not installed."""
+    try:
+        from prometheus_client import Counter
+    except ImportError:
+        return None
+    return Counter(
+        "codemode_search_embedded_texts", "Texts embedded by the search model", ["kind"]
+    )
+
+
+EMBEDDED = _counter()
+
+
+def _count(kind: str, n: int) -> None:
+    if EMBEDDED is not None:
+        EMBEDDED.labels(kind=kind).inc(n)
+
+
 @dataclass
 class Embedder:
     """Unit-length float32 vectors; calls are serialized (the engine is not reentrant)."""
@@ -72,11 +95,14 @@ class Embedder:
     def documents(self, texts: Sequence[str]) -> Any:
         with self._lock:
             self.embedded += len(texts)
-            return self.model.passage(list(texts))
+            _count("document", len(texts))
+            # e5's "query: " form: these are short, query-like texts (see BACKGROUND).
+            return self.model.query(list(texts))
 
     def query(self, text: str) -> Any:
         with self._lock:
             self.embedded += 1
+            _count("query", 1)
             return self.model.query(text)
 
 

@@ -36,16 +36,13 @@ def _clean(text: str) -> str:
 
 
 def workflow_text(workflow: Workflow) -> str:
-    """What a workflow is found by: its name, description and parameters."""
-    params = ", ".join(
-        f"{p.name} ({p.description})" if p.description else p.name for p in workflow.parameters
-    )
-    name = workflow.name.replace("_", " ")
-    return _clean(f"{name}: {workflow.description} Parameters: {params}")
+    """What a workflow is found by: its name and description (parameters made recall
+    worse on tests/search_quality.py)."""
+    return _clean(f"{workflow.name.replace('_', ' ')}. {workflow.description}")
 
 
 def tool_text(spec: ToolSpec) -> str:
-    return _clean(f"{spec.name.replace('_', ' ')}: {spec.search_text()}")
+    return _clean(f"{spec.name.replace('_', ' ')}. {spec.search_text()}")
 
 
 def content_hash(model: str, text: str) -> str:
