@@ -25,7 +25,8 @@ PAUSE = "localhost/codemode/pause:3.10"
 SESSION = "localhost/codemode/session:dev"
 OPERATOR = "localhost/codemode/operator:dev"
 REPO = Path(__file__).resolve().parents[2]
-# Our Dockerfiles and the images they make; both install codemode[session,operator].
+# Our Dockerfiles and the images they make; both install codemode[session,operator] from
+# one wheelhouse, which also carries the search extra (the session image installs it).
 PROJECT_IMAGES = (
     (REPO / "session-image" / "Dockerfile", SESSION),
     (REPO / "operator" / "Dockerfile", OPERATOR),
@@ -260,7 +261,7 @@ def _complete_for_base(wheelhouse: Path) -> None:
                     "--quiet",
                     "--no-index",
                     "--find-links=/wheelhouse",
-                    "codemode[session,operator]",
+                    "codemode[session,operator,search]",
                 ],
                 capture_output=True,
                 text=True,
@@ -284,7 +285,7 @@ def build_wheelhouse(context: Path) -> Path:
     key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
     deps = paths.cache_root() / f"wheelhouse-{key}"
     if not (deps / ".complete").exists():
-        _pip_wheel("--wheel-dir", str(deps), f"{src}[session,operator]")
+        _pip_wheel("--wheel-dir", str(deps), f"{src}[session,operator,search]")
         _complete_for_base(deps)
         for own in deps.glob("codemode-*.whl"):
             own.unlink()
