@@ -229,14 +229,19 @@ def _frame(reply: dict[str, Any], blob: bytes | None = None) -> list[bytes]:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
-    sock = socket.socket(fileno=fd)
+    run(socket.socket(fileno=int(sys.argv[1])))
+
+
+def run(sock: socket.socket) -> None:
+    """A worker's life on its channel: in a process of its own (`main`) or in a copy of
+    the worker template (codemode_session.template), after the fork."""
     # Secrets of the server are not the agent's business (the server strips them too).
     for name in ("CONTAINER_AUTH_TOKEN", "REDIS_URL", "STORAGE_DIR"):
         os.environ.pop(name, None)
     config = WorkerConfig.from_env(os.environ)
     if config.deps_dir and config.deps_dir not in sys.path:
         sys.path.insert(0, config.deps_dir)
+    importlib.invalidate_caches()  # a template's finders may predate packages added since
     apply_worker_limits(memory_mb=config.memory_mb, max_processes=config.max_processes)
     try:
         channel = WorkerChannel(sock)

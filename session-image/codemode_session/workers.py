@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from codemode_session import children, protocol
+from codemode_session.forkserver import ForkedProcess, TemplateUnavailable, WorkerTemplate
 from codemode_session.limits import kill_all_but, kill_worker_tree
 from codemode_session.server.storage_broker import StorageBroker
 
@@ -38,7 +39,7 @@ class WorkerCrashed(Exception):
 class Worker:
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
+        proc: asyncio.subprocess.Process | ForkedProcess,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         broker: StorageBroker | None = None,
@@ -72,27 +73,33 @@ class Worker:
         startup_timeout: float = 30.0,
         broker: StorageBroker | None = None,
         sole: bool = False,
+        template: WorkerTemplate | None = None,
     ) -> Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for end in (parent, child):
             protocol.widen_buffers(end)
+        proc: Any = None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-m",
-                "codemode_session.worker",
-                str(child.fileno()),
-                pass_fds=(child.fileno(),),
-                env=dict(env),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=None if env.get("WORKER_STDERR") == "inherit" else subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            if template is not None:
+                with contextlib.suppress(TemplateUnavailable):  # then a process of its own
+                    proc = await template.spawn(child)
+            if proc is None:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "codemode_session.worker",
+                    str(child.fileno()),
+                    pass_fds=(child.fileno(),),
+                    env=dict(env),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=None if env.get("WORKER_STDERR") == "inherit" else subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                children.manage(proc.pid)
         finally:
             child.close()
-        children.manage(proc.pid)
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=protocol.MAX_FRAME)
         worker = cls(proc, reader, writer, broker, sole)
         try:
@@ -250,19 +257,25 @@ class WorkerPool:
         broker: StorageBroker | None = None,
         sole: bool = False,
         before_handout: Callable[[], Awaitable[None]] | None = None,
+        use_template: bool = True,
     ) -> None:
         self.env = dict(env)
         self.spares = spares
         self.broker = broker
         self.sole = sole
         self.before_handout = before_handout
+        # Workers fork from a template (fast, memory shared) unless the pod is one
+        # session's: there every kill ends all but the server, the template included.
+        self.template = None if sole or not use_template else WorkerTemplate(self.env)
         self._ready: list[Worker] = []
         self._filling: asyncio.Task[None] | None = None
         self.spawned = 0
 
     async def _spawn(self) -> Worker:
         self.spawned += 1
-        return await Worker.spawn(self.env, broker=self.broker, sole=self.sole)
+        return await Worker.spawn(
+            self.env, broker=self.broker, sole=self.sole, template=self.template
+        )
 
     async def drop_spares(self) -> None:
         spares, self._ready = self._ready, []
@@ -305,3 +318,5 @@ class WorkerPool:
         for worker in self._ready:
             await worker.kill()
         self._ready.clear()
+        if self.template is not None:
+            await self.template.close()

@@ -422,20 +422,31 @@ def test_writing_to_the_worker_channel(api: Api, session: str, frame: str) -> No
 
 
 def server_workers(api: Api) -> set[int]:
-    """Pids of the server's worker processes (sessions' and spares)."""
-    pids = set()
+    """Pids of the server's worker processes (sessions' and spares): its children that
+    run the worker, and the copies its worker template forked."""
+    parents: dict[int, int] = {}
+    commands: dict[int, bytes] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            commands[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == api.server.proc.pid and b"codemode_session.worker" in cmdline:
-            pids.add(int(entry))
-    return pids
+        parents[int(entry)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    server = api.server.proc.pid
+    templates = {
+        pid
+        for pid, parent in parents.items()
+        if parent == server and b"codemode_session.template" in commands[pid]
+    }
+    return {
+        pid
+        for pid, parent in parents.items()
+        if (parent == server and b"codemode_session.worker" in commands[pid])
+        or parent in templates
+    }
 
 
 def wait_until(

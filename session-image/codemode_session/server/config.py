@@ -86,6 +86,9 @@ class ServerConfig:
     history_enabled: bool = True
     history_max_messages: int = 1000
     history_max_output_bytes: int = 64 * 1024
+    # Workers fork from a template process (codemode_session.template) outside one-session
+    # pods; false spawns each as a process of its own.
+    worker_template: bool = True
     # Snapshots of each session's globals (server/snapshots.py), counted in the quota.
     snapshots_enabled: bool = True
     # One state for every server session (a CodeSession pod, set by the operator).
@@ -129,6 +132,7 @@ class ServerConfig:
             history_max_messages=_whole(env, "HISTORY_MAX_MESSAGES", 1000),
             history_max_output_bytes=_bytes(env, "HISTORY_MAX_OUTPUT_BYTES", 64 * 1024),
             snapshots_enabled=env.get("SNAPSHOTS_ENABLED", "true").lower() in TRUE,
+            worker_template=env.get("WORKER_TEMPLATE", "true").lower() in TRUE,
             state_id=_state_id(env, "SESSION_STATE_ID"),
             fork_from=_state_id(env, "SESSION_FORK_FROM"),
         )

@@ -38,4 +38,5 @@ def build_pool(
         broker=broker,
         sole=sole_session(config),
         before_handout=check_deps,
+        use_template=config.worker_template,
     )
