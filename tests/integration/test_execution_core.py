@@ -444,8 +444,7 @@ def server_workers(api: Api) -> set[int]:
     return {
         pid
         for pid, parent in parents.items()
-        if (parent == server and b"codemode_session.worker" in commands[pid])
-        or parent in templates
+        if (parent == server and b"codemode_session.worker" in commands[pid]) or parent in templates
     }
 
 
@@ -531,3 +530,21 @@ def test_fifty_concurrent_executions_over_five_sessions(api: Api) -> None:
         assert api.value(session, "counter") == 10
     for session in sessions:
         api.http.delete("/sessions", headers={"X-Session-ID": session})
+
+
+def test_a_killed_worker_template_is_started_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Agent code runs as the template's uid and may kill it: the next session's worker
+    still comes (a new template, or a spawned worker meanwhile)."""
+    settings = base_settings(redis_server.url, f"tpl{uuid.uuid4().hex[:8]}", WORKER_SPARES="0")
+    with running_server(settings) as server, server.client() as client:
+        api = Api(server, client)
+        session = api.session()
+        template = api.value(session, "import os\nos.getppid()")
+        assert b"codemode_session.template" in Path(f"/proc/{template}/cmdline").read_bytes()
+        api.value(session, f"import signal\nos.kill({template}, signal.SIGKILL)\n1")
+        for _ in range(3):
+            other = api.session()
+            assert api.value(other, "6 * 7") == 42
+        assert api.value(session, "'still here'") == "still here"
