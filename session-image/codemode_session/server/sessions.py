@@ -344,6 +344,8 @@ class SessionManager:
         session.kept = False
         if session.worker is None:
             return
+        if session.id.startswith("s.") and session.executions == 0 and not self._shared:
+            return  # an id the server just issued: nothing can have been saved under it
         try:
             session.restored = await self._load_into(session.worker, session)
         except (WorkerTimeout, WorkerCrashed) as exc:
