@@ -411,3 +411,18 @@ async def test_codesession_tools_map_onto_the_sessions_client(server: ServerProc
             assert sessions.addressed[before:] == [("agent-1", WORKSPACE)]
     finally:
         backend.close()
+
+
+def test_without_the_sdk_it_says_what_to_install_in_one_line() -> None:
+    code = "import sys\nsys.modules['mcp'] = None\nfrom codemode_session.cli.main import main\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code + "sys.exit(main())", "mcp", "--url", "http://x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "codemode: error: codemode mcp needs the mcp extra (the MCP SDK): "
+        "pip install 'codemode[mcp]'"
+    ]

@@ -39,14 +39,14 @@ def test_exec_is_listed_with_the_operator_extra() -> None:
     pytest.importorskip("kubernetes")
     proc = _codemode("--help", extra=True)
     assert proc.returncode == 0, proc.stderr
-    assert _commands(proc.stdout) == ["serve", "store", "dev", "exec", "sessions"]
+    assert _commands(proc.stdout) == ["serve", "store", "dev", "mcp", "exec", "sessions"]
     assert "operator extra" not in proc.stdout
 
 
 def test_without_the_extra_exec_is_not_offered() -> None:
     proc = _codemode("--help", extra=False)
     assert proc.returncode == 0, proc.stderr
-    assert _commands(proc.stdout) == ["serve", "store", "dev"]
+    assert _commands(proc.stdout) == ["serve", "store", "dev", "mcp"]
     assert "need the operator extra: pip install 'codemode[operator]'" in " ".join(
         proc.stdout.split()
     )  # argparse wraps the epilog

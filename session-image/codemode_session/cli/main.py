@@ -79,12 +79,20 @@ def operator_extra_installed() -> bool:
         return False
 
 
+def mcp_extra_installed() -> bool:
+    """Whether the MCP SDK is there, looked up without importing it."""
+    try:
+        return importlib.util.find_spec("mcp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] in (["exec"], ["sessions"]) and not operator_extra_installed():
         print(f"codemode: error: {EXEC_MISSING}", file=sys.stderr)
         return 2
-    if argv[:1] == ["mcp"] and importlib.util.find_spec("mcp") is None:
+    if argv[:1] == ["mcp"] and not mcp_extra_installed():
         print(f"codemode: error: {MCP_MISSING}", file=sys.stderr)
         return 2
     parser = build_parser(only_exec=argv[:1] == ["exec"] and "--help" not in argv[1:2])

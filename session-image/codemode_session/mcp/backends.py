@@ -33,8 +33,6 @@ class Unsupported(CodemodeError):
 class Backend:
     """Clients by session, created on first use; `call` retries once where that is safe."""
 
-    kind = ""
-
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._clients: dict[str, SessionClient] = {}
@@ -105,8 +103,6 @@ class Backend:
 class ServerBackend(Backend):
     """A plain session server (`--url`): sessions are its server sessions; the default is
     one this backend opens on first use, and history is the server's `/api/history`."""
-
-    kind = "server"
 
     def __init__(
         self, url: str, token: str | None, workspace: str | None, agent: str | None
@@ -220,8 +216,6 @@ class ServerBackend(Backend):
 class KubeBackend(Backend):
     """CodeSessions of one namespace through the operator's `Sessions` client; the
     default is `--codesession` (created in `--workspace` when given and missing)."""
-
-    kind = "codesession"
 
     def __init__(
         self,
