@@ -116,6 +116,14 @@ def test_a_name_that_cannot_be_saved_is_reported_and_the_rest_restored(api: Api)
     result = api.execute(session, "import threading\nlock = threading.Lock()\nz = 7")
     assert "lock" in result["snapshot"]["unsaved"]
     assert "cannot pickle" in result["snapshot"]["unsaved"]["lock"]
+    deadline = time.monotonic() + 10  # /info shows the stored snapshot (written after the reply)
+    while (info := api.http.get("/info", headers={"X-Session-ID": session}).json())["session"][
+        "snapshot"
+    ] is None:
+        assert time.monotonic() < deadline, "/info did not show the snapshot"
+        time.sleep(0.05)
+    assert "lock" in info["session"]["snapshot"]["unsaved"]
+    assert info["session"]["snapshot"]["saved"] == ["z", "threading"]  # modules by name
     kill_worker(api, session)
     after = api.execute(session, "z")
     assert after["value"] == 7

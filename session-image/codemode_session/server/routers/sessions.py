@@ -128,6 +128,32 @@ async def info(workspace: CallerWorkspace) -> dict[str, Any]:
         "default_timeout": config.default_timeout,
         "max_execution_time": config.max_execution_time,
         "version": __version__,
+        "session": _session_state(workspace),
+    }
+
+
+def _session_state(workspace: CallerWorkspace) -> dict[str, Any] | None:
+    """The caller's session's saved state: the last stored snapshot (names saved and not
+    saved, size, time), the last write's error, what its current worker restored."""
+    if not workspace.session_id:
+        return None
+    session = workspace.state.sessions.get(workspace.session_id, workspace.owner)
+    if session is None:
+        return None
+    stored = session.snapshot_meta or {}
+    return {
+        "session_id": session.id,
+        "executions": session.executions,
+        "snapshot": {
+            "taken_at": stored.get("taken_at"),
+            "bytes": stored.get("bytes"),
+            "saved": stored.get("saved") or [],
+            "unsaved": stored.get("unsaved") or {},
+        }
+        if stored
+        else None,
+        "snapshot_error": session.snapshot_error,
+        "restored": session.restored,
     }
 
 
