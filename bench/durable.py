@@ -9,10 +9,11 @@
   outside, the new worker's restore time (`state_restored.seconds`) and the latency of
   that first run as the client sees it.
 
-Cluster figures (pod deleted, suspend/resume, fork) come from tests/e2e timings, not
-from here. Prints one JSON object on its last line.
+With --cluster it adds the node cluster's figures (bench/durable_cluster.py): a
+CodeSession's pod deleted, the session resumed on a cold pod, and a fork, each timed to
+the first result that shows its variable. Prints one JSON object on its last line.
 
-    python bench/durable.py [--requests 2000] [--rounds 3] [--sizes 1,10,100]
+    python bench/durable.py [--requests 2000] [--rounds 3] [--sizes 1,10,100] [--cluster]
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", default="1,10,100")
+    parser.add_argument("--cluster", action="store_true", help="add the node cluster's figures")
+    parser.add_argument("--cluster-rounds", type=int, default=5)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="bench-durable-") as tmp:
@@ -125,6 +128,10 @@ def main() -> None:
                 "serializer": "cloudpickle",
                 "loadavg": Path("/proc/loadavg").read_text().split()[:3],
             }
+    if args.cluster:
+        from durable_cluster import cluster_figures
+
+        result["cluster"] = cluster_figures(args.cluster_rounds)
     print(json.dumps(result))
 
 

@@ -99,15 +99,12 @@ def rounds(bench: Bench, count: int) -> dict[str, list[float]]:
     return samples
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    with cluster_workspace("bench", 3 * args.rounds + 5, {"SESSION_POLL_SECONDS": "1"}) as bench:
-        samples = rounds(bench, args.rounds)
-    result = {
-        "benchmark": "durable_cluster",
-        "rounds": args.rounds,
+def cluster_figures(count: int) -> dict[str, Any]:
+    """The p50s (and every sample) of `count` rounds on the node cluster."""
+    with cluster_workspace("bench", 3 * count + 5, {"SESSION_POLL_SECONDS": "1"}) as bench:
+        samples = rounds(bench, count)
+    return {
+        "rounds": count,
         **{
             f"{what}_to_first_result_p50_s": round(statistics.median(values), 3)
             for what, values in samples.items()
@@ -116,7 +113,13 @@ def main() -> int:
         "target_resume_p50_s": 2.0,
         "load_avg_1m": os.getloadavg()[0],
     }
-    print(json.dumps(result))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(json.dumps({"benchmark": "durable_cluster", **cluster_figures(args.rounds)}))
     return 0
 
 
