@@ -286,6 +286,39 @@ def node_ip() -> str:
     ).stdout.strip()
 
 
+def targets_kind(kubeconfig_path: str | os.PathLike[str] | None = None) -> bool:
+    """Whether tests run against this tooling's kind cluster: the kubeconfig
+    (default: ``$CODEMODE_KUBECONFIG``) has kind's context for ``CLUSTER`` as its
+    current one (``kind export kubeconfig`` and ``kind get kubeconfig`` both name it so)."""
+    import yaml
+
+    path = kubeconfig_path or os.environ.get("CODEMODE_KUBECONFIG")
+    if not path:
+        return False
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("current-context") == f"kind-{CLUSTER}"
+
+
+def node_exec(*argv: str, check: bool = True, timeout: float = 120) -> str:
+    """``docker exec`` in the kind node, where systemd, containerd and the kubelet run
+    (its own PID namespace: PIDs here are the node's). Returns stdout."""
+    proc = subprocess.run(
+        ["docker", "exec", node_container(), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"docker exec {node_container()} {' '.join(argv)}: "
+            f"exit {proc.returncode}: {proc.stderr.strip()}"
+        )
+    return proc.stdout
+
+
 def _record_host_state() -> None:
     if _state_file().exists():
         return

@@ -4,14 +4,19 @@
   with an append-only file fsynced on every write, and a `kill()` (SIGKILL, no chance
   to flush anything) and `start()` again on the same port and data directory.
 - `kill_session_server()`, `kill_container()`: SIGKILL of the session server (or another
-  container's main process) of a pod, found on the host through containerd (the task's
+  container's main process) of a pod, found through the node's containerd (the task's
   PID), as the kernel's OOM killer would.
-- `kubelet_stopped()`: the node cluster's kubelet stopped and started again through
-  the code `tests.cluster` starts it with, under the cluster's own lock so a
-  concurrent `up` never sees the node half down.
+- `kubelet_stopped()`: the node's kubelet stopped and started again: on the local node
+  cluster through the code `tests.cluster` starts it with, under the cluster's own lock
+  so a concurrent `up` never sees the node half down; on kind with `systemctl` in the
+  node container.
 
-Every process signalled here is one this module started, a PID the cluster's own
-PID files record, or a container task that the cluster's containerd reports.
+Which node: the local node cluster's (this host: its containerd socket and PID files),
+or, when ``CODEMODE_KUBECONFIG`` names tests.cluster's kind cluster, the kind node
+container's (``docker exec codemode-control-plane``: its containerd, its systemd), so
+nothing of the other cluster is touched. Every process signalled here is one this
+module started, a PID the cluster's own PID files or systemd record, or a container
+task that the cluster's containerd reports.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
-from tests.cluster import locks, node, procs, wait
+from tests.cluster import kind, locks, node, paths, procs, wait
 from tests.cluster.layout import NODE_HOST_IP, layout
 from tests.conftest import free_port, wait_for_port
 
@@ -147,41 +153,63 @@ def ready_since(obj: dict[str, Any] | None, since: float) -> bool:
     )
 
 
+# ---- which cluster ---------------------------------------------------------------------
+
+
+def on_kind() -> bool:
+    """The tests' cluster: this tooling's kind cluster (``CODEMODE_KUBECONFIG`` naming
+    its kubeconfig) or, without ``CODEMODE_KUBECONFIG``, the local node cluster. Faults
+    need a node this host controls: any other external cluster skips the test."""
+    if not os.environ.get("CODEMODE_KUBECONFIG"):
+        return False
+    if kind.targets_kind():
+        return True
+    pytest.skip("faults need the local node cluster or tests.cluster's kind cluster")
+
+
 # ---- the session server's process --------------------------------------------------------
 
 
-def _task_pid(container_id: str) -> int:
-    for line in node.ctr("tasks", "list").splitlines()[1:]:
+def _task_pid(container_id: str, tasks: str) -> int:
+    for line in tasks.splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 2 and fields[0] == container_id:
             return int(fields[1])
     raise AssertionError(f"containerd runs no task {container_id}")
 
 
-def kill_container(pod: Any, expect: bytes) -> int:
-    """SIGKILL the main process of `pod`'s first container (a V1Pod read just before) on
-    the host, as the OOM killer would; its command line must contain `expect`."""
+def _kill_task(pod: Any, *expect: bytes) -> int:
+    """SIGKILL the task of `pod`'s first container (a V1Pod read just before) whose
+    command line contains every `expect`; returns its PID. The PID is the one the
+    cluster's containerd reports: the local cluster's on this host, or on kind the one
+    in the node container (`ctr` there; the PID is in the node's PID namespace, so the
+    command line is read and the signal sent there too)."""
     status = pod.status.container_statuses[0]
     runtime, _, container_id = str(status.container_id).partition("://")
     assert runtime == "containerd", status.container_id
-    pid = _task_pid(container_id)
+    if on_kind():
+        pid = _task_pid(container_id, kind.node_exec("ctr", "-n", "k8s.io", "tasks", "list"))
+        cmdline = kind.node_exec("cat", f"/proc/{pid}/cmdline").replace("\0", " ").encode()
+        assert all(e in cmdline for e in expect), cmdline
+        kind.node_exec("kill", "-KILL", str(pid))
+        return pid
+    pid = _task_pid(container_id, node.ctr("tasks", "list"))
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    assert expect in cmdline, cmdline
+    assert all(e in cmdline for e in expect), cmdline
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def kill_container(pod: Any, expect: bytes) -> int:
+    """SIGKILL the main process of `pod`'s first container (a V1Pod read just before),
+    as the OOM killer would; its command line must contain `expect`."""
+    return _kill_task(pod, expect)
 
 
 def kill_session_server(pod: Any) -> int:
-    """SIGKILL the session server of `pod` (a V1Pod read just before) on the host; the
-    PID is the one the cluster's containerd reports for the container's task."""
-    status = pod.status.container_statuses[0]
-    runtime, _, container_id = str(status.container_id).partition("://")
-    assert runtime == "containerd", status.container_id
-    pid = _task_pid(container_id)
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    assert b"codemode_session" in cmdline and b"serve" in cmdline, cmdline
-    os.kill(pid, signal.SIGKILL)
-    return pid
+    """SIGKILL the session server of `pod` (a V1Pod read just before), as the OOM killer
+    would; the PID is the one the cluster's containerd reports for the container's task."""
+    return _kill_task(pod, b"codemode_session", b"serve")
 
 
 # ---- the kubelet ------------------------------------------------------------------------
@@ -190,6 +218,19 @@ KUBELET_HEALTHZ = "http://127.0.0.1:10248/healthz"
 
 
 def _kubelet_healthy() -> bool:
+    if on_kind():  # its healthz listens on the node's loopback: ask through the API server
+        proc = subprocess.run(
+            [
+                str(paths.binary("kubectl")),
+                f"--kubeconfig={os.environ['CODEMODE_KUBECONFIG']}",
+                "get",
+                f"--raw=/api/v1/nodes/{kind.node_container()}/proxy/healthz",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return proc.returncode == 0 and proc.stdout.strip() == "ok"
     try:
         return wait.http_get(KUBELET_HEALTHZ)[0] == 200
     except OSError:
@@ -197,11 +238,35 @@ def _kubelet_healthy() -> bool:
 
 
 @contextlib.contextmanager
+def _kind_kubelet_stopped() -> Iterator[int]:
+    with locks.locked("kind"):
+        unit = ("systemctl", "show", "--property=MainPID", "--value", "kubelet")
+        pid = int(kind.node_exec(*unit).strip() or 0)
+        assert pid, "the kind node's kubelet is not running"
+        kind.node_exec("systemctl", "stop", "kubelet")
+        try:
+            assert int(kind.node_exec(*unit).strip() or 0) == 0
+            yield pid
+        finally:
+            kind.node_exec("systemctl", "start", "kubelet")
+            deadline = time.monotonic() + 60
+            while not _kubelet_healthy():
+                assert time.monotonic() < deadline, "kubelet /healthz not ok after restart"
+                time.sleep(0.5)
+
+
+@contextlib.contextmanager
 def kubelet_stopped() -> Iterator[int]:
-    """Stop the node cluster's kubelet (the PID its PID file records, SIGTERM to its
-    process group as `down` does) for the body, then start it again with the cluster's
-    own code, which waits until the node is Ready. Yields the stopped PID. Held under
-    the cluster's lock: a concurrent `up` waits instead of tearing the node down."""
+    """Stop the node's kubelet for the body, then start it again and wait until its
+    /healthz answers. Yields the stopped PID. On the local node cluster: the PID its
+    PID file records, SIGTERM to its process group as `down` does, started again with
+    the cluster's own code, under the cluster's lock so a concurrent `up` waits instead
+    of tearing the node down. On kind: ``systemctl stop|start kubelet`` in the node
+    container (kind's own unit), under kind's lock."""
+    if on_kind():
+        with _kind_kubelet_stopped() as pid:
+            yield pid
+        return
     lay = layout("node")
     with locks.locked(f"cluster-{lay.mode}"):
         pid = procs.running_pid(lay.run, "kubelet")

@@ -46,7 +46,7 @@ from codemode_operator.sessions import Sessions
 from codemode_session.client import ExecuteResult, SessionClient, SessionError
 from kubernetes import client
 
-from tests.cluster.layout import NODE_HOST_IP, layout
+from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
 from tests.e2e.faults_support import (
     DurableRedis,
@@ -527,7 +527,6 @@ def test_kubelet_restarted(world: World) -> None:
     """Stop and start the node's kubelet: pods keep running, nothing restarts."""
     w = world
     w.healthy()
-    lay = layout("node")
     core: Any = w.core
     with w.connect(SESSION) as agent:
         assert (
@@ -544,7 +543,7 @@ def test_kubelet_restarted(world: World) -> None:
         restarted_at = time.time()
 
         def node_back() -> bool:
-            found = core.read_node(lay.node_name)
+            found = core.read_node(w.cluster.node_name)
             ready = next(c for c in found.status.conditions if c.type == "Ready")
             return bool(
                 ready.status == "True"

@@ -21,13 +21,15 @@ of brokered writes, deeply nested workflow sources, a fork bomb next to another 
 Not covered here: HTTP fuzzing, faults of Redis, the kubelet or the operator, gVisor or
 Kata runtimes, kernel exploits, and CPU starvation of other pods beyond the pod's limit.
 Every address contacted is one of this cluster's pods or Services, the node's own
-address (10.250.250.1) or loopback; every attempt is bounded by a timeout or a count.
+address (10.250.250.1; on kind also the node container's, where its API server and
+kubelet listen) or loopback; every attempt is bounded by a timeout or a count.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import ipaddress
 import json
 import socket
@@ -44,6 +46,7 @@ import yaml
 from codemode_operator.sessions import Sessions
 from codemode_session.client import ExecuteResult, SessionClient, SessionError
 
+from tests.cluster import kind
 from tests.cluster.layout import NODE_HOST_IP, POD_CIDR, SERVICE_CIDR
 from tests.cluster.pytest_plugin import Cluster
 from tests.conftest import free_port
@@ -512,15 +515,32 @@ class World:
         return self.a, self.b
 
 
+@functools.cache
+def _cluster_addresses() -> tuple[str, tuple[str, ...]]:
+    """The node's address (its API server and kubelet) and the pod and Service ranges of
+    the cluster the tests run on: the local node cluster's, or, when
+    ``CODEMODE_KUBECONFIG`` names tests.cluster's kind cluster, kind's (its node
+    container's address on the Docker bridge and tests/cluster/kind.yaml's ranges)."""
+    if kind.targets_kind():
+        return kind.node_ip(), (kind.POD_CIDR, kind.SERVICE_CIDR)
+    return NODE_HOST_IP, (POD_CIDR, SERVICE_CIDR)
+
+
+def _node_address() -> str:
+    return _cluster_addresses()[0]
+
+
 def _must_be_local(host: str) -> None:
-    """The workplace rule: only this cluster's pods and Services, the node, loopback."""
+    """The workplace rule: only this cluster's pods and Services, its node, the host's
+    node address (where the tests' Redis and operator listen), loopback."""
     ip = ipaddress.ip_address(host)
+    node_ip, cidrs = _cluster_addresses()
     ok = (
         ip.is_loopback
-        or ip == ipaddress.ip_address(NODE_HOST_IP)
-        or any(ip in ipaddress.ip_network(cidr) for cidr in (POD_CIDR, SERVICE_CIDR))
+        or ip in (ipaddress.ip_address(NODE_HOST_IP), ipaddress.ip_address(node_ip))
+        or any(ip in ipaddress.ip_network(cidr) for cidr in cidrs)
     )
-    assert ok, f"refusing to contact {host}: not an address of the local cluster"
+    assert ok, f"refusing to contact {host}: not an address of the tests' cluster"
 
 
 def _host_connects(host: str, port: int) -> bool:
@@ -842,6 +862,7 @@ def network(rows: Rows, w: World) -> None:
     hello = "hello from agent code"
     listen_a, listen_b, listen_b53 = _listen(a, LISTEN_A), _listen(b, LISTEN_B), _listen(b, 53)
     allowed = (NODE_HOST_IP, w.main_redis.port, "PING\r\n")
+    node = _node_address()  # the API server and kubelet listen there
     # id, what, from, host, port, payload, proof the target answers (None: the host tries)
     denied: list[tuple[str, str, Agent, str, int, str | None, str | None]] = [
         (
@@ -855,18 +876,18 @@ def network(rows: Rows, w: World) -> None:
         ),
         (
             "4.api-server",
-            f"the API server at {NODE_HOST_IP}:{API_PORT}",
+            f"the API server at {node}:{API_PORT}",
             a,
-            NODE_HOST_IP,
+            node,
             API_PORT,
             None,
             None,
         ),
         (
             "4.kubelet",
-            f"the kubelet at {NODE_HOST_IP}:{KUBELET_PORT}",
+            f"the kubelet at {node}:{KUBELET_PORT}",
             a,
-            NODE_HOST_IP,
+            node,
             KUBELET_PORT,
             None,
             None,

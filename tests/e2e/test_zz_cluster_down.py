@@ -4,10 +4,17 @@ What a user checks after ``python -m tests.cluster down``: no process it started
 (components, containerd shims, pod processes), no bridge, no pod network
 namespaces, no mounts, no address on ``lo``. Named to run after the other e2e
 tests, since it stops the session's cluster; it starts it again before it ends.
+
+On kind (``CODEMODE_KUBECONFIG`` naming tests.cluster's kind cluster) the same for
+``python -m tests.cluster kind down``: no node container, no dockerd of ours, none of
+Docker's iptables chains or bridges, no routes to kind's ranges, ``ip_forward`` and
+``lo`` as they were (kept while the local node cluster runs: it needs them); then
+``kind up`` and ``kind load`` bring the cluster back as the session had it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -16,7 +23,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.cluster import lifecycle, node, procs
+from tests.cluster import kind, lifecycle, node, procs
 from tests.cluster.images import BASE
 from tests.cluster.layout import BRIDGE, NODE_HOST_IP, layout
 from tests.cluster.pytest_plugin import Cluster
@@ -64,9 +71,43 @@ def _sh(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 
 
+def _kind_down_and_up(cluster: Cluster) -> None:
+    state = json.loads((kind.run_dir() / "host-state.json").read_text())
+    dockerd = procs.running_pid(kind.run_dir(), "dockerd")
+    assert dockerd is not None and _alive(dockerd)
+    assert kind.node_container() in _sh("docker", "ps", "--format", "{{.Names}}")
+    kind.down()
+    try:
+        assert not _alive(dockerd), f"dockerd {dockerd} still running after kind down"
+        assert procs.running_pid(kind.run_dir(), "dockerd") is None
+        assert not kind.docker_ok()
+        routes = _sh("ip", "-4", "route", "show")
+        assert kind.POD_CIDR not in routes and kind.SERVICE_CIDR not in routes, routes
+        assert kind._docker_bridges() == []
+        for table, chains in kind.DOCKER_CHAINS.items():
+            rules = _sh("iptables", "-t", table, "-S").split()
+            assert not set(chains) & set(rules), f"{table}: Docker chains left: {rules}"
+        assert not (kind.run_dir() / "host-state.json").exists()
+        assert not kind.kubeconfig().exists()
+        lo = _sh("ip", "-4", "-o", "addr", "show", "dev", "lo")
+        forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        if not kind._node_cluster_running():
+            assert (f"{NODE_HOST_IP}/" in lo) is not state["lo_ip_added"], lo
+            assert forward == state["ip_forward"]
+        else:  # the local node cluster uses both
+            assert f"{NODE_HOST_IP}/" in lo and forward == "1"
+    finally:
+        kind.up()  # the session's cluster, back with our images for whatever runs next
+        kind.load_project_images()
+    assert cluster.kubectl("get", "--raw=/readyz").strip() == "ok"
+
+
 def test_down_stops_everything_it_started_and_undoes_host_changes(e2e_cluster: Cluster) -> None:
+    if kind.targets_kind():
+        _kind_down_and_up(e2e_cluster)
+        return
     if os.environ.get("CODEMODE_KUBECONFIG"):
-        pytest.skip("an external cluster (kind) is not ours to stop")
+        pytest.skip("an external cluster is not ours to stop")
     lay = layout("node")
     core = client.CoreV1Api(e2e_cluster.api_client())
     name = f"down-probe-{int(time.time())}"
