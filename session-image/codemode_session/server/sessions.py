@@ -328,13 +328,7 @@ class SessionManager:
                     return
                 await kept.kill()
             await self._make_room(session)
-            self._acquiring += 1
-            try:
-                session.worker = await self.pool.acquire(
-                    session.workspace_id, snapshots=self.snapshots is not None
-                )
-            finally:
-                self._acquiring -= 1
+            await self._acquire(session)
             await self._restore(session)
 
     async def _restore(self, session: Session) -> None:
@@ -352,7 +346,7 @@ class SessionManager:
             await session.worker.kill()
             session.worker = None
             session.restored = {"restored": [], "lost": {"(state)": f"the restore failed: {exc}"}}
-            await self._ensure_worker_plain(session)
+            await self._acquire(session)
 
     async def _load_into(self, worker: Any, session: Session) -> dict[str, Any] | None:
         """The session's latest snapshot loaded into `worker`: what came back and what did
@@ -378,8 +372,8 @@ class SessionManager:
         self.snapshots.note_restore(report)
         return report
 
-    async def _ensure_worker_plain(self, session: Session) -> None:
-        """A worker without a restore (after a restore killed one)."""
+    async def _acquire(self, session: Session) -> None:
+        """A worker from the pool for the session (no restore: `_restore` does that)."""
         self._acquiring += 1
         try:
             session.worker = await self.pool.acquire(

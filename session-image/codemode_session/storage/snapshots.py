@@ -131,12 +131,7 @@ class RedisSnapshots:
         return bool(removed[0])
 
     async def copy(self, source: str, target: str, meta: dict[str, Any]) -> bool:
-        found = await self.load(source)
-        if found is None:
-            return False
-        data, old = found
-        await self.save(target, data, {**old, **meta})
-        return True
+        return await _copy(self, source, target, meta)
 
 
 class FileSnapshots:
@@ -199,12 +194,17 @@ class FileSnapshots:
         return await asyncio.to_thread(self._delete, snapshot_id)
 
     async def copy(self, source: str, target: str, meta: dict[str, Any]) -> bool:
-        found = await self.load(source)
-        if found is None:
-            return False
-        data, old = found
-        await self.save(target, data, {**old, **meta})
-        return True
+        return await _copy(self, source, target, meta)
+
+
+async def _copy(store: SnapshotStore, source: str, target: str, meta: dict[str, Any]) -> bool:
+    """Read, then write: both stores' copy (a fork's snapshot is a new write, counted)."""
+    found = await store.load(source)
+    if found is None:
+        return False
+    data, old = found
+    await store.save(target, data, {**old, **meta})
+    return True
 
 
 def snapshots_for(storage: Storage) -> SnapshotStore:
