@@ -400,6 +400,7 @@ class _FakeWorker:
     def __init__(self) -> None:
         self.killed = False
         self.alive = True
+        self.sole = False
 
     async def kill(self) -> None:
         self.killed = True

@@ -158,13 +158,20 @@ class SessionManager:
 
     async def _give_back(self, worker: Any, keep: bool = True) -> None:
         """A worker a session no longer holds: kept for the next session when they share
-        one state (and it is alive), else killed."""
-        if keep and self._shared and worker.alive:
+        one state (and it is alive), else killed.
+
+        Never kept in a one-session pod: there an ended session's worker and whatever its
+        code started (a sleeper, a daemon, modules it shadowed) must go, as the hostile
+        suite checks; the next session's worker loads the saved state instead, from a
+        spare started afresh right after the kill."""
+        if keep and self._shared and worker.alive and not worker.sole:
             older, self._kept, self._kept_report = self._kept, worker, None
-            if older is not None:  # it holds an older state (in a sole pod this kill takes
-                await older.kill()  # both; the next session then restores the snapshot)
+            if older is not None:  # it holds an older state
+                await older.kill()
             return
         await worker.kill()
+        if worker.sole:
+            self.pool.refill()
 
     async def close(self) -> None:
         if self._priming is not None:
