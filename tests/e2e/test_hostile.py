@@ -1013,7 +1013,8 @@ def signals(rows: Rows, w: World) -> None:
             "a second server session on A's pod: runs while A's code runs, then once A "
             "is idle (A left a setsid'd `sleep 300` and a variable behind)",
             "refused (429) while A runs; once A is idle the newcomer gets a worker only "
-            "after A's whole tree is gone, and A's next run says its state was released",
+            "after A's whole tree is gone (its sleeper too), and A's next run gets its "
+            "variables back from the saved state and says its worker was released",
         ) as row,
         SessionClient(a.base_url, token=a.token, timeout=10) as other,
     ):
@@ -1067,15 +1068,16 @@ def _second_session(a: Agent, other: SessionClient, admin: Any) -> tuple[bool, s
         and all(o == "429" for o in during)
         and took.error is None
         and took.value == []
-        and back.error is not None
-        and "NameError" in back.error
+        and back.error is None
+        and back.value == 42
         and back.worker_restarted
         and bool(back.state_released)
     )
     return held, (
         f"A planted sleeper(s) {planted}; while A ran: {len(during)} attempts, "
         f"{sorted(set(during))}; the newcomer then ran and saw sleepers {took.value!r} "
-        f"{took.error or ''}; A's next run: {(back.error or '').splitlines()[-1:]} "
+        f"{took.error or ''}; A's next run: {back.value!r} "
+        f"{(back.error or '').splitlines()[-1:]} "
         f"worker_restarted={back.worker_restarted} state_released={back.state_released!r}"
     )
 
