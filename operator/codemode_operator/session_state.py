@@ -22,23 +22,37 @@ def state_id_of(uid: str) -> str:
     return f"cs.{uid}"
 
 
-def forget_state(admin_url: str, prefix: str, workspace_id: str, state_id: str) -> bool:
-    """Delete the session's snapshot (not its history: that is the record of what ran,
-    deleted through the history API). True if there was one."""
+def forget_state(
+    admin_url: str, prefix: str, workspace_id: str, state_id: str, history: bool = False
+) -> bool:
+    """Delete the session's snapshot and, with `history`, its history (a suspended
+    session past its retention goes with all its data; a Terminated one keeps the record
+    of what ran, deleted through the history API), giving their bytes back to the
+    workspace's usage. True if there was anything."""
     keys = KeyLayout(prefix=prefix, workspace_id=workspace_id)
     key, index = f"{keys.scope}:snapshot:{state_id}", f"{keys.scope}:snapshots"
+    record, messages = keys.history_session(state_id), keys.history_messages(state_id)
+    watched = [key, keys.usage, record, f"{messages}:bytes"]
     with redis.Redis.from_url(admin_url, socket_timeout=5, socket_connect_timeout=5) as client:
         for _ in range(ATTEMPTS):
             with client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(key, keys.usage)
+                    pipe.watch(*watched)
                     size = int(pipe.hstrlen(key, "data")) + int(pipe.hstrlen(key, "meta"))
-                    if not size:
+                    agent = pipe.hget(record, "agent_id") if history else None
+                    if history:
+                        size += int(pipe.get(f"{messages}:bytes") or 0)
+                    found = bool(size) or agent is not None
+                    if not found:
                         return False
                     used = pipe.hget(keys.usage, "bytes")
                     pipe.multi()
                     pipe.unlink(key)
                     pipe.hdel(index, state_id)
+                    if history:
+                        pipe.unlink(record, messages, f"{messages}:count", f"{messages}:bytes")
+                        if agent is not None:
+                            pipe.zrem(keys.history_index(agent.decode()), state_id)
                     if used is not None:
                         pipe.hincrby(keys.usage, "bytes", -min(size, int(used)))
                     pipe.execute()

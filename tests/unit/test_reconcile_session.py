@@ -588,7 +588,7 @@ def test_a_suspended_session_past_its_retention_goes_with_its_state(
         lambda obj: rec.reconcile(kube, CFG, obj, True, lambda: time.time() + 3700),
     )
     assert kube.get("codesessions", NS, "s1") is None
-    assert [args[1:] for args in no_redis] == [("codemode", "ws", f"cs.{uid}")]
+    assert [args[1:] for args in no_redis] == [("codemode", "ws", f"cs.{uid}", True)]
 
 
 def test_an_ended_session_forgets_its_state(
@@ -596,7 +596,7 @@ def test_an_ended_session_forgets_its_state(
 ) -> None:
     ready_session(kube, committer, maxLifetime="1h")
     run(kube, committer, clock=lambda: time.time() + 3601)
-    assert len(no_redis) == 1 and no_redis[0][-1].startswith("cs.")
+    assert len(no_redis) == 1 and no_redis[0][3].startswith("cs.") and no_redis[0][4] is False
 
 
 def test_fork_from_starts_from_the_sources_state(kube: FakeKube, committer: Committer) -> None:

@@ -255,15 +255,18 @@ def terminate(
     )
 
 
-def _forget(kube: KubeAPI, p: SessionParams, namespace: str, workspace: Obj) -> Callable[[], None]:
-    """Delete the session's saved state (after the status that ends it is written)."""
+def _forget(
+    kube: KubeAPI, p: SessionParams, namespace: str, workspace: Obj, history: bool = False
+) -> Callable[[], None]:
+    """Delete the session's saved state, and with `history` its history (after the status
+    that ends it is written)."""
 
     def run() -> None:
         if not p.state_id:
             return
         try:
             url = admin_url(kube, namespace, WorkspaceSpec.model_validate(workspace["spec"]))
-            forget_state(url, p.prefix, p.workspace_id, p.state_id)
+            forget_state(url, p.prefix, p.workspace_id, p.state_id, history)
         except (RedisConfigError, OSError, redis_errors.RedisError):
             pass  # left for the workspace's deletion to remove with its keys
 
@@ -303,7 +306,7 @@ def suspend(
         return Outcome(
             suspended,
             after=(
-                _forget(kube, p, p.namespace, workspace),
+                _forget(kube, p, p.namespace, workspace, history=True),
                 lambda: kube.delete_custom("codesessions", p.namespace, p.name),
             ),
         )
