@@ -379,7 +379,11 @@ def test_examples_accepted_with_defaults(kinds: Kinds) -> None:
     assert ws["sessionDefaults"]["memoryLimitMB"] == 1024
     lib = created["workflowlibraries"]["spec"]
     assert lib["timeout"] == "5m" and lib["suspend"] is False
-    assert created["codesessions"]["spec"] == {"workspaceRef": "client-a"}
+    assert created["codesessions"]["spec"] == {
+        "workspaceRef": "client-a",
+        "suspend": False,
+        "idleAction": "Delete",
+    }
 
 
 def test_minimal_objects_get_defaults(kinds: Kinds) -> None:
