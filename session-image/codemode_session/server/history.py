@@ -8,14 +8,13 @@ and logged.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from codemode_session.server import metrics
 from codemode_session.server.config import ServerConfig
+from codemode_session.server.ordered_writer import OrderedWriter
 from codemode_session.server.sessions import Session
 from codemode_session.server.state import StorageRegistry
 from codemode_session.storage.history import (
@@ -46,8 +45,7 @@ class History:
         self.state_id = config.state_id
         self.state_messages: int | None = None  # the shared state's kept messages (/health)
         self._by_ws: dict[str | None, HistoryStore] = {}
-        self._queue: asyncio.Queue[Pending] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: OrderedWriter[Pending] = OrderedWriter(self._write_one, QUEUE_SIZE)
 
     def store(self, workspace_id: str | None) -> HistoryStore:
         if workspace_id not in self._by_ws:
@@ -60,10 +58,7 @@ class History:
         """SessionManager's recorder: queues the run for the writer and returns, so the
         history write (a Redis round trip and the messages' JSON) is never on /execute's
         path. One writer, first in first out: a session's runs are written in order."""
-        if self._queue is None:
-            self._queue = asyncio.Queue(QUEUE_SIZE)
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
-        await self._queue.put((session, code, reply, started_at, time.time()))
+        await self._writer.put((session, code, reply, started_at, time.time()))
 
     async def fork_once(self, workspace_id: str | None, source: str, target: str) -> None:
         """Copy `source`'s history to `target` unless `target` has one (a forked
@@ -77,27 +72,14 @@ class History:
 
     async def flush(self) -> None:
         """Wait until every queued run is written (reads through the API see them all)."""
-        if self._queue is not None:
-            await self._queue.join()
+        await self._writer.flush()
 
     async def close(self) -> None:
         """Write what is queued, then stop the writer (server shutdown)."""
-        if self._writer is None:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.flush(), 5.0)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        await self._writer.close(5.0)
 
-    async def _write_forever(self) -> None:
-        assert self._queue is not None
-        while True:
-            pending = await self._queue.get()
-            try:
-                await self._write(*pending)
-            finally:
-                self._queue.task_done()
+    async def _write_one(self, pending: Pending) -> None:
+        await self._write(*pending)
 
     async def _write(
         self, session: Session, code: str, reply: dict[str, Any], started_at: float, now: float

@@ -11,8 +11,6 @@ server sessions are the one CodeSession), else the session's history id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +18,7 @@ from typing import Any
 
 from codemode_session.errors import CodemodeError
 from codemode_session.server import metrics
+from codemode_session.server.ordered_writer import OrderedWriter
 from codemode_session.server.sessions import Session
 from codemode_session.server.state import StorageRegistry
 from codemode_session.storage.history import history_id
@@ -48,8 +47,7 @@ class Snapshots:
         self.fork_from = fork_from if state_id is not None else None
         self.fork_history = fork_history
         self._by_ws: dict[str | None, SnapshotStore] = {}
-        self._queue: asyncio.Queue[Pending] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: OrderedWriter[Pending] = OrderedWriter(self._write_one, QUEUE_SIZE)
         # The shared state's last stored snapshot and last restore (GET /health reports
         # them for the operator's CodeSession status).
         self.last_stored: dict[str, Any] | None = None
@@ -68,12 +66,6 @@ class Snapshots:
         """Every session of this server is one state (a CodeSession pod)."""
         return self.state_id is not None
 
-    async def _put(self, pending: Pending) -> None:
-        if self._queue is None:
-            self._queue = asyncio.Queue(QUEUE_SIZE)
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
-        await self._queue.put(pending)
-
     async def record(self, session: Session, data: bytes, summary: dict[str, Any]) -> None:
         """Queue a snapshot the session's worker sent (SessionManager's hook)."""
         meta = {
@@ -83,15 +75,14 @@ class Snapshots:
             "owner": session.owner,
             "runs": session.executions + 1,
         }
-        await self._put((session, data, meta))
+        await self._writer.put((session, data, meta))
 
     async def forget(self, session: Session) -> None:
         """Queue the deletion of the session's snapshot (a reset, an explicit end)."""
-        await self._put((session, None, {}))
+        await self._writer.put((session, None, {}))
 
     async def flush(self) -> None:
-        if self._queue is not None:
-            await self._queue.join()
+        await self._writer.flush()
 
     async def load(self, session: Session) -> tuple[bytes, dict[str, Any]] | None:
         """The session's latest snapshot (after every queued write), if it may have it.
@@ -138,22 +129,10 @@ class Snapshots:
         }
 
     async def close(self) -> None:
-        if self._writer is None:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.flush(), 30.0)
-        self._writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        await self._writer.close(30.0)
 
-    async def _write_forever(self) -> None:
-        assert self._queue is not None
-        while True:
-            session, data, meta = await self._queue.get()
-            try:
-                await self._write(session, data, meta)
-            finally:
-                self._queue.task_done()
+    async def _write_one(self, pending: Pending) -> None:
+        await self._write(*pending)
 
     async def _write(self, session: Session, data: bytes | None, meta: dict[str, Any]) -> None:
         store, snapshot_id = self.store(session.workspace_id), self.snapshot_id(session)
