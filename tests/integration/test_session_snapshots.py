@@ -314,3 +314,52 @@ def test_a_shared_state_keeps_its_worker_between_sessions_and_loads_before_ready
         api = Api(srv, http)
         result = api.execute(api.session(), "k")
         assert result["value"] == "v" and result["state_restored"]["restored"] == ["k", "os"]
+
+
+def test_a_shared_state_stays_unready_while_its_storage_refuses_and_loses_nothing(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """After a Redis restart the workspace's ACL user is gone until the operator provisions
+    it again: the server must wait (not ready, runs refused with 503) rather than start
+    empty and store that empty state over the saved one."""
+    admin = redis.Redis.from_url(redis_server.url)
+    user, password = f"snapu{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+
+    def provision() -> None:
+        admin.execute_command(
+            "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~{prefix}:*", "+@all"
+        )
+
+    provision()
+    url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0"
+    env = base_settings(url, prefix, WORKSPACE_ID=WORKSPACE, SESSION_STATE_ID="unready")
+    try:
+        with running_server(env) as srv, srv.client() as http:
+            api = Api(srv, http)
+            api.value(api.session(), "saved = 41")
+            assert http.get("/ready").status_code == 200
+        admin.execute_command("ACL", "DELUSER", user)
+        with running_server(env) as srv, srv.client() as http:
+            time.sleep(1.5)  # a few attempts to load the state
+            ready = httpx.get(f"{srv.url}/ready", timeout=5)
+            assert ready.status_code == 503
+            assert "saved state" in ready.json()["reason"]
+            assert "authentication" in ready.json()["reason"].lower()
+            session = http.post("/sessions").json()["session_id"]
+            refused = httpx.post(  # the suite's client fails on any 5xx: this one is meant
+                f"{srv.url}/execute",
+                json={"code": "saved = 0"},
+                headers=srv.headers(session),
+                timeout=30,
+            )
+            assert refused.status_code == 503, refused.text
+            assert "not loaded yet" in refused.json()["detail"]
+            provision()
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{srv.url}/ready", timeout=5).status_code != 200:
+                assert time.monotonic() < deadline, "the server did not become ready"
+                time.sleep(0.1)
+            assert Api(srv, http).value(session, "saved + 1") == 42
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+        admin.close()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from codemode_session.errors import StorageUnavailableError
 from codemode_session.results import failed_run
 from codemode_session.server import metrics
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
@@ -34,6 +35,8 @@ log = logging.getLogger("codemode.sessions")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 LOST = "this session's state (variables, imports) was lost"
 RESTORE_TIMEOUT = 120.0  # seconds a new worker may take to load a snapshot
+PRIME_RETRY_FIRST, PRIME_RETRY_MAX = 0.5, 5.0  # backoff while the saved state is unreadable
+PRIME_WAIT = 10.0  # seconds a run waits for the shared state before a 503
 # Session records are small; past this many per worker the longest idle without a
 # worker are forgotten (its id, if used again, starts afresh).
 RECORDS_PER_WORKER = 64
@@ -119,6 +122,7 @@ class SessionManager:
         self._kept_report: dict[str, Any] | None = None
         # Set once the shared state is loaded into a worker (GET /ready waits for it).
         self.primed = asyncio.Event()
+        self.prime_error: str | None = None  # why the shared state is not loaded yet
         self._priming: asyncio.Task[None] | None = None
 
     @property
@@ -143,18 +147,48 @@ class SessionManager:
 
     async def _prime(self, workspace_id: str | None) -> None:
         """Load the shared state into a worker before the server reports ready, so the
-        first run (after a pod restart or a resume) finds its variables at once."""
+        first run (after a pod restart or a resume) finds its variables at once.
+
+        While storage cannot be read (Redis restarting, the workspace's ACL user not yet
+        provisioned again) this retries and the server stays unready: a run on an empty
+        state would store that empty state over the saved one."""
+        delay = PRIME_RETRY_FIRST
+        worker: Any = None
         try:
-            worker = await self.pool.acquire(workspace_id, snapshots=True)
-            report = await self._load_into(worker, Session(id="(state)", workspace_id=workspace_id))
+            while True:
+                if worker is None or not worker.alive:
+                    worker = await self.pool.acquire(workspace_id, snapshots=True)
+                try:
+                    report = await self._load_into(
+                        worker, Session(id="(state)", workspace_id=workspace_id)
+                    )
+                    break
+                except StorageUnavailableError as exc:
+                    self.prime_error = str(exc)
+                    log.warning("the session's state cannot be read yet (retrying): %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, PRIME_RETRY_MAX)
             if worker.alive:
                 self._kept, self._kept_report = worker, report
-            else:
-                await worker.kill()
-        except Exception as exc:  # the first run restores instead
+                worker = None
+        except Exception as exc:  # the worker failed the restore: the first run retries it
             log.warning("the session's state was not loaded at start: %s", exc)
         finally:
+            if worker is not None:
+                await worker.kill()
+            self.prime_error = None
             self.primed.set()
+
+    async def _wait_primed(self) -> None:
+        """Wait while the shared state is being loaded; refuse (503) while storage that
+        holds it cannot be read, rather than run on an empty state."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.primed.wait()), PRIME_WAIT)
+        except TimeoutError:
+            raise StorageUnavailableError(
+                "the session's saved state is not loaded yet: "
+                + (self.prime_error or f"still loading after {PRIME_WAIT:g}s")
+            ) from None
 
     async def _give_back(self, worker: Any, keep: bool = True) -> None:
         """A worker a session no longer holds: kept for the next session when they share
@@ -325,7 +359,7 @@ class SessionManager:
                 await session.worker.kill()
                 session.worker = None
             if self._shared:
-                await self.primed.wait()  # the state is being loaded into a worker
+                await self._wait_primed()
             kept, self._kept = self._kept, None
             if kept is not None:
                 if kept.alive and kept.workspace_id == session.workspace_id:
@@ -349,6 +383,10 @@ class SessionManager:
             return  # an id the server just issued: nothing can have been saved under it
         try:
             session.restored = await self._load_into(session.worker, session)
+        except StorageUnavailableError:
+            await session.worker.kill()  # no run on an empty state: it would be saved
+            session.worker = None
+            raise
         except (WorkerTimeout, WorkerCrashed) as exc:
             await session.worker.kill()
             session.worker = None
@@ -414,7 +452,7 @@ class SessionManager:
                 reply: dict[str, Any] = await session.worker.request(request, timeout)
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
-            except TooManySessions:
+            except (TooManySessions, StorageUnavailableError):
                 session.released = released  # not run: the next attempt must still say so
                 raise
             except WorkerTimeout:

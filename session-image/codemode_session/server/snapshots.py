@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from codemode_session.errors import CodemodeError
+from codemode_session.errors import CodemodeError, StorageUnavailableError
 from codemode_session.server import metrics
 from codemode_session.server.ordered_writer import OrderedWriter
 from codemode_session.server.sessions import Session
@@ -95,6 +95,8 @@ class Snapshots:
             found = await store.load(self.snapshot_id(session))
             if found is None and self.fork_from is not None and self.state_id is not None:
                 found = await self._fork(store, self.fork_from, self.state_id, session)
+        except StorageUnavailableError:
+            raise  # not "nothing saved": starting empty would overwrite the saved state
         except CodemodeError as exc:
             log.warning("session snapshot not loaded: %s", exc)
             session.snapshot_error = f"the snapshot could not be read: {exc}"

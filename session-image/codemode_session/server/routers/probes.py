@@ -49,6 +49,8 @@ async def health(state: State, request: Request) -> dict[str, Any]:
 async def ready(state: State) -> JSONResponse:
     if not state.sessions.primed.is_set():
         reason = "loading the session's saved state"
+        if state.sessions.prime_error:
+            reason += f": {state.sessions.prime_error}"
         return AsciiJSONResponse({"ready": False, "reason": reason}, status_code=503)
     try:
         await asyncio.wait_for(state.storage_for(None).ping(), READY_TIMEOUT)

@@ -88,7 +88,7 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
     return timeout
 
 
-@router.post("/execute", response_model=ExecuteResponse, responses=errors(429))
+@router.post("/execute", response_model=ExecuteResponse, responses=errors(429, 503))
 async def execute(
     body: ExecuteRequest,
     request: Request,
