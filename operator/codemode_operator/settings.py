@@ -72,16 +72,21 @@ class DnsEgress:
                     "name=value (comma-separated, e.g. k8s-app=kube-dns)"
                 )
             pod_labels.append((key, value))
-        cidrs_text = env.get("SESSION_DNS_CIDRS", "")
-        cidrs = []
-        for item in (i.strip() for i in cidrs_text.split(",")):
-            if not item:
-                continue
-            try:
-                cidrs.append(str(ipaddress.ip_network(item, strict=True)))
-            except ValueError as exc:
-                raise ConfigError(f"SESSION_DNS_CIDRS={cidrs_text!r}: {exc}") from None
-        return cls(namespace, tuple(pod_labels), tuple(dict.fromkeys(cidrs)))
+        return cls(namespace, tuple(pod_labels), _cidrs(env, "SESSION_DNS_CIDRS"))
+
+
+def _cidrs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of networks (each exact: no host bits set), deduplicated."""
+    text = env.get(name, "")
+    found = []
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=True)))
+        except ValueError as exc:
+            raise ConfigError(f"{name}={text!r}: {exc}") from None
+    return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,10 @@ class OperatorConfig:
     workers: int = 32
     workspace_poll_seconds: float = 30.0
     dns: DnsEgress = field(default_factory=DnsEgress)
+    # Addresses outside the cluster's pods that may connect to session pods' server port
+    # (SESSION_INGRESS_CIDRS): an operator or gateway run outside the cluster, such as
+    # the operator on a developer's machine polling /health. None by default.
+    session_ingress_cidrs: tuple[str, ...] = ()
     # kopf's name for this process; kopf asks getpass.getuser() otherwise, which fails for
     # a uid without a passwd entry (any runAsUser in a pod).
     identity: str = "codemode-operator"
@@ -115,5 +124,6 @@ class OperatorConfig:
             workers=int(_number(env, "OPERATOR_WORKERS", "32", int, 1)),
             workspace_poll_seconds=_number(env, "WORKSPACE_POLL_SECONDS", "30", float, 1),
             dns=DnsEgress.from_env(env),
+            session_ingress_cidrs=_cidrs(env, "SESSION_INGRESS_CIDRS"),
             identity=env.get("POD_ID") or f"codemode-operator@{socket.gethostname()}",
         )

@@ -286,6 +286,15 @@ def node_ip() -> str:
     ).stdout.strip()
 
 
+def host_address() -> str:
+    """The host's source address toward kind's pods (its address on the Docker bridge):
+    the host is not the node, so session pods' NetworkPolicy sees it as this address,
+    not as node-local traffic. The tests' operator admits it (SESSION_INGRESS_CIDRS)."""
+    first_pod = POD_CIDR.split("/")[0].rsplit(".", 1)[0] + ".1"
+    words = _sh("ip", "-o", "route", "get", first_pod, check=True).stdout.split()
+    return words[words.index("src") + 1]
+
+
 def targets_kind(kubeconfig_path: str | os.PathLike[str] | None = None) -> bool:
     """Whether tests run against this tooling's kind cluster: the kubeconfig
     (default: ``$CODEMODE_KUBECONFIG``) has kind's context for ``CLUSTER`` as its

@@ -33,7 +33,7 @@ from tests.cluster.helm import helm_binary
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
 from tests.integration.gitserver import GitHTTPServer, GitRepo
-from tests.k8s.operator_fixture import Kinds, image_values, local_dns_values, wait_for
+from tests.k8s.operator_fixture import Kinds, cluster_values, image_values, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -168,7 +168,7 @@ def test_journey(
             "--set",
             "operator.sessionPollSeconds=2",
             # the node cluster's CoreDNS is on the host: the sessions' DNS egress needs it
-            *local_dns_values(),
+            *cluster_values(),
         )
         mark("installed")
         # The Redis claim got a volume of the cluster's default StorageClass.

@@ -373,7 +373,7 @@ def _workspace_policy(
 
 def _dns(net: Net) -> DnsEgress:
     """The operator's DNS setting for this cluster: the ``op`` namespace's DNS-labelled
-    pods, and CoreDNS on the host by address (tests/k8s/operator_fixture.local_dns_env).
+    pods, and CoreDNS on the host by address (tests/k8s/operator_fixture.cluster_env).
     On kind, the operator's default: the kube-dns pods in kube-system."""
     if KIND:
         return DnsEgress()

@@ -27,7 +27,7 @@ from kubernetes import client
 from tests.cluster.helm import helm_binary
 from tests.cluster.pytest_plugin import Cluster
 from tests.e2e.faults_support import kill_container
-from tests.k8s.operator_fixture import Kinds, image_values, local_dns_values, wait_for
+from tests.k8s.operator_fixture import Kinds, cluster_values, image_values, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +122,7 @@ def test_workspace_users_survive_a_redis_restart(
             "redis.persistence.whenDeleted=Delete",
             "--set",
             f"operator.workspacePollSeconds={TIMER}",
-            *local_dns_values(),
+            *cluster_values(),
         )
         [secret] = [
             s

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client
 
+from tests.cluster import kind
 from tests.cluster.kubectl import forget_discovery
 from tests.cluster.layout import NODE_HOST_IP
 
@@ -84,20 +85,29 @@ def install_crds(kubeconfig: Path, api_client: Any, timeout: float = 60) -> None
     forget_discovery()
 
 
-def local_dns_env() -> dict[str, str]:
-    """The operator setting the local node cluster needs: its CoreDNS runs on the host
-    (NODE_HOST_IP:53), not in kube-dns pods, so the sessions' NetworkPolicy must allow it
-    by address. kind (CODEMODE_KUBECONFIG) has kube-dns pods, the operator's default."""
+def cluster_env() -> dict[str, str]:
+    """The operator settings the tests' cluster needs. The local node cluster: its CoreDNS
+    runs on the host (NODE_HOST_IP:53), not in kube-dns pods, so the sessions'
+    NetworkPolicy must allow it by address. tests.cluster's kind cluster: the host (the
+    tests' client and an operator run on the host) is not the node, so session pods admit
+    its bridge address by CIDR. Any other cluster (CODEMODE_KUBECONFIG): the defaults."""
+    if kind.targets_kind():
+        return {"SESSION_INGRESS_CIDRS": f"{kind.host_address()}/32"}
     if os.environ.get("CODEMODE_KUBECONFIG"):
         return {}
     return {"SESSION_DNS_CIDRS": f"{NODE_HOST_IP}/32"}
 
 
-def local_dns_values() -> list[str]:
-    """`local_dns_env()` as the chart's values (`helm install` arguments)."""
-    if os.environ.get("CODEMODE_KUBECONFIG"):
-        return []
-    return ["--set", f"session.dns.cidrs={{{NODE_HOST_IP}/32}}"]
+def cluster_values() -> list[str]:
+    """`cluster_env()` as the chart's values (`helm install` arguments)."""
+    names = {
+        "SESSION_DNS_CIDRS": "session.dns.cidrs",
+        "SESSION_INGRESS_CIDRS": "session.ingressCIDRs",
+    }
+    values: list[str] = []
+    for name, value in cluster_env().items():
+        values += ["--set", f"{names[name]}={{{value}}}"]
+    return values
 
 
 def image_values(operator: str, session: str, redis: str) -> list[str]:
@@ -215,7 +225,7 @@ class OperatorProcess:
             PYTHONUNBUFFERED="1",
             NO_PROXY="127.0.0.1,localhost",
         )
-        env.update(local_dns_env())
+        env.update(cluster_env())
         env.update(self.extra_env)
         return env
 

@@ -164,6 +164,7 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -
         ),
         (["--set", "session.dns.namespce=x"], "namespce"),
         (["--set", "session.dns.cidrs={dns.example}"], "cidrs"),
+        (["--set", "session.ingressCIDRs={host.example}"], "ingressCIDRs"),
         (["--set", "session.dns.namespace=Kube_System"], "namespace"),
         (["--set", "session.dns.podLabels.k8s-app=kube dns"], "k8s-app"),
         (["--set", "operator.workspacePollSeconds=0"], "workspacePollSeconds"),
@@ -557,6 +558,7 @@ def test_session_dns_values_reach_the_operator(helm: str) -> None:
     assert env["SESSION_DNS_NAMESPACE"] == "kube-system"
     assert env["SESSION_DNS_POD_LABELS"] == "k8s-app=kube-dns"
     assert env["SESSION_DNS_CIDRS"] == ""
+    assert env["SESSION_INGRESS_CIDRS"] == ""
     assert env["WORKSPACE_POLL_SECONDS"] == "30"
     (dep,) = by_kind(
         render(
@@ -572,6 +574,8 @@ def test_session_dns_values_reach_the_operator(helm: str) -> None:
             "--set",
             "session.dns.cidrs={169.254.20.10/32,10.250.250.1/32}",
             "--set",
+            "session.ingressCIDRs={172.18.0.1/32}",
+            "--set",
             "operator.workspacePollSeconds=600",
         ),
         "Deployment",
@@ -582,6 +586,7 @@ def test_session_dns_values_reach_the_operator(helm: str) -> None:
     assert env["SESSION_DNS_NAMESPACE"] == "dns"
     assert env["SESSION_DNS_POD_LABELS"] == "app=coredns,tier=dns"
     assert env["SESSION_DNS_CIDRS"] == "169.254.20.10/32,10.250.250.1/32"
+    assert env["SESSION_INGRESS_CIDRS"] == "172.18.0.1/32"
     assert env["WORKSPACE_POLL_SECONDS"] == "600"
     from codemode_operator.settings import DnsEgress, OperatorConfig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -205,6 +206,20 @@ def test_network_policy_shape() -> None:
         },
         {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
     ]
+
+
+def test_network_policy_admits_the_operators_ingress_cidrs_beside_the_namespaces() -> None:
+    """SESSION_INGRESS_CIDRS (an operator or gateway outside the cluster) are added as
+    peers of the one ingress rule: the same server port, nothing else."""
+    p = replace(_workspace(), ingress_cidrs=("172.18.0.1/32", "fd00::1/128"))
+    [ingress] = network_policy(p, "redis://10.1.2.3:6380/0")["spec"]["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": PORT}]
+    assert ingress["from"][1:] == [
+        {"ipBlock": {"cidr": "172.18.0.1/32"}},
+        {"ipBlock": {"cidr": "fd00::1/128"}},
+    ]
+    [plain] = network_policy(_workspace(), "redis://10.1.2.3:6380/0")["spec"]["ingress"]
+    assert len(plain["from"]) == 1  # none by default
 
 
 def _selects(selector: dict[str, Any], pod_labels: dict[str, str]) -> bool:

@@ -41,11 +41,22 @@ def test_the_dns_settings_reach_the_workspace_params() -> None:
     assert params_of(body, cfg).dns.cidrs == ("10.250.250.1/32",)
 
 
+def test_session_ingress_cidrs_reach_the_workspace_params() -> None:
+    cfg = OperatorConfig.from_env({"SESSION_INGRESS_CIDRS": "172.18.0.1/32, ,172.18.0.1/32"})
+    body = {
+        "metadata": {"name": "ws", "namespace": "team", "uid": "u"},
+        "spec": {"redis": {"url": "redis://r:6379/0"}},
+    }
+    assert params_of(body, cfg).ingress_cidrs == ("172.18.0.1/32",)
+    assert OperatorConfig.from_env({}).session_ingress_cidrs == ()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
         ("SESSION_DNS_CIDRS", "10.250.250.1/24"),  # host bits set
         ("SESSION_DNS_CIDRS", "dns.example"),
+        ("SESSION_INGRESS_CIDRS", "172.18.0.1/16"),
         ("SESSION_DNS_POD_LABELS", "k8s-app"),
         ("SESSION_DNS_POD_LABELS", "k8s app=kube-dns"),
         ("SESSION_DNS_POD_LABELS", "k8s-app=kube dns"),

@@ -22,6 +22,7 @@ class WorkspaceParams:
     spec: WorkspaceSpec
     operator_namespace: str
     dns: DnsEgress = field(default_factory=DnsEgress)
+    ingress_cidrs: tuple[str, ...] = ()  # the operator's SESSION_INGRESS_CIDRS
 
     @property
     def workspace_id(self) -> str:
@@ -89,7 +90,8 @@ def _dns_peers(dns: DnsEgress) -> list[dict[str, Any]]:
 
 
 def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
-    """Session pods: ingress only from allowed namespaces on the server port; egress only
+    """Session pods: ingress only from allowed namespaces (and the operator's
+    SESSION_INGRESS_CIDRS, for clients outside the cluster) on the server port; egress only
     to Redis, the cluster's DNS (`p.dns`, the operator's SESSION_DNS_* settings) and the
     declared allow-list. Nothing else, not even the API.
 
@@ -147,7 +149,8 @@ def network_policy(p: WorkspaceParams, redis_url: str) -> dict[str, Any]:
                                     }
                                 ]
                             }
-                        }
+                        },
+                        *({"ipBlock": {"cidr": cidr}} for cidr in p.ingress_cidrs),
                     ],
                     "ports": [{"protocol": "TCP", "port": PORT}],
                 }

@@ -49,6 +49,7 @@ def params_of(body: Obj, cfg: OperatorConfig) -> WorkspaceParams:
         spec=WorkspaceSpec.model_validate(body.get("spec") or {}),
         operator_namespace=cfg.namespace,
         dns=cfg.dns,
+        ingress_cidrs=cfg.session_ingress_cidrs,
     )
 
 
