@@ -16,8 +16,9 @@ from fastapi import FastAPI
 
 from codemode_session import __version__
 from codemode_session.server import http_errors, openapi
+from codemode_session.server.binding import Binding
 from codemode_session.server.body_limit import BodySizeLimit
-from codemode_session.server.config import ServerConfig
+from codemode_session.server.config import ServerConfig, bound_env
 from codemode_session.server.history import History
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers import ROUTERS
@@ -29,9 +30,10 @@ from codemode_session.server.worker_setup import build_pool
 
 def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     """The app for `env` (default: the process environment), read once, here."""
-    environ = dict(os.environ if env is None else env)
+    environ = bound_env(os.environ if env is None else env)
     config = ServerConfig.from_env(environ)
-    state = ServerState(config, StorageRegistry(environ))
+    binding = Binding(config.pool, config.state_id, config.agent_id, config.fork_from)
+    state = ServerState(config, StorageRegistry(environ), refusal=lambda: binding.refusal)
     # Build the default storage now: a bad REDIS_URL scheme or STORAGE_PREFIX stops
     # the server at start (one readable line) instead of failing every session later.
     state.storages.get(config.workspace_id)
@@ -71,6 +73,7 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
     app.state.server = state
     app.state.history = history  # read by routers.history
     app.state.snapshots = snapshots  # read by routers.probes (/health)
+    app.state.binding = binding  # read by routers.binding
     openapi.install(app, config.max_execution_time)
     http_errors.install(app)
     # Every body but the probes' is capped before anything reads it (MAX_REQUEST_BYTES).

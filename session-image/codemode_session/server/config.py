@@ -95,6 +95,10 @@ class ServerConfig:
     state_id: str | None = None
     # The state a new state_id starts from (a CodeSession's spec.forkFrom).
     fork_from: str | None = None
+    # A warm pool pod (SESSION_POOL): started unbound, it runs nothing until the operator
+    # binds it to a CodeSession (POST /bind, server/binding.py). A restarted container of
+    # a bound pod reads its binding from SESSION_BINDING_DIR (the pod's annotations).
+    pool: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -135,7 +139,34 @@ class ServerConfig:
             worker_template=env.get("WORKER_TEMPLATE", "true").lower() in TRUE,
             state_id=_state_id(env, "SESSION_STATE_ID"),
             fork_from=_state_id(env, "SESSION_FORK_FROM"),
+            pool=_flag(env, "SESSION_POOL"),
         )
+
+
+def bound_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the binding a pool pod's operator wrote into SESSION_BINDING_DIR (files
+    state-id, agent-id, fork-from: the downward API's view of the pod's annotations, empty
+    until it was bound), as SESSION_STATE_ID, AGENT_ID and SESSION_FORK_FROM."""
+    folder = env.get("SESSION_BINDING_DIR")
+    if not folder:
+        return dict(env)
+    out = dict(env)
+    for file, name in BINDING_FILES.items():
+        try:
+            with open(os.path.join(folder, file), encoding="utf-8") as f:
+                value = f.read().strip()
+        except OSError:
+            continue
+        if value:
+            out[name] = value
+    return out
+
+
+BINDING_FILES = {
+    "state-id": "SESSION_STATE_ID",
+    "agent-id": "AGENT_ID",
+    "fork-from": "SESSION_FORK_FROM",
+}
 
 
 def _state_id(env: Mapping[str, str], name: str) -> str | None:

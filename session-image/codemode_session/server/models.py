@@ -20,7 +20,7 @@ from codemode_session.names import (
     WORKSPACE_ID_RE,
 )
 from codemode_session.results import ExecuteResult
-from codemode_session.storage.history import AGENT_ID_RE
+from codemode_session.storage.history import AGENT_ID_RE, HISTORY_ID_RE
 
 # Standard base64 with its padding: what `base64.b64decode(validate=True)` accepts.
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -163,3 +163,30 @@ class PackagesResult(BaseModel):
 class ReadyResponse(BaseModel):
     ready: bool
     reason: str | None = None
+
+
+class BindRequest(Strict):
+    state_id: str = Field(
+        json_schema_extra=documented(HISTORY_ID_RE.pattern, 1, 160),
+        description="The CodeSession's state id: where its snapshots and history are kept",
+    )
+    agent_id: str | None = Field(
+        default=None,
+        json_schema_extra=documented(AGENT_ID_RE.pattern, 1, 128),
+        description="The agent its history is indexed under (default: the server's AGENT_ID)",
+    )
+    fork_from: str | None = Field(
+        default=None,
+        json_schema_extra=documented(HISTORY_ID_RE.pattern, 1, 160),
+        description="The state a new state starts from (a CodeSession's spec.forkFrom)",
+    )
+
+
+class BindResponse(BaseModel):
+    bound: bool
+    state_id: str
+    agent_id: str
+    fork_from: str | None
+    restored: dict[str, Any] | None = Field(
+        description="What loading the saved state brought back (null: nothing was saved)"
+    )

@@ -35,7 +35,8 @@ ERRORS: dict[int, str] = {
     401: "Missing or wrong bearer token",
     403: "Not allowed here: another workspace than the server's, or runtime deps are off",
     404: "No such artifact or session history (a missing workflow is `null`/`false`)",
-    409: "The object belongs to a WorkflowLibrary, or concurrent writers kept changing it",
+    409: "The object belongs to a WorkflowLibrary, or concurrent writers kept changing it; "
+    "a warm pool pod not bound yet runs nothing, and one bound is never bound again",
     413: "The request body is larger than MAX_REQUEST_BYTES, the code than MAX_CODE_BYTES, "
     "or a write would pass the workspace's storage quota",
     429: "All MAX_SESSIONS workers are running code (idle sessions give theirs up); retry "

@@ -124,6 +124,8 @@ class SessionManager:
         self.primed = asyncio.Event()
         self.prime_error: str | None = None  # why the shared state is not loaded yet
         self._priming: asyncio.Task[None] | None = None
+        self.prime_report: dict[str, Any] | None = None  # what the start's restore loaded
+        self._workspace_id: str | None = None
 
     @property
     def count(self) -> int:
@@ -134,12 +136,22 @@ class SessionManager:
         return sum(1 for s in self._sessions.values() if s.worker is not None)
 
     def start(self, workspace_id: str | None = None) -> None:
+        self._workspace_id = workspace_id
         self.pool.refill()
         self._sweeper = asyncio.create_task(self._sweep_forever())
         if self._shared:
-            self._priming = asyncio.create_task(self._prime(workspace_id))
+            self.prime()
         else:
             self.primed.set()
+
+    def prime(self) -> None:
+        """Load the shared state into a worker (at start, or when a warm pool pod was
+        just bound to one: server/binding.py)."""
+        self.primed.clear()
+        self._priming = asyncio.create_task(self._prime(self._workspace_id))
+
+    async def wait_primed(self) -> None:
+        await self._wait_primed()
 
     @property
     def _shared(self) -> bool:
@@ -168,6 +180,7 @@ class SessionManager:
                     log.warning("the session's state cannot be read yet (retrying): %s", exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, PRIME_RETRY_MAX)
+            self.prime_report = report
             if worker.alive:
                 self._kept, self._kept_report = worker, report
                 worker = None

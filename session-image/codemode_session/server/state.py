@@ -7,11 +7,11 @@ so every handler refuses an unknown session or a foreign workspace alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from codemode_session.errors import ForbiddenError
+from codemode_session.errors import ConflictError, ForbiddenError
 from codemode_session.names import validate_workspace_id
 from codemode_session.server.config import ServerConfig
 from codemode_session.server.http_errors import SessionLimitReached, UnknownSession
@@ -48,6 +48,8 @@ class ServerState:
     storages: StorageRegistry
     started: float = field(default_factory=time.time)
     _sessions: SessionManager | None = None
+    # Why no session may open now (a warm pool pod not bound yet: server/binding.py)
+    refusal: Callable[[], str | None] = lambda: None
 
     @property
     def sessions(self) -> SessionManager:
@@ -113,6 +115,9 @@ class ServerState:
         owner: str | None = None,
         agent_id: str | None = None,
     ) -> Session:
+        refused = self.refusal()
+        if refused is not None:
+            raise ConflictError(refused)
         try:
             return await self.sessions.create(
                 workspace, session_id=session_id, owner=owner, agent_id=agent_id
@@ -133,6 +138,9 @@ class ServerState:
         and (client-chosen ids, as py-code-mode's client sends) a new one bound to the
         caller's token under an id no live session has."""
         workspace = self.config.workspace_id
+        refused = self.refusal()
+        if refused is not None:
+            raise ConflictError(refused)
         if session_id is None:
             return await self.open_session(workspace, agent_id=agent_id)
         session = self.sessions.get(session_id, owner)

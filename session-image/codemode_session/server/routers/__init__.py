@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from codemode_session.server.routers import (
     artifacts,
+    binding,
     deps,
     history,
     probes,
@@ -17,6 +18,7 @@ from codemode_session.server.routers import (
 ROUTERS: tuple[APIRouter, ...] = (
     probes.router,
     sessions.router,
+    binding.router,
     tools.router,
     workflows.router,
     artifacts.router,

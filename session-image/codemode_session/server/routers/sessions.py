@@ -43,7 +43,7 @@ router = authenticated_router()
 
 
 # 200, not 201: py-code-mode's clients take only 200 as success for what they create.
-@router.post("/sessions", response_model=CreateSessionResponse, responses=errors(403, 429))
+@router.post("/sessions", response_model=CreateSessionResponse, responses=errors(403, 409, 429))
 async def create_session(
     state: State, body: CreateSessionRequest | None = None, x_agent_id: AgentHeader = None
 ) -> CreateSessionResponse:
@@ -88,7 +88,7 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
     return timeout
 
 
-@router.post("/execute", response_model=ExecuteResponse, responses=errors(429, 503))
+@router.post("/execute", response_model=ExecuteResponse, responses=errors(409, 429, 503))
 async def execute(
     body: ExecuteRequest,
     request: Request,
