@@ -88,6 +88,12 @@ KINDS = (
             {"name": "Sessions", "type": "integer", "jsonPath": ".status.sessions"},
             {"name": "Libraries", "type": "integer", "jsonPath": ".status.libraries"},
             {
+                "name": "Warm",
+                "type": "integer",
+                "jsonPath": ".status.warmPool.ready",
+                "description": "Warm pool pods ready to be bound.",
+            },
+            {
                 "name": "Storage",
                 "type": "integer",
                 "jsonPath": ".status.usage.storageBytes",

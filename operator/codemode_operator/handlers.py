@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from codemode_operator import GROUP, PREFIX, VERSION, metrics
 from codemode_operator.api.codesession import CodeSessionStatus
+from codemode_operator.builders.pool import SESSION_LABEL, WARM_LABEL
 from codemode_operator.commit import (
     LIBRARY,
     WORKSPACE,
@@ -43,6 +44,7 @@ from codemode_operator.conditions import parse_iso
 from codemode_operator.kube import Kube, KubeAPI, Obj
 from codemode_operator.reconcile import Retry
 from codemode_operator.reconcile import library as library_rec
+from codemode_operator.reconcile import pool as pool_rec
 from codemode_operator.reconcile import session as session_rec
 from codemode_operator.reconcile import workspace as workspace_rec
 from codemode_operator.settings import OperatorConfig
@@ -118,6 +120,8 @@ class Handlers:
         # (namespace, pod name) -> the state its last handled event showed. An event that
         # shows the same again (kwok and kubelets send several per start) needs no read.
         self.pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
+        # (namespace, pool pod name) -> whether its last handled event showed it ready
+        self.pool_seen: dict[tuple[str, str], bool] = {}
 
     @property
     def kube(self) -> KubeAPI:
@@ -152,6 +156,40 @@ class Handlers:
         if self._post is not None:
             self._post(as_obj(body), EventType.NORMAL, Reason.DELETED, done)
         return done
+
+    async def pool_pod_event(self, event: Any) -> None:
+        """A warm pool pod became ready, failed or went: refill, and record the counts."""
+        pod = event["object"]
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        workspace = labels.get(WARM_LABEL)
+        if not workspace or SESSION_LABEL in labels:
+            return
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED":
+            self.pool_seen.pop(key, None)
+        else:
+            ready = pool_rec.is_ready(dict(pod)) and not meta.get("deletionTimestamp")
+            failed = (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded")
+            if self.pool_seen.get(key) == ready and not failed:
+                return
+            self.pool_seen[key] = ready
+        await _in_pool(self.pod_event_pool, self.pool_changed, key[0], workspace)
+
+    def pool_changed(self, namespace: str, name: str) -> None:
+        workspace = self.kube.get_custom("workspaces", namespace, name)
+        if workspace is None or workspace["metadata"].get("deletionTimestamp"):
+            return
+
+        def compute(obj: Obj) -> Outcome[Any]:
+            status = WORKSPACE.read(obj)
+            status.warm_pool = pool_rec.reconcile(self.kube, self.cfg, obj)
+            return Outcome(status)
+
+        try:
+            self.committer.commit(WORKSPACE, workspace, compute)
+        except (Retry, ApiException) as exc:
+            log.info("workspaces %s/%s: warm pool: %s", namespace, name, exc)
 
     # ---- CodeSession ---------------------------------------------------------------
     #
@@ -316,7 +354,17 @@ def register(
     def workspace_deleted(body: kopf.Body, **_: Any) -> None:
         h.workspace_deleted(body)
 
+    async def pool_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        await h.pool_pod_event(event)
+
     changed(ws, "workspace_changed", workspace_changed)
+    kopf.on.event(
+        "v1",
+        "pods",
+        labels={WARM_LABEL: kopf.PRESENT, SESSION_LABEL: kopf.ABSENT},
+        id="pool_pod_event",
+        registry=registry,
+    )(pool_pod_event)
     kopf.timer(
         *ws,
         interval=cfg.workspace_poll_seconds,

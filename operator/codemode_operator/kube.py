@@ -34,6 +34,9 @@ class KubeAPI(Protocol):
     def replace_secret(self, manifest: Obj) -> None: ...
     def replace_network_policy(self, manifest: Obj) -> None: ...
     def read_pod(self, namespace: str, name: str) -> Obj | None: ...
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
+    def patch_pod(self, namespace: str, name: str, body: Obj) -> Obj | None: ...
+    def patch_secret(self, namespace: str, name: str, body: Obj) -> None: ...
     def delete_pod(self, namespace: str, name: str) -> None: ...
     def delete_service(self, namespace: str, name: str) -> None: ...
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
@@ -143,6 +146,23 @@ class Kube:
     def read_pod(self, namespace: str, name: str) -> Obj | None:
         found: Obj | None = _or_none(lambda: _json(self.core.read_namespaced_pod, name, namespace))
         return found
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        items: list[Obj] = _json(
+            self.core.list_namespaced_pod, namespace, label_selector=selector
+        ).get("items", [])
+        return items
+
+    def patch_pod(self, namespace: str, name: str, body: Obj) -> Obj | None:
+        """Merge-patch a pod; None when it is gone. A `metadata.resourceVersion` in `body`
+        makes the patch land only on that version (409 Conflict otherwise)."""
+        found: Obj | None = _or_none(
+            lambda: _json(self.core.patch_namespaced_pod, name, namespace, body)
+        )
+        return found
+
+    def patch_secret(self, namespace: str, name: str, body: Obj) -> None:
+        _or_none(lambda: self.core.patch_namespaced_secret(name, namespace, body))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         _ignore_404(

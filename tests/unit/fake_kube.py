@@ -48,6 +48,31 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return out
 
 
+def selects(selector: str, labels: dict[str, str] | None) -> bool:
+    """Whether a label selector (`k=v`, `!k`, `k in (a,b)`, comma-joined) picks `labels`."""
+    labels = labels or {}
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(selector + ","):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            terms.append(selector[start:i].strip())
+            start = i + 1
+    for term in filter(None, terms):
+        if term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif " in " in term:
+            key, values = term.split(" in ", 1)
+            if labels.get(key.strip()) not in values.strip("() ").split(","):
+                return False
+        else:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+    return True
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[Key, Obj] = {}
@@ -152,6 +177,33 @@ class FakeKube:
     def read_pod(self, namespace: str, name: str) -> Obj | None:
         self._log("read_pod", name)
         return self.get("pods", namespace, name)
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        self._log("list_pods", selector)
+        return [
+            copy.deepcopy(o)
+            for (p, ns, _), o in sorted(self.objects.items())
+            if p == "pods" and ns == namespace and selects(selector, o["metadata"].get("labels"))
+        ]
+
+    def patch_pod(self, namespace: str, name: str, body: Obj) -> Obj | None:
+        self._log("patch_pod", name)
+        obj = self.objects.get(("pods", namespace, name))
+        if obj is None:
+            return None
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        merged = merge_patch(obj, body)
+        merged["metadata"]["resourceVersion"] = self._next_rv()
+        self.objects[("pods", namespace, name)] = merged
+        return copy.deepcopy(merged)
+
+    def patch_secret(self, namespace: str, name: str, body: Obj) -> None:
+        self._log("patch_secret", name)
+        obj = self.objects.get(("secrets", namespace, name))
+        if obj is not None:
+            self.objects[("secrets", namespace, name)] = merge_patch(obj, body)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._log("delete_pod", name)

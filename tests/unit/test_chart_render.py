@@ -245,9 +245,9 @@ NAMESPACED_RULES = (
     | {("codemode.dev", k, "delete") for k in ("codesessions", "workflowlibraries")}
     | {("codemode.dev", f"{k}/status", "patch") for k in KINDS}
     | {("codemode.dev", f"{k}/finalizers", "update") for k in KINDS}
-    | {("", "pods", v) for v in ("create", "get", "list", "watch", "delete")}
+    | {("", "pods", v) for v in ("create", "get", "list", "watch", "patch", "delete")}
     | {("", "services", v) for v in ("create", "delete")}
-    | {("", "secrets", v) for v in ("create", "get", "update")}
+    | {("", "secrets", v) for v in ("create", "get", "update", "patch")}
     | {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
     | {("networking.k8s.io", "networkpolicies", v) for v in ("create", "update")}
     | {("", "events", "create")}

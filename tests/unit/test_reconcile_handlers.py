@@ -97,7 +97,7 @@ def test_timers_come_from_the_settings() -> None:
         "library_deleted",
     }
     watching = {w.id for w in registry._watching.get_all_handlers()}
-    assert watching == {"session_pod_event", "library_job_event"}
+    assert watching == {"session_pod_event", "pool_pod_event", "library_job_event"}
 
 
 def test_nothing_reads_the_environment_at_import() -> None:

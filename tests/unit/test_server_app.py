@@ -27,6 +27,7 @@ ROUTES = [
     ("POST", "/execute"),
     ("GET", "/info"),
     ("POST", "/reset"),
+    ("POST", "/bind"),
     ("GET", "/api/tools"),
     ("GET", "/api/tools/search"),
     ("GET", "/api/workflows"),

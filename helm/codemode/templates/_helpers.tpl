@@ -122,17 +122,18 @@ OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). */
 - apiGroups: ["codemode.dev"]
   resources: ["workspaces/finalizers", "codesessions/finalizers", "workflowlibraries/finalizers"]
   verbs: ["update"]
-# Session pods (watched for readiness) and library sync Jobs' pods (read for results).
+# Session pods (watched for readiness; a warm pool pod is patched when a session takes
+# it) and library sync Jobs' pods (read for results).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["create", "get", "list", "watch", "delete"]
+  verbs: ["create", "get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "delete"]
 # Session token Secrets, Workspace Redis credentials (replaced), the Redis Secrets users reference.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "get", "update"]
+  verbs: ["create", "get", "update", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "delete"]

@@ -173,6 +173,20 @@ class WorkspaceLimits(Model):
     )
 
 
+class WarmPool(Model):
+    size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Session pods kept started and unbound, built from sessionDefaults and "
+        "wired to the workspace's Redis user. A CodeSession whose pod would be the same (no "
+        "image, resources, runtimeClassName or defaultTimeout of its own that differs from "
+        "sessionDefaults) binds one without a restart, and the pool starts another. They "
+        "count against limits.maxSessions: the pool keeps at most maxSessions minus the "
+        "workspace's running session pods. Pods of older sessionDefaults are replaced.",
+    )
+
+
 class WorkspaceSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -216,6 +230,11 @@ class WorkspaceSpec(Model):
     limits: WorkspaceLimits = Field(
         default_factory=WorkspaceLimits, description="Quotas of this workspace."
     )
+    warm_pool: WarmPool = Field(
+        default_factory=WarmPool,
+        alias="warmPool",
+        description="Pre-started session pods that new CodeSessions bind instead of starting one.",
+    )
     deletion_policy: Literal["Refuse", "Cascade"] = Field(
         default="Refuse",
         alias="deletionPolicy",
@@ -237,6 +256,13 @@ class WorkspaceUsage(Model):
     )
     artifacts: int = Field(description="Artifacts stored.")
     workflows: int = Field(description="Workflows stored, counted against limits.maxWorkflows.")
+
+
+class WarmPoolStatus(Model):
+    desired: int = Field(
+        description="Pods the pool keeps: warmPool.size, less what limits.maxSessions leaves."
+    )
+    ready: int = Field(description="Pool pods started and ready to be bound.")
 
 
 class WorkspaceStatus(Model):
@@ -261,6 +287,9 @@ class WorkspaceStatus(Model):
     usage: WorkspaceUsage | None = Field(
         default=None,
         description="What the workspace stores, read from Redis on each reconcile (every 30s).",
+    )
+    warm_pool: WarmPoolStatus | None = Field(
+        default=None, alias="warmPool", description="The warm pool's pods (spec.warmPool)."
     )
     conditions: list[Condition] = Field(
         default_factory=list, description=condition_types("Workspace") + "."

@@ -9,6 +9,7 @@ the pod's deletion events find an ended session and never bring the pod back.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -20,7 +21,7 @@ from redis import exceptions as redis_errors
 
 from codemode_operator import PREFIX
 from codemode_operator.api.codesession import CodeSessionSpec, CodeSessionStatus
-from codemode_operator.api.common import parse_bytes, parse_duration
+from codemode_operator.api.common import parse_duration
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.session import (
     PORT,
@@ -42,6 +43,8 @@ from codemode_operator.conditions import (
     set_kstatus,
 )
 from codemode_operator.kube import KubeAPI, Obj
+from codemode_operator.reconcile import pool as pool_rec
+from codemode_operator.reconcile.params import session_params as params_of
 from codemode_operator.reconcile.workspace import RedisConfigError, admin_url
 from codemode_operator.session_state import forget_state, state_id_of
 from codemode_operator.settings import OperatorConfig
@@ -53,41 +56,10 @@ from codemode_operator.vocabulary import (
     is_final,
 )
 
+log = logging.getLogger("codemode.operator")
 _admission = threading.Lock()
 AGENT_LABEL = f"{PREFIX}/agent"
 Clock = Callable[[], float]
-
-
-def params_of(body: Obj, workspace: Obj, cfg: OperatorConfig) -> SessionParams:
-    meta = body["metadata"]
-    spec = CodeSessionSpec.model_validate(body.get("spec") or {})
-    ws_spec = WorkspaceSpec.model_validate(workspace.get("spec") or {})
-    defaults = ws_spec.session_defaults
-    resources = spec.resources or defaults.resources
-    return SessionParams(
-        name=meta["name"],
-        namespace=meta["namespace"],
-        uid=meta["uid"],
-        workspace=workspace["metadata"]["name"],
-        workspace_id=ws_spec.workspace_id or workspace["metadata"]["name"],
-        prefix=ws_spec.prefix,
-        credentials_secret=(workspace.get("status") or {}).get("credentialsSecret", ""),
-        image=spec.image or defaults.image or cfg.session_image,
-        image_pull_policy=defaults.image_pull_policy,
-        resources=resources.model_dump(exclude_none=True) if resources else {},
-        runtime_class_name=spec.runtime_class_name or defaults.runtime_class_name,
-        default_timeout=parse_duration(spec.default_timeout or defaults.default_timeout),
-        max_execution_time=parse_duration(defaults.max_execution_time),
-        allow_runtime_deps=defaults.allow_runtime_deps,
-        memory_limit_mb=defaults.memory_limit_mb,
-        tools_config_map=defaults.tools_config_map,
-        max_storage_bytes=parse_bytes(ws_spec.limits.max_storage_bytes),
-        max_artifact_bytes=parse_bytes(ws_spec.limits.max_artifact_bytes),
-        max_workflows=ws_spec.limits.max_workflows,
-        agent_id=spec.agent_id,
-        state_id=state_id_of(meta["uid"]),
-        fork_from=((body.get("status") or {}).get("forkedFrom") or None),
-    )
 
 
 def limits_of(body: Obj, workspace: Obj) -> tuple[float, float]:
@@ -248,7 +220,7 @@ def terminate(
     return Outcome(
         ended,
         after=(
-            lambda: kube.delete_pod(p.namespace, p.pod_name),
+            lambda: kube.delete_pod(p.namespace, status.pod_name or p.pod_name),
             lambda: kube.delete_service(p.namespace, p.service_name),
             *cleanup,
         ),
@@ -315,7 +287,7 @@ def suspend(
     return Outcome(
         suspended,
         after=(
-            lambda: kube.delete_pod(p.namespace, p.pod_name),
+            lambda: kube.delete_pod(p.namespace, status.pod_name or p.pod_name),
             lambda: kube.delete_service(p.namespace, p.service_name),
         ),
     )
@@ -382,7 +354,7 @@ def with_pod_phase(
         generation,
         ready=phase == Phase.READY,
         reason=reason,
-        message=f"pod {name}-session is {phase.lower()}",
+        message=f"pod {status.pod_name or name + '-session'} is {phase.lower()}",
         progress=_progress(phase, reason),
     )
     return status.model_copy(update=update)
@@ -528,23 +500,34 @@ def reconcile(
         status = status.model_copy(
             update={"suspended_at": None, "last_activity_time": iso(clock()), "endpoint": None}
         )
-    pod = kube.read_pod(p.namespace, p.pod_name) if status.pod_name else None
-    if not (periodic and pod is not None):
+    pod_name = status.pod_name or p.pod_name  # a pod taken from the pool has its own name
+    pod = kube.read_pod(p.namespace, pod_name) if status.pod_name else None
+    if pod is not None and pod_state(pod)[0] == Phase.FAILED:
+        kube.delete_pod(p.namespace, pod_name)
+        pod = None
+    after: tuple[Callable[[], None], ...] = ()
+    # A pod from the workspace's warm pool when one serves it (a first start, a resume,
+    # a pod that is gone); it comes with its Service and token Secret.
+    warm = pool_rec.take(kube, cfg, workspace, p) if pod is None else None
+    if warm is not None:
+        pod, pod_name = warm, warm["metadata"]["name"]
+        after = (lambda: _refill(kube, cfg, workspace),)
+        if status.pod_name and not resuming:
+            status.pod_recreations = (status.pod_recreations or 0) + 1
+    elif not (periodic and pod is not None):
         # Create first and let 409 say "already there": an existing token is kept, and the
         # first reconcile of a session costs three calls, not six. The periodic check
         # skips this while the pod stands: with a thousand sessions those calls add up.
         kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
         kube.ensure(session_service(p))
-    if pod is not None and pod_state(pod)[0] == Phase.FAILED:
-        kube.delete_pod(p.namespace, p.pod_name)
-        pod = None
     if pod is None:
+        pod_name = p.pod_name
         pod, created = kube.create_pod(session_pod(p))
         if created and status.pod_name and not resuming:
             status.pod_recreations = (status.pod_recreations or 0) + 1
     status = status.model_copy(
         update={
-            "pod_name": p.pod_name,
+            "pod_name": pod_name,
             "token_secret": p.token_secret,
             "workspace_id": p.workspace_id,
         }
@@ -591,4 +574,13 @@ def reconcile(
                 f"no execution for {idle:g}s (idleTimeout)",
                 workspace,
             )
-    return Outcome(status)
+    return Outcome(status, after=after)
+
+
+def _refill(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> None:
+    """The pool starts a pod for the one a session took (once the session's status is
+    written); its status follows from the new pod's events."""
+    try:
+        pool_rec.reconcile(kube, cfg, workspace)
+    except Exception:  # the workspace's own reconcile refills on its next run
+        log.exception("refilling the warm pool of %s", workspace["metadata"]["name"])

@@ -19,6 +19,7 @@ from codemode_operator.commit import WORKSPACE, Outcome
 from codemode_operator.conditions import Progress, set_condition, set_kstatus
 from codemode_operator.kube import KubeAPI, Obj
 from codemode_operator.reconcile import Retry
+from codemode_operator.reconcile import pool as pool_rec
 from codemode_operator.settings import OperatorConfig
 from codemode_operator.vocabulary import ConditionType, Reason
 
@@ -142,6 +143,9 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, body: Obj) -> Outcome[Workspac
         pass  # Redis just answered: keep the last usage rather than fail the reconcile
     else:
         status.usage = usage_status(usage)
+    # the pool's pods need the credentials Secret this reconcile just wrote
+    provisioned = {**(body.get("status") or {}), "credentialsSecret": p.credentials_secret}
+    status.warm_pool = pool_rec.reconcile(kube, cfg, {**body, "status": provisioned})
     target = redacted_url(url)
     status.conditions = set_condition(
         status.conditions,
