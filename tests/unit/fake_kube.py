@@ -66,10 +66,12 @@ def selects(selector: str, labels: dict[str, str] | None) -> bool:
             key, values = term.split(" in ", 1)
             if labels.get(key.strip()) not in values.strip("() ").split(","):
                 return False
-        else:
+        elif "=" in term:
             key, value = term.split("=", 1)
             if labels.get(key) != value:
                 return False
+        elif term not in labels:
+            return False
     return True
 
 

@@ -97,6 +97,8 @@ def test_a_pool_pod_is_a_session_pod_of_the_defaults_that_waits_for_its_binding(
     assert meta["name"] == "ws-pool-abc-session"
     assert meta["labels"][WARM_LABEL] == "ws" and meta["labels"][HASH_LABEL] == settings_hash(p)
     assert "codemode.dev/session" not in meta["labels"] and meta["annotations"] == {}
+    # the workspace's NetworkPolicy for session pods holds for it from the start
+    assert meta["labels"]["app.kubernetes.io/component"] == "session"
     assert [(o["kind"], o["name"], o["uid"]) for o in meta["ownerReferences"]] == [
         ("Workspace", "ws", "ws-uid")
     ]
@@ -176,6 +178,7 @@ def test_the_pool_counts_against_max_sessions(kube: FakeKube) -> None:
                 "labels": {
                     "app.kubernetes.io/component": "session",
                     "codemode.dev/workspace": "ws",
+                    "codemode.dev/session": "busy",
                 },
             }
         },

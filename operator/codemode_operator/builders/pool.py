@@ -56,7 +56,9 @@ def _workspace_owner(p: SessionParams, workspace_uid: str) -> list[dict[str, Any
 
 
 def _pool_labels(p: SessionParams) -> dict[str, str]:
-    return labels("pool", p.workspace, warm=p.workspace, **{"pool-hash": settings_hash(p)})
+    # A session pod's component: the workspace's NetworkPolicy for session pods holds for
+    # a pool pod from its start, not from the moment a session takes it.
+    return labels("session", p.workspace, warm=p.workspace, **{"pool-hash": settings_hash(p)})
 
 
 def pool_token_secret(p: SessionParams, token: str, workspace_uid: str) -> dict[str, Any]:

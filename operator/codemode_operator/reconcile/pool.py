@@ -92,8 +92,8 @@ def _created(pod: Obj) -> str:
 
 
 def _session_pods(kube: KubeAPI, namespace: str, workspace: str) -> int:
-    """Live session pods of the workspace (pool pods are not among them)."""
-    selector = f"app.kubernetes.io/component=session,{PREFIX}/workspace={workspace}"
+    """Live pods of the workspace's sessions (a pool pod has no session label)."""
+    selector = f"app.kubernetes.io/component=session,{PREFIX}/workspace={workspace},{SESSION_LABEL}"
     return sum(1 for pod in kube.list_pods(namespace, selector) if not _deleting(pod))
 
 
