@@ -7,7 +7,8 @@ Both speak the same HTTP API, keep the server-issued session id, and turn
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
@@ -104,6 +105,24 @@ def _artifact_body(
     else:
         body["data"] = data
     return body
+
+
+FILE_CHUNK = 1024 * 1024
+
+
+def _file_path(path: str) -> str:
+    """`/files/{path}` with each component URL-quoted (the server checks the names)."""
+    return "/files/" + quote(path.lstrip("/"), safe="/")
+
+
+def _chunks_of(source: IO[bytes]) -> Iterator[bytes]:
+    while chunk := source.read(FILE_CHUNK):
+        yield chunk
+
+
+async def _async_chunks_of(source: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := source.read(FILE_CHUNK):
+        yield chunk
 
 
 class _Base:
@@ -270,6 +289,32 @@ class SessionClient(_Base):
         sid = session_id or self.session_id
         self._req("DELETE", _history_path(sid))
 
+    # the session's working folder (its code's current directory)
+    def list_files(self) -> list[dict[str, Any]]:
+        return list(self._req("GET", "/files").json()["files"])
+
+    def upload_file(self, path: str, data: bytes | IO[bytes]) -> dict[str, Any]:
+        """Put `data` (bytes, or a binary file streamed in pieces) at `path` in the folder."""
+        content = data if isinstance(data, bytes) else _chunks_of(data)
+        return dict(self._req("PUT", _file_path(path), content=content).json())
+
+    def download_file(self, path: str, into: IO[bytes] | None = None) -> bytes | int:
+        """The file's bytes; with `into`, streamed there instead (returns the count)."""
+        if into is None:
+            return self._req("GET", _file_path(path)).content
+        count = 0
+        with self._http.stream("GET", _file_path(path), headers=self._headers()) as response:
+            if response.status_code >= 400:
+                response.read()
+                _check(response)
+            for chunk in response.iter_bytes(FILE_CHUNK):
+                into.write(chunk)
+                count += len(chunk)
+        return count
+
+    def delete_file(self, path: str) -> None:
+        self._req("DELETE", _file_path(path))
+
 
 class AsyncSessionClient(_Base):
     """Asyncio client with the same methods as SessionClient, awaited."""
@@ -422,3 +467,27 @@ class AsyncSessionClient(_Base):
 
     async def delete_history(self, session_id: str | None = None) -> None:
         await self._req("DELETE", _history_path(session_id or self.session_id))
+
+    async def list_files(self) -> list[dict[str, Any]]:
+        return list((await self._req("GET", "/files")).json()["files"])
+
+    async def upload_file(self, path: str, data: bytes | IO[bytes]) -> dict[str, Any]:
+        content = data if isinstance(data, bytes) else _async_chunks_of(data)
+        return dict((await self._req("PUT", _file_path(path), content=content)).json())
+
+    async def download_file(self, path: str, into: IO[bytes] | None = None) -> bytes | int:
+        if into is None:
+            return (await self._req("GET", _file_path(path))).content
+        count = 0
+        request = self._http.stream("GET", _file_path(path), headers=self._headers())
+        async with request as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _check(response)
+            async for chunk in response.aiter_bytes(FILE_CHUNK):
+                into.write(chunk)
+                count += len(chunk)
+        return count
+
+    async def delete_file(self, path: str) -> None:
+        await self._req("DELETE", _file_path(path))

@@ -192,6 +192,10 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
             except Exception as exc:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         elif op == "exec" and state is not None:
+            cwd = request.get("cwd")
+            if isinstance(cwd, str):  # a new worker's first run: the session's folder
+                with contextlib.suppress(OSError):
+                    os.chdir(cwd)
             reply = state.runner.run(str(request.get("code", "")))
             if os.getpid() != main_pid:
                 # A copy made by os.fork() in the cell finished the cell: it must not

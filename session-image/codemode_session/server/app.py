@@ -9,6 +9,7 @@ a caller can cause is a 4xx with a `detail` that says what to change (see
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from codemode_session.server import http_errors, openapi
 from codemode_session.server.binding import Binding
 from codemode_session.server.body_limit import BodySizeLimit
 from codemode_session.server.config import ServerConfig, bound_env
+from codemode_session.server.files import SessionFolders
 from codemode_session.server.history import History
 from codemode_session.server.responses import AsciiJSONResponse
 from codemode_session.server.routers import ROUTERS
@@ -56,6 +58,11 @@ def create_app(env: Mapping[str, str] | None = None) -> FastAPI:
                 config.worker_idle_timeout,
                 recorder=history.record if config.history_enabled else None,
                 snapshots=snapshots if config.snapshots_enabled else None,
+                folders=SessionFolders(
+                    config.files_dir or os.path.join(tempfile.gettempdir(), "codemode-files"),
+                    config.max_file_bytes,
+                    config.max_folder_bytes,
+                ),
             )
         )
         yield

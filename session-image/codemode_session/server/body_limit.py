@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The probes take no body; they stay exactly as they are.
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Routes that cap their own bodies (uploads: MAX_FILE_BYTES, routers/files.py).
+EXEMPT_PREFIXES = ("/files/",)
 
 
 def too_large_detail(max_bytes: int) -> str:
@@ -77,8 +79,12 @@ class BodySizeLimit:
         self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt_paths:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or path in self.exempt_paths:
             await self.app(scope, receive, send)
+            return
+        if path.startswith(EXEMPT_PREFIXES):
+            await _close_if_unread(self.app, scope, receive, send)
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes:
@@ -125,3 +131,33 @@ class BodySizeLimit:
         start, body = _json_413(self.max_bytes)
         await send(start)
         await send(body)
+
+
+def _has_body(scope: Scope) -> bool:
+    for key, value in scope.get("headers", ()):
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _close_if_unread(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Pass the request on; an answer given before its body was read to the end (an
+    upload refused early) closes the connection: the unread bytes would otherwise be
+    taken for the next request on it."""
+    unread = _has_body(scope)
+
+    async def tracked_receive() -> Message:
+        nonlocal unread
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            unread = False
+        return message
+
+    async def tracked_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and unread:
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    await app(scope, tracked_receive, tracked_send)

@@ -99,6 +99,10 @@ class ServerConfig:
     # binds it to a CodeSession (POST /bind, server/binding.py). A restarted container of
     # a bound pod reads its binding from SESSION_BINDING_DIR (the pod's annotations).
     pool: bool = False
+    # Each session's working folder (server/files.py): where, and how much uploads may put.
+    files_dir: str | None = None  # default: <temp dir>/codemode-files
+    max_file_bytes: int = 256 * 1024 * 1024
+    max_folder_bytes: int = 512 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -140,6 +144,9 @@ class ServerConfig:
             state_id=_state_id(env, "SESSION_STATE_ID"),
             fork_from=_state_id(env, "SESSION_FORK_FROM"),
             pool=_flag(env, "SESSION_POOL"),
+            files_dir=env.get("FILES_DIR") or None,
+            max_file_bytes=_bytes(env, "MAX_FILE_BYTES", 256 * 1024 * 1024),
+            max_folder_bytes=_bytes(env, "MAX_FOLDER_BYTES", 512 * 1024 * 1024),
         )
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,11 @@ from typing import Any, Protocol
 from codemode_session.errors import StorageUnavailableError
 from codemode_session.results import failed_run
 from codemode_session.server import metrics
+from codemode_session.server.files import (
+    MAX_FILE_BYTES_DEFAULT,
+    MAX_FOLDER_BYTES_DEFAULT,
+    SessionFolders,
+)
 from codemode_session.workers import WorkerCrashed, WorkerPool, WorkerTimeout
 
 log = logging.getLogger("codemode.sessions")
@@ -89,6 +96,9 @@ class Snapshotter(Protocol):
     @property
     def shared(self) -> bool: ...
 
+    @property
+    def state_id(self) -> str | None: ...
+
 
 # Called with (session, code, reply, wall-clock start) once a run's reply is complete,
 # under the session's lock (so runs are recorded in order): the history hook.
@@ -104,8 +114,15 @@ class SessionManager:
         worker_idle_timeout: float | None = None,
         recorder: Recorder | None = None,
         snapshots: Snapshotter | None = None,
+        folders: SessionFolders | None = None,
     ) -> None:
         self.pool = pool
+        # Each session's working folder (its worker's current directory, /files).
+        self.folders = folders or SessionFolders(
+            os.path.join(tempfile.gettempdir(), "codemode-files"),
+            MAX_FILE_BYTES_DEFAULT,
+            MAX_FOLDER_BYTES_DEFAULT,
+        )
         self.recorder = recorder
         self.snapshots = snapshots
         self.idle_timeout = idle_timeout
@@ -292,7 +309,18 @@ class SessionManager:
             await self._give_back(worker, keep=not keep_state)
         if self.snapshots is not None and not keep_state and not self.snapshots.shared:
             await self.snapshots.forget(session)
+        if not keep_state and not self._shared:
+            self.folders.remove(self._folder_id(session))
         return True
+
+    def _folder_id(self, session: Session) -> str:
+        """Sessions that share one state share its folder too."""
+        shared = self.snapshots.state_id if self.snapshots is not None else None
+        return shared or session.id
+
+    def folder(self, session: Session) -> str:
+        """The session's working folder (made on first use)."""
+        return self.folders.folder(self._folder_id(session))
 
     async def release(self, session: Session, why: str) -> None:
         """Give the session's worker back, keeping the session (its next run starts afresh).
@@ -460,6 +488,7 @@ class SessionManager:
                 await self._ensure_worker(session)
                 if fresh:
                     restored = session.restored
+                    request["cwd"] = self.folder(session)  # a new worker starts in it
                     if session.kept:  # the shared state's worker, as the last run left it
                         released = None
                 reply: dict[str, Any] = await session.worker.request(request, timeout)

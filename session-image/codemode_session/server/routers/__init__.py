@@ -8,6 +8,7 @@ from codemode_session.server.routers import (
     artifacts,
     binding,
     deps,
+    files,
     history,
     probes,
     sessions,
@@ -23,5 +24,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     workflows.router,
     artifacts.router,
     deps.router,
+    files.router,
     history.router,
 )
