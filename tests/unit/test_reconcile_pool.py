@@ -372,3 +372,15 @@ def test_member_params_are_the_defaults_with_no_state() -> None:
     body["metadata"]["uid"] = "u"
     s = session_params(body, ws, CFG)
     assert dataclasses.replace(s, name=p.name, uid=p.uid, state_id=None) == p
+
+
+def test_a_pool_pod_event_records_the_pool_in_the_workspace_status(kube: FakeKube) -> None:
+    from codemode_operator.handlers import Handlers
+
+    ws = pooled(kube, 2)
+    pool_rec.reconcile(kube, CFG, ws)
+    make_ready(kube)
+    Handlers(CFG, kube, post=None).pool_changed(NS, "ws")
+    written = kube.get("workspaces", NS, "ws")
+    assert written is not None
+    assert written["status"]["warmPool"] == {"desired": 2, "ready": 2}
