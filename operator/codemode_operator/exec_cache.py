@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,8 @@ from codemode_session.errors import CodemodeError
 
 TTL_SECONDS = 3600.0
 CONNECT_TIMEOUT = 1.0
+SSE = "text/event-stream"
+OutputSink = Callable[[str, str], None]  # (stream, text) of a streamed run, as printed
 
 
 def cache_dir() -> Path:
@@ -98,8 +101,32 @@ def _call(
     return found
 
 
+def read_events(response: http.client.HTTPResponse, on_output: OutputSink) -> dict[str, Any] | None:
+    """A streamed `/execute`'s events: output to `on_output` as it comes, then the result
+    (None if the stream ended without one)."""
+    from codemode_session.sse import EventReader
+
+    events = EventReader()
+    while line := response.readline():
+        found = events.feed(line.decode("utf-8", errors="replace"))
+        if found is None:
+            continue
+        name, data = found
+        if name in ("stdout", "stderr"):
+            on_output(name, str(data.get("text", "")))
+        elif name == "result" and isinstance(data, dict):
+            return data
+        elif name == "error":
+            raise CodemodeError(f"/execute answered {data.get('status')}: {data.get('detail')}")
+    return None
+
+
 def try_execute(
-    namespace: str | None, name: str, code: str, timeout: float | None
+    namespace: str | None,
+    name: str,
+    code: str,
+    timeout: float | None,
+    on_output: OutputSink | None = None,
 ) -> dict[str, Any] | None:
     """The run's answer through the remembered address, or None to take the slow path.
 
@@ -132,10 +159,19 @@ def try_execute(
         body: dict[str, Any] = {"code": code}
         if timeout is not None:
             body["timeout"] = timeout
-        conn.request("POST", "/execute", body=json.dumps(body).encode(), headers=headers)
+        run_headers = headers if on_output is None else {**headers, "Accept": SSE}
+        conn.request("POST", "/execute", body=json.dumps(body).encode(), headers=run_headers)
         response = conn.getresponse()
-        data = response.read()
-        result = json.loads(data) if data else {}
+        streamed = response.getheader("content-type", "").startswith(SSE)
+        if on_output is not None and response.status == 200 and streamed:
+            found = read_events(response, on_output)
+            if found is None:
+                raise CodemodeError("/execute's stream ended without a result")
+            result: Any = found
+            data = b""
+        else:
+            data = response.read()
+            result = json.loads(data) if data else {}
         if response.status != 200 or not isinstance(result, dict):
             text = data[:200].decode(errors="replace")
             detail = result.get("detail") if isinstance(result, dict) else text

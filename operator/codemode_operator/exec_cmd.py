@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from codemode_session.errors import CodemodeError
+
+TRUNCATED = "\n[output truncated"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,16 +71,28 @@ def run(args: argparse.Namespace) -> int:
     from codemode_operator import exec_cache
 
     code = sys.stdin.read() if args.code == "-" else args.code
+    # Output is printed as the code runs, unless the whole result is asked for as JSON.
+    on_output = None if args.json else _print_output
     found = None
     if not args.workspace:  # creating a session needs Kubernetes anyway
-        found = exec_cache.try_execute(args.namespace, args.session, code, args.timeout)
+        found = exec_cache.try_execute(args.namespace, args.session, code, args.timeout, on_output)
     result = (
-        ExecuteResult.from_json(found) if found is not None else _through_kubernetes(args, code)
+        ExecuteResult.from_json(found)
+        if found is not None
+        else _through_kubernetes(args, code, on_output)
     )
-    return _print(result, args.json)
+    return _print(result, args.json, printed=on_output is not None)
 
 
-def _through_kubernetes(args: argparse.Namespace, code: str) -> Any:
+def _print_output(stream: str, text: str) -> None:
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    out.write(text)
+    out.flush()
+
+
+def _through_kubernetes(
+    args: argparse.Namespace, code: str, on_output: Callable[[str, str], None] | None
+) -> Any:
     """The slow path: find (or create) the session through the API server, run the code,
     and remember the session's address for the next call."""
     from codemode_session.client import SessionClient
@@ -92,7 +106,7 @@ def _through_kubernetes(args: argparse.Namespace, code: str) -> Any:
             url, token = sessions.address(args.session, args.workspace, timeout=args.wait)
             with SessionClient(url, token=token) as client:
                 try:
-                    result = client.execute(code, timeout=args.timeout)
+                    result = _run(client, code, args.timeout, on_output)
                 finally:
                     with contextlib.suppress(Exception):  # the pod may be gone
                         client.end_session()
@@ -104,14 +118,37 @@ def _through_kubernetes(args: argparse.Namespace, code: str) -> Any:
     return result
 
 
-def _print(result: Any, as_json: bool) -> int:
+def _run(
+    client: Any, code: str, timeout: float | None, on_output: Callable[[str, str], None] | None
+) -> Any:
+    from codemode_session.client import Output
+
+    if on_output is None:
+        return client.execute(code, timeout=timeout)
+    result = None
+    for item in client.execute_stream(code, timeout=timeout):
+        if isinstance(item, Output):
+            on_output(item.stream, item.text)
+        else:
+            result = item
+    if result is None:
+        raise CodemodeError("/execute's stream ended without a result")
+    return result
+
+
+def _print(result: Any, as_json: bool, printed: bool = False) -> int:
+    """The result as the user asked; `printed`: its output went out as the code ran."""
     if as_json:
         print(json.dumps(result.__dict__, default=str))
         return 0 if result.ok else 1
-    if result.stdout:
+    if result.stdout and not printed:
         sys.stdout.write(result.stdout)
-    if result.stderr:
+    if result.stderr and not printed:
         sys.stderr.write(result.stderr)
+    if printed:  # what was cut off was never streamed: say so once
+        for text in (result.stdout, result.stderr):
+            if TRUNCATED in (text or ""):
+                print(TRUNCATED + text.rsplit(TRUNCATED, 1)[1], file=sys.stderr)
     if result.error:
         print(result.error, file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ import httpx
 
 from codemode_session.errors import CodemodeError, ValidationError
 from codemode_session.results import ExecuteResult
+from codemode_session.sse import EventReader
 
 __all__ = ["AsyncSessionClient", "ExecuteResult", "SessionClient", "SessionError"]
 
@@ -125,6 +127,35 @@ async def _async_chunks_of(source: IO[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class Output:
+    """A piece of a streamed run's output, as printed: `stream` is stdout or stderr."""
+
+    stream: str
+    text: str
+
+
+StreamItem = Output | ExecuteResult
+SSE = {"Accept": "text/event-stream"}
+
+
+def _stream_item(name: str, data: Any) -> StreamItem | None:
+    if name in ("stdout", "stderr"):
+        return Output(name, str(data.get("text", "")))
+    if name == "result":
+        return ExecuteResult.from_json(data)
+    if name == "error":
+        raise SessionError(int(data.get("status", 500)), str(data.get("detail")))
+    return None
+
+
+def _stream_body(code: str, timeout: float | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code}
+    if timeout is not None:
+        body["timeout"] = timeout
+    return body
+
+
 class _Base:
     def __init__(
         self, base_url: str, token: str | None, session_id: str | None, workspace_id: str | None
@@ -194,6 +225,26 @@ class SessionClient(_Base):
         result = ExecuteResult.from_json(self._req("POST", "/execute", json=body).json())
         self.session_id = result.session_id
         return result
+
+    def execute_stream(self, code: str, timeout: float | None = None) -> Iterator[StreamItem]:
+        """Run `code`, yielding its output as it is printed (`Output`), then its
+        `ExecuteResult`. Closing the iterator early interrupts the run."""
+        if self.session_id is None:
+            self.create_session()
+        headers = {**self._headers(), **SSE}
+        body = _stream_body(code, timeout)
+        with self._http.stream("POST", "/execute", json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                _check(response)
+            events = EventReader()
+            for line in response.iter_lines():
+                found = events.feed(line)
+                item = None if found is None else _stream_item(*found)
+                if isinstance(item, ExecuteResult):
+                    self.session_id = item.session_id
+                if item is not None:
+                    yield item
 
     def reset(self) -> None:
         self._req("POST", "/reset")
@@ -368,6 +419,27 @@ class AsyncSessionClient(_Base):
         result = ExecuteResult.from_json((await self._req("POST", "/execute", json=body)).json())
         self.session_id = result.session_id
         return result
+
+    async def execute_stream(
+        self, code: str, timeout: float | None = None
+    ) -> AsyncIterator[StreamItem]:
+        """As SessionClient.execute_stream, for `async for`."""
+        if self.session_id is None:
+            await self.create_session()
+        headers = {**self._headers(), **SSE}
+        body = _stream_body(code, timeout)
+        async with self._http.stream("POST", "/execute", json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _check(response)
+            events = EventReader()
+            async for line in response.aiter_lines():
+                found = events.feed(line)
+                item = None if found is None else _stream_item(*found)
+                if isinstance(item, ExecuteResult):
+                    self.session_id = item.session_id
+                if item is not None:
+                    yield item
 
     async def reset(self) -> None:
         await self._req("POST", "/reset")

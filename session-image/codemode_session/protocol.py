@@ -19,6 +19,8 @@ MAX_FRAME = 64 * 1024 * 1024
 # An attachment may be larger than a frame: a session snapshot of big globals (its
 # size is bounded again by SNAPSHOT_MAX_BYTES and the workspace's storage quota).
 MAX_ATTACHMENT = 256 * 1024 * 1024
+# A frame the worker sends during a streamed run: {"op": OUTPUT_OP, "stream", "text"}.
+OUTPUT_OP = "output"
 
 
 class ProtocolError(Exception):

@@ -17,6 +17,8 @@ import json
 import math
 import sys
 import traceback
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
@@ -27,8 +29,9 @@ MAX_INT_BITS = 4096  # about 1233 decimal digits; larger ints are returned as te
 class CappedWriter(io.TextIOBase):
     """A text stream that keeps the first `limit` characters and notes the rest."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, sink: Callable[[str], None] | None = None) -> None:
         self.limit = limit
+        self.sink = sink  # also gets each kept piece as it is written (a streamed run)
         self.parts: list[str] = []
         self.size = 0
         self.dropped = 0
@@ -44,6 +47,8 @@ class CappedWriter(io.TextIOBase):
             kept = text[:room]
             self.parts.append(kept)
             self.size += len(kept)
+            if self.sink is not None:
+                self.sink(kept)
         self.dropped += max(0, len(text) - max(room, 0))
         return len(text)
 
@@ -208,12 +213,13 @@ class CellRunner:
             return self.loop.run_until_complete(result)
         return result
 
-    def run(self, code: str) -> dict[str, Any]:
+    def run(self, code: str, sink: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+        """Run a cell; `sink(stream, text)` also gets its output as it is printed."""
         self.count += 1
         asyncio.set_event_loop(self.loop)  # workflows called from plain code run on it too
         filename = f"<cell {self.count}>"
-        out = CappedWriter(self.output_limit)
-        err = CappedWriter(self.output_limit)
+        out = CappedWriter(self.output_limit, None if sink is None else partial(sink, "stdout"))
+        err = CappedWriter(self.output_limit, None if sink is None else partial(sink, "stderr"))
         value: Any = None
         error: str | None = None
         error_type: str | None = None

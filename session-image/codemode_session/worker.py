@@ -27,6 +27,7 @@ from codemode_session.namespaces import (
     ToolsNamespace,
     WorkflowsNamespace,
 )
+from codemode_session.output_stream import OutputStreamer
 from codemode_session.results import failed_run
 from codemode_session.runner import CellRunner
 from codemode_session.server.config import WorkerConfig
@@ -168,11 +169,23 @@ def stop_forked_copies() -> int:
     return stopped
 
 
+_running = False  # a cell is running: SIGINT (a cancelled streamed run) interrupts it
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGINT raises KeyboardInterrupt in the running cell, and is ignored between runs
+    (it must not end the worker and the session's state with it)."""
+    if _running:
+        raise KeyboardInterrupt
+
+
 def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
-    global _forked
+    global _forked, _running
     main_pid = os.getpid()
     os.register_at_fork(after_in_parent=_note_fork)
+    signal.signal(signal.SIGINT, _interrupt)
     state: SessionState | None = None
+    streamer: OutputStreamer | None = None
     while True:
         try:
             request = channel.next_request()
@@ -196,7 +209,19 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
             if isinstance(cwd, str):  # a new worker's first run: the session's folder
                 with contextlib.suppress(OSError):
                     os.chdir(cwd)
-            reply = state.runner.run(str(request.get("code", "")))
+            sink = None
+            if request.get("stream"):
+                if streamer is None:
+                    streamer = OutputStreamer(channel)
+                streamer.start()
+                sink = streamer.write
+            _running = True
+            try:
+                reply = state.runner.run(str(request.get("code", "")), sink)
+            finally:
+                _running = False
+                if sink is not None and streamer is not None:
+                    streamer.finish()  # every piece of output goes before the reply
             if os.getpid() != main_pid:
                 # A copy made by os.fork() in the cell finished the cell: it must not
                 # answer on the shared channel (the worker itself does).

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +27,8 @@ from codemode_session.limits import kill_all_but, kill_worker_tree
 from codemode_session.server.storage_broker import StorageBroker
 
 # Credentials of the server: agent code reaches storage through the server only.
+# (stream, text): a streamed run's output as the worker sends it
+OutputSink = Callable[[str, str], None]
 STRIPPED_ENV = ("CONTAINER_AUTH_TOKEN", "REDIS_URL", "STORAGE_DIR")
 
 
@@ -54,6 +58,7 @@ class Worker:
         self.initialized = False
         self._seq = 0
         self._pending: asyncio.Future[dict[str, Any]] | None = None
+        self._on_output: OutputSink | None = None
         self._broken: str | None = None
         self._reading: asyncio.Task[None] | None = None
         # Set by the pool: drops its idle spares before a sole-session kill (agent code
@@ -129,6 +134,10 @@ class Worker:
                 if message.get("op") == "storage":
                     await self._answer(message)
                     continue
+                if message.get("op") == protocol.OUTPUT_OP:  # a streamed run's output, as printed
+                    if self._on_output is not None:
+                        self._on_output(str(message.get("stream")), str(message.get("text")))
+                    continue
                 pending = self._pending
                 if pending is None or pending.done():
                     self._broken = "the worker's channel was tampered with"
@@ -170,13 +179,20 @@ class Worker:
             )
 
     async def request(
-        self, message: dict[str, Any], timeout: float | None, blob: bytes | None = None
+        self,
+        message: dict[str, Any],
+        timeout: float | None,
+        blob: bytes | None = None,
+        on_output: OutputSink | None = None,
     ) -> dict[str, Any]:
+        """Send a request and wait for its reply; `on_output(stream, text)` gets the
+        output a streamed run (`"stream": true`) sends before it."""
         if not self.alive:
             raise WorkerCrashed(self._exit_reason())
         self._seq += 1
         pending: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending = pending
+        self._on_output = on_output
         try:
             await self._send({**message, "seq": self._seq}, blob)
             reply = await asyncio.wait_for(pending, timeout)
@@ -190,6 +206,7 @@ class Worker:
             raise WorkerCrashed(self._exit_reason()) from None
         finally:
             self._pending = None
+            self._on_output = None
         if reply.pop("seq", None) != self._seq:
             # Agent code wrote to the worker's channel: nothing on it can be trusted now.
             self._broken = "the worker's channel was tampered with"
@@ -215,6 +232,11 @@ class Worker:
         if code < 0:
             return f"the worker was killed by signal {-code}"
         return f"the worker exited with status {code}"
+
+    def interrupt(self) -> None:
+        """SIGINT: KeyboardInterrupt in the running cell (a cancelled streamed run)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.proc.pid, signal.SIGINT)
 
     async def kill(self) -> None:
         if self.sole and self.initialized:

@@ -6,7 +6,10 @@ servers without a state id are never remembered."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +59,44 @@ def test_a_remembered_session_runs_code_and_keeps_its_state(
     assert failed is not None and failed["error_type"] == "ZeroDivisionError"
     # Another namespace or kubeconfig is another entry.
     assert exec_cache.try_execute("other-ns", "agent-1", "1", None) is None
+
+
+def test_the_fast_path_streams_output_as_the_code_runs(server: ServerProcess) -> None:
+    """`codemode exec` prints as the code runs: the fast path hands each piece over as it
+    arrives, and the result after the last of them."""
+    exec_cache.write_entry("team", "agent-1", server.url, TOKEN, "cs.one")
+    pieces: list[tuple[str, str]] = []
+    code = "import sys\nprint('out')\nprint('err', file=sys.stderr)\n'v'"
+    result = exec_cache.try_execute(
+        "team", "agent-1", code, None, lambda stream, text: pieces.append((stream, text))
+    )
+    assert pieces == [("stdout", "out\n"), ("stderr", "err\n")]
+    assert result is not None and result["value"] == "v" and result["stdout"] == "out\n"
+
+
+def test_codemode_exec_prints_as_the_code_runs(server: ServerProcess, cache_home: Path) -> None:
+    """The CLI prints a line before the code goes on: the code waits until the test has
+    read that line from the CLI's stdout (the test answers with a file in the state's
+    working folder, which every server session of a CodeSession pod shares)."""
+    from codemode_session.client import SessionClient
+
+    exec_cache.write_entry("team", "agent-1", server.url, TOKEN, "cs.one")
+    code = (
+        "import os, time\nprint('first', flush=True)\ndeadline = time.time() + 30\n"
+        "while not os.path.exists('ack') and time.time() < deadline:\n    time.sleep(0.02)\n"
+        "os.remove('ack') if os.path.exists('ack') else None\n"
+        "'acknowledged' if time.time() < deadline else 'never read'"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    cli = [sys.executable, "-m", "codemode_session", "exec", "agent-1", code, "-n", "team"]
+    with subprocess.Popen(cli, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "first\n"
+        with SessionClient(server.url, token=TOKEN) as other:
+            other.create_session()
+            other.upload_file("ack", b"")
+        rest = proc.stdout.read()
+    assert proc.returncode == 0 and rest == "acknowledged\n"
 
 
 def test_another_sessions_server_a_dead_address_or_a_bad_token_fall_back(

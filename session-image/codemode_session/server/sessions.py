@@ -43,6 +43,7 @@ CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 LOST = "this session's state (variables, imports) was lost"
 RESTORE_TIMEOUT = 120.0  # seconds a new worker may take to load a snapshot
 PRIME_RETRY_FIRST, PRIME_RETRY_MAX = 0.5, 5.0  # backoff while the saved state is unreadable
+INTERRUPT_GRACE = 2.0  # seconds an interrupted cell may take before its worker is killed
 PRIME_WAIT = 10.0  # seconds a run waits for the shared state before a 503
 # Session records are small; past this many per worker the longest idle without a
 # worker are forgotten (its id, if used again, starts afresh).
@@ -80,6 +81,7 @@ class Session:
     snapshot_failed: bool = False  # the next run's snapshot is sent even if unchanged
     restored: dict[str, Any] | None = None
     kept: bool = False  # its worker is the one the last session of a shared state left
+    running: int = 0  # the number of the run in flight (0: none), for `interrupt`
 
 
 class Snapshotter(Protocol):
@@ -131,6 +133,8 @@ class SessionManager:
         self.max_records = max(MIN_RECORDS, RECORDS_PER_WORKER * max_sessions)
         self._sessions: dict[str, Session] = {}
         self._acquiring = 0
+        self._runs = 0  # runs started, to tell one from the next (`interrupt`)
+        self._tasks: set[asyncio.Future[None]] = set()
         self.last_activity = time.time()
         self._sweeper: asyncio.Task[None] | None = None
         # Sessions that share one state (a CodeSession pod) hand their worker on instead of
@@ -468,7 +472,35 @@ class SessionManager:
         finally:
             self._acquiring -= 1
 
-    async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
+    def interrupt(self, session: Session) -> None:
+        """Stop the session's run in flight (a streamed run whose client went away):
+        KeyboardInterrupt in the cell, then, if the cell goes on past INTERRUPT_GRACE,
+        the worker is killed (its state comes back from the last snapshot)."""
+        run, worker = session.running, session.worker
+        if not run or worker is None:
+            return
+        worker.interrupt()
+
+        def kill_if_still_running() -> None:
+            if session.running == run and session.worker is worker:
+                self._background(worker.kill())
+
+        asyncio.get_running_loop().call_later(INTERRUPT_GRACE, kill_if_still_running)
+
+    def _background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def execute(
+        self,
+        session: Session,
+        code: str,
+        timeout: float,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run `code` in the session; `on_output(stream, text)`, if given, gets its output
+        as it is printed (a streamed run), before this returns the reply."""
         async with session.lock:
             self.touch(session)
             started, started_at = time.perf_counter(), time.time()
@@ -479,6 +511,8 @@ class SessionManager:
                 metrics.WORKER_RESTARTS.labels(reason="lost").inc()
             released, session.released = session.released, None
             request: dict[str, Any] = {"op": "exec", "code": code}
+            if on_output is not None:
+                request["stream"] = True
             if session.snapshot_failed:  # the last one was not stored: send it again
                 session.snapshot_failed = False
                 request["force_snapshot"] = True
@@ -491,7 +525,14 @@ class SessionManager:
                     request["cwd"] = self.folder(session)  # a new worker starts in it
                     if session.kept:  # the shared state's worker, as the last run left it
                         released = None
-                reply: dict[str, Any] = await session.worker.request(request, timeout)
+                self._runs += 1
+                session.running = self._runs
+                try:
+                    reply: dict[str, Any] = await session.worker.request(
+                        request, timeout, on_output=on_output
+                    )
+                finally:
+                    session.running = 0
                 outcome = "error" if reply.get("error") else "ok"
                 killed = False
             except (TooManySessions, StorageUnavailableError):

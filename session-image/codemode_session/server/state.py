@@ -152,8 +152,14 @@ class ServerState:
             )
         raise UnknownSession(UNKNOWN_SESSION_HINT)
 
-    async def execute(self, session: Session, code: str, timeout: float) -> dict[str, Any]:
+    async def execute(
+        self,
+        session: Session,
+        code: str,
+        timeout: float,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> dict[str, Any]:
         try:
-            return await self.sessions.execute(session, code, timeout)
+            return await self.sessions.execute(session, code, timeout, on_output)
         except TooManySessions:
             raise self._limit() from None

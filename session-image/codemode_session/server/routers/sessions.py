@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 
 from codemode_session import __version__
 from codemode_session.server.auth import token_owner
@@ -18,6 +19,7 @@ from codemode_session.server.dependencies import (
     State,
     authenticated_router,
 )
+from codemode_session.server.execute_stream import MEDIA_TYPE, events, wants_stream
 from codemode_session.server.http_errors import TooLarge, UnknownSession
 from codemode_session.server.models import (
     CreateSessionRequest,
@@ -88,7 +90,19 @@ def run_timeout(requested: float | None, config: ServerConfig) -> float:
     return timeout
 
 
-@router.post("/execute", response_model=ExecuteResponse, responses=errors(409, 429, 503))
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The run's result; with `Accept: text/event-stream`, server-sent "
+        "events as it runs: `stdout` and `stderr` ({text}), then `result` (this JSON) "
+        "or `error` ({status, detail})",
+        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/execute", response_model=ExecuteResponse, responses={**STREAMED, **errors(409, 429, 503)}
+)
 async def execute(
     body: ExecuteRequest,
     request: Request,
@@ -105,6 +119,12 @@ async def execute(
     if x_agent_id is not None:
         validate_agent_id(x_agent_id)  # used only when this run creates the session
     session = await state.session_for_execute(x_session_id, token_owner(request), x_agent_id)
+    if wants_stream(request.headers.get("accept")):
+        return StreamingResponse(
+            events(state, session, body.code, timeout),
+            media_type=MEDIA_TYPE,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     # The reply already has ExecuteResponse's fields and JSON types (it came as JSON
     # from the worker); returning it as is skips a second validation per request.
     return AsciiJSONResponse(await state.execute(session, body.code, timeout))
