@@ -22,6 +22,14 @@ K8S_VERSION = "1.34"
 VALUE_SETS: dict[str, list[str]] = {
     "defaults": [],
     "namespaced": ["--set", "watchNamespaces={team-a,team-b}"],
+    "gateway-ingress": [
+        "--set",
+        "gateway.ingress.enabled=true",
+        "--set",
+        "gateway.ingress.host=gw.example.com",
+        "--set-json",
+        'gateway.ingress.tls=[{"hosts":["gw.example.com"],"secretName":"gw-tls"}]',
+    ],
     "no-redis-no-metrics": ["--set", "redis.enabled=false", "--set", "metrics.enabled=false"],
     "ephemeral-redis": [
         "--set",
@@ -108,7 +116,16 @@ def render(
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+    """The objects of `kind` but the gateway's (gateway_docs; tested on their own)."""
+    return [d for d in docs if d["kind"] == kind and not _gateway(d)]
+
+
+def _gateway(doc: dict[str, Any]) -> bool:
+    return "-gateway" in doc["metadata"]["name"]
+
+
+def gateway_docs(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and _gateway(d)]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=list(VALUE_SETS))
@@ -170,6 +187,9 @@ def test_rendered_manifests_are_valid_kubernetes(helm: str, values: list[str]) -
         (["--set", "operator.workspacePollSeconds=0"], "workspacePollSeconds"),
         # no ServiceAccount of ours and no name: the `default` one must not get the rules
         (["--set", "serviceAccount.create=false"], "serviceAccount.name"),
+        (["--set", "gateway.replica=3"], "replica"),
+        (["--set", "gateway.ingress.hots=x"], "hots"),
+        (["--set", "gateway.service.type=Ingress"], "type"),
     ],
 )
 def test_values_schema_rejects_typos_and_bad_values(helm: str, bad: list[str], named: str) -> None:
@@ -393,7 +413,7 @@ def test_long_and_dotted_release_names_give_valid_names(helm: str, release: str)
     assert len(sts["metadata"]["name"]) <= 52, sts["metadata"]["name"]
     assert sts["spec"]["serviceName"] in {n for k, n in names if k == "Service"}
     services = [n for k, n in names if k == "Service"]
-    assert len(services) == len(set(services)) == 2  # metrics and redis stay distinct
+    assert len(services) == len(set(services)) == 3  # metrics, redis, gateway stay distinct
     (secret,) = by_kind(docs, "Secret")
     url = base64.b64decode(secret["data"]["url"]).decode()
     assert f"@{sts['metadata']['name']}.codemode-system.svc:6379/" in url
@@ -595,3 +615,63 @@ def test_session_dns_values_reach_the_operator(helm: str) -> None:
             "dns", (("app", "coredns"), ("tier", "dns")), ("169.254.20.10/32", "10.250.250.1/32")
         )
     )
+
+
+GATEWAY_REVIEWS = {
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
+}
+GATEWAY_RULES = {("codemode.dev", "codesessions", v) for v in ("get", "create", "patch")} | {
+    ("", r, "get") for r in ("secrets", "pods")
+}
+
+
+def test_gateway_is_on_by_default_with_two_replicas_and_least_privilege(helm: str) -> None:
+    docs = render(helm)
+    (dep,) = gateway_docs(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python3", "-m", "codemode_operator.gateway"]
+    assert container["image"] == "localhost/codemode/operator:dev"
+    _restricted(container)
+    assert pod["serviceAccountName"] == "codemode-gateway"
+    (svc,) = gateway_docs(docs, "Service")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["port"] == 80
+    assert not by_kind(docs, "Ingress") and not gateway_docs(docs, "Ingress")
+    (role,) = gateway_docs(docs, "ClusterRole")
+    assert _rules(role) == GATEWAY_REVIEWS | GATEWAY_RULES
+    (binding,) = gateway_docs(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "codemode-gateway", "namespace": "codemode-system"}
+    ]
+
+
+def test_gateway_namespaced_rbac_ingress_and_off(helm: str) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "gateway.replicas=3",
+        "--set",
+        "gateway.ingress.enabled=true",
+        "--set",
+        "gateway.ingress.host=gw.example.com",
+        "--set",
+        "gateway.ingress.className=nginx",
+    )
+    (role,) = gateway_docs(docs, "ClusterRole")
+    assert _rules(role) == GATEWAY_REVIEWS
+    roles = gateway_docs(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(_rules(r) == GATEWAY_RULES for r in roles)
+    assert gateway_docs(docs, "Deployment")[0]["spec"]["replicas"] == 3
+    (ingress,) = gateway_docs(docs, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "gw.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "codemode-gateway"
+    off = render(helm, "--set", "gateway.enabled=false")
+    assert not [d for d in off if _gateway(d)]

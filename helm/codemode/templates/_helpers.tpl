@@ -144,3 +144,24 @@ OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). */
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
+
+{{- define "codemode.gateway.fullname" -}}
+{{- include "codemode.suffixed" (list . "gateway" 63) -}}
+{{- end -}}
+
+{{- define "codemode.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "codemode.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* What the gateway reads and does in each namespace it serves: a session (created on
+first use, resumed when suspended), its token Secret and its pod's address. */}}
+{{- define "codemode.rbac.gatewayRules" -}}
+- apiGroups: ["codemode.dev"]
+  resources: ["codesessions"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets", "pods"]
+  verbs: ["get"]
+{{- end -}}

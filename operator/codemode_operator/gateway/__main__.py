@@ -1,0 +1,52 @@
+"""`python -m codemode_operator.gateway`: serve the gateway (settings from the environment).
+
+GATEWAY_PORT (8080), GATEWAY_AUTH_CACHE_SECONDS (10: how long a TokenReview or
+SubjectAccessReview answer is reused), GATEWAY_SESSION_CACHE_SECONDS (5: a session's
+address), GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to resume or
+start).
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import uvicorn
+
+from codemode_operator.gateway.app import Gateway
+from codemode_operator.gateway.auth import Reviewer
+from codemode_operator.gateway.kubeapi import KubeApi
+from codemode_operator.gateway.targets import Targets
+
+
+def build() -> Gateway:
+    api = KubeApi.from_environment()
+    # A streamed run may print nothing for minutes: no read timeout towards sessions.
+    upstream = httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0, read=None, write=60.0),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+    )
+    return Gateway(
+        Reviewer(api, ttl=float(os.environ.get("GATEWAY_AUTH_CACHE_SECONDS", "10"))),
+        Targets(
+            api,
+            ttl=float(os.environ.get("GATEWAY_SESSION_CACHE_SECONDS", "5")),
+            wait=float(os.environ.get("GATEWAY_WAIT_SECONDS", "120")),
+        ),
+        upstream,
+    )
+
+
+def main() -> None:
+    uvicorn.run(
+        build(),
+        host=os.environ.get("GATEWAY_HOST", "0.0.0.0"),
+        port=int(os.environ.get("GATEWAY_PORT", "8080")),
+        log_level=os.environ.get("GATEWAY_LOG_LEVEL", "warning"),
+        access_log=False,
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

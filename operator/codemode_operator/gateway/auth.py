@@ -1,0 +1,143 @@
+"""Who the caller is (TokenReview) and whether RBAC lets it use a session
+(SubjectAccessReview), both remembered for a few seconds.
+
+A review is a round trip to the API server; remembering its answer keeps it off the path
+of all but the first request of a burst. The price: a token revoked, or a Role removed,
+still works for at most `ttl` seconds on a gateway replica that saw it work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from codemode_operator import GROUP
+from codemode_operator.gateway.kubeapi import KubeApi
+
+RESOURCE = "codesessions"
+# Using a session is `create` on its `exec` subresource, as `kubectl exec` is for pods: a
+# Role can grant it per session (resourceNames) without any right to change the object.
+EXEC = ("create", "exec")
+CREATE = ("create", "")
+MAX_ENTRIES = 10_000  # a flood of forged tokens must not grow memory without bound
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    uid: str
+    groups: tuple[str, ...]
+    extra: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+
+
+class _Ttl:
+    def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
+        self.ttl, self.clock = ttl, clock
+        self.entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        found = self.entries.get(key)
+        if found is None or found[0] < self.clock():
+            return None
+        return found[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self.entries) >= MAX_ENTRIES:
+            self.entries.clear()
+        self.entries[key] = (self.clock() + self.ttl, value)
+
+
+def token_key(token: str) -> str:
+    """Tokens are never kept, only their hashes."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Reviewer:
+    def __init__(
+        self, api: KubeApi, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.api = api
+        self._users = _Ttl(ttl, clock)
+        self._decisions = _Ttl(ttl, clock)
+
+    async def authenticate(self, token: str) -> User | None:
+        """The token's user, or None when the API server does not accept the token
+        (forged, expired, of a deleted ServiceAccount)."""
+        key = token_key(token)
+        cached = self._users.get(key)
+        if cached is not None:
+            return cached if isinstance(cached, User) else None
+        review = await self.api.call(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token},
+            },
+        )
+        status = review.get("status") or {}
+        user: User | bool = False
+        if status.get("authenticated"):
+            info = status.get("user") or {}
+            user = User(
+                username=str(info.get("username", "")),
+                uid=str(info.get("uid", "")),
+                groups=tuple(info.get("groups") or ()),
+                extra=tuple(sorted((k, tuple(v)) for k, v in (info.get("extra") or {}).items())),
+            )
+        self._users.put(key, user)
+        return user if isinstance(user, User) else None
+
+    async def authorize(
+        self, user: User, namespace: str, name: str, action: tuple[str, str] = EXEC
+    ) -> Decision:
+        """Whether RBAC (or any authorizer of the API server) lets `user` do `action` to
+        the CodeSession `name` (for CREATE: to CodeSessions of `namespace`)."""
+        key = (user, namespace, name, action)
+        cached = self._decisions.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        verb, subresource = action
+        attributes = {"namespace": namespace, "verb": verb, "group": GROUP, "resource": RESOURCE}
+        if subresource:
+            attributes["subresource"] = subresource
+        if name:
+            attributes["name"] = name
+        spec: dict[str, Any] = {
+            "user": user.username,
+            "groups": list(user.groups),
+            "resourceAttributes": attributes,
+        }
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.extra:
+            spec["extra"] = {k: list(v) for k, v in user.extra}
+        review = await self.api.call(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
+        )
+        status = review.get("status") or {}
+        what = f"{verb} {RESOURCE}{'/' + subresource if subresource else ''}"
+        target = f"{name!r} in {namespace!r}" if name else f"in {namespace!r}"
+        decision = Decision(
+            allowed=bool(status.get("allowed")),
+            reason=(
+                f"{user.username} may {what} {target}"
+                if status.get("allowed")
+                else f"{user.username} may not {what} {target}"
+                + (f": {status['reason']}" if status.get("reason") else "")
+            ),
+        )
+        self._decisions.put(key, decision)
+        return decision

@@ -1,0 +1,109 @@
+"""Forwarding one request to a session server and its answer back, both streamed.
+
+Bodies are passed on chunk by chunk as they arrive, in both directions: a 50 MB upload is
+never held whole, and each event of a streamed run reaches the caller when the server
+sends it. The caller's credentials never leave the gateway: its Authorization, cookies
+and proxy headers are dropped, and the session's own token is sent instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and the caller's credentials.
+DROPPED = frozenset(
+    {
+        b"authorization",
+        b"cookie",
+        b"proxy-authorization",
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"x-codemode-workspace",
+    }
+)
+DROPPED_BACK = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"set-cookie"}
+)
+
+
+def forwarded_headers(scope: Scope, token: str) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in DROPPED]
+    headers.append((b"authorization", b"Bearer " + token.encode()))
+    return headers
+
+
+class BodyReader:
+    """The caller's body as an async iterator; `started` tells whether any was read (a
+    request whose body was not read yet may be sent again to a new address)."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive, self.started = receive, False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+async def open_upstream(
+    http: httpx.AsyncClient, scope: Scope, body: BodyReader, base: str, path: str, token: str
+) -> httpx.Response:
+    query = scope.get("query_string", b"")
+    url = base + path + ("?" + query.decode("latin-1") if query else "")
+    has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+    request = http.build_request(
+        scope["method"],
+        url,
+        headers=forwarded_headers(scope, token),
+        content=body.__aiter__() if has_body else None,
+    )
+    return await http.send(request, stream=True)
+
+
+async def relay(response: httpx.Response, receive: Receive, send: Send) -> None:
+    """The session server's answer to the caller, each chunk as it comes. A caller that
+    goes away closes the connection to the server too (which interrupts a streamed run)."""
+    headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED_BACK]
+    start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+    await send(start)
+    pump = asyncio.create_task(_pump(response, send))
+    gone = asyncio.create_task(_disconnected(receive))
+    try:
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        pump.cancel()
+        await response.aclose()
+    if pump.done() and not pump.cancelled() and pump.exception() is None:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _pump(response: httpx.Response, send: Send) -> None:
+    async for chunk in response.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

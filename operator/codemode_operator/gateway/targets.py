@@ -1,0 +1,162 @@
+"""Where a session's server is and its token: found through the API server, remembered
+for a few seconds, and made to exist and run first when it does not.
+
+A suspended session is resumed (spec.suspend: false) and the request waits for it; a
+missing one is created when the request names a workspace and the caller may create
+CodeSessions. Waiting is bounded: then the request is answered 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from codemode_operator import API_VERSION, GROUP, VERSION
+from codemode_operator.gateway.kubeapi import ApiError, KubeApi, Obj
+from codemode_operator.gateway.routing import Route
+from codemode_operator.vocabulary import Phase, is_final
+
+PORT = 8080
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str  # the session server's base URL, its pod's address
+    token: str  # the session's own token (never the caller's)
+
+
+class Refused(Exception):
+    """The request cannot reach its session; status and reason are the answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def _session_path(namespace: str, name: str = "") -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/codesessions"
+    return f"{base}/{name}" if name else base
+
+
+class Targets:
+    def __init__(
+        self,
+        api: KubeApi,
+        ttl: float = 5.0,
+        wait: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api, self.ttl, self.wait, self.clock = api, ttl, wait, clock
+        self._known: dict[tuple[str, str], tuple[float, Target]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def forget(self, route: Route) -> None:
+        """The remembered address failed (pod replaced or suspended): look it up again."""
+        self._known.pop(route.key, None)
+
+    async def resolve(
+        self,
+        route: Route,
+        workspace: str | None = None,
+        may_create: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Target:
+        known = self._known.get(route.key)
+        if known is not None and known[0] > self.clock():
+            return known[1]
+        lock = self._locks.setdefault(route.key, asyncio.Lock())
+        async with lock:  # one lookup (and one resume or create) per session at a time
+            known = self._known.get(route.key)
+            if known is not None and known[0] > self.clock():
+                return known[1]
+            target = await self._find(route, workspace, may_create)
+            self._known[route.key] = (self.clock() + self.ttl, target)
+            return target
+
+    async def _find(
+        self,
+        route: Route,
+        workspace: str | None,
+        may_create: Callable[[], Awaitable[bool]] | None,
+    ) -> Target:
+        session = await self.api.get_or_none(_session_path(*route.key))
+        if session is None:
+            session = await self._create(route, workspace, may_create)
+        if (session.get("spec") or {}).get("suspend"):
+            await self.api.call("PATCH", _session_path(*route.key), {"spec": {"suspend": False}})
+        session = await self._wait_ready(route, session)
+        status = session.get("status") or {}
+        secret = await self.api.get_or_none(
+            f"/api/v1/namespaces/{route.namespace}/secrets/{status.get('tokenSecret', '')}"
+        )
+        token = ((secret or {}).get("data") or {}).get("token")
+        if not token:
+            raise Refused(503, f"CodeSession {route.name!r} has no token Secret yet; retry")
+        return Target(await self._address(route, status), base64.b64decode(token).decode())
+
+    async def _create(
+        self,
+        route: Route,
+        workspace: str | None,
+        may_create: Callable[[], Awaitable[bool]] | None,
+    ) -> Obj:
+        missing = f"CodeSession {route.name!r} does not exist in namespace {route.namespace!r}"
+        if not workspace:
+            raise Refused(
+                404, f"{missing}; name a workspace (header X-Codemode-Workspace) to create it"
+            )
+        if may_create is None or not await may_create():
+            raise Refused(403, f"{missing}, and the caller may not create CodeSessions there")
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "CodeSession",
+            "metadata": {"name": route.name, "namespace": route.namespace},
+            "spec": {"workspaceRef": workspace},
+        }
+        try:
+            return await self.api.call("POST", _session_path(route.namespace), body)
+        except ApiError as exc:
+            if exc.status == 409:  # another request made it first
+                return await self.api.get_or_none(_session_path(*route.key)) or body
+            if exc.status in (400, 422):
+                raise Refused(400, f"cannot create {route.name!r}: {exc.message}") from None
+            raise
+
+    async def _wait_ready(self, route: Route, session: Obj) -> Obj:
+        deadline = self.clock() + self.wait
+        while True:
+            status = session.get("status") or {}
+            phase = status.get("phase")
+            if phase == Phase.READY and status.get("podName") and status.get("tokenSecret"):
+                return session
+            if is_final(phase):
+                raise Refused(
+                    409, f"CodeSession {route.name!r} is {phase}: {status.get('reason', '')}"
+                )
+            if self.clock() > deadline:
+                raise Refused(
+                    503,
+                    f"CodeSession {route.name!r} not Ready after {self.wait:g}s "
+                    f"({phase or 'no status yet'}: {status.get('reason', '')}); retry",
+                )
+            await asyncio.sleep(POLL_SECONDS)
+            found = await self.api.get_or_none(_session_path(*route.key))
+            if found is None:
+                raise Refused(404, f"CodeSession {route.name!r} was deleted")
+            session = found
+
+    async def _address(self, route: Route, status: dict[str, Any]) -> str:
+        """The pod's IP (one hop fewer than its Service), else the Service's name."""
+        pod = await self.api.get_or_none(
+            f"/api/v1/namespaces/{route.namespace}/pods/{status.get('podName', '')}"
+        )
+        ip = ((pod or {}).get("status") or {}).get("podIP")
+        if ip and not (pod or {}).get("metadata", {}).get("deletionTimestamp"):
+            return f"http://{ip}:{PORT}"
+        return str(
+            status.get("endpoint") or f"http://{route.name}-session.{route.namespace}.svc:{PORT}"
+        )
