@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     code = sys.stdin.read() if args.code == "-" else args.code
     # Output is printed as the code runs, unless the whole result is asked for as JSON.
     on_output = None if args.json else _print_output
+    from codemode_operator import gateway_client
+
     found = None
-    if not args.workspace:  # creating a session needs Kubernetes anyway
+    # The gateway is the fast path when there is one; creating a session needs Kubernetes.
+    if not args.workspace and not gateway_client.configured():
         found = exec_cache.try_execute(args.namespace, args.session, code, args.timeout, on_output)
     result = (
         ExecuteResult.from_json(found)
@@ -110,9 +113,12 @@ def _through_kubernetes(
                 finally:
                     with contextlib.suppress(Exception):  # the pod may be gone
                         client.end_session()
-            state_id = ((sessions.get(args.session) or {}).get("status") or {}).get("stateId")
-            with contextlib.suppress(OSError):
-                exec_cache.remember(args.namespace, args.session, url, token, state_id)
+            if not sessions.gateway:
+                status = (sessions.get(args.session) or {}).get("status") or {}
+                with contextlib.suppress(OSError):
+                    exec_cache.remember(
+                        args.namespace, args.session, url, token, status.get("stateId")
+                    )
         finally:
             sessions.close()
     return result

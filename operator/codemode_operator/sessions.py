@@ -6,12 +6,15 @@
 
 Readiness is awaited with a watch, not by polling. The session server is
 reached through its Service name when this runs in the cluster, its pod IP when
-that is routable (a node), or a port-forward through the API server otherwise.
+that is routable (a node), or a port-forward through the API server otherwise;
+with a gateway (`gateway=` or CODEMODE_GATEWAY), through the gateway with the
+caller's Kubernetes token (codemode_operator.gateway_client).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import threading
@@ -25,7 +28,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-from codemode_operator import API_VERSION, GROUP, VERSION
+from codemode_operator import API_VERSION, GROUP, VERSION, gateway_client
 from codemode_operator.kube import Kube, load_config
 from codemode_operator.vocabulary import Phase, is_final
 
@@ -111,8 +114,16 @@ class _PodGone(SessionUnavailable):
 
 
 class Sessions:
-    def __init__(self, namespace: str = "default", api: client.ApiClient | None = None) -> None:
-        if api is None:
+    def __init__(
+        self,
+        namespace: str = "default",
+        api: client.ApiClient | None = None,
+        gateway: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.gateway = gateway or gateway_client.configured()
+        self._gateway_token = token or os.environ.get(gateway_client.TOKEN_ENV)
+        if api is None and not (self.gateway and self._gateway_token):
             load_config()
         self.namespace = namespace
         self.kube = Kube(api)
@@ -218,7 +229,13 @@ class Sessions:
         self, name: str, workspace: str | None = None, timeout: float = 120.0
     ) -> tuple[str, str]:
         """(base URL, token) of the Ready session `name` (created if needed), reachable
-        from here: its Service, its pod IP, or a port-forward this object keeps open."""
+        from here: its Service, its pod IP, or a port-forward this object keeps open; with
+        a gateway, the gateway's URL for it and the caller's token."""
+        if self.gateway:
+            url = gateway_client.session_url(self.gateway, self.namespace, name)
+            token = gateway_client.caller_token(self._gateway_token)
+            gateway_client.wait_ready(url, token, workspace, timeout)
+            return url, token
         self.ensure(name, workspace)
         deadline = time.monotonic() + timeout
         while True:

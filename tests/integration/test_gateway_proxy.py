@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
 from codemode_operator.gateway.kubeapi import ApiError
 from codemode_operator.gateway.targets import Targets
+from codemode_operator.sessions import Sessions
 from codemode_session.client import Output, SessionClient
 from codemode_session.results import ExecuteResult
 
@@ -194,3 +197,47 @@ def test_a_closed_stream_interrupts_the_run(gateway: str) -> None:
         stream.close()
         after = client.execute("1")
         assert after.value == 1 and time.monotonic() - started < 5
+
+
+def test_codemode_exec_and_sessions_use_the_configured_gateway(
+    gateway: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """No kubeconfig at all: the gateway and the caller's token are all that is needed."""
+    env = {
+        **os.environ,
+        "CODEMODE_GATEWAY": gateway,
+        "CODEMODE_GATEWAY_TOKEN": ALICE,
+        "KUBECONFIG": str(tmp_path / "none"),
+        "XDG_CACHE_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codemode_session",
+            "exec",
+            "-n",
+            "team",
+            "a",
+            "print('hi'); 40 + 2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, "hi\n42\n"), done.stderr
+    denied = subprocess.run(
+        [sys.executable, "-m", "codemode_session", "exec", "-n", "team", "b", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert denied.returncode != 0 and "403" in denied.stderr and "may not" in denied.stderr
+
+    monkeypatch.setenv("CODEMODE_GATEWAY", gateway)
+    monkeypatch.setenv("CODEMODE_GATEWAY_TOKEN", ALICE)
+    sessions = Sessions(namespace="team")
+    with sessions.connect("a") as client:
+        assert client.execute("'via ' + 'gateway'").value == "via gateway"
