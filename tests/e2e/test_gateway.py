@@ -1,0 +1,306 @@
+"""The gateway on a real node (issue 15 items 1 and 5), called from the host through its
+Service address, with a ServiceAccount token that RBAC allows on session A only.
+
+The gateway runs as a pod of the chart's own gateway manifests (Deployment, Service,
+ServiceAccount and RBAC rendered by `helm template`), on the operator image; the
+operator runs on the host, as in the other e2e tests."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from codemode_session.client import Output, SessionClient, SessionError
+from codemode_session.results import ExecuteResult
+
+from tests.cluster.helm import helm_binary
+from tests.cluster.pytest_plugin import Cluster
+from tests.e2e.hostredis import HostRedis
+from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "codemode"
+WORKSPACE = "gw"
+RELEASE = "gwtest"
+
+
+def _gateway_manifests(namespace: str, operator_image: str) -> list[dict[str, Any]]:
+    """The chart's gateway objects, one replica, its RBAC scoped to `namespace`."""
+    repository, tag = operator_image.rsplit(":", 1)
+    out = subprocess.run(
+        [
+            str(helm_binary()),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            "--set",
+            "gateway.replicas=1",
+            "--set",
+            f"operator.image.repository={repository}",
+            "--set",
+            f"operator.image.tag={tag}",
+            "--set",
+            "operator.image.pullPolicy=Never",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in docs if "-gateway" in d["metadata"]["name"]]
+
+
+@pytest.fixture
+def env(
+    cluster: Cluster,
+    namespace: str,
+    project_images: dict[str, str],
+    host_redis: HostRedis,
+    tmp_path: Path,
+) -> Iterator[dict[str, Any]]:
+    api = cluster.api_client()
+    install_crds(cluster.kubeconfig, api)
+    kinds = Kinds(api, namespace)
+    kinds.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
+    )
+    manifests = _gateway_manifests(namespace, project_images["operator"])
+    cluster_scoped = [m for m in manifests if m["kind"].startswith("Cluster")]
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        [namespace],
+        log_dir=tmp_path,
+        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
+    )
+    try:
+        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+        with operator:
+            kinds.create(
+                "workspaces",
+                WORKSPACE,
+                {
+                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                    "deletionPolicy": "Cascade",
+                    "dataPolicy": "Delete",
+                },
+            )
+            for name in ("a", "b"):
+                kinds.create("codesessions", name, {"workspaceRef": WORKSPACE})
+            # The agent: a ServiceAccount that may use session a, and nothing else.
+            cluster.kubectl(
+                "-n",
+                namespace,
+                "apply",
+                "-f",
+                "-",
+                stdin=yaml.safe_dump_all(_agent_rbac(namespace)),
+            )
+            token = kinds.core.create_namespaced_service_account_token(
+                "agent", namespace, {"spec": {"expirationSeconds": 3600}}
+            ).status.token
+            gateway = f"http://{_gateway_ready(cluster, kinds, namespace)}"
+            for name in ("a", "b"):
+                wait_for(
+                    lambda n=name: _phase(kinds, n, "Ready"), 180, f"{name} Ready", op=operator
+                )
+            yield {
+                "kinds": kinds,
+                "operator": operator,
+                "gateway": gateway,
+                "token": token,
+                "namespace": namespace,
+                "cluster": cluster,
+                "tmp": tmp_path,
+            }
+    finally:
+        for m in cluster_scoped:
+            with contextlib.suppress(Exception):
+                cluster.kubectl("delete", m["kind"].lower(), m["metadata"]["name"])
+
+
+def _agent_rbac(namespace: str) -> list[dict[str, Any]]:
+    meta = {"name": "agent", "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": ["codemode.dev"],
+                    "resources": ["codesessions/exec"],
+                    "resourceNames": ["a"],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": namespace}],
+        },
+    ]
+
+
+def _phase(kinds: Kinds, name: str, phase: str) -> dict[str, Any] | None:
+    obj = kinds.get("codesessions", name)
+    return obj if ((obj or {}).get("status") or {}).get("phase") == phase else None
+
+
+def _gateway_ready(cluster: Cluster, kinds: Kinds, namespace: str) -> str:
+    """The gateway Service's address (the host reaches Service IPs), once a pod answers."""
+
+    def ready_pod() -> bool:
+        pods = kinds.core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/component=gateway"
+        ).items
+        return any(
+            c.type == "Ready" and c.status == "True"
+            for p in pods
+            for c in (p.status.conditions or [])
+        )
+
+    try:
+        wait_for(ready_pod, 120, "a gateway pod Ready")
+    except AssertionError:
+        print(
+            cluster.kubectl(
+                "-n", namespace, "describe", "pods", "-l", "app.kubernetes.io/component=gateway"
+            )
+        )
+        print(cluster.kubectl("-n", namespace, "logs", "-l", "app.kubernetes.io/component=gateway"))
+        raise
+    svc = kinds.core.read_namespaced_service(f"{RELEASE}-codemode-gateway", namespace)
+    return f"{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+
+
+def _url(env: dict[str, Any], name: str) -> str:
+    return f"{env['gateway']}/v1/namespaces/{env['namespace']}/codesessions/{name}"
+
+
+def _forged(token: str) -> str:
+    """The same claims with another signature: only the API server's key can sign."""
+    head, claims, signature = token.split(".")
+    return f"{head}.{claims}.{signature[::-1]}"
+
+
+def test_gateway_end_to_end(env: dict[str, Any]) -> None:
+    """One gateway, one set of sessions (each takes a minute to set up), in order: RBAC,
+    streams and files, `codemode exec` and metrics, then a suspended session's resume."""
+    rbac_decides(env)
+    streams_and_files_pass_through(env)
+    codemode_exec_uses_the_gateway_and_metrics_count(env)
+    a_suspended_session_resumes_on_request(env)
+
+
+def rbac_decides(env: dict[str, Any]) -> None:
+    token = env["token"]
+    with SessionClient(_url(env, "a"), token=token, timeout=120) as client:
+        assert client.execute("x = 6 * 7\nx").value == 42
+
+    # b exists and runs, but RBAC does not allow this caller on it.
+    refused = httpx.get(_url(env, "b") + "/health", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403, refused.text
+    assert "may not create codesessions/exec 'b'" in refused.json()["detail"]
+    with SessionClient(_url(env, "b"), token=token) as client, pytest.raises(SessionError) as err:
+        client.execute("1")
+    assert err.value.status == 403
+
+    for bad in (_forged(token), "not-a-token"):
+        answer = httpx.get(_url(env, "a") + "/health", headers={"Authorization": f"Bearer {bad}"})
+        assert answer.status_code == 401, answer.text
+        assert "not valid" in answer.json()["detail"]
+    assert httpx.get(_url(env, "a") + "/health").status_code == 401
+
+
+def streams_and_files_pass_through(env: dict[str, Any]) -> None:
+    """A 5-second loop's lines arrive one by one, each before the next is printed (the
+    run waits for an acknowledgement uploaded through the gateway); 50 MB go up and come
+    back identical."""
+    code = (
+        "import os, time\n"
+        "started = time.time()\n"
+        "for i in range(5):\n"
+        "    print(f'line {i}')\n"
+        "    deadline = time.time() + 30\n"
+        "    while not os.path.exists(f'ack{i}') and time.time() < deadline:\n"
+        "        time.sleep(0.02)\n"
+        "    assert os.path.exists(f'ack{i}'), f'line {i} was not received while running'\n"
+        "    time.sleep(max(0.0, started + i + 1 - time.time()))\n"
+        "'done'"
+    )
+    token = env["token"]
+    arrivals: list[float] = []
+    with SessionClient(_url(env, "a"), token=token, timeout=120) as client:
+        client.create_session()
+        result: ExecuteResult | None = None
+        with SessionClient(_url(env, "a"), token=token, session_id=client.session_id) as other:
+            for item in client.execute_stream(code):
+                if isinstance(item, Output):
+                    for line in item.text.splitlines():
+                        arrivals.append(time.monotonic())
+                        other.upload_file(f"ack{line.split()[-1]}", b"")
+                else:
+                    result = item
+        assert result is not None and result.error is None, result
+        assert result.value == "done" and len(arrivals) == 5
+        assert arrivals[-1] - arrivals[0] > 3  # one by one, not all at the end
+
+        data = os.urandom(50 * 1024 * 1024)
+        client.upload_file("big.bin", data)
+        back = client.download_file("big.bin")
+        assert isinstance(back, bytes)
+        assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+
+
+def a_suspended_session_resumes_on_request(env: dict[str, Any]) -> None:
+    kinds, op = env["kinds"], env["operator"]
+    kinds.patch("codesessions", "a", {"spec": {"suspend": True}})
+    wait_for(lambda: _phase(kinds, "a", "Suspended"), 180, "a Suspended", op=op)
+    with SessionClient(_url(env, "a"), token=env["token"], timeout=180) as client:
+        assert client.execute("'awake'").value == "awake"
+    assert _phase(kinds, "a", "Ready")
+    assert kinds.get("codesessions", "a")["spec"]["suspend"] is False
+
+
+def codemode_exec_uses_the_gateway_and_metrics_count(env: dict[str, Any]) -> None:
+    shell = {
+        **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+        "CODEMODE_GATEWAY": env["gateway"],
+        "CODEMODE_GATEWAY_TOKEN": env["token"],
+        "KUBECONFIG": str(env["tmp"] / "no-kubeconfig"),  # the gateway is all it needs
+        "XDG_CACHE_HOME": str(env["tmp"]),
+    }
+    argv = [sys.executable, "-m", "codemode_session", "exec", "-n", env["namespace"]]
+    done = subprocess.run(
+        [*argv, "a", "print('hi')\n1 + 1"], env=shell, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout) == (0, "hi\n2\n"), done.stderr
+    denied = subprocess.run(
+        [*argv, "b", "1"], env=shell, capture_output=True, text=True, timeout=120
+    )
+    assert denied.returncode != 0 and "403" in denied.stderr, denied.stderr
+
+    metrics = httpx.get(env["gateway"] + "/metrics").text
+    for decision in ("allowed", "denied"):
+        assert f'codemode_gateway_authorization_total{{decision="{decision}"}}' in metrics
+    assert 'codemode_gateway_requests_total{method="POST",status="200"}' in metrics

@@ -1,0 +1,114 @@
+"""The gateway's decisions that need no server: which session a path names, which
+headers reach a session, and how long review answers are reused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from codemode_operator.gateway.auth import CREATE, Reviewer
+from codemode_operator.gateway.proxy import forwarded_headers
+from codemode_operator.gateway.routing import BadRoute, Route, parse
+
+
+def test_a_path_names_a_session_and_the_servers_path() -> None:
+    assert parse("/v1/namespaces/team-a/codesessions/agent.1/execute") == Route(
+        "team-a", "agent.1", "/execute"
+    )
+    assert parse("/v1/namespaces/t/codesessions/s/files/a/b.txt").path == "/files/a/b.txt"
+    assert parse("/v1/namespaces/t/codesessions/s").path == "/"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/execute",
+        "/v1/namespaces/t/pods/s/execute",
+        "/v1/namespaces/T/codesessions/s/x",
+        "/v1/namespaces/t/codesessions/-s/x",
+        "/v1/namespaces//codesessions/s/x",
+        "/v1/namespaces/t/codesessions/",
+    ],
+)
+def test_paths_that_name_no_session_are_refused(path: str) -> None:
+    with pytest.raises(BadRoute):
+        parse(path)
+
+
+def test_the_callers_credentials_never_reach_the_session() -> None:
+    scope = {
+        "headers": [
+            (b"authorization", b"Bearer caller"),
+            (b"cookie", b"s=1"),
+            (b"proxy-authorization", b"Basic x"),
+            (b"x-codemode-workspace", b"w"),
+            (b"host", b"gateway"),
+            (b"accept", b"text/event-stream"),
+            (b"x-session-id", b"abc"),
+        ]
+    }
+    assert forwarded_headers(scope, "session-token") == [
+        (b"accept", b"text/event-stream"),
+        (b"x-session-id", b"abc"),
+        (b"authorization", b"Bearer session-token"),
+    ]
+
+
+class Reviews:
+    """Counts review calls; one valid token, allowed on session `a` only."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    async def call(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
+        self.bodies.append(body)
+        if body["kind"] == "TokenReview":
+            ok = body["spec"]["token"] == "good"
+            return {"status": {"authenticated": ok, "user": {"username": "u", "groups": ["g"]}}}
+        return {"status": {"allowed": body["spec"]["resourceAttributes"].get("name") == "a"}}
+
+
+async def test_review_answers_are_reused_for_their_ttl_only() -> None:
+    now = [0.0]
+    api = Reviews()
+    reviewer = Reviewer(api, ttl=10, clock=lambda: now[0])  # type: ignore[arg-type]
+    user = await reviewer.authenticate("good")
+    assert user is not None and user.groups == ("g",)
+    assert await reviewer.authenticate("forged") is None
+    assert await reviewer.authenticate("good") == user
+    assert await reviewer.authenticate("forged") is None
+    assert len(api.bodies) == 2  # each token reviewed once
+    assert (await reviewer.authorize(user, "t", "a")).allowed
+    denied = await reviewer.authorize(user, "t", "b")
+    assert not denied.allowed and denied.reason == "u may not create codesessions/exec 'b' in 't'"
+    assert (await reviewer.authorize(user, "t", "a")).allowed
+    assert len(api.bodies) == 4
+    now[0] = 11
+    assert await reviewer.authenticate("good") == user
+    assert len(api.bodies) == 5
+
+
+async def test_reviews_ask_about_the_session_exec_subresource_and_creating() -> None:
+    api = Reviews()
+    reviewer = Reviewer(api)  # type: ignore[arg-type]
+    user = await reviewer.authenticate("good")
+    assert user is not None
+    await reviewer.authorize(user, "t", "a")
+    await reviewer.authorize(user, "t", "", CREATE)
+    exec_review, create_review = (b["spec"] for b in api.bodies[1:])
+    assert exec_review["user"] == "u" and exec_review["groups"] == ["g"]
+    assert exec_review["resourceAttributes"] == {
+        "namespace": "t",
+        "verb": "create",
+        "group": "codemode.dev",
+        "resource": "codesessions",
+        "subresource": "exec",
+        "name": "a",
+    }
+    assert create_review["resourceAttributes"] == {
+        "namespace": "t",
+        "verb": "create",
+        "group": "codemode.dev",
+        "resource": "codesessions",
+    }
