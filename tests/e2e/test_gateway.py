@@ -7,7 +7,6 @@ operator runs on the host, as in the other e2e tests."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import subprocess
@@ -19,12 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from codemode_session.client import Output, SessionClient, SessionError
 from codemode_session.results import ExecuteResult
 
-from tests.cluster.helm import helm_binary
 from tests.cluster.pytest_plugin import Cluster
+from tests.e2e.gateway_support import agent_token, gateway_pod
 from tests.e2e.hostredis import HostRedis
 from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
 
@@ -32,38 +30,6 @@ pytestmark = pytest.mark.e2e
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "codemode"
 WORKSPACE = "gw"
-RELEASE = "gwtest"
-
-
-def _gateway_manifests(namespace: str, operator_image: str) -> list[dict[str, Any]]:
-    """The chart's gateway objects, one replica, its RBAC scoped to `namespace`."""
-    repository, tag = operator_image.rsplit(":", 1)
-    out = subprocess.run(
-        [
-            str(helm_binary()),
-            "template",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            namespace,
-            "--set",
-            f"watchNamespaces={{{namespace}}}",
-            "--set",
-            "gateway.replicas=1",
-            "--set",
-            f"operator.image.repository={repository}",
-            "--set",
-            f"operator.image.tag={tag}",
-            "--set",
-            "operator.image.pullPolicy=Never",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    return [d for d in docs if "-gateway" in d["metadata"]["name"]]
 
 
 @pytest.fixture
@@ -80,117 +46,46 @@ def env(
     kinds.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
     )
-    manifests = _gateway_manifests(namespace, project_images["operator"])
-    cluster_scoped = [m for m in manifests if m["kind"].startswith("Cluster")]
     operator = OperatorProcess(
         cluster.kubeconfig,
         [namespace],
         log_dir=tmp_path,
         env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
     )
-    try:
-        cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
-        with operator:
-            kinds.create(
-                "workspaces",
-                WORKSPACE,
-                {
-                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                    "deletionPolicy": "Cascade",
-                    "dataPolicy": "Delete",
-                },
-            )
-            for name in ("a", "b"):
-                kinds.create("codesessions", name, {"workspaceRef": WORKSPACE})
-            # The agent: a ServiceAccount that may use session a, and nothing else.
-            cluster.kubectl(
-                "-n",
-                namespace,
-                "apply",
-                "-f",
-                "-",
-                stdin=yaml.safe_dump_all(_agent_rbac(namespace)),
-            )
-            token = kinds.core.create_namespaced_service_account_token(
-                "agent", namespace, {"spec": {"expirationSeconds": 3600}}
-            ).status.token
-            gateway = f"http://{_gateway_ready(cluster, kinds, namespace)}"
+    with operator:
+        kinds.create(
+            "workspaces",
+            WORKSPACE,
+            {
+                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
+                "deletionPolicy": "Cascade",
+                "dataPolicy": "Delete",
+            },
+        )
+        for name in ("a", "b"):
+            kinds.create("codesessions", name, {"workspaceRef": WORKSPACE})
+        token = agent_token(cluster.kubeconfig, kinds, "a")
+        with gateway_pod(cluster.kubeconfig, kinds, project_images["operator"]) as gateway:
             for name in ("a", "b"):
                 wait_for(
-                    lambda n=name: _phase(kinds, n, "Ready"), 180, f"{name} Ready", op=operator
+                    lambda n=name: _phase(kinds, n, "Ready"),  # type: ignore[misc]
+                    180,
+                    f"{name} Ready",
+                    op=operator,
                 )
             yield {
                 "kinds": kinds,
                 "operator": operator,
-                "gateway": gateway,
+                "gateway": gateway["service"],
                 "token": token,
                 "namespace": namespace,
-                "cluster": cluster,
                 "tmp": tmp_path,
             }
-    finally:
-        for m in cluster_scoped:
-            with contextlib.suppress(Exception):
-                cluster.kubectl("delete", m["kind"].lower(), m["metadata"]["name"])
-
-
-def _agent_rbac(namespace: str) -> list[dict[str, Any]]:
-    meta = {"name": "agent", "namespace": namespace}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta,
-            "rules": [
-                {
-                    "apiGroups": ["codemode.dev"],
-                    "resources": ["codesessions/exec"],
-                    "resourceNames": ["a"],
-                    "verbs": ["create"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
-            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": namespace}],
-        },
-    ]
 
 
 def _phase(kinds: Kinds, name: str, phase: str) -> dict[str, Any] | None:
     obj = kinds.get("codesessions", name)
     return obj if ((obj or {}).get("status") or {}).get("phase") == phase else None
-
-
-def _gateway_ready(cluster: Cluster, kinds: Kinds, namespace: str) -> str:
-    """The gateway Service's address (the host reaches Service IPs), once a pod answers."""
-
-    def ready_pod() -> bool:
-        pods = kinds.core.list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/component=gateway"
-        ).items
-        return any(
-            c.type == "Ready" and c.status == "True"
-            for p in pods
-            for c in (p.status.conditions or [])
-        )
-
-    try:
-        wait_for(ready_pod, 120, "a gateway pod Ready")
-    except AssertionError:
-        print(
-            cluster.kubectl(
-                "-n", namespace, "describe", "pods", "-l", "app.kubernetes.io/component=gateway"
-            )
-        )
-        print(cluster.kubectl("-n", namespace, "logs", "-l", "app.kubernetes.io/component=gateway"))
-        raise
-    svc = kinds.core.read_namespaced_service(f"{RELEASE}-codemode-gateway", namespace)
-    return f"{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
 
 
 def _url(env: dict[str, Any], name: str) -> str:

@@ -1,0 +1,143 @@
+"""The chart's gateway as a pod in a test namespace (tests/e2e/test_gateway.py and
+bench/gateway.py): its manifests rendered by `helm template`, applied, and awaited."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cluster.helm import helm_binary
+from tests.k8s.operator_fixture import Kinds, wait_for
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "codemode"
+RELEASE = "gwtest"
+SERVICE = f"{RELEASE}-codemode-gateway"
+
+
+def gateway_manifests(namespace: str, operator_image: str) -> list[dict[str, Any]]:
+    """The chart's gateway objects, one replica, its RBAC scoped to `namespace`."""
+    repository, tag = operator_image.rsplit(":", 1)
+    out = subprocess.run(
+        [
+            str(helm_binary()),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            f"watchNamespaces={{{namespace}}}",
+            "--set",
+            "gateway.replicas=1",
+            "--set",
+            f"operator.image.repository={repository}",
+            "--set",
+            f"operator.image.tag={tag}",
+            "--set",
+            "operator.image.pullPolicy=Never",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in docs if "-gateway" in d["metadata"]["name"]]
+
+
+def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    from tests.k8s.operator_fixture import kubectl_binary
+
+    return subprocess.run(
+        [kubectl_binary(), f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+
+@contextlib.contextmanager
+def gateway_pod(kubeconfig: Path, kinds: Kinds, operator_image: str) -> Iterator[dict[str, str]]:
+    """The gateway running in `kinds.namespace`: its Service and pod addresses. Its
+    cluster-scoped RBAC is deleted afterwards (the namespace takes the rest)."""
+    manifests = gateway_manifests(kinds.namespace, operator_image)
+    try:
+        _kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+        selector = "app.kubernetes.io/component=gateway"
+
+        def ready_pod() -> Any:
+            pods = kinds.core.list_namespaced_pod(kinds.namespace, label_selector=selector).items
+            for pod in pods:
+                if any(
+                    c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []
+                ):
+                    return pod
+            return None
+
+        try:
+            pod = wait_for(ready_pod, 120, "a gateway pod Ready")
+        except AssertionError as exc:
+            logs = _kubectl(kubeconfig, "-n", kinds.namespace, "describe", "pods", "-l", selector)
+            raise AssertionError(f"{exc}\n{logs}") from None
+        svc = kinds.core.read_namespaced_service(SERVICE, kinds.namespace)
+        yield {
+            "service": f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}",
+            "pod": f"http://{pod.status.pod_ip}:8080",
+        }
+    finally:
+        for m in manifests:
+            if m["kind"].startswith("Cluster"):
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    _kubectl(kubeconfig, "delete", m["kind"].lower(), m["metadata"]["name"])
+
+
+def agent_rbac(namespace: str, session: str) -> list[dict[str, Any]]:
+    """A ServiceAccount `agent` that RBAC allows on `session` only."""
+    meta = {"name": "agent", "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": ["codemode.dev"],
+                    "resources": ["codesessions/exec"],
+                    "resourceNames": [session],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": namespace}],
+        },
+    ]
+
+
+def agent_token(kubeconfig: Path, kinds: Kinds, session: str) -> str:
+    _kubectl(
+        kubeconfig,
+        "-n",
+        kinds.namespace,
+        "apply",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(agent_rbac(kinds.namespace, session)),
+    )
+    request = {"spec": {"expirationSeconds": 3600}}
+    token: str = kinds.core.create_namespaced_service_account_token(
+        "agent", kinds.namespace, request
+    ).status.token
+    return token
