@@ -36,7 +36,8 @@ def caller_token(explicit: str | None = None) -> str:
     from codemode_operator.kube import load_config
 
     load_config()
-    key = client.Configuration.get_default_copy().get_api_key_with_prefix("authorization")
+    conf = client.Configuration.get_default_copy()
+    key = conf.get_api_key_with_prefix("BearerToken", alias="authorization")
     if key and key.lower().startswith("bearer "):
         return str(key[7:])
     raise CodemodeError(

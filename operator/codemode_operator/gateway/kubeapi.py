@@ -48,7 +48,7 @@ class KubeApi:
 
     def _auth(self) -> dict[str, str]:
         # In a pod this re-reads the projected ServiceAccount token when it is rotated.
-        key = self.conf.get_api_key_with_prefix("authorization")
+        key = self.conf.get_api_key_with_prefix("BearerToken", alias="authorization")
         return {"Authorization": key} if key else {}
 
     async def call(self, method: str, path: str, body: Obj | None = None, **params: Any) -> Obj:
