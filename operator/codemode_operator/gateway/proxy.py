@@ -83,10 +83,18 @@ async def open_upstream(
 
 async def relay(response: httpx.Response, receive: Receive, send: Send) -> None:
     """The session server's answer to the caller, each chunk as it comes. A caller that
-    goes away closes the connection to the server too (which interrupts a streamed run)."""
+    goes away from an event stream closes the connection to the server too (which
+    interrupts the streamed run)."""
     headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED_BACK]
     start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
     await send(start)
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        try:  # a plain answer: no watcher task (it would cost every request ~20 µs)
+            await _pump(response, send)
+        finally:
+            await response.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
     pump = asyncio.create_task(_pump(response, send))
     gone = asyncio.create_task(_disconnected(receive))
     try:
