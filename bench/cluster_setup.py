@@ -42,7 +42,10 @@ class Bench:
 
 @contextlib.contextmanager
 def cluster_workspace(
-    workspace: str, max_sessions: int, operator_env: dict[str, str] | None = None
+    workspace: str,
+    max_sessions: int,
+    operator_env: dict[str, str] | None = None,
+    workspace_spec: dict[str, Any] | None = None,
 ) -> Iterator[Bench]:
     lay = layout("node")
     if not lifecycle.is_up(lay):
@@ -74,6 +77,7 @@ def cluster_workspace(
                     {
                         "redis": {"url": f"redis://:bench-admin@{NODE_HOST_IP}:{port}/0"},
                         "limits": {"maxSessions": max_sessions},
+                        **(workspace_spec or {}),
                     },
                 )
                 wait_for(

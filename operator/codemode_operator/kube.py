@@ -23,6 +23,10 @@ from kubernetes.client.exceptions import ApiException
 from codemode_operator import GROUP, VERSION
 
 LIST_PAGE = 200
+# A JSON merge patch (RFC 7386): a list in it replaces the list, as the owner references of
+# a claimed pool pod must be replaced (the client's default, a strategic merge patch, would
+# add the new controller to the old one, which the API server refuses).
+MERGE_PATCH = "application/merge-patch+json"
 Obj = dict[str, Any]
 
 
@@ -157,12 +161,18 @@ class Kube:
         """Merge-patch a pod; None when it is gone. A `metadata.resourceVersion` in `body`
         makes the patch land only on that version (409 Conflict otherwise)."""
         found: Obj | None = _or_none(
-            lambda: _json(self.core.patch_namespaced_pod, name, namespace, body)
+            lambda: _json(
+                self.core.patch_namespaced_pod, name, namespace, body, _content_type=MERGE_PATCH
+            )
         )
         return found
 
     def patch_secret(self, namespace: str, name: str, body: Obj) -> None:
-        _or_none(lambda: self.core.patch_namespaced_secret(name, namespace, body))
+        _or_none(
+            lambda: self.core.patch_namespaced_secret(
+                name, namespace, body, _content_type=MERGE_PATCH
+            )
+        )
 
     def delete_pod(self, namespace: str, name: str) -> None:
         _ignore_404(

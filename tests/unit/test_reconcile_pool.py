@@ -384,3 +384,18 @@ def test_a_pool_pod_event_records_the_pool_in_the_workspace_status(kube: FakeKub
     written = kube.get("workspaces", NS, "ws")
     assert written is not None
     assert written["status"]["warmPool"] == {"desired": 2, "ready": 2}
+
+
+def test_a_caller_holding_an_older_spec_does_not_roll_the_pool_back(kube: FakeKube) -> None:
+    stale = pooled(kube, 2)
+    kube.edit(
+        "workspaces",
+        NS,
+        "ws",
+        lambda o: o["spec"].update(sessionDefaults={"image": "reg.example/session:2"}),
+        spec=True,
+    )
+    pool_rec.reconcile(kube, CFG, stale)
+    assert {p["spec"]["containers"][0]["image"] for p in pool_pods(kube)} == {
+        "reg.example/session:2"
+    }

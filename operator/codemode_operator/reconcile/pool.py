@@ -87,6 +87,10 @@ def is_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _generation(obj: Obj) -> int:
+    return int((obj.get("metadata") or {}).get("generation") or 0)
+
+
 def _created(pod: Obj) -> str:
     return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
 
@@ -108,9 +112,19 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolSta
     had = (workspace.get("status") or {}).get("warmPool") is not None
     if size == 0 and not had:
         return None  # no pool: not even a list
-    ready_ws = bool((workspace.get("status") or {}).get("credentialsSecret"))
-    want = settings_hash(member_params(workspace, cfg, name))
+    if not (workspace.get("status") or {}).get("credentialsSecret"):
+        return None  # no credentials yet: pods built now would be of other settings
     with _lock(namespace, name):
+        # The spec as it is now: a caller that waited for the lock may hold an older one,
+        # and would roll the pool back to it.
+        current = kube.get_custom("workspaces", namespace, name)
+        if current is None:
+            return None
+        if _generation(current) > _generation(workspace):
+            workspace = {**workspace, "spec": current.get("spec") or {}}
+            spec = WorkspaceSpec.model_validate(workspace["spec"])
+            size = spec.warm_pool.size
+        want = settings_hash(member_params(workspace, cfg, name))
         pods = [p for p in kube.list_pods(namespace, pool_selector(name)) if not _deleting(p)]
         keep = []
         for pod in pods:
@@ -119,7 +133,7 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolSta
             else:
                 keep.append(pod)
         desired = 0
-        if size and ready_ws:
+        if size:
             room = spec.limits.max_sessions - _session_pods(kube, namespace, name)
             desired = max(0, min(size, room))
         # surplus: the ones not ready yet go first, then the youngest
