@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
 from codemode_operator.gateway.kubeapi import ApiError
 from codemode_operator.gateway.targets import Targets
+from codemode_operator.gateway.upstream import Upstream
 from codemode_operator.sessions import Sessions
 from codemode_session.client import Output, SessionClient
 from codemode_session.results import ExecuteResult
@@ -97,8 +99,7 @@ def gateway(server: ServerProcess) -> Iterator[str]:
             return (await original(route, status)).replace(":8080", f":{port}")
 
         targets._address = address  # type: ignore[method-assign]
-        upstream = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
-        return Gateway(Reviewer(api), targets, upstream)  # type: ignore[arg-type]
+        return Gateway(Reviewer(api), targets, Upstream())  # type: ignore[arg-type]
 
     gw_port = free_port()
     config = uvicorn.Config(build(), host="127.0.0.1", port=gw_port, log_level="warning")
@@ -149,9 +150,14 @@ def test_fifty_megabytes_up_and_back_identical(gateway: str) -> None:
     data = os.urandom(50 * 1024 * 1024)
     with SessionClient(gateway + PATH_A, token=ALICE, timeout=120) as client:
         client.create_session()
-        client.upload_file("big.bin", data)
+        client.upload_file("big.bin", data)  # Content-Length
+        client.upload_file("big2.bin", io.BytesIO(data))  # streamed: chunked, no length
         back = client.download_file("big.bin")
-    assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()  # type: ignore[arg-type]
+        into = io.BytesIO()
+        assert client.download_file("big2.bin", into) == len(data)
+    digest = hashlib.sha256(data).digest()
+    assert hashlib.sha256(back).digest() == digest  # type: ignore[arg-type]
+    assert hashlib.sha256(into.getvalue()).digest() == digest
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import os
 
-import httpx
 import uvicorn
 
 from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
 from codemode_operator.gateway.kubeapi import KubeApi
 from codemode_operator.gateway.targets import Targets
+from codemode_operator.gateway.upstream import Upstream
 
 
 def build() -> Gateway:
     api = KubeApi.from_environment()
     # A streamed run may print nothing for minutes: no read timeout towards sessions.
-    upstream = httpx.AsyncClient(
-        timeout=httpx.Timeout(10.0, read=None, write=60.0),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-    )
+    upstream = Upstream(connect_timeout=10.0)
     return Gateway(
         Reviewer(api, ttl=float(os.environ.get("GATEWAY_AUTH_CACHE_SECONDS", "10"))),
         Targets(
@@ -44,6 +41,7 @@ def main() -> None:
         port=int(os.environ.get("GATEWAY_PORT", "8080")),
         log_level=os.environ.get("GATEWAY_LOG_LEVEL", "warning"),
         access_log=False,
+        proxy_headers=False,  # the gateway reads no client address
         lifespan="on",
     )
 

@@ -22,12 +22,13 @@ from codemode_operator.gateway.kubeapi import ApiError
 from codemode_operator.gateway.proxy import BodyReader, Receive, Scope, Send, open_upstream, relay
 from codemode_operator.gateway.routing import BadRoute, Route, parse
 from codemode_operator.gateway.targets import Refused, Target, Targets
+from codemode_operator.gateway.upstream import Upstream
 
 WORKSPACE_HEADER = b"x-codemode-workspace"
 
 
 class Gateway:
-    def __init__(self, reviewer: Reviewer, targets: Targets, upstream: httpx.AsyncClient) -> None:
+    def __init__(self, reviewer: Reviewer, targets: Targets, upstream: Upstream) -> None:
         self.reviewer, self.targets, self.upstream = reviewer, targets, upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,7 +107,7 @@ class Gateway:
                 response = await open_upstream(
                     self.upstream, scope, body, target.url, route.path, target.token
                 )
-            except httpx.TransportError as exc:
+            except OSError as exc:  # refused, reset, timed out, closed early
                 # The remembered pod is gone (replaced, suspended): look again, and send
                 # again if the caller's body was not read yet.
                 self.targets.forget(route)
@@ -118,10 +119,10 @@ class Gateway:
                     )
                 target = await self.targets.resolve(route)
                 continue
-            if response.status_code == 401:  # its token changed: look it up next time
+            if response.status == 401:  # its token changed: look it up next time
                 self.targets.forget(route)
             await relay(response, receive, send)
-            return response.status_code
+            return response.status
         raise AssertionError("unreachable")
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+from codemode_operator.gateway.upstream import Response, Upstream
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -67,28 +68,30 @@ class BodyReader:
 
 
 async def open_upstream(
-    http: httpx.AsyncClient, scope: Scope, body: BodyReader, base: str, path: str, token: str
-) -> httpx.Response:
+    upstream: Upstream, scope: Scope, body: BodyReader, base: str, path: str, token: str
+) -> Response:
+    parts = urlsplit(base)
     query = scope.get("query_string", b"")
-    url = base + path + ("?" + query.decode("latin-1") if query else "")
+    target = path + ("?" + query.decode("latin-1") if query else "")
     has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
-    request = http.build_request(
+    return await upstream.send(
         scope["method"],
-        url,
-        headers=forwarded_headers(scope, token),
-        content=body.__aiter__() if has_body else None,
+        parts.hostname or "",
+        parts.port or 80,
+        target,
+        forwarded_headers(scope, token),
+        body.__aiter__() if has_body else None,
     )
-    return await http.send(request, stream=True)
 
 
-async def relay(response: httpx.Response, receive: Receive, send: Send) -> None:
+async def relay(response: Response, receive: Receive, send: Send) -> None:
     """The session server's answer to the caller, each chunk as it comes. A caller that
     goes away from an event stream closes the connection to the server too (which
     interrupts the streamed run)."""
-    headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in DROPPED_BACK]
-    start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
+    headers = [(k, v) for k, v in response.headers if k not in DROPPED_BACK]
+    start = {"type": "http.response.start", "status": response.status, "headers": headers}
     await send(start)
-    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+    if not response.header(b"content-type").startswith(b"text/event-stream"):
         try:  # a plain answer: no watcher task (it would cost every request ~20 µs)
             await _pump(response, send)
         finally:
@@ -107,8 +110,8 @@ async def relay(response: httpx.Response, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump(response: httpx.Response, send: Send) -> None:
-    async for chunk in response.aiter_raw():
+async def _pump(response: Response, send: Send) -> None:
+    async for chunk in response.chunks():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
