@@ -32,8 +32,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def _pool_ready(bench: Bench, workspace: str) -> bool:
-    status = (bench.kinds.status("workspaces", workspace) or {}).get("warmPool") or {}
-    return int(status.get("ready") or 0) >= 1
+    """A pool pod is ready now (the workspace's status may be a moment behind)."""
+    pods = bench.kinds.core.list_namespaced_pod(
+        bench.namespace, label_selector=f"codemode.dev/warm={workspace},!codemode.dev/session"
+    ).items
+    return any(
+        p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        for p in pods
+    )
 
 
 def main() -> int:

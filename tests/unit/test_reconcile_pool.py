@@ -352,6 +352,8 @@ def test_a_resumed_session_takes_a_warm_pod_and_ending_deletes_it(
     st = run(kube, committer)
     assert st.phase == Phase.READY and st.pod_name not in (first.pod_name, "s1-session")
     assert len(binds) == 2 and binds[0][2] == binds[1][2]  # the same state again
+    # the session's Secret now holds the new pod's token
+    assert kube.get("secrets", NS, "s1-token")["stringData"]["token"] == binds[1][1]  # type: ignore[index]
     ended = rec.terminate(
         kube,
         rec.params_of(kube.get("codesessions", NS, "s1") or {}, ws, CFG),

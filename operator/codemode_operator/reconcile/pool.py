@@ -212,7 +212,9 @@ def take(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj, p: SessionParams) -
     token = (kube.secret_data(p.namespace, secret) or {}).get("token") if secret else None
     ok, why = (False, "the pod's token Secret is gone") if not token else (True, "")
     if token:
-        kube.replace_secret(token_secret(p, token))  # the session's Secret: the pod's token
+        manifest = token_secret(p, token)  # the session's Secret holds the pod's token
+        if not kube.ensure(manifest):  # one call for a new session; a resumed one has one
+            kube.replace_secret(manifest)
         kube.ensure(session_service(p))
         ok, why = BIND(pod, token, bind_body(p))
     if not ok:
