@@ -21,13 +21,18 @@ from codemode_session.names import (
 )
 from codemode_session.storage.base import ArtifactInfo
 from codemode_session.storage.brokered import BrokeredStorage as AgentStorage
+from codemode_session.tool_errors import ToolError
 from codemode_session.tools import (
+    AnyToolSpec,
     ToolSpec,
     get_spec,
     load_tools_dir,
     run_tool,
+    search_score,
     tool_specs,
 )
+from codemode_session.tools_http import HttpToolSpec
+from codemode_session.tools_mcp import McpToolSpec, server_for
 from codemode_session.workflow_model import Workflow, parse_workflow
 
 
@@ -150,15 +155,83 @@ class _Tool:
         return f"<tool {self._spec.name}: {self._spec.description} (recipes: {recipes or '-'})>"
 
 
+class _HttpTool:
+    """`tools.weather.current(city=...)`: an endpoint of an HTTP tool."""
+
+    def __init__(self, spec: HttpToolSpec) -> None:
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        endpoint = self._spec.endpoint(name)
+        if endpoint is None:
+            names = ", ".join(e.name for e in self._spec.endpoints)
+            raise AttributeError(
+                f"tool {self._spec.name!r} has no endpoint {name!r}; endpoints: {names}"
+            )
+
+        def call(**kwargs: Any) -> Any:
+            return self._spec.call(endpoint, kwargs)
+
+        call.__doc__ = endpoint.description
+        return call
+
+    def __dir__(self) -> builtins.list[str]:
+        return [e.name for e in self._spec.endpoints]
+
+    def __repr__(self) -> str:
+        names = ", ".join(e.name for e in self._spec.endpoints)
+        return f"<http tool {self._spec.name}: {self._spec.description} (endpoints: {names})>"
+
+
+class _McpTool:
+    """`tools.time.get_current_time(timezone=...)`: a tool of an MCP server, which starts
+    on the first use in this worker."""
+
+    def __init__(self, spec: McpToolSpec) -> None:
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        server = server_for(self._spec)
+        if name not in {t["name"] for t in server.tools}:
+            names = ", ".join(t["name"] for t in server.tools) or "-"
+            raise AttributeError(
+                f"MCP server {self._spec.name!r} has no tool {name!r}; tools: {names}"
+            )
+
+        def call(**kwargs: Any) -> Any:
+            return server.call(name, kwargs)
+
+        call.__doc__ = next(t["description"] for t in server.tools if t["name"] == name)
+        return call
+
+    def __dir__(self) -> builtins.list[str]:
+        return [t["name"] for t in server_for(self._spec).tools]
+
+    def __repr__(self) -> str:
+        return f"<MCP server {self._spec.name}: {self._spec.description}>"
+
+
+def _mcp_summary(spec: McpToolSpec) -> dict[str, Any]:
+    """The server's summary with its tools (starting it); a server that does not start
+    is listed with the reason instead of failing the whole list."""
+    try:
+        return spec.summary(server_for(spec).tools)
+    except ToolError as exc:
+        return {**spec.summary([]), "error": str(exc)}
+
+
 class ToolsNamespace:
-    """CLI tools from TOOLS_PATH and the prefix's Redis tool hash."""
+    """Tools from TOOLS_PATH and the prefix's Redis tool hash: commands, MCP servers'
+    tools and HTTP APIs' endpoints."""
 
     def __init__(self, storage: AgentStorage, tools_path: str | None) -> None:
         self._storage = storage
         self._tools_path = tools_path
-        self._cache: tuple[float, dict[str, ToolSpec]] | None = None
+        self._cache: tuple[float, dict[str, AnyToolSpec]] | None = None
 
-    def _specs(self) -> dict[str, ToolSpec]:
+    def _specs(self) -> dict[str, AnyToolSpec]:
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > 5.0:
             texts = load_tools_dir(self._tools_path)
@@ -167,19 +240,46 @@ class ToolsNamespace:
         return self._cache[1]
 
     def list(self) -> list[dict[str, Any]]:
-        return [s.summary() for s in self._specs().values()]
+        """Every tool; an MCP server's entry lists its tools and their input schemas
+        (the server starts to say what they are)."""
+        return [
+            _mcp_summary(s) if isinstance(s, McpToolSpec) else s.summary()
+            for s in self._specs().values()
+        ]
 
     def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
-        """Best first, by name, description, tags and recipes (and meaning, with the model)."""
-        return self._storage.search_tools(_text("query", query), _count("limit", limit))
+        """Best first, by name, description, tags and recipes (and meaning, with the model).
+        Tools of MCP servers match by their names and descriptions too (`server.tool`
+        entries): strong matches ahead of the rest."""
+        query, limit = _text("query", query), _count("limit", limit)
+        found = self._storage.search_tools(query, limit)
+        strong, weak = [], []
+        for spec in self._specs().values():
+            if not isinstance(spec, McpToolSpec):
+                continue
+            for tool in _mcp_summary(spec).get("tools", []):
+                score = search_score(query, f"{spec.name}.{tool['name']}", tool["description"])
+                entry = {**tool, "name": f"{spec.name}.{tool['name']}", "type": "mcp"}
+                if score >= 0.5:
+                    strong.append((score, entry))
+                elif score > 0:
+                    weak.append((score, entry))
+        ranked = [e for _, e in sorted(strong, key=lambda x: -x[0])]
+        ranked += found + [e for _, e in sorted(weak, key=lambda x: -x[0])]
+        return ranked[:limit]
 
-    def __getattr__(self, name: str) -> _Tool:
+    def __getattr__(self, name: str) -> _Tool | _McpTool | _HttpTool:
         if name.startswith("_"):
             raise AttributeError(name)
         try:
-            return _Tool(get_spec(self._specs(), name))
+            spec = get_spec(self._specs(), name)
         except NotFoundError:
             raise AttributeError(f"no tool named {name!r}") from None
+        if isinstance(spec, McpToolSpec):
+            return _McpTool(spec)
+        if isinstance(spec, HttpToolSpec):
+            return _HttpTool(spec)
+        return _Tool(spec)
 
     def __repr__(self) -> str:
         return f"<tools: {', '.join(self._specs()) or 'none'}>"

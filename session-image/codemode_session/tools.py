@@ -15,18 +15,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import yaml
 
-from codemode_session.errors import CodemodeError, NotFoundError, ValidationError
+from codemode_session.errors import NotFoundError, ValidationError
 from codemode_session.names import validate_tool_name
+from codemode_session.tool_errors import ToolError
 
 MAX_TOOL_OUTPUT = 4 * 1024 * 1024
-
-
-class ToolError(CodemodeError):
-    """A tool exited non-zero, timed out or could not start."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +110,7 @@ class ToolSpec:
     positional: tuple[PositionalSpec, ...] = ()
     recipes: tuple[Recipe, ...] = ()
     tags: tuple[str, ...] = ()
+    kind: str = "cli"
 
     def _argument(self, name: str) -> OptionSpec | PositionalSpec | None:
         args: list[OptionSpec | PositionalSpec] = [*self.options, *self.positional]
@@ -196,6 +194,14 @@ class ToolSpec:
         return argv
 
 
+if TYPE_CHECKING:
+    from codemode_session.tools_http import HttpToolSpec
+    from codemode_session.tools_mcp import McpToolSpec
+
+# A tool of any kind: a command (ToolSpec), an MCP server's tools, an HTTP API's endpoints.
+AnyToolSpec = Union[ToolSpec, "McpToolSpec", "HttpToolSpec"]
+
+
 def _scalar(value: Any, name: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -205,7 +211,24 @@ def _scalar(value: Any, name: str) -> str:
     raise ValidationError(f"argument {name!r}: expected a string or number, got {kind}")
 
 
-def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
+def _remote_tool(data: dict[Any, Any], name: str) -> AnyToolSpec:
+    """A `type: mcp` or `type: http` tool (tools_mcp, tools_http)."""
+    from pydantic import ValidationError as PydanticError
+
+    from codemode_session import tool_model, tool_model_remote
+    from codemode_session.tools_http import http_spec
+    from codemode_session.tools_mcp import mcp_spec
+
+    body = {k: v for k, v in data.items() if k != "name"}
+    try:
+        if data.get("type") == "mcp":
+            return mcp_spec(name, tool_model_remote.McpToolModel.model_validate(body))
+        return http_spec(name, tool_model_remote.HttpToolModel.model_validate(body))
+    except PydanticError as exc:
+        raise ValidationError(f"tool {name!r}: {tool_model.describe(exc)}") from None
+
+
+def parse_tool_yaml(text: str, default_name: str | None = None) -> AnyToolSpec:
     """Parse one tool definition; a ValidationError names the tool and the field at fault
     (`tool 'curl': schema.options.header.short: must be text`)."""
     try:
@@ -217,9 +240,14 @@ def parse_tool_yaml(text: str, default_name: str | None = None) -> ToolSpec:
     if not isinstance(data, dict):
         raise ValidationError(f"tool {default_name or '?'}: YAML must be a mapping")
     name = validate_tool_name(_name_text(data.get("name") or default_name or ""))
+    kind = data.get("type") or "cli"
+    if kind in ("mcp", "http"):
+        return _remote_tool(data, name)
+    if kind != "cli":
+        raise ValidationError(f"tool {name!r}: type: {kind!r} is not cli, mcp or http")
     from codemode_session import tool_model  # pydantic, loaded only when a tool is parsed
 
-    model = tool_model.parse(data, name)
+    model = tool_model.parse({k: v for k, v in data.items() if k != "type"}, name)
     return ToolSpec(
         name=name,
         command=model.command,
@@ -365,9 +393,9 @@ def search_score(query: str, *texts: str) -> float:
     return score / (3.0 * len(words))
 
 
-def tool_specs(texts: dict[str, str]) -> dict[str, ToolSpec]:
+def tool_specs(texts: dict[str, str]) -> dict[str, AnyToolSpec]:
     """Parse every tool; one broken YAML does not hide the others."""
-    specs: dict[str, ToolSpec] = {}
+    specs: dict[str, AnyToolSpec] = {}
     for name, text in texts.items():
         try:
             spec = parse_tool_yaml(text, default_name=name)
@@ -377,7 +405,7 @@ def tool_specs(texts: dict[str, str]) -> dict[str, ToolSpec]:
     return specs
 
 
-def get_spec(specs: dict[str, ToolSpec], name: str) -> ToolSpec:
+def get_spec(specs: dict[str, AnyToolSpec], name: str) -> AnyToolSpec:
     try:
         return specs[name]
     except KeyError:

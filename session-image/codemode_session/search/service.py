@@ -20,7 +20,7 @@ from codemode_session.search import vectors
 from codemode_session.search.embedder import Embedder, get_embedder
 from codemode_session.search.ranking import Document, as_floats, rank
 from codemode_session.storage.base import Storage
-from codemode_session.tools import ToolSpec
+from codemode_session.tools import AnyToolSpec
 from codemode_session.workflow_model import Workflow
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def workflow_text(workflow: Workflow) -> str:
     return _clean(f"{workflow.name.replace('_', ' ')}. {workflow.description}")
 
 
-def tool_text(spec: ToolSpec) -> str:
+def tool_text(spec: AnyToolSpec) -> str:
     return _clean(f"{spec.name.replace('_', ' ')}. {spec.search_text()}")
 
 
@@ -123,8 +123,8 @@ async def search_workflows(storage: Storage, query: str, limit: int = 10) -> lis
 
 
 async def search_tools(
-    storage: Storage, specs: Mapping[str, ToolSpec], query: str, limit: int = 10
-) -> list[ToolSpec]:
+    storage: Storage, specs: Mapping[str, AnyToolSpec], query: str, limit: int = 10
+) -> list[AnyToolSpec]:
     docs = [Document(s.name, s.name, tool_text(s)) for s in specs.values()]
     return [specs[k] for k in await _ranked(storage, vectors.TOOLS, query, docs, limit)]
 

@@ -8,19 +8,19 @@ from codemode_session.search import service as search
 from codemode_session.server.dependencies import CallerWorkspace, authenticated_router
 from codemode_session.server.openapi import errors
 from codemode_session.storage.base import Storage
-from codemode_session.tools import ToolSpec, load_tools_dir, tool_specs
+from codemode_session.tools import AnyToolSpec, load_tools_dir, tool_specs
 
 router = authenticated_router()
 
 
-async def tool_specs_for(storage: Storage, tools_path: str | None) -> dict[str, ToolSpec]:
+async def tool_specs_for(storage: Storage, tools_path: str | None) -> dict[str, AnyToolSpec]:
     """The folder's tools, overridden by the workspace's stored ones of the same name."""
     texts = load_tools_dir(tools_path)
     texts.update(await storage.list_tools())
     return tool_specs(texts)
 
 
-async def _specs(workspace: CallerWorkspace) -> dict[str, ToolSpec]:
+async def _specs(workspace: CallerWorkspace) -> dict[str, AnyToolSpec]:
     return await tool_specs_for(workspace.storage(), workspace.state.config.tools_path)
 
 
