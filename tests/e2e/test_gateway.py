@@ -18,8 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+from codemode_operator.sessions import Sessions
 from codemode_session.client import Output, SessionClient, SessionError
+from codemode_session.errors import CodemodeError
 from codemode_session.results import ExecuteResult
+from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
 from tests.e2e.gateway_support import agent_token, gateway_pod
@@ -105,6 +108,7 @@ def test_gateway_end_to_end(env: dict[str, Any]) -> None:
     streams_and_files_pass_through(env)
     codemode_exec_uses_the_gateway_and_metrics_count(env)
     a_suspended_session_resumes_on_request(env)
+    a_session_is_created_on_first_use_when_the_caller_may(env)
 
 
 def rbac_decides(env: dict[str, Any]) -> None:
@@ -199,3 +203,41 @@ def codemode_exec_uses_the_gateway_and_metrics_count(env: dict[str, Any]) -> Non
     for decision in ("allowed", "denied"):
         assert f'codemode_gateway_authorization_total{{decision="{decision}"}}' in metrics
     assert 'codemode_gateway_requests_total{method="POST",status="200"}' in metrics
+
+
+def a_session_is_created_on_first_use_when_the_caller_may(env: dict[str, Any]) -> None:
+    kinds, namespace = env["kinds"], env["namespace"]
+    # The agent may not create CodeSessions: naming a workspace changes nothing.
+    agent = Sessions(namespace=namespace, gateway=env["gateway"], token=env["token"])
+    with pytest.raises(CodemodeError, match="gateway answered 403"):
+        agent.address("d", workspace=WORKSPACE, timeout=30)
+    assert kinds.get("codesessions", "d") is None
+    # A ServiceAccount whose Role allows creating and using sessions gets one made.
+    maker = _service_account_token(env, "maker", [
+        {"apiGroups": ["codemode.dev"], "resources": ["codesessions", "codesessions/exec"],
+         "verbs": ["create"]},
+    ])  # fmt: skip
+    sessions = Sessions(namespace=namespace, gateway=env["gateway"], token=maker)
+    with sessions.connect("c", workspace=WORKSPACE, timeout=180) as client:
+        assert client.execute("'made'").value == "made"
+    assert kinds.get("codesessions", "c")["spec"]["workspaceRef"] == WORKSPACE
+
+
+def _service_account_token(env: dict[str, Any], name: str, rules: list[Any]) -> str:
+    kinds, namespace = env["kinds"], env["namespace"]
+    meta = {"name": name, "namespace": namespace}
+    kinds.core.create_namespaced_service_account(namespace, {"metadata": meta})
+    rbac = client.RbacAuthorizationV1Api(kinds.core.api_client)
+    rbac.create_namespaced_role(namespace, {"metadata": meta, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+    token: str = kinds.core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    return token
