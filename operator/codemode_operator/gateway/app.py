@@ -40,7 +40,7 @@ class Gateway:
         started = time.perf_counter()
         status = await self._serve(scope, receive, send)
         metrics.LATENCY.observe(time.perf_counter() - started)
-        metrics.REQUESTS.labels(scope["method"], str(status)).inc()
+        metrics.requests(scope["method"], status).inc()
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> int:
         path: str = scope["path"]
@@ -80,17 +80,17 @@ class Gateway:
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            metrics.DECISIONS.labels("unauthenticated").inc()
+            metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "send a Kubernetes bearer token: Authorization: Bearer <token>")
         user = await self.reviewer.authenticate(token.strip())
         if user is None:
-            metrics.DECISIONS.labels("unauthenticated").inc()
+            metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "the token is not valid (expired, revoked or forged)")
         return user
 
     async def _authorize(self, user: User, route: Route) -> None:
         decision = await self.reviewer.authorize(user, route.namespace, route.name)
-        metrics.DECISIONS.labels("allowed" if decision.allowed else "denied").inc()
+        (metrics.ALLOWED if decision.allowed else metrics.DENIED).inc()
         if not decision.allowed:
             raise Refused(403, decision.reason)
 

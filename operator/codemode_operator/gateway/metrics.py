@@ -1,4 +1,9 @@
-"""Prometheus metrics of the gateway, on its own registry (served at /metrics)."""
+"""Prometheus metrics of the gateway, on its own registry (served at /metrics).
+
+Labelled children are looked up once, not on every request: the gateway's whole budget
+is half a millisecond."""
+
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -11,7 +16,7 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "codemode_gateway_request_seconds",
-    "Request received -> response headers sent (a streamed body may run on)",
+    "Request received -> answer sent (a stream: to its end)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
@@ -21,3 +26,11 @@ DECISIONS = Counter(
     ["decision"],
     registry=REGISTRY,
 )
+ALLOWED = DECISIONS.labels("allowed")
+DENIED = DECISIONS.labels("denied")
+UNAUTHENTICATED = DECISIONS.labels("unauthenticated")
+
+
+@lru_cache(maxsize=256)
+def requests(method: str, status: int) -> Counter:
+    return REQUESTS.labels(method, str(status))
