@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from codemode_session.tools import search_score
-
 # Words that match everything and mean nothing to a search.
 _STOPWORDS = """a an and are as at be by can do does for from how i in is it me my of on or
 so that the this to was what when where which who why will with you your"""
@@ -32,9 +30,41 @@ def content_query(query: str) -> str:
     return " ".join(kept or words)
 
 
+def _lowered(key: tuple[str, str]) -> tuple[str, str]:
+    """A document's name (underscores as spaces) and body as the word match reads them."""
+    name, text = key
+    return name.replace("_", " ").lower(), f"{name.lower()} {text.lower()}"
+
+
+# Documents are mostly the same from one search to the next: lowered once.
+_LOWERED: dict[tuple[str, str], tuple[str, str]] = {}
+MAX_LOWERED = 20_000
+
+
 def lexical(query: str, docs: Sequence[Document]) -> list[float]:
-    terms = content_query(query)
-    return [search_score(terms, d.name.replace("_", " "), d.name, d.text) for d in docs]
+    """`tools.search_score(terms, name, name, text)` for each document (the same scores),
+    with the query split once and each document's lowered text kept between searches."""
+    words = [w for w in re.split(r"\W+", content_query(query).lower()) if w]
+    if not words:
+        return [0.0] * len(docs)
+    if len(_LOWERED) > MAX_LOWERED:
+        _LOWERED.clear()
+    scale = 3.0 * len(words)
+    scores = []
+    for doc in docs:
+        key = (doc.name, doc.text)
+        lowered = _LOWERED.get(key)
+        if lowered is None:
+            lowered = _LOWERED[key] = _lowered(key)
+        name, body = lowered
+        score = 0.0
+        for word in words:
+            if word in name:
+                score += 2.0
+            if word in body:
+                score += 1.0
+        scores.append(score / scale)
+    return scores
 
 
 def rank(

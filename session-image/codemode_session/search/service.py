@@ -116,9 +116,24 @@ async def _ranked(
     return rank(query, docs, as_floats(matrix @ q), bar, limit)
 
 
+# A workflow's search text, by its name and description (most are the same each search).
+_TEXTS: dict[tuple[str, str], str] = {}
+MAX_TEXTS = 20_000
+
+
+def _workflow_text(workflow: Workflow) -> str:
+    key = (workflow.name, workflow.description)
+    found = _TEXTS.get(key)
+    if found is None:
+        if len(_TEXTS) > MAX_TEXTS:
+            _TEXTS.clear()
+        found = _TEXTS[key] = workflow_text(workflow)
+    return found
+
+
 async def search_workflows(storage: Storage, query: str, limit: int = 10) -> list[Workflow]:
     workflows = {w.name: w for w in await storage.list_workflows()}
-    docs = [Document(w.name, w.name, workflow_text(w)) for w in workflows.values()]
+    docs = [Document(w.name, w.name, _workflow_text(w)) for w in workflows.values()]
     return [workflows[k] for k in await _ranked(storage, vectors.WORKFLOWS, query, docs, limit)]
 
 

@@ -32,6 +32,7 @@ from codemode_session.storage.base import (
     StorageTransaction,
 )
 from codemode_session.storage.keys import KeyLayout
+from codemode_session.storage.parse_memo import ParseMemo
 from codemode_session.storage.quota import Quota
 from codemode_session.storage.sync_client import async_client_from_sync
 from codemode_session.tools import stored_tool_value
@@ -91,10 +92,27 @@ def _skills_record(workflow: Workflow) -> str:
     return json.dumps({**workflow.to_dict(), MIRROR_MARK: True}, sort_keys=True)
 
 
+def _is_mirror(raw: bytes | str) -> bool:
+    data = _loads(raw)
+    return isinstance(data, dict) and data.get(MIRROR_MARK) is True
+
+
+def _workflow_or_none(raw: bytes | str) -> Workflow | None:
+    try:
+        return Workflow.from_json(raw)
+    except ValidationError:
+        return None  # another client's record: skipped
+
+
+# Parsed once per stored value (storage/parse_memo.py): listing and searching read every
+# workflow of the workspace, most of them unchanged since the last time.
+_mirror = ParseMemo(_is_mirror)
+_workflow = ParseMemo(_workflow_or_none)
+
+
 def _skills_era(raw: bytes | str | None) -> bytes | str | None:
     """A skills-hash record a skills-era writer put there; None for our marked copy."""
-    data = _loads(raw)
-    return None if isinstance(data, dict) and data.get(MIRROR_MARK) is True else raw
+    return None if raw is None or _mirror(raw) else raw
 
 
 def _workflows(
@@ -107,13 +125,7 @@ def _workflows(
         if (theirs := _skills_era(value)) is not None:
             merged[_s(name)] = theirs
     merged.update({_s(k): v for k, v in raw.items()})
-    found: list[Workflow] = []
-    for value in merged.values():
-        try:
-            found.append(Workflow.from_json(value))
-        except ValidationError:
-            continue
-    return found
+    return [w for w in map(_workflow, merged.values()) if w is not None]
 
 
 def _queue_library(
