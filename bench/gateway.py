@@ -6,8 +6,9 @@ operator on this host, one CodeSession, the chart's gateway as one pod, and a
 ServiceAccount that RBAC allows on the session. From this host, over keep-alive HTTP/1.1
 (http.client: the client costs little), each of `GET /health` and `POST /execute` (`1+1`)
 is timed --requests times directly (the pod IP, the session's token) and through the
-gateway (its pod IP, the ServiceAccount's token; reviews are cached, as in use), then
---clients threads with a connection each measure requests/s of `/execute`.
+gateway (its pod IP, the ServiceAccount's token; reviews are cached, as in use), the two
+alternating request by request so both see the same load; then --clients threads with a
+connection each measure requests/s of `/execute`, direct then through the gateway.
 
 Target: the gateway adds at most 0.5 ms at p50. Prints one JSON object on its last line.
 
@@ -61,15 +62,18 @@ EXECUTE = json.dumps({"code": "1+1"}).encode()
 CALLS = {"health": ("GET", "/health", None), "execute": ("POST", "/execute", EXECUTE)}
 
 
-def latencies(conn: Conn, what: str, count: int) -> list[float]:
+def latencies(conns: dict[str, Conn], what: str, count: int) -> dict[str, list[float]]:
+    """Each route timed in turn, request by request: both see the same load on the host."""
     method, path, body = CALLS[what]
-    for _ in range(50):  # warm up: connections, caches, the worker
-        conn.call(method, path, body)
-    samples = []
+    for conn in conns.values():
+        for _ in range(50):  # warm up: connections, caches, the worker
+            conn.call(method, path, body)
+    samples: dict[str, list[float]] = {route: [] for route in conns}
     for _ in range(count):
-        started = time.perf_counter()
-        conn.call(method, path, body)
-        samples.append(time.perf_counter() - started)
+        for route, conn in conns.items():
+            started = time.perf_counter()
+            conn.call(method, path, body)
+            samples[route].append(time.perf_counter() - started)
     return samples
 
 
@@ -123,10 +127,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             load_before = [round(x, 2) for x in os.getloadavg()]
             figures: dict[str, Any] = {}
             for what in CALLS:
-                for route, (base, bearer) in routes.items():
-                    conn = Conn(base, bearer, session_id)
-                    samples = latencies(conn, what, args.requests)
-                    conn.close()
+                conns = {r: Conn(base, bearer, session_id) for r, (base, bearer) in routes.items()}
+                timed = latencies(conns, what, args.requests)
+                for route, samples in timed.items():
+                    conns[route].close()
                     figures[f"{what}_{route}_p50_ms"] = ms(statistics.median(samples))
                     figures[f"{what}_{route}_p99_ms"] = ms(pct(samples, 99))
                 for q in ("p50", "p99"):
