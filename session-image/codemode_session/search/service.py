@@ -25,8 +25,8 @@ from codemode_session.workflow_model import Workflow
 
 log = logging.getLogger(__name__)
 
-# (storage description, index) -> name -> (content hash, vector)
-_memory: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+# (storage description, index) -> name -> (content hash, vector, the text it is of)
+_memory: dict[tuple[str, str], dict[str, tuple[str, Any, str]]] = {}
 
 
 def _clean(text: str) -> str:
@@ -57,9 +57,15 @@ async def _vectors(
     import numpy as np
 
     memory = _memory.setdefault((storage.description, index), {})
-    hashes = {name: content_hash(embedder.name, text) for name, text in texts.items()}
     for name in set(memory) - set(texts):
         del memory[name]
+    # A text as it was last time keeps its hash and vector (no sha256 of 5,000 texts a search).
+    hashes = {
+        name: memory[name][0]
+        if name in memory and memory[name][2] == text
+        else content_hash(embedder.name, text)
+        for name, text in texts.items()
+    }
     found = {n: memory[n][1] for n, h in hashes.items() if n in memory and memory[n][0] == h}
     # Only names of the shapes we write are cached (another client's odd name is embedded
     # for this search and kept in memory only).
@@ -73,7 +79,7 @@ async def _vectors(
             vector = np.frombuffer(parts[2], dtype=np.float32)
             if vector.shape == (embedder.dimension,):
                 found[name] = vector
-                memory[name] = (hashes[name], vector)
+                memory[name] = (hashes[name], vector, texts[name])
     todo = [n for n in texts if n not in found]
     if todo:
         embedded = await asyncio.to_thread(embedder.documents, [texts[n] for n in todo])
@@ -81,7 +87,7 @@ async def _vectors(
         for name, vector in zip(todo, embedded, strict=True):
             vector = np.ascontiguousarray(vector, dtype=np.float32)
             found[name] = vector
-            memory[name] = (hashes[name], vector)
+            memory[name] = (hashes[name], vector, texts[name])
             if vectors.NAME_RE.match(name):
                 records[name] = vectors.encode(embedder.name, hashes[name], vector.tobytes())
         if store is not None:
