@@ -63,6 +63,9 @@ def test_server_side_dry_run(cluster: Cluster, namespace: str, mode: str) -> Non
         "secret/codemode-redis",
         "serviceaccount/codemode",
         "service/codemode-metrics",
+        "deployment.apps/codemode-gateway",
+        "service/codemode-gateway",
+        "serviceaccount/codemode-gateway",
     ):
         assert kind in out, out
     assert ("role.rbac.authorization.k8s.io/codemode-operator" in out) == (mode == "namespaced")
@@ -166,6 +169,27 @@ def test_install_upgrade_keeps_password_and_rbac_is_least_privilege(
             ("create", "events.events.k8s.io", watched),
         ]:
             assert not _can_i(cluster, sa, verb, resource, ns), (verb, resource, ns)
+
+        # The gateway's own ServiceAccount: reviews, and reads of sessions where they run.
+        gw = f"system:serviceaccount:{namespace}:cm-codemode-gateway"
+        for verb, resource, ns in [
+            ("create", "tokenreviews.authentication.k8s.io", None),
+            ("create", "subjectaccessreviews.authorization.k8s.io", None),
+            ("get", "codesessions.codemode.dev", watched),
+            ("create", "codesessions.codemode.dev", watched),
+            ("patch", "codesessions.codemode.dev", watched),
+            ("get", "secrets", watched),
+            ("get", "pods", watched),
+        ]:
+            assert _can_i(cluster, gw, verb, resource, ns), (gw, verb, resource, ns)
+        for verb, resource, ns in [
+            ("get", "secrets", "default"),
+            ("list", "secrets", watched),
+            ("delete", "codesessions.codemode.dev", watched),
+            ("create", "pods", watched),
+            ("create", "pods/exec", watched),
+        ]:
+            assert not _can_i(cluster, gw, verb, resource, ns), (gw, verb, resource, ns)
 
         # Switching to cluster-wide mode replaces the Roles with a ClusterRole.
         helm(
