@@ -69,13 +69,17 @@ class Targets:
         if known is not None and known[0] > self.clock():
             return known[1]
         lock = self._locks.setdefault(route.key, asyncio.Lock())
-        async with lock:  # one lookup (and one resume or create) per session at a time
-            known = self._known.get(route.key)
-            if known is not None and known[0] > self.clock():
-                return known[1]
-            target = await self._find(route, workspace, may_create)
-            self._known[route.key] = (self.clock() + self.ttl, target)
-            return target
+        try:
+            async with lock:  # one lookup (and one resume or create) per session at a time
+                known = self._known.get(route.key)
+                if known is not None and known[0] > self.clock():
+                    return known[1]
+                target = await self._find(route, workspace, may_create)
+                self._known[route.key] = (self.clock() + self.ttl, target)
+                return target
+        finally:
+            if not lock.locked():  # nobody waits: names seen once must not pile up
+                self._locks.pop(route.key, None)
 
     async def _find(
         self,
