@@ -105,6 +105,7 @@ def test_gateway_end_to_end(env: dict[str, Any]) -> None:
     """One gateway, one set of sessions (each takes a minute to set up), in order: RBAC,
     streams and files, `codemode exec` and metrics, then a suspended session's resume."""
     rbac_decides(env)
+    a_revoked_token_stops_working_within_the_review_cache_time(env)
     streams_and_files_pass_through(env)
     codemode_exec_uses_the_gateway_and_metrics_count(env)
     a_suspended_session_resumes_on_request(env)
@@ -129,6 +130,28 @@ def rbac_decides(env: dict[str, Any]) -> None:
         assert answer.status_code == 401, answer.text
         assert "not valid" in answer.json()["detail"]
     assert httpx.get(_url(env, "a") + "/health").status_code == 401
+
+
+def a_revoked_token_stops_working_within_the_review_cache_time(env: dict[str, Any]) -> None:
+    """A token bound to a Secret is revoked with it (the API server's own revocation):
+    the gateway refuses it once its cached review expires (authCacheSeconds, 10)."""
+    kinds, namespace = env["kinds"], env["namespace"]
+    secret = kinds.core.create_namespaced_secret(namespace, {"metadata": {"name": "binding"}})
+    bound = {"kind": "Secret", "apiVersion": "v1", "name": "binding", "uid": secret.metadata.uid}
+    token = kinds.core.create_namespaced_service_account_token(
+        "agent", namespace, {"spec": {"expirationSeconds": 3600, "boundObjectRef": bound}}
+    ).status.token
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(_url(env, "a") + "/health", headers=headers).status_code == 200
+    kinds.core.delete_namespaced_secret("binding", namespace)
+    revoked = time.monotonic()
+    wait_for(
+        lambda: httpx.get(_url(env, "a") + "/health", headers=headers).status_code == 401,
+        30,
+        "the revoked token refused",
+        interval=0.5,
+    )
+    assert time.monotonic() - revoked < 10 + 5
 
 
 def streams_and_files_pass_through(env: dict[str, Any]) -> None:
