@@ -6,10 +6,11 @@ then creates sessions one after another and times each from `create` to the
 first result of `1 + 1`. Prints one JSON object on its last line.
 
 With `--warm N` the workspace keeps a warm pool of N pods (spec.warmPool): before
-each session the bench waits until the pool has a ready pod, so every sample is a
+each session the bench waits until the pool has a ready pod (`--full`: until all N
+are ready, so no pool pod is starting beside the measurement), so every sample is a
 bind of a warm pod (the JSON says how many were); the pool refills in between.
 
-    python bench/session_start.py [--sessions 20] [--warm 2]
+    python bench/session_start.py [--sessions 20] [--warm 2 [--full]]
 """
 
 from __future__ import annotations
@@ -31,22 +32,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _pool_ready(bench: Bench, workspace: str) -> bool:
-    """A pool pod is ready now (the workspace's status may be a moment behind)."""
+def _pool_ready(bench: Bench, workspace: str, wanted: int) -> bool:
+    """`wanted` pool pods are ready now (the workspace's status may be a moment behind)."""
     pods = bench.kinds.core.list_namespaced_pod(
         bench.namespace, label_selector=f"codemode.dev/warm={workspace},!codemode.dev/session"
     ).items
-    return any(
-        p.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ready = [
+        p
         for p in pods
-    )
+        if p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+    return len(ready) >= wanted
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--warm", type=int, default=0, help="warm pool size (0: cold starts)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="with --warm, wait until the whole pool is ready before each session (no pool "
+        "pod starting beside the measurement), not just one pod",
+    )
     args = parser.parse_args()
     samples: list[float] = []
     ready_samples: list[float] = []
@@ -55,10 +64,11 @@ def main() -> int:
     spec: dict[str, Any] = {"warmPool": {"size": args.warm}} if args.warm else {}
     with cluster_workspace("bench", args.sessions + args.warm + 5, workspace_spec=spec) as bench:
         sessions = bench.sessions
+        wanted = args.warm if args.full else 1
         for i in range(args.sessions):
             name = f"s{i}"
             if args.warm:
-                wait_for(lambda: _pool_ready(bench, "bench"), 180, "a ready pool pod", op=None)
+                wait_for(lambda: _pool_ready(bench, "bench", wanted), 180, "ready pool pods")
             loads.append(os.getloadavg()[0])
             started = time.perf_counter()
             sessions.ensure(name, "bench")
@@ -78,6 +88,7 @@ def main() -> int:
         "benchmark": "session_start",
         "mode": "warm" if args.warm else "cold",
         "warm_pool_size": args.warm,
+        "waited_for_full_pool": bool(args.warm and args.full),
         "sessions": len(samples),
         "bound_warm_pods": warm_pods,
         "apply_to_ready_p50_s": round(statistics.median(ready_samples), 3),
