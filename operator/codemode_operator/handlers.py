@@ -248,17 +248,33 @@ class Handlers:
             name,
             None if deleted else state,
             meta.get("resourceVersion"),
+            meta.get("name"),
         )
         if handled and not deleted:
             self.pod_seen[key] = state
 
     def pod_changed(
-        self, namespace: str, name: str, state: tuple[Phase, str] | None, pod_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        state: tuple[Phase, str] | None,
+        pod_version: str | None,
+        pod_name: str | None = None,
     ) -> bool:
-        """Bring session `name` in line with its pod's state (None: the pod is gone)."""
+        """Bring session `name` in line with its pod's state (None: the pod is gone).
+
+        Only the session's own pod counts: a session that resumed (or replaced its pod)
+        on a pool pod has a pod of another name, and a late event of the one it left
+        must not write that pod's phase (or bring a suspended session back to Ready)."""
         session = self.kube.get_custom("codesessions", namespace, name)
-        if session is None or is_final((session.get("status") or {}).get("phase")):
+        status = (session or {}).get("status") or {}
+        if session is None or is_final(status.get("phase")):
             return True
+        current = status.get("podName")
+        if pod_name is not None and current is not None and pod_name != current:
+            return True  # an earlier pod of the session
+        if state is not None and status.get("phase") == Phase.SUSPENDED:
+            return True  # its pod is on its way out; resuming is the spec's business
 
         def from_event(obj: Obj) -> Outcome[CodeSessionStatus]:
             # a phase change: the status comes from the event and the session just read

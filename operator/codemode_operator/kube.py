@@ -41,7 +41,9 @@ class KubeAPI(Protocol):
     def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
     def patch_pod(self, namespace: str, name: str, body: Obj) -> Obj | None: ...
     def patch_secret(self, namespace: str, name: str, body: Obj) -> None: ...
-    def delete_pod(self, namespace: str, name: str) -> None: ...
+    def delete_pod(
+        self, namespace: str, name: str, resource_version: str | None = None
+    ) -> None: ...
     def delete_service(self, namespace: str, name: str) -> None: ...
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def read_job(self, namespace: str, name: str) -> Obj | None: ...
@@ -174,10 +176,23 @@ class Kube:
             )
         )
 
-    def delete_pod(self, namespace: str, name: str) -> None:
-        _ignore_404(
-            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=5)
+    def delete_pod(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        """Delete a pod; with `resource_version`, only as it was then: a pod changed since
+        (a pool pod a session claimed meanwhile) is left alone."""
+        if resource_version is None:
+            _ignore_404(
+                lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=5)
+            )
+            return
+        options = client.V1DeleteOptions(
+            grace_period_seconds=5,
+            preconditions=client.V1Preconditions(resource_version=resource_version),
         )
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body=options)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
 
     def delete_service(self, namespace: str, name: str) -> None:
         _ignore_404(lambda: self.core.delete_namespaced_service(name, namespace))

@@ -211,8 +211,12 @@ def test_sessions_bind_warm_pods_that_are_replaced_rolled_and_never_reused(
     kinds.patch("codesessions", "c2", {"spec": {"suspend": True}})
     wait(op, "c2 Suspended", lambda: _phase(kinds, "c2", "Suspended"))
     wait(op, "c2's pod gone", lambda: not pod_exists(kinds, c2["podName"]) or None)
-    warm = set(wait(op, "the pool ready for the resume", lambda: pool_ready(kinds)))
+    wait(op, "the pool ready for the resume", lambda: pool_ready(kinds))
     kinds.patch("codesessions", "c2", {"spec": {"suspend": False}})
     resumed = wait(op, "c2 Ready after resume", lambda: _ready(kinds, "c2"), timeout=60)["status"]
-    assert resumed["podName"] in warm
+    # A pool pod, claimed for c2 (the pool may have replaced a member between the list
+    # above and the claim: any pool pod will do, a cold one would be c2-session).
+    taken = kinds.core.read_namespaced_pod(resumed["podName"], kinds.namespace)
+    assert resumed["podName"] != "c2-session"
+    assert taken.metadata.labels.get("codemode.dev/warm") == "c2"
     assert run(sessions, "c2", "sum(kept)") == 6

@@ -207,8 +207,12 @@ class FakeKube:
         if obj is not None:
             self.objects[("secrets", namespace, name)] = merge_patch(obj, body)
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def delete_pod(self, namespace: str, name: str, resource_version: str | None = None) -> None:
         self._log("delete_pod", name)
+        current = self.objects.get(("pods", namespace, name))
+        changed = current is not None and current["metadata"]["resourceVersion"] != resource_version
+        if resource_version is not None and changed:
+            return  # changed since it was listed: the API server answers 409
         self.remove("pods", namespace, name)
 
     def delete_service(self, namespace: str, name: str) -> None:

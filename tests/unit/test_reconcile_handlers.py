@@ -377,3 +377,23 @@ def test_clients_wait_through_failed(
 ) -> None:
     obj = {"status": {"phase": phase, "endpoint": endpoint}}
     assert sessions.usable(obj) is usable and sessions.settled(obj) is settled
+
+
+def test_events_of_a_pod_the_session_left_are_ignored(h: handlers.Handlers, kube: FakeKube) -> None:
+    """A session that moved to another pod (a pool pod after a resume) or is suspended
+    keeps its status when a late event of the earlier pod says it is Ready."""
+    kube.put(
+        "codesessions",
+        {**session(), "status": {"phase": "Ready", "podName": "ws-pool-new-session"}},
+    )
+    assert h.pod_changed(NS, "s1", (Phase.READY, "PodReady"), "5", "ws-pool-old-session")
+    assert h.pod_changed(NS, "s1", None, "6", "ws-pool-old-session")
+    assert not kube.called("patch_status") and not kube.called("create_pod")
+    kube.put(
+        "codesessions",
+        {**session("s2"), "status": {"phase": "Suspended", "podName": "s2-session"}},
+    )
+    assert h.pod_changed(NS, "s2", (Phase.READY, "PodReady"), "7", "s2-session")
+    found = kube.get("codesessions", NS, "s2")
+    assert found is not None and found["status"]["phase"] == "Suspended"
+    assert not kube.called("patch_status") and not kube.called("create_pod")

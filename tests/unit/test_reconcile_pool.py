@@ -401,3 +401,28 @@ def test_a_caller_holding_an_older_spec_does_not_roll_the_pool_back(kube: FakeKu
     assert {p["spec"]["containers"][0]["image"] for p in pool_pods(kube)} == {
         "reg.example/session:2"
     }
+
+
+def test_a_pod_claimed_after_the_pools_list_is_not_deleted(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool lists its pods, a session claims one (its labels change, so its
+    resourceVersion does), then the pool finds a surplus: the delete carries the listed
+    resourceVersion, so the claimed pod, now the session's, stays."""
+    ws = pooled(kube, 1)
+    pool_rec.reconcile(kube, CFG, ws)
+    make_ready(kube)
+    [member] = pool_pods(kube)
+    name = member["metadata"]["name"]
+    listed = kube.list_pods
+
+    def list_then_claim(namespace: str, selector: str) -> list[Obj]:
+        found = listed(namespace, selector)
+        kube.edit("pods", NS, name, lambda o: o["metadata"]["labels"].update({WARM_LABEL: "s1"}))
+        return found
+
+    monkeypatch.setattr(kube, "list_pods", list_then_claim)
+    ws = kube.edit("workspaces", NS, "ws", lambda o: o["spec"].update(warmPool={"size": 0}))
+    ws["status"]["warmPool"] = {"desired": 1, "ready": 1}
+    pool_rec.reconcile(kube, CFG, ws)
+    assert kube.get("pods", NS, name) is not None

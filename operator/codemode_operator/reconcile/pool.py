@@ -101,6 +101,13 @@ def _session_pods(kube: KubeAPI, namespace: str, workspace: str) -> int:
     return sum(1 for pod in kube.list_pods(namespace, selector) if not _deleting(pod))
 
 
+def _drop(kube: KubeAPI, namespace: str, pod: Obj) -> None:
+    """Delete a pool pod as this reconcile listed it: one a session claimed since (its
+    labels and owner changed, so its resourceVersion did) is the session's, not ours."""
+    meta = pod["metadata"]
+    kube.delete_pod(namespace, meta["name"], meta.get("resourceVersion"))
+
+
 def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolStatus | None:
     """Bring the pool in line with the spec: replace pods of older defaults and failed
     ones, keep `size` (less what maxSessions leaves beside the running sessions); its
@@ -129,7 +136,7 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolSta
         keep = []
         for pod in pods:
             if _labels(pod).get(HASH_LABEL) != want or _failed(pod):
-                kube.delete_pod(namespace, pod["metadata"]["name"])  # rollout, or a failure
+                _drop(kube, namespace, pod)  # rollout, or a failure
             else:
                 keep.append(pod)
         desired = 0
@@ -139,7 +146,7 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolSta
         # surplus: the ones not ready yet go first, then the youngest
         keep.sort(key=lambda p: (not is_ready(p), _created(p)))
         for pod in keep[desired:]:
-            kube.delete_pod(namespace, pod["metadata"]["name"])
+            _drop(kube, namespace, pod)
         keep = keep[:desired]
         for _ in range(desired - len(keep)):
             _start_member(kube, cfg, workspace)
