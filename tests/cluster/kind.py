@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import hostdeps, images, kind_images, locks, paths, procs
+from . import hostdeps, images, kind_images, lo_address, locks, paths, procs
 from .layout import NODE_HOST_IP
 from .tools import tools_dir
 
@@ -499,6 +499,8 @@ def down() -> None:
             if state["lo_ip_added"]:
                 _sh("ip", "addr", "del", f"{NODE_HOST_IP}/32", "dev", "lo")
             IP_FORWARD.write_text(f"{state['ip_forward']}\n")
+        elif state["lo_ip_added"]:
+            lo_address.hand_over("node")  # the node cluster removes it when it goes down
         _state_file().unlink()
         kubeconfig().unlink(missing_ok=True)
 

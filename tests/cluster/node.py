@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from . import images, kubeconfig, paths, pki, procs, provisioner, wait
+from . import images, kubeconfig, lo_address, paths, pki, procs, provisioner, wait
 from .kubectl import apply, node_ready
 from .layout import BRIDGE, CLUSTER_DOMAIN, NODE_HOST_IP, POD_CIDR, SERVICE_CIDR, Layout
 
@@ -624,7 +624,8 @@ def teardown_host(lay: Layout) -> None:
     if Path(paths.binary("kube-proxy")).exists() and state:
         _sh(str(paths.binary("kube-proxy")), "--cleanup")
         _remove_kubelet_iptables()
-    if state.get("lo_ip_added"):
+    # kind, still up, needs it: it removes it when it goes down
+    if state.get("lo_ip_added") and not lo_address.hand_over("kind"):
         _sh("ip", "addr", "del", f"{NODE_HOST_IP}/32", "dev", "lo")
     if state.get("bridge_nf") is not None and BRIDGE_NF.exists():
         BRIDGE_NF.write_text(f"{state['bridge_nf']}\n")
