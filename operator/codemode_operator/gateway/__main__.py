@@ -3,7 +3,8 @@
 GATEWAY_PORT (8080), GATEWAY_AUTH_CACHE_SECONDS (10: how long a TokenReview or
 SubjectAccessReview answer is reused), GATEWAY_SESSION_CACHE_SECONDS (5: a session's
 address), GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to resume or
-start).
+start), GATEWAY_MCP (on: serve the MCP endpoint at /mcp/v1/namespaces/...; "off" turns it
+off).
 """
 
 from __future__ import annotations
@@ -23,14 +24,23 @@ def build() -> Gateway:
     api = KubeApi.from_environment()
     # A streamed run may print nothing for minutes: no read timeout towards sessions.
     upstream = Upstream(connect_timeout=10.0)
+    wait = float(os.environ.get("GATEWAY_WAIT_SECONDS", "120"))
+    mcp = None
+    if os.environ.get("GATEWAY_MCP", "on") != "off":
+        from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint
+
+        # Tool calls come back through this gateway's own routes, as the caller.
+        own = f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8080')}"
+        mcp = McpEndpoint(GatewayBackend(own, api.conf, wait))
     return Gateway(
         Reviewer(api, ttl=float(os.environ.get("GATEWAY_AUTH_CACHE_SECONDS", "10"))),
         Targets(
             api,
             ttl=float(os.environ.get("GATEWAY_SESSION_CACHE_SECONDS", "5")),
-            wait=float(os.environ.get("GATEWAY_WAIT_SECONDS", "120")),
+            wait=wait,
         ),
         upstream,
+        mcp,
     )
 
 

@@ -9,9 +9,10 @@ Anything else is the session server's own answer, passed through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,16 +25,27 @@ from codemode_operator.gateway.routing import BadRoute, Route, parse
 from codemode_operator.gateway.targets import Refused, Target, Targets
 from codemode_operator.gateway.upstream import Upstream
 
+if TYPE_CHECKING:
+    from codemode_operator.gateway.mcp import McpEndpoint
+
 WORKSPACE_HEADER = b"x-codemode-workspace"
+MCP_PREFIX = "/mcp/"
 
 
 class Gateway:
-    def __init__(self, reviewer: Reviewer, targets: Targets, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        reviewer: Reviewer,
+        targets: Targets,
+        upstream: Upstream,
+        mcp: McpEndpoint | None = None,
+    ) -> None:
         self.reviewer, self.targets, self.upstream = reviewer, targets, upstream
+        self.mcp = mcp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":  # websockets: not served
             return
@@ -41,6 +53,20 @@ class Gateway:
         status = await self._serve(scope, receive, send)
         metrics.LATENCY.observe(time.perf_counter() - started)
         metrics.requests(scope["method"], status).inc()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Start and stop the MCP endpoint's sessions with the server."""
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if self.mcp is not None:
+                        await stack.enter_async_context(self.mcp.running())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await stack.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> int:
         path: str = scope["path"]
@@ -57,9 +83,11 @@ class Gateway:
             )
             await send({"type": "http.response.body", "body": body})
             return 200
+        if path.startswith(MCP_PREFIX) and self.mcp is not None:
+            return await self._serve_mcp(scope, receive, send, self.mcp)
         try:
             route = parse(path)
-            user = await self._authenticate(scope)
+            user, _ = await self._authenticate(scope)
             await self._authorize(user, route)
             target = await self.targets.resolve(
                 route, _header(scope, WORKSPACE_HEADER), lambda: self._may_create(user, route)
@@ -76,7 +104,32 @@ class Gateway:
                 send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
             )
 
-    async def _authenticate(self, scope: Scope) -> User:
+    async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send, mcp: McpEndpoint) -> int:
+        """The MCP endpoint: the caller is authenticated here, as for a session's route,
+        and the bound session authorised; each tool call is authorised again with the
+        caller's token (codemode_operator.gateway.mcp)."""
+        from codemode_operator.gateway.mcp import Caller
+        from codemode_operator.gateway.mcp import parse as parse_mcp
+
+        try:
+            namespace, bound, workspace = parse_mcp(scope["path"], scope.get("query_string", b""))
+            user, token = await self._authenticate(scope)
+            if bound is not None:
+                await self._authorize(user, Route(namespace, bound, "/"))
+        except BadRoute as exc:
+            return await _answer(send, 400, {"detail": str(exc)})
+        except Refused as exc:
+            return await _answer(send, exc.status, {"detail": exc.reason})
+        except ApiError as exc:
+            return await _answer(send, 503, {"detail": f"the Kubernetes API answered {exc}; retry"})
+        except httpx.TransportError as exc:
+            return await _answer(
+                send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
+            )
+        caller = Caller(token, namespace, bound, workspace, _header(scope, b"mcp-session-id") or "")
+        return await mcp.handle(scope, receive, send, caller, user)
+
+    async def _authenticate(self, scope: Scope) -> tuple[User, str]:
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -86,7 +139,7 @@ class Gateway:
         if user is None:
             metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "the token is not valid (expired, revoked or forged)")
-        return user
+        return user, token.strip()
 
     async def _authorize(self, user: User, route: Route) -> None:
         decision = await self.reviewer.authorize(user, route.namespace, route.name)
@@ -141,16 +194,8 @@ async def _answer(send: Send, status: int, body: dict[str, Any]) -> int:
     ]
     if status == 503:
         headers.append((b"retry-after", b"2"))
+    elif status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
     return status
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -33,6 +33,8 @@ class Unsupported(CodemodeError):
 class Backend:
     """Clients by session, created on first use; `call` retries once where that is safe."""
 
+    max_clients = MAX_CLIENTS
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._clients: dict[str, SessionClient] = {}
@@ -88,7 +90,7 @@ class Backend:
     def _keep(self, key: str, client: SessionClient) -> SessionClient:
         with self._lock:
             self._clients[key] = client
-            while len(self._clients) > MAX_CLIENTS:
+            while len(self._clients) > self.max_clients:
                 oldest = next(iter(self._clients))
                 self._clients.pop(oldest).close()
         return client

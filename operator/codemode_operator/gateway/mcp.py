@@ -1,0 +1,289 @@
+"""The gateway's MCP endpoint (streamable HTTP): `codemode mcp`'s tools for the caller.
+
+`/mcp/v1/namespaces/{ns}/codesessions/{name}` is bound to one CodeSession (calls go to
+it unless they name another in `session`); `/mcp/v1/namespaces/{ns}` to none (every code
+call names its session). `?workspace=W` lets the bound session be created on first use.
+
+The gateway's own privileges never reach a session for an MCP caller: each tool call
+runs with the caller's bearer token, kept in a context variable for the request. Code
+tools go through the gateway's own session routes (TokenReview, SubjectAccessReview on
+`codesessions/exec`, resume, create on first use), as any other request; session tools
+(create, list, history, fork, suspend, resume) call the Kubernetes API with the caller's
+token, so its RBAC on CodeSessions decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import copy
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs
+
+from codemode_session.client import SessionClient, SessionError
+from codemode_session.errors import CodemodeError
+from codemode_session.mcp.backends import Backend, row
+from kubernetes import client
+
+from codemode_operator import gateway_client
+from codemode_operator.gateway.proxy import Receive, Scope, Send
+from codemode_operator.gateway.routing import _LABEL, _SUBDOMAIN, BadRoute
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from codemode_operator.gateway.auth import User
+    from codemode_operator.sessions import Sessions
+
+T = TypeVar("T")
+PREFIX = "/mcp/v1/namespaces/"
+SESSION_HEADER = b"mcp-session-id"
+# Sessions' clients kept per gateway replica (MCP session x CodeSession); the oldest is
+# dropped past this, and with it the server session that held its variables.
+MAX_CLIENTS = 4096
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes this MCP request and what its URL binds it to."""
+
+    token: str
+    namespace: str
+    bound: str | None  # the endpoint's CodeSession, if it names one
+    workspace: str | None  # where the bound session is created when missing
+    mcp_session: str  # the MCP session id ("" before one exists)
+
+
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("codemode_mcp_caller")
+
+
+def parse(path: str, query: bytes = b"") -> tuple[str, str | None, str | None]:
+    """`/mcp/v1/namespaces/{ns}[/codesessions/{name}][?workspace=W]` -> (ns, name, W)."""
+    usage = f"use {PREFIX}{{ns}} or {PREFIX}{{ns}}/codesessions/{{name}}"
+    if not path.startswith(PREFIX):
+        raise BadRoute(f"no namespace in MCP path {path!r}: {usage}")
+    parts = path[len(PREFIX) :].rstrip("/").split("/")
+    if len(parts) not in (1, 3) or (len(parts) == 3 and parts[1] != "codesessions"):
+        raise BadRoute(f"{path!r} is no MCP endpoint: {usage}")
+    if not _LABEL.fullmatch(parts[0]):
+        raise BadRoute(f"{parts[0]!r} is not a namespace name")
+    name = parts[2] if len(parts) == 3 else None
+    if name is not None and not _SUBDOMAIN.fullmatch(name):
+        raise BadRoute(f"{name!r} is not a CodeSession name")
+    workspaces = parse_qs(query.decode("latin-1")).get("workspace") or []
+    return parts[0], name, workspaces[0] if workspaces else None
+
+
+def caller_configuration(base: client.Configuration, token: str) -> client.Configuration:
+    """The API server's address and CA from the gateway's configuration, with the
+    caller's token as the only credential: no client certificate, no basic auth, and no
+    refresh hook (in a pod, it would put the gateway's own token back)."""
+    conf = copy.deepcopy(base)
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    conf.api_key_prefix = {}
+    conf.refresh_api_key_hook = None
+    conf.cert_file = conf.key_file = None
+    conf.username = conf.password = None
+    return conf
+
+
+class GatewayBackend(Backend):
+    """`codemode mcp`'s backend for the gateway's callers (see the module's docstring)."""
+
+    max_clients = MAX_CLIENTS
+
+    def __init__(self, gateway_url: str, kube_conf: client.Configuration, wait: float) -> None:
+        super().__init__()
+        self.gateway_url = gateway_url.rstrip("/")
+        self.kube_conf = kube_conf
+        self.wait = wait
+
+    # ---- code tools: through the gateway's own routes, with the caller's token ---------
+    def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
+        caller = _caller()
+        client_ = self._client(caller, self._name(caller, session))
+        try:
+            return fn(client_)
+        except SessionError as exc:
+            if not exc.unknown_session:
+                raise
+            client_.session_id = None  # the pod restarted: a new server session
+        return fn(client_)
+
+    def forget(self, mcp_session: str) -> None:
+        """An MCP session ended: its clients go (their server sessions expire idle)."""
+        with self._lock:
+            keys = [k for k in self._clients if k.startswith(mcp_session + "/")]
+        for key in keys:
+            self._drop(key)
+
+    def _name(self, caller: Caller, session: str | None) -> str:
+        name = session or caller.bound
+        if not name:
+            raise CodemodeError(
+                f"this endpoint ({PREFIX}{caller.namespace}) is bound to no session: name a "
+                f"CodeSession in `session`, or connect to "
+                f"{PREFIX}{caller.namespace}/codesessions/NAME"
+            )
+        if not _SUBDOMAIN.fullmatch(name):
+            raise CodemodeError(f"{name!r} is not a CodeSession name")
+        return name
+
+    def _client(self, caller: Caller, name: str) -> SessionClient:
+        key = f"{caller.mcp_session}/{caller.namespace}/{name}"
+        with self._lock:
+            found = self._clients.get(key)
+        if found is None:
+            url = gateway_client.session_url(self.gateway_url, caller.namespace, name)
+            # Ask for it once: resumed, or created in the endpoint's workspace, and Ready.
+            workspace = caller.workspace if name == caller.bound else None
+            gateway_client.wait_ready(url, caller.token, workspace, self.wait)
+            found = self._keep(key, SessionClient(url, token=caller.token))
+        found.token = caller.token  # this request's (a client may rotate it)
+        return found
+
+    # ---- session tools: the Kubernetes API with the caller's token ---------------------
+    def create(self, name: str | None, workspace: str | None, agent: str | None) -> Any:
+        if not name:
+            raise CodemodeError("name the CodeSession to create")
+        caller = _caller()
+        spec = {"agentId": agent} if agent else None
+        with self._sessions(caller) as sessions:
+            return row(sessions.ensure(name, workspace or caller.workspace, spec))
+
+    def list(self, agent: str | None, workspace: str | None) -> Any:
+        with self._sessions(_caller()) as sessions:
+            return [row(o) for o in sessions.list(agent, workspace)]
+
+    def history(self, session: str | None, offset: int, limit: int) -> Any:
+        """Read through the gateway from the session's server, or, when it does not run,
+        another running session of its workspace that the caller may use."""
+        from codemode_operator.sessions import usable
+
+        caller = _caller()
+        name = self._name(caller, session)
+        with self._sessions(caller) as sessions:
+            found = sessions.get(name)
+            if found is None:
+                raise CodemodeError(f"CodeSession {name!r} does not exist in {caller.namespace!r}")
+            state_id = (found.get("status") or {}).get("stateId")
+            if not state_id:
+                raise CodemodeError(f"CodeSession {name!r} has not started yet: no history")
+            readers = [found] if usable(found) else []
+            if not readers:
+                workspace = (found.get("spec") or {}).get("workspaceRef")
+                readers = [o for o in sessions.list(workspace=workspace) if usable(o)]
+        refused: SessionError | None = None
+        for reader in readers:
+            url = gateway_client.session_url(
+                self.gateway_url, caller.namespace, reader["metadata"]["name"]
+            )
+            with SessionClient(url, token=caller.token) as reading:
+                try:
+                    return reading.history(state_id, offset=offset, limit=limit)
+                except SessionError as exc:
+                    if exc.status != 403:
+                        raise
+                    refused = exc
+        if refused is not None:
+            raise refused
+        phase = (found.get("status") or {}).get("phase")
+        raise CodemodeError(
+            f"CodeSession {name!r} is {phase} and no session of its workspace runs to read "
+            "its history: resume it"
+        )
+
+    def fork(self, session: str | None, new_name: str | None) -> Any:
+        if not new_name:
+            raise CodemodeError("name the new CodeSession: new_name")
+        caller = _caller()
+        with self._sessions(caller) as sessions:
+            return row(sessions.fork(self._name(caller, session), new_name))
+
+    def suspend(self, session: str | None, wait: float | None) -> Any:
+        caller = _caller()
+        name = self._name(caller, session)
+        with self._sessions(caller) as sessions:
+            found = sessions.suspend(name, wait)
+        self._drop(f"{caller.mcp_session}/{caller.namespace}/{name}")
+        return row(found or {"metadata": {"name": name}})
+
+    def resume(self, session: str | None, wait: float | None) -> Any:
+        caller = _caller()
+        name = self._name(caller, session)
+        with self._sessions(caller) as sessions:
+            found = sessions.resume(name, wait)
+        return row(found or {"metadata": {"name": name}})
+
+    @contextlib.contextmanager
+    def _sessions(self, caller: Caller) -> Iterator[Sessions]:
+        from codemode_operator.exec_cmd import _kubernetes_errors
+        from codemode_operator.sessions import Sessions
+
+        api = client.ApiClient(caller_configuration(self.kube_conf, caller.token))
+        try:
+            with _kubernetes_errors():
+                yield Sessions(
+                    caller.namespace, api=api, gateway=self.gateway_url, token=caller.token
+                )
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+
+
+def _caller() -> Caller:
+    caller = CALLER.get(None)
+    if caller is None:  # a tool ran outside a gateway request: a bug, not a caller's error
+        raise RuntimeError("no MCP caller in this context")
+    return caller
+
+
+class McpEndpoint:
+    """The MCP SDK's streamable HTTP session manager serving `codemode mcp`'s tools."""
+
+    def __init__(self, backend: GatewayBackend) -> None:
+        from codemode_session.mcp.server import build
+
+        self.backend = backend
+        self.server = build(backend)
+        # Creates the session manager. Not bound to localhost, so no DNS-rebinding check
+        # of Host: every request carries a bearer token, which a browser never adds.
+        self.server.streamable_http_app(host="0.0.0.0")
+        self.manager: StreamableHTTPSessionManager = self.server.session_manager
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The sessions' task group, for the gateway's lifetime."""
+        async with self.manager.run():
+            yield
+
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, caller: Caller, user: User
+    ) -> int:
+        """Serve one MCP request as `caller`; the answer's status (for metrics)."""
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from mcp.server.auth.provider import AccessToken
+
+        # The SDK binds an MCP session to the identity that opened it: another caller's
+        # requests for it answer 404, as for a session that does not exist.
+        token = AccessToken(
+            token=caller.token, client_id=user.username, subject=user.uid or None, scopes=[]
+        )
+        scope = {**scope, "user": AuthenticatedUser(token)}
+        status = 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        reset = CALLER.set(caller)
+        try:
+            await self.manager.handle_request(scope, receive, sending)
+        finally:
+            CALLER.reset(reset)
+        if scope["method"] == "DELETE" and status < 400 and caller.mcp_session:
+            self.backend.forget(caller.mcp_session)
+        return status

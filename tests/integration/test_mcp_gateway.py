@@ -1,0 +1,121 @@
+"""The gateway's MCP endpoint in front of a real `codemode serve`, driven by the MCP SDK's
+own streamable HTTP client (issue 15, item 3).
+
+The Kubernetes side is tests/integration/test_gateway_proxy.py's stand-in (alice may use
+session `a` only); tests/e2e/test_gateway.py runs the same against a real API server.
+What this tier shows: tool calls go through the gateway's own authorised routes with the
+caller's token, so RBAC decides per call, and an MCP session belongs to whoever opened it.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from codemode_operator.gateway.app import Gateway
+from codemode_operator.gateway.auth import Reviewer
+from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint
+from codemode_operator.gateway.targets import Targets
+from codemode_operator.gateway.upstream import Upstream
+from kubernetes import client
+from mcp.client import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from tests.conftest import RedisServer, free_port, wait_for_port
+from tests.integration.server_fixture import ServerProcess, base_settings, running_server
+from tests.integration.test_gateway_proxy import ALICE, StandInApi
+from tests.integration.test_mcp_stdio import CODE_TOOLS, SESSION_TOOLS, Agent
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
+    env = base_settings(redis_server.url, f"gm{uuid.uuid4().hex[:8]}", WORKSPACE_ID="wsgm")
+    with running_server(env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def gateway(server: ServerProcess) -> Iterator[str]:
+    api = StandInApi(server)
+    port = int(server.url.rsplit(":", 1)[1])
+    gw_port = free_port()
+    own = f"http://127.0.0.1:{gw_port}"
+
+    targets = Targets(api)  # type: ignore[arg-type]
+    original = targets._address
+
+    async def address(route: Any, status: Any) -> str:
+        return (await original(route, status)).replace(":8080", f":{port}")
+
+    targets._address = address  # type: ignore[method-assign]
+    mcp = McpEndpoint(GatewayBackend(own, client.Configuration(), wait=30))
+    app = Gateway(Reviewer(api), targets, Upstream(), mcp)  # type: ignore[arg-type]
+    served = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=gw_port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    wait_for_port(gw_port)
+    try:
+        yield own
+    finally:
+        served.should_exit = True
+        thread.join(10)
+
+
+@asynccontextmanager
+async def agent(url: str, token: str) -> AsyncIterator[Agent]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=120) as session,
+    ):
+        await session.initialize()
+        yield Agent(session)
+
+
+async def test_tools_run_as_the_caller_and_rbac_decides_each_call(gateway: str) -> None:
+    async with agent(f"{gateway}/mcp/v1/namespaces/team/codesessions/a", ALICE) as mcp:
+        tools = {tool.name for tool in (await mcp.session.list_tools()).tools}
+        assert tools == CODE_TOOLS | SESSION_TOOLS
+        assert await mcp.text("run_code", code="x = 41") == "(no output)"
+        assert await mcp.text("run_code", code="print('hi')\nx + 1") == "42\n\nStdout:\nhi\n"
+        # alice may not use b: the gateway's own route refuses her, the call says why.
+        refused = await mcp.error("run_code", code="1", session="b")
+        assert "403" in refused and "may not create codesessions/exec 'b'" in refused
+
+    # Unbound: every code call names its session.
+    async with agent(f"{gateway}/mcp/v1/namespaces/team", ALICE) as mcp:
+        assert "bound to no session" in await mcp.error("run_code", code="1")
+        assert await mcp.text("run_code", code="2 * 21", session="a") == "42"
+
+
+async def test_the_endpoint_refuses_what_the_routes_refuse(gateway: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    bound_b = f"{gateway}/mcp/v1/namespaces/team/codesessions/b"
+    for url, token, status in [
+        (f"{gateway}/mcp/v1/namespaces/team", None, 401),
+        (f"{gateway}/mcp/v1/namespaces/team", "forged", 401),
+        (bound_b, ALICE, 403),
+        (f"{gateway}/mcp/v1/namespaces/Team", ALICE, 400),
+    ]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        answer = httpx.post(url, json=body, headers=headers)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["detail"]
+    # The SDK's client fails to connect (it says no more than that the server refused).
+    with pytest.raises(ExceptionGroup) as failed:
+        async with agent(bound_b, ALICE):
+            pass
+    assert failed.group_contains(MCPError, match="error response", depth=2)
