@@ -65,7 +65,8 @@ def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
 
 @contextlib.contextmanager
 def gateway_pod(kubeconfig: Path, kinds: Kinds, operator_image: str) -> Iterator[dict[str, str]]:
-    """The gateway running in `kinds.namespace`: its Service and pod addresses. Its
+    """The gateway running in `kinds.namespace`: its Service's addresses (callers' and
+    metrics') and its pod's. Its
     cluster-scoped RBAC is deleted afterwards (the namespace takes the rest)."""
     manifests = gateway_manifests(kinds.namespace, operator_image)
     try:
@@ -87,9 +88,11 @@ def gateway_pod(kubeconfig: Path, kinds: Kinds, operator_image: str) -> Iterator
             logs = _kubectl(kubeconfig, "-n", kinds.namespace, "describe", "pods", "-l", selector)
             raise AssertionError(f"{exc}\n{logs}") from None
         svc = kinds.core.read_namespaced_service(SERVICE, kinds.namespace)
+        ports = {p.name: p.port for p in svc.spec.ports}
         yield {
-            "service": f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}",
+            "service": f"http://{svc.spec.cluster_ip}:{ports['http']}",
             "pod": f"http://{pod.status.pod_ip}:8080",
+            "metrics": f"http://{svc.spec.cluster_ip}:{ports['metrics']}",
         }
     finally:
         for m in manifests:

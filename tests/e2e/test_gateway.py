@@ -80,6 +80,7 @@ def env(
                 "kinds": kinds,
                 "operator": operator,
                 "gateway": gateway["service"],
+                "metrics": gateway["metrics"],
                 "token": token,
                 "namespace": namespace,
                 "tmp": tmp_path,
@@ -222,7 +223,9 @@ def codemode_exec_uses_the_gateway_and_metrics_count(env: dict[str, Any]) -> Non
     )
     assert denied.returncode != 0 and "403" in denied.stderr, denied.stderr
 
-    metrics = httpx.get(env["gateway"] + "/metrics").text
+    # Metrics are on their own port; the callers' port (an Ingress's) has none.
+    assert httpx.get(env["gateway"] + "/metrics").status_code == 400
+    metrics = httpx.get(env["metrics"] + "/metrics").text
     for decision in ("allowed", "denied"):
         assert f'codemode_gateway_authorization_total{{decision="{decision}"}}' in metrics
     assert 'codemode_gateway_requests_total{method="POST",status="200"}' in metrics

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from codemode_operator.gateway import metrics
 from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
 from codemode_operator.gateway.kubeapi import ApiError
@@ -31,6 +32,7 @@ from codemode_operator.gateway.upstream import Upstream
 from codemode_operator.sessions import Sessions
 from codemode_session.client import Output, SessionClient
 from codemode_session.results import ExecuteResult
+from prometheus_client import start_http_server
 
 from tests.conftest import RedisServer, free_port, wait_for_port
 from tests.integration.server_fixture import ServerProcess, base_settings, running_server
@@ -185,7 +187,14 @@ def test_refusals_are_4xx_with_a_reason(
 
 def test_metrics_count_requests_and_decisions(gateway: str) -> None:
     httpx.get(gateway + PATH_A + "/health", headers={"Authorization": "Bearer forged"})
-    text = httpx.get(gateway + "/metrics").text
+    # Not on the callers' port: on their own (GATEWAY_METRICS_PORT), as the gateway serves them.
+    assert httpx.get(gateway + "/metrics").status_code == 400
+    served, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.REGISTRY)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{served.server_port}/metrics").text
+    finally:
+        served.shutdown()
+        thread.join(10)
     assert 'codemode_gateway_authorization_total{decision="unauthenticated"}' in text
     assert 'codemode_gateway_requests_total{method="GET",status="401"}' in text
     assert "codemode_gateway_request_seconds_bucket" in text

@@ -1,10 +1,10 @@
 """`python -m codemode_operator.gateway`: serve the gateway (settings from the environment).
 
-GATEWAY_PORT (8080), GATEWAY_AUTH_CACHE_SECONDS (10: how long a TokenReview or
-SubjectAccessReview answer is reused), GATEWAY_SESSION_CACHE_SECONDS (5: a session's
-address), GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to resume or
-start), GATEWAY_MCP (on: serve the MCP endpoint at /mcp/v1/namespaces/...; "off" turns it
-off).
+GATEWAY_PORT (8080); GATEWAY_METRICS_PORT (9090: Prometheus metrics, on a port apart from
+the one callers and an Ingress reach; 0: none); GATEWAY_AUTH_CACHE_SECONDS (10: how long a
+TokenReview or SubjectAccessReview answer is reused); GATEWAY_SESSION_CACHE_SECONDS (5: a
+session's address); GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to
+resume or start); GATEWAY_MCP (on: the MCP endpoint at /mcp/v1/namespaces/...; off: none).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 
 import uvicorn
+from prometheus_client import start_http_server
 
+from codemode_operator.gateway import metrics
 from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
 from codemode_operator.gateway.kubeapi import KubeApi
@@ -45,6 +47,13 @@ def build() -> Gateway:
 
 
 def main() -> None:
+    metrics_port = int(os.environ.get("GATEWAY_METRICS_PORT", "9090"))
+    if metrics_port:
+        # A thread of its own: it serves while the event loop is busy, and its own port
+        # keeps it off whatever publishes the gateway's.
+        start_http_server(
+            metrics_port, addr=os.environ.get("GATEWAY_HOST", "0.0.0.0"), registry=metrics.REGISTRY
+        )
     uvicorn.run(
         build(),
         host=os.environ.get("GATEWAY_HOST", "0.0.0.0"),

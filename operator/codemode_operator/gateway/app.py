@@ -10,12 +10,12 @@ Anything else is the session server's own answer, passed through.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from codemode_operator.gateway import metrics
 from codemode_operator.gateway.auth import CREATE, Reviewer, User
@@ -72,17 +72,8 @@ class Gateway:
         path: str = scope["path"]
         if path == "/healthz":
             return await _answer(send, 200, {"status": "ok"})
-        if path == "/metrics":
-            body = generate_latest(metrics.REGISTRY)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return 200
+        if path == "/openapi.json":
+            return await _answer(send, 200, _openapi())
         if path.startswith(MCP_PREFIX) and self.mcp is not None:
             return await self._serve_mcp(scope, receive, send, self.mcp)
         try:
@@ -177,6 +168,14 @@ class Gateway:
             await relay(response, receive, send)
             return response.status
         raise AssertionError("unreachable")
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    import codemode_operator
+    from codemode_operator.gateway.openapi import document
+
+    return document(codemode_operator.__version__)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -1,0 +1,115 @@
+"""The gateway's MCP endpoint on a real node (issue 15, item 3, over HTTP): the MCP SDK's
+own streamable HTTP client, on the host, through the gateway's Service, with
+ServiceAccount tokens whose RBAC differs.
+
+The gateway is the chart's (tests/e2e/test_gateway.py's `env`: sessions a and b, a token
+`agent` allowed on a only). Its own ServiceAccount may read every CodeSession of the
+namespace; `agent` may not, so a session tool that answers `agent` 403 shows that the
+call ran with the caller's token, not the gateway's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.client import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+
+from tests.e2e import test_gateway
+from tests.e2e.test_gateway import _service_account_token
+
+pytestmark = pytest.mark.e2e
+env = test_gateway.env  # the fixture: the chart's gateway, sessions a and b, token `agent`
+
+TOOLS = {
+    "run_code",
+    "list_tools",
+    "search_tools",
+    "list_workflows",
+    "search_workflows",
+    "create_workflow",
+    "delete_workflow",
+    "list_artifacts",
+    "list_deps",
+    "add_dep",
+    "remove_dep",
+    "create_session",
+    "list_sessions",
+    "session_history",
+    "fork_session",
+    "suspend_session",
+    "resume_session",
+}
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=240) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def call(mcp: ClientSession, tool: str, **arguments: Any) -> tuple[bool, str]:
+    """(is a tool error, its text)."""
+    result = await mcp.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    return bool(result.is_error), content.text
+
+
+def _endpoint(env: dict[str, Any], name: str | None = None) -> str:
+    base = f"{env['gateway']}/mcp/v1/namespaces/{env['namespace']}"
+    return f"{base}/codesessions/{name}" if name else base
+
+
+async def test_mcp_through_the_gateway_as_the_caller(env: dict[str, Any]) -> None:
+    token = env["token"]  # RBAC: codesessions/exec on a, nothing else
+    async with mcp_client(_endpoint(env, "a"), token) as session:
+        assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+        assert await call(session, "run_code", code="x = 6 * 7") == (False, "(no output)")
+        assert await call(session, "run_code", code="print('hi')\nx") == (
+            False,
+            "42\n\nStdout:\nhi\n",
+        )
+        error, text = await call(session, "run_code", code="1", session="b")
+        assert error and "403" in text and "may not create codesessions/exec 'b'" in text
+        # The gateway may list CodeSessions; the caller may not, and the call is the caller's.
+        error, text = await call(session, "list_sessions")
+        assert error and "403" in text, text
+
+    # An endpoint bound to b is refused when the client connects.
+    with pytest.raises(ExceptionGroup) as refused:
+        async with mcp_client(_endpoint(env, "b"), token):
+            pass
+    assert refused.group_contains(MCPError, depth=2)
+
+    # A caller whose Role also reads CodeSessions gets the session tools.
+    reader = _service_account_token(env, "reader", [
+        {"apiGroups": ["codemode.dev"], "resources": ["codesessions"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["codemode.dev"], "resources": ["codesessions/exec"],
+         "resourceNames": ["a"], "verbs": ["create"]},
+    ])  # fmt: skip
+    async with mcp_client(_endpoint(env), reader) as session:
+        error, text = await call(session, "list_sessions")
+        assert not error, text
+        assert {row["name"] for row in json.loads(text)} >= {"a", "b"}
+        error, text = await call(session, "run_code", code="'from a'", session="a")
+        assert (error, text) == (False, "from a")
+        error, text = await call(session, "session_history", session="a")
+        assert not error, text
+        messages = json.loads(text)["messages"]
+        codes = [m["content"] for m in messages if m["role"] == "user"]
+        assert "'from a'" in codes and "x = 6 * 7" in codes, codes

@@ -1,0 +1,46 @@
+"""The chart's gateway keeps its metrics off the port callers and an Ingress reach, and
+can turn its MCP endpoint off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.cluster.helm import helm_binary
+from tests.unit.test_chart_render import gateway_docs, render
+
+
+def _gateway(*values: str) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    docs = render(str(helm_binary()), *values)
+    (dep,) = gateway_docs(docs, "Deployment")
+    (svc,) = gateway_docs(docs, "Service")
+    return dep["spec"]["template"]["spec"]["containers"][0], svc, gateway_docs(docs, "Ingress")
+
+
+def test_metrics_have_a_port_of_their_own_that_no_ingress_routes() -> None:
+    container, svc, _ = _gateway("--set", "gateway.ingress.enabled=true")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GATEWAY_METRICS_PORT"] == "9090" and env["GATEWAY_MCP"] == "on"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8080,
+        "metrics": 9090,
+    }
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("http", 80),
+        ("metrics", 9090),
+    ]
+    _, _, (ingress,) = _gateway("--set", "gateway.ingress.enabled=true")
+    backends = [
+        p["backend"]["service"]["port"] for p in ingress["spec"]["rules"][0]["http"]["paths"]
+    ]
+    assert backends == [{"name": "http"}]
+
+
+def test_a_published_service_has_no_metrics_port_and_mcp_can_be_off() -> None:
+    for kind in ("LoadBalancer", "NodePort"):
+        container, svc, _ = _gateway(
+            "--set", f"gateway.service.type={kind}", "--set", "gateway.mcp=false",
+            "--set", "gateway.metricsPort=9102",
+        )  # fmt: skip
+        assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["GATEWAY_MCP"] == "off" and env["GATEWAY_METRICS_PORT"] == "9102"
