@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
@@ -101,16 +101,15 @@ class GatewayBackend(Backend):
         self.wait = wait
 
     # ---- code tools: through the gateway's own routes, with the caller's token ---------
-    def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
+    def resolve(self, session: str | None) -> SessionClient:
         caller = _caller()
-        client_ = self._client(caller, self._name(caller, session))
-        try:
-            return fn(client_)
-        except SessionError as exc:
-            if not exc.unknown_session:
-                raise
-            client_.session_id = None  # the pod restarted: a new server session
-        return fn(client_)
+        return self._client(caller, self._name(caller, session))
+
+    def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
+        if isinstance(exc, SessionError) and exc.unknown_session:
+            client.session_id = None  # the pod restarted: a new server session
+            return True
+        return False
 
     def forget(self, mcp_session: str) -> None:
         """An MCP session ended: its clients go (their server sessions expire idle)."""

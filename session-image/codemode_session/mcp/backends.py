@@ -42,7 +42,23 @@ class Backend:
 
     # ---- what the tools use ----------------------------------------------------------
     def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
+        """`fn` on the session's client; once more when `recover` says that is safe."""
+        client = self.resolve(session)
+        try:
+            return fn(client)
+        except Exception as exc:
+            if not self.recover(session, client, exc):
+                raise
+        return fn(self.resolve(session))
+
+    def resolve(self, session: str | None) -> SessionClient:
+        """The client for the session a call names (None: this backend's own)."""
         raise NotImplementedError
+
+    def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
+        """After `exc`, before the call reached its code: whether to try once more (the
+        state that failed is put right), or raise a clearer error."""
+        return False
 
     def take_notes(self) -> list[str]:
         """What happened to a session since the last run (shown with the next run's output)."""
@@ -118,22 +134,21 @@ class ServerBackend(Backend):
         self.opened: list[str] = []  # ended on close; others' sessions are left alone
         self._plain = SessionClient(url, token=token, workspace_id=workspace)
 
-    def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
-        sid = session or self._default()
-        try:
-            return fn(self._client(sid))
-        except SessionError as exc:
-            if not exc.unknown_session:
-                raise
-            if session is not None:
-                raise CodemodeError(
-                    f"{session!r} is no session of this server (ended, expired or never "
-                    "opened): open one with create_session, or leave session out"
-                ) from None
+    def resolve(self, session: str | None) -> SessionClient:
+        return self._client(session or self._default())
+
+    def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
+        if not isinstance(exc, SessionError) or not exc.unknown_session:
+            return False
+        if session is not None:
+            raise CodemodeError(
+                f"{session!r} is no session of this server (ended, expired or never "
+                "opened): open one with create_session, or leave session out"
+            ) from None
         # Our own session ended (idle timeout, a restarted server): carry on in a new
         # one, and say so with the next run, whose variables start afresh.
-        new = self._replace_default(sid)
-        return fn(self._client(new))
+        self._replace_default(client.session_id or "")
+        return True
 
     def create(self, name: str | None, workspace: str | None, agent: str | None) -> Any:
         if name is not None:
@@ -234,22 +249,20 @@ class KubeBackend(Backend):
         self.agent = agent
         self.ready_timeout = ready_timeout
 
-    def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
-        name = session or self.default
+    def resolve(self, session: str | None) -> SessionClient:
         with self._kube():
-            client = self._client(name)
-            try:
-                return fn(client)
-            except httpx.ConnectError:
-                # Its pod was replaced (evicted, resumed): find the new address once.
-                self._drop(name)
-                client = self._client(name)
-            except SessionError as exc:
-                if not exc.unknown_session:
-                    raise
-                # The pod restarted: a new server session gets the CodeSession's state.
-                client.session_id = None
-            return fn(client)
+            return self._client(session or self.default)
+
+    def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
+        if isinstance(exc, httpx.ConnectError):
+            # Its pod was replaced (evicted, resumed): find the new address once.
+            self._drop(session or self.default)
+            return True
+        if isinstance(exc, SessionError) and exc.unknown_session:
+            # The pod restarted: a new server session gets the CodeSession's state.
+            client.session_id = None
+            return True
+        return False
 
     def create(self, name: str | None, workspace: str | None, agent: str | None) -> Any:
         if not name:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, ParamSpec
 
+import anyio.to_thread
 import httpx
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from codemode_session.client import AsyncSessionClient, Output
 from codemode_session.errors import CodemodeError
 from codemode_session.mcp.backends import Backend
 from codemode_session.mcp.render import as_json, run_text
+from codemode_session.results import ExecuteResult
 
 log = logging.getLogger("codemode.mcp")
 P = ParamSpec("P")
@@ -88,6 +91,62 @@ def reported(fn: Callable[P, str]) -> Callable[P, str]:
     return wrapper
 
 
+def reported_async(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[str]]:
+    """`reported`, for a coroutine tool."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> str:
+        try:
+            return await fn(*args, **kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, CodemodeError | httpx.HTTPError):
+                log.warning("tool %s failed", fn.__name__, exc_info=True)
+            raise ToolError(describe(exc)) from exc
+
+    return wrapper
+
+
+async def run_streamed(
+    backend: Backend,
+    session: str | None,
+    code: str,
+    timeout: float | None,
+    progress: Callable[[str], Awaitable[None]],
+) -> ExecuteResult:
+    """Run `code` as a stream: each piece of output goes to `progress` as it is printed.
+    The MCP call being cancelled cancels this task, which closes the stream: the session
+    server then interrupts the run (as for any client that goes away)."""
+    for attempt in (1, 2):
+        # Finding the session may block (a CodeSession resuming): off the event loop.
+        client = await anyio.to_thread.run_sync(backend.resolve, session)
+        stream = AsyncSessionClient(
+            client.base_url,
+            token=client.token,
+            session_id=client.session_id,
+            workspace_id=client.workspace_id,
+        )
+        try:
+            try:
+                async with stream:
+                    async for item in stream.execute_stream(code, timeout):
+                        if isinstance(item, Output):
+                            await progress(item.text)
+                        else:
+                            return item
+            finally:
+                client.session_id = stream.session_id or client.session_id
+            raise CodemodeError("the session server ended the run's stream without a result")
+        except Exception as exc:
+            # Only failures before the run started are retried (no address, no session).
+            if attempt == 2 or not await anyio.to_thread.run_sync(
+                backend.recover, session, client, exc
+            ):
+                raise
+    raise AssertionError("unreachable")
+
+
 def adder(
     server: MCPServer[Any], annotations: ToolAnnotations
 ) -> Callable[[Callable[P, str]], Callable[P, str]]:
@@ -110,9 +169,9 @@ def build(backend: Backend) -> MCPServer[Any]:
 def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
     """py-code-mode's tools: same names, parameters and answers, plus `session`."""
 
-    @adder(server, WRITE)
-    def run_code(
+    async def run_code(
         code: Annotated[str, Field(description="Python source; the last expression is the value")],
+        ctx: Context[Any, Any],
         timeout: Annotated[
             float | None, Field(gt=0, description="Seconds before the run is stopped")
         ] = None,
@@ -125,8 +184,17 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
         `workflows.<name>(...)`, `workflows.search("query")`,
         `workflows.create("name", source, "description")`; `artifacts.save("name", data)`,
         `artifacts.load("name")`; `deps.add("package")`, `deps.list()`."""
-        result = backend.call(session, lambda c: c.execute(code, timeout))
+        sent = 0
+
+        async def progress(text: str) -> None:
+            nonlocal sent
+            sent += 1
+            await ctx.report_progress(sent, None, text)
+
+        result = await run_streamed(backend, session, code, timeout, progress)
         return run_text(result, backend.take_notes())
+
+    server.add_tool(reported_async(run_code), annotations=WRITE, structured_output=False)
 
     @adder(server, READ)
     def list_tools(session: Session = None) -> str:
