@@ -162,11 +162,14 @@ class Sessions:
             created = self.get(name) or body
         return dict(created)
 
-    def wait_ready(self, name: str, timeout: float = 120.0) -> dict[str, Any]:
+    def wait_ready(
+        self, name: str, timeout: float = 120.0, seen: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Block on a watch until the session is Ready; raise with its reason when its
-        phase is final (it never will be) or when `timeout` passes."""
+        phase is final (it never will be) or when `timeout` passes. `seen`, a copy just
+        read (by `ensure`), saves reading it again."""
         deadline = time.monotonic() + timeout
-        last: dict[str, Any] | None = self.get(name)
+        last: dict[str, Any] | None = seen if seen is not None else self.get(name)
         while True:
             if last is not None:
                 status = last.get("status") or {}
@@ -236,10 +239,10 @@ class Sessions:
             token = gateway_client.caller_token(self._gateway_token)
             gateway_client.wait_ready(url, token, workspace, timeout)
             return url, token
-        self.ensure(name, workspace)
+        seen: dict[str, Any] | None = self.ensure(name, workspace)
         deadline = time.monotonic() + timeout
         while True:
-            session = self.wait_ready(name, max(1.0, deadline - time.monotonic()))
+            session = self.wait_ready(name, max(1.0, deadline - time.monotonic()), seen)
             try:
                 return self._base_url(session), self.token(session)
             except _PodGone:
@@ -247,6 +250,7 @@ class Sessions:
                 # is making a new one; wait for it rather than fail.
                 if time.monotonic() > deadline:
                     raise
+                seen = None
                 time.sleep(0.25)
 
     @contextlib.contextmanager
