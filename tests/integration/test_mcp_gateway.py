@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -33,8 +34,19 @@ from tests.conftest import RedisServer, free_port, wait_for_port
 from tests.integration.server_fixture import ServerProcess, base_settings, running_server
 from tests.integration.test_gateway_proxy import ALICE, StandInApi
 from tests.integration.test_mcp_stdio import CODE_TOOLS, SESSION_TOOLS, Agent
+from tests.unit.test_gateway_openapi import INITIALIZE
 
 pytestmark = pytest.mark.redis
+
+
+BOB = "bob-token"  # a valid token, allowed nothing
+
+
+class WithBob(StandInApi):
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> dict[str, Any]:
+        if path.endswith("/tokenreviews") and body["spec"]["token"] == BOB:
+            return {"status": {"authenticated": True, "user": {"username": "bob"}}}
+        return await super().call(method, path, body, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +58,7 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(server: ServerProcess) -> Iterator[str]:
-    api = StandInApi(server)
+    api = WithBob(server)
     port = int(server.url.rsplit(":", 1)[1])
     gw_port = free_port()
     own = f"http://127.0.0.1:{gw_port}"
@@ -119,3 +131,59 @@ async def test_the_endpoint_refuses_what_the_routes_refuse(gateway: str) -> None
         async with agent(bound_b, ALICE):
             pass
     assert failed.group_contains(MCPError, match="error response", depth=2)
+
+
+async def test_an_mcp_session_is_its_openers_only(gateway: str) -> None:
+    """Another user's token on an open MCP session is answered as for no session."""
+    url = f"{gateway}/mcp/v1/namespaces/team"
+    accept = {"Accept": "application/json, text/event-stream"}
+    opened = httpx.post(
+        url, json=INITIALIZE, headers={**accept, "Authorization": f"Bearer {ALICE}"}
+    )
+    assert opened.status_code == 200, opened.text
+    headers = {
+        **accept,
+        "mcp-session-id": opened.headers["mcp-session-id"],
+        "mcp-protocol-version": INITIALIZE["params"]["protocolVersion"],  # type: ignore[index]
+    }
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    for token, status in ((ALICE, 200), (BOB, 404)):
+        answer = httpx.post(url, json=ping, headers={**headers, "Authorization": f"Bearer {token}"})
+        assert answer.status_code == status, answer.text
+
+
+async def test_progress_and_cancellation_through_the_gateway(gateway: str, tmp_path: Any) -> None:
+    """run_code's output arrives as progress; a cancelled call interrupts its run (the
+    run writes a file when it sees the interrupt) and the session goes on."""
+    marker = tmp_path / "interrupted"
+    code = (
+        "import time\n"
+        "try:\n"
+        "    print('started', flush=True)\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(marker)!r}, 'w').write('interrupted')\n"
+        "    raise"
+    )
+    async with agent(f"{gateway}/mcp/v1/namespaces/team/codesessions/a", ALICE) as mcp:
+        await mcp.text("run_code", code="kept = 'here'")
+        messages: list[str | None] = []
+        started = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            messages.append(message)
+            started.set()
+
+        async def run() -> None:
+            await mcp.session.call_tool("run_code", {"code": code}, progress_callback=on_progress)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            await started.wait()
+            group.cancel_scope.cancel()
+        assert messages[0] == "started\n"
+        with anyio.fail_after(60):  # a bound on waiting, not a measurement
+            while not marker.exists():
+                await anyio.sleep(0.05)
+        assert await mcp.text("run_code", code="kept") == "here"

@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from codemode_session.errors import NotFoundError
 from mcp.client import ClientSession
@@ -274,6 +275,75 @@ async def test_tool_errors_are_readable_and_the_server_goes_on(connect: Connect)
         assert "code" in await mcp.error("run_code", code=5)  # the SDK checks the schema
         assert "1 validation error" in await mcp.error("search_tools", query="x", limit=0)
         assert await mcp.text("run_code", code="'still answering'") == "still answering"
+
+
+async def test_run_code_output_arrives_as_progress_while_it_runs(
+    connect: Connect, tmp_path: Path
+) -> None:
+    """Each line reaches the client before the next is printed: the run waits for the
+    test to acknowledge it (a file), which the test writes on the progress notification."""
+    code = (
+        "import os, time\n"
+        "for i in range(3):\n"
+        "    print(f'line {i}', flush=True)\n"
+        f"    ack = os.path.join({str(tmp_path)!r}, str(i))\n"
+        "    deadline = time.time() + 60\n"
+        "    while not os.path.exists(ack) and time.time() < deadline:\n"
+        "        time.sleep(0.02)\n"
+        "    assert os.path.exists(ack), f'line {i} was not received while running'\n"
+        "'done'"
+    )
+    messages: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
+        for line in (message or "").splitlines():
+            (tmp_path / line.split()[-1]).touch()
+
+    async with connect() as mcp:
+        result = await mcp.session.call_tool(
+            "run_code", {"code": code}, progress_callback=on_progress
+        )
+        assert isinstance(result, CallToolResult) and not result.is_error, result
+        assert _text(result) == "done\n\nStdout:\nline 0\nline 1\nline 2\n"
+    assert "".join(m or "" for m in messages) == "line 0\nline 1\nline 2\n"
+
+
+async def test_a_cancelled_run_code_call_interrupts_the_run(
+    connect: Connect, tmp_path: Path
+) -> None:
+    """The client cancels the call once the run has started; the run sees the interrupt
+    (it writes a file when it does) and the session goes on with its variables."""
+    marker = tmp_path / "interrupted"
+    code = (
+        "import time\n"
+        "try:\n"
+        "    print('started', flush=True)\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(marker)!r}, 'w').write('interrupted')\n"
+        "    raise"
+    )
+    async with connect() as mcp:
+        await mcp.text("run_code", code="kept = 'still here'")
+        started = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            started.set()
+
+        async def run() -> None:
+            await mcp.session.call_tool("run_code", {"code": code}, progress_callback=on_progress)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            await started.wait()
+            group.cancel_scope.cancel()  # the SDK's client sends notifications/cancelled
+        with anyio.fail_after(60):  # a bound on waiting, not a measurement
+            while not marker.exists():
+                await anyio.sleep(0.05)
+        assert marker.read_text() == "interrupted"
+        assert await mcp.text("run_code", code="kept") == "still here"
 
 
 async def test_an_unreachable_server_is_a_tool_error(token_file: Path) -> None:
