@@ -89,13 +89,17 @@ def rounds(bench: Bench, count: int, warm: bool) -> dict[str, list[float]]:
         sessions.ensure(name, "bench")
         sessions.wait_ready(name, timeout=180)
         value_of(sessions, name, STATE)
-        pod = f"{name}-session"
 
-        def delete_pod(pod: str = pod) -> None:
+        def delete_pod(name: str = name) -> None:
+            pod = str(kinds.status("codesessions", name)["podName"])
             kinds.core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
 
         pool_ready()
         samples["pod_deleted"].append(timed(delete_pod, sessions, name))
+        # The pod the suspend stops: a replacement may have come from the pool, so it is
+        # not always NAME-session. The resume is timed from once it is gone (its last
+        # snapshot taken), not from while it is still stopping.
+        pod = str(kinds.status("codesessions", name)["podName"])
         kinds.patch("codesessions", name, {"spec": {"suspend": True}})
         wait_for(
             lambda n=name: kinds.status("codesessions", n).get("phase") == "Suspended",  # type: ignore[misc]
