@@ -153,7 +153,7 @@ def _per_session(
     if before is None or after is None:
         return None, {}
     diff = after - before
-    top = {key: round(n / sessions, 1) for key, n in diff.most_common(8)}
+    top = {key: round(n / sessions, 2) for key, n in diff.most_common() if n / sessions >= 0.02}
     return round(sum(diff.values()) / sessions, 1), top
 
 

@@ -56,6 +56,10 @@ class StatusKind(Generic[S]):
     what: str  # how Event messages name one
     # (status in the object, computed status) -> what may be written
     guard: Callable[[S, S], S] | None = None
+    # Ready reasons that are routine on the way up: reaching one from a status that was
+    # not Ready posts no Event (a new session starting is not a Warning); leaving Ready
+    # for one still does.
+    quiet: frozenset[str] = frozenset()
 
     def read(self, obj: Obj) -> S:
         return self.model.model_validate(obj.get("status") or {})
@@ -88,13 +92,18 @@ def _ready(status: BaseModel) -> Condition | None:
     return next((c for c in conditions if c.type == ConditionType.READY), None)
 
 
-def transition(old: BaseModel, new: BaseModel, what: str) -> tuple[str, str, str] | None:
-    """(event type, reason, message) when Ready or the phase changed, else None."""
+def transition(
+    old: BaseModel, new: BaseModel, what: str, quiet: frozenset[str] = frozenset()
+) -> tuple[str, str, str] | None:
+    """(event type, reason, message) when Ready or the phase changed, else None (also
+    when it reached a `quiet` reason from a status that was not Ready)."""
     before, after = _ready(old), _ready(new)
     key_before = (before.status, before.reason) if before else (None, None)
     key_after = (after.status, after.reason) if after else (None, None)
     phase_before, phase_after = getattr(old, "phase", None), getattr(new, "phase", None)
     if key_before == key_after and phase_before == phase_after:
+        return None
+    if key_after[0] != "True" and key_after[1] in quiet and key_before[0] != "True":
         return None
     message = (after.message if after else "") or f"{what} is {phase_after or key_after[0]}"
     if key_after[0] == "True":
@@ -174,7 +183,7 @@ class Committer:
         return None
 
     def _announce(self, kind: StatusKind[S], obj: Obj, old: S, new: S, done: Committed[S]) -> None:
-        event = transition(old, new, kind.what)
+        event = transition(old, new, kind.what, kind.quiet)
         if event is None:
             return
         done.transitions.append(event)

@@ -8,6 +8,16 @@ from and posts the transition Events; kopf writes no status of its own.
 Handlers are sync functions, so kopf runs them in its thread pool and the blocking
 Kubernetes and Redis clients never touch its event loop; the timer and pod-event
 handlers that are async only hand their work to pools of their own.
+
+CodeSessions are many, so kopf only watches them (`session_event`): no finalizer, no
+progress or last-handled annotations, no timer per object; each of those cost the API
+server a write per session and the operator memory. What kopf did for them is here: a
+new spec is reconciled (`needs_reconcile`: the status has not answered its generation),
+a session that waits is retried on a timer, every session is looked at once when the
+operator starts (kopf's initial listing) and by one watchdog loop. The watch also keeps
+the latest CodeSessions and Workspaces (`Watched`), so pod events and reconciles read
+them without an API call; a stale copy only costs a conflict, on which the committer
+reads the object again.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import contextvars
 import copy
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,8 +72,69 @@ WATCHDOG_WORKERS = 2
 # Pod events get threads of their own: in kopf's shared pool they would queue behind a
 # burst of create handlers, and sessions whose pods are long Ready would wait for them.
 POD_EVENT_WORKERS = 8
-# Sessions waiting for these are retried by kopf (the handler raises TemporaryError).
+# Sessions waiting for these are retried (the handler raises TemporaryError).
 WAITING = (Reason.WORKSPACE_NOT_FOUND, Reason.WORKSPACE_NOT_READY, Reason.SESSION_LIMIT_REACHED)
+# Metadata a reconcile never reads, dropped from the watched copies: most of an object's
+# bytes (kopf's last-handled configuration of objects it once handled, managed fields).
+_UNREAD_ANNOTATIONS = (
+    f"{PREFIX}/last-handled-configuration",
+    "kubectl.kubernetes.io/last-applied-configuration",
+)
+
+
+def _rv(obj: Obj) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or -1)
+    except ValueError:
+        return -1
+
+
+def slim(obj: Any) -> Obj:
+    """A copy of a watched object without what no reconcile reads."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and any(k in annotations for k in _UNREAD_ANNOTATIONS):
+        meta["annotations"] = {k: v for k, v in annotations.items() if k not in _UNREAD_ANNOTATIONS}
+    out = {k: copy.deepcopy(v) for k, v in dict(obj).items() if k != "metadata"}
+    out["metadata"] = copy.deepcopy(meta)
+    return out
+
+
+class Watched:
+    """The latest version seen of each object of one kind: from its watch and from the
+    operator's own writes, whichever is newer. Objects in it are never changed in place."""
+
+    def __init__(self) -> None:
+        self._objs: dict[tuple[str, str], tuple[float, Obj]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        with self._lock:
+            held = self._objs.get(key)
+            if held is not None and _rv(held[1]) > _rv(obj):
+                return held[1]
+            self._objs[key] = (time.monotonic(), obj)
+        return obj
+
+    def drop(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objs.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        held = self._objs.get((namespace, name))
+        return held[1] if held else None
+
+    def since(self, namespace: str, name: str) -> float:
+        """When the object last changed (time.monotonic), 0 when unknown."""
+        held = self._objs.get((namespace, name))
+        return held[0] if held else 0.0
+
+    def names(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._objs)
 
 
 def post_event(obj: Obj, type_: str, reason: str, message: str) -> None:
@@ -122,6 +194,14 @@ class Handlers:
         self.pod_seen: dict[tuple[str, str], tuple[str, str]] = {}
         # (namespace, pool pod name) -> whether its last handled event showed it ready
         self.pool_seen: dict[tuple[str, str], bool] = {}
+        self.sessions = Watched()
+        self.workspaces = Watched()
+        # CodeSession reconciles, one at a time per session (as kopf ran them)
+        self.session_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="sessions")
+        self._busy: set[tuple[str, str]] = set()
+        self._again: set[tuple[str, str]] = set()
+        self._retries: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def kube(self) -> KubeAPI:
@@ -198,16 +278,39 @@ class Handlers:
     # computed from, and phase fields never go back to an older look at the pod
     # (session_rec.guard), so no writer can undo a newer one.
 
+    def read_workspace(self, kube: KubeAPI, namespace: str, name: str) -> Obj | None:
+        """A workspace as its watch last showed it; from the API when it has not."""
+        found = self.workspaces.get(namespace, name)
+        if found is None:
+            found = kube.get_custom("workspaces", namespace, name)
+            if found is not None:
+                found = self.workspaces.put(slim(found))
+        return found
+
+    def read_session(self, namespace: str, name: str) -> Obj | None:
+        """A CodeSession as its watch (or our last write) last showed it, else from the API."""
+        found = self.sessions.get(namespace, name)
+        if found is None:
+            found = self.kube.get_custom("codesessions", namespace, name)
+            if found is not None:
+                found = self.sessions.put(slim(found))
+        return found
+
+    def _session_written(self, done: Committed[CodeSessionStatus] | None) -> None:
+        if done is not None:
+            self.sessions.put(slim(done.obj))
+            _observe_start(done)
+
     def session(self, body: Any, periodic: bool = False) -> CodeSessionStatus | None:
         done = self._commit(
             session_rec.SESSION,
             as_obj(body),
-            lambda obj: session_rec.reconcile(self.kube, self.cfg, obj, periodic),
+            lambda obj: session_rec.reconcile(
+                self.kube, self.cfg, obj, periodic, read_workspace=self.read_workspace
+            ),
         )
-        if done is None:
-            return None
-        _observe_start(done)
-        return done.new
+        self._session_written(done)
+        return None if done is None else done.new
 
     def session_changed(self, body: Any) -> None:
         new = self.session(body)
@@ -225,7 +328,118 @@ class Handlers:
     async def session_watchdog(self, body: Any) -> None:
         """Idle timeout, maximum lifetime, and a pod deleted or stuck behind our back."""
         if self.watchdog_due(body):
-            await _in_pool(self.watchdog_pool, self.session, copy.deepcopy(dict(body)), True)
+            await _in_pool(self.watchdog_pool, self._watch_one, dict(body))
+
+    def _watch_one(self, body: Obj) -> None:
+        try:
+            self.session(body, True)
+        except kopf.TemporaryError as exc:  # the next round looks again
+            meta = body["metadata"]
+            log.info("codesessions %s/%s: watchdog: %s", meta.get("namespace"), meta["name"], exc)
+
+    async def watchdog_loop(self) -> None:
+        """Every 6 * SESSION_POLL_SECONDS, the watchdog's look at each session that has
+        not changed for `SESSION_POLL_SECONDS` and is not being reconciled (kopf's timer
+        with `idle`, for all sessions in one loop)."""
+        poll = self.cfg.session_poll_seconds
+        interval = poll * 6
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            started = loop.time()
+            looks = []
+            for key in self.sessions.names():
+                body = self.sessions.get(*key)
+                if body is None or key in self._busy:
+                    continue
+                if time.monotonic() - self.sessions.since(*key) < poll:
+                    continue
+                looks.append(self.session_watchdog(body))
+            if looks:
+                await asyncio.gather(*looks, return_exceptions=True)
+            log.debug("watchdog: %d sessions in %.1fs", len(looks), loop.time() - started)
+
+    def start_watchdog(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.watchdog_loop())
+        self._tasks.add(task)  # held: the loop keeps only a weak reference
+
+    def workspace_seen(self, event: Any) -> None:
+        obj = event["object"]
+        meta = obj.get("metadata") or {}
+        if event.get("type") == "DELETED":
+            self.workspaces.drop(meta.get("namespace", ""), meta.get("name", ""))
+        else:
+            self.workspaces.put(slim(obj))
+
+    async def session_event(self, event: Any) -> None:
+        """A CodeSession as its watch shows it: kept, and reconciled when its spec (or the
+        session) is new, or when the operator starts (the initial listing, type None)."""
+        obj = event["object"]
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED":
+            self.sessions.drop(*key)
+            handle = self._retries.pop(key, None)
+            if handle is not None:
+                handle.cancel()
+            return
+        body = self.sessions.put(slim(obj))
+        status = body.get("status") or {}
+        listed = event.get("type") is None
+        if session_rec.needs_reconcile(body) or (
+            listed and not is_final(status.get("phase")) and not meta.get("deletionTimestamp")
+        ):
+            await self.reconcile_session(key)
+
+    async def reconcile_session(self, key: tuple[str, str]) -> None:
+        """Reconcile one session from its latest copy, never two at once for one session;
+        an event that came meanwhile asks for one more run, a wait for a later one."""
+        if key in self._busy:
+            self._again.add(key)
+            return
+        self._busy.add(key)
+        pending = self._retries.pop(key, None)
+        if pending is not None:
+            pending.cancel()  # this run is the retry
+        try:
+            while True:
+                self._again.discard(key)
+                body = self.sessions.get(*key)
+                if body is None:
+                    return
+                delay: float | None = None
+                try:
+                    await _in_pool(self.session_pool, self.session_changed, body)
+                except kopf.TemporaryError as exc:
+                    delay = exc.delay if exc.delay is not None else 5.0
+                    log.info("codesessions %s/%s: %s (again in %gs)", *key, exc, delay)
+                except Exception:
+                    delay = 5.0
+                    log.exception("codesessions %s/%s: reconcile failed", *key)
+                if delay is not None:
+                    self._retry_later(key, delay)
+                    return
+                latest = self.sessions.get(*key)
+                if key not in self._again or latest is None:
+                    return
+                if not session_rec.needs_reconcile(latest):
+                    return
+        finally:
+            self._busy.discard(key)
+
+    def _retry_later(self, key: tuple[str, str], delay: float) -> None:
+        old = self._retries.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retries.pop(key, None)
+            task = loop.create_task(self.reconcile_session(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._retries[key] = loop.call_later(delay, fire)
 
     async def session_pod_event(self, event: Any) -> None:
         """React at once to the pod becoming Ready, failing or vanishing."""
@@ -266,7 +480,7 @@ class Handlers:
         Only the session's own pod counts: a session that resumed (or replaced its pod)
         on a pool pod has a pod of another name, and a late event of the one it left
         must not write that pod's phase (or bring a suspended session back to Ready)."""
-        session = self.kube.get_custom("codesessions", namespace, name)
+        session = self.read_session(namespace, name)
         status = (session or {}).get("status") or {}
         if session is None or is_final(status.get("phase")):
             return True
@@ -280,7 +494,7 @@ class Handlers:
             # a phase change: the status comes from the event and the session just read
             assert state is not None
             return Outcome(
-                session_rec.with_pod_phase(
+                session_rec.pod_event_status(
                     session_rec.SESSION.read(obj),
                     namespace,
                     name,
@@ -291,7 +505,9 @@ class Handlers:
             )
 
         def full(obj: Obj) -> Outcome[CodeSessionStatus]:
-            return session_rec.reconcile(self.kube, self.cfg, obj)
+            return session_rec.reconcile(
+                self.kube, self.cfg, obj, read_workspace=self.read_workspace
+            )
 
         fast = (
             state is not None
@@ -305,8 +521,7 @@ class Handlers:
         except (Retry, ApiException) as exc:
             log.info("codesessions %s/%s: %s", namespace, name, exc)
             return False
-        if done is not None:
-            _observe_start(done)
+        self._session_written(done)
         return True
 
     # ---- WorkflowLibrary -----------------------------------------------------------
@@ -373,7 +588,11 @@ def register(
     async def pool_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         await h.pool_pod_event(event)
 
+    async def workspace_event(event: kopf.RawEvent, **_: Any) -> None:
+        h.workspace_seen(event)
+
     changed(ws, "workspace_changed", workspace_changed)
+    kopf.on.event(*ws, id="workspace_event", registry=registry)(workspace_event)
     kopf.on.event(
         "v1",
         "pods",
@@ -391,25 +610,17 @@ def register(
     )(workspace_health)
     kopf.on.delete(*ws, id="workspace_deleted", registry=registry)(workspace_deleted)
 
-    def session_changed(body: kopf.Body, **_: Any) -> None:
-        h.session_changed(body)
-
-    async def session_watchdog(body: kopf.Body, **_: Any) -> None:
-        await h.session_watchdog(body)
+    async def session_event(event: kopf.RawEvent, **_: Any) -> None:
+        await h.session_event(event)
 
     async def session_pod_event(event: kopf.RawEvent, **_: Any) -> None:
         await h.session_pod_event(event)
 
-    poll = cfg.session_poll_seconds
-    changed(sess, "session_changed", session_changed)
-    kopf.timer(
-        *sess,
-        interval=poll * 6,
-        initial_delay=poll * 6,
-        idle=poll,
-        id="session_watchdog",
-        registry=registry,
-    )(session_watchdog)
+    async def start_watchdog(**_: Any) -> None:
+        h.start_watchdog()
+
+    kopf.on.event(*sess, id="session_event", registry=registry)(session_event)
+    kopf.on.startup(id="session_watchdog", registry=registry)(start_watchdog)
     kopf.on.event(
         "v1",
         "pods",

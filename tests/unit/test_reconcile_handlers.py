@@ -80,24 +80,26 @@ def test_timers_come_from_the_settings() -> None:
     timers = {
         t.id: (t.interval, t.initial_delay, t.idle) for t in registry._spawning.get_all_handlers()
     }
-    assert timers == {
-        "workspace_health": (30, 5, 5),
-        "session_watchdog": (12.0, 12.0, 2.0),
-        "library_poll": (7.0, 7.0, None),
-    }
+    # CodeSessions get no kopf timer and no changing handler: neither finalizer nor
+    # annotations on them (one loop is their watchdog)
+    assert timers == {"workspace_health": (30, 5, 5), "library_poll": (7.0, 7.0, None)}
     changing = {c.id for c in registry._changing.get_all_handlers()}
     assert changing == {
         "workspace_changed",
         "workspace_changed/spec",
         "workspace_deleted",
-        "session_changed",
-        "session_changed/spec",
         "library_changed",
         "library_changed/spec",
         "library_deleted",
     }
     watching = {w.id for w in registry._watching.get_all_handlers()}
-    assert watching == {"session_pod_event", "pool_pod_event", "library_job_event"}
+    assert watching == {
+        "session_event",
+        "workspace_event",
+        "session_pod_event",
+        "pool_pod_event",
+        "library_job_event",
+    }
 
 
 def test_nothing_reads_the_environment_at_import() -> None:
@@ -397,3 +399,84 @@ def test_events_of_a_pod_the_session_left_are_ignored(h: handlers.Handlers, kube
     found = kube.get("codesessions", NS, "s2")
     assert found is not None and found["status"]["phase"] == "Suspended"
     assert not kube.called("patch_status") and not kube.called("create_pod")
+
+
+# ---- CodeSessions from their watch -------------------------------------------------------
+
+
+def watched(kube: FakeKube, name: str = "s1", type_: str | None = "ADDED") -> dict[str, Any]:
+    return {"type": type_, "object": kube.get("codesessions", NS, name)}
+
+
+async def test_a_new_session_is_reconciled_once_from_its_watch(
+    h: handlers.Handlers, kube: FakeKube
+) -> None:
+    kube.put("codesessions", {**session(), "metadata": {**session()["metadata"], "generation": 1}})
+    await h.session_event(watched(kube))
+    assert kube.names("pods") == ["s1-session"]
+    writes = len(kube.called("patch_status"))
+    await h.session_event(watched(kube, type_="MODIFIED"))  # our own write: answered
+    assert len(kube.called("patch_status")) == writes and len(kube.called("create_pod")) == 1
+    kube.edit("pods", NS, "s1-session", lambda p: p.update(status=pod_status(ready=True)))
+    await h.session_pod_event(pod_event(kube))
+    # the pod event found the session in the watched copy: no read of it
+    assert not [c for c in kube.called("get_custom") if c[1] == "codesessions"]
+    st = session_rec.SESSION.read(kube.get("codesessions", NS, "s1"))  # type: ignore[arg-type]
+    assert st.phase == Phase.READY
+
+
+def test_needs_reconcile() -> None:
+    meta = {"name": "s", "generation": 2}
+    assert session_rec.needs_reconcile({"metadata": meta})
+    assert session_rec.needs_reconcile({"metadata": meta, "status": {"observedGeneration": 1}})
+    assert not session_rec.needs_reconcile(
+        {"metadata": meta, "status": {"observedGeneration": 2, "phase": "Starting"}}
+    )
+    assert not session_rec.needs_reconcile(
+        {"metadata": meta, "status": {"observedGeneration": 1, "phase": "Terminated"}}
+    )
+    deleting = {**meta, "deletionTimestamp": "2026-01-01T00:00:00Z"}
+    assert not session_rec.needs_reconcile({"metadata": deleting})
+
+
+async def test_a_waiting_session_is_retried_on_a_timer(
+    h: handlers.Handlers, kube: FakeKube
+) -> None:
+    kube.put("codesessions", session(workspace_ref="later"))
+    await h.session_event(watched(kube))
+    assert (NS, "s1") in h._retries
+    await h.session_event({"type": "DELETED", "object": kube.get("codesessions", NS, "s1")})
+    assert not h._retries and h.sessions.get(NS, "s1") is None
+
+
+async def test_the_initial_listing_reconciles_every_live_session(
+    h: handlers.Handlers, kube: FakeKube
+) -> None:
+    """As kopf's resume did: a pod deleted while the operator was away comes back."""
+    kube.put("codesessions", session())
+    await h.session_event(watched(kube))
+    kube.remove("pods", NS, "s1-session")
+    await h.session_event(watched(kube, type_="MODIFIED"))  # nothing new in the session
+    assert kube.names("pods") == []
+    await h.session_event(watched(kube, type_=None))  # the operator (re)started
+    assert kube.names("pods") == ["s1-session"]
+
+
+def test_watched_copies_keep_the_newest_and_drop_unread_metadata() -> None:
+    cache = handlers.Watched()
+    obj = {
+        "metadata": {
+            "name": "a",
+            "namespace": NS,
+            "resourceVersion": "5",
+            "managedFields": [{"manager": "x"}],
+            "annotations": {"codemode.dev/last-handled-configuration": "{}", "keep": "1"},
+        }
+    }
+    cache.put(handlers.slim(obj))
+    older = {"metadata": {"name": "a", "namespace": NS, "resourceVersion": "4"}}
+    assert cache.put(older)["metadata"]["resourceVersion"] == "5"
+    held = cache.get(NS, "a")
+    assert held is not None and "managedFields" not in held["metadata"]
+    assert held["metadata"]["annotations"] == {"keep": "1"}
+    assert obj["metadata"]["managedFields"]  # the watched object itself is left alone

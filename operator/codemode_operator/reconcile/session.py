@@ -323,7 +323,14 @@ def guard(current: CodeSessionStatus, computed: CodeSessionStatus) -> CodeSessio
     return computed
 
 
-SESSION = StatusKind("CodeSession", "codesessions", CodeSessionStatus, "session", guard)
+SESSION = StatusKind(
+    "CodeSession",
+    "codesessions",
+    CodeSessionStatus,
+    "session",
+    guard,
+    quiet=frozenset({Reason.POD_STARTING}),
+)
 
 
 def _progress(phase: Phase, reason: str) -> Progress:
@@ -375,6 +382,22 @@ def _read_workspace(kube: KubeAPI, namespace: str, name: str) -> Obj | None:
     return found
 
 
+def needs_reconcile(body: Obj) -> bool:
+    """Whether a CodeSession as a watch shows it asks for a full reconcile: a spec (or a
+    new session) the status has not yet answered. Its pod's changes come as pod events,
+    and what waits (a workspace, a slot) is retried on a timer, so nothing else does."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    if meta.get("deletionTimestamp") or is_final(status.get("phase")):
+        return False
+    return bool(status.get("observedGeneration") != meta.get("generation"))
+
+
+# Where a reconcile reads a workspace from: the handlers' watch of workspaces (no API call
+# per session), else the API.
+WorkspaceReader = Callable[[KubeAPI, str, str], Obj | None]
+
+
 def _recent_workspace(kube: KubeAPI, namespace: str, name: str) -> Obj | None:
     """The workspace as read at most WORKSPACE_TTL_SECONDS ago."""
     with _workspaces_lock:
@@ -405,12 +428,23 @@ def _pending(
 
 
 def reconcile(
-    kube: KubeAPI, cfg: OperatorConfig, body: Obj, periodic: bool = False, clock: Clock = time.time
+    kube: KubeAPI,
+    cfg: OperatorConfig,
+    body: Obj,
+    periodic: bool = False,
+    clock: Clock = time.time,
+    read_workspace: WorkspaceReader | None = None,
 ) -> Outcome[CodeSessionStatus]:
     """Ensure the children exist and compute the session's phase.
 
     `periodic` is the watchdog's look: it also reads the server's last activity, and
     leaves alone a session whose pod stands or that the create handler has not started.
+    `read_workspace` answers the workspace from a watch instead of the API.
+
+    A new session's admission is written before anything is created for it. A session
+    no pool serves records its pod's name with it and creates its children once that
+    write landed (`after`): one status write instead of two. One the pool may serve
+    takes its pod on the next step, from the object as written.
     """
     meta = body["metadata"]
     spec = body.get("spec") or {}
@@ -421,9 +455,8 @@ def reconcile(
     if periodic and not status.pod_name:
         return Outcome(status)  # not started yet: the create handler still owns it
 
-    workspace = (_recent_workspace if periodic else _read_workspace)(
-        kube, meta["namespace"], spec.get("workspaceRef", "")
-    )
+    reader = read_workspace or (_recent_workspace if periodic else _read_workspace)
+    workspace = reader(kube, meta["namespace"], spec.get("workspaceRef", ""))
     if workspace is None:
         message = f"Workspace {spec.get('workspaceRef')!r} not found in {meta['namespace']!r}"
         status.conditions = set_condition(
@@ -448,6 +481,7 @@ def reconcile(
             )
         )
 
+    newly_admitted = False
     if not is_true(status.conditions, ConditionType.ADMITTED):
         admitted, why = admit(kube, body, workspace)
         if not admitted:
@@ -464,7 +498,7 @@ def reconcile(
         status.conditions = set_condition(
             status.conditions, ConditionType.ADMITTED, True, Reason.WITHIN_LIMIT, why
         )
-        return Outcome(status, again=True)
+        newly_admitted = True
 
     session_spec = CodeSessionSpec.model_validate(spec)
     agent = session_spec.agent_id
@@ -500,11 +534,17 @@ def reconcile(
         status = status.model_copy(
             update={"suspended_at": None, "last_activity_time": iso(clock()), "endpoint": None}
         )
+    if newly_admitted and not status.pod_name:
+        if pool_rec.serves(workspace, cfg, p):
+            return Outcome(status, again=True)  # the take comes once admission is on record
+        return _start_cold(kube, p, status, generation)
     pod_name = status.pod_name or p.pod_name  # a pod taken from the pool has its own name
     pod = kube.read_pod(p.namespace, pod_name) if status.pod_name else None
+    # a new pod replaces one that was seen (not one whose creation failed)
+    replacing = bool(status.pod_resource_version) and not resuming
     if pod is not None and pod_state(pod)[0] == Phase.FAILED:
         kube.delete_pod(p.namespace, pod_name)
-        pod = None
+        pod, replacing = None, not resuming
     after: tuple[Callable[[], None], ...] = ()
     # A pod from the workspace's warm pool when one serves it (a first start, a resume,
     # a pod that is gone); it comes with its Service and token Secret.
@@ -512,7 +552,7 @@ def reconcile(
     if warm is not None:
         pod, pod_name = warm, warm["metadata"]["name"]
         after = (lambda: _refill(kube, cfg, workspace),)
-        if status.pod_name and not resuming:
+        if replacing:
             status.pod_recreations = (status.pod_recreations or 0) + 1
     elif not (periodic and pod is not None):
         # Create first and let 409 say "already there": an existing token is kept, and the
@@ -523,7 +563,7 @@ def reconcile(
     if pod is None:
         pod_name = p.pod_name
         pod, created = kube.create_pod(session_pod(p))
-        if created and status.pod_name and not resuming:
+        if created and replacing:
             status.pod_recreations = (status.pod_recreations or 0) + 1
     status = status.model_copy(
         update={
@@ -575,6 +615,51 @@ def reconcile(
                 workspace,
             )
     return Outcome(status, after=after)
+
+
+def _start_cold(
+    kube: KubeAPI, p: SessionParams, status: CodeSessionStatus, generation: int | None
+) -> Outcome[CodeSessionStatus]:
+    """A new session's first write: admitted, Starting on a pod of its own, named; the
+    token Secret, Service and pod are created once it is on record. Should they fail,
+    the next reconcile finds the name and no pod, and creates them."""
+    named = status.model_copy(
+        update={
+            "pod_name": p.pod_name,
+            "token_secret": p.token_secret,
+            "workspace_id": p.workspace_id,
+        }
+    )
+    starting = with_pod_phase(
+        named, p.namespace, p.name, Phase.STARTING, Reason.POD_STARTING, generation
+    )
+
+    def create() -> None:
+        kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
+        kube.ensure(session_service(p))
+        kube.create_pod(session_pod(p))
+
+    return Outcome(starting, after=(create,))
+
+
+def pod_event_status(
+    status: CodeSessionStatus,
+    namespace: str,
+    name: str,
+    phase: Phase,
+    reason: str,
+    generation: int | None,
+    pod_version: str | None,
+) -> CodeSessionStatus:
+    """The status a pod event gives: `with_pod_phase`, except that a look at the pod that
+    changes nothing but the pod version is not written while no version is on record
+    (a new pod's first events: nothing older could be written over them)."""
+    new = with_pod_phase(status, namespace, name, phase, reason, generation, pod_version)
+    if status.pod_resource_version is None and all(
+        getattr(new, k) == getattr(status, k) for k in PHASE_FIELDS if k != "pod_resource_version"
+    ):
+        return status
+    return new
 
 
 def _refill(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> None:
