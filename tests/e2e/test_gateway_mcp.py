@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp.client import ClientSession
@@ -83,6 +84,7 @@ async def test_mcp_through_the_gateway_as_the_caller(env: dict[str, Any]) -> Non
             False,
             "42\n\nStdout:\nhi\n",
         )
+        await output_streams_and_a_cancelled_call_interrupts_its_run(session)
         error, text = await call(session, "run_code", code="1", session="b")
         assert error and "403" in text and "may not create codesessions/exec 'b'" in text
         # The gateway may list CodeSessions; the caller may not, and the call is the caller's.
@@ -113,3 +115,36 @@ async def test_mcp_through_the_gateway_as_the_caller(env: dict[str, Any]) -> Non
         messages = json.loads(text)["messages"]
         codes = [m["content"] for m in messages if m["role"] == "user"]
         assert "'from a'" in codes and "x = 6 * 7" in codes, codes
+
+
+async def output_streams_and_a_cancelled_call_interrupts_its_run(session: ClientSession) -> None:
+    """run_code's output arrives as progress notifications while it runs; cancelling the
+    call interrupts the run in the pod (its except block records it), and the session
+    keeps its variables. Were the run not interrupted, the next call would wait behind it."""
+    code = (
+        "import time\n"
+        "interrupted = False\n"
+        "try:\n"
+        "    print('started', flush=True)\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "except KeyboardInterrupt:\n"
+        "    interrupted = True\n"
+        "    raise"
+    )
+    messages: list[str | None] = []
+    started = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message)
+        started.set()
+
+    async def run() -> None:
+        await session.call_tool("run_code", {"code": code}, progress_callback=on_progress)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        await started.wait()
+        group.cancel_scope.cancel()  # the SDK's client sends notifications/cancelled
+    assert messages[0] == "started\n"
+    assert await call(session, "run_code", code="(interrupted, x)") == (False, "[true, 42]")
