@@ -56,10 +56,9 @@ class StatusKind(Generic[S]):
     what: str  # how Event messages name one
     # (status in the object, computed status) -> what may be written
     guard: Callable[[S, S], S] | None = None
-    # Ready reasons that are routine on the way up: reaching one from a status that was
-    # not Ready posts no Event (a new session starting is not a Warning); leaving Ready
-    # for one still does.
-    quiet: frozenset[str] = frozenset()
+    # (old, new) -> whether a transition between them is news worth an Event; routine
+    # ones (a new session starting, then Ready) are in the status and nowhere else
+    news: Callable[[S, S], bool] | None = None
 
     def read(self, obj: Obj) -> S:
         return self.model.model_validate(obj.get("status") or {})
@@ -92,18 +91,13 @@ def _ready(status: BaseModel) -> Condition | None:
     return next((c for c in conditions if c.type == ConditionType.READY), None)
 
 
-def transition(
-    old: BaseModel, new: BaseModel, what: str, quiet: frozenset[str] = frozenset()
-) -> tuple[str, str, str] | None:
-    """(event type, reason, message) when Ready or the phase changed, else None (also
-    when it reached a `quiet` reason from a status that was not Ready)."""
+def transition(old: BaseModel, new: BaseModel, what: str) -> tuple[str, str, str] | None:
+    """(event type, reason, message) when Ready or the phase changed, else None."""
     before, after = _ready(old), _ready(new)
     key_before = (before.status, before.reason) if before else (None, None)
     key_after = (after.status, after.reason) if after else (None, None)
     phase_before, phase_after = getattr(old, "phase", None), getattr(new, "phase", None)
     if key_before == key_after and phase_before == phase_after:
-        return None
-    if key_after[0] != "True" and key_after[1] in quiet and key_before[0] != "True":
         return None
     message = (after.message if after else "") or f"{what} is {phase_after or key_after[0]}"
     if key_after[0] == "True":
@@ -124,11 +118,18 @@ class Committer:
     """Writes statuses for every handler; see the module's docstring."""
 
     def __init__(
-        self, kube: KubeAPI, post: EventSink | None = None, attempts: int = CONFLICT_ATTEMPTS
+        self,
+        kube: KubeAPI,
+        post: EventSink | None = None,
+        attempts: int = CONFLICT_ATTEMPTS,
+        written: Callable[[Obj], None] | None = None,
     ) -> None:
         self.kube = kube
         self.post = post
         self.attempts = attempts
+        # told each object as written, before its `after` actions run: a copy kept from
+        # the watch is then never older than what those actions cause (a pod's events)
+        self.written = written
 
     def commit(
         self, kind: StatusKind[S], obj: Obj | None, compute: Callable[[Obj], Outcome[S]]
@@ -168,6 +169,8 @@ class Committer:
                 if after_write is None:
                     return None
                 written = after_write
+                if self.written is not None:
+                    self.written(written)
             if first is None:
                 first = Committed(old=old, new=new, obj=written)
             first.new, first.obj = new, written
@@ -183,8 +186,8 @@ class Committer:
         return None
 
     def _announce(self, kind: StatusKind[S], obj: Obj, old: S, new: S, done: Committed[S]) -> None:
-        event = transition(old, new, kind.what, kind.quiet)
-        if event is None:
+        event = transition(old, new, kind.what)
+        if event is None or (kind.news is not None and not kind.news(old, new)):
             return
         done.transitions.append(event)
         if self.post is not None:

@@ -211,7 +211,11 @@ class Handlers:
 
     @property
     def committer(self) -> Committer:
-        return Committer(self.kube, self._post)
+        return Committer(self.kube, self._post, written=self._seen_written)
+
+    def _seen_written(self, obj: Obj) -> None:
+        if obj.get("kind") == "CodeSession":
+            self.sessions.put(slim(obj))
 
     def _commit(
         self, kind: StatusKind[S], obj: Obj | None, compute: Callable[[Obj], Outcome[S]]
@@ -298,7 +302,6 @@ class Handlers:
 
     def _session_written(self, done: Committed[CodeSessionStatus] | None) -> None:
         if done is not None:
-            self.sessions.put(slim(done.obj))
             _observe_start(done)
 
     def session(self, body: Any, periodic: bool = False) -> CodeSessionStatus | None:

@@ -142,7 +142,7 @@ def test_ready_pod_makes_a_ready_session(
     assert st.endpoint == f"http://s1-session.{NS}.svc:8080"
     assert st.start_time
     assert kstatus(st) == ("True", "False", "False")
-    assert events[-1] == ("s1", "Normal", "PodReady", "pod s1-session is ready")
+    assert events == []  # a first start is in the status, not in Events
     token = kube.get("secrets", NS, "s1-token")["stringData"]["token"]  # type: ignore[index]
     run(kube, committer)
     assert kube.get("secrets", NS, "s1-token")["stringData"]["token"] == token  # type: ignore[index]
@@ -642,3 +642,19 @@ def test_the_state_fields_come_from_the_servers_health(
     assert st.unsaved_names == ["lock"]
     assert (st.restored_names, st.lost_names) == (["x"], ["gen"])
     assert st.history_messages == 8
+
+
+def test_events_say_what_is_news(kube: FakeKube, committer: Committer, events: Events) -> None:
+    """A session's first start posts nothing; losing its pod, and Ready again after
+    that, are Events."""
+    kube.put("codesessions", session())
+    run(kube, committer)
+    set_pod(kube, ready=True)
+    run(kube, committer)
+    assert events == []
+    kube.remove("pods", NS, "s1-session")
+    run(kube, committer)
+    assert events == [("s1", "Warning", "PodStarting", "pod s1-session is starting")]
+    set_pod(kube, ready=True)
+    run(kube, committer)
+    assert events[-1] == ("s1", "Normal", "PodReady", "pod s1-session is ready")

@@ -323,14 +323,19 @@ def guard(current: CodeSessionStatus, computed: CodeSessionStatus) -> CodeSessio
     return computed
 
 
-SESSION = StatusKind(
-    "CodeSession",
-    "codesessions",
-    CodeSessionStatus,
-    "session",
-    guard,
-    quiet=frozenset({Reason.POD_STARTING}),
-)
+def news(old: CodeSessionStatus, new: CodeSessionStatus) -> bool:
+    """Whether a session's transition is worth an Event: not its first start (Starting,
+    then its first Ready), which a thousand sessions would post a thousand times each;
+    its status says so. A session that leaves Ready, stalls, waits, ends, or is Ready
+    again after that, is news."""
+    if new.phase == Phase.STARTING and new.reason == Reason.POD_STARTING:
+        return old.phase == Phase.READY
+    if new.phase == Phase.READY:
+        return old.start_time is not None
+    return True
+
+
+SESSION = StatusKind("CodeSession", "codesessions", CodeSessionStatus, "session", guard, news)
 
 
 def _progress(phase: Phase, reason: str) -> Progress:
