@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
-from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint
+from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint, Replicas
 from codemode_operator.gateway.targets import Targets
 from codemode_operator.gateway.upstream import Upstream
 from kubernetes import client
@@ -56,8 +56,9 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
         yield srv
 
 
-@pytest.fixture(scope="module")
-def gateway(server: ServerProcess) -> Iterator[str]:
+@contextmanager
+def serving(server: ServerProcess, key: bytes | None = None) -> Iterator[str]:
+    """A gateway for `server`'s session `a`; with `key`, one replica of several."""
     api = WithBob(server)
     port = int(server.url.rsplit(":", 1)[1])
     gw_port = free_port()
@@ -70,7 +71,8 @@ def gateway(server: ServerProcess) -> Iterator[str]:
         return (await original(route, status)).replace(":8080", f":{port}")
 
     targets._address = address  # type: ignore[method-assign]
-    mcp = McpEndpoint(GatewayBackend(own, client.Configuration(), wait=30))
+    replicas = Replicas(f"127.0.0.1:{gw_port}" if key else None, key)
+    mcp = McpEndpoint(GatewayBackend(own, client.Configuration(), wait=30), replicas)
     app = Gateway(Reviewer(api), targets, Upstream(), mcp)  # type: ignore[arg-type]
     served = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=gw_port, log_level="warning", lifespan="on")
@@ -83,6 +85,29 @@ def gateway(server: ServerProcess) -> Iterator[str]:
     finally:
         served.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def gateway(server: ServerProcess) -> Iterator[str]:
+    with serving(server) as url:
+        yield url
+
+
+class Alternating(httpx2.AsyncBaseTransport):
+    """A load balancer that sends each request to the next replica in turn."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports, self.sent = ports, 0
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = self.ports[self.sent % len(self.ports)]
+        self.sent += 1
+        request.url = request.url.copy_with(port=port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @asynccontextmanager
@@ -187,3 +212,46 @@ async def test_progress_and_cancellation_through_the_gateway(gateway: str, tmp_p
             while not marker.exists():
                 await anyio.sleep(0.05)
         assert await mcp.text("run_code", code="kept") == "here"
+
+
+async def test_an_mcp_session_works_through_any_replica(server: ServerProcess) -> None:
+    """Two replicas sharing a key behind a balancer that alternates: a request reaching
+    the replica that does not hold the session is passed on to the one that does."""
+    key = b"shared-by-the-replicas"
+    with serving(server, key) as one, serving(server, key) as two:
+        ports = [int(one.rsplit(":", 1)[1]), int(two.rsplit(":", 1)[1])]
+        balancer = Alternating(ports)
+        headers = {"Authorization": f"Bearer {ALICE}"}
+        async with (
+            httpx2.AsyncClient(transport=balancer, headers=headers, timeout=60) as http,
+            streamable_http_client(f"{one}/mcp/v1/namespaces/team/codesessions/a", http_client=http)
+            as (read, write),
+            ClientSession(read, write, read_timeout_seconds=120) as session,
+        ):  # fmt: skip
+            await session.initialize()
+            mcp = Agent(session)
+            assert await mcp.text("run_code", code="y = 20") == "(no output)"
+            assert await mcp.text("run_code", code="y + 22") == "42"
+            assert len((await session.list_tools()).tools) == len(CODE_TOOLS | SESSION_TOOLS)
+        assert balancer.sent >= 6  # both replicas took requests
+        # A session id naming a replica without the key's signature is no session.
+        opened = httpx.post(
+            f"{one}/mcp/v1/namespaces/team",
+            json=INITIALIZE,
+            headers={"Accept": "application/json, text/event-stream", **headers},
+        )
+        sid = opened.headers["mcp-session-id"]
+        assert f".127.0.0.1:{ports[0]}." in sid
+        forged = sid.rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAAAAAAAAAA"
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        answer = httpx.post(
+            f"{two}/mcp/v1/namespaces/team",
+            json=ping,
+            headers={
+                "Accept": "application/json, text/event-stream",
+                "mcp-session-id": forged,
+                "mcp-protocol-version": "2025-06-18",
+                **headers,
+            },
+        )
+        assert answer.status_code == 404, answer.text

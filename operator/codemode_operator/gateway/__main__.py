@@ -4,7 +4,9 @@ GATEWAY_PORT (8080); GATEWAY_METRICS_PORT (9090: Prometheus metrics, on a port a
 the one callers and an Ingress reach; 0: none); GATEWAY_AUTH_CACHE_SECONDS (10: how long a
 TokenReview or SubjectAccessReview answer is reused); GATEWAY_SESSION_CACHE_SECONDS (5: a
 session's address); GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to
-resume or start); GATEWAY_MCP (on: the MCP endpoint at /mcp/v1/namespaces/...; off: none).
+resume or start); GATEWAY_MCP (on: the MCP endpoint at /mcp/v1/namespaces/...; off: none);
+GATEWAY_POD_IP and GATEWAY_REPLICA_KEY (a secret all replicas share): with both, an MCP
+request reaching a replica that does not hold its session is passed on to the one that does.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ def build() -> Gateway:
     wait = float(os.environ.get("GATEWAY_WAIT_SECONDS", "120"))
     mcp = None
     if os.environ.get("GATEWAY_MCP", "on") != "off":
-        from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint
+        from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint, Replicas
 
+        port = os.environ.get("GATEWAY_PORT", "8080")
         # Tool calls come back through this gateway's own routes, as the caller.
-        own = f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT', '8080')}"
-        mcp = McpEndpoint(GatewayBackend(own, api.conf, wait))
+        backend = GatewayBackend(f"http://127.0.0.1:{port}", api.conf, wait)
+        pod_ip = os.environ.get("GATEWAY_POD_IP")
+        key = os.environ.get("GATEWAY_REPLICA_KEY", "").encode() or None
+        replicas = Replicas(f"{pod_ip}:{port}" if pod_ip and key else None, key)
+        mcp = McpEndpoint(backend, replicas)
     return Gateway(
         Reviewer(api, ttl=float(os.environ.get("GATEWAY_AUTH_CACHE_SECONDS", "10"))),
         Targets(

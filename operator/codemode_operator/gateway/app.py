@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from codemode_operator.gateway.mcp import McpEndpoint
 
 WORKSPACE_HEADER = b"x-codemode-workspace"
+PASSED_ON = b"x-codemode-gateway-passed-on"
+HOP_BY_HOP = frozenset(
+    {b"host", b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
 MCP_PREFIX = "/mcp/"
 
 
@@ -117,8 +121,39 @@ class Gateway:
             return await _answer(
                 send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
             )
-        caller = Caller(token, namespace, bound, workspace, _header(scope, b"mcp-session-id") or "")
+        session = _header(scope, b"mcp-session-id") or ""
+        owner = mcp.replicas.owner(session)[1] if session else None
+        if owner is not None and _header(scope, PASSED_ON) is None:
+            return await self._pass_on(scope, receive, send, owner)
+        caller = Caller(token, namespace, bound, workspace, session)
         return await mcp.handle(scope, receive, send, caller, user)
+
+    async def _pass_on(self, scope: Scope, receive: Receive, send: Send, owner: str) -> int:
+        """An MCP request for a session another replica holds, passed on to it as it came
+        (the caller's token too: that replica checks it again)."""
+        host, _, port = owner.rpartition(":")
+        query = scope.get("query_string", b"")
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+        headers.append((PASSED_ON, b"1"))
+        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
+        body = BodyReader(receive)
+        try:
+            response = await self.upstream.send(
+                scope["method"],
+                host,
+                int(port),
+                target,
+                headers,
+                body.__aiter__() if has_body else None,
+            )
+        except OSError:
+            # That replica is gone, and the session with it: a client opens a new one.
+            return await _answer(
+                send, 404, {"detail": "the MCP session ended with its gateway replica"}
+            )
+        await relay(response, receive, send)
+        return response.status
 
     async def _authenticate(self, scope: Scope) -> tuple[User, str]:
         auth = _header(scope, b"authorization") or ""

@@ -14,9 +14,13 @@ token, so its RBAC on CodeSessions decides.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import contextvars
 import copy
+import hashlib
+import hmac
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -238,13 +242,44 @@ def _caller() -> Caller:
     return caller
 
 
+class Replicas:
+    """Which gateway replica holds an MCP session. The SDK keeps a session in the process
+    that opened it; its id, as the client sees it, carries that replica's address, signed
+    with a key all replicas share (so a client cannot name another address), and a request
+    that reaches another replica is passed on to it."""
+
+    def __init__(self, own: str | None, key: bytes | None) -> None:
+        self.own = own  # "ip:port" of this replica, None: one replica, nothing to pass on
+        self.key = key or os.urandom(32)
+
+    def _sign(self, sid: str, owner: str) -> str:
+        digest = hmac.new(self.key, f"{sid}@{owner}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    def tag(self, sid: str) -> str:
+        """The id the client is given for the SDK's `sid`."""
+        if self.own is None:
+            return sid
+        return f"{sid}.{self.own}.{self._sign(sid, self.own)}"
+
+    def owner(self, tagged: str) -> tuple[str, str | None]:
+        """(the SDK's id, the replica to pass the request to, None for this one). An id
+        whose signature does not match stays as it is: the SDK answers 404 for it."""
+        sid, _, rest = tagged.partition(".")
+        address, _, signature = rest.rpartition(".")
+        if not address or not hmac.compare_digest(signature, self._sign(sid, address)):
+            return tagged, None
+        return sid, None if address == self.own else address
+
+
 class McpEndpoint:
     """The MCP SDK's streamable HTTP session manager serving `codemode mcp`'s tools."""
 
-    def __init__(self, backend: GatewayBackend) -> None:
+    def __init__(self, backend: GatewayBackend, replicas: Replicas | None = None) -> None:
         from codemode_session.mcp.server import build
 
         self.backend = backend
+        self.replicas = replicas or Replicas(None, None)
         self.server = build(backend)
         # Creates the session manager. Not bound to localhost, so no DNS-rebinding check
         # of Host: every request carries a bearer token, which a browser never adds.
@@ -269,13 +304,26 @@ class McpEndpoint:
         token = AccessToken(
             token=caller.token, client_id=user.username, subject=user.uid or None, scopes=[]
         )
-        scope = {**scope, "user": AuthenticatedUser(token)}
+        headers = [
+            (k, self.replicas.owner(v.decode("latin-1"))[0].encode() if k == SESSION_HEADER else v)
+            for k, v in scope["headers"]
+        ]
+        scope = {**scope, "user": AuthenticatedUser(token), "headers": headers}
         status = 500
 
         async def sending(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {
+                    **message,
+                    "headers": [
+                        (k, self.replicas.tag(v.decode("latin-1")).encode())
+                        if k.lower() == SESSION_HEADER
+                        else (k, v)
+                        for k, v in message.get("headers", [])
+                    ],
+                }
             await send(message)
 
         reset = CALLER.set(caller)
