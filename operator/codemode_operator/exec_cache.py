@@ -8,16 +8,22 @@ the same session tries that first, with the standard library only, and checks th
 server is that session's before it sends the token (`GET /health` names the session's
 state id). Anything unexpected (no answer, another session's server, a 401) falls back
 to the Kubernetes path, which writes the entry again.
+
+Every call to one session uses the same server session, an id chosen when the entry is
+written (the server binds a client-chosen id to the token that chose it) and never
+ended: the next call finds its worker alive, as the last call left it, instead of
+waiting for a new one to start and load the saved state (most of a call's time). A
+newcomer in the pod takes that worker when it needs it; the state stays either way.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,15 +54,43 @@ def cacheable(url: str, state_id: str | None) -> bool:
     return bool(state_id) and (urlsplit(url).hostname or "") not in ("127.0.0.1", "localhost")
 
 
-def remember(namespace: str | None, name: str, url: str, token: str, state_id: str | None) -> None:
+def session_id(namespace: str | None, name: str) -> str:
+    """The server session calls to this session use: the remembered one, else a new id
+    (the entry written after the call keeps it)."""
+    entry = _load(namespace, name)
+    found = entry.get("session_id") if entry else None
+    return found if isinstance(found, str) and found else str(uuid.uuid4())
+
+
+def remember(
+    namespace: str | None,
+    name: str,
+    url: str,
+    token: str,
+    state_id: str | None,
+    server_session: str | None = None,
+) -> None:
     if state_id and cacheable(url, state_id):
-        write_entry(namespace, name, url, token, state_id)
+        write_entry(namespace, name, url, token, state_id, server_session)
 
 
-def write_entry(namespace: str | None, name: str, url: str, token: str, state_id: str) -> None:
+def write_entry(
+    namespace: str | None,
+    name: str,
+    url: str,
+    token: str,
+    state_id: str,
+    server_session: str | None = None,
+) -> None:
     path = _entry_path(namespace, name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    entry = {"url": url, "token": token, "state_id": state_id, "saved_at": time.time()}
+    entry = {
+        "url": url,
+        "token": token,
+        "state_id": state_id,
+        "session_id": server_session or str(uuid.uuid4()),
+        "saved_at": time.time(),
+    }
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -133,7 +167,7 @@ def try_execute(
     None only before the code was sent: once `/execute` is on its way, its answer (or its
     error) is the call's, so code never runs twice."""
     entry = _load(namespace, name)
-    if entry is None:
+    if entry is None or not isinstance(entry.get("session_id"), str):
         return None
     parts = urlsplit(str(entry["url"]))
     if parts.scheme != "http" or not parts.hostname:
@@ -144,15 +178,14 @@ def try_execute(
             health = _call(conn, "GET", "/health", {})
             if (health.get("state") or {}).get("state_id") != entry["state_id"]:
                 raise _Miss("another session's server answers there")
-            headers = {
-                "Authorization": f"Bearer {entry['token']}",
-                "Content-Type": "application/json",
-            }
-            opened = _call(conn, "POST", "/sessions", headers)
         except (OSError, ValueError, _Miss, http.client.HTTPException):
             forget(namespace, name)
             return None
-        headers["X-Session-ID"] = str(opened.get("session_id", ""))
+        headers = {
+            "Authorization": f"Bearer {entry['token']}",
+            "Content-Type": "application/json",
+            "X-Session-ID": entry["session_id"],
+        }
         conn.timeout = None  # the run takes as long as it takes (the server bounds it)
         if conn.sock is not None:
             conn.sock.settimeout(None)
@@ -162,6 +195,10 @@ def try_execute(
         run_headers = headers if on_output is None else {**headers, "Accept": SSE}
         conn.request("POST", "/execute", body=json.dumps(body).encode(), headers=run_headers)
         response = conn.getresponse()
+        if response.status == 401:  # refused before it ran: a token the pod no longer takes
+            response.read()
+            forget(namespace, name)
+            return None
         streamed = response.getheader("content-type", "").startswith(SSE)
         if on_output is not None and response.status == 200 and streamed:
             found = read_events(response, on_output)
@@ -176,9 +213,6 @@ def try_execute(
             text = data[:200].decode(errors="replace")
             detail = result.get("detail") if isinstance(result, dict) else text
             raise CodemodeError(f"/execute answered {response.status}: {detail}")
-        # End the server session: the CodeSession's state stays.
-        with contextlib.suppress(OSError, ValueError, _Miss, http.client.HTTPException):
-            _call(conn, "DELETE", "/sessions", headers)
         return result
     finally:
         conn.close()

@@ -107,17 +107,27 @@ def _through_kubernetes(
         sessions = Sessions(namespace=_namespace(args.namespace))
         try:
             url, token = sessions.address(args.session, args.workspace, timeout=args.wait)
-            with SessionClient(url, token=token) as client:
+            status = (sessions.get(args.session) or {}).get("status") or {}
+            # Remembered: the server session the next calls use (left open for them); a
+            # port-forward or the gateway is not remembered, so its session is ended.
+            kept = not sessions.gateway and exec_cache.cacheable(url, status.get("stateId"))
+            server_session = exec_cache.session_id(args.namespace, args.session) if kept else None
+            with SessionClient(url, token=token, session_id=server_session) as client:
                 try:
                     result = _run(client, code, args.timeout, on_output)
                 finally:
-                    with contextlib.suppress(Exception):  # the pod may be gone
-                        client.end_session()
-            if not sessions.gateway:
-                status = (sessions.get(args.session) or {}).get("status") or {}
+                    if not kept:
+                        with contextlib.suppress(Exception):  # the pod may be gone
+                            client.end_session()
+            if kept:
                 with contextlib.suppress(OSError):
                     exec_cache.remember(
-                        args.namespace, args.session, url, token, status.get("stateId")
+                        args.namespace,
+                        args.session,
+                        url,
+                        token,
+                        status.get("stateId"),
+                        server_session,
                     )
         finally:
             sessions.close()

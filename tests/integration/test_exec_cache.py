@@ -61,6 +61,21 @@ def test_a_remembered_session_runs_code_and_keeps_its_state(
     assert exec_cache.try_execute("other-ns", "agent-1", "1", None) is None
 
 
+def test_calls_to_one_session_share_its_live_interpreter(server: ServerProcess) -> None:
+    """The same server session every call: what cannot be saved (a lock) is still there,
+    because the worker the last call left is used again rather than a new one loading
+    the saved state."""
+    exec_cache.write_entry("team", "live", server.url, TOKEN, "cs.one")
+    first = exec_cache.try_execute(
+        "team", "live", "import threading\nlock = threading.Lock()", None
+    )
+    assert first is not None and first["error"] is None
+    second = exec_cache.try_execute("team", "live", "type(lock).__name__", None)
+    assert second is not None and second["value"] == "lock", second
+    assert second["worker_restarted"] is False and second["state_restored"] is None
+    assert first["session_id"] == second["session_id"]
+
+
 def test_the_fast_path_streams_output_as_the_code_runs(server: ServerProcess) -> None:
     """`codemode exec` prints as the code runs: the fast path hands each piece over as it
     arrives, and the result after the last of them."""
