@@ -6,6 +6,7 @@ rather than re-embedded, and kept in step by create, delete and bootstrap."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,42 @@ def test_bootstrap_embeds_and_prunes(
     (folder / "send_email.py").unlink()
     assert main(argv) == 0
     assert sorted(k.decode() for k in rdb.hkeys(key)) == ["resize_image", "top_words"]
+
+
+def embedded_queries(api: Api) -> float:
+    text = api.http.get("/metrics").text
+    found = re.search(r'codemode_search_embedded_texts_total\{kind="query"\} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_another_writers_workflow_is_found_within_a_second(
+    redis_server: RedisServer, tmp_path: Path, clean_store_env: None
+) -> None:
+    """The server answers from its index of the workspace and lists the workflows again
+    after CODEMODE_SEARCH_REFRESH_SECONDS (1): a library bootstrapped by the store CLI,
+    not through this server, is found within about that time. A query searched again is
+    not embedded again."""
+    prefix = f"semr{uuid.uuid4().hex[:6]}"
+    settings = base_settings(redis_server.url, prefix, WORKSPACE_ID="w")
+    with running_server(settings) as srv, srv.client() as client:
+        api = Api(srv, client)
+        session_id = api.session()
+        api.value(session_id, f"workflows.create('sentiment', {SENTIMENT!r})")
+        assert "roman" not in names(api, session_id, "roman numerals")
+        folder = tmp_path / "lib"
+        folder.mkdir()
+        source = workflow_source("roman", "Convert numbers to Roman numerals.")
+        (folder / "roman.py").write_text(source)
+        target = ["--redis-url", redis_server.url, "--prefix", prefix, "--workspace-id", "w"]
+        assert main(["store", "bootstrap", "--library", "x", "--folder", str(folder), *target]) == 0
+        deadline = time.monotonic() + 5
+        while names(api, session_id, "roman numerals")[:1] != ["roman"]:
+            assert time.monotonic() < deadline, "not found 5 s after the bootstrap"
+            time.sleep(0.2)
+        before = embedded_queries(api)
+        names(api, session_id, "happiness opinion")
+        names(api, session_id, "happiness opinion")
+        assert embedded_queries(api) == before + 1
 
 
 def test_without_the_model_search_is_lexical(redis_server: RedisServer) -> None:
