@@ -101,6 +101,27 @@ def gateway_pod(kubeconfig: Path, kinds: Kinds, operator_image: str) -> Iterator
                     _kubectl(kubeconfig, "delete", m["kind"].lower(), m["metadata"]["name"])
 
 
+def scale_gateway(kubeconfig: Path, kinds: Kinds, replicas: int) -> list[str]:
+    """The gateway scaled to `replicas` pods, all Ready: their addresses."""
+    selector = "app.kubernetes.io/component=gateway"
+    _kubectl(
+        kubeconfig, "-n", kinds.namespace, "scale", "deployment", SERVICE, f"--replicas={replicas}"
+    )
+
+    def ready() -> list[str] | None:
+        pods = kinds.core.list_namespaced_pod(kinds.namespace, label_selector=selector).items
+        ips = [
+            f"http://{p.status.pod_ip}:8080"
+            for p in pods
+            if not p.metadata.deletion_timestamp
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        return ips if len(ips) == replicas and len(pods) == replicas else None
+
+    found: list[str] = wait_for(ready, 180, f"{replicas} gateway pods Ready")
+    return found
+
+
 def agent_rbac(namespace: str, session: str) -> list[dict[str, Any]]:
     """A ServiceAccount `agent` that RBAC allows on `session` only."""
     meta = {"name": "agent", "namespace": namespace}

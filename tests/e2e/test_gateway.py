@@ -84,6 +84,7 @@ def env(
                 "token": token,
                 "namespace": namespace,
                 "tmp": tmp_path,
+                "kubeconfig": cluster.kubeconfig,
             }
 
 

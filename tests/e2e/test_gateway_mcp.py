@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 
 from tests.e2e import test_gateway
+from tests.e2e.gateway_support import scale_gateway
 from tests.e2e.test_gateway import _service_account_token
 
 pytestmark = pytest.mark.e2e
@@ -148,3 +149,42 @@ async def output_streams_and_a_cancelled_call_interrupts_its_run(session: Client
         group.cancel_scope.cancel()  # the SDK's client sends notifications/cancelled
     assert messages[0] == "started\n"
     assert await call(session, "run_code", code="(interrupted, x)") == (False, "[true, 42]")
+
+
+async def test_an_mcp_session_through_either_of_two_replicas(env: dict[str, Any]) -> None:
+    """Two gateway pods; the client's requests go to each in turn (their pod addresses):
+    the replica that does not hold the session passes the request on to the one that does."""
+    pods = scale_gateway(env["kubeconfig"], env["kinds"], 2)
+    ports_by_host = [url.split("//")[1] for url in pods]
+    balancer = AlternatingHosts(ports_by_host)
+    headers = {"Authorization": f"Bearer {env['token']}"}
+    url = f"{pods[0]}/mcp/v1/namespaces/{env['namespace']}/codesessions/a"
+    timeout = httpx2.Timeout(30, read=300)
+    async with (
+        httpx2.AsyncClient(transport=balancer, headers=headers, timeout=timeout) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=240) as session,
+    ):  # fmt: skip
+        await session.initialize()
+        assert await call(session, "run_code", code="z = 40") == (False, "(no output)")
+        assert await call(session, "run_code", code="z + 2") == (False, "42")
+        assert len((await session.list_tools()).tools) == len(TOOLS)
+    assert set(balancer.hosts_used) == set(ports_by_host)
+
+
+class AlternatingHosts(httpx2.AsyncBaseTransport):
+    """A load balancer that sends each request to the next address in turn."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.hosts = hosts
+        self.hosts_used: list[str] = []
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        host, port = self.hosts[len(self.hosts_used) % len(self.hosts)].split(":")
+        self.hosts_used.append(f"{host}:{port}")
+        request.url = request.url.copy_with(host=host, port=int(port))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
