@@ -6,10 +6,11 @@ times each one's first `/execute` of `1+1` (the session's worker comes from the 
 spare or the worker template); the sessions are then ended. Memory is PSS (proportional
 set size: shared pages split between the processes that share them) summed over the
 server and all its descendants, read from /proc/PID/smaps_rollup with 8 sessions open.
---no-template runs the same with workers spawned as processes of their own.
+--no-template runs the same with workers spawned as processes of their own; --spares N
+sets the server's WORKER_SPARES (started workers kept ready; the server's default is 1).
 Prints one JSON object on its last line.
 
-    python bench/session_first.py [--sessions 8] [--rounds 10] [--no-template]
+    python bench/session_first.py [--sessions 8] [--rounds 10] [--no-template] [--spares N]
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-template", action="store_true")
+    parser.add_argument("--spares", type=int, default=None, help="WORKER_SPARES for the server")
     args = parser.parse_args()
     extra = {"MAX_SESSIONS": str(args.sessions * 2)}
+    if args.spares is not None:
+        extra["WORKER_SPARES"] = str(args.spares)
     if args.no_template:
         extra["WORKER_TEMPLATE"] = "false"
     samples: list[float] = []
@@ -119,6 +123,7 @@ def main() -> None:
     result = {
         "benchmark": "session_first",
         "template": not args.no_template,
+        "worker_spares": args.spares if args.spares is not None else "default",
         "sessions_at_once": args.sessions,
         "first_request_p50_ms": ms(statistics.median(samples)),
         "first_request_p95_ms": ms(percentile(samples, 95)),
