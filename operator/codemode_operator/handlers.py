@@ -38,7 +38,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel
 
-from codemode_operator import GROUP, PREFIX, VERSION, metrics
+from codemode_operator import GROUP, PREFIX, VERSION, metrics, trace
 from codemode_operator.api.codesession import CodeSessionStatus
 from codemode_operator.builders.pool import SESSION_LABEL, WARM_LABEL
 from codemode_operator.commit import (
@@ -216,6 +216,8 @@ class Handlers:
     def _seen_written(self, obj: Obj) -> None:
         if obj.get("kind") == "CodeSession":
             self.sessions.put(slim(obj))
+            meta, phase = obj["metadata"], (obj.get("status") or {}).get("phase")
+            trace.mark(meta["namespace"], meta["name"], f"status_{phase or 'admitted'}")
 
     def _commit(
         self, kind: StatusKind[S], obj: Obj | None, compute: Callable[[Obj], Outcome[S]]
@@ -303,6 +305,9 @@ class Handlers:
     def _session_written(self, done: Committed[CodeSessionStatus] | None) -> None:
         if done is not None:
             _observe_start(done)
+            if done.new.phase == Phase.READY and done.old.phase != Phase.READY:
+                meta = done.obj["metadata"]
+                trace.flush(meta["namespace"], meta["name"], "done")
 
     def session(self, body: Any, periodic: bool = False) -> CodeSessionStatus | None:
         done = self._commit(
@@ -382,6 +387,7 @@ class Handlers:
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if event.get("type") == "DELETED":
             self.sessions.drop(*key)
+            trace.forget(*key)
             handle = self._retries.pop(key, None)
             if handle is not None:
                 handle.cancel()
@@ -392,6 +398,8 @@ class Handlers:
         if session_rec.needs_reconcile(body) or (
             listed and not is_final(status.get("phase")) and not meta.get("deletionTimestamp")
         ):
+            if status.get("phase") != Phase.READY:
+                trace.begin(*key)
             await self.reconcile_session(key)
 
     async def reconcile_session(self, key: tuple[str, str]) -> None:
@@ -458,6 +466,8 @@ class Handlers:
             self.pod_seen.pop(key, None)
         elif self.pod_seen.get(key) == state or state[1] == Reason.POD_TERMINATING:
             return  # nothing new; a terminating pod's DELETED event decides on recreating it
+        if state[0] == Phase.READY:
+            trace.mark(key[0], name, "pod_ready_event")
         handled = await _in_pool(
             self.pod_event_pool,
             self.pod_changed,
@@ -466,6 +476,7 @@ class Handlers:
             None if deleted else state,
             meta.get("resourceVersion"),
             meta.get("name"),
+            None if deleted else dict(pod),
         )
         if handled and not deleted:
             self.pod_seen[key] = state
@@ -477,6 +488,7 @@ class Handlers:
         state: tuple[Phase, str] | None,
         pod_version: str | None,
         pod_name: str | None = None,
+        pod: Obj | None = None,
     ) -> bool:
         """Bring session `name` in line with its pod's state (None: the pod is gone).
 
@@ -496,16 +508,12 @@ class Handlers:
         def from_event(obj: Obj) -> Outcome[CodeSessionStatus]:
             # a phase change: the status comes from the event and the session just read
             assert state is not None
-            return Outcome(
-                session_rec.pod_event_status(
-                    session_rec.SESSION.read(obj),
-                    namespace,
-                    name,
-                    *state,
-                    obj["metadata"].get("generation"),
-                    pod_version,
-                )
+            old = session_rec.SESSION.read(obj)
+            new = session_rec.pod_event_status(
+                old, namespace, name, *state, obj["metadata"].get("generation"), pod_version
             )
+            session_rec.sync_endpoints(self.kube, obj, old, new, pod)
+            return Outcome(new)
 
         def full(obj: Obj) -> Outcome[CodeSessionStatus]:
             return session_rec.reconcile(

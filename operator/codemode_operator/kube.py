@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from codemode_operator import GROUP, VERSION
+from codemode_operator.builders.session import ENDPOINTS_MANAGER
 
 LIST_PAGE = 200
 # A JSON merge patch (RFC 7386): a list in it replaces the list, as the owner references of
@@ -45,6 +46,7 @@ class KubeAPI(Protocol):
         self, namespace: str, name: str, resource_version: str | None = None
     ) -> None: ...
     def delete_service(self, namespace: str, name: str) -> None: ...
+    def apply_endpoints(self, manifest: Obj) -> None: ...
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
     def read_job(self, namespace: str, name: str) -> Obj | None: ...
     def delete_job(self, namespace: str, name: str) -> None: ...
@@ -89,6 +91,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
         self.net = client.NetworkingV1Api(self.api)
+        self.discovery = client.DiscoveryV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
     # ---- generic children ------------------------------------------------------------
@@ -195,7 +198,21 @@ class Kube:
                 raise
 
     def delete_service(self, namespace: str, name: str) -> None:
+        """The Service and the EndpointSlice the operator writes for it."""
         _ignore_404(lambda: self.core.delete_namespaced_service(name, namespace))
+        _ignore_404(lambda: self.discovery.delete_namespaced_endpoint_slice(name, namespace))
+
+    def apply_endpoints(self, manifest: Obj) -> None:
+        """Create or replace an EndpointSlice in one request (server-side apply)."""
+        meta = manifest["metadata"]
+        self.discovery.patch_namespaced_endpoint_slice(
+            meta["name"],
+            meta["namespace"],
+            manifest,
+            field_manager=ENDPOINTS_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = _or_none(lambda: self.core.read_namespaced_secret(name, namespace))

@@ -218,6 +218,11 @@ class FakeKube:
     def delete_service(self, namespace: str, name: str) -> None:
         self._log("delete_service", name)
         self.remove("services", namespace, name)
+        self.remove("endpointslices", namespace, name)
+
+    def apply_endpoints(self, manifest: Obj) -> None:
+        self._log("apply_endpoints", manifest["metadata"]["name"])
+        self.put("endpointslices", manifest)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         self._log("secret_data", name)

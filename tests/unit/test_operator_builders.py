@@ -21,6 +21,7 @@ from codemode_operator.builders.library import (
 from codemode_operator.builders.session import (
     PORT,
     SessionParams,
+    endpoint_slice,
     session_pod,
     session_service,
     token_secret,
@@ -146,9 +147,43 @@ def test_session_children_owned_and_labelled() -> None:
         assert manifest["metadata"]["labels"][f"{PREFIX}/workspace"] == "ws"
     assert token["stringData"]["token"] == "s3cret-token"
     assert "s3cret-token" not in json.dumps(pod)
-    assert svc["spec"]["selector"] == {f"{PREFIX}/session": "s1"}
+    assert "selector" not in svc["spec"]  # its endpoint is the operator's to write
     assert pod["metadata"]["labels"][f"{PREFIX}/session"] == "s1"
     assert p.endpoint == f"http://s1-session.team.svc:{PORT}"
+
+
+def test_a_session_services_endpoint_is_its_pod() -> None:
+    session = {
+        "metadata": {"name": "s1", "namespace": "team", "uid": "uid-s1"},
+        "spec": {"workspaceRef": "ws"},
+    }
+    pod = {
+        "metadata": {"name": "ws-pool-abc-session", "uid": "uid-pod"},
+        "status": {"podIP": "10.244.0.7"},
+    }
+    eps = endpoint_slice(session, pod, ready=True)
+    _owner_ok(eps, "CodeSession", "s1", "uid-s1")
+    labels = eps["metadata"]["labels"]
+    assert eps["metadata"]["name"] == "s1-session" == labels["kubernetes.io/service-name"]
+    assert labels["endpointslice.kubernetes.io/managed-by"] == f"{PREFIX}-operator"
+    assert eps["addressType"] == "IPv4"
+    assert eps["endpoints"] == [
+        {
+            "addresses": ["10.244.0.7"],
+            "conditions": {"ready": True},
+            "targetRef": {
+                "kind": "Pod",
+                "namespace": "team",
+                "name": "ws-pool-abc-session",
+                "uid": "uid-pod",
+            },
+        }
+    ]
+    # the Service's port by name: kube-proxy matches them
+    svc = session_service(_session())
+    assert eps["ports"][0]["name"] == svc["spec"]["ports"][0]["name"] == "http"
+    assert eps["ports"][0]["port"] == PORT
+    assert endpoint_slice(session, {"metadata": {}, "status": {}}, ready=False)["endpoints"] == []
 
 
 # ---- workspace ---------------------------------------------------------------------------

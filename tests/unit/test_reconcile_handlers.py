@@ -417,12 +417,19 @@ async def test_a_new_session_is_reconciled_once_from_its_watch(
     writes = len(kube.called("patch_status"))
     await h.session_event(watched(kube, type_="MODIFIED"))  # our own write: answered
     assert len(kube.called("patch_status")) == writes and len(kube.called("create_pod")) == 1
-    kube.edit("pods", NS, "s1-session", lambda p: p.update(status=pod_status(ready=True)))
+    kube.edit(
+        "pods", NS, "s1-session", lambda p: p.update(status=pod_status(ready=True, ip="10.0.0.9"))
+    )
+    kube.calls.clear()
     await h.session_pod_event(pod_event(kube))
     # the pod event found the session in the watched copy: no read of it
     assert not [c for c in kube.called("get_custom") if c[1] == "codesessions"]
     st = session_rec.SESSION.read(kube.get("codesessions", NS, "s1"))  # type: ignore[arg-type]
     assert st.phase == Phase.READY
+    # the Service's endpoint is the pod before the status says Ready
+    assert [c[0] for c in kube.calls] == ["apply_endpoints", "patch_status"]
+    eps = kube.get("endpointslices", NS, "s1-session")
+    assert eps is not None and eps["endpoints"][0]["addresses"] == ["10.0.0.9"]
 
 
 def test_needs_reconcile() -> None:

@@ -130,6 +130,10 @@ OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). */
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "delete"]
+# A session Service's one endpoint, written by the operator (server-side apply).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["create", "patch", "delete"]
 # Session token Secrets, Workspace Redis credentials (replaced), the Redis Secrets users reference.
 - apiGroups: [""]
   resources: ["secrets"]

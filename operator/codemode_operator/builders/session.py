@@ -1,4 +1,4 @@
-"""A CodeSession's children: token Secret, Pod and Service."""
+"""A CodeSession's children: token Secret, Pod, Service and its EndpointSlice."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from codemode_operator.builders.common import (
     secret_env,
 )
 
+Obj = dict[str, Any]
 PORT = 8080
 TOOLS_DIR = "/etc/codemode/tools"
 DEFAULT_RESOURCES = {
@@ -199,6 +200,10 @@ def session_pod(p: SessionParams) -> dict[str, Any]:
 
 
 def session_service(p: SessionParams) -> dict[str, Any]:
+    """The session's stable address. It has no selector: its one endpoint is written by the
+    operator (`endpoint_slice`) as the session becomes Ready, so the address answers by
+    then, and Kubernetes' endpoint controllers write nothing per session (they wrote
+    Endpoints and an EndpointSlice, each created and then updated: four requests)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -210,7 +215,50 @@ def session_service(p: SessionParams) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": {f"{PREFIX}/session": p.name},
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
         },
+    }
+
+
+ENDPOINTS_MANAGER = "codemode-operator"
+
+
+def endpoint_slice(session: Obj, pod: Obj | None, ready: bool) -> dict[str, Any]:
+    """The EndpointSlice of a session's Service (named as it): `pod`'s address, ready or
+    not; no endpoint while the pod has no address. Owned by the CodeSession."""
+    meta = session["metadata"]
+    name = meta["name"]
+    workspace = (session.get("spec") or {}).get("workspaceRef", "")
+    pod_meta = (pod or {}).get("metadata") or {}
+    ip = ((pod or {}).get("status") or {}).get("podIP")
+    endpoints = []
+    if ip:
+        endpoints.append(
+            {
+                "addresses": [ip],
+                "conditions": {"ready": ready},
+                "targetRef": {
+                    "kind": "Pod",
+                    "namespace": meta["namespace"],
+                    "name": pod_meta.get("name", ""),
+                    "uid": pod_meta.get("uid", ""),
+                },
+            }
+        )
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-session",
+            "namespace": meta["namespace"],
+            "labels": {
+                **labels("session", workspace, session=name),
+                "kubernetes.io/service-name": f"{name}-session",
+                "endpointslice.kubernetes.io/managed-by": f"{PREFIX}-operator",
+            },
+            "ownerReferences": [owner_reference("CodeSession", name, meta.get("uid", ""))],
+        },
+        "addressType": "IPv6" if ip and ":" in ip else "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}],
     }

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from codemode_operator import PREFIX
+from codemode_operator import PREFIX, trace
 from codemode_operator.api.workspace import WarmPoolStatus, WorkspaceSpec
 from codemode_operator.builders.pool import (
     HASH_LABEL,
@@ -211,19 +211,25 @@ def take(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj, p: SessionParams) -
         for pod in kube.list_pods(p.namespace, take_selector(p.workspace, p.name))
         if not _deleting(pod) and not _failed(pod)
     ]
+    trace.mark(p.namespace, p.name, "pool_listed")
     mine = [pod for pod in pods if _labels(pod).get(SESSION_LABEL) == p.name]
     pod = mine[0] if mine else _claim(kube, p, pods, want)
     if pod is None:
         return None
+    trace.mark(p.namespace, p.name, "pod_claimed")
     secret = pod_token_secret(pod)
     token = (kube.secret_data(p.namespace, secret) or {}).get("token") if secret else None
     ok, why = (False, "the pod's token Secret is gone") if not token else (True, "")
     if token:
+        trace.mark(p.namespace, p.name, "token_read")
         manifest = token_secret(p, token)  # the session's Secret holds the pod's token
         if not kube.ensure(manifest):  # one call for a new session; a resumed one has one
             kube.replace_secret(manifest)
+        trace.mark(p.namespace, p.name, "token_written")
         kube.ensure(session_service(p))
+        trace.mark(p.namespace, p.name, "service")
         ok, why = BIND(pod, token, bind_body(p))
+        trace.mark(p.namespace, p.name, "bound")
     if not ok:
         log.warning(
             "session %s/%s: pool pod %s not bound (%s); starting one of its own",

@@ -19,13 +19,14 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from codemode_operator import PREFIX
+from codemode_operator import PREFIX, trace
 from codemode_operator.api.codesession import CodeSessionSpec, CodeSessionStatus
 from codemode_operator.api.common import parse_duration
 from codemode_operator.api.workspace import WorkspaceSpec
 from codemode_operator.builders.session import (
     PORT,
     SessionParams,
+    endpoint_slice,
     session_endpoint,
     session_pod,
     session_service,
@@ -619,7 +620,22 @@ def reconcile(
                 f"no execution for {idle:g}s (idleTimeout)",
                 workspace,
             )
+    sync_endpoints(kube, body, SESSION.read(body), status, pod)
     return Outcome(status, after=after)
+
+
+def sync_endpoints(
+    kube: KubeAPI, body: Obj, old: CodeSessionStatus, new: CodeSessionStatus, pod: Obj | None
+) -> None:
+    """Point the session's Service at its pod: when the session becomes Ready (before the
+    status says so, so its address answers by then), moves to another pod, or stops
+    being Ready. An ending session's Service goes with its pod (`terminate`, `suspend`)."""
+    ready, was = new.phase == Phase.READY, old.phase == Phase.READY
+    if ready == was and (not ready or old.pod_name == new.pod_name):
+        return
+    kube.apply_endpoints(endpoint_slice(body, pod, ready))
+    meta = body["metadata"]
+    trace.mark(meta["namespace"], meta["name"], "endpoints")
 
 
 def _start_cold(
@@ -643,6 +659,7 @@ def _start_cold(
         kube.ensure(token_secret(p, secrets.token_urlsafe(32)))
         kube.ensure(session_service(p))
         kube.create_pod(session_pod(p))
+        trace.mark(p.namespace, p.name, "children_created")
 
     return Outcome(starting, after=(create,))
 
