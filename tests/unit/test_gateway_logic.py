@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from codemode_operator.gateway.auth import CREATE, Reviewer
+from codemode_operator.gateway.auth import CREATE, Reviewer, session_audience
 from codemode_operator.gateway.proxy import forwarded_headers
 from codemode_operator.gateway.routing import BadRoute, Route, parse
 
@@ -112,3 +112,33 @@ async def test_reviews_ask_about_the_session_exec_subresource_and_creating() -> 
         "group": "codemode.dev",
         "resource": "codesessions",
     }
+
+
+class ScopedReviews:
+    """The API server as it answers TokenReviews with audiences: `scoped` was issued for
+    session a's audience only, `good` for the API server's."""
+
+    def __init__(self) -> None:
+        self.specs: list[dict[str, Any]] = []
+
+    async def call(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
+        spec = body["spec"]
+        self.specs.append(spec)
+        issued_for = {"good": [None], "scoped": [session_audience("t", "a")]}.get(spec["token"])
+        wanted = spec.get("audiences", [None])
+        matching = [a for a in wanted if issued_for and a in issued_for]
+        status: dict[str, Any] = {"authenticated": bool(matching), "user": {"username": "u"}}
+        if matching and spec.get("audiences"):
+            status["audiences"] = matching
+        return {"status": status}
+
+
+async def test_a_token_scoped_to_one_session_is_taken_for_it_alone() -> None:
+    api = ScopedReviews()
+    reviewer = Reviewer(api)  # type: ignore[arg-type]
+    assert await reviewer.authenticate("scoped") is None  # the API server's audience: no
+    assert await reviewer.authenticate("scoped", session_audience("t", "a")) is not None
+    assert await reviewer.authenticate("scoped", session_audience("t", "b")) is None
+    assert await reviewer.authenticate("good") is not None
+    assert api.specs[1]["audiences"] == ["codemode.dev/v1/namespaces/t/codesessions/a"]
+    assert "audiences" not in api.specs[0]

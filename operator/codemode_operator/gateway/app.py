@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from codemode_operator.gateway import metrics
-from codemode_operator.gateway.auth import CREATE, Reviewer, User
+from codemode_operator.gateway.auth import CREATE, Reviewer, User, session_audience
 from codemode_operator.gateway.kubeapi import ApiError
 from codemode_operator.gateway.proxy import BodyReader, Receive, Scope, Send, open_upstream, relay
 from codemode_operator.gateway.routing import BadRoute, Route, parse
@@ -82,7 +82,7 @@ class Gateway:
             return await self._serve_mcp(scope, receive, send, self.mcp)
         try:
             route = parse(path)
-            user, _ = await self._authenticate(scope)
+            user, _ = await self._authenticate(scope, route)
             await self._authorize(user, route)
             target = await self.targets.resolve(
                 route, _header(scope, WORKSPACE_HEADER), lambda: self._may_create(user, route)
@@ -108,7 +108,9 @@ class Gateway:
 
         try:
             namespace, bound, workspace = parse_mcp(scope["path"], scope.get("query_string", b""))
-            user, token = await self._authenticate(scope)
+            user, token = await self._authenticate(
+                scope, Route(namespace, bound, "/") if bound is not None else None
+            )
             if bound is not None:
                 await self._authorize(user, Route(namespace, bound, "/"))
         except BadRoute as exc:
@@ -155,13 +157,18 @@ class Gateway:
         await relay(response, receive, send)
         return response.status
 
-    async def _authenticate(self, scope: Scope) -> tuple[User, str]:
+    async def _authenticate(self, scope: Scope, route: Route | None) -> tuple[User, str]:
+        """The caller: a token the API server takes, or one issued for `route`'s session
+        alone (auth.session_audience)."""
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "send a Kubernetes bearer token: Authorization: Bearer <token>")
         user = await self.reviewer.authenticate(token.strip())
+        if user is None and route is not None:
+            audience = session_audience(route.namespace, route.name)
+            user = await self.reviewer.authenticate(token.strip(), audience)
         if user is None:
             metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "the token is not valid (expired, revoked or forged)")

@@ -25,6 +25,12 @@ CREATE = ("create", "")
 MAX_ENTRIES = 10_000  # a flood of forged tokens must not grow memory without bound
 
 
+def session_audience(namespace: str, name: str) -> str:
+    """The audience of a token scoped to one session (`kubectl create token SA --audience
+    ...`): the API server refuses it, the gateway takes it for that session only."""
+    return f"{GROUP}/v1/namespaces/{namespace}/codesessions/{name}"
+
+
 @dataclass(frozen=True)
 class User:
     username: str
@@ -69,25 +75,27 @@ class Reviewer:
         self._users = _Ttl(ttl, clock)
         self._decisions = _Ttl(ttl, clock)
 
-    async def authenticate(self, token: str) -> User | None:
+    async def authenticate(self, token: str, audience: str | None = None) -> User | None:
         """The token's user, or None when the API server does not accept the token
-        (forged, expired, of a deleted ServiceAccount)."""
-        key = token_key(token)
+        (forged, expired, of a deleted ServiceAccount); with `audience`, a token issued
+        for that audience (and no other check than the API server's own)."""
+        key = (token_key(token), audience)
         cached = self._users.get(key)
         if cached is not None:
             return cached if isinstance(cached, User) else None
+        spec: dict[str, Any] = {"token": token}
+        if audience is not None:
+            spec["audiences"] = [audience]
         review = await self.api.call(
             "POST",
             "/apis/authentication.k8s.io/v1/tokenreviews",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenReview",
-                "spec": {"token": token},
-            },
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
         )
         status = review.get("status") or {}
         user: User | bool = False
-        if status.get("authenticated"):
+        if status.get("authenticated") and (
+            audience is None or audience in (status.get("audiences") or ())
+        ):
             info = status.get("user") or {}
             user = User(
                 username=str(info.get("username", "")),
