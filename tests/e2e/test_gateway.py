@@ -107,6 +107,7 @@ def test_gateway_end_to_end(env: dict[str, Any]) -> None:
     """One gateway, one set of sessions (each takes a minute to set up), in order: RBAC,
     streams and files, `codemode exec` and metrics, then a suspended session's resume."""
     rbac_decides(env)
+    a_token_scoped_to_one_session_works_there_only(env)
     a_revoked_token_stops_working_within_the_review_cache_time(env)
     streams_and_files_pass_through(env)
     codemode_exec_uses_the_gateway_and_metrics_count(env)
@@ -132,6 +133,31 @@ def rbac_decides(env: dict[str, Any]) -> None:
         assert answer.status_code == 401, answer.text
         assert "not valid" in answer.json()["detail"]
     assert httpx.get(_url(env, "a") + "/health").status_code == 401
+
+
+def a_token_scoped_to_one_session_works_there_only(env: dict[str, Any]) -> None:
+    """A ServiceAccount RBAC allows on a and b; a short-lived token issued for session a's
+    audience reaches a only, and the API server itself does not take it."""
+    kinds, namespace = env["kinds"], env["namespace"]
+    both = _service_account_token(env, "both", [
+        {"apiGroups": ["codemode.dev"], "resources": ["codesessions/exec"],
+         "resourceNames": ["a", "b"], "verbs": ["create"]},
+    ])  # fmt: skip
+    audience = f"codemode.dev/v1/namespaces/{namespace}/codesessions/a"
+    scoped = kinds.core.create_namespaced_service_account_token(
+        "both", namespace, {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+    ).status.token
+    for token, session, status in [(both, "b", 200), (scoped, "a", 200), (scoped, "b", 401)]:
+        answer = httpx.get(_url(env, session) + "/health", headers=_bearer(token))
+        assert answer.status_code == status, (session, answer.text)
+    review = client.AuthenticationV1Api(kinds.core.api_client).create_token_review(
+        {"spec": {"token": scoped}}
+    )
+    assert not review.status.authenticated
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def a_revoked_token_stops_working_within_the_review_cache_time(env: dict[str, Any]) -> None:

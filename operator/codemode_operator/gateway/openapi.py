@@ -14,7 +14,7 @@ from codemode_operator.gateway.routing import PREFIX
 SESSION_ANSWERS = {
     400: "The path names no session, or the session cannot be created (invalid spec).",
     401: "No bearer token, or the API server does not accept it (TokenReview): expired, "
-    "revoked or forged.",
+    "revoked or forged, or issued for another session's audience.",
     403: "RBAC does not allow the caller `create` on `codesessions/exec` for this session "
     "(SubjectAccessReview), or the session is missing and the caller may not create "
     "CodeSessions.",
@@ -195,7 +195,9 @@ def document(version: str) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A Kubernetes token the API server accepts, e.g. a "
-                    "ServiceAccount's (kubectl create token NAME).",
+                    "ServiceAccount's (kubectl create token NAME), or one issued for a "
+                    "single session: --audience codemode.dev/v1/namespaces/{ns}/"
+                    "codesessions/{name}.",
                 }
             },
         },
