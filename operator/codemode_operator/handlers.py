@@ -504,6 +504,10 @@ class Handlers:
             return True  # an earlier pod of the session
         if state is not None and status.get("phase") == Phase.SUSPENDED:
             return True  # its pod is on its way out; resuming is the spec's business
+        if current is None and (namespace, name) in self._busy:
+            # a pool pod the session's reconcile is claiming: that reconcile writes its
+            # phase; a second one beside it would only bind it again and conflict
+            return False
 
         def from_event(obj: Obj) -> Outcome[CodeSessionStatus]:
             # a phase change: the status comes from the event and the session just read

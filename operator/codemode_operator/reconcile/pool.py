@@ -20,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -42,6 +43,7 @@ from codemode_operator.builders.pool import (
 from codemode_operator.builders.session import (
     PORT,
     SessionParams,
+    endpoint_slice,
     session_service,
     token_secret,
 )
@@ -53,6 +55,13 @@ log = logging.getLogger("codemode.operator")
 BIND_TIMEOUT = 30.0  # seconds: a bind loads the session's saved state before it answers
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
+# (namespace, pool pod) -> the token this operator gave it: a take needs no read of its
+# Secret (after a restart it reads it). Entries go when taken; at most TOKENS are kept.
+TOKENS = 4096
+_tokens: dict[tuple[str, str], str] = {}
+# A take writes the session's Secret, Service and endpoint while the server binds: the
+# four are independent, and the session is Ready only once all have landed.
+_writers = ThreadPoolExecutor(8, thread_name_prefix="take")
 
 
 def _lock(namespace: str, workspace: str) -> threading.Lock:
@@ -158,8 +167,11 @@ def reconcile(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> WarmPoolSta
 def _start_member(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj) -> None:
     meta = workspace["metadata"]
     p = member_params(workspace, cfg, f"{meta['name']}-pool-{secrets.token_hex(3)}")
-    kube.ensure(pool_token_secret(p, secrets.token_urlsafe(32), meta["uid"]))
+    token = secrets.token_urlsafe(32)
+    kube.ensure(pool_token_secret(p, token, meta["uid"]))
     pod, created = kube.create_pod(pool_pod(p, meta["uid"]))
+    if created and len(_tokens) < TOKENS:
+        _tokens[(p.namespace, p.pod_name)] = token
     if created and pod is not None:
         kube.patch_secret(p.namespace, p.token_secret, secret_owned_by(pod))
 
@@ -217,19 +229,16 @@ def take(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj, p: SessionParams) -
     if pod is None:
         return None
     trace.mark(p.namespace, p.name, "pod_claimed")
-    secret = pod_token_secret(pod)
-    token = (kube.secret_data(p.namespace, secret) or {}).get("token") if secret else None
+    token = _tokens.pop((p.namespace, pod["metadata"]["name"]), None)
+    if token is None:
+        secret = pod_token_secret(pod)
+        token = (kube.secret_data(p.namespace, secret) or {}).get("token") if secret else None
     ok, why = (False, "the pod's token Secret is gone") if not token else (True, "")
     if token:
-        trace.mark(p.namespace, p.name, "token_read")
-        manifest = token_secret(p, token)  # the session's Secret holds the pod's token
-        if not kube.ensure(manifest):  # one call for a new session; a resumed one has one
-            kube.replace_secret(manifest)
-        trace.mark(p.namespace, p.name, "token_written")
-        kube.ensure(session_service(p))
-        trace.mark(p.namespace, p.name, "service")
+        writes = _writers.submit(_session_children, kube, p, pod, token)
         ok, why = BIND(pod, token, bind_body(p))
         trace.mark(p.namespace, p.name, "bound")
+        writes.result()  # its errors are the reconcile's, as if written here
     if not ok:
         log.warning(
             "session %s/%s: pool pod %s not bound (%s); starting one of its own",
@@ -241,6 +250,20 @@ def take(kube: KubeAPI, cfg: OperatorConfig, workspace: Obj, p: SessionParams) -
         kube.delete_pod(p.namespace, pod["metadata"]["name"])
         return None
     return pod
+
+
+def _session_children(kube: KubeAPI, p: SessionParams, pod: Obj, token: str) -> None:
+    """The Secret with the pod's token, the Service and its endpoint (the pod is Ready)."""
+    manifest = token_secret(p, token)
+    if not kube.ensure(manifest):  # one call for a new session; a resumed one has one
+        kube.replace_secret(manifest)
+    kube.ensure(session_service(p))
+    session = {
+        "metadata": {"name": p.name, "namespace": p.namespace, "uid": p.uid},
+        "spec": {"workspaceRef": p.workspace},
+    }
+    kube.apply_endpoints(endpoint_slice(session, pod, ready=True))
+    trace.mark(p.namespace, p.name, "children_written")
 
 
 def _claim(kube: KubeAPI, p: SessionParams, pods: list[Obj], want: str) -> Obj | None:

@@ -620,7 +620,8 @@ def reconcile(
                 f"no execution for {idle:g}s (idleTimeout)",
                 workspace,
             )
-    sync_endpoints(kube, body, SESSION.read(body), status, pod)
+    if warm is None:  # a take wrote the endpoint of the pod it bound
+        sync_endpoints(kube, body, SESSION.read(body), status, pod)
     return Outcome(status, after=after)
 
 
