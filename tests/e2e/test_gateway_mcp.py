@@ -98,6 +98,20 @@ async def test_mcp_through_the_gateway_as_the_caller(env: dict[str, Any]) -> Non
             pass
     assert refused.group_contains(MCPError, depth=2)
 
+    # A token issued for session a alone works on a's endpoint, for code, and nowhere else.
+    kinds, namespace = env["kinds"], env["namespace"]
+    audience = f"codemode.dev/v1/namespaces/{namespace}/codesessions/a"
+    scoped = kinds.core.create_namespaced_service_account_token(
+        "agent", namespace, {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+    ).status.token
+    async with mcp_client(_endpoint(env, "a"), scoped) as session:
+        assert await call(session, "run_code", code="'scoped'") == (False, "scoped")
+        error, text = await call(session, "run_code", code="1", session="b")
+        assert error and "401" in text, text
+    with pytest.raises(ExceptionGroup):
+        async with mcp_client(_endpoint(env), scoped):  # bound to no session: no audience
+            pass
+
     # A caller whose Role also reads CodeSessions gets the session tools.
     reader = _service_account_token(env, "reader", [
         {"apiGroups": ["codemode.dev"], "resources": ["codesessions"],
