@@ -4,7 +4,9 @@ Every answer the gateway gives itself is JSON with a `detail` saying why: 400 fo
 that names no session, 401 without a valid Kubernetes token, 403 when RBAC does not
 allow the caller that session, 404 for a missing session it may not or cannot create,
 409 for a terminated one, 503 (with Retry-After) while a session cannot be reached yet.
-Anything else is the session server's own answer, passed through.
+Anything else is the session server's own answer, passed through. `/mcp/v1/...` is the
+MCP endpoint (gateway/mcp.py), `/openapi.json` the gateway's own document (openapi.py);
+metrics are on a port of their own (__main__.py).
 """
 
 from __future__ import annotations
