@@ -3,10 +3,18 @@ headers reach a session, and how long review answers are reused."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
-from codemode_operator.gateway.auth import CREATE, Reviewer, session_audience
+from codemode_operator.gateway.auth import (
+    CREATE,
+    Reviewer,
+    claimed_audiences,
+    session_audience,
+    workspace_audience,
+)
 from codemode_operator.gateway.proxy import forwarded_headers
 from codemode_operator.gateway.routing import BadRoute, Route, parse
 
@@ -142,3 +150,17 @@ async def test_a_token_scoped_to_one_session_is_taken_for_it_alone() -> None:
     assert await reviewer.authenticate("good") is not None
     assert api.specs[1]["audiences"] == ["codemode.dev/v1/namespaces/t/codesessions/a"]
     assert "audiences" not in api.specs[0]
+
+
+def test_the_audiences_a_token_claims_are_read_without_trusting_them() -> None:
+    def jwt(claims: object) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+        return f"e30.{payload}.sig"
+
+    assert claimed_audiences(jwt({"aud": ["x", "y"]})) == ["x", "y"]
+    assert claimed_audiences(jwt({"aud": "x"})) == ["x"]
+    assert claimed_audiences(jwt({"sub": "u"})) == []
+    assert claimed_audiences(jwt(["aud"])) == []
+    for bad in ("not-a-token", "a.!!!.c", "a.e30", ""):
+        assert claimed_audiences(bad) == []
+    assert workspace_audience("t", "w") == "codemode.dev/v1/namespaces/t/workspaces/w"

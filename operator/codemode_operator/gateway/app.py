@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from codemode_operator import GROUP, VERSION
 from codemode_operator.gateway import metrics
-from codemode_operator.gateway.auth import CREATE, Reviewer, User, session_audience
+from codemode_operator.gateway.auth import (
+    CREATE,
+    Reviewer,
+    User,
+    claimed_audiences,
+    session_audience,
+    workspace_audience,
+)
 from codemode_operator.gateway.kubeapi import ApiError
 from codemode_operator.gateway.proxy import BodyReader, Receive, Scope, Send, open_upstream, relay
 from codemode_operator.gateway.routing import BadRoute, Route, parse
@@ -161,7 +169,7 @@ class Gateway:
 
     async def _authenticate(self, scope: Scope, route: Route | None) -> tuple[User, str]:
         """The caller: a token the API server takes, or one issued for `route`'s session
-        alone (auth.session_audience)."""
+        alone or for its workspace (auth.session_audience, auth.workspace_audience)."""
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -169,12 +177,32 @@ class Gateway:
             raise Refused(401, "send a Kubernetes bearer token: Authorization: Bearer <token>")
         user = await self.reviewer.authenticate(token.strip())
         if user is None and route is not None:
-            audience = session_audience(route.namespace, route.name)
-            user = await self.reviewer.authenticate(token.strip(), audience)
+            audience = await self._scoped_audience(scope, route, claimed_audiences(token))
+            if audience is not None:  # the API server checks the token for it
+                user = await self.reviewer.authenticate(token.strip(), audience)
         if user is None:
             metrics.UNAUTHENTICATED.inc()
             raise Refused(401, "the token is not valid (expired, revoked or forged)")
         return user, token.strip()
+
+    async def _scoped_audience(self, scope: Scope, route: Route, claimed: list[str]) -> str | None:
+        """The codemode audience a token claims that fits `route`, else None (a plain or
+        forged token costs no more reviews). What a token claims is not trusted: the
+        TokenReview with that audience is what decides."""
+        if session_audience(route.namespace, route.name) in claimed:
+            return session_audience(route.namespace, route.name)
+        prefix = workspace_audience(route.namespace, "")
+        if not any(a.startswith(prefix) for a in claimed):
+            return None
+        # The session's workspace; for a session still to be created, the one named.
+        found = await self.targets.api.get_or_none(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{route.namespace}/codesessions/{route.name}"
+        )
+        workspace = ((found or {}).get("spec") or {}).get("workspaceRef")
+        if found is None:
+            workspace = _header(scope, WORKSPACE_HEADER)
+        audience = workspace_audience(route.namespace, str(workspace or ""))
+        return audience if workspace and audience in claimed else None
 
     async def _authorize(self, user: User, route: Route) -> None:
         decision = await self.reviewer.authorize(user, route.namespace, route.name)

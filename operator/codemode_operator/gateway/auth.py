@@ -8,7 +8,9 @@ still works for at most `ttl` seconds on a gateway replica that saw it work.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +31,25 @@ def session_audience(namespace: str, name: str) -> str:
     """The audience of a token scoped to one session (`kubectl create token SA --audience
     ...`): the API server refuses it, the gateway takes it for that session only."""
     return f"{GROUP}/v1/namespaces/{namespace}/codesessions/{name}"
+
+
+def workspace_audience(namespace: str, workspace: str) -> str:
+    """The audience of a token scoped to the sessions of one workspace."""
+    return f"{GROUP}/v1/namespaces/{namespace}/workspaces/{workspace}"
+
+
+def claimed_audiences(token: str) -> list[str]:
+    """The `aud` a JWT says it has, unverified: only to know which audience to ask the
+    API server to review it for."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        aud = claims.get("aud") if isinstance(claims, dict) else None
+    except (IndexError, ValueError):
+        return []
+    if isinstance(aud, str):
+        return [aud]
+    return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
 
 
 @dataclass(frozen=True)
