@@ -14,7 +14,7 @@ from codemode_operator.gateway.routing import PREFIX
 SESSION_ANSWERS = {
     400: "The path names no session, or the session cannot be created (invalid spec).",
     401: "No bearer token, or the API server does not accept it (TokenReview): expired, "
-    "revoked or forged, or issued for another session's audience.",
+    "revoked or forged, or issued for another session's or workspace's audience.",
     403: "RBAC does not allow the caller `create` on `codesessions/exec` for this session "
     "(SubjectAccessReview), or the session is missing and the caller may not create "
     "CodeSessions.",
@@ -196,8 +196,9 @@ def document(version: str) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "A Kubernetes token the API server accepts, e.g. a "
                     "ServiceAccount's (kubectl create token NAME), or one issued for a "
-                    "single session: --audience codemode.dev/v1/namespaces/{ns}/"
-                    "codesessions/{name}.",
+                    "single session (--audience codemode.dev/v1/namespaces/{ns}/"
+                    "codesessions/{name}) or for a workspace's sessions (--audience "
+                    "codemode.dev/v1/namespaces/{ns}/workspaces/{workspace}).",
                 }
             },
         },
