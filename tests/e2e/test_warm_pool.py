@@ -116,6 +116,20 @@ def wait(op: OperatorProcess, what: str, predicate: Callable[[], Any], timeout: 
     return wait_for(predicate, timeout, what, op=op)
 
 
+def through_service(kinds: Kinds, session: str) -> dict[str, Any] | None:
+    """The session server's /health through the session's Service (its ClusterIP, which
+    kube-proxy routes from this host too), or None while it does not answer."""
+    svc = kinds.core.read_namespaced_service(f"{session}-session", kinds.namespace)
+    try:
+        with httpx.Client(
+            base_url=f"http://{svc.spec.cluster_ip}:8080", trust_env=False, timeout=5
+        ) as http:
+            found: dict[str, Any] = http.get("/health").json()
+            return found
+    except httpx.HTTPError:
+        return None
+
+
 def test_sessions_bind_warm_pods_that_are_replaced_rolled_and_never_reused(
     env: tuple[Kinds, Sessions, OperatorProcess],
 ) -> None:
@@ -153,6 +167,9 @@ def test_sessions_bind_warm_pods_that_are_replaced_rolled_and_never_reused(
     env_ref = next(e for e in pod.spec.containers[0].env if e.name == "CONTAINER_AUTH_TOKEN")
     pool_secret = env_ref.value_from.secret_key_ref.name
     assert sessions.kube.secret_data(kinds.namespace, pool_secret)["token"] == token
+    # its Service reaches the pod it took (the endpoint the operator wrote as it bound it)
+    via_service = wait(op, "w1's Service answers", lambda: through_service(kinds, "w1"), 30)
+    assert via_service["state"]["state_id"] == w1["stateId"]
 
     # The pod it took is replaced.
     refilled = wait(
@@ -164,6 +181,8 @@ def test_sessions_bind_warm_pods_that_are_replaced_rolled_and_never_reused(
     kinds.create("codesessions", "c1", {"workspaceRef": WORKSPACE, "defaultTimeout": "10s"})
     c1 = wait(op, "c1 Ready", lambda: _ready(kinds, "c1"))["status"]
     assert c1["podName"] == "c1-session"
+    via_service = wait(op, "c1's Service answers", lambda: through_service(kinds, "c1"), 30)
+    assert via_service["state"]["state_id"] == c1["stateId"]
     # (and it shares the workspace's storage with the bound session)
     assert run(sessions, "c1", "artifacts.load('w1-note')") == marker
     assert set(pool_pods(kinds)) == set(refilled)  # the pool was not touched
