@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import httpx
 import httpx2
 import pytest
 from mcp.client import ClientSession
@@ -111,6 +112,25 @@ async def test_mcp_through_the_gateway_as_the_caller(env: dict[str, Any]) -> Non
     with pytest.raises(ExceptionGroup):
         async with mcp_client(_endpoint(env), scoped):  # bound to no session: no audience
             pass
+
+    # A token issued for workspace gw is taken for its sessions (RBAC still decides: b is
+    # 403, not 401); one for another workspace is not.
+    def issued_for(audience: str) -> dict[str, str]:
+        token = kinds.core.create_namespaced_service_account_token(
+            "agent", namespace, {"spec": {"audiences": [audience], "expirationSeconds": 600}}
+        ).status.token
+        return {"Authorization": f"Bearer {token}"}
+
+    sessions = f"{env['gateway']}/v1/namespaces/{namespace}/codesessions"
+    workspace = issued_for(f"codemode.dev/v1/namespaces/{namespace}/workspaces/gw")
+    other = issued_for(f"codemode.dev/v1/namespaces/{namespace}/workspaces/other")
+    for headers, session, status in [
+        (workspace, "a", 200),
+        (workspace, "b", 403),
+        (other, "a", 401),
+    ]:
+        answer = httpx.get(f"{sessions}/{session}/health", headers=headers)
+        assert answer.status_code == status, (session, answer.text)
 
     # A caller whose Role also reads CodeSessions gets the session tools.
     reader = _service_account_token(env, "reader", [
