@@ -107,10 +107,11 @@ def _through_kubernetes(
         sessions = Sessions(namespace=_namespace(args.namespace))
         try:
             url, token = sessions.address(args.session, args.workspace, timeout=args.wait)
-            status = (sessions.get(args.session) or {}).get("status") or {}
+            # Through the gateway there may be no kubeconfig: the session is not read.
+            status = {} if sessions.gateway else (sessions.get(args.session) or {}).get("status")
             # Remembered: the server session the next calls use (left open for them); a
             # port-forward or the gateway is not remembered, so its session is ended.
-            kept = not sessions.gateway and exec_cache.cacheable(url, status.get("stateId"))
+            kept = not sessions.gateway and exec_cache.cacheable(url, (status or {}).get("stateId"))
             server_session = exec_cache.session_id(args.namespace, args.session) if kept else None
             with SessionClient(url, token=token, session_id=server_session) as client:
                 try:
@@ -126,7 +127,7 @@ def _through_kubernetes(
                         args.session,
                         url,
                         token,
-                        status.get("stateId"),
+                        (status or {}).get("stateId"),
                         server_session,
                     )
         finally:

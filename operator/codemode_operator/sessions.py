@@ -54,6 +54,11 @@ def settled(session: dict[str, Any] | None) -> bool:
     return usable(session) or is_final(phase)
 
 
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -110,7 +115,7 @@ class _PortForward:
 
 
 class _PodGone(SessionUnavailable):
-    """The session's status says Ready, but its pod is gone or going."""
+    """The session's status says Ready, but its pod is gone, going or not ready yet."""
 
 
 class Sessions:
@@ -212,11 +217,13 @@ class Sessions:
         pod = self.kube.read_pod(self.namespace, str(status.get("podName", "")))
         if pod is not None and (pod.get("metadata") or {}).get("deletionTimestamp"):
             pod = None  # going: the session's Ready is about to be withdrawn
-        ip = ((pod or {}).get("status") or {}).get("podIP")
-        if ip and _reachable(ip, PORT):
-            return f"http://{ip}:{PORT}"
         if pod is None:
             raise _PodGone(f"session pod {status.get('podName')!r} not found")
+        if not _pod_ready(pod):  # a replacement of the same name, still starting
+            raise _PodGone(f"session pod {status.get('podName')!r} is not ready yet")
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and _reachable(ip, PORT):
+            return f"http://{ip}:{PORT}"
         forward = _PortForward(self.kube.core, self.namespace, pod["metadata"]["name"], PORT)
         self._forwards.append(forward)
         return f"http://127.0.0.1:{forward.local_port}"

@@ -4,8 +4,8 @@ not deleted; `spec.agentId` is a label; the status reports the saved state; hist
 survives every pod of the session.
 
 A session's variables live as long as the CodeSession, whichever pod or server session
-runs its code: `Sessions.connect` opens and ends a server session each time, as
-`codemode exec` does, and the next one still sees `x`."""
+runs its code: `Sessions.connect` opens and ends a server session each time, and the
+next one still sees `x`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,15 @@ from codemode_operator.sessions import Sessions
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
 from tests.conftest import free_port, wait_for_port
+from tests.e2e.host_operator import (
+    admin_secret,
+    host_operator,
+    operator_workspace,
+    run,
+    wait,
+)
 from tests.e2e.hostredis import HostRedis
-from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds
 
 pytestmark = pytest.mark.e2e
 
@@ -52,44 +59,10 @@ def env(
     host_redis: HostRedis,
     tmp_path: Path,
 ) -> Iterator[tuple[Kinds, Sessions, OperatorProcess]]:
-    api = cluster.api_client()
-    install_crds(cluster.kubeconfig, api)
-    kinds = Kinds(api, namespace)
-    kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        [namespace],
-        log_dir=tmp_path,
-        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
-    )
-    with operator:
-        kinds.create(
-            "workspaces",
-            WORKSPACE,
-            {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "deletionPolicy": "Cascade",
-                "dataPolicy": "Delete",
-            },
-        )
-        sessions = Sessions(namespace=namespace, api=api)
-        try:
-            yield kinds, sessions, operator
-        finally:
-            sessions.close()
-
-
-def run(sessions: Sessions, name: str, code: str) -> Any:
-    with sessions.connect(name) as client:
-        result = client.execute(code)
-    assert result.error is None, result.error
-    return result.value
-
-
-def wait(op: OperatorProcess, what: str, predicate: Callable[[], Any], timeout: float = 180) -> Any:
-    return wait_for(predicate, timeout, what, op=op)
+    with operator_workspace(
+        cluster, namespace, project_images["session"], host_redis.url, tmp_path, WORKSPACE
+    ) as handles:
+        yield handles
 
 
 def test_variables_survive_a_deleted_pod_a_suspend_and_seed_a_fork(
@@ -99,7 +72,7 @@ def test_variables_survive_a_deleted_pod_a_suspend_and_seed_a_fork(
     kinds.create("codesessions", "d1", {"workspaceRef": WORKSPACE, "agentId": "agent-9"})
     wait(op, "d1 Ready", lambda: _ready(kinds, "d1"))
     assert run(sessions, "d1", "import math\nx = 41\ndef inc(n): return n + x\nx") == 41
-    # A second connection (a new server session, as codemode exec makes) sees x.
+    # A second connection (a new server session) sees x.
     assert run(sessions, "d1", "x += 1\ninc(0)") == 42
 
     # The label makes an agent's sessions listable.
@@ -256,28 +229,14 @@ def test_history_and_state_survive_an_operator_restart_and_a_redis_restart(
     api = cluster.api_client()
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
-    url = f"redis://:{password}@{NODE_HOST_IP}:{port}/0"
-    kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": url}}
-    )
-    op = OperatorProcess(
-        cluster.kubeconfig,
-        [namespace],
-        log_dir=tmp_path,
-        env={
-            "CODEMODE_SESSION_IMAGE": project_images["session"],
-            "SESSION_POLL_SECONDS": "1",
-            "WORKSPACE_POLL_SECONDS": "2",
-        },
+    redis = admin_secret(kinds, f"redis://:{password}@{NODE_HOST_IP}:{port}/0")
+    op = host_operator(
+        cluster, namespace, project_images["session"], tmp_path, WORKSPACE_POLL_SECONDS="2"
     )
     sessions = Sessions(namespace=namespace, api=api)
     try:
         with op:
-            kinds.create(
-                "workspaces",
-                WORKSPACE,
-                {"redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}}},
-            )
+            kinds.create("workspaces", WORKSPACE, {"redis": redis})
             kinds.create("codesessions", "h1", {"workspaceRef": WORKSPACE})
             wait(op, "h1 Ready", lambda: _ready(kinds, "h1"))
             assert run(sessions, "h1", "x = 5\nx") == 5
