@@ -17,9 +17,10 @@ from codemode_operator.sessions import Sessions
 
 from tests.cluster.layout import NODE_HOST_IP
 from tests.cluster.pytest_plugin import Cluster
+from tests.e2e.host_operator import admin_secret, host_operator, workspace_spec
 from tests.e2e.hostredis import HostRedis
 from tests.integration.gitserver import GitHTTPServer, GitRepo
-from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+from tests.k8s.operator_fixture import Kinds, install_crds, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -62,29 +63,16 @@ def test_library_sessions_and_isolation(
     api = cluster.api_client()
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
-    kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
-    )
+    redis_ref = admin_secret(kinds, host_redis.url)
     kinds.core.create_namespaced_secret(
         namespace, {"metadata": {"name": "git-auth"}, "stringData": {"token": "git-token"}}
     )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        [namespace],
-        log_dir=tmp_path,
-        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "LIBRARY_POLL_SECONDS": "2"},
+    operator = host_operator(
+        cluster, namespace, project_images["session"], tmp_path, LIBRARY_POLL_SECONDS="2"
     )
     with operator:
         for ws in ("client-a", "client-b"):
-            kinds.create(
-                "workspaces",
-                ws,
-                {
-                    "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                    "deletionPolicy": "Cascade",
-                    "dataPolicy": "Delete",
-                },
-            )
+            kinds.create("workspaces", ws, workspace_spec(redis_ref))
         kinds.create(
             "workflowlibraries",
             "team",
