@@ -267,6 +267,7 @@ NAMESPACED_RULES = (
     | {("codemode.dev", f"{k}/finalizers", "update") for k in KINDS}
     | {("", "pods", v) for v in ("create", "get", "list", "watch", "patch", "delete")}
     | {("", "services", v) for v in ("create", "delete")}
+    | {("discovery.k8s.io", "endpointslices", v) for v in ("create", "patch", "delete")}
     | {("", "secrets", v) for v in ("create", "get", "update", "patch")}
     | {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
     | {("networking.k8s.io", "networkpolicies", v) for v in ("create", "update")}
