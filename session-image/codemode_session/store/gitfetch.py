@@ -238,26 +238,29 @@ class _Git:
         """Classify git's stderr into one line a user can act on."""
         low = stderr.decode(errors="replace").lower()
         url = self.shown_url
+        # HTTP statuses only as git reports them: a bare "401" also matches a URL's port
+        # (127.0.0.1:40177), which made a missing repository an authentication failure.
+        status = {int(code) for code in re.findall(r"(?:returned error|http)[: ]+(\d{3})\b", low)}
         if any(
             s in low
             for s in (
                 "authentication failed",
                 "could not read username",
                 "could not read password",
-                "401",
                 "403 forbidden",
-                "the requested url returned error: 403",
             )
-        ):
+        ) or status & {401, 403}:
             return GitAuthError(f"git authentication failed for {url} (check the credentials)")
-        if any(
-            s in low
-            for s in (
-                "not found",
-                "does not appear to be a git repository",
-                "404",
-                "no such file or directory",
+        if (
+            any(
+                s in low
+                for s in (
+                    "not found",
+                    "does not appear to be a git repository",
+                    "no such file or directory",
+                )
             )
+            or 404 in status
         ) and ("remote ref" not in low):
             return GitError(f"git repository not found: {url}")
         if any(
