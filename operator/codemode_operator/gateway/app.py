@@ -98,16 +98,8 @@ class Gateway:
                 route, _header(scope, WORKSPACE_HEADER), lambda: self._may_create(user, route)
             )
             return await self._forward(scope, receive, send, route, target)
-        except BadRoute as exc:
-            return await _answer(send, 400, {"detail": str(exc)})
-        except Refused as exc:
-            return await _answer(send, exc.status, {"detail": exc.reason})
-        except ApiError as exc:
-            return await _answer(send, 503, {"detail": f"the Kubernetes API answered {exc}; retry"})
-        except httpx.TransportError as exc:
-            return await _answer(
-                send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
-            )
+        except REFUSALS as exc:
+            return await _refuse(send, exc)
 
     async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send, mcp: McpEndpoint) -> int:
         """The MCP endpoint: the caller is authenticated here, as for a session's route,
@@ -123,16 +115,8 @@ class Gateway:
             )
             if bound is not None:
                 await self._authorize(user, Route(namespace, bound, "/"))
-        except BadRoute as exc:
-            return await _answer(send, 400, {"detail": str(exc)})
-        except Refused as exc:
-            return await _answer(send, exc.status, {"detail": exc.reason})
-        except ApiError as exc:
-            return await _answer(send, 503, {"detail": f"the Kubernetes API answered {exc}; retry"})
-        except httpx.TransportError as exc:
-            return await _answer(
-                send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
-            )
+        except REFUSALS as exc:
+            return await _refuse(send, exc)
         session = _header(scope, b"mcp-session-id") or ""
         owner = mcp.replicas.owner(session)[1] if session else None
         if owner is not None and _header(scope, PASSED_ON) is None:
@@ -255,6 +239,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+# What a route, a review or a lookup can fail with, answered alike by every entry point.
+REFUSALS = (BadRoute, Refused, ApiError, httpx.TransportError)
+
+
+async def _refuse(send: Send, exc: Exception) -> int:
+    """The answer to one of REFUSALS: 400 for a bad route, the refusal's own status, 503
+    while the Kubernetes API cannot answer."""
+    if isinstance(exc, BadRoute):
+        return await _answer(send, 400, {"detail": str(exc)})
+    if isinstance(exc, Refused):
+        return await _answer(send, exc.status, {"detail": exc.reason})
+    if isinstance(exc, ApiError):
+        return await _answer(send, 503, {"detail": f"the Kubernetes API answered {exc}; retry"})
+    return await _answer(
+        send, 503, {"detail": f"the Kubernetes API cannot be reached ({exc!r}); retry"}
+    )
 
 
 async def _answer(send: Send, status: int, body: dict[str, Any]) -> int:

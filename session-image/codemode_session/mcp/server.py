@@ -74,6 +74,14 @@ def _where(exc: httpx.TransportError) -> str:
         return "no request"
 
 
+def _tool_error(tool: str, exc: Exception) -> ToolError:
+    """A tool's failure as the MCP tool error the client sees; one we did not expect is
+    logged with its traceback too."""
+    if not isinstance(exc, CodemodeError | httpx.HTTPError):
+        log.warning("tool %s failed", tool, exc_info=exc)
+    return ToolError(describe(exc))
+
+
 def reported(fn: Callable[P, str]) -> Callable[P, str]:
     """Any failure of the tool becomes a tool error carrying its reason."""
 
@@ -84,9 +92,7 @@ def reported(fn: Callable[P, str]) -> Callable[P, str]:
         except ToolError:
             raise
         except Exception as exc:
-            if not isinstance(exc, CodemodeError | httpx.HTTPError):
-                log.warning("tool %s failed", fn.__name__, exc_info=True)
-            raise ToolError(describe(exc)) from exc
+            raise _tool_error(fn.__name__, exc) from exc
 
     return wrapper
 
@@ -101,9 +107,7 @@ def reported_async(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[str
         except ToolError:
             raise
         except Exception as exc:
-            if not isinstance(exc, CodemodeError | httpx.HTTPError):
-                log.warning("tool %s failed", fn.__name__, exc_info=True)
-            raise ToolError(describe(exc)) from exc
+            raise _tool_error(fn.__name__, exc) from exc
 
     return wrapper
 
