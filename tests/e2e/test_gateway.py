@@ -26,8 +26,9 @@ from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
 from tests.e2e.gateway_support import agent_token, gateway_pod
+from tests.e2e.host_operator import admin_secret, host_operator, workspace_spec
 from tests.e2e.hostredis import HostRedis
-from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+from tests.k8s.operator_fixture import Kinds, install_crds, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,25 +47,10 @@ def env(
     api = cluster.api_client()
     install_crds(cluster.kubeconfig, api)
     kinds = Kinds(api, namespace)
-    kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        [namespace],
-        log_dir=tmp_path,
-        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
-    )
+    redis_ref = admin_secret(kinds, host_redis.url)
+    operator = host_operator(cluster, namespace, project_images["session"], tmp_path)
     with operator:
-        kinds.create(
-            "workspaces",
-            WORKSPACE,
-            {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "deletionPolicy": "Cascade",
-                "dataPolicy": "Delete",
-            },
-        )
+        kinds.create("workspaces", WORKSPACE, workspace_spec(redis_ref))
         for name in ("a", "b"):
             kinds.create("codesessions", name, {"workspaceRef": WORKSPACE})
         token = agent_token(cluster.kubeconfig, kinds, "a")

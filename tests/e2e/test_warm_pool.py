@@ -7,7 +7,7 @@ resumes takes a warm pod and gets its variables back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ import pytest
 from codemode_operator.sessions import Sessions
 
 from tests.cluster.pytest_plugin import Cluster
+from tests.e2e.host_operator import operator_workspace, run, wait
 from tests.e2e.hostredis import HostRedis
-from tests.k8s.operator_fixture import Kinds, OperatorProcess, install_crds, wait_for
+from tests.k8s.operator_fixture import Kinds, OperatorProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -74,46 +75,17 @@ def env(
     host_redis: HostRedis,
     tmp_path: Path,
 ) -> Iterator[tuple[Kinds, Sessions, OperatorProcess]]:
-    api = cluster.api_client()
-    install_crds(cluster.kubeconfig, api)
-    kinds = Kinds(api, namespace)
-    kinds.core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "redis-admin"}, "stringData": {"url": host_redis.url}}
-    )
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        [namespace],
-        log_dir=tmp_path,
-        env={"CODEMODE_SESSION_IMAGE": project_images["session"], "SESSION_POLL_SECONDS": "1"},
-    )
-    with operator:
-        kinds.create(
-            "workspaces",
-            WORKSPACE,
-            {
-                "redis": {"urlSecretRef": {"name": "redis-admin", "key": "url"}},
-                "warmPool": {"size": POOL},
-                "limits": {"maxSessions": 6},
-                "deletionPolicy": "Cascade",
-                "dataPolicy": "Delete",
-            },
-        )
-        sessions = Sessions(namespace=namespace, api=api)
-        try:
-            yield kinds, sessions, operator
-        finally:
-            sessions.close()
-
-
-def run(sessions: Sessions, name: str, code: str) -> Any:
-    with sessions.connect(name) as client:
-        result = client.execute(code)
-    assert result.error is None, result.error
-    return result.value
-
-
-def wait(op: OperatorProcess, what: str, predicate: Callable[[], Any], timeout: float = 180) -> Any:
-    return wait_for(predicate, timeout, what, op=op)
+    with operator_workspace(
+        cluster,
+        namespace,
+        project_images["session"],
+        host_redis.url,
+        tmp_path,
+        WORKSPACE,
+        warmPool={"size": POOL},
+        limits={"maxSessions": 6},
+    ) as handles:
+        yield handles
 
 
 def through_service(kinds: Kinds, session: str) -> dict[str, Any] | None:
