@@ -26,29 +26,12 @@ from mcp.types import CallToolResult, TextContent
 from tests.e2e import test_gateway
 from tests.e2e.gateway_support import scale_gateway
 from tests.e2e.test_gateway import _service_account_token
+from tests.integration.test_mcp_stdio import CODE_TOOLS, SESSION_TOOLS
 
 pytestmark = pytest.mark.e2e
 env = test_gateway.env  # the fixture: the chart's gateway, sessions a and b, token `agent`
 
-TOOLS = {
-    "run_code",
-    "list_tools",
-    "search_tools",
-    "list_workflows",
-    "search_workflows",
-    "create_workflow",
-    "delete_workflow",
-    "list_artifacts",
-    "list_deps",
-    "add_dep",
-    "remove_dep",
-    "create_session",
-    "list_sessions",
-    "session_history",
-    "fork_session",
-    "suspend_session",
-    "resume_session",
-}
+TOOLS = CODE_TOOLS | SESSION_TOOLS  # codemode mcp's tools, as the stdio tests list them
 
 
 @asynccontextmanager
