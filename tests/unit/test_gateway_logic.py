@@ -12,6 +12,7 @@ from codemode_operator.gateway.auth import (
     CREATE,
     Reviewer,
     claimed_audiences,
+    claimed_expiry,
     session_audience,
     workspace_audience,
 )
@@ -132,7 +133,11 @@ class ScopedReviews:
     async def call(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
         spec = body["spec"]
         self.specs.append(spec)
-        issued_for = {"good": [None], "scoped": [session_audience("t", "a")]}.get(spec["token"])
+        issued: dict[str, list[str | None]] = {
+            "good": [None],
+            "scoped": [session_audience("t", "a")],
+        }
+        issued_for = issued.get(spec["token"])
         wanted = spec.get("audiences", [None])
         matching = [a for a in wanted if issued_for and a in issued_for]
         status: dict[str, Any] = {"authenticated": bool(matching), "user": {"username": "u"}}
@@ -164,3 +169,65 @@ def test_the_audiences_a_token_claims_are_read_without_trusting_them() -> None:
     for bad in ("not-a-token", "a.!!!.c", "a.e30", ""):
         assert claimed_audiences(bad) == []
     assert workspace_audience("t", "w") == "codemode.dev/v1/namespaces/t/workspaces/w"
+
+
+def _token(claims: dict[str, Any], name: str = "good") -> str:
+    """A JWT-shaped token whose signature part names it for Reviews/ExpiringReviews."""
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"e30.{payload}.{name}"
+
+
+class ExpiringReviews:
+    """The API server, taking every token whatever its exp (as it does within its leeway)."""
+
+    def __init__(self) -> None:
+        self.reviews = 0
+
+    async def call(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
+        self.reviews += 1
+        return {"status": {"authenticated": True, "user": {"username": "u"}}}
+
+
+async def test_a_review_is_never_reused_past_the_tokens_own_exp() -> None:
+    """The cache keeps an answer for min(ttl, exp - now): a token that expires in 4 s is
+    taken for 4 s, not the 10 s of the cache, and then refused without a review."""
+    mono, wall = [100.0], [1_000_000.0]
+    api = ExpiringReviews()
+    reviewer = Reviewer(api, ttl=10, clock=lambda: mono[0], wall=lambda: wall[0])  # type: ignore[arg-type]
+
+    def later(seconds: float) -> None:
+        mono[0] += seconds
+        wall[0] += seconds
+
+    short = _token({"exp": wall[0] + 4})
+    assert await reviewer.authenticate(short) is not None
+    later(3.9)
+    assert await reviewer.authenticate(short) is not None
+    assert api.reviews == 1  # from the cache
+    later(0.1)  # exp itself: no longer valid
+    assert await reviewer.authenticate(short) is None
+    later(60)
+    assert await reviewer.authenticate(short) is None
+    assert api.reviews == 1  # an expired token is refused before any review
+
+    # A token that outlives the cache keeps the plain ttl; one without a readable exp too.
+    for claims in ({"exp": wall[0] + 3600}, {"sub": "u"}, {"exp": "soon"}, {"exp": True}):
+        token = _token(claims, name=str(claims))
+        reviews = api.reviews
+        assert await reviewer.authenticate(token) is not None
+        later(9.9)
+        assert await reviewer.authenticate(token) is not None
+        assert api.reviews == reviews + 1
+        later(0.1)
+        assert await reviewer.authenticate(token) is not None
+        assert api.reviews == reviews + 2  # reviewed again after ttl
+    assert await reviewer.authenticate("not-a-jwt") is not None  # no exp: the API decides
+
+
+def test_the_expiry_a_token_claims_is_read_without_trusting_it() -> None:
+    assert claimed_expiry(_token({"exp": 1700000000})) == 1700000000.0
+    assert claimed_expiry(_token({"exp": 1.5})) == 1.5
+    for claims in ({}, {"exp": None}, {"exp": "1"}, {"exp": False}, {"exp": [1]}):
+        assert claimed_expiry(_token(claims)) is None
+    for bad in ("not-a-token", "a.!!!.c", "a.e30", ""):
+        assert claimed_expiry(bad) is None

@@ -3,7 +3,10 @@
 
 A review is a round trip to the API server; remembering its answer keeps it off the path
 of all but the first request of a burst. The price: a token revoked, or a Role removed,
-still works for at most `ttl` seconds on a gateway replica that saw it work.
+still works for at most `ttl` seconds on a gateway replica that saw it work. A token's
+own expiry is never stretched by the cache: an answer is kept until the token's `exp` at
+the latest, and a token whose `exp` has passed is refused without a review (the API
+server would still take it for a minute: its leeway for clock skew).
 """
 
 from __future__ import annotations
@@ -38,18 +41,32 @@ def workspace_audience(namespace: str, workspace: str) -> str:
     return f"{GROUP}/v1/namespaces/{namespace}/workspaces/{workspace}"
 
 
-def claimed_audiences(token: str) -> list[str]:
-    """The `aud` a JWT says it has, unverified: only to know which audience to ask the
-    API server to review it for."""
+def _claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, unverified ({} when it has none that parses)."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        aud = claims.get("aud") if isinstance(claims, dict) else None
     except (IndexError, ValueError):
-        return []
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def claimed_audiences(token: str) -> list[str]:
+    """The `aud` a JWT says it has, unverified: only to know which audience to ask the
+    API server to review it for."""
+    aud = _claims(token).get("aud")
     if isinstance(aud, str):
         return [aud]
     return [a for a in aud if isinstance(a, str)] if isinstance(aud, list) else []
+
+
+def claimed_expiry(token: str) -> float | None:
+    """The `exp` a JWT says it has (seconds since the epoch), unverified: it can only
+    shorten how long the gateway takes the token, never make a review unnecessary."""
+    exp = _claims(token).get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    return float(exp)
 
 
 @dataclass(frozen=True)
@@ -67,20 +84,23 @@ class Decision:
 
 
 class _Ttl:
+    """Answers kept for `ttl` seconds, or less when `put` is given a shorter lifetime."""
+
     def __init__(self, ttl: float, clock: Callable[[], float]) -> None:
         self.ttl, self.clock = ttl, clock
         self.entries: dict[Any, tuple[float, Any]] = {}
 
     def get(self, key: Any) -> Any:
         found = self.entries.get(key)
-        if found is None or found[0] < self.clock():
+        if found is None or found[0] <= self.clock():
             return None
         return found[1]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, lifetime: float | None = None) -> None:
         if len(self.entries) >= MAX_ENTRIES:
             self.entries.clear()
-        self.entries[key] = (self.clock() + self.ttl, value)
+        ttl = self.ttl if lifetime is None else min(self.ttl, lifetime)
+        self.entries[key] = (self.clock() + ttl, value)
 
 
 def token_key(token: str) -> str:
@@ -90,20 +110,31 @@ def token_key(token: str) -> str:
 
 class Reviewer:
     def __init__(
-        self, api: KubeApi, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        api: KubeApi,
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        self.api = api
+        """`clock` times the cache; `wall` (the epoch's clock) is what `exp` is read
+        against."""
+        self.api, self.wall = api, wall
         self._users = _Ttl(ttl, clock)
         self._decisions = _Ttl(ttl, clock)
 
     async def authenticate(self, token: str, audience: str | None = None) -> User | None:
         """The token's user, or None when the API server does not accept the token
         (forged, expired, of a deleted ServiceAccount); with `audience`, a token issued
-        for that audience (and no other check than the API server's own)."""
+        for that audience (and no other check than the API server's own). A token is
+        taken until its `exp` at the latest, however long ago it was reviewed."""
         key = (token_key(token), audience)
         cached = self._users.get(key)
-        if cached is not None:
+        if cached is not None:  # kept no longer than the token's exp (below)
             return cached if isinstance(cached, User) else None
+        expiry = claimed_expiry(token)
+        left = None if expiry is None else expiry - self.wall()
+        if left is not None and left <= 0:
+            return None
         spec: dict[str, Any] = {"token": token}
         if audience is not None:
             spec["audiences"] = [audience]
@@ -124,7 +155,7 @@ class Reviewer:
                 groups=tuple(info.get("groups") or ()),
                 extra=tuple(sorted((k, tuple(v)) for k, v in (info.get("extra") or {}).items())),
             )
-        self._users.put(key, user)
+        self._users.put(key, user, left)
         return user if isinstance(user, User) else None
 
     async def authorize(
