@@ -165,3 +165,46 @@ def agent_token(kubeconfig: Path, kinds: Kinds, session: str) -> str:
         "agent", kinds.namespace, request
     ).status.token
     return token
+
+
+def service_account_key() -> Path | None:
+    """The key our local node cluster's API server signs ServiceAccount tokens with
+    (tests/cluster/pki.py), None for a cluster someone else runs (CODEMODE_KUBECONFIG)."""
+    import os
+
+    from tests.cluster.layout import layout
+
+    key = layout("node").pki / "sa.key"
+    return None if os.environ.get("CODEMODE_KUBECONFIG") or not key.exists() else key
+
+
+def reminted(token: str, key: Path, **times: int) -> str:
+    """`token` (one the API server issued) with its times replaced (exp, iat, nbf:
+    seconds since the epoch) and a new jti, signed again with the cluster's own key: a
+    token the API server takes exactly as far as those times let it, nothing else
+    changed (iss, aud, sub, the kubernetes.io claim, the header and its kid)."""
+    import base64
+    import json
+    import uuid
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    def unb64(part: str) -> Any:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    head, payload, _ = token.split(".")
+    header = unb64(head)
+    assert header.get("alg") == "ES256", header  # the cluster's key is EC P-256
+    claims = {**unb64(payload), **times}
+    if "jti" in claims:
+        claims["jti"] = str(uuid.uuid4())
+    signing_input = f"{head}.{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    r, s = decode_dss_signature(private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"

@@ -25,7 +25,7 @@ from codemode_session.results import ExecuteResult
 from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
-from tests.e2e.gateway_support import agent_token, gateway_pod
+from tests.e2e.gateway_support import agent_token, gateway_pod, reminted, service_account_key
 from tests.e2e.host_operator import admin_secret, host_operator, workspace_spec
 from tests.e2e.hostredis import HostRedis
 from tests.k8s.operator_fixture import Kinds, install_crds, wait_for
@@ -99,6 +99,7 @@ def test_gateway_end_to_end(env: dict[str, Any]) -> None:
     codemode_exec_uses_the_gateway_and_metrics_count(env)
     a_suspended_session_resumes_on_request(env)
     a_session_is_created_on_first_use_when_the_caller_may(env)
+    an_expired_token_answers_401(env)  # last: it skips on a cluster whose key is not ours
 
 
 def rbac_decides(env: dict[str, Any]) -> None:
@@ -166,6 +167,44 @@ def a_revoked_token_stops_working_within_the_review_cache_time(env: dict[str, An
         interval=0.5,
     )
     assert time.monotonic() - revoked < 10 + 5
+
+
+def an_expired_token_answers_401(env: dict[str, Any]) -> None:
+    """Tokens the API server issues live 10 minutes at least, so the agent's token is
+    signed again with the cluster's own key and other times. Valid (exp in 10 minutes):
+    200. Expired an hour ago: the API server refuses it, and so does the gateway (401).
+    Expired 30 s ago: the API server still takes it (a minute's leeway for clock skew),
+    the gateway does not. One that expires while its review is cached stops working at
+    its exp, not when the cache (10 s) would let it go."""
+    key = service_account_key()
+    if key is None:
+        pytest.skip("expired tokens: the cluster's signing key is not ours (CODEMODE_KUBECONFIG)")
+    kinds, token = env["kinds"], env["token"]
+    reviews = client.AuthenticationV1Api(kinds.core.api_client)
+
+    def answer(minted: str) -> httpx.Response:
+        return httpx.get(_url(env, "a") + "/health", headers=_bearer(minted))
+
+    def api_server_takes(minted: str) -> bool:
+        return bool(reviews.create_token_review({"spec": {"token": minted}}).status.authenticated)
+
+    now = int(time.time())
+    valid = reminted(token, key, iat=now, nbf=now, exp=now + 600)
+    assert api_server_takes(valid)
+    assert answer(valid).status_code == 200, answer(valid).text  # the minting is right
+    for ago in (3600, 30):
+        expired = reminted(token, key, iat=now - 600 - ago, nbf=now - 600 - ago, exp=now - ago)
+        assert api_server_takes(expired) == (ago < 60), ago
+        refused = answer(expired)
+        assert refused.status_code == 401, (ago, refused.text)
+        assert "not valid (expired" in refused.json()["detail"]
+
+    now = int(time.time())
+    short = reminted(token, key, iat=now, nbf=now, exp=now + 4)
+    assert answer(short).status_code == 200  # reviewed, and cached until its exp
+    time.sleep(max(0.0, now + 4.2 - time.time()))
+    assert api_server_takes(short)
+    assert answer(short).status_code == 401
 
 
 def streams_and_files_pass_through(env: dict[str, Any]) -> None:
