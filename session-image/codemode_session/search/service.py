@@ -15,11 +15,12 @@ import logging
 import os
 import time
 from collections.abc import Collection, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from codemode_session.errors import CodemodeError
-from codemode_session.search import vectors
+from codemode_session.search import pool, vectors
 from codemode_session.search.embedder import Embedder, get_embedder
 from codemode_session.search.ranking import Document, Index
 from codemode_session.storage.base import Storage
@@ -53,10 +54,16 @@ def content_hash(model: str, text: str) -> str:
 
 
 async def _vectors(
-    storage: Storage, index: str, texts: Mapping[str, str], embedder: Embedder
+    storage: Storage,
+    index: str,
+    texts: Mapping[str, str],
+    embedder: Embedder,
+    bulk: bool = False,
 ) -> dict[str, Any]:
     """A vector for every text: from memory, else the storage's cache, else the model
-    (then written to the cache). Memory forgets names that are gone."""
+    (then written to the cache). Memory forgets names that are gone. `bulk` (a
+    bootstrap) spreads the model's work over processes (search/pool.py) and writes
+    the cache chunk by chunk as they finish."""
     import numpy as np
 
     memory = _memory.setdefault((storage.description, index), {})
@@ -84,17 +91,26 @@ async def _vectors(
                 found[name] = vector
                 memory[name] = (hashes[name], vector, texts[name])
     todo = [n for n in texts if n not in found]
-    if todo:
-        embedded = await asyncio.to_thread(embedder.documents, [texts[n] for n in todo])
+    if not todo:
+        return found
+
+    async def keep(names: list[str], embedded: Any) -> None:
         records: dict[str, bytes] = {}
-        for name, vector in zip(todo, embedded, strict=True):
+        for name, vector in zip(names, embedded, strict=True):
             vector = np.ascontiguousarray(vector, dtype=np.float32)
             found[name] = vector
             memory[name] = (hashes[name], vector, texts[name])
             if vectors.NAME_RE.match(name):
                 records[name] = vectors.encode(embedder.name, hashes[name], vector.tobytes())
-        if store is not None:
+        if store is not None and records:
             await _guarded(store.put(records), None)
+
+    if not bulk:
+        await keep(todo, await asyncio.to_thread(embedder.documents, [texts[n] for n in todo]))
+        return found
+    async with aclosing(pool.embed_chunks([texts[n] for n in todo], embedder)) as chunks:
+        async for start, embedded in chunks:
+            await keep(todo[start : start + len(embedded)], embedded)
     return found
 
 
@@ -229,19 +245,23 @@ async def search_tools(
 
 
 async def workflows_changed(
-    storage: Storage, saved: Iterable[Workflow] = (), deleted: Collection[str] = ()
+    storage: Storage,
+    saved: Iterable[Workflow] = (),
+    deleted: Collection[str] = (),
+    bulk: bool = False,
 ) -> None:
     """Keep the workflow vectors in step with a create, delete or bootstrap: new texts
-    are embedded now (not by the next search), deleted names leave the cache. Never
-    fails the write it follows: a vector missed here is made by the next search."""
+    are embedded now (not by the next search), deleted names leave the cache; `bulk`
+    (a bootstrap: no query waits on this process) over several processes. Never fails
+    the write it follows: a vector missed here is made by the next search."""
     try:
-        await _workflows_changed(storage, saved, deleted)
+        await _workflows_changed(storage, saved, deleted, bulk)
     except Exception:
         log.exception("search vectors not updated")
 
 
 async def _workflows_changed(
-    storage: Storage, saved: Iterable[Workflow], deleted: Collection[str]
+    storage: Storage, saved: Iterable[Workflow], deleted: Collection[str], bulk: bool
 ) -> None:
     _stale(storage)
     store = vectors.vector_store(storage, vectors.WORKFLOWS)
@@ -254,14 +274,16 @@ async def _workflows_changed(
     embedder = get_embedder()
     texts = {w.name: workflow_text(w) for w in saved}
     if embedder is not None and texts:
-        await _vectors_only(storage, texts, embedder)
+        await _vectors_only(storage, texts, embedder, bulk)
 
 
-async def _vectors_only(storage: Storage, texts: Mapping[str, str], embedder: Embedder) -> None:
+async def _vectors_only(
+    storage: Storage, texts: Mapping[str, str], embedder: Embedder, bulk: bool
+) -> None:
     """_vectors for some names, keeping what memory holds for the others."""
     key = (storage.description, vectors.WORKFLOWS)
     kept = dict(_memory.get(key, {}))
-    await _vectors(storage, vectors.WORKFLOWS, texts, embedder)
+    await _vectors(storage, vectors.WORKFLOWS, texts, embedder, bulk)
     _memory[key] = {**kept, **_memory.get(key, {})}
 
 

@@ -196,7 +196,7 @@ async def bootstrap_workflows(
 
     result = await storage.transaction(decide, f"bootstrap of library {library!r}")
     if wanted is not None:  # published something: its search vectors follow
-        await workflows_changed(storage, saved=wanted.values(), deleted=removed)
+        await workflows_changed(storage, saved=wanted.values(), deleted=removed, bulk=True)
         await prune_workflow_vectors(storage, [w.name for w in await storage.list_workflows()])
     return result
 
