@@ -101,6 +101,12 @@ def gateway_pod(kubeconfig: Path, kinds: Kinds, operator_image: str) -> Iterator
                     _kubectl(kubeconfig, "delete", m["kind"].lower(), m["metadata"]["name"])
 
 
+def gateway_logs(kubeconfig: Path, namespace: str) -> str:
+    """What the gateway pods of `namespace` logged."""
+    selector = "app.kubernetes.io/component=gateway"
+    return _kubectl(kubeconfig, "-n", namespace, "logs", "-l", selector, "--tail=-1")
+
+
 def scale_gateway(kubeconfig: Path, kinds: Kinds, replicas: int) -> list[str]:
     """The gateway scaled to `replicas` pods, all Ready: their addresses."""
     selector = "app.kubernetes.io/component=gateway"

@@ -25,7 +25,13 @@ from codemode_session.results import ExecuteResult
 from kubernetes import client
 
 from tests.cluster.pytest_plugin import Cluster
-from tests.e2e.gateway_support import agent_token, gateway_pod, reminted, service_account_key
+from tests.e2e.gateway_support import (
+    agent_token,
+    gateway_logs,
+    gateway_pod,
+    reminted,
+    service_account_key,
+)
 from tests.e2e.host_operator import admin_secret, host_operator, workspace_spec
 from tests.e2e.hostredis import HostRedis
 from tests.k8s.operator_fixture import Kinds, install_crds, wait_for
@@ -98,7 +104,8 @@ def test_gateway_end_to_end(env: dict[str, Any]) -> None:
     streams_and_files_pass_through(env)
     codemode_exec_uses_the_gateway_and_metrics_count(env)
     a_suspended_session_resumes_on_request(env)
-    a_session_is_created_on_first_use_when_the_caller_may(env)
+    maker = a_session_is_created_on_first_use_when_the_caller_may(env)
+    a_deleted_session_is_refused_at_once(env, maker)
     an_expired_token_answers_401(env)  # last: it skips on a cluster whose key is not ours
 
 
@@ -283,7 +290,8 @@ def codemode_exec_uses_the_gateway_and_metrics_count(env: dict[str, Any]) -> Non
     assert 'codemode_gateway_requests_total{method="POST",status="200"}' in metrics
 
 
-def a_session_is_created_on_first_use_when_the_caller_may(env: dict[str, Any]) -> None:
+def a_session_is_created_on_first_use_when_the_caller_may(env: dict[str, Any]) -> str:
+    """...and the token of the caller that may (it may use every session)."""
     kinds, namespace = env["kinds"], env["namespace"]
     # The agent may not create CodeSessions: naming a workspace changes nothing.
     agent = Sessions(namespace=namespace, gateway=env["gateway"], token=env["token"])
@@ -299,6 +307,26 @@ def a_session_is_created_on_first_use_when_the_caller_may(env: dict[str, Any]) -
     with sessions.connect("c", workspace=WORKSPACE, timeout=180) as client:
         assert client.execute("'made'").value == "made"
     assert kinds.get("codesessions", "c")["spec"]["workspaceRef"] == WORKSPACE
+    return maker
+
+
+def a_deleted_session_is_refused_at_once(env: dict[str, Any], token: str) -> None:
+    """The gateway watches CodeSessions: c is refused as soon as it is deleted (409 while
+    the operator's finalizer holds it, then 404), where a lookup cache would have routed
+    to it for seconds, to its pod while it lived, then answered 503."""
+    url = _url(env, "c") + "/health"
+    assert httpx.get(url, headers=_bearer(token)).status_code == 200  # its address known
+    env["kinds"].delete("codesessions", "c")
+    deleted = time.monotonic()
+    wait_for(
+        lambda: httpx.get(url, headers=_bearer(token)).status_code in (404, 409),
+        10,
+        "c refused",
+        interval=0.05,
+    )
+    assert time.monotonic() - deleted < 2
+    # ... and that was the watch's doing: it never broke (it needs list and watch).
+    assert "the watch broke" not in gateway_logs(env["kubeconfig"], env["namespace"])
 
 
 def _service_account_token(env: dict[str, Any], name: str, rules: list[Any]) -> str:

@@ -622,9 +622,9 @@ GATEWAY_REVIEWS = {
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
 }
-GATEWAY_RULES = {("codemode.dev", "codesessions", v) for v in ("get", "create", "patch")} | {
-    ("", r, "get") for r in ("secrets", "pods")
-}
+GATEWAY_RULES = {
+    ("codemode.dev", "codesessions", v) for v in ("get", "list", "watch", "create", "patch")
+} | {("", r, "get") for r in ("secrets", "pods")}
 
 
 def test_gateway_is_on_by_default_with_two_replicas_and_least_privilege(helm: str) -> None:

@@ -55,3 +55,10 @@ def test_replicas_pass_mcp_requests_on_with_their_address_and_shared_key() -> No
     assert env["GATEWAY_POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     key = env["GATEWAY_REPLICA_KEY"]["valueFrom"]["secretKeyRef"]
     assert key == {"name": "codemode-gateway", "key": "replica-key"}
+
+
+def test_the_gateway_watches_the_sessions_of_the_operators_namespaces() -> None:
+    for values, namespaces in [((), ""), (("--set", "watchNamespaces={a,b}"), "a,b")]:
+        container, _, _ = _gateway(*values)
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["GATEWAY_NAMESPACES"] == namespaces

@@ -53,8 +53,8 @@ def _closed_port() -> int:
 
 
 class StandIn:
-    """alice may use `a`, `t` (terminated), `down` (unreachable) and `c` (missing);
-    she may not create sessions; the API fails for `broken`."""
+    """alice may use `a`, `t` (terminated), `gone` (being deleted), `down` (unreachable)
+    and `c` (missing); she may not create sessions; the API fails for `broken`."""
 
     async def call(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
         if path.endswith("/tokenreviews"):
@@ -62,7 +62,7 @@ class StandIn:
             return {"status": {"authenticated": ok, "user": {"username": "alice"}}}
         if path.endswith("/subjectaccessreviews"):
             attrs = body["spec"]["resourceAttributes"]
-            return {"status": {"allowed": attrs.get("name") in ("a", "t", "down", "c")}}
+            return {"status": {"allowed": attrs.get("name") in ("a", "t", "gone", "down", "c")}}
         found = await self.get_or_none(path)
         if found is None:
             raise ApiError(404, "not found")
@@ -73,10 +73,14 @@ class StandIn:
         if "/codesessions/" in path:
             if name == "broken":
                 raise ApiError(500, "etcd is down")
-            phase = {"a": "Ready", "down": "Ready", "t": "Terminated"}.get(name)
+            phase = {"a": "Ready", "down": "Ready", "t": "Terminated", "gone": "Ready"}.get(name)
             if phase is None:
                 return None
-            return {"status": {"phase": phase, "podName": name, "tokenSecret": "s"}}
+            meta = {"deletionTimestamp": "2026-01-01T00:00:00Z"} if name == "gone" else {}
+            return {
+                "metadata": meta,
+                "status": {"phase": phase, "podName": name, "tokenSecret": "s"},
+            }
         if "/secrets/" in path:
             return {"data": {"token": base64.b64encode(b"session-token").decode()}}
         return None
@@ -109,6 +113,7 @@ SESSION_CASES: list[tuple[str, str, dict[str, str], int]] = [
     ("GET", f"{NS}/c/health", AUTH, 404),
     ("GET", f"{NS}/c/health", {**AUTH, "X-Codemode-Workspace": "w"}, 403),
     ("GET", f"{NS}/t/health", AUTH, 409),
+    ("GET", f"{NS}/gone/health", AUTH, 409),
     ("GET", f"{NS}/down/health", AUTH, 503),
 ]
 

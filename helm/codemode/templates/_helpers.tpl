@@ -162,9 +162,10 @@ app.kubernetes.io/component: gateway
 {{/* What the gateway reads and does in each namespace it serves: a session (created on
 first use, resumed when suspended), its token Secret and its pod's address. */}}
 {{- define "codemode.rbac.gatewayRules" -}}
+# list and watch: the gateway keeps the sessions it routes to from a watch.
 - apiGroups: ["codemode.dev"]
   resources: ["codesessions"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets", "pods"]
   verbs: ["get"]

@@ -2,8 +2,10 @@
 
 GATEWAY_PORT (8080); GATEWAY_METRICS_PORT (9090: Prometheus metrics, on a port apart from
 the one callers and an Ingress reach; 0: none); GATEWAY_AUTH_CACHE_SECONDS (10: how long a
-TokenReview or SubjectAccessReview answer is reused); GATEWAY_SESSION_CACHE_SECONDS (5: a
-session's address); GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to
+TokenReview or SubjectAccessReview answer is reused); GATEWAY_NAMESPACES (the namespaces
+whose CodeSessions it watches, comma-separated; empty: every namespace);
+GATEWAY_SESSION_CACHE_SECONDS (5: how long a session's address is reused while that watch
+is out of step); GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to
 resume or start); GATEWAY_MCP (on: the MCP endpoint at /mcp/v1/namespaces/...; off: none);
 GATEWAY_POD_IP and GATEWAY_REPLICA_KEY (a secret all replicas share): with both, an MCP
 request reaching a replica that does not hold its session is passed on to the one that does.
@@ -19,6 +21,7 @@ from prometheus_client import start_http_server
 from codemode_operator.gateway import metrics
 from codemode_operator.gateway.app import Gateway
 from codemode_operator.gateway.auth import Reviewer
+from codemode_operator.gateway.informer import Informer
 from codemode_operator.gateway.kubeapi import KubeApi
 from codemode_operator.gateway.targets import Targets
 from codemode_operator.gateway.upstream import Upstream
@@ -29,6 +32,9 @@ def build() -> Gateway:
     # A streamed run may print nothing for minutes: no read timeout towards sessions.
     upstream = Upstream(connect_timeout=10.0)
     wait = float(os.environ.get("GATEWAY_WAIT_SECONDS", "120"))
+    namespaces = [
+        n.strip() for n in os.environ.get("GATEWAY_NAMESPACES", "").split(",") if n.strip()
+    ]
     mcp = None
     if os.environ.get("GATEWAY_MCP", "on") != "off":
         from codemode_operator.gateway.mcp import GatewayBackend, McpEndpoint, Replicas
@@ -46,6 +52,7 @@ def build() -> Gateway:
             api,
             ttl=float(os.environ.get("GATEWAY_SESSION_CACHE_SECONDS", "5")),
             wait=wait,
+            informer=Informer(api, namespaces or None),
         ),
         upstream,
         mcp,

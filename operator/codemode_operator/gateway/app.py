@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from codemode_operator import GROUP, VERSION
 from codemode_operator.gateway import metrics
 from codemode_operator.gateway.auth import (
     CREATE,
@@ -69,11 +68,13 @@ class Gateway:
         metrics.requests(scope["method"], status).inc()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Start and stop the MCP endpoint's sessions with the server."""
+        """Start and stop the watch of CodeSessions and the MCP endpoint's sessions with
+        the server."""
         async with contextlib.AsyncExitStack() as stack:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    await stack.enter_async_context(self.targets.running())
                     if self.mcp is not None:
                         await stack.enter_async_context(self.mcp.running())
                     await send({"type": "lifespan.startup.complete"})
@@ -179,9 +180,7 @@ class Gateway:
         if not any(a.startswith(prefix) for a in claimed):
             return None
         # The session's workspace; for a session still to be created, the one named.
-        found = await self.targets.api.get_or_none(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{route.namespace}/codesessions/{route.name}"
-        )
+        found = await self.targets.session(route.namespace, route.name)
         workspace = ((found or {}).get("spec") or {}).get("workspaceRef")
         if found is None:
             workspace = _header(scope, WORKSPACE_HEADER)

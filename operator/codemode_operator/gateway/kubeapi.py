@@ -7,7 +7,9 @@ client is (the pod's ServiceAccount, else the kubeconfig).
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +24,13 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status, self.message = status, message
+
+
+class Gone(ApiError):
+    """A watch's resourceVersion is too old (410 Gone): list again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(410, message)
 
 
 class KubeApi:
@@ -74,6 +83,24 @@ class KubeApi:
             if exc.status == 404:
                 return None
             raise
+
+    async def watch(
+        self, path: str, params: dict[str, str], timeout: httpx.Timeout
+    ) -> AsyncIterator[Obj]:
+        """A watch's events as they arrive (one JSON object a line); 410 raises Gone."""
+        async with self.http.stream(
+            "GET", path, params=params, headers=self._auth(), timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                text = (await response.aread()).decode(errors="replace")[:200]
+                if response.status_code == 410:
+                    raise Gone(text)
+                raise ApiError(response.status_code, text)
+            async for line in response.aiter_lines():
+                if line.strip():
+                    event = json.loads(line)
+                    if isinstance(event, dict):
+                        yield event
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -20,7 +20,7 @@ SESSION_ANSWERS = {
     "CodeSessions.",
     404: "The session does not exist (and no X-Codemode-Workspace names where to create "
     "it), or it was deleted while the request waited.",
-    409: "The session is in a final phase (Terminated, Expired).",
+    409: "The session is in a final phase (Terminated, Expired) or is being deleted.",
     503: "The session is not Ready within the wait time, its pod cannot be reached, or the "
     "Kubernetes API cannot: retry after Retry-After seconds.",
 }

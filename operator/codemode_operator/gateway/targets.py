@@ -1,5 +1,13 @@
-"""Where a session's server is and its token: found through the API server, remembered
-for a few seconds, and made to exist and run first when it does not.
+"""Where a session's server is and its token: found through the API server, remembered,
+and made to exist and run first when it does not.
+
+A resolved address is reused while the CodeSession it was read from is unchanged, which
+the gateway's watch of CodeSessions (informer.py) tells without a request: the same uid,
+phase, pod, token Secret and pod version. A deleted session, a replaced pod or a new
+token is a change, so the next request looks the session up again. A session the watch
+has not shown yet (just created) is read with a GET; and while the watch is out of step
+(broken, reconnecting), a resolved address is reused for `ttl` seconds only, as without
+a watch.
 
 A suspended session is resumed (spec.suspend: false) and the request waits for it; a
 missing one is created when the request names a workspace and the caller may create
@@ -10,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from codemode_operator import API_VERSION, GROUP, VERSION
+from codemode_operator.gateway.informer import Informer
 from codemode_operator.gateway.kubeapi import ApiError, KubeApi, Obj
 from codemode_operator.gateway.routing import Route
 from codemode_operator.vocabulary import Phase, is_final
@@ -28,6 +38,26 @@ POLL_SECONDS = 0.25
 class Target:
     url: str  # the session server's base URL, its pod's address
     token: str  # the session's own token (never the caller's)
+
+
+@dataclass(frozen=True)
+class _Known:
+    target: Target
+    seen: tuple[Any, ...]  # the session's fingerprint when it was resolved
+    expires: float  # for when no watch vouches for it
+
+
+def fingerprint(session: Obj) -> tuple[Any, ...]:
+    """What a resolved address depends on: when any of it changes, look again."""
+    meta, status = session.get("metadata") or {}, session.get("status") or {}
+    return (
+        meta.get("uid"),
+        meta.get("deletionTimestamp"),
+        status.get("phase"),
+        status.get("podName"),
+        status.get("tokenSecret"),
+        status.get("podResourceVersion"),
+    )
 
 
 class Refused(Exception):
@@ -50,14 +80,40 @@ class Targets:
         ttl: float = 5.0,
         wait: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
+        informer: Informer | None = None,
     ) -> None:
         self.api, self.ttl, self.wait, self.clock = api, ttl, wait, clock
-        self._known: dict[tuple[str, str], tuple[float, Target]] = {}
+        self.informer = informer
+        self._known: dict[tuple[str, str], _Known] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The watch of CodeSessions, if any, for the gateway's lifetime."""
+        if self.informer is None:
+            yield
+            return
+        async with self.informer.running():
+            yield
 
     def forget(self, route: Route) -> None:
         """The remembered address failed (pod replaced or suspended): look it up again."""
         self._known.pop(route.key, None)
+
+    async def session(self, namespace: str, name: str) -> Obj | None:
+        """The CodeSession as the watch last saw it, else as a GET finds it."""
+        if self.informer is not None and self.informer.synced(namespace):
+            found = self.informer.get(namespace, name)
+            if found is not None:
+                return found
+        return await self.api.get_or_none(_session_path(namespace, name))
+
+    def _valid(self, route: Route, known: _Known) -> bool:
+        informer = self.informer
+        if informer is not None and informer.synced(route.namespace):
+            session = informer.get(route.namespace, route.name)
+            return session is not None and fingerprint(session) == known.seen
+        return known.expires > self.clock()
 
     async def resolve(
         self,
@@ -66,16 +122,19 @@ class Targets:
         may_create: Callable[[], Awaitable[bool]] | None = None,
     ) -> Target:
         known = self._known.get(route.key)
-        if known is not None and known[0] > self.clock():
-            return known[1]
+        if known is not None and self._valid(route, known):  # the common case: dict reads
+            return known.target
         lock = self._locks.setdefault(route.key, asyncio.Lock())
         try:
             async with lock:  # one lookup (and one resume or create) per session at a time
                 known = self._known.get(route.key)
-                if known is not None and known[0] > self.clock():
-                    return known[1]
-                target = await self._find(route, workspace, may_create)
-                self._known[route.key] = (self.clock() + self.ttl, target)
+                if known is not None and self._valid(route, known):
+                    return known.target
+                self._known.pop(route.key, None)  # gone or changed: never routed to again
+                target, session = await self._find(route, workspace, may_create)
+                self._known[route.key] = _Known(
+                    target, fingerprint(session), self.clock() + self.ttl
+                )
                 return target
         finally:
             if not lock.locked():  # nobody waits: names seen once must not pile up
@@ -86,10 +145,13 @@ class Targets:
         route: Route,
         workspace: str | None,
         may_create: Callable[[], Awaitable[bool]] | None,
-    ) -> Target:
-        session = await self.api.get_or_none(_session_path(*route.key))
+    ) -> tuple[Target, Obj]:
+        """The session's address and token, and the session they were read from."""
+        session = await self.session(*route.key)
         if session is None:
             session = await self._create(route, workspace, may_create)
+        if (session.get("metadata") or {}).get("deletionTimestamp"):
+            raise Refused(409, f"CodeSession {route.name!r} is being deleted")
         if (session.get("spec") or {}).get("suspend"):
             await self.api.call("PATCH", _session_path(*route.key), {"spec": {"suspend": False}})
         session = await self._wait_ready(route, session)
@@ -100,7 +162,8 @@ class Targets:
         token = ((secret or {}).get("data") or {}).get("token")
         if not token:
             raise Refused(503, f"CodeSession {route.name!r} has no token Secret yet; retry")
-        return Target(await self._address(route, status), base64.b64decode(token).decode())
+        target = Target(await self._address(route, status), base64.b64decode(token).decode())
+        return target, session
 
     async def _create(
         self,
