@@ -57,7 +57,9 @@ def server(redis_server: RedisServer) -> Iterator[ServerProcess]:
 
 
 @contextmanager
-def serving(server: ServerProcess, key: bytes | None = None) -> Iterator[str]:
+def serving(
+    server: ServerProcess, key: bytes | None = None, allow_session_argument: bool = True
+) -> Iterator[str]:
     """A gateway for `server`'s session `a`; with `key`, one replica of several."""
     api = WithBob(server)
     port = int(server.url.rsplit(":", 1)[1])
@@ -72,7 +74,8 @@ def serving(server: ServerProcess, key: bytes | None = None) -> Iterator[str]:
 
     targets._address = address  # type: ignore[method-assign]
     replicas = Replicas(f"127.0.0.1:{gw_port}" if key else None, key)
-    mcp = McpEndpoint(GatewayBackend(own, client.Configuration(), wait=30), replicas)
+    backend = GatewayBackend(own, client.Configuration(), 30, allow_session_argument)
+    mcp = McpEndpoint(backend, replicas)
     app = Gateway(Reviewer(api), targets, Upstream(), mcp)  # type: ignore[arg-type]
     served = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=gw_port, log_level="warning", lifespan="on")
@@ -156,6 +159,36 @@ async def test_the_endpoint_refuses_what_the_routes_refuse(gateway: str) -> None
         async with agent(bound_b, ALICE):
             pass
     assert failed.group_contains(MCPError, match="error response", depth=2)
+
+
+async def test_with_the_session_argument_off_an_endpoint_reaches_its_session_only(
+    server: ServerProcess,
+) -> None:
+    """GATEWAY_MCP_SESSION_ARGUMENT=off: the namespace's endpoint is refused with the
+    reason, and a bound endpoint's calls cannot name another session (refused by the
+    setting, before any lookup or review of that session)."""
+    with serving(server, allow_session_argument=False) as gateway:
+        unbound = f"{gateway}/mcp/v1/namespaces/team"
+        answer = httpx.post(unbound, json=INITIALIZE, headers={"Authorization": f"Bearer {ALICE}"})
+        assert answer.status_code == 403, answer.text
+        assert "bound to one session only" in answer.json()["detail"]
+        assert "/mcp/v1/namespaces/team/codesessions/NAME" in answer.json()["detail"]
+        anonymous = httpx.post(unbound, json=INITIALIZE)
+        assert anonymous.status_code == 401  # who asks is checked first
+
+        async with agent(f"{unbound}/codesessions/a", ALICE) as mcp:
+            assert await mcp.text("run_code", code="6 * 7") == "42"
+            assert await mcp.text("run_code", code="1 + 1", session="a") == "2"  # its own
+            for tool, arguments in [
+                ("run_code", {"code": "1"}),
+                ("list_tools", {}),
+                ("session_history", {}),
+                ("suspend_session", {}),
+            ]:
+                refused = await mcp.error(tool, session="b", **arguments)
+                assert "`session` argument is turned off" in refused, (tool, refused)
+                assert "'a'" in refused
+            assert await mcp.text("run_code", code="'still'") == "still"
 
 
 async def test_an_mcp_session_is_its_openers_only(gateway: str) -> None:

@@ -117,12 +117,15 @@ def _text(result: CallToolResult) -> str:
 
 
 @asynccontextmanager
-async def agent(url: str, token_file: Path) -> AsyncIterator[Agent]:
+async def agent(url: str, token_file: Path, *extra: str) -> AsyncIterator[Agent]:
     """`codemode mcp` spawned by the SDK's stdio client, initialised; on the way out, its
     stderr must show no traceback (a failing tool is an answer, never a crash)."""
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "codemode_session", "mcp", "--url", url, "--token-file", str(token_file)],
+        args=[
+            *("-m", "codemode_session", "mcp", "--url", url, "--token-file", str(token_file)),
+            *extra,
+        ],
         env={"NO_PROXY": "127.0.0.1,localhost"},
     )
     with tempfile.TemporaryFile("w+") as errlog:
@@ -262,6 +265,26 @@ async def test_sessions_create_list_history_fork_and_per_call_choice(connect: Co
         assert forked["messages"] == history["messages"]
         own = await mcp.json("session_history", limit=100)
         assert "where = 'default'" in [m["content"] for m in own["messages"]]
+
+
+async def test_no_session_argument_confines_the_server_to_its_own_session(
+    server: ServerProcess, token_file: Path
+) -> None:
+    async with agent(server.url, token_file, "--no-session-argument") as mcp:
+        assert await mcp.text("run_code", code="where = 'own'\nwhere") == "own"
+        own = (await mcp.json("list_sessions"))["default"]
+        assert await mcp.text("run_code", code="where", session=own) == "own"
+        other = (await mcp.json("create_session"))["session"]  # opened, but unreachable
+        for tool, arguments in [
+            ("run_code", {"code": "1"}),
+            ("list_workflows", {}),
+            ("session_history", {}),
+            ("fork_session", {}),
+        ]:
+            refused = await mcp.error(tool, session=other, **arguments)
+            assert "`session` argument is turned off" in refused, (tool, refused)
+            assert repr(own) in refused and "leave `session` out" in refused
+        assert await mcp.text("run_code", code="where") == "own"
 
 
 async def test_tool_errors_are_readable_and_the_server_goes_on(connect: Connect) -> None:
@@ -479,6 +502,14 @@ async def test_codesession_tools_map_onto_the_sessions_client(server: ServerProc
             before = len(sessions.addressed)
             assert await call("run_code", code="'back'") == (False, "back")
             assert sessions.addressed[before:] == [("agent-1", WORKSPACE)]
+
+            # --no-session-argument: agent-1 only, even though agent-2 exists.
+            backend.allow_session_argument = False
+            error, message = await call("run_code", code="'two'", session="agent-2")
+            assert error and "turned off" in message and "'agent-1'" in message
+            assert await call("run_code", code="'one'", session="agent-1") == (False, "one")
+            error, message = await call("resume_session", session="agent-2")
+            assert error and "turned off" in message
     finally:
         backend.close()
 

@@ -62,3 +62,13 @@ def test_the_gateway_watches_the_sessions_of_the_operators_namespaces() -> None:
         container, _, _ = _gateway(*values)
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["GATEWAY_NAMESPACES"] == namespaces
+
+
+def test_the_session_argument_of_mcp_calls_can_be_turned_off() -> None:
+    for values, setting in [
+        ((), "on"),
+        (("--set", "gateway.mcpAllowSessionArgument=false"), "off"),
+    ]:
+        container, _, _ = _gateway(*values)
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["GATEWAY_MCP_SESSION_ARGUMENT"] == setting

@@ -7,6 +7,8 @@ whose CodeSessions it watches, comma-separated; empty: every namespace);
 GATEWAY_SESSION_CACHE_SECONDS (5: how long a session's address is reused while that watch
 is out of step); GATEWAY_WAIT_SECONDS (120: how long a request waits for a session to
 resume or start); GATEWAY_MCP (on: the MCP endpoint at /mcp/v1/namespaces/...; off: none);
+GATEWAY_MCP_SESSION_ARGUMENT (on; off: MCP endpoints bound to one session only, and no tool
+call may name another in `session`);
 GATEWAY_POD_IP and GATEWAY_REPLICA_KEY (a secret all replicas share): with both, an MCP
 request reaching a replica that does not hold its session is passed on to the one that does.
 """
@@ -41,7 +43,12 @@ def build() -> Gateway:
 
         port = os.environ.get("GATEWAY_PORT", "8080")
         # Tool calls come back through this gateway's own routes, as the caller.
-        backend = GatewayBackend(f"http://127.0.0.1:{port}", api.conf, wait)
+        backend = GatewayBackend(
+            f"http://127.0.0.1:{port}",
+            api.conf,
+            wait,
+            allow_session_argument=os.environ.get("GATEWAY_MCP_SESSION_ARGUMENT", "on") != "off",
+        )
         pod_ip = os.environ.get("GATEWAY_POD_IP")
         key = os.environ.get("GATEWAY_REPLICA_KEY", "").encode() or None
         replicas = Replicas(f"{pod_ip}:{port}" if pod_ip and key else None, key)

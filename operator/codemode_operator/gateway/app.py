@@ -116,6 +116,13 @@ class Gateway:
             )
             if bound is not None:
                 await self._authorize(user, Route(namespace, bound, "/"))
+            elif not mcp.backend.allow_session_argument:
+                raise Refused(
+                    403,
+                    "this gateway serves MCP endpoints bound to one session only (the "
+                    "`session` argument is turned off): connect to "
+                    f"/mcp/v1/namespaces/{namespace}/codesessions/NAME",
+                )
         except REFUSALS as exc:
             return await _refuse(send, exc)
         session = _header(scope, b"mcp-session-id") or ""

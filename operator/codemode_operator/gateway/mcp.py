@@ -3,6 +3,9 @@
 `/mcp/v1/namespaces/{ns}/codesessions/{name}` is bound to one CodeSession (calls go to
 it unless they name another in `session`); `/mcp/v1/namespaces/{ns}` to none (every code
 call names its session). `?workspace=W` lets the bound session be created on first use.
+With the `session` argument turned off (GATEWAY_MCP_SESSION_ARGUMENT=off), only bound
+endpoints are served and a call naming another session is an error: an agent given an
+endpoint reaches that session alone, whatever else its token's RBAC allows.
 
 The gateway's own privileges never reach a session for an MCP caller: each tool call
 runs with the caller's bearer token, kept in a context variable for the request. Code
@@ -98,11 +101,21 @@ class GatewayBackend(Backend):
 
     max_clients = MAX_CLIENTS
 
-    def __init__(self, gateway_url: str, kube_conf: client.Configuration, wait: float) -> None:
+    def __init__(
+        self,
+        gateway_url: str,
+        kube_conf: client.Configuration,
+        wait: float,
+        allow_session_argument: bool = True,
+    ) -> None:
         super().__init__()
         self.gateway_url = gateway_url.rstrip("/")
         self.kube_conf = kube_conf
         self.wait = wait
+        self.allow_session_argument = allow_session_argument
+
+    def bound(self) -> str | None:
+        return _caller().bound
 
     # ---- code tools: through the gateway's own routes, with the caller's token ---------
     def resolve(self, session: str | None) -> SessionClient:

@@ -28,7 +28,9 @@ SESSION_ANSWERS = {
 MCP_GATEWAY_ANSWERS = {
     400: "The path names no namespace or session.",
     401: SESSION_ANSWERS[401],
-    403: "The endpoint is bound to a session that RBAC does not allow the caller to use.",
+    403: "The endpoint is bound to a session that RBAC does not allow the caller to use, "
+    "or it is bound to none and this gateway serves bound endpoints only (the `session` "
+    "argument is turned off).",
     503: "The Kubernetes API cannot be reached, or too many MCP sessions are open: retry.",
 }
 MCP_ANSWERS = {

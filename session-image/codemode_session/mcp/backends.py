@@ -31,7 +31,12 @@ class Unsupported(CodemodeError):
 
 
 class Backend:
-    """Clients by session, created on first use; `call` retries once where that is safe."""
+    """Clients by session, created on first use; `call` retries once where that is safe.
+
+    `allow_session_argument` False confines the server to its own session: a tool call
+    that names another in `session` is an error (`codemode mcp --no-session-argument`,
+    the gateway's `gateway.mcpAllowSessionArgument: false`), so an agent given this
+    server reaches one session whatever else its credentials allow."""
 
     max_clients = MAX_CLIENTS
 
@@ -39,6 +44,23 @@ class Backend:
         self._lock = threading.RLock()
         self._clients: dict[str, SessionClient] = {}
         self._notes: list[str] = []
+        self.allow_session_argument = True
+
+    def bound(self) -> str | None:
+        """The session calls go to without a `session` argument (None: not known yet)."""
+        return None
+
+    def check_session(self, session: str | None) -> None:
+        """Refuse a `session` argument naming another session when they are turned off."""
+        if not session or self.allow_session_argument:
+            return
+        bound = self.bound()
+        if session == bound:
+            return
+        raise CodemodeError(
+            f"the `session` argument is turned off on this MCP server: every call goes to "
+            f"{repr(bound) if bound else 'its own session'}; leave `session` out"
+        )
 
     # ---- what the tools use ----------------------------------------------------------
     def call(self, session: str | None, fn: Callable[[SessionClient], T]) -> T:
@@ -136,6 +158,9 @@ class ServerBackend(Backend):
 
     def resolve(self, session: str | None) -> SessionClient:
         return self._client(session or self._default())
+
+    def bound(self) -> str | None:
+        return self.default
 
     def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
         if not isinstance(exc, SessionError) or not exc.unknown_session:
@@ -252,6 +277,9 @@ class KubeBackend(Backend):
     def resolve(self, session: str | None) -> SessionClient:
         with self._kube():
             return self._client(session or self.default)
+
+    def bound(self) -> str | None:
+        return self.default
 
     def recover(self, session: str | None, client: SessionClient, exc: Exception) -> bool:
         if isinstance(exc, httpx.ConnectError):

@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for a CodeSession to be Ready"
     )
+    parser.add_argument(
+        "--no-session-argument",
+        dest="session_argument",
+        action="store_false",
+        help="confine the server to its own session: a tool call naming another in "
+        "`session` is an error",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make_backend(args: argparse.Namespace) -> Backend:
+    backend = _backend(args)
+    backend.allow_session_argument = getattr(args, "session_argument", True)
+    return backend
+
+
+def _backend(args: argparse.Namespace) -> Backend:
     if args.codesession:
         if args.url or args.token_file:
             raise ValidationError(

@@ -1,7 +1,8 @@
 """The MCP server: py-code-mode's eleven tools and the session tools, on the official SDK.
 
 Every tool takes an optional `session`: without it, the call goes to the server's own
-session (bound); with it, to the session it names. Tools are synchronous (the SDK runs
+session (bound); with it, to the session it names, unless the backend turns that off
+(Backend.check_session, checked here before any tool runs). Tools are synchronous (the SDK runs
 them on worker threads) and every failure is a tool error with the reason, never a
 crash: the agent reads why and can fix its call.
 """
@@ -82,12 +83,15 @@ def _tool_error(tool: str, exc: Exception) -> ToolError:
     return ToolError(describe(exc))
 
 
-def reported(fn: Callable[P, str]) -> Callable[P, str]:
-    """Any failure of the tool becomes a tool error carrying its reason."""
+def reported(fn: Callable[P, str], backend: Backend | None = None) -> Callable[P, str]:
+    """Any failure of the tool becomes a tool error carrying its reason; with `backend`,
+    a `session` argument it does not allow is one (the SDK passes arguments by name)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> str:
         try:
+            if backend is not None:
+                backend.check_session(_session_argument(kwargs))
             return fn(*args, **kwargs)
         except ToolError:
             raise
@@ -97,12 +101,16 @@ def reported(fn: Callable[P, str]) -> Callable[P, str]:
     return wrapper
 
 
-def reported_async(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[str]]:
+def reported_async(
+    fn: Callable[P, Awaitable[str]], backend: Backend | None = None
+) -> Callable[P, Awaitable[str]]:
     """`reported`, for a coroutine tool."""
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> str:
         try:
+            if backend is not None:
+                backend.check_session(_session_argument(kwargs))
             return await fn(*args, **kwargs)
         except ToolError:
             raise
@@ -110,6 +118,11 @@ def reported_async(fn: Callable[P, Awaitable[str]]) -> Callable[P, Awaitable[str
             raise _tool_error(fn.__name__, exc) from exc
 
     return wrapper
+
+
+def _session_argument(kwargs: dict[str, Any]) -> str | None:
+    session = kwargs.get("session")
+    return session if isinstance(session, str) else None
 
 
 async def run_streamed(
@@ -152,12 +165,12 @@ async def run_streamed(
 
 
 def adder(
-    server: MCPServer[Any], annotations: ToolAnnotations
+    server: MCPServer[Any], annotations: ToolAnnotations, backend: Backend
 ) -> Callable[[Callable[P, str]], Callable[P, str]]:
     """A decorator that registers a text tool whose failures are tool errors."""
 
     def register(fn: Callable[P, str]) -> Callable[P, str]:
-        server.add_tool(reported(fn), annotations=annotations, structured_output=False)
+        server.add_tool(reported(fn, backend), annotations=annotations, structured_output=False)
         return fn
 
     return register
@@ -198,14 +211,14 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
         result = await run_streamed(backend, session, code, timeout, progress)
         return run_text(result, backend.take_notes())
 
-    server.add_tool(reported_async(run_code), annotations=WRITE, structured_output=False)
+    server.add_tool(reported_async(run_code, backend), annotations=WRITE, structured_output=False)
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def list_tools(session: Session = None) -> str:
         """All tools callable as `tools.<name>(...)`, with descriptions and parameters (JSON)."""
         return as_json(backend.call(session, lambda c: c.list_tools()))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def search_tools(
         query: Annotated[str, Field(description="What you want to do, in words")],
         limit: Limit = 10,
@@ -214,12 +227,12 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
         """Tools matching an intent ("make HTTP requests"), best first (JSON)."""
         return as_json(backend.call(session, lambda c: c.search_tools(query, limit)))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def list_workflows(session: Session = None) -> str:
         """All workflows of the workspace: reusable recipes, `workflows.<name>(...)` (JSON)."""
         return as_json(backend.call(session, lambda c: c.list_workflows()))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def search_workflows(
         query: Annotated[str, Field(description="The task, in words")],
         limit: Limit = 5,
@@ -229,7 +242,7 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
         none, solve it with run_code, then save the solution with create_workflow."""
         return as_json(backend.call(session, lambda c: c.search_workflows(query, limit)))
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def create_workflow(
         name: Annotated[str, Field(description="Its name: `workflows.<name>(...)` calls it")],
         source: Annotated[str, Field(description="Python defining `async def run(...)`")],
@@ -242,24 +255,24 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
             backend.call(session, lambda c: c.create_workflow(name, source, description))
         )
 
-    @adder(server, DELETE)
+    @adder(server, DELETE, backend)
     def delete_workflow(
         name: Annotated[str, Field(description="The workflow's name")], session: Session = None
     ) -> str:
         """Delete a workflow: `true`, or `false` when there was none of that name."""
         return as_json(backend.call(session, lambda c: c.delete_workflow(name)))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def list_artifacts(session: Session = None) -> str:
         """Saved artifacts (persistent data, `artifacts.load("name")`) with metadata (JSON)."""
         return as_json(backend.call(session, lambda c: c.list_artifacts()))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def list_deps(session: Session = None) -> str:
         """Python packages configured for the workspace (JSON)."""
         return as_json(backend.call(session, lambda c: c.list_deps()))
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def add_dep(
         package: Annotated[str, Field(description='A requirement, e.g. "pandas>=2"')],
         session: Session = None,
@@ -268,7 +281,7 @@ def add_code_tools(server: MCPServer[Any], backend: Backend) -> None:
         where the server does not allow runtime deps."""
         return as_json(backend.call(session, lambda c: c.add_dep(package)))
 
-    @adder(server, DELETE)
+    @adder(server, DELETE, backend)
     def remove_dep(
         package: Annotated[str, Field(description="The package's name")],
         session: Session = None,
@@ -281,7 +294,7 @@ def add_session_tools(server: MCPServer[Any], backend: Backend) -> None:
     """create, list, history, fork, suspend, resume: what a session server or the
     operator offers; the answer says when an operation needs the other kind."""
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def create_session(
         name: Name = None,
         workspace: Annotated[str | None, Field(description="Its workspace")] = None,
@@ -291,7 +304,7 @@ def add_session_tools(server: MCPServer[Any], backend: Backend) -> None:
         other tools. A plain server issues the id; on Kubernetes, name the CodeSession."""
         return as_json(backend.create(name, workspace, agent))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def list_sessions(
         agent: Annotated[str | None, Field(description="Only this agent's")] = None,
         workspace: Annotated[str | None, Field(description="Only this workspace's")] = None,
@@ -300,7 +313,7 @@ def add_session_tools(server: MCPServer[Any], backend: Backend) -> None:
         server the sessions this server opened and the recorded history."""
         return as_json(backend.list(agent, workspace))
 
-    @adder(server, READ)
+    @adder(server, READ, backend)
     def session_history(
         session: Session = None,
         offset: Annotated[int, Field(ge=0, description="Skip this many messages")] = 0,
@@ -309,18 +322,18 @@ def add_session_tools(server: MCPServer[Any], backend: Backend) -> None:
         """A session's recorded runs, oldest first: its code and results (JSON)."""
         return as_json(backend.history(session, offset, limit))
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def fork_session(session: Session = None, new_name: Name = None) -> str:
         """Copy a session (JSON record of the copy). A CodeSession's fork starts from its
         latest variables and history; a plain server copies the history only."""
         return as_json(backend.fork(session, new_name))
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def suspend_session(session: Session = None, wait: Wait = None) -> str:
         """Save a CodeSession's variables and stop its pod (Kubernetes only)."""
         return as_json(backend.suspend(session, wait))
 
-    @adder(server, WRITE)
+    @adder(server, WRITE, backend)
     def resume_session(session: Session = None, wait: Wait = None) -> str:
         """Bring a suspended CodeSession back with its variables (Kubernetes only)."""
         return as_json(backend.resume(session, wait))
