@@ -1,10 +1,11 @@
-"""The worker's end of its socket to the server, shared by requests and storage calls.
+"""The worker's two sockets to the server.
 
-The server sends requests (`init`, `exec`, ...) and answers the worker's storage
-calls on the same socket. Any thread of the worker may make a storage call (a
-cell's own threads too, even after the cell returned), so one thread at a time
-reads, and every frame it reads goes to whoever waits for it: a request to the
-serve loop, an answer to the call with its id.
+`WorkerChannel` carries the server's requests (`init`, `exec`, ...) and the worker's
+replies and streamed output. `StorageLine` carries the worker's storage calls and their
+answers, on a socket of its own that a thread of the server serves with blocking reads
+(server/storage_thread.py): a call then costs two wake-ups instead of a trip through the
+server's event loop. Any thread of the worker may make a storage call (a cell's own
+threads too, even after the cell returned): one call is on the line at a time.
 """
 
 from __future__ import annotations
@@ -12,26 +13,15 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
-from collections import deque
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from codemode_session import protocol
-
-T = TypeVar("T")
-ANSWER = "storage_answer"
 
 
 class WorkerChannel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._send_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._changed = threading.Condition()
-        self._requests: deque[dict[str, Any]] = deque()
-        self._answers: dict[int, dict[str, Any]] = {}
-        self._ids = itertools.count(1)
-        self._broken: BaseException | None = None
 
     def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
         parts = protocol.encode_parts(message, blob)
@@ -44,46 +34,52 @@ class WorkerChannel:
 
     def next_request(self) -> dict[str, Any]:
         """The server's next request (blocks); ProtocolError/OSError when it is gone."""
-        return self._wait(lambda: self._requests.popleft() if self._requests else None)
+        return protocol.recv_blocking(self.sock)
+
+
+class StorageLine:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._broken: BaseException | None = None
+        self._main_in_call = False
+        self._interrupt_due = False
+
+    def defer_interrupt(self) -> bool:
+        """For the worker's SIGINT handler (it runs in the main thread): True when the main
+        thread is inside a call, which then raises KeyboardInterrupt once its answer is
+        read. A frame cut in half would leave the line out of step for good."""
+        if self._main_in_call:
+            self._interrupt_due = True
+            return True
+        return False
 
     def call(self, message: dict[str, Any], blob: bytes | None = None) -> dict[str, Any]:
-        """Send a storage call and wait for its answer."""
-        call_id = next(self._ids)
-        self.send({**message, "op": "storage", "id": call_id}, blob)
-        return self._wait(lambda: self._answers.pop(call_id, None))
-
-    def _wait(self, take: Callable[[], T | None]) -> T:
-        while True:
-            with self._changed:
-                found = take()
-                if found is not None:
-                    return found
-                if self._broken is not None:
-                    raise protocol.ProtocolError(f"channel closed ({self._broken})")
-            if not self._read_lock.acquire(blocking=False):
-                with self._changed:  # another thread reads; it notifies what it got
-                    self._changed.wait(0.05)
-                continue
+        """Send a storage call and wait for its answer; ProtocolError once the line broke
+        (a call cut short leaves the stream out of step, so it is never used again)."""
+        main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            if self._broken is not None:
+                raise protocol.ProtocolError(f"storage line closed ({self._broken})")
+            call_id = next(self._ids)
+            if main:
+                self._main_in_call = True
             try:
-                with self._changed:
-                    found = take()
-                if found is not None:
-                    return found
-                self._read_one()
-            finally:
-                self._read_lock.release()
-
-    def _read_one(self) -> None:
-        try:
-            message = protocol.recv_blocking(self.sock)
-        except (protocol.ProtocolError, OSError) as exc:
-            with self._changed:
+                protocol.send_parts(
+                    self.sock, protocol.encode_parts({**message, "id": call_id}, blob)
+                )
+                answer = protocol.recv_blocking(self.sock)
+            except BaseException as exc:
                 self._broken = exc
-                self._changed.notify_all()
-            raise
-        with self._changed:
-            if message.get("op") == ANSWER and isinstance(message.get("id"), int):
-                self._answers[message["id"]] = message
-            else:
-                self._requests.append(message)
-            self._changed.notify_all()
+                raise
+            finally:
+                if main:
+                    self._main_in_call = False
+            if answer.get("id") != call_id:
+                self._broken = protocol.ProtocolError("answer out of order")
+                raise self._broken
+        if main and self._interrupt_due:
+            self._interrupt_due = False
+            raise KeyboardInterrupt
+        return answer

@@ -128,15 +128,18 @@ class WorkerTemplate:
         for proc in procs.values():
             asyncio.get_running_loop().create_task(_watch_orphan(proc))
 
-    async def spawn(self, worker_end: socket.socket, timeout: float = 10.0) -> ForkedProcess:
-        """A worker forked from the template, talking on `worker_end` (sent to it)."""
+    async def spawn(
+        self, worker_end: socket.socket, storage_end: socket.socket, timeout: float = 10.0
+    ) -> ForkedProcess:
+        """A worker forked from the template, talking on `worker_end` and making storage
+        calls on `storage_end` (both sent to it)."""
         async with self._lock:
             if not self.running or self._control is None:
                 await self.close()
                 await self._start()
             control = self._control
             assert control is not None
-            fds = array.array("i", [worker_end.fileno()])
+            fds = array.array("i", [worker_end.fileno(), storage_end.fileno()])
             try:
                 control.sendmsg([b"spawn"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
                 pid = await asyncio.wait_for(self._pids.get(), timeout)

@@ -4,10 +4,11 @@ and shares the imported code's memory (copy-on-write) instead of loading its own
 
 Run as `python -I -m codemode_session.template FD` with the environment of a worker
 (no credentials). On its control socket (SOCK_SEQPACKET) it takes `spawn` with the
-worker's socket attached (SCM_RIGHTS) and answers `pid N`; it reaps its children and
-reports `exit N STATUS` (a negative status: killed by that signal). The copy starts its
-own session (its process group is its pid, as a spawned worker's is), becomes dumpable
-again, and runs the worker on the socket. The template itself is not dumpable: agent
+worker's two sockets attached (SCM_RIGHTS: its channel and its storage line) and
+answers `pid N`; it reaps its children and reports `exit N STATUS` (a negative
+status: killed by that signal). The copy starts its own session (its process group is
+its pid, as a spawned worker's is), becomes dumpable again, and runs the worker on the
+sockets. The template itself is not dumpable: agent
 code in a worker (same uid) cannot trace it or read its memory, so it cannot taint the
 workers of sessions that come later.
 """
@@ -35,20 +36,20 @@ def _dumpable(value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, value, 0, 0, 0)
 
 
-def _received_fd(control: socket.socket) -> tuple[bytes, int | None]:
+def _received_fds(control: socket.socket) -> tuple[bytes, list[int]]:
     fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(MESSAGE, socket.CMSG_SPACE(fds.itemsize))
+    data, ancillary, _, _ = control.recvmsg(MESSAGE, socket.CMSG_SPACE(2 * fds.itemsize))
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-    return data, (fds[0] if fds else None)
+    return data, list(fds)
 
 
 def _status(waitstatus: int) -> int:
     return -os.WTERMSIG(waitstatus) if os.WIFSIGNALED(waitstatus) else os.WEXITSTATUS(waitstatus)
 
 
-def _child(control: socket.socket, wake: int, fd: int) -> None:
+def _child(control: socket.socket, wake: int, fd: int, storage_fd: int) -> None:
     """In the copy: leave the template's world, then be a worker."""
     try:
         control.close()
@@ -58,8 +59,8 @@ def _child(control: socket.socket, wake: int, fd: int) -> None:
         os.setsid()
         _dumpable(1)
         gc.unfreeze()
-        sys.argv[1:] = [str(fd)]  # as a spawned worker has it
-        worker_module.run(socket.socket(fileno=fd))
+        sys.argv[1:] = [str(fd), str(storage_fd)]  # as a spawned worker has them
+        worker_module.run(socket.socket(fileno=fd), socket.socket(fileno=storage_fd))
     finally:
         os._exit(0)
 
@@ -77,15 +78,18 @@ def serve(control: socket.socket) -> None:
                 os.read(read_wake, 4096)
             _reap(control)
         if control.fileno() in ready:
-            data, fd = _received_fd(control)
+            data, fds = _received_fds(control)
             if not data:
                 return  # the server went away
-            if data != b"spawn" or fd is None:
+            if data != b"spawn" or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
                 continue
             pid = os.fork()
             if pid == 0:
-                _child(control, read_wake, fd)
-            os.close(fd)
+                _child(control, read_wake, *fds)
+            for fd in fds:
+                os.close(fd)
             control.send(f"pid {pid}".encode())
 
 

@@ -1,4 +1,5 @@
-"""A worker process: one session's interpreter, run as `python -m codemode_session.worker FD`.
+"""A worker process: one session's interpreter, run as `python -m codemode_session.worker FD
+STORAGE_FD` (its channel to the server, and its storage line).
 
 It imports everything first (so pooled spares start fast), limits itself,
 then waits for `init` naming its workspace, and serves `exec` requests on the
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codemode_session import protocol, snapshot
-from codemode_session.channel import WorkerChannel
+from codemode_session.channel import StorageLine, WorkerChannel
 from codemode_session.limits import apply_worker_limits, leave_pids_cgroup, pids_cgroup_dir
 from codemode_session.names import validate_workspace_id
 from codemode_session.namespaces import (
@@ -35,10 +36,10 @@ from codemode_session.storage.brokered import BrokeredStorage
 
 
 def build_namespace(
-    workspace_id: str | None, channel: WorkerChannel, config: WorkerConfig
+    workspace_id: str | None, line: StorageLine, config: WorkerConfig
 ) -> dict[str, Any]:
     """The globals agent code starts with; their storage is the server's, by call."""
-    storage = BrokeredStorage(channel, config.storage_prefix, validate_workspace_id(workspace_id))
+    storage = BrokeredStorage(line, config.storage_prefix, validate_workspace_id(workspace_id))
     deps_dir = config.deps_dir
     tools = ToolsNamespace(storage, config.tools_path)
     artifacts = ArtifactsNamespace(storage)
@@ -170,17 +171,20 @@ def stop_forked_copies() -> int:
 
 
 _running = False  # a cell is running: SIGINT (a cancelled streamed run) interrupts it
+_line: StorageLine | None = None
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
     """SIGINT raises KeyboardInterrupt in the running cell, and is ignored between runs
-    (it must not end the worker and the session's state with it)."""
-    if _running:
+    (it must not end the worker and the session's state with it). In the middle of a
+    storage call it waits for the call's answer (see StorageLine.defer_interrupt)."""
+    if _running and not (_line is not None and _line.defer_interrupt()):
         raise KeyboardInterrupt
 
 
-def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
-    global _forked, _running
+def serve(channel: WorkerChannel, line: StorageLine, config: WorkerConfig) -> None:
+    global _forked, _running, _line
+    _line = line
     main_pid = os.getpid()
     os.register_at_fork(after_in_parent=_note_fork)
     signal.signal(signal.SIGINT, _interrupt)
@@ -196,7 +200,7 @@ def serve(channel: WorkerChannel, config: WorkerConfig) -> None:
         if op == "init":
             try:
                 state = SessionState(
-                    build_namespace(request.get("workspace_id"), channel, config),
+                    build_namespace(request.get("workspace_id"), line, config),
                     config.output_limit_bytes,
                     config.snapshot_max_bytes,
                 )
@@ -258,10 +262,10 @@ def _frame(reply: dict[str, Any], blob: bytes | None = None) -> list[bytes]:
 
 
 def main() -> None:
-    run(socket.socket(fileno=int(sys.argv[1])))
+    run(socket.socket(fileno=int(sys.argv[1])), socket.socket(fileno=int(sys.argv[2])))
 
 
-def run(sock: socket.socket) -> None:
+def run(sock: socket.socket, storage: socket.socket) -> None:
     """A worker's life on its channel: in a process of its own (`main`) or in a copy of
     the worker template (codemode_session.template), after the fork."""
     # Secrets of the server are not the agent's business (the server strips them too).
@@ -275,7 +279,7 @@ def run(sock: socket.socket) -> None:
     try:
         channel = WorkerChannel(sock)
         channel.send({"ok": True, "pid": os.getpid()})
-        serve(channel, config)
+        serve(channel, StorageLine(storage), config)
     except OSError:
         pass  # the server went away
     finally:

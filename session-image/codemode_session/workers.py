@@ -25,6 +25,7 @@ from codemode_session import children, protocol
 from codemode_session.forkserver import ForkedProcess, TemplateUnavailable, WorkerTemplate
 from codemode_session.limits import kill_all_but, kill_worker_tree
 from codemode_session.server.storage_broker import StorageBroker
+from codemode_session.server.storage_thread import StorageThread
 
 # Credentials of the server: agent code reaches storage through the server only.
 # (stream, text): a streamed run's output as the worker sends it
@@ -64,6 +65,12 @@ class Worker:
         # Set by the pool: drops its idle spares before a sole-session kill (agent code
         # may have traced or tampered with them, so they must not serve anyone later).
         self.drop_spares: Callable[[], Awaitable[None]] | None = None
+        self.storage: StorageThread | None = None  # serves the worker's storage calls
+
+    def storage_line_broke(self, reason: str) -> None:
+        """Agent code garbled its storage line: the worker is replaced at its next request."""
+        if self._broken is None:
+            self._broken = reason
 
     @property
     def alive(self) -> bool:
@@ -81,13 +88,14 @@ class Worker:
         template: WorkerTemplate | None = None,
     ) -> Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for end in (parent, child):
+        line, line_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (parent, child, line, line_child):
             protocol.widen_buffers(end)
         proc: Any = None
         try:
             if template is not None:
                 with contextlib.suppress(TemplateUnavailable):  # then a process of its own
-                    proc = await template.spawn(child)
+                    proc = await template.spawn(child, line_child)
             if proc is None:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -95,7 +103,8 @@ class Worker:
                     "-m",
                     "codemode_session.worker",
                     str(child.fileno()),
-                    pass_fds=(child.fileno(),),
+                    str(line_child.fileno()),
+                    pass_fds=(child.fileno(), line_child.fileno()),
                     env=dict(env),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL,
@@ -103,10 +112,17 @@ class Worker:
                     start_new_session=True,
                 )
                 children.manage(proc.pid)
+        except BaseException:
+            line.close()
+            raise
         finally:
             child.close()
+            line_child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=protocol.MAX_FRAME)
         worker = cls(proc, reader, writer, broker, sole)
+        worker.storage = StorageThread(
+            line, broker, asyncio.get_running_loop(), worker.storage_line_broke
+        )
         try:
             hello = await asyncio.wait_for(protocol.recv_async(reader), startup_timeout)
         except (TimeoutError, protocol.ProtocolError) as exc:
@@ -119,6 +135,7 @@ class Worker:
             await worker.kill()
             raise WorkerCrashed(f"worker failed to start: {hello}")
         worker._reading = asyncio.create_task(worker._read_forever())
+        worker.storage.start()
         return worker
 
     async def _send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
@@ -126,14 +143,11 @@ class Worker:
         await self.writer.drain()
 
     async def _read_forever(self) -> None:
-        """Every frame the worker sends: storage calls are answered here, at any time;
-        anything else must be the reply to the one request in flight."""
+        """Every frame the worker sends on its channel: output of a streamed run, else the
+        reply to the one request in flight (storage calls come on its storage line)."""
         try:
             while True:
                 message = await protocol.recv_async(self.reader)
-                if message.get("op") == "storage":
-                    await self._answer(message)
-                    continue
                 if message.get("op") == protocol.OUTPUT_OP:  # a streamed run's output, as printed
                     if self._on_output is not None:
                         self._on_output(str(message.get("stream")), str(message.get("text")))
@@ -152,31 +166,6 @@ class Worker:
                 self._broken = "the worker's channel closed"
             if self._pending is not None and not self._pending.done():
                 self._pending.set_exception(_ChannelBroken(self._broken))
-
-    async def _answer(self, call: dict[str, Any]) -> None:
-        if self.broker is None or not self.initialized:
-            answer: dict[str, Any] = {
-                "op": "storage_answer",
-                "id": call.get("id"),
-                "ok": False,
-                "error_type": "ForbiddenError",
-                "error": "storage is not available to this worker",
-            }
-            blob = None
-        else:
-            answer, blob = await self.broker.answer(self.workspace_id, call)
-        try:
-            await self._send(answer, blob)
-        except ValueError:  # an answer JSON cannot carry (another client's stored data)
-            await self._send(
-                {
-                    "op": "storage_answer",
-                    "id": call.get("id"),
-                    "ok": False,
-                    "error_type": "StorageUnavailableError",
-                    "error": "the stored value cannot be sent to the worker",
-                }
-            )
 
     async def request(
         self,
@@ -224,6 +213,8 @@ class Worker:
             await self.kill()
             raise WorkerCrashed(str(reply.get("error", "worker init failed")))
         self.initialized = True
+        if self.storage is not None:
+            self.storage.bind(workspace_id)
 
     def _exit_reason(self) -> str:
         code = self.proc.returncode
@@ -250,6 +241,8 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.writer.close()
+        if self.storage is not None:
+            self.storage.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), 5.0)
         children.release(self.proc.pid)

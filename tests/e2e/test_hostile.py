@@ -408,7 +408,7 @@ _out
 
 DEEP_WORKFLOW = """
 _src = 'async def run(x=' + '+'.join(['1'] * TERMS) + '):\\n    return x\\n'
-_answer = artifacts._storage._channel.call(
+_answer = artifacts._storage._line.call(
     {'method': 'save_workflow', 'args': {'name': f'deep{TERMS}', 'source': _src,
                                          'description': ''}})
 {k: v for k, v in _answer.items() if k in ('ok', 'error_type', 'error')}
@@ -658,7 +658,7 @@ def credentials_and_memory(rows: Rows, w: World) -> None:
             "try:\n    _out['load'] = repr(artifacts.load('b-secret'))\n"
             "except Exception as e:\n    _out['load'] = type(e).__name__\n"
             "_out['list'] = repr(artifacts.list())\n"
-            "_out['raw'] = repr(_st._channel.call({'method': 'load_artifact', 'args': "
+            "_out['raw'] = repr(_st._line.call({'method': 'load_artifact', 'args': "
             "{'name': 'b-secret', 'workspace_id': WS, 'workspace': WS}}))[:300]\n"
             "_st.workspace_id = _own\n_out"
         )

@@ -15,7 +15,9 @@ from typing import Any
 from codemode_session.errors import CodemodeError, ForbiddenError, ValidationError
 from codemode_session.names import validate_package_spec
 from codemode_session.search.service import search_tools, search_workflows, workflows_changed
+from codemode_session.storage.artifact_redis import SyncArtifacts
 from codemode_session.storage.base import ArtifactInfo, Storage
+from codemode_session.storage.redis_storage import RedisStorage
 from codemode_session.tools import load_tools_dir, tool_specs
 from codemode_session.workflow_model import parse_workflow
 
@@ -39,6 +41,57 @@ def _limit(args: Mapping[str, Any]) -> int:
 
 def _ok(result: Any = None, blob: bytes | None = None) -> Answer:
     return {"ok": True, "result": result}, blob
+
+
+def _arguments(call: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    args = call.get("args")
+    if not isinstance(args, dict):
+        raise ValidationError("storage call arguments must be an object")
+    attachment = call.get("blob")
+    return args, attachment if isinstance(attachment, bytes) else None
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    """What agent code learns of a failed call: our errors as they are, a malformed
+    call as a ValidationError, anything else re-raised (a bug of ours, not an answer)."""
+    if isinstance(exc, CodemodeError):
+        return {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}
+    if isinstance(exc, ValueError | TypeError | RecursionError | MemoryError):
+        return {
+            "ok": False,
+            "error_type": "ValidationError",
+            "error": f"invalid storage call: {type(exc).__name__}",
+        }
+    raise exc
+
+
+def _framed(reply: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    return {**reply, "op": "storage_answer", "id": call.get("id")}
+
+
+def _attachment(blob: bytes | None) -> bytes:
+    if blob is None:
+        raise ValidationError("save_artifact needs the data as an attachment")
+    return blob
+
+
+def _artifact_info(args: Mapping[str, Any]) -> ArtifactInfo:
+    metadata = args.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValidationError("metadata must be an object")
+    return ArtifactInfo(
+        name=_str(args, "name"),
+        description=str(args.get("description") or ""),
+        created_at=time.time(),
+        metadata=metadata,
+    )
+
+
+def _loaded(found: tuple[ArtifactInfo, bytes] | None) -> Answer:
+    if found is None:
+        return _ok(None)
+    info, data = found
+    return _ok(info.index_entry(), data)
 
 
 class StorageBroker:
@@ -75,30 +128,41 @@ class StorageBroker:
 
     async def answer(self, workspace_id: str | None, call: dict[str, Any]) -> Answer:
         """The answer frame (and attachment) for one call; errors become answers too."""
-        reply: dict[str, Any]
-        blob: bytes | None = None
         try:
             handler = self._handlers.get(str(call.get("method")))
             if handler is None:
                 raise ValidationError(f"unknown storage call {call.get('method')!r}")
-            args = call.get("args")
-            if not isinstance(args, dict):
-                raise ValidationError("storage call arguments must be an object")
-            attachment = call.get("blob")
-            reply, blob = await handler(
-                self._storage_for(workspace_id),
-                args,
-                attachment if isinstance(attachment, bytes) else None,
-            )
-        except CodemodeError as exc:
-            reply = {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}
-        except (ValueError, TypeError, RecursionError, MemoryError) as exc:
-            reply = {
-                "ok": False,
-                "error_type": "ValidationError",
-                "error": f"invalid storage call: {type(exc).__name__}",
-            }
-        return {**reply, "op": "storage_answer", "id": call.get("id")}, blob
+            args, attachment = _arguments(call)
+            reply, blob = await handler(self._storage_for(workspace_id), args, attachment)
+        except Exception as exc:
+            reply, blob = _failure(exc), None
+        return _framed(reply, call), blob
+
+    def blocking_for(self, workspace_id: str | None) -> SyncArtifacts | None:
+        """The blocking artifact client of the workspace's storage, if it has one (Redis
+        storage built from a URL): what `answer_blocking` uses in a worker's storage
+        thread. Called on the event loop, where the storages are made."""
+        storage = self._storage_for(workspace_id)
+        return storage.sync_artifacts() if isinstance(storage, RedisStorage) else None
+
+    def answer_blocking(self, fast: SyncArtifacts, call: dict[str, Any]) -> Answer | None:
+        """The answer to an artifact save or load, from a storage thread with blocking
+        I/O (the same checks, quota and errors as `answer`); None for any other call,
+        and for the rare save that must go the asyncio way: then call `answer`."""
+        method = call.get("method")
+        if method not in ("save_artifact", "load_artifact"):
+            return None
+        try:
+            args, attachment = _arguments(call)
+            if method == "load_artifact":
+                reply, blob = _loaded(fast.load_artifact(_str(args, "name")))
+            else:
+                if not fast.save_artifact(_artifact_info(args), _attachment(attachment)):
+                    return None
+                reply, blob = _ok()
+        except Exception as exc:
+            reply, blob = _failure(exc), None
+        return _framed(reply, call), blob
 
     # ---- handlers -----------------------------------------------------------------
 
@@ -155,28 +219,13 @@ class StorageBroker:
     async def _save_artifact(
         self, storage: Storage, args: dict[str, Any], blob: bytes | None
     ) -> Answer:
-        if blob is None:
-            raise ValidationError("save_artifact needs the data as an attachment")
-        metadata = args.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise ValidationError("metadata must be an object")
-        info = ArtifactInfo(
-            name=_str(args, "name"),
-            description=str(args.get("description") or ""),
-            created_at=time.time(),
-            metadata=metadata,
-        )
-        await storage.save_artifact(info, blob)
+        await storage.save_artifact(_artifact_info(args), _attachment(blob))
         return _ok()
 
     async def _load_artifact(
         self, storage: Storage, args: dict[str, Any], _: bytes | None
     ) -> Answer:
-        found = await storage.load_artifact(_str(args, "name"))
-        if found is None:
-            return _ok(None)
-        info, data = found
-        return _ok(info.index_entry(), data)
+        return _loaded(await storage.load_artifact(_str(args, "name")))
 
     async def _get_artifact(
         self, storage: Storage, args: dict[str, Any], _: bytes | None

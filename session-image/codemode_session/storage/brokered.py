@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from codemode_session import errors
-from codemode_session.channel import WorkerChannel
+from codemode_session.channel import StorageLine
 from codemode_session.storage.base import ArtifactInfo
 from codemode_session.workflow_model import Workflow
 
@@ -33,13 +33,13 @@ ERROR_TYPES: dict[str, type[errors.CodemodeError]] = {
 class BrokeredStorage:
     """What agent code may ask of storage, answered by the session server.
 
-    Synchronous on purpose: a call is one frame out and one back on a thread-safe
-    channel, so there is nothing to await, and no event loop sits on the hot path of
+    Synchronous on purpose: a call is one frame out and one back on the worker's storage
+    line, so there is nothing to await, and no event loop sits on the hot path of
     `artifacts.save`/`load` (it cost more than the hop to the server).
     """
 
-    def __init__(self, channel: WorkerChannel, prefix: str, workspace_id: str | None) -> None:
-        self._channel = channel
+    def __init__(self, line: StorageLine, prefix: str, workspace_id: str | None) -> None:
+        self._line = line
         self.prefix = prefix
         self.workspace_id = workspace_id
 
@@ -49,7 +49,7 @@ class BrokeredStorage:
         return f"session server storage, workspace={ws}"
 
     def _call(self, method: str, blob: bytes | None = None, **args: Any) -> dict[str, Any]:
-        answer = self._channel.call({"method": method, "args": args}, blob)
+        answer = self._line.call({"method": method, "args": args}, blob)
         if not answer.get("ok"):
             kind = ERROR_TYPES.get(str(answer.get("error_type")), errors.CodemodeError)
             raise kind(str(answer.get("error") or f"storage call {method} failed"))

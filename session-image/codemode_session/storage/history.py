@@ -37,10 +37,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from codemode_session.errors import StorageUnavailableError, ValidationError
+from codemode_session.storage.artifact_redis import counter as _counter
 from codemode_session.storage.base import Storage
 from codemode_session.storage.file_storage import FileStorage, _flock, atomic_write
 from codemode_session.storage.keys import KeyLayout
-from codemode_session.storage.redis_storage import RedisStorage, _counter
+from codemode_session.storage.redis_storage import RedisStorage
 
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 AGENT_ID_HELP = "1-128 of letters, digits, '_', '.', '@', '-', starting with a letter or digit"

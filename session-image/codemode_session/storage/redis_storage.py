@@ -14,17 +14,33 @@ from redis import Redis as SyncRedis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
 
 from codemode_session.errors import (
     ConflictError,
     ForbiddenError,
-    StorageUnavailableError,
     ValidationError,
 )
 from codemode_session.names import validate_artifact_name, validate_workflow_name
+from codemode_session.storage.artifact_redis import (
+    CONNECTION_RETRIES,
+    SyncArtifacts,
+    SyncArtifactsCache,
+    conflict,
+    exec_result,
+    load_reads,
+    loaded,
+    packed,
+    save_reads,
+    save_size,
+    save_watch,
+    save_writes,
+    storage_error,
+)
+from codemode_session.storage.artifact_redis import counter as _counter
+from codemode_session.storage.artifact_redis import loads as _loads
 from codemode_session.storage.base import (
     TRANSACTION_ATTEMPTS,
     ArtifactInfo,
@@ -38,14 +54,7 @@ from codemode_session.storage.sync_client import async_client_from_sync
 from codemode_session.tools import stored_tool_value
 from codemode_session.workflow_model import Workflow
 
-_pack_command: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # an install without the session extra: redis-py packs instead
-    _pack_command = None
-
 T = TypeVar("T")
-CONNECTION_RETRIES = 3  # as the client's own Retry does for single commands
 
 
 def redacted_url(url: str) -> str:
@@ -60,24 +69,6 @@ def redacted_url(url: str) -> str:
 
 def _s(value: bytes | str) -> str:
     return value.decode(errors="surrogateescape") if isinstance(value, bytes) else value
-
-
-def _counter(raw: bytes | str | None) -> int | None:
-    """The usage counter's value; None when it was never started (or is not a number)."""
-    try:
-        return max(0, int(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _loads(raw: bytes | str | None) -> Any:
-    """JSON another client (or a corruption) stored; None when it is not JSON."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
 
 
 # The skills-era hash (KeyLayout.skills) gets a copy of every workflow written here, marked
@@ -150,42 +141,6 @@ def _queue_library(
         pipe.hset(keys.library(library), mapping=dict(record.to_mapping().items()))
 
 
-# hiredis packs in C, but copies every argument into one string (and redis-py's packer
-# calls hiredis too when it is installed), which for a large value costs more than the
-# round trip: a command with one is packed here, the value sent as its own piece.
-_HIREDIS_MAX_ARGUMENT = 16 * 1024
-
-
-def _resp_pieces(command: tuple[Any, ...]) -> list[bytes]:
-    """One command in RESP as pieces: headers joined, large values by reference."""
-    pieces: list[bytes] = []
-    head = bytearray(b"*%d\r\n" % len(command))
-    for arg in command:
-        value = arg if isinstance(arg, bytes) else str(arg).encode()
-        head += b"$%d\r\n" % len(value)
-        if len(value) > _HIREDIS_MAX_ARGUMENT:
-            pieces += [bytes(head), value]
-            head = bytearray(b"\r\n")
-        else:
-            head += value + b"\r\n"
-    pieces.append(bytes(head))
-    return pieces
-
-
-def _packed(commands: list[tuple[Any, ...]]) -> list[bytes]:
-    """The commands in RESP: small ones packed by hiredis when it is there (redis-py's own
-    packer costs ~10 us of Python per command; a save sends nine), large values uncopied."""
-    pieces: list[bytes] = []
-    for command in commands:
-        if _pack_command is not None and all(
-            not isinstance(arg, bytes | str) or len(arg) <= _HIREDIS_MAX_ARGUMENT for arg in command
-        ):
-            pieces.append(_pack_command(command))
-        else:
-            pieces += _resp_pieces(command)
-    return pieces
-
-
 async def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Send `commands` at once on a raw connection and read every reply, in order (an
     error reply is raised, leaving the connection out of step: the caller drops it).
@@ -193,7 +148,7 @@ async def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
     One deadline (the connection's socket timeout) covers the whole exchange instead of
     one per reply: the replies arrive together, and a timer per reply was a fifth of
     the cost of a save."""
-    await conn.send_packed_command(_packed(commands))
+    await conn.send_packed_command(packed(commands))
     try:
         async with asyncio.timeout(conn.socket_timeout):
             return [await conn.read_response(timeout=math.inf) for _ in commands]
@@ -204,13 +159,7 @@ async def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
 async def _exec(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any] | None:
     """MULTI, `commands`, EXEC in one round trip on a raw connection: EXEC's replies,
     or None when a WATCHed key changed; a command's error reply is raised."""
-    answers = await _exchange(conn, [("MULTI",), *commands, ("EXEC",)])
-    if answers[-1] is None:
-        return None
-    failed = [r for r in answers[-1] if isinstance(r, Exception)]
-    if failed:
-        raise failed[0]
-    return list(answers[-1])
+    return exec_result(await _exchange(conn, [("MULTI",), *commands, ("EXEC",)]))
 
 
 class _RedisTransaction:
@@ -357,6 +306,15 @@ class RedisStorage:
             self._owns_client = False
         self._url = redacted_url(url) if url else "redis://(client)"
         self.redis: aioredis.Redis = redis
+        # The blocking twin of the artifact hot path, for the workers' storage threads;
+        # only for a client built here from a URL (its credentials are ours to reuse).
+        self._sync_artifacts = SyncArtifactsCache(
+            lambda: (
+                SyncArtifacts.from_url(url, self.keys, self.quota, self._url, socket_timeout)
+                if url and self._owns_client
+                else None
+            )
+        )
 
     @property
     def description(self) -> str:
@@ -366,21 +324,17 @@ class RedisStorage:
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         try:
             return await fn()
-        except NoPermissionError as exc:
-            raise ForbiddenError(f"Redis refused the operation: {exc}") from None
-        except AuthenticationError as exc:
-            raise StorageUnavailableError(
-                f"Redis authentication failed at {self._url}: {exc}"
-            ) from None
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StorageUnavailableError(f"Redis unreachable at {self._url}: {exc}") from None
-        except ResponseError as exc:
-            raise StorageUnavailableError(f"Redis error at {self._url}: {exc}") from None
+        except Exception as exc:
+            mapped = storage_error(exc, self._url)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     async def ping(self) -> None:
         await self._call(self.redis.ping)
 
     async def close(self) -> None:
+        self._sync_artifacts.close()
         if self._owns_client:
             await self.redis.aclose()
 
@@ -460,10 +414,7 @@ class RedisStorage:
                         return result
                     except WatchError:
                         continue
-            raise ConflictError(
-                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
-                "attempts); nothing was written, try again"
-            )
+            raise conflict(verb)
 
         return await self._call(run)
 
@@ -499,10 +450,7 @@ class RedisStorage:
                     await pool.release(conn)
                 if result is not None:
                     return result
-            raise ConflictError(
-                f"cannot {verb}: other writers kept changing it ({TRANSACTION_ATTEMPTS} "
-                "attempts); nothing was written, try again"
-            )
+            raise conflict(verb)
 
         return await self._call(run)
 
@@ -685,46 +633,38 @@ class RedisStorage:
 
     # ---- artifacts -------------------------------------------------------------------
 
+    def sync_artifacts(self) -> SyncArtifacts | None:
+        """The blocking client of this storage's artifact hot path (see artifact_redis),
+        made on first use; None when this storage was given a client instead of a URL."""
+        return self._sync_artifacts.get()
+
     async def save_artifact(self, info: ArtifactInfo, data: bytes) -> None:
         validate_artifact_name(info.name)
         keys = self.keys
-        key = keys.artifact(info.name)
-        entry = json.dumps(info.index_entry())
-        # The description and metadata are stored too, so they count like the data.
-        size = len(data) + len(entry.encode())
+        entry, size = save_size(info, data)
         self.quota.check_artifact(info.name, size)
 
         async def plan(reads: list[Any]) -> Callable[[Pipeline], None]:
-            old = int(reads[0]) + int(reads[1])
-            used = _counter(reads[2])
-            delta = size - old
-            if used is None and delta > 0:
+            writes = save_writes(keys, info.name, data, entry, size, reads, self.quota)
+            if writes is None:  # the counter never started: measure, then start it
                 used = await self._measure_usage()
+                delta = size - int(reads[0]) - int(reads[1])
                 self.quota.check_bytes(used + delta, grows=True)
-                total = used + delta
-
-                def start(p: Pipeline) -> None:
-                    p.set(key, data)
-                    p.hset(keys.artifact_index, info.name, entry)
-                    p.hset(keys.usage, "bytes", str(total))
-
-                return start
-            self.quota.check_bytes((used or 0) + delta, grows=delta > 0)
+                writes = [
+                    ("SET", keys.artifact(info.name), data),
+                    ("HSET", keys.artifact_index, info.name, entry),
+                    ("HSET", keys.usage, "bytes", str(used + delta)),
+                ]
 
             def write(p: Pipeline) -> None:
-                p.set(key, data)
-                p.hset(keys.artifact_index, info.name, entry)
-                self._count(p, used, delta)
+                for command in writes:
+                    p.execute_command(*command)
 
             return write
 
         await self._watched_reads(
-            [key, keys.artifact_index, keys.usage],
-            [
-                ("STRLEN", key),
-                ("HSTRLEN", keys.artifact_index, info.name),
-                ("HGET", keys.usage, "bytes"),
-            ],
+            save_watch(keys, info.name),
+            save_reads(keys, info.name),
             f"save artifact {info.name!r}",
             plan,
         )
@@ -736,15 +676,8 @@ class RedisStorage:
 
     async def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         validate_artifact_name(name)
-
-        data, entry = await self._transaction(
-            [("GET", self.keys.artifact(name)), ("HGET", self.keys.artifact_index, name)],
-            f"load artifact {name!r}",
-        )
-        if data is None:
-            return None
-        info = ArtifactInfo.from_index_entry(name, _loads(entry))
-        return info, bytes(data)
+        replies = await self._transaction(load_reads(self.keys, name), f"load artifact {name!r}")
+        return loaded(name, replies)
 
     async def get_artifact(self, name: str) -> ArtifactInfo | None:
         validate_artifact_name(name)
