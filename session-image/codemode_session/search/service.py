@@ -217,10 +217,42 @@ def _stale(storage: Storage) -> None:
         last.read_at = 0.0
 
 
+# Background re-listings under way, by storage description (one at a time each).
+_relisting: dict[str, asyncio.Task[_Built]] = {}
+
+
 async def _workflow_index(storage: Storage) -> _Built:
+    """The index to search: the last one while it is younger than the refresh time; up
+    to twice that age, the last one too while one background task lists the workflows
+    again (the listing, 15-40 ms here, is then on no search's path); else (an older one,
+    or one this server's own write made stale) listed again now."""
     last = _indexes.get((storage.description, vectors.WORKFLOWS))
-    if last is not None and time.monotonic() - last.read_at < _refresh_seconds():
-        return last
+    if last is not None and last.read_at > 0:
+        age, refresh = time.monotonic() - last.read_at, _refresh_seconds()
+        if age < refresh:
+            return last
+        if age < 2 * refresh:
+            _relist_soon(storage)
+            return last
+    return await _relist(storage)
+
+
+def _relist_soon(storage: Storage) -> None:
+    if storage.description in _relisting:
+        return
+    task = asyncio.get_running_loop().create_task(_relist(storage))
+    _relisting[storage.description] = task
+
+    def done(finished: asyncio.Task[_Built]) -> None:
+        _relisting.pop(storage.description, None)
+        if not finished.cancelled() and finished.exception() is not None:
+            # The next search lists again inline (and answers the error, if it lasts).
+            log.warning("search index not refreshed: %s", finished.exception())
+
+    task.add_done_callback(done)
+
+
+async def _relist(storage: Storage) -> _Built:
     generation = _generation.get(storage.description, 0)
     read_at = time.monotonic()
     workflows = {w.name: w for w in await storage.list_workflows()}
