@@ -4,19 +4,23 @@
   time in a fresh process, and the p50 of embedding one query;
 - `recall_at_3`: tests/search_quality.py (paraphrases sharing no content word with their
   workflow), ranked by the same code the server uses;
-- `bootstrap`: `codemode store bootstrap` of N generated workflows with their embeddings
-  into a real redis-server (loopback), wall time;
+- `bootstrap_s`: `codemode store bootstrap` of N generated workflows with their embeddings
+  into a real redis-server (loopback), wall time, with the model processes it used
+  (`bootstrap_processes`: search/pool.py, or --bootstrap-processes) and the load average
+  before and after it; every workflow's vector is checked to be cached;
 - `search`: `workflows.search(...)` inside a worker of a real `codemode serve` over those
   N workflows, timed from the client around `/execute`: the first search (it lists the
   workflows and reads their cached vectors) apart, then p50/p95 of --searches queries
-  never searched before (each embedded), then p50 of the same queries again (their
-  vectors cached);
+  never searched before (each embedded; a quality-set query with " (i)" after it, 3-4
+  tokens more), then p50 of the same queries again (their vectors cached), then p50/p95
+  of the quality set's other paraphrases as they are (`search_paraphrase_*`, also never
+  searched before);
 - `parts`: where a search's time goes, measured in this process on the same Redis:
   listing the N workflows, building the index (vectors from the Redis cache), embedding
   a new query, ranking N documents with a query vector;
 - `load_average` at the start and at the end (2 shared cores: figures move with it).
 
-    python bench/search.py [--workflows 5000] [--searches 50]
+    python bench/search.py [--workflows 5000] [--searches 50] [--bootstrap-processes N]
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+from codemode_session.search import pool
 from execute import Client, body, ms, percentile, session_server
 from local_redis import redis_server
 
@@ -153,6 +159,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp) / "lib"
         generated(folder, args.workflows)
         env = {**os.environ, "REDIS_URL": url, "STORAGE_PREFIX": "bench", "WORKSPACE_ID": "ws"}
+        if args.bootstrap_processes:
+            env[pool.PROCESSES_ENV] = str(args.bootstrap_processes)
+        before = [round(x, 2) for x in os.getloadavg()]
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "codemode_session", "store", "bootstrap", "--library",
@@ -160,6 +169,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env=env, check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         out["bootstrap_s"] = round(time.perf_counter() - started, 1)
+        out["bootstrap_processes"] = args.bootstrap_processes or pool.processes_for(args.workflows)
+        out["bootstrap_load"] = {"start": before, "end": [round(x, 2) for x in os.getloadavg()]}
+        cached = redis.Redis.from_url(url).hlen("bench:ws:ws:vectors:workflows_idx")
+        assert cached == args.workflows, f"{cached} vectors cached for {args.workflows}"
         out["parts"] = parts(url)
         extra = {"WORKSPACE_ID": "ws", "STORAGE_MAX_WORKFLOWS": "0"}
         with session_server(url, Path(tmp) / "serve.log", extra_env=extra) as (port, _):
@@ -183,6 +196,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     out["search_p50_ms"] = ms(percentile(latencies, 50))
                     out["search_p95_ms"] = ms(percentile(latencies, 95))
+            latencies = []
+            for _, _, query in CASES[1:]:  # CASES[0]'s is the first search's
+                started = time.perf_counter()
+                client.execute(body(code.format(query)))
+                latencies.append(time.perf_counter() - started)
+            out["search_paraphrase_p50_ms"] = ms(percentile(latencies, 50))
+            out["search_paraphrase_p95_ms"] = ms(percentile(latencies, 95))
             client.close()
             setup.close()
     out["load_average"] = {"start": load, "end": [round(x, 2) for x in os.getloadavg()]}
@@ -193,6 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=5000)
     parser.add_argument("--searches", type=int, default=50)
+    parser.add_argument(
+        "--bootstrap-processes", type=int, default=0, help="model processes (default: auto)"
+    )
     print(json.dumps(run(parser.parse_args())))
 
 
