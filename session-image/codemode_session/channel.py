@@ -21,6 +21,7 @@ from codemode_session import protocol
 class WorkerChannel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._reader = protocol.FrameReader(sock)
         self._send_lock = threading.Lock()
 
     def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
@@ -34,12 +35,13 @@ class WorkerChannel:
 
     def next_request(self) -> dict[str, Any]:
         """The server's next request (blocks); ProtocolError/OSError when it is gone."""
-        return protocol.recv_blocking(self.sock)
+        return self._reader.read()
 
 
 class StorageLine:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._reader = protocol.FrameReader(sock)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._broken: BaseException | None = None
@@ -69,7 +71,7 @@ class StorageLine:
                 protocol.send_parts(
                     self.sock, protocol.encode_parts({**message, "id": call_id}, blob)
                 )
-                answer = protocol.recv_blocking(self.sock)
+                answer = self._reader.read()
             except BaseException as exc:
                 self._broken = exc
                 raise

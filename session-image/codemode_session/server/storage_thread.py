@@ -84,9 +84,10 @@ class StorageThread:
             self._sock.close()  # never started: nobody else will
 
     def _run(self) -> None:
+        reader = protocol.FrameReader(self._sock)
         try:
             while not self._stopping:
-                call = protocol.recv_blocking(self._sock)
+                call = reader.read()
                 reply, blob = self._answer(call)
                 self._send(reply, blob)
         except protocol.ProtocolError as exc:
@@ -95,6 +96,7 @@ class StorageThread:
         except OSError:
             pass  # the worker or the server went away
         finally:
+            reader.close()
             self._sock.close()
 
     def _report(self, reason: str) -> None:
