@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
+from codemode_session.storage.artifact_redis import SAVE_SCRIPT, SAVE_SHA
 from codemode_session.storage.keys import KeyLayout
 
 
@@ -143,6 +144,10 @@ def acl_rules(
         f"%R~{keys.root}:tools:*",
         "-@all",
         *(f"+{name}" for name in sorted(commands)),
+        # The one script the user may run: an artifact save in one round trip, within the
+        # quota (storage/artifact_redis.SAVE_SCRIPT; `provision` loads it). EVALSHA of any
+        # other script, EVAL and SCRIPT stay denied.
+        f"+evalsha|{SAVE_SHA}",
     ]
 
 
@@ -193,6 +198,16 @@ def save_acl(client: redis.Redis) -> bool:
     return True
 
 
+def load_save_script(client: redis.Redis) -> bool:
+    """SCRIPT LOAD of the artifact save script (lost when Redis restarts: loaded again with
+    each provisioning). A Redis that refuses scripts is fine: saves take two round trips."""
+    try:
+        client.script_load(SAVE_SCRIPT)
+    except redis.ResponseError:
+        return False
+    return True
+
+
 def _user(client: redis.Redis, username: str) -> Any:
     return client.execute_command("ACL", "GETUSER", username)  # type: ignore[no-untyped-call]
 
@@ -210,6 +225,7 @@ def provision(admin_url: str, username: str, password: str, prefix: str, workspa
     with _client(admin_url) as client:
         rules = acl_rules(prefix, workspace_id, password, known_commands(client, ALLOWED))
         before = _user(client, username)
+        load_save_script(client)
         client.execute_command("ACL", "SETUSER", username, *rules)
         after = _user(client, username)
         key = (admin_url, username)

@@ -17,10 +17,9 @@ from codemode_session.storage import ArtifactInfo, RedisStorage
 from codemode_session.storage.artifact_redis import SyncArtifacts
 from codemode_session.storage.quota import Quota
 
-from tests.integration.test_redis_reconnect import (  # noqa: F401  (fixtures)
+from tests.integration.test_redis_reconnect import (  # noqa: F401  (a fixture)
     ExecReplyDropper,
     RestartableRedis,
-    dropper,
     redis_srv,
 )
 
@@ -111,20 +110,45 @@ async def test_every_pooled_connection_survives_a_redis_restart(
         assert found is not None and found[1] == b"r"
 
 
+class ScriptReplyDropper(ExecReplyDropper):
+    MARK = b"EVALSHA\r\n"
+
+
+@pytest.fixture(params=["transaction", "script"])
+async def lossy(
+    request: pytest.FixtureRequest,
+    redis_srv: RestartableRedis,  # noqa: F811
+) -> AsyncIterator[ExecReplyDropper]:
+    proxy = (
+        ExecReplyDropper(redis_srv.port)
+        if request.param == "transaction"
+        else ScriptReplyDropper(redis_srv.port)
+    )
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
 async def test_a_save_whose_answer_is_lost_is_counted_once(
-    dropper: ExecReplyDropper,  # noqa: F811
+    lossy: ExecReplyDropper,
     prefix: str,
 ) -> None:
-    store = RedisStorage(f"redis://127.0.0.1:{dropper.port}/0", prefix=prefix, workspace_id="ws")
+    """Both ways a save is sent: the two-round-trip transaction (the script turned off)
+    and the script; either is sent again from fresh reads and adds nothing twice."""
+    store = RedisStorage(f"redis://127.0.0.1:{lossy.port}/0", prefix=prefix, workspace_id="ws")
     try:
         fast = blocking(store)
+        if isinstance(lossy, ScriptReplyDropper):
+            await asyncio.to_thread(fast.save_artifact, ArtifactInfo("warm.bin"), b"w")
+        else:
+            fast._script_off_until = float("inf")
         await store.save_artifact(ArtifactInfo("first.bin"), b"x" * 10)
         first = await store.usage_bytes()
-        dropper.armed, sent = True, dropper.execs
+        lossy.armed, sent = True, lossy.execs
 
         assert await asyncio.to_thread(fast.save_artifact, ArtifactInfo("second.bin"), b"y" * 20)
 
-        assert dropper.execs == sent + 2  # the transaction ran, was cut, and ran again
+        assert lossy.execs == sent + 2  # it ran, its answer was cut, and it ran again
         found = await asyncio.to_thread(fast.load_artifact, "second.bin")
         assert found is not None and found[1] == b"y" * 20
         counted = await store.usage_bytes()
@@ -133,6 +157,27 @@ async def test_a_save_whose_answer_is_lost_is_counted_once(
         assert await store.usage_bytes() == counted
     finally:
         await store.close()
+
+
+async def test_the_script_answers_like_the_transaction(store: RedisStorage) -> None:
+    """Quota, the never-started counter and usage: the same outcomes both ways."""
+    fast = blocking(store)
+    outcomes = []
+    for scripted in (True, False):
+        fast._script_off_until = 0.0 if scripted else float("inf")
+        names = ("a.bin", "b.bin", "c.bin")
+        await store.redis.delete(
+            store.keys.usage, store.keys.artifact_index, *map(store.keys.artifact, names)
+        )
+        await store.redis.set(store.keys.artifact("other.bin"), b"o" * 50)
+        measured = await asyncio.to_thread(fast.save_artifact, ArtifactInfo("a.bin"), b"x")
+        await store.save_artifact(ArtifactInfo("a.bin"), b"x")  # starts the counter
+        saved = await asyncio.to_thread(fast.save_artifact, ArtifactInfo("b.bin"), b"y" * 100)
+        with pytest.raises(QuotaExceededError) as refused:
+            await asyncio.to_thread(fast.save_artifact, ArtifactInfo("c.bin"), b"z" * 9_900)
+        outcomes.append((measured, saved, await store.usage_bytes(), str(refused.value)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][:2] == (False, True)
 
 
 def test_a_storage_given_a_client_has_no_blocking_twin() -> None:

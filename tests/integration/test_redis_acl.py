@@ -21,6 +21,7 @@ from codemode_operator import redis_acl
 from codemode_session.cli.main import main
 from codemode_session.errors import ForbiddenError
 from codemode_session.storage import ArtifactInfo, LibraryRecord, RedisStorage
+from codemode_session.storage.artifact_redis import SAVE_SHA
 from codemode_session.storage.keys import KeyLayout
 from codemode_session.workflow_model import parse_workflow
 
@@ -430,3 +431,35 @@ def test_shared_deps_read_only_own_deps_writable(env: Env) -> None:
             gamma.hset(KeyLayout(PREFIX, "gamma").tools, "t", "x")
         with pytest.raises(redis.exceptions.NoPermissionError):
             gamma.dbsize()
+
+
+async def test_the_user_runs_the_save_script_and_no_other(env: Env) -> None:
+    """The one script (an artifact save in one round trip) runs as the workspace user; any
+    other script is refused, and a Redis that lost its scripts still saves, in two round
+    trips, until the operator loads the script again."""
+    store = RedisStorage(env.alpha.url, prefix=PREFIX, workspace_id="alpha")
+    try:
+        fast = store.sync_artifacts()
+        assert fast is not None
+        await store.save_artifact(ArtifactInfo("start.bin"), b"s")  # starts the counter
+        before = env.admin().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        assert fast.save_artifact(ArtifactInfo("scripted.bin"), b"x" * 10)
+        after = env.admin().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        assert after == before + 1
+        found = fast.load_artifact("scripted.bin")
+        assert found is not None and found[1] == b"x" * 10
+
+        user = redis.Redis.from_url(env.alpha.url, socket_timeout=5)
+        sha = env.admin().script_load("return redis.call('GET', KEYS[1])")
+        for denied in (("EVALSHA", sha, 1, "x"), ("EVAL", "return 1", 0), ("SCRIPT", "FLUSH")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                user.execute_command(*denied)
+
+        env.admin().script_flush()  # as after a restart: the script is gone
+        assert fast.save_artifact(ArtifactInfo("unscripted.bin"), b"y" * 10)
+        again = fast.load_artifact("unscripted.bin")
+        assert again is not None and again[1] == b"y" * 10
+        redis_acl.provision(env.server.url, env.alpha.username, env.alpha.password, PREFIX, "alpha")
+        assert env.admin().script_exists(SAVE_SHA) == [True]
+    finally:
+        await store.close()

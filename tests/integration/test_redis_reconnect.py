@@ -156,7 +156,9 @@ async def test_every_pooled_connection_survives_a_restart(
 class ExecReplyDropper:
     """A TCP proxy to Redis that, once armed, lets the next MULTI/EXEC through and cuts
     the client's connection when Redis answers: the writes happened, the caller saw a
-    dropped connection. `execs` counts the transactions sent."""
+    dropped connection. `execs` counts the transactions sent (commands ending in MARK)."""
+
+    MARK = b"EXEC\r\n"
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -179,7 +181,7 @@ class ExecReplyDropper:
 
         async def to_redis() -> None:
             while data := await client_r.read(65536):
-                if b"EXEC\r\n" in data:
+                if self.MARK in data:
                     self.execs += 1
                     if self.armed:
                         self.armed = False

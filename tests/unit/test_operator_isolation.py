@@ -23,6 +23,7 @@ from codemode_operator.crdgen import KINDS, crd
 from codemode_operator.reconcile.session import params_of
 from codemode_operator.reconcile.workspace import usage_status
 from codemode_operator.settings import OperatorConfig
+from codemode_session.storage.artifact_redis import SAVE_SHA
 from pydantic import ValidationError
 
 
@@ -230,9 +231,11 @@ def test_allow_and_deny_lists_do_not_overlap_and_grant_only_commands() -> None:
 
 def test_acl_rules_grant_only_the_known_commands_given() -> None:
     rules = redis_acl.acl_rules("cm", "wsid", "pw", commands=["get", "client|setname"])
-    assert rules[-3:] == ["-@all", "+client|setname", "+get"]
+    script = f"+evalsha|{SAVE_SHA}"
+    assert rules[-4:] == ["-@all", "+client|setname", "+get", script]
     default = redis_acl.acl_rules("cm", "wsid", "pw")
-    assert {r[1:] for r in default if r.startswith("+")} == set(redis_acl.ALLOWED)
+    granted = {r[1:] for r in default if r.startswith("+") and r != script}
+    assert granted == set(redis_acl.ALLOWED)
 
 
 # ---- usage in Workspace status -----------------------------------------------------------

@@ -10,6 +10,7 @@ asyncio client (each of those added about 100 us to a call agent code waits for)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -18,7 +19,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -190,6 +196,36 @@ def loaded(name: str, replies: list[Any]) -> tuple[ArtifactInfo, bytes] | None:
     return ArtifactInfo.from_index_entry(name, loads(entry)), bytes(data)
 
 
+# The same plan as one script, so a save is one round trip instead of two (WATCH and reads,
+# then MULTI/EXEC). Replies: {0} saved; {1} the counter never started and the save grows
+# usage (the caller measures, as `save_writes` returning None says); {2, after} the quota
+# (ARGV[5], -1 for none) would be passed. Workspace users may run this script and no other
+# (the operator's ACL rule `+evalsha|SAVE_SHA`; redis_acl.py), and it touches only the
+# keys it is given, which the user's key patterns check as for any command.
+SAVE_SCRIPT = """
+local old = redis.call('STRLEN', KEYS[1]) + redis.call('HSTRLEN', KEYS[2], ARGV[1])
+local raw = redis.call('HGET', KEYS[3], 'bytes')
+local used = nil
+if raw and string.match(raw, '^%-?%d+$') then used = math.max(0, tonumber(raw)) end
+local delta = tonumber(ARGV[4]) - old
+if used == nil and delta > 0 then return {1} end
+local limit = tonumber(ARGV[5])
+local after = (used or 0) + delta
+if delta > 0 and limit >= 0 and after > limit then return {2, after} end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if used ~= nil then redis.call('HINCRBY', KEYS[3], 'bytes', delta) end
+return {0}
+"""
+SAVE_SHA = hashlib.sha1(SAVE_SCRIPT.encode()).hexdigest()
+# After NOSCRIPT or NOPERM (a Redis that restarted and lost its scripts, a user without the
+# rule), saves take two round trips for this long before the script is tried again.
+SCRIPT_RETRY_SECONDS = 30.0
+# Larger values are saved with the transaction: Lua copies its arguments, and for a large
+# one that cost more than the round trip it saves (1 MiB: 3.4 ms against 1.9 ms).
+SCRIPT_MAX_DATA = 16 * 1024
+
+
 # ---- the synchronous client -------------------------------------------------------------
 
 
@@ -230,6 +266,7 @@ class SyncArtifacts:
         self.keys = keys
         self.quota = quota
         self._where = where
+        self._script_off_until = 0.0
 
     @classmethod
     def from_url(
@@ -257,6 +294,10 @@ class SyncArtifacts:
         entry, size = save_size(info, data)
         self.quota.check_artifact(info.name, size)
         keys = self.keys
+        if len(data) <= SCRIPT_MAX_DATA and time.monotonic() >= self._script_off_until:
+            scripted = self._save_scripted(info.name, data, entry, size)
+            if scripted is not None:
+                return scripted
         first = [("WATCH", *save_watch(keys, info.name)), *save_reads(keys, info.name)]
 
         def attempt(conn: Any) -> list[Any] | bool | None:
@@ -274,6 +315,51 @@ class SyncArtifacts:
             return _exec(conn, writes)
 
         return self._on_connection(attempt, f"save artifact {info.name!r}") is not False
+
+    def _save_scripted(self, name: str, data: bytes, entry: str, size: int) -> bool | None:
+        """The save in one round trip (SAVE_SCRIPT); None when the script cannot run here
+        (then the two-round-trip save runs, and the script is left alone for a while)."""
+        limit = -1 if self.quota.max_bytes is None else self.quota.max_bytes
+        command = (
+            "EVALSHA",
+            SAVE_SHA,
+            3,
+            *save_watch(self.keys, name),
+            name,
+            data,
+            entry,
+            size,
+            limit,
+        )
+
+        def attempt(conn: Any) -> list[Any]:
+            return _exchange(conn, [command])
+
+        try:
+            replies = self._on_connection(attempt, f"save artifact {name!r}")
+        except NoScriptError:
+            if not self._load_script():
+                return None
+            return self._save_scripted(name, data, entry, size)
+        except ForbiddenError:  # NOPERM: this user may not run it
+            self._script_off_until = time.monotonic() + SCRIPT_RETRY_SECONDS
+            return None
+        assert isinstance(replies, list)
+        reply = replies[0]
+        code = int(reply[0])
+        if code == 2:
+            self.quota.check_bytes(int(reply[1]), grows=True)
+        return code == 0
+
+    def _load_script(self) -> bool:
+        """SCRIPT LOAD, for a user that may (a server run by hand with an admin URL); the
+        operator loads it for workspace users, which may not."""
+        try:
+            self._redis.script_load(SAVE_SCRIPT)
+        except (NoPermissionError, ResponseError):
+            self._script_off_until = time.monotonic() + SCRIPT_RETRY_SECONDS
+            return False
+        return True
 
     def load_artifact(self, name: str) -> tuple[ArtifactInfo, bytes] | None:
         validate_artifact_name(name)
@@ -307,7 +393,7 @@ class SyncArtifacts:
                     pool.release(conn)
                 if result is not None:
                     return result
-        except CodemodeError:
+        except (CodemodeError, NoScriptError):
             raise
         except Exception as exc:
             mapped = storage_error(exc, self._where)
