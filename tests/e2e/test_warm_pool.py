@@ -90,15 +90,19 @@ def env(
 
 def through_service(kinds: Kinds, session: str) -> dict[str, Any] | None:
     """The session server's /health through the session's Service (its ClusterIP, which
-    kube-proxy routes from this host too), or None while it does not answer."""
+    kube-proxy routes from this host too), or None while it does not answer with it: no
+    connection, or an answer that is not the server's JSON (once, in a clean-clone run at
+    load 4-5, the first answer through a just-written endpoint had an empty body; the
+    caller's wait then asks again, and what it asserts is the answer's state id)."""
     svc = kinds.core.read_namespaced_service(f"{session}-session", kinds.namespace)
     try:
         with httpx.Client(
             base_url=f"http://{svc.spec.cluster_ip}:8080", trust_env=False, timeout=5
         ) as http:
-            found: dict[str, Any] = http.get("/health").json()
+            answer = http.get("/health")
+            found: dict[str, Any] | None = answer.json() if answer.status_code == 200 else None
             return found
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):
         return None
 
 
