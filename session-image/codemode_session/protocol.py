@@ -27,6 +27,13 @@ class ProtocolError(Exception):
     """The peer closed the channel or sent something that is not a frame."""
 
 
+class ChannelClosed(ProtocolError):
+    """The peer closed the channel (not a fault of what it sent)."""
+
+    def __init__(self) -> None:
+        super().__init__("channel closed")
+
+
 # Both ends of a worker socket ask for this much kernel buffer, so a large attachment
 # goes across in a few sends instead of many 200 KiB ones (the kernel caps it at wmem_max).
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -95,7 +102,7 @@ class FrameReader:
     def _exact(self, size: int) -> bytes:
         data: bytes | None = self._file.read(size)
         if data is None or len(data) != size:
-            raise ProtocolError("channel closed")
+            raise ChannelClosed()
         return data
 
     def _raw(self, limit: int = MAX_FRAME) -> bytes:
@@ -127,7 +134,7 @@ async def _recv_raw_async(reader: asyncio.StreamReader, limit: int = MAX_FRAME) 
             raise ProtocolError(f"frame of {size} bytes is too large")
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError:
-        raise ProtocolError("channel closed") from None
+        raise ChannelClosed() from None
 
 
 async def recv_async(reader: asyncio.StreamReader) -> dict[str, Any]:

@@ -90,11 +90,11 @@ class StorageThread:
                 call = reader.read()
                 reply, blob = self._answer(call)
                 self._send(reply, blob)
-        except protocol.ProtocolError as exc:
-            if not self._stopping and str(exc) != "channel closed":
-                self._report(f"the worker's storage line broke ({exc})")
-        except OSError:
+        except (protocol.ChannelClosed, OSError):
             pass  # the worker or the server went away
+        except protocol.ProtocolError as exc:
+            if not self._stopping:
+                self._report(f"the worker's storage line broke ({exc})")
         finally:
             reader.close()
             self._sock.close()

@@ -166,20 +166,26 @@ def save_writes(
     size: int,
     reads: list[Any],
     quota: Quota,
+    measured: int | None = None,
 ) -> list[Command] | None:
     """The writes of a save, given what `save_reads` returned; QuotaExceededError when it
     would pass the workspace's limit. None when the usage counter was never started and
-    the save grows usage: the caller measures the workspace first (RedisStorage does)."""
+    the save grows usage: the caller measures the workspace (RedisStorage does) and asks
+    again with `measured`, and the writes then start the counter at the true total."""
     old = int(reads[0]) + int(reads[1])
     used = counter(reads[2])
     delta = size - old
-    if used is None and delta > 0:
+    if used is None and delta > 0 and measured is None:
         return None
-    quota.check_bytes((used or 0) + delta, grows=delta > 0)
     writes: list[Command] = [
         ("SET", keys.artifact(name), data),
         ("HSET", keys.artifact_index, name, entry),
     ]
+    if used is None and delta > 0:
+        assert measured is not None
+        quota.check_bytes(measured + delta, grows=True)
+        return [*writes, ("HSET", keys.usage, "bytes", str(measured + delta))]
+    quota.check_bytes((used or 0) + delta, grows=delta > 0)
     if used is not None:  # else started, with the true total, by the next write that grows
         writes.append(("HINCRBY", keys.usage, "bytes", delta))
     return writes

@@ -647,14 +647,11 @@ class RedisStorage:
         async def plan(reads: list[Any]) -> Callable[[Pipeline], None]:
             writes = save_writes(keys, info.name, data, entry, size, reads, self.quota)
             if writes is None:  # the counter never started: measure, then start it
-                used = await self._measure_usage()
-                delta = size - int(reads[0]) - int(reads[1])
-                self.quota.check_bytes(used + delta, grows=True)
-                writes = [
-                    ("SET", keys.artifact(info.name), data),
-                    ("HSET", keys.artifact_index, info.name, entry),
-                    ("HSET", keys.usage, "bytes", str(used + delta)),
-                ]
+                measured = await self._measure_usage()
+                writes = save_writes(
+                    keys, info.name, data, entry, size, reads, self.quota, measured
+                )
+                assert writes is not None
 
             def write(p: Pipeline) -> None:
                 for command in writes:
